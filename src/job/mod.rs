@@ -1,0 +1,356 @@
+//! The domain: what a job is, plain data with no I/O.
+//!
+//! A [`Job`] is a desired-state record ([`JobSpec`]: the task, the approval
+//! decision, a cancel request) plus what the controller last observed and
+//! decided ([`JobStatus`]). The API only changes the spec (through the checked
+//! methods here); the controller only changes the status (through
+//! [`plan::plan`]).
+
+pub mod admission;
+pub mod phase;
+pub mod plan;
+pub mod workload;
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub use phase::Phase;
+pub use workload::{ObservedWorkload, Role, WorkloadState};
+
+/// A job's identity: a UUID, rendered in its hyphenated lowercase form.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(transparent)]
+pub struct JobId(Uuid);
+
+impl JobId {
+    pub fn new_random() -> Self {
+        JobId(Uuid::new_v4())
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+/// The text is not a job id.
+#[derive(Debug, thiserror::Error)]
+#[error("'{0}' is not a valid job id (expected a UUID)")]
+pub struct InvalidJobId(pub String);
+
+impl FromStr for JobId {
+    type Err = InvalidJobId;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(text)
+            .map(JobId)
+            .map_err(|_| InvalidJobId(text.to_owned()))
+    }
+}
+
+/// The human's verdict on a job that awaits approval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ApprovalDecision {
+    pub approved: bool,
+    #[serde(default)]
+    pub comment: String,
+    pub decided_at: DateTime<Utc>,
+}
+
+/// Desired state: what the user asked for. Written by the API, read by the controller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct JobSpec {
+    pub task: String,
+    pub project_path: String,
+    /// Overrides `agents.builder.image_name` for this job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub builder_image: Option<String>,
+    /// Overrides `agents.checker.image_name` for this job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checker_image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalDecision>,
+    #[serde(default)]
+    pub cancel_requested: bool,
+}
+
+/// What is known about one agent of the current attempt.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct WorkloadStatus {
+    /// The runtime's id (Docker container id, Pod uid) once the workload was seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+}
+
+/// When each transition happened. `finished_at` is the seed's `completed_at`:
+/// the moment the job reached any terminal phase.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PhaseTimes {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub building_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checking_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaiting_approval_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// Observed state: what the controller saw and decided. Only the planner changes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct JobStatus {
+    pub phase: Phase,
+    /// A short machine-readable cause of the last transition (`Admitted`, `BuilderFailed`...).
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    #[serde(default)]
+    pub times: PhaseTimes,
+    #[serde(default)]
+    pub builder: WorkloadStatus,
+    #[serde(default)]
+    pub checker: WorkloadStatus,
+    /// Which run of the agents this is; workload names carry it. Starts at 1.
+    pub attempt: u32,
+}
+
+impl JobStatus {
+    pub fn new_pending() -> Self {
+        JobStatus {
+            phase: Phase::Pending,
+            reason: "Created".to_owned(),
+            error_message: None,
+            times: PhaseTimes::default(),
+            builder: WorkloadStatus::default(),
+            checker: WorkloadStatus::default(),
+            attempt: 1,
+        }
+    }
+
+    pub fn workload(&self, role: Role) -> &WorkloadStatus {
+        match role {
+            Role::Builder => &self.builder,
+            Role::Checker => &self.checker,
+        }
+    }
+
+    pub fn workload_mut(&mut self, role: Role) -> &mut WorkloadStatus {
+        match role {
+            Role::Builder => &mut self.builder,
+            Role::Checker => &mut self.checker,
+        }
+    }
+}
+
+/// One job: identity, desired state, observed state and the version that
+/// makes every write a compare-and-swap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Job {
+    pub id: JobId,
+    pub created_at: DateTime<Utc>,
+    pub spec: JobSpec,
+    pub status: JobStatus,
+    /// Bumped by the store on every write; a write names the version it read.
+    pub resource_version: i64,
+}
+
+/// A change of desired state that the job's current state forbids.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransitionError {
+    #[error("job {id} is {phase}; approval is only possible while it is awaiting_approval")]
+    NotAwaitingApproval { id: JobId, phase: Phase },
+    #[error("job {id} was already {verdict}")]
+    AlreadyDecided { id: JobId, verdict: &'static str },
+    #[error("job {id} is already {phase} and cannot be cancelled")]
+    AlreadyFinished { id: JobId, phase: Phase },
+}
+
+impl Job {
+    /// A freshly submitted job: pending, version 0 until the store writes it.
+    pub fn new(spec: JobSpec, now: DateTime<Utc>) -> Self {
+        Job {
+            id: JobId::new_random(),
+            created_at: now,
+            spec,
+            status: JobStatus::new_pending(),
+            resource_version: 0,
+        }
+    }
+
+    /// Records the human's decision. Only a job awaiting approval, and not yet
+    /// decided, accepts one; the controller then moves it on.
+    pub fn decide(
+        &self,
+        approved: bool,
+        comment: String,
+        now: DateTime<Utc>,
+    ) -> Result<JobSpec, TransitionError> {
+        if let Some(previous) = &self.spec.approval {
+            return Err(TransitionError::AlreadyDecided {
+                id: self.id,
+                verdict: if previous.approved {
+                    "approved"
+                } else {
+                    "rejected"
+                },
+            });
+        }
+        if self.status.phase != Phase::AwaitingApproval {
+            return Err(TransitionError::NotAwaitingApproval {
+                id: self.id,
+                phase: self.status.phase,
+            });
+        }
+        let mut spec = self.spec.clone();
+        spec.approval = Some(ApprovalDecision {
+            approved,
+            comment,
+            decided_at: now,
+        });
+        Ok(spec)
+    }
+
+    /// Asks for the job to stop. Idempotent while the job runs; a finished job refuses.
+    pub fn request_cancel(&self) -> Result<JobSpec, TransitionError> {
+        if self.status.phase.is_terminal() {
+            return Err(TransitionError::AlreadyFinished {
+                id: self.id,
+                phase: self.status.phase,
+            });
+        }
+        let mut spec = self.spec.clone();
+        spec.cancel_requested = true;
+        Ok(spec)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    //! Builder-style fixtures for planner and domain tests.
+    use super::*;
+
+    pub fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap()
+    }
+
+    impl Job {
+        pub fn pending() -> Job {
+            let spec = JobSpec {
+                task: "add logging to the API".to_owned(),
+                project_path: "/workspace".to_owned(),
+                builder_image: None,
+                checker_image: None,
+                approval: None,
+                cancel_requested: false,
+            };
+            Job::new(spec, at(0))
+        }
+
+        pub fn in_phase(mut self, phase: Phase, since: DateTime<Utc>) -> Job {
+            self.status.phase = phase;
+            let times = &mut self.status.times;
+            if phase.rank() >= Phase::Building.rank() {
+                times.building_at.get_or_insert(since);
+            }
+            if phase.rank() >= Phase::Checking.rank() {
+                times.checking_at.get_or_insert(since);
+            }
+            if phase.rank() >= Phase::AwaitingApproval.rank() {
+                times.awaiting_approval_at.get_or_insert(since);
+            }
+            if phase.is_terminal() {
+                times.finished_at = Some(since);
+            }
+            self
+        }
+
+        pub fn with_approval(mut self, approved: bool) -> Job {
+            self.spec.approval = Some(ApprovalDecision {
+                approved,
+                comment: "reviewed".to_owned(),
+                decided_at: at(0),
+            });
+            self
+        }
+
+        pub fn with_cancel_requested(mut self) -> Job {
+            self.spec.cancel_requested = true;
+            self
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::at;
+    use super::*;
+
+    #[test]
+    fn a_job_id_round_trips_through_its_text() {
+        let id = JobId::new_random();
+        assert_eq!(id.to_string().parse::<JobId>().unwrap(), id);
+        assert!("not-a-uuid".parse::<JobId>().is_err());
+    }
+
+    #[test]
+    fn approving_a_building_job_is_refused() {
+        let job = Job::pending().in_phase(Phase::Building, at(1));
+        let err = job.decide(true, String::new(), at(2)).unwrap_err();
+        assert!(matches!(
+            err,
+            TransitionError::NotAwaitingApproval {
+                phase: Phase::Building,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn approving_a_job_awaiting_approval_records_the_decision() {
+        let job = Job::pending().in_phase(Phase::AwaitingApproval, at(1));
+        let spec = job.decide(false, "not yet".to_owned(), at(2)).unwrap();
+        let decision = spec.approval.unwrap();
+        assert!(!decision.approved);
+        assert_eq!(decision.comment, "not yet");
+        assert_eq!(decision.decided_at, at(2));
+    }
+
+    #[test]
+    fn deciding_twice_is_refused() {
+        let job = Job::pending()
+            .in_phase(Phase::AwaitingApproval, at(1))
+            .with_approval(true);
+        let err = job.decide(false, String::new(), at(2)).unwrap_err();
+        assert!(matches!(
+            err,
+            TransitionError::AlreadyDecided {
+                verdict: "approved",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn cancelling_a_running_job_is_idempotent_and_a_finished_one_refuses() {
+        let running = Job::pending().in_phase(Phase::Checking, at(1));
+        let spec = running.request_cancel().unwrap();
+        assert!(spec.cancel_requested);
+        let again = Job { spec, ..running };
+        assert!(again.request_cancel().unwrap().cancel_requested);
+
+        let failed = Job::pending().in_phase(Phase::Failed, at(1));
+        assert!(failed.request_cancel().is_err());
+    }
+}

@@ -1,0 +1,137 @@
+//! The lifecycle phases. Their strings are part of the public API (the seed's
+//! `status` values, plus `cancelled`), so they are spelled out once, here.
+
+use std::fmt;
+use std::str::FromStr;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Where a job is in its lifecycle.
+///
+/// `pending -> building -> checking -> awaiting_approval -> approved -> completed`,
+/// with `rejected`, `failed` and `cancelled` as the other ends.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Pending,
+    Building,
+    Checking,
+    AwaitingApproval,
+    Approved,
+    Completed,
+    Rejected,
+    Failed,
+    Cancelled,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 9] = [
+        Phase::Pending,
+        Phase::Building,
+        Phase::Checking,
+        Phase::AwaitingApproval,
+        Phase::Approved,
+        Phase::Completed,
+        Phase::Rejected,
+        Phase::Failed,
+        Phase::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "pending",
+            Phase::Building => "building",
+            Phase::Checking => "checking",
+            Phase::AwaitingApproval => "awaiting_approval",
+            Phase::Approved => "approved",
+            Phase::Completed => "completed",
+            Phase::Rejected => "rejected",
+            Phase::Failed => "failed",
+            Phase::Cancelled => "cancelled",
+        }
+    }
+
+    /// A terminal phase is never left: nothing starts, nothing changes.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Phase::Completed | Phase::Rejected | Phase::Failed | Phase::Cancelled
+        )
+    }
+
+    /// Phases in which an agent runs and a concurrency slot is taken.
+    pub fn is_active(self) -> bool {
+        matches!(self, Phase::Building | Phase::Checking)
+    }
+
+    /// Position along the lifecycle; every terminal phase shares the last rank.
+    /// A transition never lowers it ("phases never go backwards").
+    pub fn rank(self) -> u8 {
+        match self {
+            Phase::Pending => 0,
+            Phase::Building => 1,
+            Phase::Checking => 2,
+            Phase::AwaitingApproval => 3,
+            Phase::Approved => 4,
+            Phase::Completed | Phase::Rejected | Phase::Failed | Phase::Cancelled => 5,
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The text was not one of the phase strings.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "unknown status '{0}'; expected one of: pending, building, checking, awaiting_approval, approved, completed, rejected, failed, cancelled"
+)]
+pub struct UnknownPhase(pub String);
+
+impl FromStr for Phase {
+    type Err = UnknownPhase;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Phase::ALL
+            .into_iter()
+            .find(|phase| phase.as_str() == text)
+            .ok_or_else(|| UnknownPhase(text.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_phase_round_trips_through_its_string() {
+        for phase in Phase::ALL {
+            assert_eq!(phase.as_str().parse::<Phase>().unwrap(), phase);
+            let json = serde_json::to_string(&phase).unwrap();
+            assert_eq!(json, format!("\"{}\"", phase.as_str()));
+        }
+    }
+
+    #[test]
+    fn an_unknown_status_string_is_rejected_with_the_valid_ones_listed() {
+        let err = "done".parse::<Phase>().unwrap_err();
+        assert!(err.to_string().contains("awaiting_approval"));
+    }
+}

@@ -1,0 +1,378 @@
+//! The lifecycle, decided in one pure function.
+//!
+//! [`plan`] takes a job, what the runtime and the agents showed of it, the
+//! admission answer and the clock, and returns a [`Plan`]: the actions that move
+//! the world towards the job's desired state, the new status, and when to look
+//! again. It does no I/O, so the same inputs always give the same plan — which
+//! is what makes the controller level-triggered and crash-safe: after a restart
+//! or a lost event, planning again from what exists gives the same next step.
+//!
+//! Planning happens in two steps: [`decide`] picks the new status from the
+//! current one, then [`converge`] derives the actions that make the runtime
+//! match that status (start what is missing, remove what is stray).
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::admission::Admission;
+use super::workload::{Observed, ObservedWorkload, Role, WorkloadState};
+use super::{Job, JobStatus, Phase};
+
+/// How long agents and jobs may run. Measured from the start of the phase
+/// (an agent's deadline) or from the start of building (the job's deadline);
+/// time spent pending or awaiting a human does not count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    pub builder: TimeDelta,
+    pub checker: TimeDelta,
+    pub job: TimeDelta,
+}
+
+impl Deadlines {
+    fn of(&self, role: Role) -> TimeDelta {
+        match role {
+            Role::Builder => self.builder,
+            Role::Checker => self.checker,
+        }
+    }
+}
+
+/// Everything the planner looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanInput<'a> {
+    pub job: &'a Job,
+    pub observed: &'a Observed,
+    /// Consulted only for a pending job.
+    pub admission: Admission,
+    pub deadlines: &'a Deadlines,
+    pub now: DateTime<Utc>,
+}
+
+/// One step the controller takes in the runtime. Every action is idempotent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Create the job's workspace if it does not exist.
+    PrepareWorkspace,
+    /// Create (or adopt, if its deterministic name exists) and start the workload.
+    Start { role: Role, attempt: u32 },
+    /// Stop and delete a workload that the job no longer wants.
+    Remove {
+        role: Role,
+        attempt: u32,
+        id: String,
+    },
+    /// Delete the workspace: the result was rejected or the job cancelled.
+    RemoveWorkspace,
+}
+
+/// A change of phase, recorded in the job's event log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub from: Phase,
+    pub to: Phase,
+    pub reason: String,
+    pub message: Option<String>,
+}
+
+/// What to do next for one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    /// The status to write (equal to the current one when nothing changed).
+    pub status: JobStatus,
+    pub transition: Option<Transition>,
+    /// Look again after this long even if nothing wakes the job (a deadline).
+    pub requeue_after: Option<Duration>,
+}
+
+/// Decides the next step for one job. Pure: no I/O, no clock but `input.now`.
+pub fn plan(input: &PlanInput<'_>) -> Plan {
+    let (status, transition) = decide(input);
+    let actions = converge(input, &status, transition.as_ref());
+    let requeue_after = next_deadline(&status, input.deadlines)
+        .map(|deadline| (deadline - input.now).to_std().unwrap_or(Duration::ZERO));
+    Plan {
+        actions,
+        status,
+        transition,
+        requeue_after,
+    }
+}
+
+/// Picks the new status. Returns the transition when the phase changes.
+fn decide(input: &PlanInput<'_>) -> (JobStatus, Option<Transition>) {
+    let job = input.job;
+    let mut next = Next::new(job.status.clone(), input.now);
+    let phase = job.status.phase;
+    if phase.is_terminal() {
+        return next.finish();
+    }
+    if job.spec.cancel_requested {
+        next.move_to(
+            Phase::Cancelled,
+            "CancelRequested",
+            Some("cancelled on request".to_owned()),
+        );
+        return next.finish();
+    }
+    match phase {
+        Phase::Pending => decide_pending(&mut next, input.admission),
+        Phase::Building => decide_agent(&mut next, input, Role::Builder),
+        Phase::Checking => decide_agent(&mut next, input, Role::Checker),
+        Phase::AwaitingApproval => decide_awaiting_approval(&mut next, job),
+        Phase::Approved => next.move_to(
+            Phase::Completed,
+            "Completed",
+            Some(
+                "approved; publishing to Git is not implemented yet, the workspace is kept"
+                    .to_owned(),
+            ),
+        ),
+        Phase::Completed | Phase::Rejected | Phase::Failed | Phase::Cancelled => {}
+    }
+    next.finish()
+}
+
+fn decide_pending(next: &mut Next, admission: Admission) {
+    match admission {
+        Admission::Admitted => next.move_to(Phase::Building, "Admitted", None),
+        Admission::Waiting(reason) => next.status.reason = reason.to_owned(),
+    }
+}
+
+fn decide_agent(next: &mut Next, input: &PlanInput<'_>, role: Role) {
+    if let Some((reason, message)) = deadline_passed(&next.status, input.deadlines, role, input.now)
+    {
+        next.fail(reason, message);
+        return;
+    }
+    if let Some(error) = input.observed.reports.error_of(role) {
+        next.fail(
+            format!("{}ReportedError", role.reason_prefix()),
+            format!("{role} reported an error: {error}"),
+        );
+        return;
+    }
+    let attempt = next.status.attempt;
+    let Some(workload) = find(&input.observed.workloads, role, attempt) else {
+        if let Some(id) = &next.status.workload(role).workload_id {
+            let message = format!("{role} workload {id} disappeared before it finished");
+            next.fail(format!("{}Vanished", role.reason_prefix()), message);
+        }
+        return;
+    };
+    next.status.workload_mut(role).workload_id = Some(workload.id.clone());
+    if let WorkloadState::Exited {
+        exit_code,
+        oom_killed,
+    } = workload.state
+    {
+        next.status.workload_mut(role).exit_code = Some(exit_code);
+        decide_exit(next, input, role, exit_code, oom_killed);
+    }
+}
+
+fn decide_exit(
+    next: &mut Next,
+    input: &PlanInput<'_>,
+    role: Role,
+    exit_code: i64,
+    oom_killed: bool,
+) {
+    let prefix = role.reason_prefix();
+    if oom_killed {
+        let message =
+            format!("{role} was killed for running out of memory (exit code {exit_code})");
+        next.fail(format!("{prefix}OOMKilled"), message);
+    } else if exit_code != 0 {
+        next.fail(
+            format!("{prefix}Failed"),
+            format!("{role} exited with code {exit_code}"),
+        );
+    } else if role == Role::Builder {
+        next.move_to(Phase::Checking, "BuilderSucceeded", None);
+    } else if input.observed.reports.audit_report_received {
+        next.move_to(Phase::AwaitingApproval, "CheckerSucceeded", None);
+    } else {
+        let message = "checker exited with code 0 without posting an audit report".to_owned();
+        next.fail("CheckerReportMissing".to_owned(), message);
+    }
+}
+
+fn decide_awaiting_approval(next: &mut Next, job: &Job) {
+    let Some(decision) = &job.spec.approval else {
+        return;
+    };
+    let comment = Some(decision.comment.clone()).filter(|c| !c.is_empty());
+    if decision.approved {
+        next.move_to(Phase::Approved, "Approved", comment);
+    } else {
+        next.move_to(Phase::Rejected, "Rejected", comment);
+    }
+}
+
+/// The reason and message if a deadline that applies to `role` has passed.
+fn deadline_passed(
+    status: &JobStatus,
+    deadlines: &Deadlines,
+    role: Role,
+    now: DateTime<Utc>,
+) -> Option<(String, String)> {
+    if let Some(started) = status.times.building_at
+        && now >= started + deadlines.job
+    {
+        let message = format!(
+            "job exceeded its deadline of {} s",
+            deadlines.job.num_seconds()
+        );
+        return Some(("JobTimedOut".to_owned(), message));
+    }
+    let phase_started = phase_start(status, role)?;
+    let limit = deadlines.of(role);
+    (now >= phase_started + limit).then(|| {
+        let message = format!("{role} exceeded its deadline of {} s", limit.num_seconds());
+        (format!("{}TimedOut", role.reason_prefix()), message)
+    })
+}
+
+fn phase_start(status: &JobStatus, role: Role) -> Option<DateTime<Utc>> {
+    match role {
+        Role::Builder => status.times.building_at,
+        Role::Checker => status.times.checking_at,
+    }
+}
+
+/// The earliest deadline still ahead of a job in an agent phase.
+fn next_deadline(status: &JobStatus, deadlines: &Deadlines) -> Option<DateTime<Utc>> {
+    let role = match status.phase {
+        Phase::Building => Role::Builder,
+        Phase::Checking => Role::Checker,
+        _ => return None,
+    };
+    let job_deadline = status.times.building_at.map(|t| t + deadlines.job);
+    let role_deadline = phase_start(status, role).map(|t| t + deadlines.of(role));
+    job_deadline.into_iter().chain(role_deadline).min()
+}
+
+/// Derives the runtime actions that make the world match `status`.
+fn converge(
+    input: &PlanInput<'_>,
+    status: &JobStatus,
+    transition: Option<&Transition>,
+) -> Vec<Action> {
+    let attempt = status.attempt;
+    let kept = kept_roles(status.phase);
+    let mut actions = Vec::new();
+    let mut seen: Vec<Role> = Vec::new();
+    for workload in &input.observed.workloads {
+        let wanted = workload.attempt == attempt && kept.contains(&workload.role);
+        if wanted && !seen.contains(&workload.role) {
+            seen.push(workload.role);
+        } else {
+            actions.push(Action::Remove {
+                role: workload.role,
+                attempt: workload.attempt,
+                id: workload.id.clone(),
+            });
+        }
+    }
+    if let Some(role) = running_role(status.phase) {
+        let current = find(&input.observed.workloads, role, attempt);
+        let needs_start = current.is_none_or(|w| w.state == WorkloadState::Created);
+        if needs_start {
+            if role == Role::Builder {
+                actions.push(Action::PrepareWorkspace);
+            }
+            actions.push(Action::Start { role, attempt });
+        }
+    }
+    let discards_workspace = matches!(status.phase, Phase::Rejected | Phase::Cancelled);
+    if discards_workspace && transition.is_some() {
+        actions.push(Action::RemoveWorkspace);
+    }
+    actions
+}
+
+/// The workloads (of the current attempt) a phase keeps; all others are removed.
+/// Exited agents are kept until the job ends so their logs stay readable.
+fn kept_roles(phase: Phase) -> &'static [Role] {
+    match phase {
+        Phase::Building => &[Role::Builder],
+        Phase::Checking | Phase::AwaitingApproval | Phase::Approved => {
+            &[Role::Builder, Role::Checker]
+        }
+        Phase::Pending | Phase::Completed | Phase::Rejected | Phase::Failed | Phase::Cancelled => {
+            &[]
+        }
+    }
+}
+
+/// The agent that must be running in a phase.
+fn running_role(phase: Phase) -> Option<Role> {
+    match phase {
+        Phase::Building => Some(Role::Builder),
+        Phase::Checking => Some(Role::Checker),
+        _ => None,
+    }
+}
+
+fn find(workloads: &[ObservedWorkload], role: Role, attempt: u32) -> Option<&ObservedWorkload> {
+    workloads
+        .iter()
+        .find(|w| w.role == role && w.attempt == attempt)
+}
+
+/// The status being decided, and the transition once the phase changes.
+struct Next {
+    status: JobStatus,
+    transition: Option<Transition>,
+    now: DateTime<Utc>,
+}
+
+impl Next {
+    fn new(status: JobStatus, now: DateTime<Utc>) -> Self {
+        Next {
+            status,
+            transition: None,
+            now,
+        }
+    }
+
+    fn move_to(&mut self, to: Phase, reason: &str, message: Option<String>) {
+        let from = self.status.phase;
+        let times = &mut self.status.times;
+        match to {
+            Phase::Building => times.building_at = Some(self.now),
+            Phase::Checking => times.checking_at = Some(self.now),
+            Phase::AwaitingApproval => times.awaiting_approval_at = Some(self.now),
+            Phase::Approved => times.approved_at = Some(self.now),
+            _ => {}
+        }
+        if to.is_terminal() {
+            times.finished_at = Some(self.now);
+        }
+        if to == Phase::Failed {
+            self.status.error_message = message.clone();
+        }
+        self.status.phase = to;
+        self.status.reason = reason.to_owned();
+        self.transition = Some(Transition {
+            from,
+            to,
+            reason: reason.to_owned(),
+            message,
+        });
+    }
+
+    fn fail(&mut self, reason: String, message: String) {
+        self.move_to(Phase::Failed, &reason, Some(message));
+    }
+
+    fn finish(self) -> (JobStatus, Option<Transition>) {
+        (self.status, self.transition)
+    }
+}
+
+#[cfg(test)]
+mod tests;

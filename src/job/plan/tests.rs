@@ -1,0 +1,550 @@
+//! The planner's specification: examples of each step, then properties that
+//! hold for every job and every observed state `proptest` can generate.
+
+use chrono::TimeDelta;
+use proptest::prelude::*;
+
+use super::*;
+use crate::job::ApprovalDecision;
+use crate::job::fixtures::at;
+use crate::job::workload::AgentReports;
+
+const DEADLINES: Deadlines = Deadlines {
+    builder: TimeDelta::seconds(600),
+    checker: TimeDelta::seconds(300),
+    job: TimeDelta::seconds(1800),
+};
+
+fn workload(role: Role, state: WorkloadState) -> ObservedWorkload {
+    ObservedWorkload {
+        role,
+        attempt: 1,
+        id: format!("{role}-id"),
+        state,
+    }
+}
+
+fn exited(role: Role, exit_code: i64) -> ObservedWorkload {
+    workload(
+        role,
+        WorkloadState::Exited {
+            exit_code,
+            oom_killed: false,
+        },
+    )
+}
+
+fn observed(workloads: Vec<ObservedWorkload>) -> Observed {
+    Observed {
+        workloads,
+        reports: AgentReports::default(),
+    }
+}
+
+fn plan_at(job: &Job, observed: &Observed, admission: Admission, now: i64) -> Plan {
+    plan(&PlanInput {
+        job,
+        observed,
+        admission,
+        deadlines: &DEADLINES,
+        now: at(now),
+    })
+}
+
+fn plan_admitted(job: &Job, observed: &Observed, now: i64) -> Plan {
+    plan_at(job, observed, Admission::Admitted, now)
+}
+
+#[test]
+fn an_admitted_pending_job_prepares_its_workspace_and_starts_the_builder() {
+    let plan = plan_admitted(&Job::pending(), &Observed::default(), 10);
+    assert_eq!(plan.status.phase, Phase::Building);
+    assert_eq!(plan.status.times.building_at, Some(at(10)));
+    assert_eq!(
+        plan.actions,
+        vec![
+            Action::PrepareWorkspace,
+            Action::Start {
+                role: Role::Builder,
+                attempt: 1
+            }
+        ]
+    );
+    assert_eq!(plan.requeue_after, Some(Duration::from_secs(600)));
+}
+
+#[test]
+fn a_pending_job_that_is_not_admitted_waits_and_says_why() {
+    let plan = plan_at(
+        &Job::pending(),
+        &Observed::default(),
+        Admission::Waiting("ConcurrencyLimit"),
+        10,
+    );
+    assert_eq!(plan.status.phase, Phase::Pending);
+    assert_eq!(plan.status.reason, "ConcurrencyLimit");
+    assert!(plan.actions.is_empty());
+    assert!(plan.transition.is_none());
+}
+
+#[test]
+fn a_running_builder_is_adopted_not_started_again() {
+    let job = Job::pending().in_phase(Phase::Building, at(0));
+    let plan = plan_admitted(
+        &job,
+        &observed(vec![workload(Role::Builder, WorkloadState::Running)]),
+        10,
+    );
+    assert_eq!(plan.status.phase, Phase::Building);
+    assert_eq!(
+        plan.status.builder.workload_id.as_deref(),
+        Some("builder-id")
+    );
+    assert!(plan.actions.is_empty());
+    assert_eq!(plan.requeue_after, Some(Duration::from_secs(590)));
+}
+
+#[test]
+fn a_builder_created_but_never_started_is_started() {
+    let job = Job::pending().in_phase(Phase::Building, at(0));
+    let plan = plan_admitted(
+        &job,
+        &observed(vec![workload(Role::Builder, WorkloadState::Created)]),
+        10,
+    );
+    assert!(plan.actions.contains(&Action::Start {
+        role: Role::Builder,
+        attempt: 1
+    }));
+}
+
+#[test]
+fn a_builder_that_exits_zero_starts_the_checker() {
+    let job = Job::pending().in_phase(Phase::Building, at(0));
+    let plan = plan_admitted(&job, &observed(vec![exited(Role::Builder, 0)]), 10);
+    assert_eq!(plan.status.phase, Phase::Checking);
+    assert_eq!(plan.status.builder.exit_code, Some(0));
+    assert_eq!(
+        plan.actions,
+        vec![Action::Start {
+            role: Role::Checker,
+            attempt: 1
+        }]
+    );
+}
+
+#[test]
+fn a_checker_found_after_a_crash_is_adopted_when_the_builder_succeeded() {
+    let job = Job::pending().in_phase(Phase::Building, at(0));
+    let world = observed(vec![
+        exited(Role::Builder, 0),
+        workload(Role::Checker, WorkloadState::Running),
+    ]);
+    let plan = plan_admitted(&job, &world, 10);
+    assert_eq!(plan.status.phase, Phase::Checking);
+    assert!(plan.actions.is_empty());
+}
+
+#[test]
+fn a_builder_that_exits_non_zero_fails_the_job_with_its_code() {
+    let job = Job::pending().in_phase(Phase::Building, at(0));
+    let plan = plan_admitted(&job, &observed(vec![exited(Role::Builder, 3)]), 10);
+    assert_eq!(plan.status.phase, Phase::Failed);
+    assert_eq!(plan.status.reason, "BuilderFailed");
+    assert_eq!(
+        plan.status.error_message.as_deref(),
+        Some("builder exited with code 3")
+    );
+    assert_eq!(
+        plan.actions,
+        vec![Action::Remove {
+            role: Role::Builder,
+            attempt: 1,
+            id: "builder-id".to_owned()
+        }]
+    );
+}
+
+#[test]
+fn an_out_of_memory_kill_is_named_as_such() {
+    let job = Job::pending().in_phase(Phase::Checking, at(0));
+    let oom = workload(
+        Role::Checker,
+        WorkloadState::Exited {
+            exit_code: 137,
+            oom_killed: true,
+        },
+    );
+    let plan = plan_admitted(&job, &observed(vec![oom]), 10);
+    assert_eq!(plan.status.reason, "CheckerOOMKilled");
+}
+
+#[test]
+fn an_error_callback_fails_the_job_and_stops_the_agent() {
+    let job = Job::pending().in_phase(Phase::Building, at(0));
+    let mut world = observed(vec![workload(Role::Builder, WorkloadState::Running)]);
+    world.reports.builder_error = Some("model quota exhausted".to_owned());
+    let plan = plan_admitted(&job, &world, 10);
+    assert_eq!(plan.status.phase, Phase::Failed);
+    assert_eq!(plan.status.reason, "BuilderReportedError");
+    assert!(
+        plan.status
+            .error_message
+            .unwrap()
+            .contains("model quota exhausted")
+    );
+    assert_eq!(plan.actions.len(), 1);
+}
+
+#[test]
+fn a_checker_that_exits_zero_with_its_report_awaits_approval() {
+    let job = Job::pending().in_phase(Phase::Checking, at(0));
+    let mut world = observed(vec![exited(Role::Builder, 0), exited(Role::Checker, 0)]);
+    world.reports.audit_report_received = true;
+    let plan = plan_admitted(&job, &world, 10);
+    assert_eq!(plan.status.phase, Phase::AwaitingApproval);
+    assert!(
+        plan.actions.is_empty(),
+        "exited agents are kept for their logs"
+    );
+}
+
+#[test]
+fn a_checker_that_exits_zero_without_a_report_fails() {
+    let job = Job::pending().in_phase(Phase::Checking, at(0));
+    let plan = plan_admitted(&job, &observed(vec![exited(Role::Checker, 0)]), 10);
+    assert_eq!(plan.status.reason, "CheckerReportMissing");
+}
+
+#[test]
+fn a_builder_that_vanished_after_it_was_seen_fails_the_job() {
+    let mut job = Job::pending().in_phase(Phase::Building, at(0));
+    job.status.builder.workload_id = Some("abc".to_owned());
+    let plan = plan_admitted(&job, &Observed::default(), 10);
+    assert_eq!(plan.status.reason, "BuilderVanished");
+    assert!(plan.actions.is_empty());
+}
+
+#[test]
+fn a_builder_past_its_deadline_fails_the_job_and_is_removed() {
+    let job = Job::pending().in_phase(Phase::Building, at(0));
+    let plan = plan_admitted(
+        &job,
+        &observed(vec![workload(Role::Builder, WorkloadState::Running)]),
+        600,
+    );
+    assert_eq!(plan.status.phase, Phase::Failed);
+    assert_eq!(plan.status.reason, "BuilderTimedOut");
+    assert_eq!(plan.actions.len(), 1);
+}
+
+#[test]
+fn the_job_deadline_counts_from_the_start_of_building() {
+    let mut job = Job::pending().in_phase(Phase::Checking, at(1700));
+    job.status.times.building_at = Some(at(0));
+    let plan = plan_admitted(
+        &job,
+        &observed(vec![workload(Role::Checker, WorkloadState::Running)]),
+        1800,
+    );
+    assert_eq!(plan.status.reason, "JobTimedOut");
+}
+
+#[test]
+fn approval_moves_an_awaiting_job_to_approved_then_completed() {
+    let job = Job::pending()
+        .in_phase(Phase::AwaitingApproval, at(0))
+        .with_approval(true);
+    let plan = plan_admitted(&job, &Observed::default(), 10);
+    assert_eq!(plan.status.phase, Phase::Approved);
+    assert_eq!(
+        plan.transition.unwrap().message.as_deref(),
+        Some("reviewed")
+    );
+
+    let approved = Job {
+        status: plan.status,
+        ..job
+    };
+    let plan = plan_admitted(&approved, &Observed::default(), 11);
+    assert_eq!(plan.status.phase, Phase::Completed);
+    assert_eq!(plan.status.times.finished_at, Some(at(11)));
+}
+
+#[test]
+fn rejection_removes_the_agents_and_the_workspace() {
+    let job = Job::pending()
+        .in_phase(Phase::AwaitingApproval, at(0))
+        .with_approval(false);
+    let world = observed(vec![exited(Role::Builder, 0), exited(Role::Checker, 0)]);
+    let plan = plan_admitted(&job, &world, 10);
+    assert_eq!(plan.status.phase, Phase::Rejected);
+    assert_eq!(plan.actions.len(), 3);
+    assert_eq!(plan.actions.last(), Some(&Action::RemoveWorkspace));
+}
+
+#[test]
+fn cancelling_a_building_job_removes_its_builder_and_workspace() {
+    let job = Job::pending()
+        .in_phase(Phase::Building, at(0))
+        .with_cancel_requested();
+    let plan = plan_admitted(
+        &job,
+        &observed(vec![workload(Role::Builder, WorkloadState::Running)]),
+        10,
+    );
+    assert_eq!(plan.status.phase, Phase::Cancelled);
+    assert_eq!(plan.status.reason, "CancelRequested");
+    assert_eq!(
+        plan.actions,
+        vec![
+            Action::Remove {
+                role: Role::Builder,
+                attempt: 1,
+                id: "builder-id".to_owned()
+            },
+            Action::RemoveWorkspace
+        ]
+    );
+}
+
+#[test]
+fn a_finished_job_only_collects_leftover_workloads() {
+    let job = Job::pending().in_phase(Phase::Completed, at(0));
+    let plan = plan_admitted(&job, &observed(vec![exited(Role::Checker, 0)]), 10);
+    assert_eq!(plan.status, job.status);
+    assert!(plan.transition.is_none());
+    assert_eq!(plan.actions.len(), 1);
+    assert!(matches!(plan.actions[0], Action::Remove { .. }));
+}
+
+// ---------------------------------------------------------------------------
+// Properties over random jobs and random observed worlds.
+
+fn any_phase() -> impl Strategy<Value = Phase> {
+    prop::sample::select(Phase::ALL.to_vec())
+}
+
+fn any_role() -> impl Strategy<Value = Role> {
+    prop::sample::select(Role::ALL.to_vec())
+}
+
+fn any_state() -> impl Strategy<Value = WorkloadState> {
+    prop_oneof![
+        Just(WorkloadState::Created),
+        Just(WorkloadState::Running),
+        (-2i64..140, any::<bool>()).prop_map(|(exit_code, oom_killed)| WorkloadState::Exited {
+            exit_code,
+            oom_killed
+        }),
+    ]
+}
+
+fn any_workload() -> impl Strategy<Value = ObservedWorkload> {
+    (any_role(), 1u32..=2, 0u8..4, any_state()).prop_map(|(role, attempt, n, state)| {
+        ObservedWorkload {
+            role,
+            attempt,
+            id: format!("{role}-{attempt}-{n}"),
+            state,
+        }
+    })
+}
+
+fn any_observed() -> impl Strategy<Value = Observed> {
+    (
+        prop::collection::vec(any_workload(), 0..5),
+        prop::option::of(Just("boom".to_owned())),
+        prop::option::of(Just("bang".to_owned())),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(workloads, builder_error, checker_error, audit)| Observed {
+                workloads,
+                reports: AgentReports {
+                    builder_error,
+                    checker_error,
+                    audit_report_received: audit,
+                },
+            },
+        )
+}
+
+fn any_job() -> impl Strategy<Value = Job> {
+    (
+        any_phase(),
+        0i64..2000,
+        prop::option::of(any::<bool>()),
+        any::<bool>(),
+        prop::option::of(Just("seen-before".to_owned())),
+    )
+        .prop_map(|(phase, since, approval, cancel, builder_id)| {
+            let mut job = Job::pending().in_phase(phase, at(since));
+            job.spec.approval = approval.map(|approved| ApprovalDecision {
+                approved,
+                comment: String::new(),
+                decided_at: at(since),
+            });
+            job.spec.cancel_requested = cancel;
+            job.status.builder.workload_id = builder_id;
+            job
+        })
+}
+
+fn any_admission() -> impl Strategy<Value = Admission> {
+    prop_oneof![
+        Just(Admission::Admitted),
+        Just(Admission::Waiting("ConcurrencyLimit"))
+    ]
+}
+
+fn any_input() -> impl Strategy<Value = (Job, Observed, Admission, i64)> {
+    (any_job(), any_observed(), any_admission(), 0i64..6000)
+}
+
+/// Jobs in building or checking with no cancel, for the deadline property.
+fn any_agent_phase_input() -> impl Strategy<Value = (Job, Observed, Admission, i64)> {
+    any_input().prop_map(|(mut job, observed, admission, now)| {
+        let phase = if now % 2 == 0 {
+            Phase::Building
+        } else {
+            Phase::Checking
+        };
+        let since = job.created_at + TimeDelta::seconds(now % 1000);
+        job = Job::pending().in_phase(phase, since);
+        (job, observed, admission, now)
+    })
+}
+
+fn run((job, observed, admission, now): &(Job, Observed, Admission, i64)) -> Plan {
+    plan_at(job, observed, *admission, *now)
+}
+
+fn starts(plan: &Plan) -> impl Iterator<Item = (Role, u32)> + '_ {
+    plan.actions.iter().filter_map(|a| match a {
+        Action::Start { role, attempt } => Some((*role, *attempt)),
+        _ => None,
+    })
+}
+
+fn removed_ids(plan: &Plan) -> Vec<&str> {
+    plan.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Remove { id, .. } => Some(id.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn deadline_has_passed(job: &Job, now: i64) -> bool {
+    let times = &job.status.times;
+    let building = times.building_at.map(|t| at(now) >= t + DEADLINES.job);
+    let role = match job.status.phase {
+        Phase::Building => times.building_at.map(|t| at(now) >= t + DEADLINES.builder),
+        Phase::Checking => times.checking_at.map(|t| at(now) >= t + DEADLINES.checker),
+        _ => None,
+    };
+    building == Some(true) || role == Some(true)
+}
+
+proptest! {
+    #[test]
+    fn phases_never_go_backwards(input in any_input()) {
+        let plan = run(&input);
+        let before = input.0.status.phase;
+        prop_assert!(plan.status.phase.rank() >= before.rank());
+        if before.is_terminal() {
+            prop_assert_eq!(plan.status.phase, before);
+        }
+    }
+
+    #[test]
+    fn a_terminal_job_starts_nothing(input in any_input()) {
+        let plan = run(&input);
+        if input.0.status.phase.is_terminal() || plan.status.phase.is_terminal() {
+            prop_assert_eq!(starts(&plan).count(), 0);
+            prop_assert!(!plan.actions.contains(&Action::PrepareWorkspace));
+        }
+    }
+
+    #[test]
+    fn at_most_one_workload_per_role_and_attempt_exists_after_the_plan(input in any_input()) {
+        let plan = run(&input);
+        let removed = removed_ids(&plan);
+        let mut remaining: Vec<(Role, u32)> = input.1.workloads.iter()
+            .filter(|w| !removed.contains(&w.id.as_str()))
+            .map(|w| (w.role, w.attempt))
+            .collect();
+        for started in starts(&plan) {
+            if !remaining.contains(&started) {
+                remaining.push(started);
+            }
+        }
+        for key in &remaining {
+            prop_assert_eq!(remaining.iter().filter(|k| *k == key).count(), 1);
+        }
+        let mut started: Vec<_> = starts(&plan).collect();
+        started.dedup();
+        prop_assert_eq!(started.len(), starts(&plan).count());
+    }
+
+    #[test]
+    fn a_passed_deadline_always_ends_in_failed_with_a_reason(input in any_agent_phase_input()) {
+        let (job, _, _, now) = &input;
+        prop_assume!(deadline_has_passed(job, *now));
+        let plan = run(&input);
+        prop_assert_eq!(plan.status.phase, Phase::Failed);
+        prop_assert!(plan.status.reason.ends_with("TimedOut"));
+        prop_assert!(plan.status.error_message.is_some());
+    }
+
+    #[test]
+    fn a_cancel_ends_in_cancelled_and_removes_every_workload(input in any_input()) {
+        let (job, observed, _, _) = &input;
+        prop_assume!(job.spec.cancel_requested && !job.status.phase.is_terminal());
+        let plan = run(&input);
+        prop_assert_eq!(plan.status.phase, Phase::Cancelled);
+        prop_assert_eq!(removed_ids(&plan).len(), observed.workloads.len());
+        prop_assert_eq!(starts(&plan).count(), 0);
+    }
+
+    #[test]
+    fn approval_is_accepted_only_in_awaiting_approval(input in any_input()) {
+        let plan = run(&input);
+        let before = input.0.status.phase;
+        let decided = matches!(plan.status.phase, Phase::Approved | Phase::Rejected);
+        if decided && plan.status.phase != before {
+            prop_assert_eq!(before, Phase::AwaitingApproval);
+        }
+    }
+
+    #[test]
+    fn a_failed_job_always_says_why(input in any_input()) {
+        let plan = run(&input);
+        if plan.status.phase == Phase::Failed && input.0.status.phase != Phase::Failed {
+            prop_assert!(plan.status.error_message.as_deref().is_some_and(|m| !m.is_empty()));
+            prop_assert!(plan.transition.is_some());
+        }
+    }
+
+    #[test]
+    fn planning_is_deterministic(input in any_input()) {
+        prop_assert_eq!(run(&input), run(&input));
+    }
+
+    #[test]
+    fn a_plan_applied_and_planned_again_changes_nothing_more_when_the_world_is_unchanged(input in any_input()) {
+        // Level-triggered: once the status is written, planning again with the same
+        // observations must not move the phase a second time (except the one-step
+        // approved -> completed hop, which is its own transition).
+        let (job, observed, admission, now) = &input;
+        let first = run(&input);
+        let written = Job { status: first.status.clone(), ..job.clone() };
+        let second = plan_at(&written, observed, *admission, *now);
+        let hops = [Phase::Building, Phase::Checking, Phase::Approved];
+        if !hops.contains(&first.status.phase) {
+            prop_assert_eq!(second.status.phase, first.status.phase);
+        }
+    }
+}

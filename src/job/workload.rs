@@ -1,0 +1,112 @@
+//! What the controller observes about a job's agents: the workloads that exist
+//! in the runtime (containers, Pods) and the reports agents sent through the
+//! callback. Plain data, filled in by adapters, read by the planner.
+
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::JobId;
+
+/// The two agents of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Builder,
+    Checker,
+}
+
+impl Role {
+    pub const ALL: [Role; 2] = [Role::Builder, Role::Checker];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Builder => "builder",
+            Role::Checker => "checker",
+        }
+    }
+
+    /// CamelCase prefix for status reasons (`BuilderFailed`, `CheckerTimedOut`).
+    pub fn reason_prefix(self) -> &'static str {
+        match self {
+            Role::Builder => "Builder",
+            Role::Checker => "Checker",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|role| role.as_str() == text)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Identifies one workload: deterministic, so that a create after a crash
+/// meets (and adopts) the workload the previous run created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WorkloadKey {
+    pub job: JobId,
+    pub role: Role,
+    pub attempt: u32,
+}
+
+impl WorkloadKey {
+    /// `icarus-<job>-<role>-<attempt>`: the container or Pod name.
+    pub fn name(&self) -> String {
+        format!("icarus-{}-{}-{}", self.job, self.role, self.attempt)
+    }
+}
+
+/// The state a runtime reports for one workload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WorkloadState {
+    /// Exists but was never started (a crash between create and start).
+    Created,
+    Running,
+    Exited {
+        exit_code: i64,
+        oom_killed: bool,
+    },
+}
+
+/// One workload that exists in the runtime and carries this job's labels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedWorkload {
+    pub role: Role,
+    pub attempt: u32,
+    /// The runtime's id for it (container id, Pod uid).
+    pub id: String,
+    pub state: WorkloadState,
+}
+
+/// What agents of the current attempt said through the callback.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentReports {
+    /// The builder posted `{"status": "error", "error": ...}`.
+    pub builder_error: Option<String>,
+    /// The checker posted `{"status": "error", "error": ...}`.
+    pub checker_error: Option<String>,
+    /// The checker posted its audit report.
+    pub audit_report_received: bool,
+}
+
+impl AgentReports {
+    pub fn error_of(&self, role: Role) -> Option<&str> {
+        match role {
+            Role::Builder => self.builder_error.as_deref(),
+            Role::Checker => self.checker_error.as_deref(),
+        }
+    }
+}
+
+/// Everything the controller observed for one job, the planner's view of the world.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    pub workloads: Vec<ObservedWorkload>,
+    pub reports: AgentReports,
+}

@@ -1,0 +1,17 @@
+//! Icarus: an orchestrator for autonomous coding jobs.
+//!
+//! A map of the crate, from the pure core outwards:
+//!
+//! - [`job`]: the domain (jobs, phases, workloads) and [`job::plan`], the pure
+//!   function that decides every step of the lifecycle.
+//! - [`config`]: the typed configuration, layered embedded default → file → environment.
+//! - [`store`]: desired state and history in SQL (SQLite or PostgreSQL), with
+//!   compare-and-swap writes and a broadcast of every change.
+//! - [`runtime`]: where agents actually run, behind the [`runtime::Runtime`] trait.
+//! - [`controller`]: the reconcile loop: a work queue keyed by job id, woken by
+//!   store changes, runtime events and a periodic resync; it observes, plans and applies.
+//! - [`api`]: the HTTP and WebSocket API (axum), one error type mapped to JSON once.
+//! - [`server`]: wires everything together and shuts it down gracefully.
+#![forbid(unsafe_code)]
+
+pub mod job;
