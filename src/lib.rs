@@ -14,4 +14,6 @@
 //! - [`server`]: wires everything together and shuts it down gracefully.
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod job;
+pub mod store;

@@ -14,13 +14,19 @@ pub mod workload;
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use phase::Phase;
 pub use workload::{ObservedWorkload, Role, WorkloadState};
+
+/// The current time at the precision every store keeps (microseconds), so a
+/// timestamp read back equals the one written.
+pub fn timestamp_now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
 
 /// A job's identity: a UUID, rendered in its hyphenated lowercase form.
 #[derive(

@@ -1,0 +1,347 @@
+//! Configuration: one typed struct, layered embedded default → file → environment.
+//!
+//! The top-level `config.yaml` is compiled into the binary and is the first
+//! layer, so `icarus serve` runs with no file at all. Every struct denies unknown
+//! keys, and [`Config::validate`] checks values, so a typo or a bad value stops
+//! start-up with a message that names the key.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use chrono::TimeDelta;
+use figment::Figment;
+use figment::providers::{Env, Format, Yaml};
+use serde::{Deserialize, Serialize};
+
+use crate::job::plan::Deadlines;
+
+/// The default configuration, the repository's `config.yaml`.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../config.yaml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub orchestrator: OrchestratorConfig,
+    pub sentinel: SentinelConfig,
+    pub agents: AgentsConfig,
+    pub workspace: WorkspaceConfig,
+    pub logging: LoggingConfig,
+    pub database: DatabaseConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrchestratorConfig {
+    pub host: String,
+    pub port: u16,
+    pub max_concurrent_jobs: u32,
+    pub job_timeout_seconds: u64,
+    pub resync_interval_seconds: u64,
+    pub max_request_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SentinelConfig {
+    pub enabled: bool,
+    pub yellow_threshold: f64,
+    pub red_threshold: f64,
+    pub poll_interval_seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentsConfig {
+    pub builder: AgentConfig,
+    pub checker: AgentConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    pub image_name: String,
+    pub cpu_limit: f64,
+    pub memory_limit: u64,
+    pub timeout_seconds: u64,
+    pub network_mode: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountType {
+    Volume,
+    Bind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceConfig {
+    pub base_path: PathBuf,
+    pub mount_type: MountType,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingConfig {
+    pub level: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: String,
+}
+
+/// Environment variables the original service read, and the key each overrides.
+const SEED_ENVIRONMENT: [(&str, &str); 3] = [
+    ("ORCHESTRATOR_HOST", "orchestrator.host"),
+    ("ORCHESTRATOR_PORT", "orchestrator.port"),
+    ("DATABASE_URL", "database.url"),
+];
+
+impl Config {
+    /// Loads the embedded default, then `file` if given, then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Yaml::string(EMBEDDED_DEFAULT));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::MissingFile(path.to_owned()));
+            }
+            figment = figment.merge(Yaml::file(path));
+        }
+        Self::from_figment(figment.merge(environment()))
+    }
+
+    /// The embedded default alone, ignoring the environment (for tests).
+    pub fn embedded_default() -> Result<Config, ConfigError> {
+        Self::from_figment(Figment::from(Yaml::string(EMBEDDED_DEFAULT)))
+    }
+
+    /// Parses YAML text laid over the embedded default, ignoring the environment.
+    pub fn from_yaml_over_default(yaml: &str) -> Result<Config, ConfigError> {
+        Self::from_figment(Figment::from(Yaml::string(EMBEDDED_DEFAULT)).merge(Yaml::string(yaml)))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        let config: Config = figment.extract().map_err(|errors| {
+            let messages: Vec<String> = errors.into_iter().map(|e| e.to_string()).collect();
+            ConfigError::Parse(messages.join("; "))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value a type cannot; each problem names its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let mut check = |ok: bool, message: String| {
+            if !ok {
+                problems.push(message);
+            }
+        };
+        let o = &self.orchestrator;
+        check(
+            o.host.parse::<IpAddr>().is_ok() || o.host == "localhost",
+            format!("orchestrator.host: '{}' is not an IP address", o.host),
+        );
+        check(
+            o.max_concurrent_jobs >= 1,
+            "orchestrator.max_concurrent_jobs must be at least 1".into(),
+        );
+        check(
+            o.job_timeout_seconds >= 1,
+            "orchestrator.job_timeout_seconds must be at least 1".into(),
+        );
+        check(
+            o.resync_interval_seconds >= 1,
+            "orchestrator.resync_interval_seconds must be at least 1".into(),
+        );
+        check(
+            o.max_request_bytes >= 1024,
+            "orchestrator.max_request_bytes must be at least 1024".into(),
+        );
+        let s = &self.sentinel;
+        for (key, value) in [
+            ("yellow_threshold", s.yellow_threshold),
+            ("red_threshold", s.red_threshold),
+        ] {
+            check(
+                (0.0..=100.0).contains(&value),
+                format!("sentinel.{key} must be a percentage between 0 and 100, not {value}"),
+            );
+        }
+        check(
+            s.yellow_threshold <= s.red_threshold,
+            "sentinel.yellow_threshold must not exceed sentinel.red_threshold".into(),
+        );
+        check(
+            s.poll_interval_seconds >= 1,
+            "sentinel.poll_interval_seconds must be at least 1".into(),
+        );
+        for (role, agent) in [
+            ("builder", &self.agents.builder),
+            ("checker", &self.agents.checker),
+        ] {
+            for problem in agent.problems() {
+                check(false, format!("agents.{role}.{problem}"));
+            }
+        }
+        check(
+            !self.workspace.base_path.as_os_str().is_empty(),
+            "workspace.base_path must not be empty".into(),
+        );
+        check(
+            self.logging
+                .level
+                .parse::<tracing_subscriber::EnvFilter>()
+                .is_ok(),
+            format!(
+                "logging.level: '{}' is not a log level or filter",
+                self.logging.level
+            ),
+        );
+        let url = &self.database.url;
+        check(
+            ["sqlite:", "postgres://", "postgresql://"]
+                .iter()
+                .any(|p| url.starts_with(p)),
+            "database.url must start with sqlite:, postgres:// or postgresql://".into(),
+        );
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    pub fn deadlines(&self) -> Deadlines {
+        Deadlines {
+            builder: seconds(self.agents.builder.timeout_seconds),
+            checker: seconds(self.agents.checker.timeout_seconds),
+            job: seconds(self.orchestrator.job_timeout_seconds),
+        }
+    }
+}
+
+impl AgentConfig {
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.image_name.trim().is_empty() {
+            problems.push("image_name must not be empty".to_owned());
+        }
+        if !(self.cpu_limit > 0.0 && self.cpu_limit.is_finite()) {
+            problems.push(format!(
+                "cpu_limit must be a positive number of CPUs, not {}",
+                self.cpu_limit
+            ));
+        }
+        // Docker refuses memory limits under 6 MiB.
+        if self.memory_limit < 6 * 1024 * 1024 {
+            problems.push(format!(
+                "memory_limit must be at least 6291456 bytes, not {}",
+                self.memory_limit
+            ));
+        }
+        if self.timeout_seconds == 0 {
+            problems.push("timeout_seconds must be at least 1".to_owned());
+        }
+        if self.network_mode.trim().is_empty() {
+            problems.push("network_mode must not be empty".to_owned());
+        }
+        problems
+    }
+}
+
+fn seconds(value: u64) -> TimeDelta {
+    TimeDelta::seconds(
+        i64::try_from(value)
+            .unwrap_or(i64::MAX / 1000)
+            .min(i64::MAX / 1000),
+    )
+}
+
+/// The seed's environment variables, plus `ICARUS_<SECTION>__<KEY>` for any key.
+fn environment() -> Figment {
+    let seed = Env::raw().filter_map(|key| {
+        SEED_ENVIRONMENT
+            .iter()
+            .find(|(name, _)| key.as_str().eq_ignore_ascii_case(name))
+            .map(|(_, path)| (*path).into())
+    });
+    Figment::from(seed).merge(Env::prefixed("ICARUS_").split("__"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_default_is_valid_and_matches_the_seed_keys() {
+        let config = Config::embedded_default().unwrap();
+        assert_eq!(config.orchestrator.port, 8000);
+        assert_eq!(config.orchestrator.max_concurrent_jobs, 2);
+        assert_eq!(config.orchestrator.job_timeout_seconds, 1800);
+        assert_eq!(config.agents.builder.image_name, "icarus-builder:latest");
+        assert_eq!(config.agents.checker.memory_limit, 536_870_912);
+        assert!(config.database.url.starts_with("sqlite:"));
+    }
+
+    #[test]
+    fn a_file_overrides_only_the_keys_it_sets() {
+        let config = Config::from_yaml_over_default("orchestrator:\n  port: 9001\n").unwrap();
+        assert_eq!(config.orchestrator.port, 9001);
+        assert_eq!(config.orchestrator.max_concurrent_jobs, 2);
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_in_the_error() {
+        let err = Config::from_yaml_over_default("orchestrator:\n  prot: 9001\n").unwrap_err();
+        assert!(err.to_string().contains("prot"), "{err}");
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_named_in_the_error() {
+        let err = Config::from_yaml_over_default("orchestrator:\n  port: eighty\n").unwrap_err();
+        assert!(err.to_string().contains("port"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_value_is_named_in_the_error() {
+        let yaml = "agents:\n  checker:\n    cpu_limit: 0\nsentinel:\n  red_threshold: 150\n";
+        let err = Config::from_yaml_over_default(yaml)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("agents.checker.cpu_limit"), "{err}");
+        assert!(err.contains("sentinel.red_threshold"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_mount_type_is_refused() {
+        let err = Config::from_yaml_over_default("workspace:\n  mount_type: nfs\n").unwrap_err();
+        assert!(err.to_string().contains("nfs"), "{err}");
+    }
+
+    #[test]
+    fn the_seed_environment_variables_override_the_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ORCHESTRATOR_PORT", "8123");
+            jail.set_env("DATABASE_URL", "postgres://u:p@localhost/icarus");
+            jail.set_env("ICARUS_AGENTS__BUILDER__IMAGE_NAME", "mine:dev");
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(config.orchestrator.port, 8123);
+            assert_eq!(config.database.url, "postgres://u:p@localhost/icarus");
+            assert_eq!(config.agents.builder.image_name, "mine:dev");
+            Ok(())
+        });
+    }
+}

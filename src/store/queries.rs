@@ -1,0 +1,401 @@
+//! The SQL. Each query text is valid on SQLite and PostgreSQL alike
+//! (`$n` placeholders, portable types); `on_pool!` compiles it for both.
+
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+
+use super::records::{
+    AgentReport, AuditRecord, JobEvent, JobFilter, ReportOutcome, TelemetrySample,
+};
+use super::{Result, Store, StoreError, StoreEvent, on_pool};
+use crate::job::plan::Transition;
+use crate::job::workload::AgentReports;
+use crate::job::{Job, JobId, JobSpec, JobStatus, Phase, Role};
+
+const JOB_COLUMNS: &str = "job_id, created_at, spec, status_detail, resource_version";
+
+const INSERT_JOB: &str = "INSERT INTO jobs (task, project_path, status, builder_container_id, \
+     checker_container_id, completed_at, error_message, spec, status_detail, updated_at, \
+     job_id, created_at, resource_version) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+
+/// The compare-and-swap: only the version the writer read may be replaced.
+const UPDATE_JOB: &str = "UPDATE jobs SET task = $1, project_path = $2, status = $3, \
+     builder_container_id = $4, checker_container_id = $5, completed_at = $6, \
+     error_message = $7, spec = $8, status_detail = $9, updated_at = $10, \
+     resource_version = resource_version + 1 \
+     WHERE job_id = $11 AND resource_version = $12";
+
+const INSERT_EVENT: &str = "INSERT INTO job_events \
+     (job_id, from_phase, to_phase, reason, message, resource_version, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+const UNFINISHED: &str = "('pending', 'building', 'checking', 'awaiting_approval', 'approved')";
+
+/// Binds the ten columns that every job write sets, as `$1`..`$10`.
+macro_rules! bind_job_columns {
+    ($query:expr, $job:expr, $now:expr) => {
+        $query
+            .bind(&$job.spec.task)
+            .bind(&$job.spec.project_path)
+            .bind($job.status.phase.as_str())
+            .bind($job.status.builder.workload_id.as_deref())
+            .bind($job.status.checker.workload_id.as_deref())
+            .bind($job.status.times.finished_at)
+            .bind($job.status.error_message.as_deref())
+            .bind(Json(&$job.spec))
+            .bind(Json(&$job.status))
+            .bind($now)
+    };
+}
+
+#[derive(sqlx::FromRow)]
+struct JobRow {
+    job_id: String,
+    created_at: DateTime<Utc>,
+    spec: Json<JobSpec>,
+    status_detail: Json<JobStatus>,
+    resource_version: i64,
+}
+
+impl TryFrom<JobRow> for Job {
+    type Error = StoreError;
+
+    fn try_from(row: JobRow) -> Result<Job> {
+        let id = row
+            .job_id
+            .parse()
+            .map_err(|e: crate::job::InvalidJobId| StoreError::Corrupt {
+                id: row.job_id.clone(),
+                detail: e.to_string(),
+            })?;
+        Ok(Job {
+            id,
+            created_at: row.created_at,
+            spec: row.spec.0,
+            status: row.status_detail.0,
+            resource_version: row.resource_version,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct TelemetryRow {
+    timestamp: DateTime<Utc>,
+    cpu_usage: Option<f64>,
+    ram_usage_mb: Option<f64>,
+    current_tool: Option<String>,
+    role: String,
+    attempt: i32,
+}
+
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    from_phase: Option<String>,
+    to_phase: String,
+    reason: String,
+    message: Option<String>,
+    resource_version: i64,
+    created_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ReportRow {
+    role: String,
+    attempt: i32,
+    outcome: String,
+    message: Option<String>,
+    created_at: DateTime<Utc>,
+}
+
+fn corrupt(job: JobId, detail: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        id: job.to_string(),
+        detail: detail.into(),
+    }
+}
+
+fn parse_role(job: JobId, text: &str) -> Result<Role> {
+    Role::parse(text).ok_or_else(|| corrupt(job, format!("unknown role '{text}'")))
+}
+
+fn parse_phase(job: JobId, text: &str) -> Result<Phase> {
+    text.parse()
+        .map_err(|_| corrupt(job, format!("unknown phase '{text}'")))
+}
+
+fn attempt_column(attempt: u32) -> i32 {
+    i32::try_from(attempt).unwrap_or(i32::MAX)
+}
+
+impl Store {
+    /// Stores a new job at version 1 and logs its creation.
+    pub async fn create_job(&self, job: &Job) -> Result<Job> {
+        let mut stored = job.clone();
+        stored.resource_version = 1;
+        let now = Utc::now();
+        let id = stored.id.to_string();
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            bind_job_columns!(sqlx::query(INSERT_JOB), stored, now)
+                .bind(&id)
+                .bind(stored.created_at)
+                .bind(stored.resource_version)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(INSERT_EVENT)
+                .bind(&id)
+                .bind(None::<&str>)
+                .bind(stored.status.phase.as_str())
+                .bind(&stored.status.reason)
+                .bind(None::<&str>)
+                .bind(stored.resource_version)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        self.publish(StoreEvent::JobWritten(stored.clone().into()));
+        Ok(stored)
+    }
+
+    pub async fn get_job(&self, id: JobId) -> Result<Option<Job>> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = $1");
+        let row: Option<JobRow> = on_pool!(self, pool => {
+            sqlx::query_as(&sql).bind(id.to_string()).fetch_optional(pool).await?
+        });
+        row.map(Job::try_from).transpose()
+    }
+
+    /// Jobs newest first, as the `GET /jobs` listing shows them.
+    pub async fn list_jobs(&self, filter: JobFilter) -> Result<Vec<Job>> {
+        let limit = i64::from(filter.limit);
+        let rows: Vec<JobRow> = match filter.phase {
+            Some(phase) => {
+                let sql = format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE status = $1 \
+                     ORDER BY created_at DESC, id DESC LIMIT $2"
+                );
+                on_pool!(self, pool => {
+                    sqlx::query_as(&sql).bind(phase.as_str()).bind(limit).fetch_all(pool).await?
+                })
+            }
+            None => {
+                let sql = format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs ORDER BY created_at DESC, id DESC LIMIT $1"
+                );
+                on_pool!(self, pool => sqlx::query_as(&sql).bind(limit).fetch_all(pool).await?)
+            }
+        };
+        rows.into_iter().map(Job::try_from).collect()
+    }
+
+    /// Every job not yet in a terminal phase, oldest first: what the controller
+    /// resyncs and what admission counts.
+    pub async fn unfinished_jobs(&self) -> Result<Vec<Job>> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE status IN {UNFINISHED} ORDER BY created_at, id"
+        );
+        let rows: Vec<JobRow> = on_pool!(self, pool => sqlx::query_as(&sql).fetch_all(pool).await?);
+        rows.into_iter().map(Job::try_from).collect()
+    }
+
+    /// Writes `job` if the stored version is still `job.resource_version`, and
+    /// logs `transition` in the same transaction. Returns the job as stored,
+    /// with its new version; a lost race returns [`StoreError::Conflict`].
+    pub async fn update_job(&self, job: &Job, transition: Option<&Transition>) -> Result<Job> {
+        let now = Utc::now();
+        let id = job.id.to_string();
+        let mut stored = job.clone();
+        stored.resource_version += 1;
+        let updated = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let result = bind_job_columns!(sqlx::query(UPDATE_JOB), job, now)
+                .bind(&id)
+                .bind(job.resource_version)
+                .execute(&mut *tx)
+                .await?;
+            let updated = result.rows_affected() == 1;
+            if updated && let Some(transition) = transition {
+                sqlx::query(INSERT_EVENT)
+                    .bind(&id)
+                    .bind(transition.from.as_str())
+                    .bind(transition.to.as_str())
+                    .bind(&transition.reason)
+                    .bind(transition.message.as_deref())
+                    .bind(stored.resource_version)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            updated
+        });
+        if !updated {
+            return match self.get_job(job.id).await? {
+                Some(_) => Err(StoreError::Conflict {
+                    id: job.id,
+                    expected: job.resource_version,
+                }),
+                None => Err(StoreError::NotFound(job.id)),
+            };
+        }
+        self.publish(StoreEvent::JobWritten(stored.clone().into()));
+        Ok(stored)
+    }
+
+    pub async fn record_telemetry(&self, job: JobId, sample: &TelemetrySample) -> Result<()> {
+        let sql = "INSERT INTO telemetry \
+                   (job_id, timestamp, cpu_usage, ram_usage_mb, current_tool, role, attempt) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7)";
+        on_pool!(self, pool => {
+            sqlx::query(sql)
+                .bind(job.to_string())
+                .bind(sample.timestamp)
+                .bind(sample.cpu_usage)
+                .bind(sample.ram_usage_mb)
+                .bind(sample.current_tool.as_deref())
+                .bind(sample.role.as_str())
+                .bind(attempt_column(sample.attempt))
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// The most recent progress report, if any.
+    pub async fn latest_telemetry(&self, job: JobId) -> Result<Option<TelemetrySample>> {
+        let sql = "SELECT timestamp, cpu_usage, ram_usage_mb, current_tool, role, attempt \
+                   FROM telemetry WHERE job_id = $1 ORDER BY id DESC LIMIT 1";
+        let row: Option<TelemetryRow> = on_pool!(self, pool => {
+            sqlx::query_as(sql).bind(job.to_string()).fetch_optional(pool).await?
+        });
+        row.map(|row| {
+            Ok(TelemetrySample {
+                timestamp: row.timestamp,
+                cpu_usage: row.cpu_usage,
+                ram_usage_mb: row.ram_usage_mb,
+                current_tool: row.current_tool,
+                role: parse_role(job, &row.role)?,
+                attempt: u32::try_from(row.attempt).unwrap_or(0),
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn record_audit(&self, job: JobId, record: &AuditRecord) -> Result<()> {
+        let sql = "INSERT INTO audit_logs (job_id, audit_report, created_at, attempt) VALUES ($1, $2, $3, $4)";
+        on_pool!(self, pool => {
+            sqlx::query(sql)
+                .bind(job.to_string())
+                .bind(Json(&record.report))
+                .bind(record.created_at)
+                .bind(attempt_column(record.attempt))
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// The most recent audit report, if the checker posted one.
+    pub async fn latest_audit(&self, job: JobId) -> Result<Option<AuditRecord>> {
+        let sql = "SELECT audit_report, created_at, attempt FROM audit_logs \
+                   WHERE job_id = $1 ORDER BY id DESC LIMIT 1";
+        let row: Option<(Json<serde_json::Value>, DateTime<Utc>, i32)> = on_pool!(self, pool => {
+            sqlx::query_as(sql).bind(job.to_string()).fetch_optional(pool).await?
+        });
+        Ok(row.map(|(report, created_at, attempt)| AuditRecord {
+            report: report.0,
+            created_at,
+            attempt: u32::try_from(attempt).unwrap_or(0),
+        }))
+    }
+
+    /// Stores a completion or error report and wakes whoever watches the job.
+    pub async fn record_agent_report(&self, job: JobId, report: &AgentReport) -> Result<()> {
+        let sql = "INSERT INTO agent_reports (job_id, role, attempt, outcome, message, created_at) \
+                   VALUES ($1, $2, $3, $4, $5, $6)";
+        on_pool!(self, pool => {
+            sqlx::query(sql)
+                .bind(job.to_string())
+                .bind(report.role.as_str())
+                .bind(attempt_column(report.attempt))
+                .bind(report.outcome.as_str())
+                .bind(report.message.as_deref())
+                .bind(report.created_at)
+                .execute(pool)
+                .await?;
+        });
+        self.publish(StoreEvent::AgentReported(job));
+        Ok(())
+    }
+
+    /// Every report of one attempt, oldest first.
+    pub async fn agent_reports(&self, job: JobId, attempt: u32) -> Result<Vec<AgentReport>> {
+        let sql = "SELECT role, attempt, outcome, message, created_at FROM agent_reports \
+                   WHERE job_id = $1 AND attempt = $2 ORDER BY id";
+        let rows: Vec<ReportRow> = on_pool!(self, pool => {
+            sqlx::query_as(sql)
+                .bind(job.to_string())
+                .bind(attempt_column(attempt))
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter()
+            .map(|row| {
+                let outcome = match row.outcome.as_str() {
+                    "completed" => ReportOutcome::Completed,
+                    "error" => ReportOutcome::Error,
+                    other => return Err(corrupt(job, format!("unknown report outcome '{other}'"))),
+                };
+                Ok(AgentReport {
+                    role: parse_role(job, &row.role)?,
+                    attempt: u32::try_from(row.attempt).unwrap_or(0),
+                    outcome,
+                    message: row.message,
+                    created_at: row.created_at,
+                })
+            })
+            .collect()
+    }
+
+    /// What the agents of one attempt reported, as the planner sees it.
+    pub async fn observed_reports(&self, job: JobId, attempt: u32) -> Result<AgentReports> {
+        let mut observed = AgentReports::default();
+        for report in self.agent_reports(job, attempt).await? {
+            if report.outcome == ReportOutcome::Error {
+                let message = report.message.unwrap_or_else(|| "no message".to_owned());
+                match report.role {
+                    Role::Builder => observed.builder_error.get_or_insert(message),
+                    Role::Checker => observed.checker_error.get_or_insert(message),
+                };
+            }
+        }
+        observed.audit_report_received = self
+            .latest_audit(job)
+            .await?
+            .is_some_and(|audit| audit.attempt == attempt);
+        Ok(observed)
+    }
+
+    /// The job's transitions, oldest first.
+    pub async fn job_events(&self, job: JobId) -> Result<Vec<JobEvent>> {
+        let sql = "SELECT from_phase, to_phase, reason, message, resource_version, created_at \
+                   FROM job_events WHERE job_id = $1 ORDER BY id";
+        let rows: Vec<EventRow> = on_pool!(self, pool => {
+            sqlx::query_as(sql).bind(job.to_string()).fetch_all(pool).await?
+        });
+        rows.into_iter()
+            .map(|row| {
+                Ok(JobEvent {
+                    from: row.from_phase.map(|p| parse_phase(job, &p)).transpose()?,
+                    to: parse_phase(job, &row.to_phase)?,
+                    reason: row.reason,
+                    message: row.message,
+                    resource_version: row.resource_version,
+                    created_at: row.created_at,
+                })
+            })
+            .collect()
+    }
+}

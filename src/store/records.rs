@@ -1,0 +1,68 @@
+//! The history rows the store keeps beside jobs, as the rest of the crate sees them.
+
+use chrono::{DateTime, Utc};
+
+use crate::job::{Phase, Role};
+
+/// Which jobs to list: newest first, at most `limit`, optionally one phase only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobFilter {
+    pub phase: Option<Phase>,
+    pub limit: u32,
+}
+
+/// One progress report from an agent (the seed's `telemetry` row).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetrySample {
+    pub timestamp: DateTime<Utc>,
+    pub cpu_usage: Option<f64>,
+    pub ram_usage_mb: Option<f64>,
+    pub current_tool: Option<String>,
+    pub role: Role,
+    pub attempt: u32,
+}
+
+/// The checker's audit report (the seed's `audit_logs` row).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRecord {
+    pub report: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub attempt: u32,
+}
+
+/// One phase transition, from the append-only `job_events` log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobEvent {
+    pub from: Option<Phase>,
+    pub to: Phase,
+    pub reason: String,
+    pub message: Option<String>,
+    pub resource_version: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// How an agent said it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportOutcome {
+    Completed,
+    Error,
+}
+
+impl ReportOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportOutcome::Completed => "completed",
+            ReportOutcome::Error => "error",
+        }
+    }
+}
+
+/// A completion or error report posted through the callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentReport {
+    pub role: Role,
+    pub attempt: u32,
+    pub outcome: ReportOutcome,
+    pub message: Option<String>,
+    pub created_at: DateTime<Utc>,
+}

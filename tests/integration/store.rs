@@ -1,0 +1,319 @@
+//! The store's specification, run twice: on a SQLite file and on PostgreSQL.
+
+use chrono::TimeDelta;
+use icarus::job::plan::Transition;
+use icarus::job::{Phase, Role};
+use icarus::store::{
+    AgentReport, AuditRecord, JobFilter, ReportOutcome, Store, StoreError, StoreEvent,
+    TelemetrySample,
+};
+use serde_json::json;
+
+use crate::support::{new_job, postgres_store, sqlite_store};
+
+/// Declares each listed test once per database.
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let (store, _dir) = crate::support::sqlite_store().await;
+                    super::$name(store).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(crate::support::postgres_store().await).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_databases!(
+    a_created_job_reads_back_equal_at_version_one,
+    creating_a_job_logs_its_first_event,
+    a_write_bumps_the_version_and_logs_the_transition,
+    a_write_with_a_stale_version_is_a_conflict_and_changes_nothing,
+    concurrent_read_modify_write_loops_lose_no_update,
+    writing_an_unknown_job_is_not_found,
+    listing_is_newest_first_with_limit_and_phase_filter,
+    unfinished_jobs_are_oldest_first_without_terminal_ones,
+    the_latest_telemetry_sample_is_returned,
+    the_latest_audit_report_round_trips,
+    agent_errors_are_observed_per_role_and_attempt,
+    every_write_is_broadcast_to_subscribers,
+    running_the_migrations_again_changes_nothing,
+    the_database_answers_a_ping,
+);
+
+async fn a_created_job_reads_back_equal_at_version_one(store: Store) {
+    let job = new_job("add logging");
+    let stored = store.create_job(&job).await.unwrap();
+    assert_eq!(stored.resource_version, 1);
+    let read = store.get_job(job.id).await.unwrap().unwrap();
+    assert_eq!(read, stored);
+    assert_eq!(read.spec.task, "add logging");
+}
+
+async fn creating_a_job_logs_its_first_event(store: Store) {
+    let job = store.create_job(&new_job("t")).await.unwrap();
+    let events = store.job_events(job.id).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].from, None);
+    assert_eq!(events[0].to, Phase::Pending);
+    assert_eq!(events[0].reason, "Created");
+}
+
+async fn a_write_bumps_the_version_and_logs_the_transition(store: Store) {
+    let mut job = store.create_job(&new_job("t")).await.unwrap();
+    job.status.phase = Phase::Building;
+    let transition = Transition {
+        from: Phase::Pending,
+        to: Phase::Building,
+        reason: "Admitted".to_owned(),
+        message: Some("slot free".to_owned()),
+    };
+    let written = store.update_job(&job, Some(&transition)).await.unwrap();
+    assert_eq!(written.resource_version, 2);
+    assert_eq!(store.get_job(job.id).await.unwrap().unwrap(), written);
+    let events = store.job_events(job.id).await.unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1].from, Some(Phase::Pending));
+    assert_eq!(events[1].to, Phase::Building);
+    assert_eq!(events[1].message.as_deref(), Some("slot free"));
+    assert_eq!(events[1].resource_version, 2);
+}
+
+async fn a_write_with_a_stale_version_is_a_conflict_and_changes_nothing(store: Store) {
+    let original = store.create_job(&new_job("t")).await.unwrap();
+    let mut first = original.clone();
+    first.spec.cancel_requested = true;
+    let winner = store.update_job(&first, None).await.unwrap();
+
+    let mut second = original.clone();
+    second.status.phase = Phase::Building;
+    let err = store.update_job(&second, None).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict { expected: 1, .. }),
+        "{err:?}"
+    );
+    assert_eq!(store.get_job(original.id).await.unwrap().unwrap(), winner);
+}
+
+async fn concurrent_read_modify_write_loops_lose_no_update(store: Store) {
+    let job = store.create_job(&new_job("t")).await.unwrap();
+    let writers = 8;
+    let mut tasks = Vec::new();
+    for _ in 0..writers {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let mut current = store.get_job(job.id).await.unwrap().unwrap();
+                current.status.attempt += 1;
+                match store.update_job(&current, None).await {
+                    Ok(_) => return,
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(other) => panic!("{other:?}"),
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let last = store.get_job(job.id).await.unwrap().unwrap();
+    assert_eq!(last.status.attempt, 1 + writers);
+    assert_eq!(last.resource_version, 1 + i64::from(writers));
+}
+
+async fn writing_an_unknown_job_is_not_found(store: Store) {
+    let mut job = new_job("never stored");
+    job.resource_version = 1;
+    let err = store.update_job(&job, None).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(id) if id == job.id));
+}
+
+async fn listing_is_newest_first_with_limit_and_phase_filter(store: Store) {
+    let mut ids = Vec::new();
+    for n in 0..5i64 {
+        let mut job = new_job(&format!("job {n}"));
+        job.created_at += TimeDelta::seconds(n);
+        if n % 2 == 0 {
+            job.status.phase = Phase::Failed;
+        }
+        ids.push(store.create_job(&job).await.unwrap().id);
+    }
+    let all = store
+        .list_jobs(JobFilter {
+            phase: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    let listed: Vec<_> = all.iter().map(|j| j.id).collect();
+    let newest_first: Vec<_> = ids.iter().rev().copied().collect();
+    assert_eq!(listed, newest_first);
+
+    let two = store
+        .list_jobs(JobFilter {
+            phase: None,
+            limit: 2,
+        })
+        .await
+        .unwrap();
+    assert_eq!(two.len(), 2);
+
+    let failed = store
+        .list_jobs(JobFilter {
+            phase: Some(Phase::Failed),
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(failed.len(), 3);
+    assert!(failed.iter().all(|j| j.status.phase == Phase::Failed));
+}
+
+async fn unfinished_jobs_are_oldest_first_without_terminal_ones(store: Store) {
+    let mut expected = Vec::new();
+    for (n, phase) in [
+        Phase::Checking,
+        Phase::Completed,
+        Phase::Pending,
+        Phase::Cancelled,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut job = new_job("t");
+        job.created_at += TimeDelta::seconds(10 - n as i64);
+        job.status.phase = phase;
+        let job = store.create_job(&job).await.unwrap();
+        if !phase.is_terminal() {
+            expected.insert(0, job.id);
+        }
+    }
+    let unfinished: Vec<_> = store
+        .unfinished_jobs()
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(unfinished, expected);
+}
+
+async fn the_latest_telemetry_sample_is_returned(store: Store) {
+    let job = store.create_job(&new_job("t")).await.unwrap();
+    assert_eq!(store.latest_telemetry(job.id).await.unwrap(), None);
+    for (cpu, tool) in [(10.0, "read_file"), (45.2, "web_search(fastapi)")] {
+        let sample = TelemetrySample {
+            timestamp: icarus::job::timestamp_now(),
+            cpu_usage: Some(cpu),
+            ram_usage_mb: Some(512.8),
+            current_tool: Some(tool.to_owned()),
+            role: Role::Builder,
+            attempt: 1,
+        };
+        store.record_telemetry(job.id, &sample).await.unwrap();
+    }
+    let latest = store.latest_telemetry(job.id).await.unwrap().unwrap();
+    assert_eq!(latest.cpu_usage, Some(45.2));
+    assert_eq!(latest.current_tool.as_deref(), Some("web_search(fastapi)"));
+}
+
+async fn the_latest_audit_report_round_trips(store: Store) {
+    let job = store.create_job(&new_job("t")).await.unwrap();
+    let report = json!({"summary": "ok", "logic_verification": {"files_created": 2, "file_list": ["a.py", "b.py"]}});
+    let record = AuditRecord {
+        report: report.clone(),
+        created_at: icarus::job::timestamp_now(),
+        attempt: 1,
+    };
+    store.record_audit(job.id, &record).await.unwrap();
+    assert_eq!(store.latest_audit(job.id).await.unwrap(), Some(record));
+}
+
+async fn agent_errors_are_observed_per_role_and_attempt(store: Store) {
+    let job = store.create_job(&new_job("t")).await.unwrap();
+    let report = |role, attempt, outcome, message: &str| AgentReport {
+        role,
+        attempt,
+        outcome,
+        message: Some(message.to_owned()),
+        created_at: icarus::job::timestamp_now(),
+    };
+    store
+        .record_agent_report(
+            job.id,
+            &report(Role::Builder, 1, ReportOutcome::Completed, "done"),
+        )
+        .await
+        .unwrap();
+    store
+        .record_agent_report(
+            job.id,
+            &report(Role::Checker, 1, ReportOutcome::Error, "lint crashed"),
+        )
+        .await
+        .unwrap();
+    store
+        .record_agent_report(
+            job.id,
+            &report(Role::Builder, 2, ReportOutcome::Error, "other attempt"),
+        )
+        .await
+        .unwrap();
+
+    let observed = store.observed_reports(job.id, 1).await.unwrap();
+    assert_eq!(observed.builder_error, None);
+    assert_eq!(observed.checker_error.as_deref(), Some("lint crashed"));
+    assert!(!observed.audit_report_received);
+    assert_eq!(store.agent_reports(job.id, 1).await.unwrap().len(), 2);
+}
+
+async fn every_write_is_broadcast_to_subscribers(store: Store) {
+    let mut events = store.subscribe();
+    let mut job = store.create_job(&new_job("t")).await.unwrap();
+    job.spec.cancel_requested = true;
+    store.update_job(&job, None).await.unwrap();
+    let versions: Vec<i64> = [events.recv().await.unwrap(), events.recv().await.unwrap()]
+        .into_iter()
+        .map(|event| match event {
+            StoreEvent::JobWritten(job) => job.resource_version,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(versions, vec![1, 2]);
+}
+
+async fn running_the_migrations_again_changes_nothing(store: Store) {
+    let job = store.create_job(&new_job("t")).await.unwrap();
+    store.migrate().await.unwrap();
+    assert_eq!(store.get_job(job.id).await.unwrap(), Some(job));
+}
+
+async fn the_database_answers_a_ping(store: Store) {
+    store.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_sqlite_database_and_its_directory_are_created_in_wal_mode() {
+    let (store, dir) = sqlite_store().await;
+    assert!(dir.path().join("db/icarus.db").is_file());
+    store.create_job(&new_job("t")).await.unwrap();
+    assert!(
+        dir.path().join("db/icarus.db-wal").exists(),
+        "WAL file missing"
+    );
+}
+
+#[tokio::test]
+async fn a_postgres_store_reports_its_backend() {
+    assert_eq!(postgres_store().await.backend_name(), "postgres");
+}
