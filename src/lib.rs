@@ -16,4 +16,5 @@
 
 pub mod config;
 pub mod job;
+pub mod runtime;
 pub mod store;

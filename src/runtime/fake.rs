@@ -1,0 +1,249 @@
+//! `FakeRuntime`: an in-memory test double of [`Runtime`].
+//!
+//! It keeps "workloads" in a map and lets a test play the agents: exit with a
+//! code, be OOM-killed, vanish. It is never selected by configuration; it
+//! exists so the controller and the API can be tested without a container
+//! engine, and it counts every start so tests can prove nothing ran twice.
+//! Clone it to share one "engine" across an orchestrator restart.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+
+use super::{Result, Runtime, RuntimeError, WorkloadSpec};
+use crate::job::JobId;
+use crate::job::workload::{ObservedWorkload, Role, WorkloadKey, WorkloadState};
+
+#[derive(Debug, Clone)]
+struct FakeWorkload {
+    spec: WorkloadSpec,
+    id: String,
+    state: WorkloadState,
+}
+
+#[derive(Debug, Default)]
+struct World {
+    /// Keyed by workload name, as a container engine keys containers.
+    workloads: BTreeMap<String, FakeWorkload>,
+    workspaces: BTreeSet<JobId>,
+    /// How many times each name was created (adoption does not count).
+    creations: BTreeMap<String, u32>,
+    next_id: u64,
+    /// When set, `start` fails with this error.
+    start_failure: Option<String>,
+}
+
+/// An in-memory stand-in for a container engine, for tests only.
+#[derive(Debug, Clone)]
+pub struct FakeRuntime {
+    world: Arc<Mutex<World>>,
+    changes: broadcast::Sender<JobId>,
+}
+
+impl Default for FakeRuntime {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FakeRuntime {
+    pub fn new() -> Self {
+        FakeRuntime {
+            world: Arc::default(),
+            changes: broadcast::channel(1024).0,
+        }
+    }
+
+    fn world(&self) -> MutexGuard<'_, World> {
+        // A test that panicked while holding the lock already failed; keep going.
+        self.world
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn notify(&self, job: JobId) {
+        let _ = self.changes.send(job);
+    }
+
+    fn set_state(&self, job: JobId, role: Role, state: WorkloadState) -> bool {
+        let changed = {
+            let mut world = self.world();
+            let found = world
+                .workloads
+                .values_mut()
+                .filter(|w| w.spec.key.job == job && w.spec.key.role == role)
+                .next_back();
+            found.map(|w| w.state = state).is_some()
+        };
+        if changed {
+            self.notify(job);
+        }
+        changed
+    }
+
+    /// Plays the agent exiting with `code`. Returns false if no such workload exists.
+    pub fn exit(&self, job: JobId, role: Role, code: i64) -> bool {
+        self.set_state(
+            job,
+            role,
+            WorkloadState::Exited {
+                exit_code: code,
+                oom_killed: false,
+            },
+        )
+    }
+
+    /// Plays the kernel killing the agent for exceeding its memory limit.
+    pub fn oom_kill(&self, job: JobId, role: Role) -> bool {
+        self.set_state(
+            job,
+            role,
+            WorkloadState::Exited {
+                exit_code: 137,
+                oom_killed: true,
+            },
+        )
+    }
+
+    /// Plays someone deleting the workload behind the orchestrator's back.
+    pub fn vanish(&self, job: JobId, role: Role) {
+        self.world()
+            .workloads
+            .retain(|_, w| !(w.spec.key.job == job && w.spec.key.role == role));
+        self.notify(job);
+    }
+
+    /// Makes every following `start` fail, or succeed again with `None`.
+    pub fn fail_starts(&self, error: Option<&str>) {
+        self.world().start_failure = error.map(str::to_owned);
+    }
+
+    pub fn state_of(&self, job: JobId, role: Role) -> Option<WorkloadState> {
+        self.world()
+            .workloads
+            .values()
+            .filter(|w| w.spec.key.job == job && w.spec.key.role == role)
+            .map(|w| w.state.clone())
+            .next_back()
+    }
+
+    /// The spec the workload was started with, to check images and environment.
+    pub fn spec_of(&self, job: JobId, role: Role) -> Option<WorkloadSpec> {
+        self.world()
+            .workloads
+            .values()
+            .filter(|w| w.spec.key.job == job && w.spec.key.role == role)
+            .map(|w| w.spec.clone())
+            .next_back()
+    }
+
+    /// How many times a workload with this key was created.
+    pub fn creations(&self, key: WorkloadKey) -> u32 {
+        self.world()
+            .creations
+            .get(&key.name())
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn workload_count(&self) -> usize {
+        self.world().workloads.len()
+    }
+
+    pub fn running_count(&self) -> usize {
+        let world = self.world();
+        world
+            .workloads
+            .values()
+            .filter(|w| w.state == WorkloadState::Running)
+            .count()
+    }
+
+    pub fn has_workspace(&self, job: JobId) -> bool {
+        self.world().workspaces.contains(&job)
+    }
+}
+
+#[async_trait]
+impl Runtime for FakeRuntime {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+
+    async fn observe(&self, job: JobId) -> Result<Vec<ObservedWorkload>> {
+        let world = self.world();
+        Ok(world
+            .workloads
+            .values()
+            .filter(|w| w.spec.key.job == job)
+            .map(|w| ObservedWorkload {
+                role: w.spec.key.role,
+                attempt: w.spec.key.attempt,
+                id: w.id.clone(),
+                state: w.state.clone(),
+            })
+            .collect())
+    }
+
+    async fn prepare_workspace(&self, job: JobId) -> Result<()> {
+        self.world().workspaces.insert(job);
+        Ok(())
+    }
+
+    async fn start(&self, spec: &WorkloadSpec) -> Result<String> {
+        let mut world = self.world();
+        if let Some(detail) = world.start_failure.clone() {
+            return Err(RuntimeError::Failed {
+                operation: "start",
+                detail,
+            });
+        }
+        let name = spec.key.name();
+        if let Some(existing) = world.workloads.get_mut(&name) {
+            if existing.state == WorkloadState::Created {
+                existing.state = WorkloadState::Running;
+            }
+            return Ok(existing.id.clone());
+        }
+        world.next_id += 1;
+        let id = format!("fake-{:04}", world.next_id);
+        *world.creations.entry(name.clone()).or_default() += 1;
+        let workload = FakeWorkload {
+            spec: spec.clone(),
+            id: id.clone(),
+            state: WorkloadState::Running,
+        };
+        world.workloads.insert(name, workload);
+        Ok(id)
+    }
+
+    async fn remove(&self, key: WorkloadKey, _id: &str) -> Result<()> {
+        let removed = self.world().workloads.remove(&key.name()).is_some();
+        if removed {
+            self.notify(key.job);
+        }
+        Ok(())
+    }
+
+    async fn remove_workspace(&self, job: JobId) -> Result<()> {
+        self.world().workspaces.remove(&job);
+        Ok(())
+    }
+
+    async fn owners(&self) -> Result<Vec<JobId>> {
+        let world = self.world();
+        let owners: BTreeSet<JobId> = world.workloads.values().map(|w| w.spec.key.job).collect();
+        Ok(owners.into_iter().collect())
+    }
+
+    fn changes(&self) -> BoxStream<'static, JobId> {
+        BroadcastStream::new(self.changes.subscribe())
+            .filter_map(|item| async move { item.ok() })
+            .boxed()
+    }
+}

@@ -1,0 +1,74 @@
+//! Where agents actually run. The controller sees the world only through the
+//! [`Runtime`] trait: list a job's workloads, start one, remove one, manage the
+//! workspace, and a stream of wake-ups when a workload changes. Adapters carry
+//! out actions; they never decide the lifecycle (that is [`crate::job::plan`]).
+//!
+//! Every operation is idempotent: starting a workload whose deterministic name
+//! exists adopts it, removing one that is gone succeeds.
+
+pub mod fake;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
+use crate::job::JobId;
+use crate::job::workload::{ObservedWorkload, WorkloadKey};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("image '{0}' is not available to the runtime")]
+    ImageNotFound(String),
+    #[error("the runtime is unreachable: {0}")]
+    Unavailable(String),
+    #[error("{operation} failed: {detail}")]
+    Failed {
+        operation: &'static str,
+        detail: String,
+    },
+}
+
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
+
+/// Everything needed to start one agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkloadSpec {
+    pub key: WorkloadKey,
+    pub image: String,
+    /// `JOB_ID`, `TASK`, `ORCHESTRATOR_CALLBACK` and the role, as the agent contract says.
+    pub env: Vec<(String, String)>,
+    pub cpu_limit: f64,
+    pub memory_limit: u64,
+    pub network_mode: String,
+    /// The checker audits the workspace; it must not change it.
+    pub workspace_read_only: bool,
+}
+
+/// The actual state of the world, as seen and changed by the controller.
+#[async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    /// A short name for logs and `/readyz` ("docker", "kubernetes", ...).
+    fn name(&self) -> &'static str;
+
+    /// Every workload labelled with this job, in any state.
+    async fn observe(&self, job: JobId) -> Result<Vec<ObservedWorkload>>;
+
+    /// Creates the job's workspace unless it exists.
+    async fn prepare_workspace(&self, job: JobId) -> Result<()>;
+
+    /// Creates and starts the workload, or adopts (and starts) the one that
+    /// already has its name. Returns the runtime's id for it.
+    async fn start(&self, spec: &WorkloadSpec) -> Result<String>;
+
+    /// Stops and deletes a workload; one already gone is not an error.
+    async fn remove(&self, key: WorkloadKey, id: &str) -> Result<()>;
+
+    /// Deletes the job's workspace; one already gone is not an error.
+    async fn remove_workspace(&self, job: JobId) -> Result<()>;
+
+    /// Jobs that own at least one workload, for collecting what no job owns.
+    async fn owners(&self) -> Result<Vec<JobId>>;
+
+    /// A job id each time one of its workloads changes (exits, dies, vanishes).
+    /// Wake-ups only: the controller re-observes, so a lost or duplicate one is harmless.
+    fn changes(&self) -> BoxStream<'static, JobId>;
+}
