@@ -270,7 +270,7 @@ fn seconds(value: u64) -> TimeDelta {
     )
 }
 
-/// The seed's environment variables, plus `ICARUS_<SECTION>__<KEY>` for any key.
+/// The seed's environment variables, plus `ICARUS_CONFIG__<SECTION>__<KEY>` for any key.
 fn environment() -> Figment {
     let seed = Env::raw().filter_map(|key| {
         SEED_ENVIRONMENT
@@ -278,7 +278,7 @@ fn environment() -> Figment {
             .find(|(name, _)| key.as_str().eq_ignore_ascii_case(name))
             .map(|(_, path)| (*path).into())
     });
-    Figment::from(seed).merge(Env::prefixed("ICARUS_").split("__"))
+    Figment::from(seed).merge(Env::prefixed("ICARUS_CONFIG__").split("__"))
 }
 
 #[cfg(test)]
@@ -332,11 +332,12 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail dictates the closure's type
     fn the_seed_environment_variables_override_the_file() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("ORCHESTRATOR_PORT", "8123");
             jail.set_env("DATABASE_URL", "postgres://u:p@localhost/icarus");
-            jail.set_env("ICARUS_AGENTS__BUILDER__IMAGE_NAME", "mine:dev");
+            jail.set_env("ICARUS_CONFIG__AGENTS__BUILDER__IMAGE_NAME", "mine:dev");
             let config = Config::load(None).map_err(|e| e.to_string())?;
             assert_eq!(config.orchestrator.port, 8123);
             assert_eq!(config.database.url, "postgres://u:p@localhost/icarus");

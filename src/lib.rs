@@ -14,7 +14,12 @@
 //! - [`server`]: wires everything together and shuts it down gracefully.
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod cli;
 pub mod config;
+pub mod controller;
 pub mod job;
 pub mod runtime;
+pub mod sentinel;
+pub mod server;
 pub mod store;

@@ -76,8 +76,7 @@ impl FakeRuntime {
             let found = world
                 .workloads
                 .values_mut()
-                .filter(|w| w.spec.key.job == job && w.spec.key.role == role)
-                .next_back();
+                .rfind(|w| w.spec.key.job == job && w.spec.key.role == role);
             found.map(|w| w.state = state).is_some()
         };
         if changed {

@@ -1,7 +1,11 @@
 //! End-to-end tests: one binary, one module per area. They run against real
-//! SQLite files and a real PostgreSQL (`ICARUS_TEST_POSTGRES_URL`, which
+//! SQLite files and a real PostgreSQL (`POSTGRES_TEST_URL`, which
 //! `scripts/test` sets after starting one), over real HTTP and WebSocket.
 
 mod support;
 
+mod api;
+mod database;
+mod lifecycle;
 mod store;
+mod stream;

@@ -17,8 +17,8 @@ pub async fn sqlite_store() -> (Store, TempDir) {
 
 /// The admin URL of the PostgreSQL the test command started.
 pub fn postgres_admin_url() -> String {
-    std::env::var("ICARUS_TEST_POSTGRES_URL").expect(
-        "ICARUS_TEST_POSTGRES_URL is not set: run the tests with scripts/test, which starts PostgreSQL",
+    std::env::var("POSTGRES_TEST_URL").expect(
+        "POSTGRES_TEST_URL is not set: run the tests with scripts/test, which starts PostgreSQL",
     )
 }
 
@@ -77,4 +77,173 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// An orchestrator on an ephemeral port with the in-memory runtime test double.
+pub struct TestServer {
+    pub base: String,
+    pub runtime: icarus::runtime::fake::FakeRuntime,
+    pub client: reqwest::Client,
+    pub orchestrator: Option<icarus::server::Orchestrator>,
+    pub config: icarus::config::Config,
+    _dir: Option<TempDir>,
+}
+
+/// The embedded default with test-friendly values: port 0, sentinel off, a fast resync.
+pub fn test_config(database_url: &str) -> icarus::config::Config {
+    let mut config = icarus::config::Config::embedded_default().unwrap();
+    config.orchestrator.host = "127.0.0.1".to_owned();
+    config.orchestrator.port = 0;
+    config.orchestrator.resync_interval_seconds = 1;
+    config.sentinel.enabled = false;
+    config.database.url = database_url.to_owned();
+    config
+}
+
+impl TestServer {
+    /// On a new SQLite file.
+    pub async fn sqlite() -> TestServer {
+        Self::sqlite_with(|_| {}).await
+    }
+
+    pub async fn sqlite_with(adjust: impl FnOnce(&mut icarus::config::Config)) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(&format!("sqlite://{}/icarus.db", dir.path().display()));
+        adjust(&mut config);
+        let mut server = Self::start(config, icarus::runtime::fake::FakeRuntime::new()).await;
+        server._dir = Some(dir);
+        server
+    }
+
+    /// On a new PostgreSQL database.
+    pub async fn postgres() -> TestServer {
+        let config = test_config(&postgres_database_url().await);
+        Self::start(config, icarus::runtime::fake::FakeRuntime::new()).await
+    }
+
+    /// With a given configuration and runtime (share a runtime to "restart").
+    pub async fn start(
+        config: icarus::config::Config,
+        runtime: icarus::runtime::fake::FakeRuntime,
+    ) -> TestServer {
+        let shared: std::sync::Arc<dyn icarus::runtime::Runtime> =
+            std::sync::Arc::new(runtime.clone());
+        let orchestrator = icarus::server::Orchestrator::start(&config, shared)
+            .await
+            .unwrap();
+        TestServer {
+            base: format!("http://{}", orchestrator.address()),
+            runtime,
+            client: reqwest::Client::new(),
+            orchestrator: Some(orchestrator),
+            config,
+            _dir: None,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = self.client.get(self.url(path)).send().await.unwrap();
+        decode(response).await
+    }
+
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let response = self
+            .client
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        decode(response).await
+    }
+
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, serde_json::Value) {
+        let response = self
+            .client
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        decode(response).await
+    }
+
+    /// Submits a job and returns its id.
+    pub async fn spawn(&self, task: &str) -> icarus::job::JobId {
+        let (code, body) = self
+            .post(
+                "/jobs/spawn",
+                serde_json::json!({"task": task, "project_path": "/workspace"}),
+            )
+            .await;
+        assert_eq!(code, 201, "{body}");
+        body["job_id"].as_str().unwrap().parse().unwrap()
+    }
+
+    pub async fn phase(&self, id: icarus::job::JobId) -> String {
+        let (code, body) = self.get(&format!("/jobs/{id}/status")).await;
+        assert_eq!(code, 200, "{body}");
+        body["status"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits until the job reaches `phase` (fails after 10 s).
+    pub async fn wait_for(&self, id: icarus::job::JobId, phase: &str) -> serde_json::Value {
+        eventually(Duration::from_secs(10), || async {
+            let (_, body) = self.get(&format!("/jobs/{id}/status")).await;
+            (body["status"] == phase).then_some(body)
+        })
+        .await
+    }
+
+    /// Stops gracefully and returns the configuration for a restart.
+    pub async fn stop(
+        mut self,
+    ) -> (
+        icarus::config::Config,
+        icarus::runtime::fake::FakeRuntime,
+        Option<TempDir>,
+    ) {
+        if let Some(orchestrator) = self.orchestrator.take() {
+            orchestrator.stop().await.unwrap();
+        }
+        (self.config.clone(), self.runtime.clone(), self._dir.take())
+    }
+
+    /// Kills every task at once, as a crash would.
+    pub fn crash(
+        mut self,
+    ) -> (
+        icarus::config::Config,
+        icarus::runtime::fake::FakeRuntime,
+        Option<TempDir>,
+    ) {
+        if let Some(orchestrator) = self.orchestrator.take() {
+            orchestrator.abort();
+        }
+        (self.config.clone(), self.runtime.clone(), self._dir.take())
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(orchestrator) = self.orchestrator.take() {
+            orchestrator.abort();
+        }
+    }
+}
+
+async fn decode(response: reqwest::Response) -> (u16, serde_json::Value) {
+    let code = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    (code, body)
 }

@@ -1,0 +1,134 @@
+//! `POST /jobs/{job_id}/callback`: how agents report. Reports are observations
+//! kept as history (telemetry, audit report, completion or error); the
+//! controller reads them when it plans, and an error report wakes it.
+
+use axum::Json;
+use axum::extract::State;
+
+use super::AppState;
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{JobIdPath, JsonBody};
+use super::jobs::load;
+use super::models::{CallbackRequest, MessageResponse};
+use crate::job::{Job, Phase, Role, timestamp_now};
+use crate::store::{AgentReport, AuditRecord, ReportOutcome, TelemetrySample};
+
+/// (Internal) An agent reports progress, completion, its audit report or an error.
+#[utoipa::path(post, path = "/jobs/{job_id}/callback", tag = "agents", request_body = CallbackRequest,
+    params(("job_id" = String, Path, description = "The job's UUID")),
+    responses(
+        (status = 200, body = MessageResponse),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "No agent of this job is running", body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    ))]
+pub async fn callback(
+    State(state): State<AppState>,
+    JobIdPath(id): JobIdPath,
+    JsonBody(request): JsonBody<CallbackRequest>,
+) -> ApiResult<Json<MessageResponse>> {
+    let job = load(&state, id).await?;
+    let role = running_role(&job)?;
+    let outcome = parse_outcome(&request)?;
+    let has_telemetry = request.current_tool.is_some()
+        || request.cpu_usage.is_some()
+        || request.ram_usage_mb.is_some();
+    if outcome.is_none() && !has_telemetry {
+        return Err(ApiError::Unprocessable(
+            "callback body must contain 'status' or at least one of 'current_tool', 'cpu_usage', 'ram_usage_mb'"
+                .to_owned(),
+        ));
+    }
+    check_numbers(&request)?;
+    if request
+        .audit_report
+        .as_ref()
+        .is_some_and(|r| !r.is_object())
+    {
+        return Err(ApiError::Unprocessable(
+            "audit_report must be a JSON object".to_owned(),
+        ));
+    }
+    if request.audit_report.is_some() && role != Role::Checker {
+        return Err(ApiError::Conflict(format!(
+            "Job {id} is {}; audit reports come from the checker",
+            job.status.phase
+        )));
+    }
+    let attempt = job.status.attempt;
+    let now = timestamp_now();
+    if has_telemetry {
+        let sample = TelemetrySample {
+            timestamp: now,
+            cpu_usage: request.cpu_usage,
+            ram_usage_mb: request.ram_usage_mb,
+            current_tool: request.current_tool.clone(),
+            role,
+            attempt,
+        };
+        state.store.record_telemetry(id, &sample).await?;
+    }
+    if let Some(report) = &request.audit_report {
+        let record = AuditRecord {
+            report: report.clone(),
+            created_at: now,
+            attempt,
+        };
+        state.store.record_audit(id, &record).await?;
+    }
+    if let Some(outcome) = outcome {
+        let message = match outcome {
+            ReportOutcome::Error => request.error.clone().or(request.message.clone()),
+            ReportOutcome::Completed => request.message.clone(),
+        };
+        let report = AgentReport {
+            role,
+            attempt,
+            outcome,
+            message,
+            created_at: now,
+        };
+        state.store.record_agent_report(id, &report).await?;
+        tracing::info!(job = %id, %role, outcome = outcome.as_str(), "agent reported");
+    }
+    Ok(Json(MessageResponse {
+        message: format!("Callback for job {id} recorded"),
+    }))
+}
+
+/// Reports are accepted only from the agent the job's phase runs.
+fn running_role(job: &Job) -> ApiResult<Role> {
+    match job.status.phase {
+        Phase::Building => Ok(Role::Builder),
+        Phase::Checking => Ok(Role::Checker),
+        phase => Err(ApiError::Conflict(format!(
+            "Job {} is {phase}; no agent of it is running",
+            job.id
+        ))),
+    }
+}
+
+fn parse_outcome(request: &CallbackRequest) -> ApiResult<Option<ReportOutcome>> {
+    match request.status.as_deref() {
+        None => Ok(None),
+        Some("completed") => Ok(Some(ReportOutcome::Completed)),
+        Some("error") => Ok(Some(ReportOutcome::Error)),
+        Some(other) => Err(ApiError::Unprocessable(format!(
+            "status must be 'completed' or 'error', not '{other}'"
+        ))),
+    }
+}
+
+fn check_numbers(request: &CallbackRequest) -> ApiResult<()> {
+    for (field, value) in [
+        ("cpu_usage", request.cpu_usage),
+        ("ram_usage_mb", request.ram_usage_mb),
+    ] {
+        if value.is_some_and(|v| !v.is_finite() || v < 0.0) {
+            return Err(ApiError::Unprocessable(format!(
+                "{field} must be a non-negative number"
+            )));
+        }
+    }
+    Ok(())
+}

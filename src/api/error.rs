@@ -1,0 +1,128 @@
+//! The API's one error type, mapped to HTTP once.
+//!
+//! Bodies are FastAPI-compatible: `{"detail": "..."}`. A client's mistake
+//! passes its message through; a server fault answers a generic message and
+//! logs the cause chain, so no database text ever reaches a client.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::controller::error_chain;
+use crate::job::{InvalidJobId, TransitionError};
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The JSON body of every error response.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, for a human.
+    pub detail: String,
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let detail = match &self {
+            ApiError::Internal(cause) => {
+                tracing::error!(error = %error_chain(cause.as_ref()), "internal error");
+                "Internal Server Error".to_owned()
+            }
+            ApiError::Unavailable(message) => {
+                tracing::warn!(%message, "service unavailable");
+                message.clone()
+            }
+            other => other.to_string(),
+        };
+        (status, Json(ErrorBody { detail })).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound(id) => ApiError::NotFound(format!("Job {id} not found")),
+            StoreError::Conflict { id, .. } => ApiError::Conflict(format!(
+                "Job {id} was changed concurrently; retry the request"
+            )),
+            StoreError::Database(cause) if is_unavailable(&cause) => {
+                tracing::warn!(error = %error_chain(&cause), "database unavailable");
+                ApiError::Unavailable("The database is unavailable; retry later".to_owned())
+            }
+            other => ApiError::Internal(Box::new(other)),
+        }
+    }
+}
+
+/// Connection-level failures mean "try again later", not a bug: lost or refused
+/// connections, an exhausted pool, an operator shutting the database down, a
+/// busy or unopenable SQLite file.
+fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| is_unavailable_code(&code)),
+        _ => false,
+    }
+}
+
+/// PostgreSQL SQLSTATE classes 08 (connection), 53 (resources), 57 (operator
+/// intervention) and 55000 (e.g. connections disallowed); SQLite's BUSY (5),
+/// LOCKED (6), IOERR (10), FULL (13) and CANTOPEN (14) primary codes.
+fn is_unavailable_code(code: &str) -> bool {
+    ["08", "53", "57"]
+        .iter()
+        .any(|class| code.starts_with(class))
+        || code == "55000"
+        || matches!(
+            code.parse::<i32>().map(|c| c & 0xff),
+            Ok(5 | 6 | 10 | 13 | 14)
+        )
+}
+
+impl From<TransitionError> for ApiError {
+    fn from(error: TransitionError) -> Self {
+        ApiError::Conflict(error.to_string())
+    }
+}
+
+impl From<InvalidJobId> for ApiError {
+    fn from(error: InvalidJobId) -> Self {
+        ApiError::Unprocessable(error.to_string())
+    }
+}

@@ -1,0 +1,266 @@
+//! The job routes. Handlers only write desired state (a new job, an approval,
+//! a cancel request) and read status; the controller does everything else.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+
+use super::AppState;
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{JobIdPath, JsonBody, QueryParams};
+use super::models::{
+    ApproveRequest, AuditResponse, DecisionResponse, EventView, JobStatusResponse, JobSummary,
+    ListQuery, SpawnRequest, SpawnResponse, TelemetryResponse,
+};
+use crate::job::admission::LoadLevel;
+use crate::job::{Job, JobId, JobSpec, Phase, TransitionError, timestamp_now};
+use crate::store::{JobFilter, StoreError};
+
+/// Longest task description accepted, in characters.
+pub const MAX_TASK_CHARS: usize = 32_768;
+/// Longest path or image name accepted, in characters.
+const MAX_NAME_CHARS: usize = 4096;
+/// Attempts at a compare-and-swap before answering 409.
+const SPEC_WRITE_ATTEMPTS: usize = 8;
+
+/// Create a job; it starts when admission allows.
+#[utoipa::path(post, path = "/jobs/spawn", tag = "jobs", request_body = SpawnRequest,
+    responses(
+        (status = 201, body = SpawnResponse),
+        (status = 422, description = "Malformed body or invalid field", body = ErrorBody),
+        (status = 503, description = "Host load is critical (sentinel RED)", body = ErrorBody),
+    ))]
+pub async fn spawn(
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<SpawnRequest>,
+) -> ApiResult<(StatusCode, Json<SpawnResponse>)> {
+    let spec = validate_spawn(request)?;
+    if *state.load.borrow() == LoadLevel::Red {
+        return Err(ApiError::Unavailable(
+            "Host resources are critical (sentinel RED); no new job is accepted now".to_owned(),
+        ));
+    }
+    let job = state
+        .store
+        .create_job(&Job::new(spec, timestamp_now()))
+        .await?;
+    tracing::info!(job = %job.id, "job created");
+    let response = SpawnResponse {
+        job_id: job.id.to_string(),
+        status: job.status.phase,
+        message: "Job created and queued for execution".to_owned(),
+    };
+    Ok((StatusCode::CREATED, Json(response)))
+}
+
+fn validate_spawn(request: SpawnRequest) -> ApiResult<JobSpec> {
+    let invalid = |message: String| Err(ApiError::Unprocessable(message));
+    if request.task.trim().is_empty() {
+        return invalid("task must not be empty".to_owned());
+    }
+    let task_chars = request.task.chars().count();
+    if task_chars > MAX_TASK_CHARS {
+        return invalid(format!(
+            "task is {task_chars} characters long; the limit is {MAX_TASK_CHARS}"
+        ));
+    }
+    check_name("project_path", &request.project_path)?;
+    for (field, image) in [
+        ("builder_image", &request.builder_image),
+        ("checker_image", &request.checker_image),
+    ] {
+        if let Some(image) = image {
+            check_name(field, image)?;
+            if image.chars().any(char::is_whitespace) {
+                return invalid(format!("{field} must not contain whitespace"));
+            }
+        }
+    }
+    Ok(JobSpec {
+        task: request.task,
+        project_path: request.project_path,
+        builder_image: request.builder_image,
+        checker_image: request.checker_image,
+        approval: None,
+        cancel_requested: false,
+    })
+}
+
+fn check_name(field: &str, value: &str) -> ApiResult<()> {
+    if value.trim().is_empty() {
+        return Err(ApiError::Unprocessable(format!(
+            "{field} must not be empty"
+        )));
+    }
+    if value.chars().count() > MAX_NAME_CHARS || value.contains('\0') {
+        return Err(ApiError::Unprocessable(format!(
+            "{field} must be at most {MAX_NAME_CHARS} characters with no NUL byte"
+        )));
+    }
+    Ok(())
+}
+
+/// List jobs, newest first.
+#[utoipa::path(get, path = "/jobs", tag = "jobs", params(ListQuery),
+    responses((status = 200, body = [JobSummary]), (status = 422, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    QueryParams(query): QueryParams<ListQuery>,
+) -> ApiResult<Json<Vec<JobSummary>>> {
+    let limit = query.limit.unwrap_or(50);
+    let limit = u32::try_from(limit)
+        .ok()
+        .filter(|l| (1..=1000).contains(l))
+        .ok_or_else(|| {
+            ApiError::Unprocessable(format!("limit must be between 1 and 1000, not {limit}"))
+        })?;
+    let phase = match query.status.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(
+            text.parse::<Phase>()
+                .map_err(|e| ApiError::Unprocessable(e.to_string()))?,
+        ),
+    };
+    let jobs = state.store.list_jobs(JobFilter { phase, limit }).await?;
+    Ok(Json(jobs.iter().map(JobSummary::from).collect()))
+}
+
+/// A job's current status.
+#[utoipa::path(get, path = "/jobs/{job_id}/status", tag = "jobs",
+    params(("job_id" = String, Path, description = "The job's UUID")),
+    responses((status = 200, body = JobStatusResponse), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn status(
+    State(state): State<AppState>,
+    JobIdPath(id): JobIdPath,
+) -> ApiResult<Json<JobStatusResponse>> {
+    let job = load(&state, id).await?;
+    Ok(Json(JobStatusResponse::from(&job)))
+}
+
+/// The latest progress an agent reported.
+#[utoipa::path(get, path = "/jobs/{job_id}/telemetry", tag = "jobs",
+    params(("job_id" = String, Path, description = "The job's UUID")),
+    responses((status = 200, body = TelemetryResponse), (status = 404, body = ErrorBody)))]
+pub async fn telemetry(
+    State(state): State<AppState>,
+    JobIdPath(id): JobIdPath,
+) -> ApiResult<Json<TelemetryResponse>> {
+    let job = load(&state, id).await?;
+    let sample = state.store.latest_telemetry(id).await?;
+    Ok(Json(TelemetryResponse::new(&job, sample)))
+}
+
+/// The checker's audit report.
+#[utoipa::path(get, path = "/jobs/{job_id}/audit", tag = "jobs",
+    params(("job_id" = String, Path, description = "The job's UUID")),
+    responses((status = 200, body = AuditResponse), (status = 404, description = "Unknown job, or no report yet", body = ErrorBody)))]
+pub async fn audit(
+    State(state): State<AppState>,
+    JobIdPath(id): JobIdPath,
+) -> ApiResult<Json<AuditResponse>> {
+    load(&state, id).await?;
+    let record = state
+        .store
+        .latest_audit(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("Job {id} has no audit report yet")))?;
+    Ok(Json(AuditResponse {
+        job_id: id.to_string(),
+        audit_report: record.report,
+        created_at: record.created_at,
+    }))
+}
+
+/// Every phase transition of a job, oldest first.
+#[utoipa::path(get, path = "/jobs/{job_id}/events", tag = "jobs",
+    params(("job_id" = String, Path, description = "The job's UUID")),
+    responses((status = 200, body = [EventView]), (status = 404, body = ErrorBody)))]
+pub async fn events(
+    State(state): State<AppState>,
+    JobIdPath(id): JobIdPath,
+) -> ApiResult<Json<Vec<EventView>>> {
+    load(&state, id).await?;
+    let events = state.store.job_events(id).await?;
+    Ok(Json(events.into_iter().map(EventView::from).collect()))
+}
+
+/// Approve or reject a job that awaits approval.
+#[utoipa::path(post, path = "/jobs/{job_id}/approve", tag = "jobs", request_body = ApproveRequest,
+    params(("job_id" = String, Path, description = "The job's UUID")),
+    responses(
+        (status = 200, body = DecisionResponse),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The job is not awaiting approval, or was already decided", body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    ))]
+pub async fn approve(
+    State(state): State<AppState>,
+    JobIdPath(id): JobIdPath,
+    JsonBody(request): JsonBody<ApproveRequest>,
+) -> ApiResult<Json<DecisionResponse>> {
+    let comment = request.comment.unwrap_or_default();
+    let approved = request.approved;
+    change_spec(&state, id, |job| {
+        job.decide(approved, comment.clone(), timestamp_now())
+    })
+    .await?;
+    let (verdict, phase) = if approved {
+        ("approved", Phase::Approved)
+    } else {
+        ("rejected", Phase::Rejected)
+    };
+    tracing::info!(job = %id, verdict, "decision recorded");
+    Ok(Json(DecisionResponse {
+        message: format!("Job {id} {verdict}"),
+        status: phase,
+    }))
+}
+
+/// Cancel a job that has not finished; its agents are stopped and removed.
+#[utoipa::path(post, path = "/jobs/{job_id}/cancel", tag = "jobs",
+    params(("job_id" = String, Path, description = "The job's UUID")),
+    responses(
+        (status = 200, body = DecisionResponse),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The job already finished", body = ErrorBody),
+    ))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    JobIdPath(id): JobIdPath,
+) -> ApiResult<Json<DecisionResponse>> {
+    change_spec(&state, id, Job::request_cancel).await?;
+    tracing::info!(job = %id, "cancel requested");
+    Ok(Json(DecisionResponse {
+        message: format!("Job {id} cancellation requested"),
+        status: Phase::Cancelled,
+    }))
+}
+
+pub(super) async fn load(state: &AppState, id: JobId) -> ApiResult<Job> {
+    state
+        .store
+        .get_job(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("Job {id} not found")))
+}
+
+/// Read, check, write with compare-and-swap; on a lost race read again and
+/// re-check, so a decision is never written over a state that forbids it.
+async fn change_spec(
+    state: &AppState,
+    id: JobId,
+    change: impl Fn(&Job) -> Result<JobSpec, TransitionError>,
+) -> ApiResult<Job> {
+    for _ in 0..SPEC_WRITE_ATTEMPTS {
+        let mut job = load(state, id).await?;
+        job.spec = change(&job)?;
+        match state.store.update_job(&job, None).await {
+            Ok(stored) => return Ok(stored),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(other) => return Err(other.into()),
+        }
+    }
+    Err(ApiError::Conflict(format!(
+        "Job {id} kept changing while the request was applied; retry it"
+    )))
+}

@@ -1,0 +1,57 @@
+//! Service routes: identity, liveness, readiness.
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::error::{ApiError, ApiResult, ErrorBody};
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ServiceInfo {
+    pub name: String,
+    pub version: String,
+    pub docs: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+    /// The database backend (`sqlite` or `postgres`), on `/readyz`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+}
+
+/// Name and version of the service.
+#[utoipa::path(get, path = "/", tag = "service", responses((status = 200, body = ServiceInfo)))]
+pub async fn root() -> Json<ServiceInfo> {
+    Json(ServiceInfo {
+        name: "icarus".to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        docs: "/docs".to_owned(),
+    })
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "service", responses((status = 200, body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".to_owned(),
+        database: None,
+    })
+}
+
+/// Readiness: the database answers.
+#[utoipa::path(get, path = "/readyz", tag = "service",
+    responses((status = 200, body = Health), (status = 503, description = "Database unreachable", body = ErrorBody)))]
+pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
+    state.store.ping().await.map_err(|error| {
+        tracing::warn!(error = %crate::controller::error_chain(&error), "readiness check failed");
+        ApiError::Unavailable("database unreachable".to_owned())
+    })?;
+    Ok(Json(Health {
+        status: "ready".to_owned(),
+        database: Some(state.store.backend_name().to_owned()),
+    }))
+}

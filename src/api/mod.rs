@@ -1,0 +1,100 @@
+//! The HTTP and WebSocket API (axum): the seed's routes with the seed's shapes,
+//! plus cancel, the event log, health and documentation.
+//!
+//! The API holds only what it needs — the store, the host load level, the
+//! shutdown signal — never the runtime: it writes desired state and reads
+//! status, and the controller does the rest.
+
+mod callback;
+mod docs;
+pub mod error;
+mod extract;
+mod jobs;
+mod meta;
+pub mod models;
+mod stream;
+
+use std::any::Any;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+pub use docs::ApiDoc;
+pub use jobs::MAX_TASK_CHARS;
+
+use crate::job::admission::LoadLevel;
+use crate::store::Store;
+use error::ApiError;
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub load: watch::Receiver<LoadLevel>,
+    /// Cancelled when the server shuts down; open WebSockets close on it.
+    pub shutdown: CancellationToken,
+}
+
+/// Limits applied to every request.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiLimits {
+    pub max_request_bytes: usize,
+}
+
+/// The complete router.
+pub fn router(state: AppState, limits: ApiLimits) -> Router {
+    let job_routes = Router::new()
+        .route("/jobs", get(jobs::list))
+        .route("/jobs/spawn", post(jobs::spawn))
+        .route("/jobs/{job_id}/status", get(jobs::status))
+        .route("/jobs/{job_id}/telemetry", get(jobs::telemetry))
+        .route("/jobs/{job_id}/audit", get(jobs::audit))
+        .route("/jobs/{job_id}/events", get(jobs::events))
+        .route("/jobs/{job_id}/approve", post(jobs::approve))
+        .route("/jobs/{job_id}/cancel", post(jobs::cancel))
+        .route("/jobs/{job_id}/callback", post(callback::callback))
+        .route("/jobs/{job_id}/stream", get(stream::stream))
+        .route("/", get(meta::root))
+        .route("/healthz", get(meta::healthz))
+        .route("/readyz", get(meta::readyz))
+        .with_state(state);
+    job_routes
+        .merge(docs::routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limits.max_request_bytes))
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(panic_response))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("Not Found".to_owned())
+}
+
+async fn method_not_allowed() -> Response {
+    let body = error::ErrorBody {
+        detail: "Method Not Allowed".to_owned(),
+    };
+    (StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
+}
+
+/// The last line of defence: a bug answers 500 in the API's format and is logged.
+fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_default();
+    tracing::error!(panic = %detail, "a request handler panicked");
+    let body = error::ErrorBody {
+        detail: "Internal Server Error".to_owned(),
+    };
+    (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
+}

@@ -1,0 +1,244 @@
+//! Request and response bodies, in the shapes the seed documents. Fields the
+//! seed names keep its names; fields Icarus adds come after them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::job::{Job, Phase};
+use crate::store::{JobEvent, TelemetrySample};
+
+/// `POST /jobs/spawn`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct SpawnRequest {
+    /// What the builder should do.
+    #[schema(example = "Create a FastAPI endpoint for user authentication")]
+    pub task: String,
+    /// The workspace path the task is about.
+    #[serde(default = "default_project_path")]
+    #[schema(example = "/workspace")]
+    pub project_path: String,
+    /// Overrides the configured builder image for this job.
+    #[serde(default)]
+    pub builder_image: Option<String>,
+    /// Overrides the configured checker image for this job.
+    #[serde(default)]
+    pub checker_image: Option<String>,
+}
+
+fn default_project_path() -> String {
+    "/workspace".to_owned()
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SpawnResponse {
+    pub job_id: String,
+    #[schema(value_type = String, example = "pending")]
+    pub status: Phase,
+    pub message: String,
+}
+
+/// `POST /jobs/{job_id}/approve`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ApproveRequest {
+    pub approved: bool,
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+/// The answer to approve and cancel.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DecisionResponse {
+    pub message: String,
+    /// The phase the decision moves the job to.
+    #[schema(value_type = String, example = "approved")]
+    pub status: Phase,
+}
+
+/// `GET /jobs/{job_id}/status`, and each WebSocket message.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobStatusResponse {
+    pub job_id: String,
+    #[schema(value_type = String, example = "building")]
+    pub status: Phase,
+    pub task: String,
+    pub created_at: DateTime<Utc>,
+    /// When the job reached a terminal phase.
+    pub completed_at: Option<DateTime<Utc>>,
+    pub error_message: Option<String>,
+    /// Why the job is in this phase (`Admitted`, `BuilderFailed`, `ConcurrencyLimit`...).
+    pub reason: String,
+    pub project_path: String,
+    pub builder_image: Option<String>,
+    pub checker_image: Option<String>,
+    pub builder_container_id: Option<String>,
+    pub checker_container_id: Option<String>,
+    pub builder_exit_code: Option<i64>,
+    pub checker_exit_code: Option<i64>,
+    pub building_at: Option<DateTime<Utc>>,
+    pub checking_at: Option<DateTime<Utc>>,
+    pub awaiting_approval_at: Option<DateTime<Utc>>,
+    pub approved_at: Option<DateTime<Utc>>,
+    pub attempt: u32,
+    pub approval: Option<ApprovalView>,
+    pub cancel_requested: bool,
+    /// Bumped on every write of the job.
+    pub resource_version: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ApprovalView {
+    pub approved: bool,
+    pub comment: String,
+    pub decided_at: DateTime<Utc>,
+}
+
+impl From<&Job> for JobStatusResponse {
+    fn from(job: &Job) -> Self {
+        let status = &job.status;
+        JobStatusResponse {
+            job_id: job.id.to_string(),
+            status: status.phase,
+            task: job.spec.task.clone(),
+            created_at: job.created_at,
+            completed_at: status.times.finished_at,
+            error_message: status.error_message.clone(),
+            reason: status.reason.clone(),
+            project_path: job.spec.project_path.clone(),
+            builder_image: job.spec.builder_image.clone(),
+            checker_image: job.spec.checker_image.clone(),
+            builder_container_id: status.builder.workload_id.clone(),
+            checker_container_id: status.checker.workload_id.clone(),
+            builder_exit_code: status.builder.exit_code,
+            checker_exit_code: status.checker.exit_code,
+            building_at: status.times.building_at,
+            checking_at: status.times.checking_at,
+            awaiting_approval_at: status.times.awaiting_approval_at,
+            approved_at: status.times.approved_at,
+            attempt: status.attempt,
+            approval: job.spec.approval.as_ref().map(|a| ApprovalView {
+                approved: a.approved,
+                comment: a.comment.clone(),
+                decided_at: a.decided_at,
+            }),
+            cancel_requested: job.spec.cancel_requested,
+            resource_version: job.resource_version,
+        }
+    }
+}
+
+/// One row of `GET /jobs`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobSummary {
+    pub job_id: String,
+    pub task: String,
+    #[schema(value_type = String, example = "completed")]
+    pub status: Phase,
+    pub created_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+impl From<&Job> for JobSummary {
+    fn from(job: &Job) -> Self {
+        JobSummary {
+            job_id: job.id.to_string(),
+            task: job.spec.task.clone(),
+            status: job.status.phase,
+            created_at: job.created_at,
+            completed_at: job.status.times.finished_at,
+        }
+    }
+}
+
+/// `GET /jobs` query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Maximum number of results, 1 to 1000.
+    #[param(minimum = 1, maximum = 1000, default = 50)]
+    pub limit: Option<i64>,
+    /// Only jobs in this phase.
+    pub status: Option<String>,
+}
+
+/// `GET /jobs/{job_id}/telemetry`: the latest progress report.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TelemetryResponse {
+    pub job_id: String,
+    #[schema(value_type = String, example = "building")]
+    pub status: Phase,
+    pub cpu_usage: Option<f64>,
+    pub ram_usage_mb: Option<f64>,
+    pub current_tool: Option<String>,
+    /// When the agent sent it; null if no report arrived yet.
+    pub timestamp: Option<DateTime<Utc>>,
+}
+
+impl TelemetryResponse {
+    pub fn new(job: &Job, sample: Option<TelemetrySample>) -> Self {
+        TelemetryResponse {
+            job_id: job.id.to_string(),
+            status: job.status.phase,
+            cpu_usage: sample.as_ref().and_then(|s| s.cpu_usage),
+            ram_usage_mb: sample.as_ref().and_then(|s| s.ram_usage_mb),
+            current_tool: sample.as_ref().and_then(|s| s.current_tool.clone()),
+            timestamp: sample.map(|s| s.timestamp),
+        }
+    }
+}
+
+/// `GET /jobs/{job_id}/audit`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditResponse {
+    pub job_id: String,
+    pub audit_report: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// `GET /jobs/{job_id}/events`: one transition.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EventView {
+    #[schema(value_type = Option<String>)]
+    pub from: Option<Phase>,
+    #[schema(value_type = String)]
+    pub to: Phase,
+    pub reason: String,
+    pub message: Option<String>,
+    pub resource_version: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<JobEvent> for EventView {
+    fn from(event: JobEvent) -> Self {
+        EventView {
+            from: event.from,
+            to: event.to,
+            reason: event.reason,
+            message: event.message,
+            resource_version: event.resource_version,
+            created_at: event.created_at,
+        }
+    }
+}
+
+/// `POST /jobs/{job_id}/callback`: one body type covers the seed's three shapes —
+/// progress (`current_tool`, `cpu_usage`, `ram_usage_mb`), completion
+/// (`status: "completed"`, optionally with `message` or `audit_report`) and
+/// failure (`status: "error"`, `error`).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct CallbackRequest {
+    #[schema(example = "completed")]
+    pub status: Option<String>,
+    pub message: Option<String>,
+    pub error: Option<String>,
+    pub audit_report: Option<Value>,
+    pub current_tool: Option<String>,
+    pub cpu_usage: Option<f64>,
+    pub ram_usage_mb: Option<f64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MessageResponse {
+    pub message: String,
+}

@@ -1,0 +1,126 @@
+//! `WS /jobs/{job_id}/stream`: the job's status on connect, then one message
+//! per transition, pushed from the store's change broadcast (nothing polls),
+//! and a close once the job reaches a terminal phase.
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
+use axum::response::Response;
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use super::AppState;
+use super::error::ApiResult;
+use super::extract::JobIdPath;
+use super::jobs::load;
+use super::models::JobStatusResponse;
+use crate::job::{Job, JobId};
+use crate::store::StoreEvent;
+
+/// One WebSocket message: `{"type": "status_update", ...the status fields}`.
+#[derive(Debug, Serialize)]
+struct StatusUpdate<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(flatten)]
+    status: JobStatusResponse,
+}
+
+/// Live status updates for one job.
+#[utoipa::path(get, path = "/jobs/{job_id}/stream", tag = "jobs",
+    params(("job_id" = String, Path, description = "The job's UUID")),
+    responses(
+        (status = 101, description = "WebSocket: `status_update` messages until the job ends"),
+        (status = 404, body = super::error::ErrorBody),
+        (status = 422, body = super::error::ErrorBody),
+    ))]
+pub async fn stream(
+    State(state): State<AppState>,
+    JobIdPath(id): JobIdPath,
+    upgrade: WebSocketUpgrade,
+) -> ApiResult<Response> {
+    // Subscribe before reading, so no transition falls between the two.
+    let events = state.store.subscribe();
+    let job = load(&state, id).await?;
+    Ok(upgrade.on_upgrade(move |socket| follow(socket, state, job, events)))
+}
+
+async fn follow(
+    mut socket: WebSocket,
+    state: AppState,
+    job: Job,
+    mut events: broadcast::Receiver<StoreEvent>,
+) {
+    let mut sent = None;
+    let mut current = job;
+    loop {
+        if sent != Some(current.status.phase) {
+            if send(&mut socket, &current).await.is_err() {
+                return;
+            }
+            sent = Some(current.status.phase);
+        }
+        if current.status.phase.is_terminal() {
+            close(socket, close_code::NORMAL, "job finished").await;
+            return;
+        }
+        tokio::select! {
+            _ = state.shutdown.cancelled() => {
+                close(socket, close_code::AWAY, "server shutting down").await;
+                return;
+            }
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+            event = events.recv() => match next_version(&state, current.id, event).await {
+                // Writes may be published out of order; only a newer version counts.
+                Update::Changed(job) if job.resource_version > current.resource_version => current = *job,
+                Update::Changed(_) | Update::Unchanged => {}
+                Update::End => return,
+            },
+        }
+    }
+}
+
+enum Update {
+    Changed(Box<Job>),
+    Unchanged,
+    End,
+}
+
+/// What a store event means for the job being followed: the event's copy when
+/// it is for this job, a fresh read when the subscriber lagged behind.
+async fn next_version(
+    state: &AppState,
+    id: JobId,
+    event: Result<StoreEvent, broadcast::error::RecvError>,
+) -> Update {
+    match event {
+        Ok(StoreEvent::JobWritten(job)) if job.id == id => {
+            Update::Changed(Box::new(job.as_ref().clone()))
+        }
+        Ok(_) => Update::Unchanged,
+        Err(broadcast::error::RecvError::Lagged(_)) => match state.store.get_job(id).await {
+            Ok(Some(job)) => Update::Changed(Box::new(job)),
+            Ok(None) | Err(_) => Update::End,
+        },
+        Err(broadcast::error::RecvError::Closed) => Update::End,
+    }
+}
+
+async fn send(socket: &mut WebSocket, job: &Job) -> Result<(), axum::Error> {
+    let update = StatusUpdate {
+        kind: "status_update",
+        status: JobStatusResponse::from(job),
+    };
+    let text = serde_json::to_string(&update).unwrap_or_default();
+    socket.send(Message::Text(text.into())).await
+}
+
+async fn close(mut socket: WebSocket, code: u16, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+}

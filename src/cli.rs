@@ -1,0 +1,119 @@
+//! The command line: `icarus serve` and `icarus migrate`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::Config;
+use crate::server::Orchestrator;
+use crate::store::Store;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "icarus",
+    version,
+    about = "Orchestrator for autonomous coding jobs"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the API and the controller (the embedded default config unless --config is given).
+    Serve {
+        /// A YAML file laid over the embedded default configuration.
+        #[arg(long, short, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+    /// Apply database migrations and exit.
+    Migrate {
+        #[arg(long, short, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+    /// Print the effective configuration (default, file and environment merged) as YAML.
+    Config {
+        #[arg(long, short, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Runs the parsed command to completion.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { config } => serve(Config::load(config.as_deref())?).await,
+        Command::Migrate { config } => {
+            let config = Config::load(config.as_deref())?;
+            init_logging(&config);
+            let store = Store::connect(&config.database.url).await?;
+            store.migrate().await?;
+            store.close().await;
+            tracing::info!(database = store.backend_name(), "migrations applied");
+            Ok(())
+        }
+        Command::Config { config } => {
+            let config = Config::load(config.as_deref())?;
+            print!("{}", serde_yaml::to_string(&config)?);
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    init_logging(&config);
+    let runtime = crate::runtime::connect(&config).await?;
+    let mut orchestrator = Orchestrator::start(&config, runtime).await?;
+    let signals = CancellationToken::new();
+    tokio::spawn(watch_signals(signals.clone()));
+    tokio::select! {
+        _ = signals.cancelled() => {
+            tracing::info!("shutting down: no new requests, finishing work in flight; agents keep running");
+            orchestrator.stop().await?;
+        }
+        result = orchestrator.wait_for_failure() => result?,
+    }
+    Ok(())
+}
+
+/// Cancels `token` on the first Ctrl-C or SIGTERM; a second one exits at once.
+async fn watch_signals(token: CancellationToken) {
+    shutdown_signal().await;
+    token.cancel();
+    shutdown_signal().await;
+    tracing::warn!("second signal: exiting immediately");
+    std::process::exit(130);
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Logs to stderr; `RUST_LOG` wins over `logging.level`.
+fn init_logging(config: &Config) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.logging.level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

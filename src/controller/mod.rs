@@ -1,0 +1,205 @@
+//! The reconcile loop.
+//!
+//! Workers take job ids from a [`WorkQueue`] and reconcile each: load the
+//! job, observe its workloads and agent reports, ask the pure planner what to
+//! do, carry out the actions, write the new status (compare-and-swap). The loop
+//! never asks *why* it was woken: store writes, runtime events, deadlines and
+//! a periodic resync all just queue the id, and the same comparison gives the
+//! same next step.
+
+mod queue;
+mod reconcile;
+mod workload_spec;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::{Mutex, broadcast, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{AgentsConfig, Config};
+use crate::job::JobId;
+use crate::job::admission::LoadLevel;
+use crate::job::plan::Deadlines;
+use crate::runtime::{Runtime, RuntimeError};
+use crate::store::{Store, StoreError, StoreEvent};
+
+pub use queue::WorkQueue;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+/// What the controller needs to know from the configuration.
+#[derive(Debug, Clone)]
+pub struct ControllerSettings {
+    pub deadlines: Deadlines,
+    pub max_active_jobs: usize,
+    pub resync_interval: Duration,
+    pub workers: usize,
+    pub agents: AgentsConfig,
+    /// Base URL agents use to reach the API; `/jobs/{id}/callback` is appended.
+    pub callback_base_url: String,
+}
+
+impl ControllerSettings {
+    pub fn from_config(config: &Config, callback_base_url: String) -> Self {
+        ControllerSettings {
+            deadlines: config.deadlines(),
+            max_active_jobs: config.orchestrator.max_concurrent_jobs as usize,
+            resync_interval: Duration::from_secs(config.orchestrator.resync_interval_seconds),
+            workers: 4,
+            agents: config.agents.clone(),
+            callback_base_url,
+        }
+    }
+}
+
+/// Everything a reconcile needs: clients, settings, the queue. Shared by workers.
+pub struct Context {
+    pub(crate) store: Store,
+    pub(crate) runtime: Arc<dyn Runtime>,
+    pub(crate) settings: ControllerSettings,
+    pub(crate) queue: Arc<WorkQueue<JobId>>,
+    pub(crate) load: watch::Receiver<LoadLevel>,
+    /// Held from reading the queue to writing the status of a pending job, so
+    /// two workers never hand out the same free slot.
+    pub(crate) admission: Mutex<()>,
+}
+
+/// The running controller's handle.
+pub struct Controller {
+    context: Arc<Context>,
+}
+
+/// How long to wait before retrying a job whose reconcile failed.
+const ERROR_BACKOFF: Duration = Duration::from_secs(2);
+
+impl Controller {
+    pub fn new(
+        store: Store,
+        runtime: Arc<dyn Runtime>,
+        settings: ControllerSettings,
+        load: watch::Receiver<LoadLevel>,
+    ) -> Self {
+        let context = Context {
+            store,
+            runtime,
+            settings,
+            queue: WorkQueue::new(),
+            load,
+            admission: Mutex::new(()),
+        };
+        Controller {
+            context: Arc::new(context),
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled, then lets workers finish the
+    /// reconcile in hand. Agents keep running for the next start to adopt.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let context = self.context;
+        let mut tasks = JoinSet::new();
+        tasks.spawn(follow_store(Arc::clone(&context), shutdown.clone()));
+        tasks.spawn(follow_runtime(Arc::clone(&context), shutdown.clone()));
+        tasks.spawn(resync_periodically(Arc::clone(&context), shutdown.clone()));
+        for worker in 0..context.settings.workers.max(1) {
+            tasks.spawn(work(Arc::clone(&context), worker));
+        }
+        shutdown.cancelled().await;
+        context.queue.shut_down();
+        while tasks.join_next().await.is_some() {}
+        tracing::info!("controller stopped");
+    }
+}
+
+async fn work(context: Arc<Context>, worker: usize) {
+    while let Some(id) = context.queue.next().await {
+        let span = tracing::info_span!("reconcile", job = %id, worker);
+        let outcome = reconcile::reconcile(&context, id);
+        let outcome = tracing::Instrument::instrument(outcome, span).await;
+        context.queue.done(id);
+        match outcome {
+            Ok(Some(after)) => context.queue.add_after(id, after),
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(job = %id, error = %error_chain(&error), "reconcile failed; will retry");
+                context.queue.add_after(id, ERROR_BACKOFF);
+            }
+        }
+    }
+}
+
+/// Every store write wakes its job; a lagging subscriber falls back to a resync.
+async fn follow_store(context: Arc<Context>, shutdown: CancellationToken) {
+    let mut events = context.store.subscribe();
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            event = events.recv() => event,
+        };
+        match event {
+            Ok(StoreEvent::JobWritten(job)) => context.queue.add(job.id),
+            Ok(StoreEvent::AgentReported(id)) => context.queue.add(id),
+            Err(broadcast::error::RecvError::Lagged(_)) => resync(&context).await,
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Every workload change (exit, OOM, removal) wakes its job.
+async fn follow_runtime(context: Arc<Context>, shutdown: CancellationToken) {
+    let mut changes = context.runtime.changes();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            change = changes.next() => match change {
+                Some(id) => context.queue.add(id),
+                None => return,
+            },
+        }
+    }
+}
+
+/// Queues every unfinished job, and every job that owns workloads, at a fixed
+/// interval: the safety net for anything an event missed.
+async fn resync_periodically(context: Arc<Context>, shutdown: CancellationToken) {
+    loop {
+        resync(&context).await;
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(context.settings.resync_interval) => {}
+        }
+    }
+}
+
+async fn resync(context: &Context) {
+    match context.store.unfinished_jobs().await {
+        Ok(jobs) => jobs.iter().for_each(|job| context.queue.add(job.id)),
+        Err(error) => tracing::warn!(error = %error_chain(&error), "resync could not list jobs"),
+    }
+    match context.runtime.owners().await {
+        Ok(owners) => owners.into_iter().for_each(|id| context.queue.add(id)),
+        Err(error) => {
+            tracing::warn!(error = %error_chain(&error), "resync could not list workloads")
+        }
+    }
+}
+
+/// An error and its sources on one line, for logs.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,161 @@
+//! One reconcile: observe, plan, act, record. Returns when to look again.
+
+use std::time::Duration;
+
+use crate::job::admission::{self, Admission, QueueEntry};
+use crate::job::plan::{self, Action, Plan, PlanInput};
+use crate::job::workload::{Observed, WorkloadKey};
+use crate::job::{Job, JobId, Phase, timestamp_now};
+use crate::store::StoreError;
+
+use super::workload_spec::workload_spec;
+use super::{Context, ControllerError};
+
+/// Brings one job one step closer to its desired state.
+pub async fn reconcile(context: &Context, id: JobId) -> Result<Option<Duration>, ControllerError> {
+    let Some(job) = context.store.get_job(id).await? else {
+        collect_unowned(context, id).await?;
+        return Ok(None);
+    };
+    let observed = Observed {
+        workloads: context.runtime.observe(id).await?,
+        reports: context
+            .store
+            .observed_reports(id, job.status.attempt)
+            .await?,
+    };
+    // Admission must read the queue and write the result without another
+    // worker admitting in between; other phases need no lock.
+    let _admission_guard = match job.status.phase {
+        Phase::Pending => Some(context.admission.lock().await),
+        _ => None,
+    };
+    let admission = match job.status.phase {
+        Phase::Pending => admit(context, &job).await?,
+        _ => Admission::Admitted,
+    };
+    let plan = plan::plan(&PlanInput {
+        job: &job,
+        observed: &observed,
+        admission,
+        deadlines: &context.settings.deadlines,
+        now: timestamp_now(),
+    });
+    for action in &plan.actions {
+        apply(context, &job, action).await?;
+    }
+    record(context, job, plan).await
+}
+
+async fn admit(context: &Context, job: &Job) -> Result<Admission, ControllerError> {
+    let unfinished: Vec<QueueEntry> = context
+        .store
+        .unfinished_jobs()
+        .await?
+        .iter()
+        .map(|j| QueueEntry {
+            id: j.id,
+            phase: j.status.phase,
+            created_at: j.created_at,
+        })
+        .collect();
+    let load = *context.load.borrow();
+    Ok(admission::admit(
+        job.id,
+        &unfinished,
+        context.settings.max_active_jobs,
+        load,
+    ))
+}
+
+async fn apply(context: &Context, job: &Job, action: &Action) -> Result<(), ControllerError> {
+    tracing::debug!(?action, "applying");
+    let runtime = &context.runtime;
+    match action {
+        Action::PrepareWorkspace => runtime.prepare_workspace(job.id).await?,
+        Action::Start { role, attempt } => {
+            let settings = &context.settings;
+            let spec = workload_spec(
+                job,
+                *role,
+                *attempt,
+                &settings.agents,
+                &settings.callback_base_url,
+            );
+            let id = runtime.start(&spec).await?;
+            tracing::info!(%role, attempt, workload = %id, "started agent");
+        }
+        Action::Remove { role, attempt, id } => {
+            let key = WorkloadKey {
+                job: job.id,
+                role: *role,
+                attempt: *attempt,
+            };
+            runtime.remove(key, id).await?;
+            tracing::info!(%role, attempt, workload = %id, "removed agent");
+        }
+        Action::RemoveWorkspace => runtime.remove_workspace(job.id).await?,
+    }
+    Ok(())
+}
+
+/// Writes the planned status if it changed. A lost compare-and-swap means
+/// someone else wrote first: plan again at once from what they wrote.
+async fn record(
+    context: &Context,
+    job: Job,
+    plan: Plan,
+) -> Result<Option<Duration>, ControllerError> {
+    let retry_now = Some(Duration::ZERO);
+    if plan.status == job.status {
+        return Ok(if plan.actions.is_empty() {
+            plan.requeue_after
+        } else {
+            retry_now
+        });
+    }
+    let was_active = job.status.phase.is_active();
+    let mut next = job;
+    next.status = plan.status;
+    match context
+        .store
+        .update_job(&next, plan.transition.as_ref())
+        .await
+    {
+        Ok(stored) => {
+            if let Some(transition) = &plan.transition {
+                tracing::info!(from = %transition.from, to = %transition.to, reason = %transition.reason, "transition");
+            }
+            if was_active && !stored.status.phase.is_active() {
+                wake_pending(context).await?;
+            }
+            Ok(plan.requeue_after)
+        }
+        Err(StoreError::Conflict { .. }) => Ok(retry_now),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// A slot was freed: give pending jobs a chance, oldest first.
+async fn wake_pending(context: &Context) -> Result<(), ControllerError> {
+    for job in context.store.unfinished_jobs().await? {
+        if job.status.phase == Phase::Pending {
+            context.queue.add(job.id);
+        }
+    }
+    Ok(())
+}
+
+/// Workloads whose job does not exist (deleted, or from another database) are removed.
+async fn collect_unowned(context: &Context, id: JobId) -> Result<(), ControllerError> {
+    for workload in context.runtime.observe(id).await? {
+        let key = WorkloadKey {
+            job: id,
+            role: workload.role,
+            attempt: workload.attempt,
+        };
+        tracing::info!(job = %id, workload = %workload.id, "removing a workload no job owns");
+        context.runtime.remove(key, &workload.id).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,431 @@
+//! The HTTP API's contract over real HTTP: the seed's shapes, and a clear
+//! `{"detail": ...}` with the right status for every client mistake.
+
+use icarus::job::Role;
+use serde_json::json;
+
+use crate::support::TestServer;
+
+const UNKNOWN_ID: &str = "550e8400-e29b-41d4-a716-446655440000";
+
+fn detail(body: &serde_json::Value) -> &str {
+    body["detail"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no detail in {body}"))
+}
+
+#[tokio::test]
+async fn spawn_answers_201_with_the_seed_shape() {
+    let server = TestServer::sqlite().await;
+    let (code, body) = server
+        .post(
+            "/jobs/spawn",
+            json!({"task": "Create a user login endpoint", "project_path": "/workspace"}),
+        )
+        .await;
+    assert_eq!(code, 201);
+    assert_eq!(body["status"], "pending");
+    assert_eq!(body["message"], "Job created and queued for execution");
+    assert!(
+        body["job_id"]
+            .as_str()
+            .unwrap()
+            .parse::<uuid::Uuid>()
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn spawn_without_project_path_defaults_to_the_workspace() {
+    let server = TestServer::sqlite().await;
+    let (code, body) = server.post("/jobs/spawn", json!({"task": "t"})).await;
+    assert_eq!(code, 201);
+    let (_, status) = server
+        .get(&format!(
+            "/jobs/{}/status",
+            body["job_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(status["project_path"], "/workspace");
+}
+
+#[tokio::test]
+async fn spawn_with_malformed_json_is_422() {
+    let server = TestServer::sqlite().await;
+    let (code, body) = server.post_raw("/jobs/spawn", "{\"task\": ").await;
+    assert_eq!(code, 422);
+    assert!(detail(&body).contains("invalid JSON"), "{body}");
+}
+
+#[tokio::test]
+async fn spawn_with_an_empty_body_is_422() {
+    let server = TestServer::sqlite().await;
+    let (code, _) = server.post_raw("/jobs/spawn", "").await;
+    assert_eq!(code, 422);
+}
+
+#[tokio::test]
+async fn spawn_without_a_task_is_422_naming_the_field() {
+    let server = TestServer::sqlite().await;
+    let (code, body) = server
+        .post("/jobs/spawn", json!({"project_path": "/workspace"}))
+        .await;
+    assert_eq!(code, 422);
+    assert!(detail(&body).contains("task"), "{body}");
+}
+
+#[tokio::test]
+async fn spawn_with_a_blank_task_is_422() {
+    let server = TestServer::sqlite().await;
+    let (code, body) = server.post("/jobs/spawn", json!({"task": "   "})).await;
+    assert_eq!(code, 422);
+    assert_eq!(detail(&body), "task must not be empty");
+}
+
+#[tokio::test]
+async fn spawn_with_a_task_of_the_wrong_type_is_422() {
+    let server = TestServer::sqlite().await;
+    let (code, _) = server.post("/jobs/spawn", json!({"task": 42})).await;
+    assert_eq!(code, 422);
+}
+
+#[tokio::test]
+async fn spawn_with_a_task_over_the_limit_is_422() {
+    let server = TestServer::sqlite().await;
+    let task = "x".repeat(icarus::api::MAX_TASK_CHARS + 1);
+    let (code, body) = server.post("/jobs/spawn", json!({"task": task})).await;
+    assert_eq!(code, 422);
+    assert!(detail(&body).contains("limit"), "{body}");
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_413_and_creates_nothing() {
+    let server = TestServer::sqlite().await;
+    let task = "x".repeat(server.config.orchestrator.max_request_bytes + 1);
+    let (code, body) = server.post("/jobs/spawn", json!({"task": task})).await;
+    assert_eq!(code, 413);
+    assert!(detail(&body).contains("too large"), "{body}");
+    let (_, jobs) = server.get("/jobs").await;
+    assert_eq!(jobs.as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn spawn_with_a_bad_image_override_is_422() {
+    let server = TestServer::sqlite().await;
+    let (code, body) = server
+        .post(
+            "/jobs/spawn",
+            json!({"task": "t", "builder_image": "two words"}),
+        )
+        .await;
+    assert_eq!(code, 422);
+    assert!(detail(&body).contains("builder_image"), "{body}");
+}
+
+#[tokio::test]
+async fn the_status_of_a_job_has_the_seed_fields() {
+    let server = TestServer::sqlite().await;
+    let id = server.spawn("Create a FastAPI endpoint").await;
+    let (code, body) = server.get(&format!("/jobs/{id}/status")).await;
+    assert_eq!(code, 200);
+    assert_eq!(body["job_id"], id.to_string());
+    assert_eq!(body["task"], "Create a FastAPI endpoint");
+    for field in ["status", "created_at", "completed_at", "error_message"] {
+        assert!(body.get(field).is_some(), "missing {field} in {body}");
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_job_is_404_on_every_job_route() {
+    let server = TestServer::sqlite().await;
+    for path in ["status", "telemetry", "audit", "events"] {
+        let (code, body) = server.get(&format!("/jobs/{UNKNOWN_ID}/{path}")).await;
+        assert_eq!(code, 404, "{path}");
+        assert_eq!(detail(&body), format!("Job {UNKNOWN_ID} not found"));
+    }
+    let (code, _) = server
+        .post(
+            &format!("/jobs/{UNKNOWN_ID}/approve"),
+            json!({"approved": true}),
+        )
+        .await;
+    assert_eq!(code, 404);
+    let (code, _) = server
+        .post(&format!("/jobs/{UNKNOWN_ID}/cancel"), json!({}))
+        .await;
+    assert_eq!(code, 404);
+    let (code, _) = server
+        .post(
+            &format!("/jobs/{UNKNOWN_ID}/callback"),
+            json!({"cpu_usage": 1.0}),
+        )
+        .await;
+    assert_eq!(code, 404);
+}
+
+#[tokio::test]
+async fn an_invalid_job_id_is_422() {
+    let server = TestServer::sqlite().await;
+    let (code, body) = server.get("/jobs/not-a-uuid/status").await;
+    assert_eq!(code, 422);
+    assert!(detail(&body).contains("not a valid job id"), "{body}");
+    let (code, _) = server
+        .post("/jobs/12/approve", json!({"approved": true}))
+        .await;
+    assert_eq!(code, 422);
+}
+
+#[tokio::test]
+async fn a_limit_outside_one_to_a_thousand_is_422() {
+    let server = TestServer::sqlite().await;
+    for limit in ["0", "1001", "-5", "abc"] {
+        let (code, body) = server.get(&format!("/jobs?limit={limit}")).await;
+        assert_eq!(code, 422, "limit={limit}: {body}");
+    }
+    let (code, _) = server.get("/jobs?limit=1000").await;
+    assert_eq!(code, 200);
+}
+
+#[tokio::test]
+async fn an_unknown_status_filter_is_422_listing_the_valid_ones() {
+    let server = TestServer::sqlite().await;
+    let (code, body) = server.get("/jobs?status=done").await;
+    assert_eq!(code, 422);
+    assert!(detail(&body).contains("awaiting_approval"), "{body}");
+}
+
+#[tokio::test]
+async fn the_listing_is_newest_first_and_honours_limit_and_status() {
+    let server = TestServer::sqlite_with(|c| c.orchestrator.max_concurrent_jobs = 1).await;
+    let first = server.spawn("first").await;
+    server.wait_for(first, "building").await;
+    let second = server.spawn("second").await;
+    let third = server.spawn("third").await;
+
+    let (_, all) = server.get("/jobs").await;
+    let ids: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [third.to_string(), second.to_string(), first.to_string()]
+    );
+    let row = &all[0];
+    for field in ["job_id", "task", "status", "created_at", "completed_at"] {
+        assert!(row.get(field).is_some(), "missing {field}");
+    }
+
+    let (_, limited) = server.get("/jobs?limit=2").await;
+    assert_eq!(limited.as_array().unwrap().len(), 2);
+
+    let (_, pending) = server.get("/jobs?status=pending&limit=10").await;
+    assert_eq!(pending.as_array().unwrap().len(), 2);
+    let (_, building) = server.get("/jobs?status=building").await;
+    assert_eq!(building[0]["job_id"], first.to_string());
+}
+
+#[tokio::test]
+async fn approving_a_building_job_is_409_and_changes_nothing() {
+    let server = TestServer::sqlite().await;
+    let id = server.spawn("t").await;
+    server.wait_for(id, "building").await;
+    let (code, body) = server
+        .post(&format!("/jobs/{id}/approve"), json!({"approved": true}))
+        .await;
+    assert_eq!(code, 409);
+    assert!(detail(&body).contains("building"), "{body}");
+    let (_, status) = server.get(&format!("/jobs/{id}/status")).await;
+    assert_eq!(status["approval"], serde_json::Value::Null);
+}
+
+#[tokio::test]
+async fn approve_with_a_malformed_body_is_422() {
+    let server = TestServer::sqlite().await;
+    let id = server.spawn("t").await;
+    let (code, _) = server
+        .post(&format!("/jobs/{id}/approve"), json!({"approved": "yes"}))
+        .await;
+    assert_eq!(code, 422);
+    let (code, _) = server
+        .post(
+            &format!("/jobs/{id}/approve"),
+            json!({"comment": "no verdict"}),
+        )
+        .await;
+    assert_eq!(code, 422);
+}
+
+#[tokio::test]
+async fn cancelling_a_finished_job_is_409() {
+    let server = TestServer::sqlite().await;
+    let id = server.spawn("t").await;
+    server.wait_for(id, "building").await;
+    server.runtime.exit(id, Role::Builder, 1);
+    server.wait_for(id, "failed").await;
+    let (code, body) = server.post(&format!("/jobs/{id}/cancel"), json!({})).await;
+    assert_eq!(code, 409);
+    assert!(detail(&body).contains("failed"), "{body}");
+}
+
+#[tokio::test]
+async fn telemetry_callbacks_show_in_the_telemetry_route() {
+    let server = TestServer::sqlite().await;
+    let id = server.spawn("t").await;
+    let (_, before) = server.get(&format!("/jobs/{id}/telemetry")).await;
+    assert_eq!(before["current_tool"], serde_json::Value::Null);
+    server.wait_for(id, "building").await;
+    let report = json!({"current_tool": "web_search(python logging)", "cpu_usage": 35.0, "ram_usage_mb": 450.0});
+    let (code, _) = server.post(&format!("/jobs/{id}/callback"), report).await;
+    assert_eq!(code, 200);
+    let (code, body) = server.get(&format!("/jobs/{id}/telemetry")).await;
+    assert_eq!(code, 200);
+    assert_eq!(body["job_id"], id.to_string());
+    assert_eq!(body["status"], "building");
+    assert_eq!(body["cpu_usage"], 35.0);
+    assert_eq!(body["ram_usage_mb"], 450.0);
+    assert_eq!(body["current_tool"], "web_search(python logging)");
+}
+
+#[tokio::test]
+async fn a_callback_for_a_job_with_no_running_agent_is_409() {
+    let server = TestServer::sqlite_with(|c| c.orchestrator.max_concurrent_jobs = 1).await;
+    let first = server.spawn("first").await;
+    server.wait_for(first, "building").await;
+    let waiting = server.spawn("second").await;
+    let (code, body) = server
+        .post(
+            &format!("/jobs/{waiting}/callback"),
+            json!({"cpu_usage": 1.0}),
+        )
+        .await;
+    assert_eq!(code, 409);
+    assert!(detail(&body).contains("pending"), "{body}");
+}
+
+#[tokio::test]
+async fn callback_bodies_that_say_nothing_or_nonsense_are_422() {
+    let server = TestServer::sqlite().await;
+    let id = server.spawn("t").await;
+    server.wait_for(id, "building").await;
+    let path = format!("/jobs/{id}/callback");
+    for body in [
+        json!({}),
+        json!({"status": "finished"}),
+        json!({"cpu_usage": -1.0}),
+        json!([1, 2]),
+    ] {
+        let (code, answer) = server.post(&path, body.clone()).await;
+        assert_eq!(code, 422, "{body} -> {answer}");
+    }
+}
+
+#[tokio::test]
+async fn an_audit_report_from_the_builder_is_409() {
+    let server = TestServer::sqlite().await;
+    let id = server.spawn("t").await;
+    server.wait_for(id, "building").await;
+    let (code, _) = server
+        .post(
+            &format!("/jobs/{id}/callback"),
+            json!({"status": "completed", "audit_report": {"summary": "x"}}),
+        )
+        .await;
+    assert_eq!(code, 409);
+}
+
+#[tokio::test]
+async fn the_audit_route_is_404_until_the_checker_reports() {
+    let server = TestServer::sqlite().await;
+    let id = server.spawn("t").await;
+    let (code, body) = server.get(&format!("/jobs/{id}/audit")).await;
+    assert_eq!(code, 404);
+    assert!(detail(&body).contains("no audit report"), "{body}");
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_in_the_error_format() {
+    let server = TestServer::sqlite().await;
+    let (code, body) = server.get("/nope").await;
+    assert_eq!(code, 404);
+    assert_eq!(detail(&body), "Not Found");
+    let (code, body) = server.get("/jobs/spawn").await;
+    assert_eq!(code, 405);
+    assert_eq!(detail(&body), "Method Not Allowed");
+}
+
+#[tokio::test]
+async fn the_service_routes_answer() {
+    let server = TestServer::sqlite().await;
+    let (code, body) = server.get("/").await;
+    assert_eq!(code, 200);
+    assert_eq!(body["name"], "icarus");
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+    let (code, body) = server.get("/healthz").await;
+    assert_eq!((code, body["status"].as_str()), (200, Some("ok")));
+    let (code, body) = server.get("/readyz").await;
+    assert_eq!(code, 200);
+    assert_eq!(body["database"], "sqlite");
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route() {
+    let server = TestServer::sqlite().await;
+    let (code, doc) = server.get("/openapi.json").await;
+    assert_eq!(code, 200);
+    let paths = doc["paths"].as_object().unwrap();
+    for path in [
+        "/jobs/spawn",
+        "/jobs",
+        "/jobs/{job_id}/status",
+        "/jobs/{job_id}/telemetry",
+        "/jobs/{job_id}/audit",
+        "/jobs/{job_id}/approve",
+        "/jobs/{job_id}/cancel",
+        "/jobs/{job_id}/callback",
+        "/jobs/{job_id}/stream",
+        "/jobs/{job_id}/events",
+        "/healthz",
+        "/readyz",
+    ] {
+        assert!(
+            paths.contains_key(path),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_documentation_pages_are_served_from_the_binary_without_a_cdn() {
+    let server = TestServer::sqlite().await;
+    for (page, asset) in [
+        ("/docs/", "swagger-ui-bundle.js"),
+        ("/redoc", "/redoc/redoc.standalone.js"),
+    ] {
+        let response = server.client.get(server.url(page)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{page}");
+        let html = response.text().await.unwrap();
+        assert!(html.contains(asset), "{page} does not load {asset}");
+        assert!(
+            !html.contains("https://"),
+            "{page} loads something from the network"
+        );
+    }
+    let script = server
+        .client
+        .get(server.url("/redoc/redoc.standalone.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(script.status(), 200);
+    assert!(script.bytes().await.unwrap().len() > 100_000);
+    let swagger_js = server
+        .client
+        .get(server.url("/docs/swagger-ui-bundle.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(swagger_js.status(), 200);
+}

@@ -1,0 +1,115 @@
+//! `WS /jobs/{id}/stream` with a real WebSocket client.
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use icarus::job::Role;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::TestServer;
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(server: &TestServer, path: &str) -> Socket {
+    let url = format!("{}{path}", server.base.replacen("http://", "ws://", 1));
+    tokio_tungstenite::connect_async(url).await.unwrap().0
+}
+
+/// The next JSON message, or `None` when the server closed the stream.
+async fn next_update(socket: &mut Socket) -> Option<Value> {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("no message within 10 s")?;
+        match message.unwrap() {
+            Message::Text(text) => return Some(serde_json::from_str(&text).unwrap()),
+            Message::Close(_) => return None,
+            _ => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_stream_sends_the_current_status_then_every_transition_then_closes() {
+    let server = TestServer::sqlite().await;
+    let id = server.spawn("t").await;
+    server.wait_for(id, "building").await;
+    let mut socket = connect(&server, &format!("/jobs/{id}/stream")).await;
+
+    let first = next_update(&mut socket).await.unwrap();
+    assert_eq!(first["type"], "status_update");
+    assert_eq!(first["job_id"], id.to_string());
+    assert_eq!(first["status"], "building");
+
+    server.runtime.exit(id, Role::Builder, 0);
+    assert_eq!(
+        next_update(&mut socket).await.unwrap()["status"],
+        "checking"
+    );
+    server
+        .post(
+            &format!("/jobs/{id}/callback"),
+            json!({"status": "completed", "audit_report": {}}),
+        )
+        .await;
+    server.runtime.exit(id, Role::Checker, 0);
+    assert_eq!(
+        next_update(&mut socket).await.unwrap()["status"],
+        "awaiting_approval"
+    );
+    server
+        .post(&format!("/jobs/{id}/approve"), json!({"approved": true}))
+        .await;
+    assert_eq!(
+        next_update(&mut socket).await.unwrap()["status"],
+        "approved"
+    );
+    let last = next_update(&mut socket).await.unwrap();
+    assert_eq!(last["status"], "completed");
+    assert!(last["completed_at"].is_string());
+    assert!(
+        next_update(&mut socket).await.is_none(),
+        "the stream closes after a terminal phase"
+    );
+}
+
+#[tokio::test]
+async fn the_stream_of_a_finished_job_sends_its_status_and_closes() {
+    let server = TestServer::sqlite().await;
+    let id = server.spawn("t").await;
+    server.post(&format!("/jobs/{id}/cancel"), json!({})).await;
+    server.wait_for(id, "cancelled").await;
+    let mut socket = connect(&server, &format!("/jobs/{id}/stream")).await;
+    assert_eq!(
+        next_update(&mut socket).await.unwrap()["status"],
+        "cancelled"
+    );
+    assert!(next_update(&mut socket).await.is_none());
+}
+
+#[tokio::test]
+async fn a_client_that_closes_first_is_let_go() {
+    let server = TestServer::sqlite().await;
+    let id = server.spawn("t").await;
+    let mut socket = connect(&server, &format!("/jobs/{id}/stream")).await;
+    next_update(&mut socket).await.unwrap();
+    socket.send(Message::Close(None)).await.unwrap();
+    let (code, _) = server.get("/healthz").await;
+    assert_eq!(code, 200);
+}
+
+#[tokio::test]
+async fn the_stream_of_an_unknown_or_invalid_job_is_refused_before_upgrading() {
+    let server = TestServer::sqlite().await;
+    let unknown = format!(
+        "{}/jobs/550e8400-e29b-41d4-a716-446655440000/stream",
+        server.base.replacen("http", "ws", 1)
+    );
+    let error = tokio_tungstenite::connect_async(unknown).await.unwrap_err();
+    assert!(error.to_string().contains("404"), "{error}");
+    let invalid = format!("{}/jobs/nope/stream", server.base.replacen("http", "ws", 1));
+    let error = tokio_tungstenite::connect_async(invalid).await.unwrap_err();
+    assert!(error.to_string().contains("422"), "{error}");
+}
