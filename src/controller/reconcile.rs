@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use crate::job::admission::{self, Admission, QueueEntry};
 use crate::job::plan::{self, Action, Plan, PlanInput};
-use crate::job::workload::{Observed, WorkloadKey};
+use crate::job::workload::{Observed, Role, StartFailure, WorkloadKey};
 use crate::job::{Job, JobId, Phase, timestamp_now};
+use crate::runtime::RuntimeError;
 use crate::store::StoreError;
 
 use super::workload_spec::workload_spec;
@@ -17,12 +18,13 @@ pub async fn reconcile(context: &Context, id: JobId) -> Result<Option<Duration>,
         collect_unowned(context, id).await?;
         return Ok(None);
     };
-    let observed = Observed {
+    let mut observed = Observed {
         workloads: context.runtime.observe(id).await?,
         reports: context
             .store
             .observed_reports(id, job.status.attempt)
             .await?,
+        start_failure: None,
     };
     // Admission must read the queue and write the result without another
     // worker admitting in between; other phases need no lock.
@@ -34,17 +36,53 @@ pub async fn reconcile(context: &Context, id: JobId) -> Result<Option<Duration>,
         Phase::Pending => admit(context, &job).await?,
         _ => Admission::Admitted,
     };
-    let plan = plan::plan(&PlanInput {
-        job: &job,
-        observed: &observed,
+    let plan = make_plan(context, &job, &observed, admission);
+    let plan = match apply_all(context, &job, &plan).await {
+        Ok(()) => plan,
+        Err(StartError { role, error }) if error.is_permanent() => {
+            // Retrying cannot fix this start: let the planner end the job.
+            observed.start_failure = Some(StartFailure {
+                role,
+                message: error.to_string(),
+            });
+            let plan = make_plan(context, &job, &observed, admission);
+            apply_all(context, &job, &plan)
+                .await
+                .map_err(|failed| failed.error)?;
+            plan
+        }
+        Err(failed) => return Err(failed.error.into()),
+    };
+    record(context, job, plan).await
+}
+
+fn make_plan(context: &Context, job: &Job, observed: &Observed, admission: Admission) -> Plan {
+    plan::plan(&PlanInput {
+        job,
+        observed,
         admission,
         deadlines: &context.settings.deadlines,
         now: timestamp_now(),
-    });
+    })
+}
+
+/// A runtime error, with the role whose start caused it, if any.
+struct StartError {
+    role: Role,
+    error: RuntimeError,
+}
+
+async fn apply_all(context: &Context, job: &Job, plan: &Plan) -> Result<(), StartError> {
     for action in &plan.actions {
-        apply(context, &job, action).await?;
+        let role = match action {
+            Action::Start { role, .. } => *role,
+            _ => Role::Builder,
+        };
+        apply(context, job, action)
+            .await
+            .map_err(|error| StartError { role, error })?;
     }
-    record(context, job, plan).await
+    Ok(())
 }
 
 async fn admit(context: &Context, job: &Job) -> Result<Admission, ControllerError> {
@@ -68,7 +106,7 @@ async fn admit(context: &Context, job: &Job) -> Result<Admission, ControllerErro
     ))
 }
 
-async fn apply(context: &Context, job: &Job, action: &Action) -> Result<(), ControllerError> {
+async fn apply(context: &Context, job: &Job, action: &Action) -> Result<(), RuntimeError> {
     tracing::debug!(?action, "applying");
     let runtime = &context.runtime;
     match action {

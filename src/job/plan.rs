@@ -131,7 +131,25 @@ fn decide(input: &PlanInput<'_>) -> (JobStatus, Option<Transition>) {
         ),
         Phase::Completed | Phase::Rejected | Phase::Failed | Phase::Cancelled => {}
     }
+    fail_if_unstartable(&mut next, input);
     next.finish()
+}
+
+/// An agent the runtime cannot start (its image is missing...) ends the job
+/// in the phase that needs it, whether the job was already there or just moved.
+fn fail_if_unstartable(next: &mut Next, input: &PlanInput<'_>) {
+    let Some(role) = running_role(next.status.phase) else {
+        return;
+    };
+    if let Some(failure) = input
+        .observed
+        .start_failure
+        .as_ref()
+        .filter(|f| f.role == role)
+    {
+        let message = format!("{role} could not be started: {}", failure.message);
+        next.fail(format!("{}StartFailed", role.reason_prefix()), message);
+    }
 }
 
 fn decide_pending(next: &mut Next, admission: Admission) {
@@ -340,7 +358,11 @@ impl Next {
     }
 
     fn move_to(&mut self, to: Phase, reason: &str, message: Option<String>) {
-        let from = self.status.phase;
+        // Two moves in one plan (admitted, then unstartable) are one transition.
+        let from = self
+            .transition
+            .as_ref()
+            .map_or(self.status.phase, |t| t.from);
         let times = &mut self.status.times;
         match to {
             Phase::Building => times.building_at = Some(self.now),

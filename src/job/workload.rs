@@ -104,9 +104,18 @@ impl AgentReports {
     }
 }
 
+/// The runtime refused to start an agent for a reason retrying cannot fix
+/// (its image does not exist, its settings are invalid).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartFailure {
+    pub role: Role,
+    pub message: String,
+}
+
 /// Everything the controller observed for one job, the planner's view of the world.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Observed {
     pub workloads: Vec<ObservedWorkload>,
     pub reports: AgentReports,
+    pub start_failure: Option<StartFailure>,
 }

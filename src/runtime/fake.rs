@@ -36,6 +36,8 @@ struct World {
     next_id: u64,
     /// When set, `start` fails with this error.
     start_failure: Option<String>,
+    /// Images `start` reports as not found.
+    missing_images: BTreeSet<String>,
 }
 
 /// An in-memory stand-in for a container engine, for tests only.
@@ -122,6 +124,11 @@ impl FakeRuntime {
         self.world().start_failure = error.map(str::to_owned);
     }
 
+    /// Makes `start` answer "image not found" for this image.
+    pub fn forget_image(&self, image: &str) {
+        self.world().missing_images.insert(image.to_owned());
+    }
+
     pub fn state_of(&self, job: JobId, role: Role) -> Option<WorkloadState> {
         self.world()
             .workloads
@@ -201,6 +208,9 @@ impl Runtime for FakeRuntime {
                 operation: "start",
                 detail,
             });
+        }
+        if world.missing_images.contains(&spec.image) {
+            return Err(RuntimeError::ImageNotFound(spec.image.clone()));
         }
         let name = spec.key.name();
         if let Some(existing) = world.workloads.get_mut(&name) {

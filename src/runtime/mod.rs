@@ -27,6 +27,13 @@ pub enum RuntimeError {
     },
 }
 
+impl RuntimeError {
+    /// Whether retrying cannot help, so the job should fail instead.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, RuntimeError::ImageNotFound(_))
+    }
+}
+
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
 
 /// Everything needed to start one agent.

@@ -21,7 +21,12 @@ fn write_config(dir: &tempfile::TempDir, yaml: &str) -> std::path::PathBuf {
 fn an_unknown_key_stops_start_up_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(&dir, "orchestrator:\n  max_concurent_jobs: 3\n");
-    let output = icarus().arg("serve").arg("--config").arg(&path).output().unwrap();
+    let output = icarus()
+        .arg("serve")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("max_concurent_jobs"), "{stderr}");
@@ -31,15 +36,26 @@ fn an_unknown_key_stops_start_up_naming_it() {
 fn a_bad_value_stops_start_up_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(&dir, "orchestrator:\n  max_concurrent_jobs: 0\n");
-    let output = icarus().arg("serve").arg("--config").arg(&path).output().unwrap();
+    let output = icarus()
+        .arg("serve")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("orchestrator.max_concurrent_jobs must be at least 1"), "{stderr}");
+    assert!(
+        stderr.contains("orchestrator.max_concurrent_jobs must be at least 1"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn a_missing_config_file_is_named() {
-    let output = icarus().args(["serve", "--config", "/nonexistent/icarus.yaml"]).output().unwrap();
+    let output = icarus()
+        .args(["serve", "--config", "/nonexistent/icarus.yaml"])
+        .output()
+        .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/icarus.yaml"));
 }
@@ -53,14 +69,21 @@ fn migrate_creates_the_sqlite_database_and_its_directory() {
         .env("DATABASE_URL", format!("sqlite://{}", database.display()))
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(database.is_file());
 }
 
 #[test]
 fn the_environment_overrides_the_file_in_the_effective_config() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write_config(&dir, "orchestrator:\n  port: 9000\n  max_concurrent_jobs: 5\n");
+    let path = write_config(
+        &dir,
+        "orchestrator:\n  port: 9000\n  max_concurrent_jobs: 5\n",
+    );
     let output = icarus()
         .args(["config", "--config"])
         .arg(&path)
@@ -71,5 +94,8 @@ fn the_environment_overrides_the_file_in_the_effective_config() {
     let config: serde_json::Value = serde_yaml::from_slice(&output.stdout).unwrap();
     assert_eq!(config["orchestrator"]["port"], 9100);
     assert_eq!(config["orchestrator"]["max_concurrent_jobs"], 5);
-    assert_eq!(config["agents"]["builder"]["image_name"], "icarus-builder:latest");
+    assert_eq!(
+        config["agents"]["builder"]["image_name"],
+        "icarus-builder:latest"
+    );
 }

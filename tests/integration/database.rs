@@ -3,22 +3,21 @@
 
 use crate::support::{TestServer, postgres_admin_url};
 
+/// Refuses new connections first, then ends the open ones.
 async fn terminate_connections(database: &str) {
     use sqlx::Connection;
     let mut admin = sqlx::PgConnection::connect(&postgres_admin_url())
         .await
         .unwrap();
-    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
+    let refuse = format!("ALTER DATABASE {database} ALLOW_CONNECTIONS false");
+    sqlx::query(&refuse).execute(&mut admin).await.unwrap();
+    let terminate = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE datname = $1 AND pid <> pg_backend_pid()";
+    sqlx::query(terminate)
         .bind(database)
         .execute(&mut admin)
         .await
         .unwrap();
-    sqlx::query(&format!(
-        "ALTER DATABASE {database} ALLOW_CONNECTIONS false"
-    ))
-    .execute(&mut admin)
-    .await
-    .unwrap();
 }
 
 async fn allow_connections(database: &str) {

@@ -328,3 +328,50 @@ async fn a_graceful_stop_leaves_agents_running_for_the_next_start() {
     server.wait_for(id, "checking").await;
     assert_eq!(server.runtime.creations(key(id, Role::Builder)), 1);
 }
+
+#[tokio::test]
+async fn a_missing_image_fails_the_job_naming_the_image() {
+    let server = TestServer::sqlite().await;
+    server.runtime.forget_image("ghost:latest");
+    let (code, body) = server
+        .post(
+            "/jobs/spawn",
+            json!({"task": "t", "builder_image": "ghost:latest"}),
+        )
+        .await;
+    assert_eq!(code, 201);
+    let id = body["job_id"].as_str().unwrap();
+    let status = eventually(Duration::from_secs(10), || async {
+        let (_, s) = server.get(&format!("/jobs/{id}/status")).await;
+        (s["status"] == "failed").then_some(s)
+    })
+    .await;
+    assert_eq!(status["reason"], "BuilderStartFailed");
+    assert!(
+        status["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("ghost:latest"),
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn a_transient_runtime_failure_is_retried_until_the_agent_starts() {
+    let server = TestServer::sqlite().await;
+    server.runtime.fail_starts(Some("engine hiccup"));
+    let id = server.spawn("t").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        server.phase(id).await,
+        "pending",
+        "nothing is recorded until the start succeeds"
+    );
+    server.runtime.fail_starts(None);
+    server.wait_for(id, "building").await;
+    eventually(Duration::from_secs(10), || async {
+        server.runtime.state_of(id, Role::Builder)
+    })
+    .await;
+    assert_eq!(server.runtime.creations(key(id, Role::Builder)), 1);
+}

@@ -126,6 +126,7 @@ impl TestServer {
         config: icarus::config::Config,
         runtime: icarus::runtime::fake::FakeRuntime,
     ) -> TestServer {
+        init_test_logging();
         let shared: std::sync::Arc<dyn icarus::runtime::Runtime> =
             std::sync::Arc::new(runtime.clone());
         let orchestrator = icarus::server::Orchestrator::start(&config, shared)
@@ -246,4 +247,14 @@ async fn decode(response: reqwest::Response) -> (u16, serde_json::Value) {
     let text = response.text().await.unwrap();
     let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
     (code, body)
+}
+
+/// Logs are silent unless `TEST_LOG` is set (to a filter such as `icarus=debug`).
+pub fn init_test_logging() {
+    if let Ok(filter) = std::env::var("TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    }
 }

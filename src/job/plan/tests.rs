@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::job::ApprovalDecision;
 use crate::job::fixtures::at;
-use crate::job::workload::AgentReports;
+use crate::job::workload::{AgentReports, StartFailure};
 
 const DEADLINES: Deadlines = Deadlines {
     builder: TimeDelta::seconds(600),
@@ -37,7 +37,7 @@ fn exited(role: Role, exit_code: i64) -> ObservedWorkload {
 fn observed(workloads: Vec<ObservedWorkload>) -> Observed {
     Observed {
         workloads,
-        reports: AgentReports::default(),
+        ..Observed::default()
     }
 }
 
@@ -217,6 +217,37 @@ fn a_checker_that_exits_zero_without_a_report_fails() {
 }
 
 #[test]
+fn a_builder_that_cannot_be_started_fails_the_job_saying_why() {
+    let job = Job::pending().in_phase(Phase::Building, at(0));
+    let mut world = Observed::default();
+    world.start_failure = Some(StartFailure {
+        role: Role::Builder,
+        message: "image 'nope:latest' is not available".to_owned(),
+    });
+    let plan = plan_admitted(&job, &world, 1);
+    assert_eq!(plan.status.phase, Phase::Failed);
+    assert_eq!(plan.status.reason, "BuilderStartFailed");
+    assert!(starts(&plan).next().is_none());
+    assert!(plan.status.error_message.unwrap().contains("nope:latest"));
+}
+
+#[test]
+fn a_pending_job_whose_builder_cannot_start_fails_in_one_transition() {
+    let mut world = Observed::default();
+    world.start_failure = Some(StartFailure {
+        role: Role::Builder,
+        message: "image missing".to_owned(),
+    });
+    let plan = plan_admitted(&Job::pending(), &world, 1);
+    assert_eq!(plan.status.reason, "BuilderStartFailed");
+    let transition = plan.transition.unwrap();
+    assert_eq!(
+        (transition.from, transition.to),
+        (Phase::Pending, Phase::Failed)
+    );
+}
+
+#[test]
 fn a_builder_that_vanished_after_it_was_seen_fails_the_job() {
     let mut job = Job::pending().in_phase(Phase::Building, at(0));
     job.status.builder.workload_id = Some("abc".to_owned());
@@ -357,15 +388,20 @@ fn any_observed() -> impl Strategy<Value = Observed> {
         prop::option::of(Just("boom".to_owned())),
         prop::option::of(Just("bang".to_owned())),
         any::<bool>(),
+        prop::option::of(any_role()),
     )
         .prop_map(
-            |(workloads, builder_error, checker_error, audit)| Observed {
+            |(workloads, builder_error, checker_error, audit, unstartable)| Observed {
                 workloads,
                 reports: AgentReports {
                     builder_error,
                     checker_error,
                     audit_report_received: audit,
                 },
+                start_failure: unstartable.map(|role| StartFailure {
+                    role,
+                    message: "image missing".to_owned(),
+                }),
             },
         )
 }
