@@ -219,11 +219,13 @@ fn a_checker_that_exits_zero_without_a_report_fails() {
 #[test]
 fn a_builder_that_cannot_be_started_fails_the_job_saying_why() {
     let job = Job::pending().in_phase(Phase::Building, at(0));
-    let mut world = Observed::default();
-    world.start_failure = Some(StartFailure {
-        role: Role::Builder,
-        message: "image 'nope:latest' is not available".to_owned(),
-    });
+    let world = Observed {
+        start_failure: Some(StartFailure {
+            role: Role::Builder,
+            message: "image 'nope:latest' is not available".to_owned(),
+        }),
+        ..Observed::default()
+    };
     let plan = plan_admitted(&job, &world, 1);
     assert_eq!(plan.status.phase, Phase::Failed);
     assert_eq!(plan.status.reason, "BuilderStartFailed");
@@ -233,11 +235,13 @@ fn a_builder_that_cannot_be_started_fails_the_job_saying_why() {
 
 #[test]
 fn a_pending_job_whose_builder_cannot_start_fails_in_one_transition() {
-    let mut world = Observed::default();
-    world.start_failure = Some(StartFailure {
-        role: Role::Builder,
-        message: "image missing".to_owned(),
-    });
+    let world = Observed {
+        start_failure: Some(StartFailure {
+            role: Role::Builder,
+            message: "image missing".to_owned(),
+        }),
+        ..Observed::default()
+    };
     let plan = plan_admitted(&Job::pending(), &world, 1);
     assert_eq!(plan.status.reason, "BuilderStartFailed");
     let transition = plan.transition.unwrap();
