@@ -62,6 +62,9 @@ pub struct SentinelConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentsConfig {
+    /// Base URL agents call back on; empty means "work it out" (see `server`).
+    #[serde(default)]
+    pub callback_base_url: String,
     pub builder: AgentConfig,
     pub checker: AgentConfig,
 }
@@ -196,6 +199,13 @@ impl Config {
                 check(false, format!("agents.{role}.{problem}"));
             }
         }
+        let callback = &self.agents.callback_base_url;
+        check(
+            callback.is_empty()
+                || callback.starts_with("http://")
+                || callback.starts_with("https://"),
+            format!("agents.callback_base_url: '{callback}' is not an http(s) URL"),
+        );
         check(
             !self.workspace.base_path.as_os_str().is_empty(),
             "workspace.base_path must not be empty".into(),

@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::Router;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +35,70 @@ pub enum ServerError {
     Serve(#[source] std::io::Error),
     #[error("a server task ended unexpectedly")]
     TaskFailed(#[from] tokio::task::JoinError),
+}
+
+/// Serves `app` on `listener` until `stop` is cancelled, then finishes requests in flight.
+fn serve(
+    listener: TcpListener,
+    app: Router,
+    stop: CancellationToken,
+) -> JoinHandle<Result<(), ServerError>> {
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+            .map_err(ServerError::Serve)
+    })
+}
+
+/// Where agents send callbacks, and the extra listener that receives them.
+///
+/// In order: `agents.callback_base_url` if set; the API itself if it listens
+/// on every interface; else a callback-only listener on the container
+/// network's gateway (same port when free), reached as `host.docker.internal`;
+/// else (no container network) the API's own address.
+async fn callback_endpoint(
+    config: &Config,
+    api: SocketAddr,
+    runtime: &dyn Runtime,
+) -> Result<(String, Option<TcpListener>), ServerError> {
+    let configured = config.agents.callback_base_url.trim_end_matches('/');
+    if !configured.is_empty() {
+        return Ok((configured.to_owned(), None));
+    }
+    if api.ip().is_unspecified() {
+        return Ok((format!("http://host.docker.internal:{}", api.port()), None));
+    }
+    let gateway = match runtime.agent_gateway().await {
+        Ok(gateway) => gateway,
+        Err(error) => {
+            tracing::warn!(error = %error, "cannot find the agents' network gateway; agents call the API address");
+            None
+        }
+    };
+    let Some(gateway) = gateway else {
+        return Ok((format!("http://{api}"), None));
+    };
+    let listener = match TcpListener::bind((gateway, api.port())).await {
+        Ok(listener) => listener,
+        Err(_) => TcpListener::bind((gateway, 0))
+            .await
+            .map_err(|source| ServerError::Bind {
+                address: gateway.to_string(),
+                source,
+            })?,
+    };
+    let port = listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            address: gateway.to_string(),
+            source,
+        })?
+        .port();
+    Ok((
+        format!("http://host.docker.internal:{port}"),
+        Some(listener),
+    ))
 }
 
 /// A running orchestrator: API, controller and sentinel.
@@ -66,8 +131,9 @@ impl Orchestrator {
 
         let shutdown = CancellationToken::new();
         let load = sentinel::spawn(config.sentinel.clone(), shutdown.child_token());
-        let callback_base = format!("http://host.docker.internal:{}", address.port());
-        let settings = ControllerSettings::from_config(config, callback_base);
+        let (callback_base, agent_listener) =
+            callback_endpoint(config, address, runtime.as_ref()).await?;
+        let settings = ControllerSettings::from_config(config, callback_base.clone());
         let controller = Controller::new(store.clone(), runtime, settings, load.clone());
         let controller = tokio::spawn(controller.run(shutdown.child_token()));
 
@@ -79,15 +145,25 @@ impl Orchestrator {
         let limits = ApiLimits {
             max_request_bytes: config.orchestrator.max_request_bytes,
         };
-        let app = api::router(state, limits);
-        let stop_accepting = shutdown.child_token();
+        let mut servers = vec![serve(
+            listener,
+            api::router(state.clone(), limits),
+            shutdown.child_token(),
+        )];
+        if let Some(agent_listener) = agent_listener {
+            servers.push(serve(
+                agent_listener,
+                api::agent_router(state, limits),
+                shutdown.child_token(),
+            ));
+        }
         let http = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop_accepting.cancelled_owned())
-                .await
-                .map_err(ServerError::Serve)
+            for result in futures::future::join_all(servers).await {
+                result??;
+            }
+            Ok(())
         });
-        tracing::info!(%address, database = store.backend_name(), "Icarus is listening");
+        tracing::info!(%address, callbacks = %callback_base, database = store.backend_name(), "Icarus is listening");
         Ok(Orchestrator {
             address,
             store,

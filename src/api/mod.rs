@@ -74,6 +74,20 @@ pub fn router(state: AppState, limits: ApiLimits) -> Router {
         .layer(CatchPanicLayer::custom(panic_response))
 }
 
+/// The router for the agents' own listener: the callback route only, so a
+/// container can report on its job but never approve or spawn anything.
+pub fn agent_router(state: AppState, limits: ApiLimits) -> Router {
+    Router::new()
+        .route("/jobs/{job_id}/callback", post(callback::callback))
+        .route("/healthz", get(meta::healthz))
+        .with_state(state)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limits.max_request_bytes))
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(panic_response))
+}
+
 async fn not_found() -> ApiError {
     ApiError::NotFound("Not Found".to_owned())
 }

@@ -160,7 +160,10 @@ async fn follow_runtime(context: Arc<Context>, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             change = changes.next() => match change {
-                Some(id) => context.queue.add(id),
+                Some(id) => {
+                    tracing::debug!(job = %id, "runtime change");
+                    context.queue.add(id);
+                }
                 None => return,
             },
         }

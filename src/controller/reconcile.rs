@@ -14,10 +14,12 @@ use super::{Context, ControllerError};
 
 /// Brings one job one step closer to its desired state.
 pub async fn reconcile(context: &Context, id: JobId) -> Result<Option<Duration>, ControllerError> {
+    tracing::trace!("reconcile starts");
     let Some(job) = context.store.get_job(id).await? else {
         collect_unowned(context, id).await?;
         return Ok(None);
     };
+    tracing::trace!(phase = %job.status.phase, "loaded");
     let mut observed = Observed {
         workloads: context.runtime.observe(id).await?,
         reports: context
@@ -26,6 +28,7 @@ pub async fn reconcile(context: &Context, id: JobId) -> Result<Option<Duration>,
             .await?,
         start_failure: None,
     };
+    tracing::trace!(?observed, "observed");
     // Admission must read the queue and write the result without another
     // worker admitting in between; other phases need no lock.
     let _admission_guard = match job.status.phase {

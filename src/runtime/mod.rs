@@ -6,6 +6,7 @@
 //! Every operation is idempotent: starting a workload whose deterministic name
 //! exists adopts it, removing one that is gone succeeds.
 
+pub mod docker;
 pub mod fake;
 
 use async_trait::async_trait;
@@ -72,6 +73,12 @@ pub trait Runtime: Send + Sync + 'static {
     /// Deletes the job's workspace; one already gone is not an error.
     async fn remove_workspace(&self, job: JobId) -> Result<()>;
 
+    /// An address of this host that agents can reach and the orchestrator
+    /// should listen on for callbacks (the container network's gateway), if any.
+    async fn agent_gateway(&self) -> Result<Option<std::net::IpAddr>> {
+        Ok(None)
+    }
+
     /// Jobs that own at least one workload, for collecting what no job owns.
     async fn owners(&self) -> Result<Vec<JobId>>;
 
@@ -80,9 +87,26 @@ pub trait Runtime: Send + Sync + 'static {
     fn changes(&self) -> BoxStream<'static, JobId>;
 }
 
-/// Connects the runtime the configuration selects.
-pub async fn connect(_config: &crate::config::Config) -> Result<std::sync::Arc<dyn Runtime>> {
-    Err(RuntimeError::Unavailable(
-        "TEMPORARY: docker runtime lands with the merge".to_owned(),
+/// Connects the runtime for local mode: the Docker engine.
+pub async fn connect(config: &crate::config::Config) -> Result<std::sync::Arc<dyn Runtime>> {
+    let settings = docker::DockerSettings {
+        mount_type: config.workspace.mount_type,
+        base_path: config.workspace.base_path.clone(),
+        instance: instance_name(&config.database.url),
+        network: config.agents.builder.network_mode.clone(),
+    };
+    Ok(std::sync::Arc::new(
+        docker::DockerRuntime::connect(settings).await?,
     ))
+}
+
+/// Names this orchestrator's agents after its database: whoever holds the
+/// jobs owns their agents. FNV-1a, so the name is stable across builds.
+pub fn instance_name(database_url: &str) -> String {
+    let hash = database_url
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+    format!("{hash:016x}")
 }

@@ -1,0 +1,105 @@
+//! The reference builder: turns its `TASK` into files in `/workspace`,
+//! reporting progress on the way. A stand-in for a model-driven agent that
+//! follows the same contract, and a test fixture (see `icarus_agents::Mode`).
+
+use std::path::Path;
+use std::time::Duration;
+
+use icarus_agents::{Contract, Mode, log, ram_usage_mb};
+use serde_json::json;
+
+const WORKSPACE: &str = "/workspace";
+
+fn main() {
+    let contract = Contract::from_env("builder");
+    let mode = contract.mode();
+    log(&format!(
+        "builder for job {} in mode {mode:?}",
+        contract.job_id
+    ));
+    let code = run(&contract, mode);
+    std::process::exit(code);
+}
+
+fn run(contract: &Contract, mode: Mode) -> i32 {
+    let talk = mode != Mode::Silent;
+    match mode {
+        Mode::Hang => loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        },
+        Mode::Exit(code) => return code,
+        Mode::Fail => {
+            contract.report(&json!({"status": "error", "error": "builder was asked to fail"}));
+            return 3;
+        }
+        Mode::Flood => flood(contract),
+        Mode::Normal | Mode::Silent => {}
+    }
+    if talk {
+        progress(contract, "plan(task)");
+    }
+    match write_files(Path::new(WORKSPACE), &contract.task) {
+        Ok(files) => {
+            if talk {
+                progress(contract, "write_files(workspace)");
+                let message = format!(
+                    "Builder agent finished successfully: wrote {}",
+                    files.join(", ")
+                );
+                contract.report(&json!({"status": "completed", "message": message}));
+            }
+            0
+        }
+        Err(error) => {
+            if talk {
+                contract.report(&json!({"status": "error", "error": format!("cannot write the workspace: {error}")}));
+            }
+            log(&format!("cannot write the workspace: {error}"));
+            4
+        }
+    }
+}
+
+fn progress(contract: &Contract, tool: &str) {
+    contract
+        .report(&json!({"current_tool": tool, "cpu_usage": 0.0, "ram_usage_mb": ram_usage_mb()}));
+}
+
+fn flood(contract: &Contract) {
+    for n in 0..500 {
+        progress(contract, &format!("flood({n})"));
+    }
+}
+
+/// Writes the task down and a module named after it. Returns the paths written.
+fn write_files(workspace: &Path, task: &str) -> std::io::Result<Vec<String>> {
+    let slug = slug(task);
+    std::fs::create_dir_all(workspace.join("src"))?;
+    let notes = format!("# Task\n\n{task}\n\nWritten by the Icarus reference builder.\n");
+    std::fs::write(workspace.join("TASK.md"), notes)?;
+    let module = format!(
+        "\"\"\"{}\"\"\"\n\n\ndef run():\n    \"\"\"Entry point for: {}\"\"\"\n    return {:?}\n",
+        task.replace('"', "'"),
+        task.replace('"', "'"),
+        slug
+    );
+    let module_path = format!("src/{slug}.py");
+    std::fs::write(workspace.join(&module_path), module)?;
+    Ok(vec!["TASK.md".to_owned(), module_path])
+}
+
+/// A file-name-safe form of the task: lowercase words joined by `_`, at most 40 characters.
+fn slug(task: &str) -> String {
+    let words: Vec<String> = task
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let mut slug = words.join("_");
+    slug.truncate(40);
+    if slug.is_empty() {
+        "task".to_owned()
+    } else {
+        slug
+    }
+}

@@ -1,0 +1,85 @@
+//! What both reference agents share: the agent contract's environment, the
+//! test modes, and a tiny HTTP client for the callback.
+//!
+//! The agents are static binaries in `FROM scratch` images, so there is no
+//! libc resolver to rely on: the callback host is looked up in `/etc/hosts`
+//! (where Docker writes `host.docker.internal`) before the system resolver.
+#![forbid(unsafe_code)]
+
+pub mod callback;
+pub mod mode;
+
+use std::time::Duration;
+
+pub use callback::Callback;
+pub use mode::Mode;
+
+/// The agent contract's environment.
+#[derive(Debug, Clone)]
+pub struct Contract {
+    pub job_id: String,
+    pub task: String,
+    pub role: String,
+    pub callback: Option<Callback>,
+}
+
+impl Contract {
+    /// Reads `JOB_ID`, `TASK`, `ORCHESTRATOR_CALLBACK` and `ICARUS_ROLE`.
+    pub fn from_env(default_role: &str) -> Contract {
+        let var = |name: &str| std::env::var(name).unwrap_or_default();
+        let callback = std::env::var("ORCHESTRATOR_CALLBACK").ok().and_then(|url| {
+            match Callback::parse(&url) {
+                Ok(callback) => Some(callback),
+                Err(error) => {
+                    log(&format!("ignoring ORCHESTRATOR_CALLBACK: {error}"));
+                    None
+                }
+            }
+        });
+        let role = Some(var("ICARUS_ROLE"))
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| default_role.to_owned());
+        Contract {
+            job_id: var("JOB_ID"),
+            task: var("TASK"),
+            role,
+            callback,
+        }
+    }
+
+    /// Posts `body`, retrying a few times; an agent must not die of a hiccup.
+    pub fn report(&self, body: &serde_json::Value) {
+        let Some(callback) = &self.callback else {
+            return;
+        };
+        for attempt in 1..=5u32 {
+            match callback.post_json(body) {
+                Ok(status) if (200..300).contains(&status) => return,
+                Ok(status) => log(&format!("callback answered {status}")),
+                Err(error) => log(&format!("callback failed: {error}")),
+            }
+            std::thread::sleep(Duration::from_millis(200 * u64::from(attempt)));
+        }
+        log("giving up on this callback");
+    }
+
+    /// The mode asked for this agent: `ICARUS_AGENT_MODE`, or a `[role:mode]` marker in the task.
+    pub fn mode(&self) -> Mode {
+        Mode::from_env_or_task(&self.task, &self.role)
+    }
+}
+
+/// Resident memory of this process in MiB, from `/proc/self/status`.
+pub fn ram_usage_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// Logs to stderr, which the orchestrator keeps as the container's log.
+pub fn log(message: &str) {
+    eprintln!("[icarus-agent] {message}");
+}

@@ -1,0 +1,507 @@
+//! `DockerRuntime`: agents as containers on the local Docker engine (bollard).
+//!
+//! Containers are named `icarus-<job>-<role>-<attempt>` and labelled with the
+//! job, role, attempt and this orchestrator's instance, so a restart finds
+//! (and adopts) what the previous run created and never starts one twice, and
+//! two orchestrators sharing an engine never collect each other's agents.
+//! The workspace is a directory (`bind`) or a named volume (`volume`) per job,
+//! mounted at `/workspace`, read-only for the checker. Nothing is pulled:
+//! there may be no registry, so a missing image is a permanent error.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::errors::Error as DockerError;
+use bollard::models::{
+    ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, IpamConfig, VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, EventsOptions, InspectContainerOptions, InspectNetworkOptions,
+    ListContainersOptions, LogsOptions, RemoveContainerOptions, RemoveVolumeOptions,
+    StartContainerOptions,
+};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use super::{Result, Runtime, RuntimeError, WorkloadSpec};
+use crate::config::MountType;
+use crate::job::JobId;
+use crate::job::workload::{ObservedWorkload, Role, WorkloadKey, WorkloadState};
+
+const LABEL_JOB: &str = "icarus.job";
+const LABEL_ROLE: &str = "icarus.role";
+const LABEL_ATTEMPT: &str = "icarus.attempt";
+const LABEL_INSTANCE: &str = "icarus.instance";
+const WORKSPACE_MOUNT: &str = "/workspace";
+/// Engine events that can change what a job's reconcile decides.
+const WATCHED_EVENTS: [&str; 5] = ["create", "start", "die", "oom", "destroy"];
+
+/// Where workspaces live and whose agents these are.
+#[derive(Debug, Clone)]
+pub struct DockerSettings {
+    pub mount_type: MountType,
+    /// Parent directory of `bind` workspaces; made absolute at connect.
+    pub base_path: PathBuf,
+    /// Distinguishes this orchestrator's agents from another's on the same engine.
+    pub instance: String,
+    /// The network whose gateway agents call back through (the builder's `network_mode`).
+    pub network: String,
+}
+
+/// The Docker engine as a [`Runtime`]. Cheap to clone.
+#[derive(Clone)]
+pub struct DockerRuntime {
+    docker: Docker,
+    settings: Arc<DockerSettings>,
+    changes: broadcast::Sender<JobId>,
+    /// Exits the event stream reported, by container id. Docker sends `die`
+    /// before its list API stops saying "running", so an observation right
+    /// after the event would miss the exit without this.
+    exits: Exits,
+    /// Stops the event follower when the last clone is dropped.
+    _follower: Arc<DropGuard>,
+}
+
+impl DockerRuntime {
+    /// Connects to the engine (`DOCKER_HOST` or the local socket) and checks it answers.
+    pub async fn connect(mut settings: DockerSettings) -> Result<DockerRuntime> {
+        let docker = Docker::connect_with_defaults().map_err(unavailable)?;
+        docker.ping().await.map_err(unavailable)?;
+        if settings.base_path.is_relative() {
+            let cwd = std::env::current_dir().map_err(|e| failed("resolve workspace path", e))?;
+            settings.base_path = cwd.join(&settings.base_path);
+        }
+        let (changes, _) = broadcast::channel(1024);
+        let exits = Exits::default();
+        let stop = CancellationToken::new();
+        let follower = EventFollower {
+            docker: docker.clone(),
+            instance: settings.instance.clone(),
+            changes: changes.clone(),
+            exits: exits.clone(),
+        };
+        tokio::spawn(follower.run(stop.clone()));
+        Ok(DockerRuntime {
+            docker,
+            settings: Arc::new(settings),
+            changes,
+            exits,
+            _follower: Arc::new(stop.drop_guard()),
+        })
+    }
+
+    /// The last `lines` lines of a container's output (stdout and stderr).
+    pub async fn logs_tail(&self, id: &str, lines: usize) -> Result<String> {
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: lines.to_string(),
+            ..Default::default()
+        };
+        let mut output = self.docker.logs(id, Some(options));
+        let mut text = String::new();
+        while let Some(chunk) = output.next().await {
+            match chunk {
+                Ok(chunk) => text.push_str(&String::from_utf8_lossy(&chunk.into_bytes())),
+                Err(error) if is_status(&error, 404) => break,
+                Err(error) => return Err(failed("read logs", error)),
+            }
+        }
+        Ok(text)
+    }
+
+    fn workspace_path(&self, job: JobId) -> PathBuf {
+        self.settings.base_path.join(job.to_string())
+    }
+
+    /// The `binds` entry that mounts the job's workspace.
+    fn workspace_bind(&self, job: JobId, read_only: bool) -> String {
+        let source = match self.settings.mount_type {
+            MountType::Bind => self.workspace_path(job).display().to_string(),
+            MountType::Volume => volume_name(job),
+        };
+        let mode = if read_only { ":ro" } else { "" };
+        format!("{source}:{WORKSPACE_MOUNT}{mode}")
+    }
+
+    fn labels(&self, key: WorkloadKey) -> HashMap<String, String> {
+        HashMap::from([
+            (LABEL_JOB.to_owned(), key.job.to_string()),
+            (LABEL_ROLE.to_owned(), key.role.to_string()),
+            (LABEL_ATTEMPT.to_owned(), key.attempt.to_string()),
+            (LABEL_INSTANCE.to_owned(), self.settings.instance.clone()),
+        ])
+    }
+
+    fn container_body(&self, spec: &WorkloadSpec) -> ContainerCreateBody {
+        let host_config = HostConfig {
+            binds: Some(vec![
+                self.workspace_bind(spec.key.job, spec.workspace_read_only),
+            ]),
+            nano_cpus: Some((spec.cpu_limit * 1e9) as i64),
+            memory: Some(i64::try_from(spec.memory_limit).unwrap_or(i64::MAX)),
+            memory_swap: Some(i64::try_from(spec.memory_limit).unwrap_or(i64::MAX)),
+            network_mode: Some(spec.network_mode.clone()),
+            // Lets agents reach an orchestrator on the host under a fixed name.
+            extra_hosts: Some(vec!["host.docker.internal:host-gateway".to_owned()]),
+            ..Default::default()
+        };
+        ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            labels: Some(self.labels(spec.key)),
+            host_config: Some(host_config),
+            ..Default::default()
+        }
+    }
+
+    /// The id of the container named `name`, and whether it was never started.
+    async fn existing(&self, name: &str) -> Result<(String, bool)> {
+        let inspected = self
+            .docker
+            .inspect_container(name, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| failed("inspect container", e))?;
+        let never_started = inspected
+            .state
+            .and_then(|s| s.status)
+            .is_some_and(|status| status.to_string() == "created");
+        Ok((
+            inspected.id.unwrap_or_else(|| name.to_owned()),
+            never_started,
+        ))
+    }
+
+    async fn exited_state(&self, id: &str) -> Result<Option<WorkloadState>> {
+        let inspected = match self
+            .docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(inspected) => inspected,
+            Err(error) if is_status(&error, 404) => return Ok(None),
+            Err(error) => return Err(failed("inspect container", error)),
+        };
+        let state = inspected.state.unwrap_or_default();
+        Ok(Some(WorkloadState::Exited {
+            exit_code: state.exit_code.unwrap_or(-1),
+            oom_killed: state.oom_killed.unwrap_or(false),
+        }))
+    }
+
+    async fn list(&self, label: String) -> Result<Vec<bollard::models::ContainerSummary>> {
+        let filters = HashMap::from([("label".to_owned(), vec![label])]);
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        };
+        self.docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| failed("list containers", e))
+    }
+}
+
+#[async_trait]
+impl Runtime for DockerRuntime {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    async fn observe(&self, job: JobId) -> Result<Vec<ObservedWorkload>> {
+        let mut observed = Vec::new();
+        for container in self.list(format!("{LABEL_JOB}={job}")).await? {
+            let labels = container.labels.unwrap_or_default();
+            let (Some(role), Some(attempt), Some(id)) = (
+                labels.get(LABEL_ROLE).and_then(|r| Role::parse(r)),
+                labels.get(LABEL_ATTEMPT).and_then(|a| a.parse().ok()),
+                container.id,
+            ) else {
+                continue;
+            };
+            let state = match container.state {
+                _ if self.exits.get(&id).is_some() => self.exits.get(&id),
+                Some(ContainerSummaryStateEnum::CREATED) => Some(WorkloadState::Created),
+                Some(ContainerSummaryStateEnum::EXITED | ContainerSummaryStateEnum::DEAD) => {
+                    self.exited_state(&id).await?
+                }
+                // Being removed on our own request: as good as gone.
+                Some(ContainerSummaryStateEnum::REMOVING) => None,
+                _ => Some(WorkloadState::Running),
+            };
+            if let Some(state) = state {
+                observed.push(ObservedWorkload {
+                    role,
+                    attempt,
+                    id,
+                    state,
+                });
+            }
+        }
+        Ok(observed)
+    }
+
+    async fn prepare_workspace(&self, job: JobId) -> Result<()> {
+        match self.settings.mount_type {
+            MountType::Bind => tokio::fs::create_dir_all(self.workspace_path(job))
+                .await
+                .map_err(|e| failed("create workspace directory", e)),
+            MountType::Volume => {
+                let labels = HashMap::from([
+                    (LABEL_JOB.to_owned(), job.to_string()),
+                    (LABEL_INSTANCE.to_owned(), self.settings.instance.clone()),
+                ]);
+                let request = VolumeCreateRequest {
+                    name: Some(volume_name(job)),
+                    labels: Some(labels),
+                    ..Default::default()
+                };
+                // Creating an existing volume with the same name succeeds.
+                self.docker
+                    .create_volume(request)
+                    .await
+                    .map_err(|e| failed("create volume", e))?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn start(&self, spec: &WorkloadSpec) -> Result<String> {
+        let name = spec.key.name();
+        let options = CreateContainerOptions {
+            name: Some(name.clone()),
+            ..Default::default()
+        };
+        let (id, needs_start) = match self
+            .docker
+            .create_container(Some(options), self.container_body(spec))
+            .await
+        {
+            Ok(created) => (created.id, true),
+            // The name exists: a previous run created it. Adopt it, and start
+            // it only if it never ran, so a finished agent is never rerun.
+            Err(error) if is_status(&error, 409) => self.existing(&name).await?,
+            Err(error) if is_status(&error, 404) => {
+                return Err(RuntimeError::ImageNotFound(spec.image.clone()));
+            }
+            Err(error) => return Err(failed("create container", error)),
+        };
+        if needs_start {
+            match self
+                .docker
+                .start_container(&id, None::<StartContainerOptions>)
+                .await
+            {
+                Ok(()) => {}
+                Err(error) if is_status(&error, 304) => {}
+                Err(error) => return Err(failed("start container", error)),
+            }
+        }
+        Ok(id)
+    }
+
+    async fn remove(&self, _key: WorkloadKey, id: &str) -> Result<()> {
+        let options = RemoveContainerOptions {
+            force: true,
+            ..Default::default()
+        };
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            // Gone already, or its removal is already under way.
+            Err(error) if is_status(&error, 404) || is_status(&error, 409) => Ok(()),
+            Err(error) => Err(failed("remove container", error)),
+        }
+    }
+
+    async fn remove_workspace(&self, job: JobId) -> Result<()> {
+        match self.settings.mount_type {
+            MountType::Bind => match tokio::fs::remove_dir_all(self.workspace_path(job)).await {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                    Err(failed("remove workspace directory", error))
+                }
+                _ => Ok(()),
+            },
+            MountType::Volume => {
+                match self
+                    .docker
+                    .remove_volume(&volume_name(job), None::<RemoveVolumeOptions>)
+                    .await
+                {
+                    Err(error) if !is_status(&error, 404) => Err(failed("remove volume", error)),
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+
+    async fn agent_gateway(&self) -> Result<Option<IpAddr>> {
+        let network = self
+            .docker
+            .inspect_network(&self.settings.network, None::<InspectNetworkOptions>)
+            .await
+            .map_err(|e| failed("inspect network", e))?;
+        let configs = network
+            .ipam
+            .and_then(|ipam| ipam.config)
+            .unwrap_or_default();
+        Ok(configs.iter().find_map(gateway_of))
+    }
+
+    async fn owners(&self) -> Result<Vec<JobId>> {
+        let containers = self
+            .list(format!("{LABEL_INSTANCE}={}", self.settings.instance))
+            .await?;
+        let mut owners: Vec<JobId> = containers
+            .into_iter()
+            .filter_map(|c| c.labels?.get(LABEL_JOB)?.parse().ok())
+            .collect();
+        owners.sort();
+        owners.dedup();
+        Ok(owners)
+    }
+
+    fn changes(&self) -> BoxStream<'static, JobId> {
+        BroadcastStream::new(self.changes.subscribe())
+            .filter_map(|item| async move { item.ok() })
+            .boxed()
+    }
+}
+
+/// Exit codes and OOM kills seen on the event stream, by container id.
+#[derive(Clone, Default)]
+struct Exits(Arc<std::sync::Mutex<HashMap<String, (i64, bool)>>>);
+
+impl Exits {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, (i64, bool)>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn get(&self, id: &str) -> Option<WorkloadState> {
+        let (exit_code, oom_killed) = *self.map().get(id)?;
+        (exit_code >= 0).then_some(WorkloadState::Exited {
+            exit_code,
+            oom_killed,
+        })
+    }
+
+    /// Records one event: `oom` marks, `die` sets the code, `destroy` forgets.
+    fn record(&self, action: &str, id: &str, attributes: &HashMap<String, String>) {
+        let mut map = self.map();
+        match action {
+            "oom" => map.entry(id.to_owned()).or_insert((-1, false)).1 = true,
+            "die" => {
+                let code = attributes
+                    .get("exitCode")
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(-1);
+                map.entry(id.to_owned()).or_insert((-1, false)).0 = code;
+            }
+            "destroy" => {
+                map.remove(id);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Follows the engine's event stream for this instance's containers.
+struct EventFollower {
+    docker: Docker,
+    instance: String,
+    changes: broadcast::Sender<JobId>,
+    exits: Exits,
+}
+
+impl EventFollower {
+    /// Reconnects after a short pause whenever the stream breaks, until `stop`.
+    async fn run(self, stop: CancellationToken) {
+        let filters = HashMap::from([
+            ("type".to_owned(), vec!["container".to_owned()]),
+            (
+                "label".to_owned(),
+                vec![format!("{LABEL_INSTANCE}={}", self.instance)],
+            ),
+            (
+                "event".to_owned(),
+                WATCHED_EVENTS.iter().map(|e| (*e).to_owned()).collect(),
+            ),
+        ]);
+        loop {
+            let options = EventsOptions {
+                filters: Some(filters.clone()),
+                ..Default::default()
+            };
+            let mut events = self.docker.events(Some(options));
+            loop {
+                let event = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    event = events.next() => event,
+                };
+                match event {
+                    Some(Ok(message)) => self.handle(message),
+                    Some(Err(error)) => {
+                        tracing::warn!(%error, "Docker event stream broke; reconnecting");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+
+    fn handle(&self, message: bollard::models::EventMessage) {
+        let Some(actor) = message.actor else { return };
+        let attributes = actor.attributes.unwrap_or_default();
+        if let (Some(action), Some(id)) = (message.action.as_deref(), actor.id.as_deref()) {
+            self.exits.record(action, id, &attributes);
+        }
+        if let Some(job) = attributes.get(LABEL_JOB).and_then(|j| j.parse().ok()) {
+            let _ = self.changes.send(job);
+        }
+    }
+}
+
+/// The gateway an IPAM entry names, or by Docker's convention the first
+/// address of its IPv4 subnet (the default bridge often omits the gateway).
+fn gateway_of(config: &IpamConfig) -> Option<IpAddr> {
+    if let Some(gateway) = config.gateway.as_deref().and_then(|g| g.parse().ok()) {
+        return Some(gateway);
+    }
+    let (network, _) = config.subnet.as_deref()?.split_once('/')?;
+    let network: Ipv4Addr = network.parse().ok()?;
+    Some(IpAddr::V4(Ipv4Addr::from(u32::from(network) + 1)))
+}
+
+fn volume_name(job: JobId) -> String {
+    format!("icarus-{job}-workspace")
+}
+
+fn is_status(error: &DockerError, code: u16) -> bool {
+    matches!(error, DockerError::DockerResponseServerError { status_code, .. } if *status_code == code)
+}
+
+fn unavailable(error: DockerError) -> RuntimeError {
+    RuntimeError::Unavailable(format!("cannot reach the Docker engine: {error}"))
+}
+
+fn failed(operation: &'static str, error: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Failed {
+        operation,
+        detail: error.to_string(),
+    }
+}
