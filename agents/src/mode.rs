@@ -17,6 +17,8 @@ pub enum Mode {
     Silent,
     /// Post progress reports as fast as possible for a while, then finish normally.
     Flood,
+    /// Wait this many seconds, then finish normally.
+    Sleep(u64),
 }
 
 impl Mode {
@@ -27,7 +29,11 @@ impl Mode {
             "hang" => Some(Mode::Hang),
             "silent" => Some(Mode::Silent),
             "flood" => Some(Mode::Flood),
-            other => other.strip_prefix("exit=")?.parse().ok().map(Mode::Exit),
+            other => match other.split_once('=')? {
+                ("exit", code) => code.parse().ok().map(Mode::Exit),
+                ("sleep", seconds) => seconds.parse().ok().map(Mode::Sleep),
+                _ => None,
+            },
         }
     }
 
@@ -60,6 +66,10 @@ mod tests {
         assert_eq!(
             Mode::from_env_or_task("plain task", "builder"),
             Mode::Normal
+        );
+        assert_eq!(
+            Mode::from_env_or_task("[checker:sleep=3]", "checker"),
+            Mode::Sleep(3)
         );
     }
 }

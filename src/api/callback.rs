@@ -4,10 +4,12 @@
 
 use axum::Json;
 use axum::extract::State;
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{JobIdPath, JsonBody};
+use super::extract::{JobIdPath, JsonBody, QueryParams};
 use super::jobs::load;
 use super::models::{CallbackRequest, MessageResponse};
 use crate::job::{Job, Phase, Role, timestamp_now};
@@ -15,7 +17,7 @@ use crate::store::{AgentReport, AuditRecord, ReportOutcome, TelemetrySample};
 
 /// (Internal) An agent reports progress, completion, its audit report or an error.
 #[utoipa::path(post, path = "/jobs/{job_id}/callback", tag = "agents", request_body = CallbackRequest,
-    params(("job_id" = String, Path, description = "The job's UUID")),
+    params(("job_id" = String, Path, description = "The job's UUID"), CallerQuery),
     responses(
         (status = 200, body = MessageResponse),
         (status = 404, body = ErrorBody),
@@ -25,10 +27,11 @@ use crate::store::{AgentReport, AuditRecord, ReportOutcome, TelemetrySample};
 pub async fn callback(
     State(state): State<AppState>,
     JobIdPath(id): JobIdPath,
+    QueryParams(caller): QueryParams<CallerQuery>,
     JsonBody(request): JsonBody<CallbackRequest>,
 ) -> ApiResult<Json<MessageResponse>> {
     let job = load(&state, id).await?;
-    let role = running_role(&job)?;
+    let role = reporting_role(&job, &caller)?;
     let outcome = parse_outcome(&request)?;
     let has_telemetry = request.current_tool.is_some()
         || request.cpu_usage.is_some()
@@ -96,15 +99,41 @@ pub async fn callback(
     }))
 }
 
-/// Reports are accepted only from the agent the job's phase runs.
-fn running_role(job: &Job) -> ApiResult<Role> {
-    match job.status.phase {
-        Phase::Building => Ok(Role::Builder),
-        Phase::Checking => Ok(Role::Checker),
-        phase => Err(ApiError::Conflict(format!(
-            "Job {} is {phase}; no agent of it is running",
-            job.id
-        ))),
+/// Who is calling: the orchestrator puts `?role=...&attempt=...` in every
+/// callback URL it hands out. Agents given a bare URL are attributed by phase.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CallerQuery {
+    /// `builder` or `checker`.
+    pub role: Option<String>,
+    /// The attempt the agent belongs to.
+    pub attempt: Option<u32>,
+}
+
+/// Reports are accepted only from an agent the job may be running now: the
+/// phase's own agent, or a checker that called before `checking` was written.
+fn reporting_role(job: &Job, caller: &CallerQuery) -> ApiResult<Role> {
+    let phase = job.status.phase;
+    let not_running = |what: &str| ApiError::Conflict(format!("Job {} is {phase}; {what}", job.id));
+    if caller
+        .attempt
+        .is_some_and(|attempt| attempt != job.status.attempt)
+    {
+        return Err(not_running("the report is from another attempt"));
+    }
+    let role = match caller.role.as_deref() {
+        None => None,
+        Some(text) => Some(Role::parse(text).ok_or_else(|| {
+            ApiError::Unprocessable(format!("role must be builder or checker, not '{text}'"))
+        })?),
+    };
+    match (phase, role) {
+        (Phase::Building, None | Some(Role::Builder)) => Ok(Role::Builder),
+        (Phase::Building | Phase::Checking, Some(Role::Checker)) | (Phase::Checking, None) => {
+            Ok(Role::Checker)
+        }
+        (_, Some(role)) => Err(not_running(&format!("its {role} is not running"))),
+        (_, None) => Err(not_running("no agent of it is running")),
     }
 }
 

@@ -19,8 +19,10 @@ pub fn workload_spec(
         Role::Builder => (&agents.builder, &job.spec.builder_image),
         Role::Checker => (&agents.checker, &job.spec.checker_image),
     };
+    // The query names the caller, so a report is attributed to the right
+    // agent even when it arrives before the phase change is written.
     let callback = format!(
-        "{}/jobs/{}/callback",
+        "{}/jobs/{}/callback?role={role}&attempt={attempt}",
         callback_base.trim_end_matches('/'),
         job.id
     );

@@ -187,27 +187,29 @@ fn decide_agent(next: &mut Next, input: &PlanInput<'_>, role: Role) {
     } = workload.state
     {
         next.status.workload_mut(role).exit_code = Some(exit_code);
-        decide_exit(next, input, role, exit_code, oom_killed);
+        decide_exit(next, input, workload, exit_code, oom_killed);
     }
 }
 
 fn decide_exit(
     next: &mut Next,
     input: &PlanInput<'_>,
-    role: Role,
+    workload: &ObservedWorkload,
     exit_code: i64,
     oom_killed: bool,
 ) {
+    let role = workload.role;
     let prefix = role.reason_prefix();
     if oom_killed {
         let message =
             format!("{role} was killed for running out of memory (exit code {exit_code})");
-        next.fail(format!("{prefix}OOMKilled"), message);
-    } else if exit_code != 0 {
         next.fail(
-            format!("{prefix}Failed"),
-            format!("{role} exited with code {exit_code}"),
+            format!("{prefix}OOMKilled"),
+            with_log_tail(message, workload),
         );
+    } else if exit_code != 0 {
+        let message = format!("{role} exited with code {exit_code}");
+        next.fail(format!("{prefix}Failed"), with_log_tail(message, workload));
     } else if role == Role::Builder {
         next.move_to(Phase::Checking, "BuilderSucceeded", None);
     } else if input.observed.reports.audit_report_received {
@@ -215,6 +217,14 @@ fn decide_exit(
     } else {
         let message = "checker exited with code 0 without posting an audit report".to_owned();
         next.fail("CheckerReportMissing".to_owned(), message);
+    }
+}
+
+/// Appends the agent's last output lines, when the runtime kept them.
+fn with_log_tail(message: String, workload: &ObservedWorkload) -> String {
+    match workload.log_tail.as_deref().map(str::trim_end) {
+        Some(tail) if !tail.is_empty() => format!("{message}; last log lines:\n{tail}"),
+        _ => message,
     }
 }
 

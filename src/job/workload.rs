@@ -82,6 +82,9 @@ pub struct ObservedWorkload {
     /// The runtime's id for it (container id, Pod uid).
     pub id: String,
     pub state: WorkloadState,
+    /// The last lines of its output, kept for agents that failed so the
+    /// job's error message can show them.
+    pub log_tail: Option<String>,
 }
 
 /// What agents of the current attempt said through the callback.

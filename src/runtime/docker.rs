@@ -41,6 +41,8 @@ const LABEL_ROLE: &str = "icarus.role";
 const LABEL_ATTEMPT: &str = "icarus.attempt";
 const LABEL_INSTANCE: &str = "icarus.instance";
 const WORKSPACE_MOUNT: &str = "/workspace";
+/// How much of a failed agent's output goes into the job's error message.
+const LOG_TAIL_LINES: usize = 20;
 /// Engine events that can change what a job's reconcile decides.
 const WATCHED_EVENTS: [&str; 5] = ["create", "start", "die", "oom", "destroy"];
 
@@ -239,11 +241,21 @@ impl Runtime for DockerRuntime {
                 _ => Some(WorkloadState::Running),
             };
             if let Some(state) = state {
+                let log_tail = match state {
+                    WorkloadState::Exited {
+                        exit_code,
+                        oom_killed,
+                    } if exit_code != 0 || oom_killed => {
+                        self.logs_tail(&id, LOG_TAIL_LINES).await.ok()
+                    }
+                    _ => None,
+                };
                 observed.push(ObservedWorkload {
                     role,
                     attempt,
                     id,
                     state,
+                    log_tail,
                 });
             }
         }

@@ -24,6 +24,7 @@ struct FakeWorkload {
     spec: WorkloadSpec,
     id: String,
     state: WorkloadState,
+    log_tail: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -97,6 +98,21 @@ impl FakeRuntime {
                 oom_killed: false,
             },
         )
+    }
+
+    /// Plays the agent printing `output` and then exiting with `code`.
+    pub fn exit_with_output(&self, job: JobId, role: Role, code: i64, output: &str) -> bool {
+        {
+            let mut world = self.world();
+            let found = world
+                .workloads
+                .values_mut()
+                .rfind(|w| w.spec.key.job == job && w.spec.key.role == role);
+            if let Some(workload) = found {
+                workload.log_tail = Some(output.to_owned());
+            }
+        }
+        self.exit(job, role, code)
     }
 
     /// Plays the kernel killing the agent for exceeding its memory limit.
@@ -192,6 +208,7 @@ impl Runtime for FakeRuntime {
                 attempt: w.spec.key.attempt,
                 id: w.id.clone(),
                 state: w.state.clone(),
+                log_tail: w.log_tail.clone(),
             })
             .collect())
     }
@@ -226,6 +243,7 @@ impl Runtime for FakeRuntime {
             spec: spec.clone(),
             id: id.clone(),
             state: WorkloadState::Running,
+            log_tail: None,
         };
         world.workloads.insert(name, workload);
         Ok(id)

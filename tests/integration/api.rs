@@ -429,3 +429,53 @@ async fn the_documentation_pages_are_served_from_the_binary_without_a_cdn() {
         .unwrap();
     assert_eq!(swagger_js.status(), 200);
 }
+
+#[tokio::test]
+async fn a_checker_report_that_arrives_before_the_phase_change_is_attributed_to_the_checker() {
+    let server = TestServer::sqlite().await;
+    let id = server.spawn("t").await;
+    server.wait_for(id, "building").await;
+    let path = format!("/jobs/{id}/callback?role=checker&attempt=1");
+    let (code, _) = server
+        .post(
+            &path,
+            json!({"status": "completed", "audit_report": {"summary": "early"}}),
+        )
+        .await;
+    assert_eq!(
+        code, 200,
+        "a fast checker may report while the job still reads building"
+    );
+    let (code, _) = server.get(&format!("/jobs/{id}/audit")).await;
+    assert_eq!(code, 200);
+}
+
+#[tokio::test]
+async fn reports_from_another_attempt_or_an_agent_that_is_not_running_are_409() {
+    let server = TestServer::sqlite().await;
+    let id = server.spawn("t").await;
+    server.wait_for(id, "building").await;
+    let (code, body) = server
+        .post(
+            &format!("/jobs/{id}/callback?role=builder&attempt=7"),
+            json!({"cpu_usage": 1.0}),
+        )
+        .await;
+    assert_eq!(code, 409, "{body}");
+    server.runtime.exit(id, Role::Builder, 0);
+    server.wait_for(id, "checking").await;
+    let (code, body) = server
+        .post(
+            &format!("/jobs/{id}/callback?role=builder"),
+            json!({"cpu_usage": 1.0}),
+        )
+        .await;
+    assert_eq!(code, 409, "{body}");
+    let (code, _) = server
+        .post(
+            &format!("/jobs/{id}/callback?role=pilot"),
+            json!({"cpu_usage": 1.0}),
+        )
+        .await;
+    assert_eq!(code, 422);
+}

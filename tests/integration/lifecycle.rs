@@ -55,7 +55,10 @@ async fn a_job_runs_builder_then_checker_then_completes_on_approval() {
     let env: std::collections::HashMap<_, _> = spec.env.into_iter().collect();
     assert_eq!(env["JOB_ID"], id.to_string());
     assert_eq!(env["TASK"], "Add logging to the API endpoints");
-    assert!(env["ORCHESTRATOR_CALLBACK"].ends_with(&format!("/jobs/{id}/callback")));
+    assert!(
+        env["ORCHESTRATOR_CALLBACK"]
+            .ends_with(&format!("/jobs/{id}/callback?role=checker&attempt=1"))
+    );
 
     let (code, audit) = server.get(&format!("/jobs/{id}/audit")).await;
     assert_eq!(code, 200);
@@ -136,9 +139,14 @@ async fn a_builder_that_exits_non_zero_fails_the_job_with_its_exit_code() {
     let server = TestServer::sqlite().await;
     let id = server.spawn("t").await;
     server.wait_for(id, "building").await;
-    server.runtime.exit(id, Role::Builder, 2);
+    server
+        .runtime
+        .exit_with_output(id, Role::Builder, 2, "compiling...\nerror: no space left\n");
     let status = server.wait_for(id, "failed").await;
-    assert_eq!(status["error_message"], "builder exited with code 2");
+    assert_eq!(
+        status["error_message"],
+        "builder exited with code 2; last log lines:\ncompiling...\nerror: no space left"
+    );
     assert_eq!(status["reason"], "BuilderFailed");
     assert_eq!(status["builder_exit_code"], 2);
     assert!(

@@ -7,6 +7,7 @@ mod support;
 mod api;
 mod cli;
 mod database;
+mod docker;
 mod lifecycle;
 mod store;
 mod stream;

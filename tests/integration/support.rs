@@ -2,8 +2,15 @@
 
 use std::time::Duration;
 
-use icarus::job::{Job, JobSpec, timestamp_now};
+use std::sync::Arc;
+
+use icarus::config::Config;
+use icarus::job::{Job, JobId, JobSpec, timestamp_now};
+use icarus::runtime::Runtime;
+use icarus::runtime::fake::FakeRuntime;
+use icarus::server::Orchestrator;
 use icarus::store::Store;
+use serde_json::{Value, json};
 use tempfile::TempDir;
 
 /// A migrated store on a new SQLite file. Keep the directory alive as long as the store.
@@ -79,19 +86,91 @@ where
     }
 }
 
-/// An orchestrator on an ephemeral port with the in-memory runtime test double.
-pub struct TestServer {
+/// An HTTP client bound to one orchestrator, with the calls tests make.
+pub struct Api {
     pub base: String,
-    pub runtime: icarus::runtime::fake::FakeRuntime,
     pub client: reqwest::Client,
-    pub orchestrator: Option<icarus::server::Orchestrator>,
-    pub config: icarus::config::Config,
-    _dir: Option<TempDir>,
+}
+
+impl Api {
+    pub fn new(orchestrator: &Orchestrator) -> Api {
+        Api {
+            base: format!("http://{}", orchestrator.address()),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        decode(self.client.get(self.url(path)).send().await.unwrap()).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        decode(
+            self.client
+                .post(self.url(path))
+                .json(&body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        let request = self
+            .client
+            .post(self.url(path))
+            .header("content-type", "application/json");
+        decode(request.body(body).send().await.unwrap()).await
+    }
+
+    /// Submits a job and returns its id.
+    pub async fn spawn(&self, task: &str) -> JobId {
+        let (code, body) = self
+            .post(
+                "/jobs/spawn",
+                json!({"task": task, "project_path": "/workspace"}),
+            )
+            .await;
+        assert_eq!(code, 201, "{body}");
+        body["job_id"].as_str().unwrap().parse().unwrap()
+    }
+
+    pub async fn phase(&self, id: JobId) -> String {
+        let (code, body) = self.get(&format!("/jobs/{id}/status")).await;
+        assert_eq!(code, 200, "{body}");
+        body["status"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits until the job reaches `phase` (fails after 10 s).
+    pub async fn wait_for(&self, id: JobId, phase: &str) -> Value {
+        self.wait_for_within(id, phase, Duration::from_secs(10))
+            .await
+    }
+
+    pub async fn wait_for_within(&self, id: JobId, phase: &str, limit: Duration) -> Value {
+        eventually(limit, || async {
+            let (_, body) = self.get(&format!("/jobs/{id}/status")).await;
+            (body["status"] == phase).then_some(body)
+        })
+        .await
+    }
+}
+
+async fn decode(response: reqwest::Response) -> (u16, Value) {
+    let code = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (code, body)
 }
 
 /// The embedded default with test-friendly values: port 0, sentinel off, a fast resync.
-pub fn test_config(database_url: &str) -> icarus::config::Config {
-    let mut config = icarus::config::Config::embedded_default().unwrap();
+pub fn test_config(database_url: &str) -> Config {
+    let mut config = Config::embedded_default().unwrap();
     config.orchestrator.host = "127.0.0.1".to_owned();
     config.orchestrator.port = 0;
     config.orchestrator.resync_interval_seconds = 1;
@@ -100,137 +179,78 @@ pub fn test_config(database_url: &str) -> icarus::config::Config {
     config
 }
 
+/// What a stopped or crashed test server leaves for the next start.
+pub type Remains = (Config, FakeRuntime, Option<TempDir>);
+
+/// An orchestrator on an ephemeral port with the in-memory runtime test double.
+pub struct TestServer {
+    pub api: Api,
+    pub runtime: FakeRuntime,
+    pub orchestrator: Option<Orchestrator>,
+    pub config: Config,
+    dir: Option<TempDir>,
+}
+
+impl std::ops::Deref for TestServer {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
 impl TestServer {
     /// On a new SQLite file.
     pub async fn sqlite() -> TestServer {
         Self::sqlite_with(|_| {}).await
     }
 
-    pub async fn sqlite_with(adjust: impl FnOnce(&mut icarus::config::Config)) -> TestServer {
+    pub async fn sqlite_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(&format!("sqlite://{}/icarus.db", dir.path().display()));
         adjust(&mut config);
-        let mut server = Self::start(config, icarus::runtime::fake::FakeRuntime::new()).await;
-        server._dir = Some(dir);
+        let mut server = Self::start(config, FakeRuntime::new()).await;
+        server.dir = Some(dir);
         server
     }
 
     /// On a new PostgreSQL database.
     pub async fn postgres() -> TestServer {
-        let config = test_config(&postgres_database_url().await);
-        Self::start(config, icarus::runtime::fake::FakeRuntime::new()).await
-    }
-
-    /// With a given configuration and runtime (share a runtime to "restart").
-    pub async fn start(
-        config: icarus::config::Config,
-        runtime: icarus::runtime::fake::FakeRuntime,
-    ) -> TestServer {
-        init_test_logging();
-        let shared: std::sync::Arc<dyn icarus::runtime::Runtime> =
-            std::sync::Arc::new(runtime.clone());
-        let orchestrator = icarus::server::Orchestrator::start(&config, shared)
-            .await
-            .unwrap();
-        TestServer {
-            base: format!("http://{}", orchestrator.address()),
-            runtime,
-            client: reqwest::Client::new(),
-            orchestrator: Some(orchestrator),
-            config,
-            _dir: None,
-        }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
-        let response = self.client.get(self.url(path)).send().await.unwrap();
-        decode(response).await
-    }
-
-    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-        let response = self
-            .client
-            .post(self.url(path))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        decode(response).await
-    }
-
-    pub async fn post_raw(
-        &self,
-        path: &str,
-        body: impl Into<reqwest::Body>,
-    ) -> (u16, serde_json::Value) {
-        let response = self
-            .client
-            .post(self.url(path))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        decode(response).await
-    }
-
-    /// Submits a job and returns its id.
-    pub async fn spawn(&self, task: &str) -> icarus::job::JobId {
-        let (code, body) = self
-            .post(
-                "/jobs/spawn",
-                serde_json::json!({"task": task, "project_path": "/workspace"}),
-            )
-            .await;
-        assert_eq!(code, 201, "{body}");
-        body["job_id"].as_str().unwrap().parse().unwrap()
-    }
-
-    pub async fn phase(&self, id: icarus::job::JobId) -> String {
-        let (code, body) = self.get(&format!("/jobs/{id}/status")).await;
-        assert_eq!(code, 200, "{body}");
-        body["status"].as_str().unwrap().to_owned()
-    }
-
-    /// Waits until the job reaches `phase` (fails after 10 s).
-    pub async fn wait_for(&self, id: icarus::job::JobId, phase: &str) -> serde_json::Value {
-        eventually(Duration::from_secs(10), || async {
-            let (_, body) = self.get(&format!("/jobs/{id}/status")).await;
-            (body["status"] == phase).then_some(body)
-        })
+        Self::start(
+            test_config(&postgres_database_url().await),
+            FakeRuntime::new(),
+        )
         .await
     }
 
-    /// Stops gracefully and returns the configuration for a restart.
-    pub async fn stop(
-        mut self,
-    ) -> (
-        icarus::config::Config,
-        icarus::runtime::fake::FakeRuntime,
-        Option<TempDir>,
-    ) {
+    /// With a given configuration and runtime (share a runtime to "restart").
+    pub async fn start(config: Config, runtime: FakeRuntime) -> TestServer {
+        init_test_logging();
+        let shared: Arc<dyn Runtime> = Arc::new(runtime.clone());
+        let orchestrator = Orchestrator::start(&config, shared).await.unwrap();
+        TestServer {
+            api: Api::new(&orchestrator),
+            runtime,
+            orchestrator: Some(orchestrator),
+            config,
+            dir: None,
+        }
+    }
+
+    /// Stops gracefully and returns what a restart needs.
+    pub async fn stop(mut self) -> Remains {
         if let Some(orchestrator) = self.orchestrator.take() {
             orchestrator.stop().await.unwrap();
         }
-        (self.config.clone(), self.runtime.clone(), self._dir.take())
+        (self.config.clone(), self.runtime.clone(), self.dir.take())
     }
 
     /// Kills every task at once, as a crash would.
-    pub fn crash(
-        mut self,
-    ) -> (
-        icarus::config::Config,
-        icarus::runtime::fake::FakeRuntime,
-        Option<TempDir>,
-    ) {
+    pub fn crash(mut self) -> Remains {
         if let Some(orchestrator) = self.orchestrator.take() {
             orchestrator.abort();
         }
-        (self.config.clone(), self.runtime.clone(), self._dir.take())
+        (self.config.clone(), self.runtime.clone(), self.dir.take())
     }
 }
 
@@ -240,13 +260,6 @@ impl Drop for TestServer {
             orchestrator.abort();
         }
     }
-}
-
-async fn decode(response: reqwest::Response) -> (u16, serde_json::Value) {
-    let code = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
-    (code, body)
 }
 
 /// Logs are silent unless `TEST_LOG` is set (to a filter such as `icarus=debug`).

@@ -33,6 +33,7 @@ fn run(contract: &Contract, mode: Mode) -> i32 {
             return 3;
         }
         Mode::Flood => flood(contract),
+        Mode::Sleep(seconds) => std::thread::sleep(Duration::from_secs(seconds)),
         Mode::Normal | Mode::Silent => {}
     }
     if talk {

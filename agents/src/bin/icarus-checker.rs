@@ -32,6 +32,7 @@ fn run(contract: &Contract, mode: Mode) -> i32 {
             contract.report(&json!({"status": "error", "error": "checker was asked to fail"}));
             return 3;
         }
+        Mode::Sleep(seconds) => std::thread::sleep(Duration::from_secs(seconds)),
         Mode::Normal | Mode::Silent | Mode::Flood => {}
     }
     if mode != Mode::Silent {

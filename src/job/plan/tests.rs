@@ -21,6 +21,7 @@ fn workload(role: Role, state: WorkloadState) -> ObservedWorkload {
         attempt: 1,
         id: format!("{role}-id"),
         state,
+        log_tail: None,
     }
 }
 
@@ -382,6 +383,7 @@ fn any_workload() -> impl Strategy<Value = ObservedWorkload> {
             attempt,
             id: format!("{role}-{attempt}-{n}"),
             state,
+            log_tail: None,
         }
     })
 }

@@ -1,0 +1,361 @@
+//! The lifecycle on the real Docker engine with the reference agent images
+//! (built by `scripts/build-images`). Every test runs on its own database, so
+//! its agents carry their own instance label; each test ends by checking that
+//! none of them is left behind.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::query_parameters::ListContainersOptions;
+use icarus::config::Config;
+use icarus::job::JobId;
+use icarus::runtime::instance_name;
+use icarus::server::Orchestrator;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::sync::OnceCell;
+
+use crate::support::{Api, eventually, init_test_logging, test_config};
+
+/// Builds the agent images once per test run (quick when they are current).
+async fn ensure_agent_images() {
+    static BUILT: OnceCell<()> = OnceCell::const_new();
+    BUILT
+        .get_or_init(|| async {
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/build-images");
+            let status = tokio::process::Command::new(script).status().await.unwrap();
+            assert!(status.success(), "scripts/build-images failed");
+        })
+        .await;
+}
+
+/// An orchestrator with the Docker runtime, on a fresh SQLite file.
+pub struct DockerServer {
+    pub api: Api,
+    pub config: Config,
+    _dir: TempDir,
+    orchestrator: Option<Orchestrator>,
+}
+
+impl std::ops::Deref for DockerServer {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl DockerServer {
+    pub async fn start(adjust: impl FnOnce(&mut Config)) -> DockerServer {
+        ensure_agent_images().await;
+        init_test_logging();
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(&format!("sqlite://{}/icarus.db", dir.path().display()));
+        config.workspace.base_path = dir.path().join("workspaces");
+        adjust(&mut config);
+        let runtime = icarus::runtime::connect(&config).await.unwrap();
+        let orchestrator = Orchestrator::start(&config, runtime).await.unwrap();
+        DockerServer {
+            api: Api::new(&orchestrator),
+            config,
+            _dir: dir,
+            orchestrator: Some(orchestrator),
+        }
+    }
+
+    /// Stops the orchestrator gracefully; its agents keep running.
+    pub async fn stop(&mut self) {
+        if let Some(orchestrator) = self.orchestrator.take() {
+            orchestrator.stop().await.unwrap();
+        }
+    }
+
+    /// Starts a new orchestrator on the same database and workspaces.
+    pub async fn resume(&mut self) {
+        let runtime = icarus::runtime::connect(&self.config).await.unwrap();
+        let orchestrator = Orchestrator::start(&self.config, runtime).await.unwrap();
+        self.api = Api::new(&orchestrator);
+        self.orchestrator = Some(orchestrator);
+    }
+
+    pub fn workspace(&self, id: JobId) -> std::path::PathBuf {
+        self.config.workspace.base_path.join(id.to_string())
+    }
+
+    /// Containers of this orchestrator still on the engine.
+    pub async fn leftovers(&self) -> Vec<String> {
+        let docker = Docker::connect_with_defaults().unwrap();
+        let label = format!(
+            "icarus.instance={}",
+            instance_name(&self.config.database.url)
+        );
+        let filters = HashMap::from([("label".to_owned(), vec![label])]);
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let containers = docker.list_containers(Some(options)).await.unwrap();
+        containers
+            .into_iter()
+            .flat_map(|c| c.names.unwrap_or_default())
+            .collect()
+    }
+
+    /// Asserts that every container this orchestrator started is gone.
+    pub async fn assert_nothing_left(&self) {
+        eventually(Duration::from_secs(10), || async {
+            self.leftovers().await.is_empty().then_some(())
+        })
+        .await;
+    }
+}
+
+impl Drop for DockerServer {
+    fn drop(&mut self) {
+        if let Some(orchestrator) = self.orchestrator.take() {
+            orchestrator.abort();
+        }
+        // Whatever a failed test left running goes too.
+        let label = format!(
+            "label=icarus.instance={}",
+            instance_name(&self.config.database.url)
+        );
+        if let Ok(output) = std::process::Command::new("docker")
+            .args(["ps", "-aq", "--filter", &label])
+            .output()
+        {
+            let ids: Vec<String> = String::from_utf8_lossy(&output.stdout)
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect();
+            if !ids.is_empty() {
+                let _ = std::process::Command::new("docker")
+                    .arg("rm")
+                    .arg("-f")
+                    .args(&ids)
+                    .output();
+            }
+        }
+    }
+}
+
+async fn spawn(server: &DockerServer, task: &str) -> JobId {
+    server.spawn(task).await
+}
+
+async fn audit(server: &DockerServer, id: JobId) -> Value {
+    let (code, body) = server.get(&format!("/jobs/{id}/audit")).await;
+    assert_eq!(code, 200, "{body}");
+    body["audit_report"].clone()
+}
+
+#[tokio::test]
+async fn a_real_job_runs_builder_and_checker_and_completes_on_approval() {
+    let server = DockerServer::start(|_| {}).await;
+    let id = spawn(&server, "Add logging to the API").await;
+    let status = server
+        .wait_for_within(id, "awaiting_approval", Duration::from_secs(30))
+        .await;
+    assert_eq!(status["builder_exit_code"], 0);
+    assert_eq!(status["checker_exit_code"], 0);
+
+    let report = audit(&server, id).await;
+    let files: Vec<&str> = report["logic_verification"]["file_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(files, ["TASK.md", "src/add_logging_to_the_api.py"]);
+    assert_eq!(
+        report["security_scan"]["workspace_read_only"], true,
+        "the checker could write the workspace"
+    );
+    let (_, telemetry) = server.get(&format!("/jobs/{id}/telemetry")).await;
+    assert_eq!(telemetry["current_tool"], "audit(workspace)");
+
+    let (code, _) = server
+        .post(
+            &format!("/jobs/{id}/approve"),
+            json!({"approved": true, "comment": "LGTM"}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    server.wait_for(id, "completed").await;
+    assert!(
+        server.workspace(id).join("TASK.md").is_file(),
+        "completion keeps the workspace"
+    );
+    server.assert_nothing_left().await;
+}
+
+#[tokio::test]
+async fn a_rejected_job_loses_its_workspace_and_its_containers() {
+    let server = DockerServer::start(|_| {}).await;
+    let id = spawn(&server, "Reject me").await;
+    server
+        .wait_for_within(id, "awaiting_approval", Duration::from_secs(30))
+        .await;
+    server
+        .post(
+            &format!("/jobs/{id}/approve"),
+            json!({"approved": false, "comment": "no"}),
+        )
+        .await;
+    server.wait_for(id, "rejected").await;
+    assert!(!server.workspace(id).exists());
+    server.assert_nothing_left().await;
+}
+
+#[tokio::test]
+async fn a_builder_that_exits_non_zero_fails_the_job_with_its_code_and_log() {
+    let server = DockerServer::start(|_| {}).await;
+    let id = spawn(&server, "break [builder:exit=5]").await;
+    let status = server
+        .wait_for_within(id, "failed", Duration::from_secs(30))
+        .await;
+    let message = status["error_message"].as_str().unwrap();
+    assert!(
+        message.starts_with("builder exited with code 5; last log lines:"),
+        "{message}"
+    );
+    assert!(
+        message.contains("mode Exit(5)"),
+        "the agent's own output is quoted: {message}"
+    );
+    server.assert_nothing_left().await;
+}
+
+#[tokio::test]
+async fn a_checker_that_reports_an_error_fails_the_job() {
+    let server = DockerServer::start(|_| {}).await;
+    let id = spawn(&server, "audit fails [checker:fail]").await;
+    let status = server
+        .wait_for_within(id, "failed", Duration::from_secs(30))
+        .await;
+    assert_eq!(status["reason"], "CheckerReportedError");
+    assert_eq!(
+        status["error_message"],
+        "checker reported an error: checker was asked to fail"
+    );
+    server.assert_nothing_left().await;
+}
+
+#[tokio::test]
+async fn a_builder_that_hangs_past_its_deadline_is_stopped_and_fails_the_job() {
+    let server = DockerServer::start(|c| c.agents.builder.timeout_seconds = 2).await;
+    let id = spawn(&server, "hang [builder:hang]").await;
+    let status = server
+        .wait_for_within(id, "failed", Duration::from_secs(30))
+        .await;
+    assert_eq!(status["reason"], "BuilderTimedOut");
+    server.assert_nothing_left().await;
+}
+
+#[tokio::test]
+async fn cancelling_a_running_build_removes_its_container() {
+    let server = DockerServer::start(|_| {}).await;
+    let id = spawn(&server, "forever [builder:hang]").await;
+    server
+        .wait_for_within(id, "building", Duration::from_secs(30))
+        .await;
+    eventually(Duration::from_secs(10), || async {
+        (!server.leftovers().await.is_empty()).then_some(())
+    })
+    .await;
+    server.post(&format!("/jobs/{id}/cancel"), json!({})).await;
+    server.wait_for(id, "cancelled").await;
+    assert!(!server.workspace(id).exists());
+    server.assert_nothing_left().await;
+}
+
+#[tokio::test]
+async fn a_missing_image_fails_the_job_without_pulling() {
+    let server = DockerServer::start(|_| {}).await;
+    let (code, body) = server
+        .post(
+            "/jobs/spawn",
+            json!({"task": "t", "builder_image": "icarus-does-not-exist:1"}),
+        )
+        .await;
+    assert_eq!(code, 201);
+    let id: JobId = body["job_id"].as_str().unwrap().parse().unwrap();
+    let status = server
+        .wait_for_within(id, "failed", Duration::from_secs(30))
+        .await;
+    assert_eq!(status["reason"], "BuilderStartFailed");
+    assert!(
+        status["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("icarus-does-not-exist:1")
+    );
+    server.assert_nothing_left().await;
+}
+
+#[tokio::test]
+async fn the_checker_mounts_the_workspace_read_only_and_the_builder_read_write() {
+    let server = DockerServer::start(|_| {}).await;
+    let id = spawn(&server, "mounts").await;
+    server
+        .wait_for_within(id, "awaiting_approval", Duration::from_secs(30))
+        .await;
+    let docker = Docker::connect_with_defaults().unwrap();
+    let agents = &server.config.agents;
+    for (role, read_only, agent) in [
+        ("builder", false, &agents.builder),
+        ("checker", true, &agents.checker),
+    ] {
+        let name = format!("icarus-{id}-{role}-1");
+        let inspected = docker.inspect_container(&name, None).await.unwrap();
+        let mounts = inspected.mounts.unwrap();
+        let workspace = mounts
+            .iter()
+            .find(|m| m.destination.as_deref() == Some("/workspace"))
+            .unwrap();
+        assert_eq!(workspace.rw, Some(!read_only), "{role}");
+        let host = inspected.host_config.unwrap();
+        assert_eq!(host.memory, Some(agent.memory_limit as i64), "{role}");
+        assert_eq!(
+            host.nano_cpus,
+            Some((agent.cpu_limit * 1e9) as i64),
+            "{role}"
+        );
+        let labels = inspected.config.unwrap().labels.unwrap();
+        assert_eq!(labels["icarus.job"], id.to_string());
+        assert_eq!(labels["icarus.role"], role);
+        assert_eq!(labels["icarus.attempt"], "1");
+    }
+    server.post(&format!("/jobs/{id}/cancel"), json!({})).await;
+    server.wait_for(id, "cancelled").await;
+    server.assert_nothing_left().await;
+}
+
+#[tokio::test]
+async fn containers_whose_job_is_unknown_are_collected() {
+    let mut server = DockerServer::start(|_| {}).await;
+    server.stop().await;
+    let stranger = JobId::new_random();
+    let runtime = icarus::runtime::connect(&server.config).await.unwrap();
+    let spec = icarus::runtime::WorkloadSpec {
+        key: icarus::job::workload::WorkloadKey {
+            job: stranger,
+            role: icarus::job::Role::Builder,
+            attempt: 1,
+        },
+        image: "icarus-builder:latest".to_owned(),
+        env: vec![("ICARUS_AGENT_MODE".to_owned(), "hang".to_owned())],
+        cpu_limit: 0.5,
+        memory_limit: 64 * 1024 * 1024,
+        network_mode: "bridge".to_owned(),
+        workspace_read_only: false,
+    };
+    runtime.prepare_workspace(stranger).await.unwrap();
+    runtime.start(&spec).await.unwrap();
+    assert_eq!(server.leftovers().await.len(), 1);
+    // On start, the resync finds a container no job owns and removes it.
+    server.resume().await;
+    server.assert_nothing_left().await;
+}
