@@ -19,7 +19,7 @@ use tokio::sync::OnceCell;
 use crate::support::{Api, eventually, init_test_logging, test_config};
 
 /// Builds the agent images once per test run (quick when they are current).
-async fn ensure_agent_images() {
+pub async fn ensure_agent_images() {
     static BUILT: OnceCell<()> = OnceCell::const_new();
     BUILT
         .get_or_init(|| async {

@@ -9,5 +9,6 @@ mod cli;
 mod database;
 mod docker;
 mod lifecycle;
+mod process;
 mod store;
 mod stream;

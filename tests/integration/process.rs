@@ -1,0 +1,318 @@
+//! The real `icarus` binary on the real Docker engine: killed with SIGKILL in
+//! the middle of a build and of a check, or stopped with SIGTERM, then started
+//! again. Every job continues; no agent is started twice or left behind.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bollard::Docker;
+use icarus::job::JobId;
+use serde_json::{Value, json};
+
+use crate::support::eventually;
+
+/// One orchestrator process and everything it keeps on disk.
+struct Process {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+    client: reqwest::Client,
+}
+
+impl Process {
+    async fn start() -> Process {
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = format!(
+            "orchestrator:\n  port: {port}\n  resync_interval_seconds: 1\nsentinel:\n  enabled: false\n\
+             workspace:\n  base_path: {workspaces}\ndatabase:\n  url: sqlite://{db}\n",
+            workspaces = dir.path().join("workspaces").display(),
+            db = dir.path().join("icarus.db").display(),
+        );
+        std::fs::write(dir.path().join("config.yaml"), config).unwrap();
+        let mut process = Process {
+            dir,
+            port,
+            child: None,
+            client: reqwest::Client::new(),
+        };
+        process.launch().await;
+        process
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.yaml")
+    }
+
+    /// Starts the binary and waits until it answers.
+    async fn launch(&mut self) {
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("icarus.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_icarus"))
+            .arg("serve")
+            .arg("--config")
+            .arg(self.config_path())
+            .env_remove("DATABASE_URL")
+            .env_remove("ORCHESTRATOR_PORT")
+            .env_remove("ORCHESTRATOR_HOST")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        eventually(Duration::from_secs(20), || async {
+            let answered = self.client.get(self.url("/readyz")).send().await;
+            answered.is_ok_and(|r| r.status() == 200).then_some(())
+        })
+        .await;
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGKILL: no chance to clean anything up.
+    fn kill(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// SIGTERM, and the exit status it ends with.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        self.child.take().unwrap().wait().unwrap()
+    }
+
+    async fn spawn(&self, task: &str) -> JobId {
+        let response = self
+            .client
+            .post(self.url("/jobs/spawn"))
+            .json(&json!({"task": task}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let body: Value = response.json().await.unwrap();
+        body["job_id"].as_str().unwrap().parse().unwrap()
+    }
+
+    async fn status(&self, id: JobId) -> Value {
+        let response = self
+            .client
+            .get(self.url(&format!("/jobs/{id}/status")))
+            .send()
+            .await
+            .unwrap();
+        response.json().await.unwrap()
+    }
+
+    async fn wait_until(&self, id: JobId, done: impl Fn(&Value) -> bool) -> Value {
+        eventually(Duration::from_secs(30), || async {
+            let status = self.status(id).await;
+            done(&status).then_some(status)
+        })
+        .await
+    }
+
+    async fn wait_for(&self, id: JobId, phase: &str) -> Value {
+        self.wait_until(id, |s| s["status"] == phase).await
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("icarus.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        remove_containers_under(self.dir.path());
+    }
+}
+
+/// Removes any container of a job whose workspace lives under `dir`.
+fn remove_containers_under(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir.join("workspaces")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let job = entry.file_name().to_string_lossy().into_owned();
+        let filter = format!("label=icarus.job={job}");
+        if let Ok(output) = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &filter])
+            .output()
+        {
+            for id in String::from_utf8_lossy(&output.stdout).split_whitespace() {
+                let _ = Command::new("docker").args(["rm", "-f", id]).output();
+            }
+        }
+    }
+}
+
+/// When the engine says the container last started.
+async fn started_at(name: &str) -> String {
+    let docker = Docker::connect_with_defaults().unwrap();
+    let inspected = docker.inspect_container(name, None).await.unwrap();
+    inspected.state.unwrap().started_at.unwrap()
+}
+
+async fn containers_of(id: JobId) -> usize {
+    let output = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=icarus.job={id}")])
+        .output();
+    String::from_utf8_lossy(&output.unwrap().stdout)
+        .split_whitespace()
+        .count()
+}
+
+#[tokio::test]
+async fn a_job_survives_sigkill_mid_build_and_mid_check_without_running_an_agent_twice() {
+    super::docker::ensure_agent_images().await;
+    let mut process = Process::start().await;
+    let id = process
+        .spawn("survive [builder:sleep=3] [checker:sleep=3]")
+        .await;
+
+    let building = process
+        .wait_until(id, |s| {
+            s["status"] == "building" && s["builder_container_id"].is_string()
+        })
+        .await;
+    let builder = format!("icarus-{id}-builder-1");
+    let builder_started = started_at(&builder).await;
+    process.kill();
+    process.launch().await;
+
+    let checking = process
+        .wait_until(id, |s| {
+            s["status"] == "checking" && s["checker_container_id"].is_string()
+        })
+        .await;
+    assert_eq!(
+        checking["builder_container_id"], building["builder_container_id"],
+        "the builder was adopted"
+    );
+    let checker = format!("icarus-{id}-checker-1");
+    let checker_started = started_at(&checker).await;
+    process.kill();
+    process.launch().await;
+
+    let awaiting = process.wait_for(id, "awaiting_approval").await;
+    assert_eq!(
+        awaiting["checker_container_id"], checking["checker_container_id"],
+        "the checker was adopted"
+    );
+    assert_eq!(
+        started_at(&builder).await,
+        builder_started,
+        "the builder was never started again"
+    );
+    assert_eq!(
+        started_at(&checker).await,
+        checker_started,
+        "the checker was never started again"
+    );
+    assert_eq!(containers_of(id).await, 2);
+
+    let approve = process
+        .client
+        .post(process.url(&format!("/jobs/{id}/approve")))
+        .json(&json!({"approved": true}));
+    assert_eq!(approve.send().await.unwrap().status(), 200);
+    process.wait_for(id, "completed").await;
+    eventually(Duration::from_secs(10), || async {
+        (containers_of(id).await == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sigterm_stops_gracefully_and_leaves_the_agent_for_the_next_start() {
+    super::docker::ensure_agent_images().await;
+    let mut process = Process::start().await;
+    let id = process.spawn("graceful [builder:sleep=3]").await;
+    process
+        .wait_until(id, |s| {
+            s["status"] == "building" && s["builder_container_id"].is_string()
+        })
+        .await;
+
+    let status = process.terminate();
+    assert!(
+        status.success(),
+        "exit status {status:?}; log:\n{}",
+        process.log()
+    );
+    assert!(process.log().contains("shutting down"), "{}", process.log());
+    assert_eq!(
+        containers_of(id).await,
+        1,
+        "the agent keeps running while the orchestrator is away"
+    );
+
+    process.launch().await;
+    process.wait_for(id, "awaiting_approval").await;
+    let cancel = process
+        .client
+        .post(process.url(&format!("/jobs/{id}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 200);
+    process.wait_for(id, "cancelled").await;
+    eventually(Duration::from_secs(10), || async {
+        (containers_of(id).await == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn jobs_and_their_history_survive_a_restart_of_the_binary() {
+    super::docker::ensure_agent_images().await;
+    let mut process = Process::start().await;
+    let done = process.spawn("finish before the restart").await;
+    process.wait_for(done, "awaiting_approval").await;
+    let before = process.status(done).await;
+    process.kill();
+    process.launch().await;
+    let after = process.status(done).await;
+    assert_eq!(after, before);
+    let events: Value = process
+        .client
+        .get(process.url(&format!("/jobs/{done}/events")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(events.as_array().unwrap().len(), 4);
+    process
+        .client
+        .post(process.url(&format!("/jobs/{done}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    process.wait_for(done, "cancelled").await;
+}
