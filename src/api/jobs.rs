@@ -9,8 +9,8 @@ use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{JobIdPath, JsonBody, QueryParams};
 use super::models::{
-    ApproveRequest, AuditResponse, DecisionResponse, EventView, JobStatusResponse, JobSummary,
-    ListQuery, SpawnRequest, SpawnResponse, TelemetryResponse,
+    AgentLogView, ApproveRequest, AuditResponse, DecisionResponse, EventView, JobStatusResponse,
+    JobSummary, ListQuery, SpawnRequest, SpawnResponse, TelemetryResponse,
 };
 use crate::job::admission::LoadLevel;
 use crate::job::{Job, JobId, JobSpec, Phase, TransitionError, timestamp_now};
@@ -182,6 +182,19 @@ pub async fn events(
     load(&state, id).await?;
     let events = state.store.job_events(id).await?;
     Ok(Json(events.into_iter().map(EventView::from).collect()))
+}
+
+/// The saved output of the job's agents (kept when their containers are removed).
+#[utoipa::path(get, path = "/jobs/{job_id}/logs", tag = "jobs",
+    params(("job_id" = String, Path, description = "The job's UUID")),
+    responses((status = 200, body = [AgentLogView]), (status = 404, body = ErrorBody)))]
+pub async fn logs(
+    State(state): State<AppState>,
+    JobIdPath(id): JobIdPath,
+) -> ApiResult<Json<Vec<AgentLogView>>> {
+    load(&state, id).await?;
+    let logs = state.store.agent_logs(id).await?;
+    Ok(Json(logs.into_iter().map(AgentLogView::from).collect()))
 }
 
 /// Approve or reject a job that awaits approval.

@@ -7,7 +7,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::job::{Job, Phase};
-use crate::store::{JobEvent, TelemetrySample};
+use crate::store::{AgentLog, JobEvent, TelemetrySample};
 
 /// `POST /jobs/spawn`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -241,4 +241,27 @@ pub struct CallbackRequest {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct MessageResponse {
     pub message: String,
+}
+
+/// `GET /jobs/{job_id}/logs`: one agent's saved output.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AgentLogView {
+    #[schema(example = "builder")]
+    pub role: String,
+    pub attempt: u32,
+    pub container_id: String,
+    pub log: String,
+    pub saved_at: DateTime<Utc>,
+}
+
+impl From<AgentLog> for AgentLogView {
+    fn from(log: AgentLog) -> Self {
+        AgentLogView {
+            role: log.role.to_string(),
+            attempt: log.attempt,
+            container_id: log.workload_id,
+            log: log.log,
+            saved_at: log.created_at,
+        }
+    }
 }

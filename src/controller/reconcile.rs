@@ -6,8 +6,7 @@ use crate::job::admission::{self, Admission, QueueEntry};
 use crate::job::plan::{self, Action, Plan, PlanInput};
 use crate::job::workload::{Observed, Role, StartFailure, WorkloadKey};
 use crate::job::{Job, JobId, Phase, timestamp_now};
-use crate::runtime::RuntimeError;
-use crate::store::StoreError;
+use crate::store::{AgentLog, StoreError};
 
 use super::workload_spec::workload_spec;
 use super::{Context, ControllerError};
@@ -42,7 +41,8 @@ pub async fn reconcile(context: &Context, id: JobId) -> Result<Option<Duration>,
     let plan = make_plan(context, &job, &observed, admission);
     let plan = match apply_all(context, &job, &plan).await {
         Ok(()) => plan,
-        Err(StartError { role, error }) if error.is_permanent() => {
+        Err(failed) if failed.is_permanent() => {
+            let StartError { role, error } = failed;
             // Retrying cannot fix this start: let the planner end the job.
             observed.start_failure = Some(StartFailure {
                 role,
@@ -54,7 +54,7 @@ pub async fn reconcile(context: &Context, id: JobId) -> Result<Option<Duration>,
                 .map_err(|failed| failed.error)?;
             plan
         }
-        Err(failed) => return Err(failed.error.into()),
+        Err(failed) => return Err(failed.error),
     };
     record(context, job, plan).await
 }
@@ -69,10 +69,17 @@ fn make_plan(context: &Context, job: &Job, observed: &Observed, admission: Admis
     })
 }
 
-/// A runtime error, with the role whose start caused it, if any.
+/// A failed action, with the role it was for.
 struct StartError {
     role: Role,
-    error: RuntimeError,
+    error: ControllerError,
+}
+
+impl StartError {
+    /// A start that retrying cannot fix (the image does not exist...).
+    fn is_permanent(&self) -> bool {
+        matches!(&self.error, ControllerError::Runtime(error) if error.is_permanent())
+    }
 }
 
 async fn apply_all(context: &Context, job: &Job, plan: &Plan) -> Result<(), StartError> {
@@ -109,7 +116,7 @@ async fn admit(context: &Context, job: &Job) -> Result<Admission, ControllerErro
     ))
 }
 
-async fn apply(context: &Context, job: &Job, action: &Action) -> Result<(), RuntimeError> {
+async fn apply(context: &Context, job: &Job, action: &Action) -> Result<(), ControllerError> {
     tracing::debug!(?action, "applying");
     let runtime = &context.runtime;
     match action {
@@ -132,6 +139,7 @@ async fn apply(context: &Context, job: &Job, action: &Action) -> Result<(), Runt
                 role: *role,
                 attempt: *attempt,
             };
+            save_log(context, job.id, key, id).await?;
             runtime.remove(key, id).await?;
             tracing::info!(%role, attempt, workload = %id, "removed agent");
         }
@@ -198,5 +206,28 @@ async fn collect_unowned(context: &Context, id: JobId) -> Result<(), ControllerE
         tracing::info!(job = %id, workload = %workload.id, "removing a workload no job owns");
         context.runtime.remove(key, &workload.id).await?;
     }
+    Ok(())
+}
+
+/// Keeps an agent's output before its workload goes. A log that cannot be
+/// read is noted in its place rather than blocking the removal.
+async fn save_log(
+    context: &Context,
+    job: JobId,
+    key: WorkloadKey,
+    id: &str,
+) -> Result<(), ControllerError> {
+    let log = match context.runtime.logs(id).await {
+        Ok(log) => log,
+        Err(error) => format!("(the log could not be read: {error})"),
+    };
+    let record = AgentLog {
+        role: key.role,
+        attempt: key.attempt,
+        workload_id: id.to_owned(),
+        log,
+        created_at: timestamp_now(),
+    };
+    context.store.save_agent_log(job, &record).await?;
     Ok(())
 }

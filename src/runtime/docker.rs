@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +42,9 @@ const LABEL_ROLE: &str = "icarus.role";
 const LABEL_ATTEMPT: &str = "icarus.attempt";
 const LABEL_INSTANCE: &str = "icarus.instance";
 const WORKSPACE_MOUNT: &str = "/workspace";
+/// How much of an agent's output is kept when its container is removed.
+const KEPT_LOG_LINES: usize = 10_000;
+const KEPT_LOG_BYTES: usize = 1024 * 1024;
 /// How much of a failed agent's output goes into the job's error message.
 const LOG_TAIL_LINES: usize = 20;
 /// Engine events that can change what a job's reconcile decides.
@@ -264,9 +268,17 @@ impl Runtime for DockerRuntime {
 
     async fn prepare_workspace(&self, job: JobId) -> Result<()> {
         match self.settings.mount_type {
-            MountType::Bind => tokio::fs::create_dir_all(self.workspace_path(job))
-                .await
-                .map_err(|e| failed("create workspace directory", e)),
+            MountType::Bind => {
+                let path = self.workspace_path(job);
+                tokio::fs::create_dir_all(&path)
+                    .await
+                    .map_err(|e| failed("create workspace directory", e))?;
+                // Agent images may run as any user; the directory is theirs.
+                let writable = std::fs::Permissions::from_mode(0o777);
+                tokio::fs::set_permissions(&path, writable)
+                    .await
+                    .map_err(|e| failed("open up workspace directory", e))
+            }
             MountType::Volume => {
                 let labels = HashMap::from([
                     (LABEL_JOB.to_owned(), job.to_string()),
@@ -319,6 +331,11 @@ impl Runtime for DockerRuntime {
             }
         }
         Ok(id)
+    }
+
+    async fn logs(&self, id: &str) -> Result<String> {
+        let log = self.logs_tail(id, KEPT_LOG_LINES).await?;
+        Ok(keep_end(log, KEPT_LOG_BYTES))
     }
 
     async fn remove(&self, _key: WorkloadKey, id: &str) -> Result<()> {
@@ -497,6 +514,18 @@ fn gateway_of(config: &IpamConfig) -> Option<IpAddr> {
     let (network, _) = config.subnet.as_deref()?.split_once('/')?;
     let network: Ipv4Addr = network.parse().ok()?;
     Some(IpAddr::V4(Ipv4Addr::from(u32::from(network) + 1)))
+}
+
+/// The last `limit` bytes of `text` (cut at a character boundary).
+fn keep_end(text: String, limit: usize) -> String {
+    if text.len() <= limit {
+        return text;
+    }
+    let mut start = text.len() - limit;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    text[start..].to_owned()
 }
 
 fn volume_name(job: JobId) -> String {

@@ -249,6 +249,14 @@ impl Runtime for FakeRuntime {
         Ok(id)
     }
 
+    async fn logs(&self, id: &str) -> Result<String> {
+        let world = self.world();
+        let workload = world.workloads.values().find(|w| w.id == id);
+        Ok(workload
+            .and_then(|w| w.log_tail.clone())
+            .unwrap_or_default())
+    }
+
     async fn remove(&self, key: WorkloadKey, _id: &str) -> Result<()> {
         let removed = self.world().workloads.remove(&key.name()).is_some();
         if removed {

@@ -67,6 +67,9 @@ pub trait Runtime: Send + Sync + 'static {
     /// already has its name. Returns the runtime's id for it.
     async fn start(&self, spec: &WorkloadSpec) -> Result<String>;
 
+    /// The workload's output so far (stdout and stderr), up to a runtime-defined cap.
+    async fn logs(&self, id: &str) -> Result<String>;
+
     /// Stops and deletes a workload; one already gone is not an error.
     async fn remove(&self, key: WorkloadKey, id: &str) -> Result<()>;
 

@@ -26,7 +26,9 @@ use tokio::sync::broadcast;
 
 use crate::job::{Job, JobId};
 
-pub use records::{AgentReport, AuditRecord, JobEvent, JobFilter, ReportOutcome, TelemetrySample};
+pub use records::{
+    AgentLog, AgentReport, AuditRecord, JobEvent, JobFilter, ReportOutcome, TelemetrySample,
+};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
 use super::records::{
-    AgentReport, AuditRecord, JobEvent, JobFilter, ReportOutcome, TelemetrySample,
+    AgentLog, AgentReport, AuditRecord, JobEvent, JobFilter, ReportOutcome, TelemetrySample,
 };
 use super::{Result, Store, StoreError, StoreEvent, on_pool};
 use crate::job::plan::Transition;
@@ -394,6 +394,45 @@ impl Store {
                     message: row.message,
                     resource_version: row.resource_version,
                     created_at: row.created_at,
+                })
+            })
+            .collect()
+    }
+
+    /// Saves an agent's output; saving the same agent again replaces it.
+    pub async fn save_agent_log(&self, job: JobId, log: &AgentLog) -> Result<()> {
+        let sql = "INSERT INTO agent_logs (job_id, role, attempt, workload_id, log, created_at) \
+                   VALUES ($1, $2, $3, $4, $5, $6) \
+                   ON CONFLICT (job_id, role, attempt) \
+                   DO UPDATE SET workload_id = excluded.workload_id, log = excluded.log, created_at = excluded.created_at";
+        on_pool!(self, pool => {
+            sqlx::query(sql)
+                .bind(job.to_string())
+                .bind(log.role.as_str())
+                .bind(attempt_column(log.attempt))
+                .bind(&log.workload_id)
+                .bind(&log.log)
+                .bind(log.created_at)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// The saved output of every agent of a job, in the order they were saved.
+    pub async fn agent_logs(&self, job: JobId) -> Result<Vec<AgentLog>> {
+        let sql = "SELECT role, attempt, workload_id, log, created_at FROM agent_logs WHERE job_id = $1 ORDER BY id";
+        let rows: Vec<(String, i32, String, String, DateTime<Utc>)> = on_pool!(self, pool => {
+            sqlx::query_as(sql).bind(job.to_string()).fetch_all(pool).await?
+        });
+        rows.into_iter()
+            .map(|(role, attempt, workload_id, log, created_at)| {
+                Ok(AgentLog {
+                    role: parse_role(job, &role)?,
+                    attempt: u32::try_from(attempt).unwrap_or(0),
+                    workload_id,
+                    log,
+                    created_at,
                 })
             })
             .collect()

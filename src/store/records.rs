@@ -66,3 +66,13 @@ pub struct AgentReport {
     pub message: Option<String>,
     pub created_at: DateTime<Utc>,
 }
+
+/// An agent's output, saved when its workload was removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentLog {
+    pub role: Role,
+    pub attempt: u32,
+    pub workload_id: String,
+    pub log: String,
+    pub created_at: DateTime<Utc>,
+}

@@ -189,6 +189,18 @@ async fn a_real_job_runs_builder_and_checker_and_completes_on_approval() {
         "completion keeps the workspace"
     );
     server.assert_nothing_left().await;
+
+    let (_, logs) = server.get(&format!("/jobs/{id}/logs")).await;
+    let logs = logs.as_array().unwrap();
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    for log in logs {
+        let role = log["role"].as_str().unwrap();
+        let text = log["log"].as_str().unwrap();
+        assert!(
+            text.contains(&format!("{role} for job {id}")),
+            "the {role}'s output was kept: {text}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -358,4 +370,29 @@ async fn containers_whose_job_is_unknown_are_collected() {
     // On start, the resync finds a container no job owns and removes it.
     server.resume().await;
     server.assert_nothing_left().await;
+}
+
+#[tokio::test]
+async fn the_volume_workspace_mode_runs_a_job_and_removes_the_volume_on_rejection() {
+    let server =
+        DockerServer::start(|c| c.workspace.mount_type = icarus::config::MountType::Volume).await;
+    let id = spawn(&server, "in a volume").await;
+    server
+        .wait_for_within(id, "awaiting_approval", Duration::from_secs(30))
+        .await;
+    let report = audit(&server, id).await;
+    assert_eq!(report["logic_verification"]["files_created"], 2);
+    assert_eq!(report["security_scan"]["workspace_read_only"], true);
+    let docker = Docker::connect_with_defaults().unwrap();
+    let volume = format!("icarus-{id}-workspace");
+    assert!(docker.inspect_volume(&volume).await.is_ok());
+    server
+        .post(&format!("/jobs/{id}/approve"), json!({"approved": false}))
+        .await;
+    server.wait_for(id, "rejected").await;
+    server.assert_nothing_left().await;
+    eventually(Duration::from_secs(10), || async {
+        docker.inspect_volume(&volume).await.is_err().then_some(())
+    })
+    .await;
 }

@@ -153,6 +153,13 @@ async fn a_builder_that_exits_non_zero_fails_the_job_with_its_exit_code() {
         server.runtime.spec_of(id, Role::Checker).is_none(),
         "no checker after a failed build"
     );
+    let logs = eventually(Duration::from_secs(5), || async {
+        let (_, logs) = server.get(&format!("/jobs/{id}/logs")).await;
+        (!logs.as_array().unwrap().is_empty()).then_some(logs)
+    })
+    .await;
+    assert_eq!(logs[0]["role"], "builder");
+    assert_eq!(logs[0]["log"], "compiling...\nerror: no space left\n");
 }
 
 #[tokio::test]

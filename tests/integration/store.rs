@@ -49,6 +49,7 @@ on_both_databases!(
     every_write_is_broadcast_to_subscribers,
     running_the_migrations_again_changes_nothing,
     the_database_answers_a_ping,
+    saving_an_agent_log_twice_keeps_the_latest,
 );
 
 async fn a_created_job_reads_back_equal_at_version_one(store: Store) {
@@ -316,4 +317,21 @@ async fn a_sqlite_database_and_its_directory_are_created_in_wal_mode() {
 #[tokio::test]
 async fn a_postgres_store_reports_its_backend() {
     assert_eq!(postgres_store().await.backend_name(), "postgres");
+}
+
+async fn saving_an_agent_log_twice_keeps_the_latest(store: Store) {
+    let job = store.create_job(&new_job("t")).await.unwrap();
+    for text in ["first", "second"] {
+        let log = icarus::store::AgentLog {
+            role: Role::Checker,
+            attempt: 1,
+            workload_id: "c1".to_owned(),
+            log: text.to_owned(),
+            created_at: icarus::job::timestamp_now(),
+        };
+        store.save_agent_log(job.id, &log).await.unwrap();
+    }
+    let logs = store.agent_logs(job.id).await.unwrap();
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[0].log, "second");
 }

@@ -1,0 +1,11 @@
+-- The output of each agent, saved just before its container is removed.
+CREATE TABLE agent_logs (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id      TEXT    NOT NULL REFERENCES jobs (job_id) ON DELETE CASCADE,
+    role        TEXT    NOT NULL,
+    attempt     INTEGER NOT NULL,
+    workload_id TEXT    NOT NULL,
+    log         TEXT    NOT NULL,
+    created_at  TEXT    NOT NULL,
+    UNIQUE (job_id, role, attempt)
+);
