@@ -3,12 +3,21 @@
 //! (a) N jobs through Icarus (builder then checker each, one job at a time)
 //!     against the same containers run back to back with the raw engine API:
 //!     the ratio of the two wall-clock times is the orchestration overhead.
-//! (b) Builder exit → checker start latency, from the engine's own
-//!     timestamps (`State.FinishedAt` of the builder, `State.StartedAt` of the
-//!     checker), p50 and p99 over the N jobs.
+//!     Both keep their containers until the timed part is over (Icarus keeps
+//!     them until a job ends) and remove them afterwards, untimed. On the raw
+//!     path the agents post their reports to a sink that only answers 200,
+//!     so both paths run the same agents doing the same work.
+//! (b) Builder exit → checker start latency, p50 and p99 over the N jobs, in
+//!     two parts: the reaction (the builder's `State.FinishedAt` in the engine
+//!     to the job's `checking_at`, when Icarus decided to start the checker),
+//!     set beside the engine's own report of a stop on the raw path (its wait
+//!     API answering), which Icarus waits for too; and the whole hand-over
+//!     (to the checker's `State.StartedAt`), which includes the engine's own
+//!     create + start, on both paths.
 //!
 //! Run with `scripts/build-images && cargo bench --bench orchestration`
-//! (`BENCH_JOBS=50` for more jobs). Prints a Markdown table.
+//! (`BENCH_JOBS=50` for more jobs; `RUST_LOG=icarus=debug` to trace). Prints a
+//! Markdown table.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -30,36 +39,50 @@ async fn main() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(20);
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
     let docker = Docker::connect_with_defaults().expect("Docker engine");
     let dir = tempfile::tempdir().unwrap();
 
     // Warm both paths once so image layers and the binary's pages are cached.
     raw_engine_run(&docker, dir.path(), 1).await;
-    let baseline = raw_engine_run(&docker, dir.path(), jobs).await;
-    let (through_icarus, latencies) = icarus_run(&docker, dir.path(), jobs).await;
+    let raw = raw_engine_run(&docker, dir.path(), jobs).await;
+    let icarus = icarus_run(&docker, dir.path(), jobs).await;
 
-    let ratio = through_icarus.as_secs_f64() / baseline.as_secs_f64();
+    let ratio = icarus.elapsed.as_secs_f64() / raw.elapsed.as_secs_f64();
     println!("| measure ({jobs} jobs, builder + checker each) | result |");
     println!("|---|---|");
     println!(
         "| raw engine API, back to back | {:.2} s ({:.0} ms/job) |",
-        baseline.as_secs_f64(),
-        per_job(baseline, jobs)
+        raw.elapsed.as_secs_f64(),
+        per_job(raw.elapsed, jobs)
     );
     println!(
         "| through Icarus, one job at a time | {:.2} s ({:.0} ms/job) |",
-        through_icarus.as_secs_f64(),
-        per_job(through_icarus, jobs)
+        icarus.elapsed.as_secs_f64(),
+        per_job(icarus.elapsed, jobs)
     );
     println!("| overhead ratio (Icarus / raw) | {ratio:.2}x |");
-    println!(
-        "| builder exit → checker start, p50 | {:.1} ms |",
-        percentile(&latencies, 50.0)
-    );
-    println!(
-        "| builder exit → checker start, p99 | {:.1} ms |",
-        percentile(&latencies, 99.0)
-    );
+    for (what, samples) in [
+        (
+            "builder exit → Icarus starts the checker",
+            &icarus.reactions,
+        ),
+        (
+            "raw path: builder exit → engine reports it stopped",
+            &raw.stop_reports,
+        ),
+        ("builder exit → checker running", &icarus.handovers),
+        ("raw path: builder exit → checker running", &raw.handovers),
+        ("raw path: create + start of one container", &raw.starts),
+    ] {
+        println!(
+            "| {what}, p50 / p99 | {:.1} ms / {:.1} ms |",
+            percentile(samples, 50.0),
+            percentile(samples, 99.0)
+        );
+    }
 }
 
 fn per_job(total: Duration, jobs: usize) -> f64 {
@@ -73,9 +96,38 @@ fn percentile(samples: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-/// Each job's builder then checker, created, started, awaited and removed
-/// with the engine API directly, on a fresh directory mounted like Icarus does.
-async fn raw_engine_run(docker: &Docker, root: &std::path::Path, jobs: usize) -> Duration {
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+struct RawRun {
+    elapsed: Duration,
+    /// Create + start of each container, in milliseconds.
+    starts: Vec<f64>,
+    /// Builder `FinishedAt` → the engine's wait API answering, in milliseconds.
+    stop_reports: Vec<f64>,
+    /// Builder `FinishedAt` → checker `StartedAt`, in milliseconds.
+    handovers: Vec<f64>,
+}
+
+/// Answers every agent callback with 200 and does nothing else, so the raw
+/// path's agents do the same work (their HTTP reports) as under Icarus.
+/// Returns the port it listens on, on all interfaces so containers reach it.
+async fn callback_sink() -> u16 {
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().fallback(|| async { "{}" });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
+/// Each job's builder then checker, created, started and awaited with the
+/// engine API directly, on a fresh directory mounted like Icarus does.
+async fn raw_engine_run(docker: &Docker, root: &std::path::Path, jobs: usize) -> RawRun {
+    let sink = callback_sink().await;
+    let mut starts = Vec::new();
+    let mut stops_reported = Vec::new();
+    let mut containers = Vec::new();
     let started = Instant::now();
     for n in 0..jobs {
         let workspace = root.join(format!("raw-{n}-{}", uuid::Uuid::new_v4()));
@@ -86,8 +138,12 @@ async fn raw_engine_run(docker: &Docker, root: &std::path::Path, jobs: usize) ->
                 env: Some(vec![
                     format!("TASK=benchmark job {n}"),
                     format!("JOB_ID={n}"),
+                    format!(
+                        "ORCHESTRATOR_CALLBACK=http://host.docker.internal:{sink}/jobs/{n}/callback"
+                    ),
                 ]),
                 host_config: Some(bollard::models::HostConfig {
+                    extra_hosts: Some(vec!["host.docker.internal:host-gateway".to_owned()]),
                     binds: Some(vec![format!(
                         "{}:/workspace{read_only}",
                         workspace.display()
@@ -96,27 +152,57 @@ async fn raw_engine_run(docker: &Docker, root: &std::path::Path, jobs: usize) ->
                 }),
                 ..Default::default()
             };
+            let asked = Instant::now();
             let id = docker
                 .create_container(None::<CreateContainerOptions>, body)
                 .await
                 .unwrap()
                 .id;
             docker.start_container(&id, None).await.unwrap();
+            starts.push(millis(asked.elapsed()));
             let mut wait = docker.wait_container(&id, None::<WaitContainerOptions>);
             while wait.next().await.is_some() {}
-            let remove = RemoveContainerOptions {
-                force: true,
-                ..Default::default()
-            };
-            docker.remove_container(&id, Some(remove)).await.unwrap();
+            stops_reported.push(Utc::now());
+            containers.push(id);
         }
     }
-    started.elapsed()
+    let elapsed = started.elapsed();
+    let mut handovers = Vec::new();
+    let mut stop_reports = Vec::new();
+    for (pair, reported) in containers.chunks(2).zip(stops_reported.chunks(2)) {
+        let builder_exit = finished_at(docker, &pair[0]).await;
+        stop_reports.push(millis_between(builder_exit, reported[0]));
+        handovers.push(millis_between(
+            builder_exit,
+            started_at(docker, &pair[1]).await,
+        ));
+    }
+    for id in containers {
+        let remove = RemoveContainerOptions {
+            force: true,
+            ..Default::default()
+        };
+        docker.remove_container(&id, Some(remove)).await.unwrap();
+    }
+    RawRun {
+        elapsed,
+        starts,
+        stop_reports,
+        handovers,
+    }
+}
+
+struct IcarusRun {
+    elapsed: Duration,
+    /// Builder exit → the job's `checking_at`, in milliseconds.
+    reactions: Vec<f64>,
+    /// Builder exit → checker `StartedAt`, in milliseconds.
+    handovers: Vec<f64>,
 }
 
 /// The same work submitted to Icarus over HTTP, one job admitted at a time;
-/// timed until every job awaits approval. Returns the per-job hand-over latencies too.
-async fn icarus_run(docker: &Docker, root: &std::path::Path, jobs: usize) -> (Duration, Vec<f64>) {
+/// timed until every job awaits approval.
+async fn icarus_run(docker: &Docker, root: &std::path::Path, jobs: usize) -> IcarusRun {
     let mut config = Config::embedded_default().unwrap();
     config.orchestrator.port = 0;
     config.orchestrator.max_concurrent_jobs = 1;
@@ -142,38 +228,37 @@ async fn icarus_run(docker: &Docker, root: &std::path::Path, jobs: usize) -> (Du
             .unwrap();
         ids.push(body["job_id"].as_str().unwrap().to_owned());
     }
-    let mut remaining: Vec<String> = ids.clone();
-    while !remaining.is_empty() {
-        let listing: Vec<Value> = client
+    let mut listing = Vec::new();
+    while listing.len() < jobs {
+        listing = client
             .get(format!("{base}/jobs?status=awaiting_approval&limit=1000"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Vec<Value>>()
+            .await
+            .unwrap();
+        // Coarse on purpose: a busy poller would steal CPU from the engine.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elapsed = started.elapsed();
+
+    let mut reactions = Vec::new();
+    let mut handovers = Vec::new();
+    for id in &ids {
+        let job: Value = client
+            .get(format!("{base}/jobs/{id}/status"))
             .send()
             .await
             .unwrap()
             .json()
             .await
             .unwrap();
-        let done: Vec<&str> = listing
-            .iter()
-            .filter_map(|j| j["job_id"].as_str())
-            .collect();
-        remaining.retain(|id| !done.contains(&id.as_str()));
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let elapsed = started.elapsed();
-
-    let mut latencies = Vec::new();
-    for id in &ids {
-        let builder = docker
-            .inspect_container(&format!("icarus-{id}-builder-1"), None)
-            .await
-            .unwrap();
-        let checker = docker
-            .inspect_container(&format!("icarus-{id}-checker-1"), None)
-            .await
-            .unwrap();
-        let finished = parse_time(builder.state.unwrap().finished_at.unwrap());
-        let next_started = parse_time(checker.state.unwrap().started_at.unwrap());
-        latencies.push((next_started - finished).num_microseconds().unwrap() as f64 / 1000.0);
+        let builder_exit = finished_at(docker, &format!("icarus-{id}-builder-1")).await;
+        let checker_start = started_at(docker, &format!("icarus-{id}-checker-1")).await;
+        let decided = parse_time(job["checking_at"].as_str().unwrap());
+        reactions.push(millis_between(builder_exit, decided));
+        handovers.push(millis_between(builder_exit, checker_start));
     }
     for id in &ids {
         client
@@ -188,11 +273,29 @@ async fn icarus_run(docker: &Docker, root: &std::path::Path, jobs: usize) -> (Du
     )
     .await;
     orchestrator.stop().await.unwrap();
-    (elapsed, latencies)
+    IcarusRun {
+        elapsed,
+        reactions,
+        handovers,
+    }
 }
 
-fn parse_time(text: String) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(&text)
+async fn finished_at(docker: &Docker, name: &str) -> DateTime<Utc> {
+    let state = docker.inspect_container(name, None).await.unwrap().state;
+    parse_time(&state.unwrap().finished_at.unwrap())
+}
+
+async fn started_at(docker: &Docker, name: &str) -> DateTime<Utc> {
+    let state = docker.inspect_container(name, None).await.unwrap().state;
+    parse_time(&state.unwrap().started_at.unwrap())
+}
+
+fn millis_between(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
+    (to - from).num_microseconds().unwrap() as f64 / 1000.0
+}
+
+fn parse_time(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
         .unwrap()
         .with_timezone(&Utc)
 }

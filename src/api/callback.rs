@@ -111,7 +111,9 @@ pub struct CallerQuery {
 }
 
 /// Reports are accepted only from an agent the job may be running now: the
-/// phase's own agent, or a checker that called before `checking` was written.
+/// phase's own agent, or one that called between its start and the write of
+/// the phase that started it (a fast agent often does). A bare URL names no
+/// role, so it is attributed by phase alone.
 fn reporting_role(job: &Job, caller: &CallerQuery) -> ApiResult<Role> {
     let phase = job.status.phase;
     let not_running = |what: &str| ApiError::Conflict(format!("Job {} is {phase}; {what}", job.id));
@@ -128,7 +130,9 @@ fn reporting_role(job: &Job, caller: &CallerQuery) -> ApiResult<Role> {
         })?),
     };
     match (phase, role) {
-        (Phase::Building, None | Some(Role::Builder)) => Ok(Role::Builder),
+        (Phase::Pending | Phase::Building, Some(Role::Builder)) | (Phase::Building, None) => {
+            Ok(Role::Builder)
+        }
         (Phase::Building | Phase::Checking, Some(Role::Checker)) | (Phase::Checking, None) => {
             Ok(Role::Checker)
         }

@@ -24,7 +24,7 @@ use bollard::models::{
 use bollard::query_parameters::{
     CreateContainerOptions, EventsOptions, InspectContainerOptions, InspectNetworkOptions,
     ListContainersOptions, LogsOptions, RemoveContainerOptions, RemoveVolumeOptions,
-    StartContainerOptions,
+    StartContainerOptions, WaitContainerOptions,
 };
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -68,9 +68,8 @@ pub struct DockerRuntime {
     docker: Docker,
     settings: Arc<DockerSettings>,
     changes: broadcast::Sender<JobId>,
-    /// Exits the event stream reported, by container id. Docker sends `die`
-    /// before its list API stops saying "running", so an observation right
-    /// after the event would miss the exit without this.
+    /// Exits the event stream reported, by container id: an observation
+    /// then needs no inspect of each exited container.
     exits: Exits,
     /// Stops the event follower when the last clone is dropped.
     _follower: Arc<DropGuard>,
@@ -319,6 +318,7 @@ impl Runtime for DockerRuntime {
             }
             Err(error) => return Err(failed("create container", error)),
         };
+        tracing::debug!(container = %id, needs_start, "created or adopted");
         if needs_start {
             match self
                 .docker
@@ -405,7 +405,7 @@ impl Runtime for DockerRuntime {
     }
 }
 
-/// Exit codes and OOM kills seen on the event stream, by container id.
+/// Exit codes and OOM kills of this runtime's containers, by container id.
 #[derive(Clone, Default)]
 struct Exits(Arc<std::sync::Mutex<HashMap<String, (i64, bool)>>>);
 
@@ -424,23 +424,16 @@ impl Exits {
         })
     }
 
-    /// Records one event: `oom` marks, `die` sets the code, `destroy` forgets.
-    fn record(&self, action: &str, id: &str, attributes: &HashMap<String, String>) {
-        let mut map = self.map();
-        match action {
-            "oom" => map.entry(id.to_owned()).or_insert((-1, false)).1 = true,
-            "die" => {
-                let code = attributes
-                    .get("exitCode")
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or(-1);
-                map.entry(id.to_owned()).or_insert((-1, false)).0 = code;
-            }
-            "destroy" => {
-                map.remove(id);
-            }
-            _ => {}
-        }
+    fn record_oom(&self, id: &str) {
+        self.map().entry(id.to_owned()).or_insert((-1, false)).1 = true;
+    }
+
+    fn record_exit(&self, id: &str, exit_code: i64) {
+        self.map().entry(id.to_owned()).or_insert((-1, false)).0 = exit_code;
+    }
+
+    fn forget(&self, id: &str) {
+        self.map().remove(id);
     }
 }
 
@@ -496,12 +489,49 @@ impl EventFollower {
     fn handle(&self, message: bollard::models::EventMessage) {
         let Some(actor) = message.actor else { return };
         let attributes = actor.attributes.unwrap_or_default();
-        if let (Some(action), Some(id)) = (message.action.as_deref(), actor.id.as_deref()) {
-            self.exits.record(action, id, &attributes);
+        let Some(job) = attributes.get(LABEL_JOB).and_then(|j| j.parse().ok()) else {
+            return;
+        };
+        let (Some(action), Some(id)) = (message.action, actor.id) else {
+            return;
+        };
+        tracing::trace!(%job, action, container = %id, "engine event");
+        match action.as_str() {
+            "die" => self.settle_exit(job, id),
+            "oom" => self.exits.record_oom(&id),
+            "destroy" => {
+                self.exits.forget(&id);
+                let _ = self.changes.send(job);
+            }
+            _ => {
+                let _ = self.changes.send(job);
+            }
         }
-        if let Some(job) = attributes.get(LABEL_JOB).and_then(|j| j.parse().ok()) {
-            let _ = self.changes.send(job);
-        }
+    }
+
+    /// Reports a container's exit once the engine has finished with it.
+    ///
+    /// `die` comes before the engine has released the container's network and
+    /// mounts; a container started in that window (the next agent) waits for
+    /// the same engine locks and starts slower than it would a moment later,
+    /// as the benchmark showed. The wait API answers when the container is
+    /// fully stopped, which is also when its list state stops saying "running".
+    fn settle_exit(&self, job: JobId, id: String) {
+        let docker = self.docker.clone();
+        let exits = self.exits.clone();
+        let changes = self.changes.clone();
+        tokio::spawn(async move {
+            let mut wait = docker.wait_container(&id, None::<WaitContainerOptions>);
+            match wait.next().await {
+                Some(Ok(response)) => exits.record_exit(&id, response.status_code),
+                Some(Err(DockerError::DockerContainerWaitError { code, .. })) => {
+                    exits.record_exit(&id, code);
+                }
+                // Gone or unreachable: the reconcile will observe what is true.
+                Some(Err(_)) | None => {}
+            }
+            let _ = changes.send(job);
+        });
     }
 }
 

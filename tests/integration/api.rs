@@ -431,6 +431,25 @@ async fn the_documentation_pages_are_served_from_the_binary_without_a_cdn() {
 }
 
 #[tokio::test]
+async fn a_builder_report_that_arrives_before_building_is_written_is_accepted() {
+    // An agent may call back before the controller has recorded the phase
+    // that started it; refusing would make it wait out a retry.
+    let server = TestServer::sqlite_with(|c| c.orchestrator.max_concurrent_jobs = 1).await;
+    let first = server.spawn("first").await;
+    server.wait_for(first, "building").await;
+    let second = server.spawn("second").await;
+    let (code, body) = server
+        .post(
+            &format!("/jobs/{second}/callback?role=builder&attempt=1"),
+            json!({"current_tool": "plan(task)"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let (_, telemetry) = server.get(&format!("/jobs/{second}/telemetry")).await;
+    assert_eq!(telemetry["current_tool"], "plan(task)", "{telemetry}");
+}
+
+#[tokio::test]
 async fn a_checker_report_that_arrives_before_the_phase_change_is_attributed_to_the_checker() {
     let server = TestServer::sqlite().await;
     let id = server.spawn("t").await;
