@@ -65,6 +65,8 @@ pub struct AgentsConfig {
     /// Base URL agents call back on; empty means "work it out" (see `server`).
     #[serde(default)]
     pub callback_base_url: String,
+    /// Progress reports stored per agent per second; more are refused with 429.
+    pub progress_reports_per_second: u32,
     pub builder: AgentConfig,
     pub checker: AgentConfig,
 }
@@ -190,6 +192,10 @@ impl Config {
         check(
             s.poll_interval_seconds >= 1,
             "sentinel.poll_interval_seconds must be at least 1".into(),
+        );
+        check(
+            self.agents.progress_reports_per_second >= 1,
+            "agents.progress_reports_per_second must be at least 1".into(),
         );
         for (role, agent) in [
             ("builder", &self.agents.builder),

@@ -7,6 +7,7 @@
 //! next start to adopt.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use axum::Router;
@@ -14,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::report_limit::ReportLimiter;
 use crate::api::{self, ApiLimits, AppState};
 use crate::config::Config;
 use crate::controller::{Controller, ControllerSettings};
@@ -49,6 +51,21 @@ fn serve(
             .await
             .map_err(ServerError::Serve)
     })
+}
+
+/// The default agent images are built locally (no registry is assumed), so
+/// say so at start rather than at the first job's failure.
+async fn warn_about_missing_images(config: &Config, runtime: &dyn Runtime) {
+    let images = [
+        config.agents.builder.image_name.clone(),
+        config.agents.checker.image_name.clone(),
+    ];
+    for image in runtime.missing_images(&images).await {
+        tracing::warn!(
+            %image,
+            "agent image not found; jobs will fail until it exists (the reference agents: scripts/build-images)"
+        );
+    }
 }
 
 /// Where agents send callbacks, and the extra listener that receives them.
@@ -129,6 +146,7 @@ impl Orchestrator {
             .local_addr()
             .map_err(|source| ServerError::Bind { address, source })?;
 
+        warn_about_missing_images(config, runtime.as_ref()).await;
         let shutdown = CancellationToken::new();
         let load = sentinel::spawn(config.sentinel.clone(), shutdown.child_token());
         let (callback_base, agent_listener) =
@@ -141,6 +159,10 @@ impl Orchestrator {
             store: store.clone(),
             load,
             shutdown: shutdown.child_token(),
+            progress_reports: Arc::new(ReportLimiter::new(
+                NonZeroU32::new(config.agents.progress_reports_per_second)
+                    .unwrap_or(NonZeroU32::MIN),
+            )),
         };
         let limits = ApiLimits {
             max_request_bytes: config.orchestrator.max_request_bytes,

@@ -48,6 +48,8 @@ impl Contract {
     }
 
     /// Posts `body`, retrying a few times; an agent must not die of a hiccup.
+    /// A refusal (4xx: a report the orchestrator will not take, or too many
+    /// of them) is not retried: sending it again would not change the answer.
     pub fn report(&self, body: &serde_json::Value) {
         let Some(callback) = &self.callback else {
             return;
@@ -55,6 +57,10 @@ impl Contract {
         for attempt in 1..=5u32 {
             match callback.post_json(body) {
                 Ok(status) if (200..300).contains(&status) => return,
+                Ok(status) if (400..500).contains(&status) => {
+                    log(&format!("callback refused with {status}; not retrying"));
+                    return;
+                }
                 Ok(status) => log(&format!("callback answered {status}")),
                 Err(error) => log(&format!("callback failed: {error}")),
             }
@@ -82,4 +88,15 @@ pub fn ram_usage_mb() -> f64 {
 /// Logs to stderr, which the orchestrator keeps as the container's log.
 pub fn log(message: &str) {
     eprintln!("[icarus-agent] {message}");
+}
+
+/// Touches ever more memory until the kernel kills the process at the
+/// container's memory limit (the `oom` test mode). Never returns normally.
+pub fn exhaust_memory() -> ! {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        // Written, not just reserved, so the pages really count.
+        hoard.push(vec![1u8; 8 * 1024 * 1024]);
+        log(&format!("holding {} MiB", hoard.len() * 8));
+    }
 }

@@ -19,6 +19,8 @@ pub enum Mode {
     Flood,
     /// Wait this many seconds, then finish normally.
     Sleep(u64),
+    /// Allocate memory until the container's limit kills the process.
+    Oom,
 }
 
 impl Mode {
@@ -29,6 +31,7 @@ impl Mode {
             "hang" => Some(Mode::Hang),
             "silent" => Some(Mode::Silent),
             "flood" => Some(Mode::Flood),
+            "oom" => Some(Mode::Oom),
             other => match other.split_once('=')? {
                 ("exit", code) => code.parse().ok().map(Mode::Exit),
                 ("sleep", seconds) => seconds.parse().ok().map(Mode::Sleep),

@@ -23,6 +23,7 @@ use crate::store::{AgentReport, AuditRecord, ReportOutcome, TelemetrySample};
         (status = 404, body = ErrorBody),
         (status = 409, description = "No agent of this job is running", body = ErrorBody),
         (status = 422, body = ErrorBody),
+        (status = 429, description = "Too many progress reports from this agent", body = ErrorBody),
     ))]
 pub async fn callback(
     State(state): State<AppState>,
@@ -56,6 +57,13 @@ pub async fn callback(
         return Err(ApiError::Conflict(format!(
             "Job {id} is {}; audit reports come from the checker",
             job.status.phase
+        )));
+    }
+    let progress_only = outcome.is_none() && request.audit_report.is_none();
+    if progress_only && !state.progress_reports.allows(id, role) {
+        return Err(ApiError::TooManyRequests(format!(
+            "Job {id}: its {role} sent more than {} progress reports per second; this one was not stored",
+            state.progress_reports.per_second()
         )));
     }
     let attempt = job.status.attempt;

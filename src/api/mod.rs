@@ -12,9 +12,11 @@ mod extract;
 mod jobs;
 mod meta;
 pub mod models;
+pub mod report_limit;
 mod stream;
 
 use std::any::Any;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -32,6 +34,7 @@ pub use jobs::MAX_TASK_CHARS;
 use crate::job::admission::LoadLevel;
 use crate::store::Store;
 use error::ApiError;
+use report_limit::ReportLimiter;
 
 /// What handlers share.
 #[derive(Clone)]
@@ -40,6 +43,8 @@ pub struct AppState {
     pub load: watch::Receiver<LoadLevel>,
     /// Cancelled when the server shuts down; open WebSockets close on it.
     pub shutdown: CancellationToken,
+    /// Per-agent limit on progress reports.
+    pub progress_reports: Arc<ReportLimiter>,
 }
 
 /// Limits applied to every request.

@@ -385,6 +385,18 @@ impl Runtime for DockerRuntime {
         Ok(configs.iter().find_map(gateway_of))
     }
 
+    async fn missing_images(&self, images: &[String]) -> Vec<String> {
+        let mut missing = Vec::new();
+        for image in images {
+            if let Err(error) = self.docker.inspect_image(image).await
+                && is_status(&error, 404)
+            {
+                missing.push(image.clone());
+            }
+        }
+        missing
+    }
+
     async fn owners(&self) -> Result<Vec<JobId>> {
         let containers = self
             .list(format!("{LABEL_INSTANCE}={}", self.settings.instance))

@@ -17,7 +17,7 @@ use crate::job::workload::{ObservedWorkload, WorkloadKey};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error("image '{0}' is not available to the runtime")]
+    #[error("image '{0}' is not available to the runtime (nothing is pulled; build it locally)")]
     ImageNotFound(String),
     #[error("the runtime is unreachable: {0}")]
     Unavailable(String),
@@ -80,6 +80,12 @@ pub trait Runtime: Send + Sync + 'static {
     /// should listen on for callbacks (the container network's gateway), if any.
     async fn agent_gateway(&self) -> Result<Option<std::net::IpAddr>> {
         Ok(None)
+    }
+
+    /// Those of `images` the runtime does not have, to warn about at start:
+    /// a job that needs one fails when it gets there. Empty if it cannot tell.
+    async fn missing_images(&self, _images: &[String]) -> Vec<String> {
+        Vec::new()
     }
 
     /// Jobs that own at least one workload, for collecting what no job owns.

@@ -431,6 +431,32 @@ async fn the_documentation_pages_are_served_from_the_binary_without_a_cdn() {
 }
 
 #[tokio::test]
+async fn progress_reports_beyond_an_agents_rate_get_429_but_its_completion_does_not() {
+    let server = TestServer::sqlite_with(|c| c.agents.progress_reports_per_second = 3).await;
+    let id = server.spawn("t").await;
+    server.wait_for(id, "building").await;
+    let path = format!("/jobs/{id}/callback?role=builder&attempt=1");
+    let mut codes = Vec::new();
+    for n in 0..20 {
+        let (code, _) = server
+            .post(&path, json!({"current_tool": format!("step({n})")}))
+            .await;
+        codes.push(code);
+    }
+    assert_eq!(codes[0], 200);
+    let refused = codes.iter().filter(|&&c| c == 429).count();
+    assert!(refused > 0, "a burst of 20 was never refused: {codes:?}");
+    let (code, body) = server
+        .post(&path, json!({"status": "completed", "message": "done"}))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let (_, telemetry) = server.get(&format!("/jobs/{id}/telemetry")).await;
+    let shown = telemetry["current_tool"].as_str().unwrap().to_owned();
+    let last_accepted = codes.iter().rposition(|&c| c == 200).unwrap();
+    assert_eq!(shown, format!("step({last_accepted})"));
+}
+
+#[tokio::test]
 async fn a_builder_report_that_arrives_before_building_is_written_is_accepted() {
     // An agent may call back before the controller has recorded the phase
     // that started it; refusing would make it wait out a retry.

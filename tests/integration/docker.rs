@@ -145,6 +145,23 @@ async fn spawn(server: &DockerServer, task: &str) -> JobId {
     server.spawn(task).await
 }
 
+/// Spawns a job and waits (up to 30 s) for it to reach `phase`; returns its status then.
+async fn spawn_until(server: &DockerServer, task: &str, phase: &str) -> (JobId, Value) {
+    let id = spawn(server, task).await;
+    let status = server
+        .wait_for_within(id, phase, Duration::from_secs(30))
+        .await;
+    (id, status)
+}
+
+/// Cancels the job and checks that nothing of it is left on the engine.
+async fn cancel_and_wait(server: &DockerServer, id: JobId) {
+    let (code, body) = server.post(&format!("/jobs/{id}/cancel"), json!({})).await;
+    assert_eq!(code, 200, "{body}");
+    server.wait_for(id, "cancelled").await;
+    server.assert_nothing_left().await;
+}
+
 async fn audit(server: &DockerServer, id: JobId) -> Value {
     let (code, body) = server.get(&format!("/jobs/{id}/audit")).await;
     assert_eq!(code, 200, "{body}");
@@ -154,10 +171,7 @@ async fn audit(server: &DockerServer, id: JobId) -> Value {
 #[tokio::test]
 async fn a_real_job_runs_builder_and_checker_and_completes_on_approval() {
     let server = DockerServer::start(|_| {}).await;
-    let id = spawn(&server, "Add logging to the API").await;
-    let status = server
-        .wait_for_within(id, "awaiting_approval", Duration::from_secs(30))
-        .await;
+    let (id, status) = spawn_until(&server, "Add logging to the API", "awaiting_approval").await;
     assert_eq!(status["builder_exit_code"], 0);
     assert_eq!(status["checker_exit_code"], 0);
 
@@ -204,6 +218,31 @@ async fn a_real_job_runs_builder_and_checker_and_completes_on_approval() {
 }
 
 #[tokio::test]
+async fn a_flooding_builder_is_throttled_and_its_job_still_reaches_approval() {
+    let server = DockerServer::start(|c| c.agents.progress_reports_per_second = 5).await;
+    let id = spawn(&server, "Flood the callback [builder:flood]").await;
+    let status = server
+        .wait_for_within(id, "awaiting_approval", Duration::from_secs(60))
+        .await;
+    assert_eq!(status["builder_exit_code"], 0);
+    cancel_and_wait(&server, id).await;
+
+    let (_, logs) = server.get(&format!("/jobs/{id}/logs")).await;
+    let builder_log = logs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["role"] == "builder")
+        .and_then(|l| l["log"].as_str())
+        .unwrap()
+        .to_owned();
+    assert!(
+        builder_log.contains("refused with 429"),
+        "the flood was never throttled: {builder_log}"
+    );
+}
+
+#[tokio::test]
 async fn a_rejected_job_loses_its_workspace_and_its_containers() {
     let server = DockerServer::start(|_| {}).await;
     let id = spawn(&server, "Reject me").await;
@@ -224,10 +263,7 @@ async fn a_rejected_job_loses_its_workspace_and_its_containers() {
 #[tokio::test]
 async fn a_builder_that_exits_non_zero_fails_the_job_with_its_code_and_log() {
     let server = DockerServer::start(|_| {}).await;
-    let id = spawn(&server, "break [builder:exit=5]").await;
-    let status = server
-        .wait_for_within(id, "failed", Duration::from_secs(30))
-        .await;
+    let (_, status) = spawn_until(&server, "break [builder:exit=5]", "failed").await;
     let message = status["error_message"].as_str().unwrap();
     assert!(
         message.starts_with("builder exited with code 5; last log lines:"),
@@ -241,12 +277,49 @@ async fn a_builder_that_exits_non_zero_fails_the_job_with_its_code_and_log() {
 }
 
 #[tokio::test]
+async fn a_builder_killed_at_its_memory_limit_fails_the_job_as_oom_killed() {
+    let server = DockerServer::start(|c| c.agents.builder.memory_limit = 32 * 1024 * 1024).await;
+    let (_, status) = spawn_until(&server, "hoard [builder:oom]", "failed").await;
+    assert_eq!(status["reason"], "BuilderOOMKilled", "{status}");
+    let message = status["error_message"].as_str().unwrap();
+    assert!(
+        message.starts_with("builder was killed for running out of memory"),
+        "{message}"
+    );
+    server.assert_nothing_left().await;
+}
+
+#[tokio::test]
+async fn a_builder_that_never_calls_back_is_judged_by_its_exit_code() {
+    let server = DockerServer::start(|_| {}).await;
+    let (id, status) = spawn_until(&server, "quiet [builder:silent]", "awaiting_approval").await;
+    assert_eq!(status["builder_exit_code"], 0);
+    cancel_and_wait(&server, id).await;
+}
+
+#[tokio::test]
+async fn a_checker_that_never_posts_its_report_fails_the_job() {
+    let server = DockerServer::start(|_| {}).await;
+    let (_, status) = spawn_until(&server, "quiet [checker:silent]", "failed").await;
+    assert_eq!(status["reason"], "CheckerReportMissing");
+    server.assert_nothing_left().await;
+}
+
+#[tokio::test]
+async fn cancelling_a_running_check_removes_both_agents() {
+    let server = DockerServer::start(|_| {}).await;
+    let id = spawn(&server, "audit forever [checker:hang]").await;
+    server
+        .wait_for_within(id, "checking", Duration::from_secs(30))
+        .await;
+    cancel_and_wait(&server, id).await;
+    assert!(!server.workspace(id).exists());
+}
+
+#[tokio::test]
 async fn a_checker_that_reports_an_error_fails_the_job() {
     let server = DockerServer::start(|_| {}).await;
-    let id = spawn(&server, "audit fails [checker:fail]").await;
-    let status = server
-        .wait_for_within(id, "failed", Duration::from_secs(30))
-        .await;
+    let (_, status) = spawn_until(&server, "audit fails [checker:fail]", "failed").await;
     assert_eq!(status["reason"], "CheckerReportedError");
     assert_eq!(
         status["error_message"],
@@ -258,10 +331,7 @@ async fn a_checker_that_reports_an_error_fails_the_job() {
 #[tokio::test]
 async fn a_builder_that_hangs_past_its_deadline_is_stopped_and_fails_the_job() {
     let server = DockerServer::start(|c| c.agents.builder.timeout_seconds = 2).await;
-    let id = spawn(&server, "hang [builder:hang]").await;
-    let status = server
-        .wait_for_within(id, "failed", Duration::from_secs(30))
-        .await;
+    let (_, status) = spawn_until(&server, "hang [builder:hang]", "failed").await;
     assert_eq!(status["reason"], "BuilderTimedOut");
     server.assert_nothing_left().await;
 }
@@ -305,6 +375,19 @@ async fn a_missing_image_fails_the_job_without_pulling() {
             .contains("icarus-does-not-exist:1")
     );
     server.assert_nothing_left().await;
+}
+
+#[tokio::test]
+async fn the_runtime_names_the_agent_images_the_engine_lacks() {
+    ensure_agent_images().await;
+    let config = test_config("sqlite::memory:");
+    let runtime = icarus::runtime::connect(&config).await.unwrap();
+    let images = [
+        "icarus-builder:latest".to_owned(),
+        "icarus-test-never-built:latest".to_owned(),
+    ];
+    let missing = runtime.missing_images(&images).await;
+    assert_eq!(missing, ["icarus-test-never-built:latest"]);
 }
 
 #[tokio::test]

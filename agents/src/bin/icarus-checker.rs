@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use icarus_agents::{Contract, Mode, log, ram_usage_mb};
+use icarus_agents::{Contract, Mode, exhaust_memory, log, ram_usage_mb};
 use serde_json::{Value, json};
 
 const WORKSPACE: &str = "/workspace";
@@ -33,6 +33,7 @@ fn run(contract: &Contract, mode: Mode) -> i32 {
             return 3;
         }
         Mode::Sleep(seconds) => std::thread::sleep(Duration::from_secs(seconds)),
+        Mode::Oom => exhaust_memory(),
         Mode::Normal | Mode::Silent | Mode::Flood => {}
     }
     if mode != Mode::Silent {
