@@ -35,6 +35,8 @@ pub struct Config {
     pub sentinel: SentinelConfig,
     pub agents: AgentsConfig,
     pub workspace: WorkspaceConfig,
+    pub publish: PublishConfig,
+    pub notifications: NotificationsConfig,
     pub logging: LoggingConfig,
     pub database: DatabaseConfig,
 }
@@ -93,6 +95,74 @@ pub enum MountType {
 pub struct WorkspaceConfig {
     pub base_path: PathBuf,
     pub mount_type: MountType,
+}
+
+/// How an approved change is committed and pushed.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishConfig {
+    pub author_name: String,
+    pub author_email: String,
+    /// The job's branch is this followed by the job id.
+    pub branch_prefix: String,
+    /// The commit message's first line; `{job_id}` and `{task}` are filled in.
+    pub message_template: String,
+    /// A token for HTTPS remotes; empty: `GITHUB_TOKEN` from the environment, if set.
+    #[serde(default, serialize_with = "redacted")]
+    pub token: String,
+}
+
+/// `icarus config` shows whether a secret is set, never the secret.
+fn redacted<S: serde::Serializer>(secret: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(if secret.is_empty() { "" } else { "(set)" })
+}
+
+impl PublishConfig {
+    /// The configured token, else `GITHUB_TOKEN`.
+    pub fn token(&self) -> Option<String> {
+        Some(self.token.clone())
+            .filter(|t| !t.is_empty())
+            .or_else(|| std::env::var("GITHUB_TOKEN").ok())
+            .filter(|t| !t.is_empty())
+    }
+}
+
+/// Never prints the token.
+impl std::fmt::Debug for PublishConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublishConfig")
+            .field("author_name", &self.author_name)
+            .field("author_email", &self.author_email)
+            .field("branch_prefix", &self.branch_prefix)
+            .field("message_template", &self.message_template)
+            .field("token", &if self.token.is_empty() { "" } else { "(set)" })
+            .finish()
+    }
+}
+
+/// Who hears about jobs that need a human or are done.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationsConfig {
+    /// URLs that receive a generic JSON body.
+    #[serde(default)]
+    pub webhooks: Vec<String>,
+    /// A Discord webhook; empty: `DISCORD_WEBHOOK_URL` from the environment, if set.
+    #[serde(default, serialize_with = "redacted")]
+    pub discord_webhook_url: String,
+    /// Tries per message, the waits between them doubling from `retry_delay_ms`.
+    pub max_attempts: u32,
+    pub retry_delay_ms: u64,
+}
+
+impl NotificationsConfig {
+    /// The configured Discord webhook, else `DISCORD_WEBHOOK_URL`.
+    pub fn discord_webhook_url(&self) -> Option<String> {
+        Some(self.discord_webhook_url.clone())
+            .filter(|u| !u.is_empty())
+            .or_else(|| std::env::var("DISCORD_WEBHOOK_URL").ok())
+            .filter(|u| !u.is_empty())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -192,6 +262,16 @@ impl Config {
         check(
             s.poll_interval_seconds >= 1,
             "sentinel.poll_interval_seconds must be at least 1".into(),
+        );
+        for url in &self.notifications.webhooks {
+            check(
+                url.starts_with("http://") || url.starts_with("https://"),
+                format!("notifications.webhooks: '{url}' is not an http(s) URL"),
+            );
+        }
+        check(
+            self.notifications.max_attempts >= 1,
+            "notifications.max_attempts must be at least 1".into(),
         );
         check(
             self.agents.progress_reports_per_second >= 1,

@@ -8,8 +8,11 @@
 //! - [`store`]: desired state and history in SQL (SQLite or PostgreSQL), with
 //!   compare-and-swap writes and a broadcast of every change.
 //! - [`runtime`]: where agents actually run, behind the [`runtime::Runtime`] trait.
+//! - [`source`]: the job's code in Git: the checkout, the diff for review, the
+//!   push on approval, behind the [`source::SourceControl`] trait.
 //! - [`controller`]: the reconcile loop: a work queue keyed by job id, woken by
 //!   store changes, runtime events and a periodic resync; it observes, plans and applies.
+//! - [`notify`]: webhooks when a job needs a human or is done.
 //! - [`api`]: the HTTP and WebSocket API (axum), one error type mapped to JSON once.
 //! - [`server`]: wires everything together and shuts it down gracefully.
 #![forbid(unsafe_code)]
@@ -19,7 +22,9 @@ pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod job;
+pub mod notify;
 pub mod runtime;
 pub mod sentinel;
 pub mod server;
+pub mod source;
 pub mod store;

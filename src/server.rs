@@ -17,10 +17,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::report_limit::ReportLimiter;
 use crate::api::{self, ApiLimits, AppState};
-use crate::config::Config;
+use crate::config::{Config, MountType};
 use crate::controller::{Controller, ControllerSettings};
+use crate::notify;
 use crate::runtime::Runtime;
 use crate::sentinel;
+use crate::source::LocalGit;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -152,8 +154,15 @@ impl Orchestrator {
         let (callback_base, agent_listener) =
             callback_endpoint(config, address, runtime.as_ref()).await?;
         let settings = ControllerSettings::from_config(config, callback_base.clone());
-        let controller = Controller::new(store.clone(), runtime, settings, load.clone());
+        let source = Arc::new(LocalGit::new(
+            config.workspace.base_path.clone(),
+            config.workspace.mount_type == MountType::Bind,
+            config.publish.token(),
+        ));
+        let controller = Controller::new(store.clone(), runtime, source, settings, load.clone());
         let controller = tokio::spawn(controller.run(shutdown.child_token()));
+        // Ends with the shutdown token; nothing to wait for.
+        let _notifier = notify::spawn(&store, &config.notifications, shutdown.child_token());
 
         let state = AppState {
             store: store.clone(),

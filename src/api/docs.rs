@@ -10,19 +10,21 @@ use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use super::{callback, error, jobs, meta, models, stream};
+use crate::source::patch;
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Icarus", description = "Orchestrator for autonomous coding jobs: builder and checker agents, a human approval gate."),
     paths(
         jobs::spawn, jobs::list, jobs::status, jobs::telemetry, jobs::audit, jobs::events, jobs::logs,
-        jobs::approve, jobs::cancel, callback::callback, stream::stream,
+        jobs::diff, jobs::approve, jobs::cancel, jobs::publish, callback::callback, stream::stream,
         meta::root, meta::healthz, meta::readyz,
     ),
     components(schemas(
         models::SpawnRequest, models::SpawnResponse, models::ApproveRequest, models::DecisionResponse,
         models::JobStatusResponse, models::ApprovalView, models::JobSummary, models::TelemetryResponse,
         models::AuditResponse, models::EventView, models::AgentLogView, models::CallbackRequest, models::MessageResponse,
+        models::SourceBody, models::DiffResponse, patch::DiffSummary, patch::FileChange, patch::Hunk,
         meta::ServiceInfo, meta::Health, error::ErrorBody,
     )),
     tags(

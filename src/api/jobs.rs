@@ -1,19 +1,25 @@
 //! The job routes. Handlers only write desired state (a new job, an approval,
-//! a cancel request) and read status; the controller does everything else.
+//! a cancel request, a publish retry) and read status; the controller does
+//! everything else.
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{JobIdPath, JsonBody, QueryParams};
 use super::models::{
-    AgentLogView, ApproveRequest, AuditResponse, DecisionResponse, EventView, JobStatusResponse,
-    JobSummary, ListQuery, SpawnRequest, SpawnResponse, TelemetryResponse,
+    AgentLogView, ApproveRequest, AuditResponse, DecisionResponse, DiffResponse, EventView,
+    JobStatusResponse, JobSummary, ListQuery, SourceBody, SpawnRequest, SpawnResponse,
+    TelemetryResponse,
 };
 use crate::job::admission::LoadLevel;
-use crate::job::{Job, JobId, JobSpec, Phase, TransitionError, timestamp_now};
+use crate::job::{Job, JobId, JobSource, JobSpec, Phase, TransitionError, timestamp_now};
+use crate::source::patch;
 use crate::store::{JobFilter, StoreError};
 
 /// Longest task description accepted, in characters.
@@ -76,6 +82,7 @@ fn validate_spawn(request: SpawnRequest) -> ApiResult<JobSpec> {
             }
         }
     }
+    let source = request.source.map(validate_source).transpose()?;
     Ok(JobSpec {
         task: request.task,
         project_path: request.project_path,
@@ -83,6 +90,30 @@ fn validate_spawn(request: SpawnRequest) -> ApiResult<JobSpec> {
         checker_image: request.checker_image,
         approval: None,
         cancel_requested: false,
+        source,
+        publish_requests: 0,
+    })
+}
+
+fn validate_source(source: SourceBody) -> ApiResult<JobSource> {
+    check_name("source.repository", &source.repository)?;
+    if let Some(reference) = &source.reference {
+        check_name("source.ref", reference)?;
+        // Refs reach git as arguments: one that looks like an option is refused.
+        let looks_like_option = reference.starts_with('-');
+        if looks_like_option
+            || reference
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(ApiError::Unprocessable(format!(
+                "source.ref '{reference}' is not a branch, tag or commit name"
+            )));
+        }
+    }
+    Ok(JobSource {
+        repository: source.repository,
+        reference: source.reference,
     })
 }
 
@@ -247,6 +278,76 @@ pub async fn cancel(
         message: format!("Job {id} cancellation requested"),
         status: Phase::Cancelled,
     }))
+}
+
+/// Publish again after a push failed; the kept commit is pushed, not redone.
+#[utoipa::path(post, path = "/jobs/{job_id}/publish", tag = "jobs",
+    params(("job_id" = String, Path, description = "The job's UUID")),
+    responses(
+        (status = 200, body = DecisionResponse),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The job is not one whose publishing failed", body = ErrorBody),
+    ))]
+pub async fn publish(
+    State(state): State<AppState>,
+    JobIdPath(id): JobIdPath,
+) -> ApiResult<Json<DecisionResponse>> {
+    change_spec(&state, id, Job::request_publish_retry).await?;
+    tracing::info!(job = %id, "publish retry requested");
+    Ok(Json(DecisionResponse {
+        message: format!("Job {id} will try to publish again"),
+        status: Phase::Approved,
+    }))
+}
+
+/// The builder's change against the base, for review: unified diff text
+/// (default) or, with `?format=json`, files with their status, line counts and hunks.
+#[utoipa::path(get, path = "/jobs/{job_id}/diff", tag = "jobs",
+    params(("job_id" = String, Path, description = "The job's UUID"), DiffQuery),
+    responses(
+        (status = 200, description = "The diff", content(
+            (String = "text/plain"),
+            (DiffResponse = "application/json"),
+        )),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The job has not reached awaiting_approval yet", body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    ))]
+pub async fn diff(
+    State(state): State<AppState>,
+    JobIdPath(id): JobIdPath,
+    QueryParams(query): QueryParams<DiffQuery>,
+) -> ApiResult<Response> {
+    let job = load(&state, id).await?;
+    let Some(record) = state.store.diff(id).await? else {
+        return Err(ApiError::Conflict(format!(
+            "Job {id} is {}; its diff is captured when it reaches awaiting_approval",
+            job.status.phase
+        )));
+    };
+    match query.format.as_deref() {
+        None | Some("text") => Ok((
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            record.diff,
+        )
+            .into_response()),
+        Some("json") => Ok(Json(DiffResponse {
+            job_id: id.to_string(),
+            base_commit: record.base_commit,
+            summary: patch::parse(&record.diff),
+        })
+        .into_response()),
+        Some(other) => Err(ApiError::Unprocessable(format!(
+            "format must be 'text' or 'json', not '{other}'"
+        ))),
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DiffQuery {
+    /// `text` (default) or `json`.
+    pub format: Option<String>,
 }
 
 pub(super) async fn load(state: &AppState, id: JobId) -> ApiResult<Job> {

@@ -63,6 +63,8 @@ pub fn router(state: AppState, limits: ApiLimits) -> Router {
         .route("/jobs/{job_id}/audit", get(jobs::audit))
         .route("/jobs/{job_id}/events", get(jobs::events))
         .route("/jobs/{job_id}/logs", get(jobs::logs))
+        .route("/jobs/{job_id}/diff", get(jobs::diff))
+        .route("/jobs/{job_id}/publish", post(jobs::publish))
         .route("/jobs/{job_id}/approve", post(jobs::approve))
         .route("/jobs/{job_id}/cancel", post(jobs::cancel))
         .route("/jobs/{job_id}/callback", post(callback::callback))

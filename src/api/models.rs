@@ -25,6 +25,32 @@ pub struct SpawnRequest {
     /// Overrides the configured checker image for this job.
     #[serde(default)]
     pub checker_image: Option<String>,
+    /// A Git repository to check the workspace out from and publish back to.
+    #[serde(default)]
+    pub source: Option<SourceBody>,
+}
+
+/// Where a job's code comes from.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceBody {
+    /// A local repository path or a URL `git clone` accepts.
+    #[schema(example = "https://github.com/acme/api.git")]
+    pub repository: String,
+    /// The base branch, tag or commit; the remote's default branch when absent.
+    #[serde(default, rename = "ref")]
+    #[schema(example = "main")]
+    pub reference: Option<String>,
+}
+
+/// `GET /jobs/{job_id}/diff?format=json`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DiffResponse {
+    pub job_id: String,
+    /// The commit the change is against; none for a job without a source.
+    pub base_commit: Option<String>,
+    #[serde(flatten)]
+    pub summary: crate::source::patch::DiffSummary,
 }
 
 fn default_project_path() -> String {
@@ -81,6 +107,12 @@ pub struct JobStatusResponse {
     pub awaiting_approval_at: Option<DateTime<Utc>>,
     pub approved_at: Option<DateTime<Utc>>,
     pub attempt: u32,
+    pub source: Option<SourceBody>,
+    /// The commit the workspace was checked out at.
+    pub base_commit: Option<String>,
+    /// Where the approved change was pushed.
+    pub branch: Option<String>,
+    pub commit: Option<String>,
     pub approval: Option<ApprovalView>,
     pub cancel_requested: bool,
     /// Bumped on every write of the job.
@@ -117,6 +149,13 @@ impl From<&Job> for JobStatusResponse {
             awaiting_approval_at: status.times.awaiting_approval_at,
             approved_at: status.times.approved_at,
             attempt: status.attempt,
+            source: job.spec.source.as_ref().map(|source| SourceBody {
+                repository: source.repository.clone(),
+                reference: source.reference.clone(),
+            }),
+            base_commit: status.source.base_commit.clone(),
+            branch: status.source.branch.clone(),
+            commit: status.source.commit.clone(),
             approval: job.spec.approval.as_ref().map(|a| ApprovalView {
                 approved: a.approved,
                 comment: a.comment.clone(),

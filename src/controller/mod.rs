@@ -19,11 +19,12 @@ use tokio::sync::{Mutex, broadcast, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{AgentsConfig, Config};
+use crate::config::{AgentsConfig, Config, PublishConfig};
 use crate::job::JobId;
 use crate::job::admission::LoadLevel;
 use crate::job::plan::Deadlines;
 use crate::runtime::{Runtime, RuntimeError};
+use crate::source::{SourceControl, SourceError};
 use crate::store::{Store, StoreError, StoreEvent};
 
 pub use queue::WorkQueue;
@@ -34,6 +35,8 @@ pub enum ControllerError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
 }
 
 /// What the controller needs to know from the configuration.
@@ -46,6 +49,7 @@ pub struct ControllerSettings {
     pub agents: AgentsConfig,
     /// Base URL agents use to reach the API; `/jobs/{id}/callback` is appended.
     pub callback_base_url: String,
+    pub publish: PublishConfig,
 }
 
 impl ControllerSettings {
@@ -57,6 +61,7 @@ impl ControllerSettings {
             workers: 4,
             agents: config.agents.clone(),
             callback_base_url,
+            publish: config.publish.clone(),
         }
     }
 }
@@ -65,6 +70,7 @@ impl ControllerSettings {
 pub struct Context {
     pub(crate) store: Store,
     pub(crate) runtime: Arc<dyn Runtime>,
+    pub(crate) source: Arc<dyn SourceControl>,
     pub(crate) settings: ControllerSettings,
     pub(crate) queue: Arc<WorkQueue<JobId>>,
     pub(crate) load: watch::Receiver<LoadLevel>,
@@ -85,12 +91,14 @@ impl Controller {
     pub fn new(
         store: Store,
         runtime: Arc<dyn Runtime>,
+        source: Arc<dyn SourceControl>,
         settings: ControllerSettings,
         load: watch::Receiver<LoadLevel>,
     ) -> Self {
         let context = Context {
             store,
             runtime,
+            source,
             settings,
             queue: WorkQueue::new(),
             load,
@@ -147,6 +155,8 @@ async fn follow_store(context: Arc<Context>, shutdown: CancellationToken) {
         match event {
             Ok(StoreEvent::JobWritten(job)) => context.queue.add(job.id),
             Ok(StoreEvent::AgentReported(id)) => context.queue.add(id),
+            // Its `JobWritten` came first and already woke the job.
+            Ok(StoreEvent::Transitioned { .. }) => {}
             Err(broadcast::error::RecvError::Lagged(_)) => resync(&context).await,
             Err(broadcast::error::RecvError::Closed) => return,
         }

@@ -2,11 +2,14 @@
 
 use std::time::Duration;
 
+use crate::config::PublishConfig;
 use crate::job::admission::{self, Admission, QueueEntry};
 use crate::job::plan::{self, Action, Plan, PlanInput};
-use crate::job::workload::{Observed, Role, StartFailure, WorkloadKey};
+use crate::job::workload::{Observed, PublishedChange, Role, StartFailure, WorkloadKey};
 use crate::job::{Job, JobId, Phase, timestamp_now};
-use crate::store::{AgentLog, StoreError};
+use crate::source::patch::NO_DIFF_MARKER;
+use crate::source::{JOB_TRAILER, PublishRequest, SourceError};
+use crate::store::{AgentLog, DiffRecord, StoreError};
 
 use super::workload_spec::workload_spec;
 use super::{Context, ControllerError};
@@ -25,7 +28,7 @@ pub async fn reconcile(context: &Context, id: JobId) -> Result<Option<Duration>,
             .store
             .observed_reports(id, job.status.attempt)
             .await?,
-        start_failure: None,
+        ..Observed::default()
     };
     tracing::trace!(?observed, "observed");
     // Admission must read the queue and write the result without another
@@ -38,25 +41,41 @@ pub async fn reconcile(context: &Context, id: JobId) -> Result<Option<Duration>,
         Phase::Pending => admit(context, &job).await?,
         _ => Admission::Admitted,
     };
-    let plan = make_plan(context, &job, &observed, admission);
-    let plan = match apply_all(context, &job, &plan).await {
-        Ok(()) => plan,
-        Err(failed) if failed.is_permanent() => {
-            let StartError { role, error } = failed;
-            // Retrying cannot fix this start: let the planner end the job.
-            observed.start_failure = Some(StartFailure {
-                role,
-                message: error.to_string(),
-            });
-            let plan = make_plan(context, &job, &observed, admission);
-            apply_all(context, &job, &plan)
-                .await
-                .map_err(|failed| failed.error)?;
-            plan
-        }
-        Err(failed) => return Err(failed.error),
-    };
+    let mut plan = make_plan(context, &job, &observed, admission);
+    // Some actions report what they found (a checkout's base, a pushed
+    // commit, a start that can never work); the planner then decides again
+    // with that knowledge, in the same reconcile. Each such action reports at
+    // most once per reconcile, so this ends.
+    for _ in 0..MAX_REPLANS {
+        let Some(fact) = apply_all(context, &job, &plan).await? else {
+            break;
+        };
+        fact.teach(&mut observed);
+        plan = make_plan(context, &job, &observed, admission);
+    }
     record(context, job, plan).await
+}
+
+/// Checkout, publish and a failed start: the actions that can report a fact.
+const MAX_REPLANS: usize = 4;
+
+/// Something an action found out that the planner must see.
+enum Fact {
+    BaseCommit(String),
+    Published(PublishedChange),
+    SourceFailed(String),
+    StartFailed(StartFailure),
+}
+
+impl Fact {
+    fn teach(self, observed: &mut Observed) {
+        match self {
+            Fact::BaseCommit(base) => observed.source.base_commit = Some(base),
+            Fact::Published(change) => observed.source.published = Some(change),
+            Fact::SourceFailed(message) => observed.source.failure = Some(message),
+            Fact::StartFailed(failure) => observed.start_failure = Some(failure),
+        }
+    }
 }
 
 fn make_plan(context: &Context, job: &Job, observed: &Observed, admission: Admission) -> Plan {
@@ -69,30 +88,18 @@ fn make_plan(context: &Context, job: &Job, observed: &Observed, admission: Admis
     })
 }
 
-/// A failed action, with the role it was for.
-struct StartError {
-    role: Role,
-    error: ControllerError,
-}
-
-impl StartError {
-    /// A start that retrying cannot fix (the image does not exist...).
-    fn is_permanent(&self) -> bool {
-        matches!(&self.error, ControllerError::Runtime(error) if error.is_permanent())
-    }
-}
-
-async fn apply_all(context: &Context, job: &Job, plan: &Plan) -> Result<(), StartError> {
+/// Applies the plan's actions in order; stops at the first that reports a fact.
+async fn apply_all(
+    context: &Context,
+    job: &Job,
+    plan: &Plan,
+) -> Result<Option<Fact>, ControllerError> {
     for action in &plan.actions {
-        let role = match action {
-            Action::Start { role, .. } => *role,
-            _ => Role::Builder,
-        };
-        apply(context, job, action)
-            .await
-            .map_err(|error| StartError { role, error })?;
+        if let Some(fact) = apply(context, job, action).await? {
+            return Ok(Some(fact));
+        }
     }
-    Ok(())
+    Ok(None)
 }
 
 async fn admit(context: &Context, job: &Job) -> Result<Admission, ControllerError> {
@@ -116,23 +123,16 @@ async fn admit(context: &Context, job: &Job) -> Result<Admission, ControllerErro
     ))
 }
 
-async fn apply(context: &Context, job: &Job, action: &Action) -> Result<(), ControllerError> {
+async fn apply(
+    context: &Context,
+    job: &Job,
+    action: &Action,
+) -> Result<Option<Fact>, ControllerError> {
     tracing::debug!(?action, "applying");
     let runtime = &context.runtime;
     match action {
         Action::PrepareWorkspace => runtime.prepare_workspace(job.id).await?,
-        Action::Start { role, attempt } => {
-            let settings = &context.settings;
-            let spec = workload_spec(
-                job,
-                *role,
-                *attempt,
-                &settings.agents,
-                &settings.callback_base_url,
-            );
-            let id = runtime.start(&spec).await?;
-            tracing::info!(%role, attempt, workload = %id, "started agent");
-        }
+        Action::Start { role, attempt } => return start(context, job, *role, *attempt).await,
         Action::Remove { role, attempt, id } => {
             let key = WorkloadKey {
                 job: job.id,
@@ -144,8 +144,134 @@ async fn apply(context: &Context, job: &Job, action: &Action) -> Result<(), Cont
             tracing::info!(%role, attempt, workload = %id, "removed agent");
         }
         Action::RemoveWorkspace => runtime.remove_workspace(job.id).await?,
+        Action::CheckoutSource => return checkout(context, job).await,
+        Action::CaptureDiff => capture_diff(context, job).await?,
+        Action::Publish => return publish(context, job).await,
     }
+    Ok(None)
+}
+
+async fn start(
+    context: &Context,
+    job: &Job,
+    role: Role,
+    attempt: u32,
+) -> Result<Option<Fact>, ControllerError> {
+    let settings = &context.settings;
+    let spec = workload_spec(
+        job,
+        role,
+        attempt,
+        &settings.agents,
+        &settings.callback_base_url,
+    );
+    match context.runtime.start(&spec).await {
+        Ok(id) => {
+            tracing::info!(%role, attempt, workload = %id, "started agent");
+            Ok(None)
+        }
+        // Retrying cannot fix this start: let the planner end the job.
+        Err(error) if error.is_permanent() => Ok(Some(Fact::StartFailed(StartFailure {
+            role,
+            message: error.to_string(),
+        }))),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// A source failure that retrying cannot fix becomes a fact; others are errors.
+fn source_outcome<T>(
+    result: Result<T, SourceError>,
+    fact: impl FnOnce(T) -> Fact,
+) -> Result<Option<Fact>, ControllerError> {
+    match result {
+        Ok(value) => Ok(Some(fact(value))),
+        Err(error) if error.is_permanent() => Ok(Some(Fact::SourceFailed(error.to_string()))),
+        Err(error) => Err(error.into()),
+    }
+}
+
+async fn checkout(context: &Context, job: &Job) -> Result<Option<Fact>, ControllerError> {
+    let Some(source) = &job.spec.source else {
+        return Ok(None);
+    };
+    let result = context.source.checkout(job.id, source).await;
+    if let Ok(base) = &result {
+        tracing::info!(repository = %source.repository, %base, "checked out the source");
+    }
+    source_outcome(result, Fact::BaseCommit)
+}
+
+/// Keeps the change for review. A diff that cannot be made (a workspace in a
+/// Docker volume) must not hold the job back: the record then says why.
+async fn capture_diff(context: &Context, job: &Job) -> Result<(), ControllerError> {
+    let (diff, truncated) = match context.source.diff(job.id).await {
+        Ok(captured) => (captured.text, captured.truncated),
+        Err(error) if error.is_permanent() => {
+            tracing::warn!(%error, "no diff for this job");
+            (format!("{NO_DIFF_MARKER}{error}\n"), false)
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let record = DiffRecord {
+        base_commit: job.status.source.base_commit.clone(),
+        diff,
+        truncated,
+        created_at: timestamp_now(),
+    };
+    context.store.save_diff(job.id, &record).await?;
     Ok(())
+}
+
+async fn publish(context: &Context, job: &Job) -> Result<Option<Fact>, ControllerError> {
+    let request = publish_request(job, &context.settings.publish);
+    let result = context.source.publish(&request).await;
+    match &result {
+        Ok(published) => {
+            tracing::info!(branch = %published.branch, commit = %published.commit, "published")
+        }
+        Err(error) => tracing::warn!(%error, "publishing failed"),
+    }
+    source_outcome(result, |published| {
+        Fact::Published(PublishedChange {
+            branch: published.branch,
+            commit: published.commit,
+        })
+    })
+}
+
+/// The commit's author, branch and message: the task on the first line, the
+/// approval in trailers, and the job trailer that makes a retry find it.
+fn publish_request(job: &Job, settings: &PublishConfig) -> PublishRequest {
+    let first_task_line = job.spec.task.lines().next().unwrap_or_default();
+    let subject: String = settings
+        .message_template
+        .replace("{job_id}", &job.id.to_string())
+        .replace("{task}", first_task_line)
+        .chars()
+        .take(120)
+        .collect();
+    let mut message = format!(
+        "{subject}\n\n{}\n\n{JOB_TRAILER}: {}",
+        job.spec.task, job.id
+    );
+    if let Some(approval) = &job.spec.approval {
+        message.push_str(&format!(
+            "\nApproved-at: {}",
+            approval.decided_at.to_rfc3339()
+        ));
+        let comment = approval.comment.replace('\n', " ");
+        if !comment.trim().is_empty() {
+            message.push_str(&format!("\nApproval-comment: {comment}"));
+        }
+    }
+    PublishRequest {
+        job: job.id,
+        branch: format!("{}{}", settings.branch_prefix, job.id),
+        message,
+        author_name: settings.author_name.clone(),
+        author_email: settings.author_email.clone(),
+    }
 }
 
 /// Writes the planned status if it changed. A lost compare-and-swap means

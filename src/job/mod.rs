@@ -71,6 +71,17 @@ pub struct ApprovalDecision {
     pub decided_at: DateTime<Utc>,
 }
 
+/// Where the job's code comes from: the workspace starts as a checkout of it,
+/// and an approved change is pushed back to it on a branch of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct JobSource {
+    /// A local repository path or a URL `git clone` accepts.
+    pub repository: String,
+    /// The base: a branch, tag or commit. The remote's default branch when absent.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+}
+
 /// Desired state: what the user asked for. Written by the API, read by the controller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct JobSpec {
@@ -86,6 +97,31 @@ pub struct JobSpec {
     pub approval: Option<ApprovalDecision>,
     #[serde(default)]
     pub cancel_requested: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<JobSource>,
+    /// Raised by each request to publish again after a failed push.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub publish_requests: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// What happened to the job's code: the checkout's base and where it was published.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SourceStatus {
+    /// The commit the workspace was checked out at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// The commit pushed to `branch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// How many of the spec's `publish_requests` have been acted on.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub publish_requests_seen: u32,
 }
 
 /// What is known about one agent of the current attempt.
@@ -130,6 +166,8 @@ pub struct JobStatus {
     pub checker: WorkloadStatus,
     /// Which run of the agents this is; workload names carry it. Starts at 1.
     pub attempt: u32,
+    #[serde(default)]
+    pub source: SourceStatus,
 }
 
 impl JobStatus {
@@ -142,6 +180,7 @@ impl JobStatus {
             builder: WorkloadStatus::default(),
             checker: WorkloadStatus::default(),
             attempt: 1,
+            source: SourceStatus::default(),
         }
     }
 
@@ -181,7 +220,16 @@ pub enum TransitionError {
     AlreadyDecided { id: JobId, verdict: &'static str },
     #[error("job {id} is already {phase} and cannot be cancelled")]
     AlreadyFinished { id: JobId, phase: Phase },
+    #[error("job {id} is {phase} ({reason}); only a job whose publishing failed can publish again")]
+    NotPublishFailed {
+        id: JobId,
+        phase: Phase,
+        reason: String,
+    },
 }
+
+/// The reason of a job that failed to publish, the one state a retry leaves.
+pub const PUBLISH_FAILED: &str = "PublishFailed";
 
 impl Job {
     /// A freshly submitted job: pending, version 0 until the store writes it.
@@ -240,6 +288,24 @@ impl Job {
         spec.cancel_requested = true;
         Ok(spec)
     }
+
+    /// Asks for another try at publishing, after a push that failed. The
+    /// workspace and its commit were kept, so nothing is redone but the push.
+    pub fn request_publish_retry(&self) -> Result<JobSpec, TransitionError> {
+        let failed_to_publish =
+            self.status.phase == Phase::Failed && self.status.reason == PUBLISH_FAILED;
+        let already_asked = self.spec.publish_requests > self.status.source.publish_requests_seen;
+        if !failed_to_publish || already_asked {
+            return Err(TransitionError::NotPublishFailed {
+                id: self.id,
+                phase: self.status.phase,
+                reason: self.status.reason.clone(),
+            });
+        }
+        let mut spec = self.spec.clone();
+        spec.publish_requests += 1;
+        Ok(spec)
+    }
 }
 
 #[cfg(test)]
@@ -260,6 +326,8 @@ pub(crate) mod fixtures {
                 checker_image: None,
                 approval: None,
                 cancel_requested: false,
+                source: None,
+                publish_requests: 0,
             };
             Job::new(spec, at(0))
         }

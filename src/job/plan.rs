@@ -17,7 +17,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::admission::Admission;
 use super::workload::{Observed, ObservedWorkload, Role, WorkloadState};
-use super::{Job, JobStatus, Phase};
+use super::{Job, JobStatus, PUBLISH_FAILED, Phase};
 
 /// How long agents and jobs may run. Measured from the start of the phase
 /// (an agent's deadline) or from the start of building (the job's deadline);
@@ -64,6 +64,12 @@ pub enum Action {
     },
     /// Delete the workspace: the result was rejected or the job cancelled.
     RemoveWorkspace,
+    /// Make the workspace a checkout of the job's source (once).
+    CheckoutSource,
+    /// Keep the builder's change for review, now that it is final.
+    CaptureDiff,
+    /// Commit the approved change to the job's branch (once) and push it.
+    Publish,
 }
 
 /// A change of phase, recorded in the job's event log.
@@ -106,6 +112,9 @@ fn decide(input: &PlanInput<'_>) -> (JobStatus, Option<Transition>) {
     let mut next = Next::new(job.status.clone(), input.now);
     let phase = job.status.phase;
     if phase.is_terminal() {
+        if publish_retry_requested(job) {
+            next.retry_publish(job.spec.publish_requests);
+        }
         return next.finish();
     }
     if job.spec.cancel_requested {
@@ -121,14 +130,7 @@ fn decide(input: &PlanInput<'_>) -> (JobStatus, Option<Transition>) {
         Phase::Building => decide_agent(&mut next, input, Role::Builder),
         Phase::Checking => decide_agent(&mut next, input, Role::Checker),
         Phase::AwaitingApproval => decide_awaiting_approval(&mut next, job),
-        Phase::Approved => next.move_to(
-            Phase::Completed,
-            "Completed",
-            Some(
-                "approved; publishing to Git is not implemented yet, the workspace is kept"
-                    .to_owned(),
-            ),
-        ),
+        Phase::Approved => decide_approved(&mut next, input),
         Phase::Completed | Phase::Rejected | Phase::Failed | Phase::Cancelled => {}
     }
     fail_if_unstartable(&mut next, input);
@@ -159,11 +161,35 @@ fn decide_pending(next: &mut Next, admission: Admission) {
     }
 }
 
+/// A failed publish that the user asked to try again (spec counter ahead of status).
+fn publish_retry_requested(job: &Job) -> bool {
+    job.status.phase == Phase::Failed
+        && job.status.reason == PUBLISH_FAILED
+        && job.spec.publish_requests > job.status.source.publish_requests_seen
+}
+
+/// Whether the builder must wait for the workspace to become a checkout.
+fn awaits_checkout(job: &Job, status: &JobStatus) -> bool {
+    job.spec.source.is_some() && status.source.base_commit.is_none()
+}
+
 fn decide_agent(next: &mut Next, input: &PlanInput<'_>, role: Role) {
     if let Some((reason, message)) = deadline_passed(&next.status, input.deadlines, role, input.now)
     {
         next.fail(reason, message);
         return;
+    }
+    if role == Role::Builder && awaits_checkout(input.job, &next.status) {
+        let facts = &input.observed.source;
+        if let Some(base) = &facts.base_commit {
+            next.status.source.base_commit = Some(base.clone());
+        } else {
+            if let Some(error) = &facts.failure {
+                let message = format!("the source could not be checked out: {error}");
+                next.fail("SourceCheckoutFailed".to_owned(), message);
+            }
+            return;
+        }
     }
     if let Some(error) = input.observed.reports.error_of(role) {
         next.fail(
@@ -225,6 +251,28 @@ fn with_log_tail(message: String, workload: &ObservedWorkload) -> String {
     match workload.log_tail.as_deref().map(str::trim_end) {
         Some(tail) if !tail.is_empty() => format!("{message}; last log lines:\n{tail}"),
         _ => message,
+    }
+}
+
+/// Publishes an approved job that has a source; completes one that has none.
+fn decide_approved(next: &mut Next, input: &PlanInput<'_>) {
+    if input.job.spec.source.is_none() {
+        let message = "approved; the job has no source repository, so nothing was published and the workspace is kept";
+        next.move_to(Phase::Completed, "Completed", Some(message.to_owned()));
+        return;
+    }
+    let facts = &input.observed.source;
+    if let Some(published) = &facts.published {
+        next.status.source.branch = Some(published.branch.clone());
+        next.status.source.commit = Some(published.commit.clone());
+        let message = format!("pushed {} to {}", published.commit, published.branch);
+        next.move_to(Phase::Completed, "Published", Some(message));
+    } else if let Some(error) = &facts.failure {
+        let message = format!(
+            "publishing failed: {error}; the workspace and its commit are kept (POST /jobs/{}/publish to try again)",
+            input.job.id
+        );
+        next.fail(PUBLISH_FAILED.to_owned(), message);
     }
 }
 
@@ -305,7 +353,14 @@ fn converge(
             });
         }
     }
-    if let Some(role) = running_role(status.phase) {
+    let was = input.job.status.phase;
+    if status.phase == Phase::Building && awaits_checkout(input.job, status) {
+        // Checked out in the reconcile after admission is recorded, so the
+        // checkout's time counts against the builder's deadline.
+        if was == Phase::Building {
+            actions.push(Action::CheckoutSource);
+        }
+    } else if let Some(role) = running_role(status.phase) {
         let current = find(&input.observed.workloads, role, attempt);
         let needs_start = current.is_none_or(|w| w.state == WorkloadState::Created);
         if needs_start {
@@ -314,6 +369,15 @@ fn converge(
             }
             actions.push(Action::Start { role, attempt });
         }
+    }
+    if transition.is_some_and(|t| t.to == Phase::AwaitingApproval) {
+        actions.push(Action::CaptureDiff);
+    }
+    let publishes = was == Phase::Approved
+        && status.phase == Phase::Approved
+        && input.job.spec.source.is_some();
+    if publishes {
+        actions.push(Action::Publish);
     }
     let discards_workspace = matches!(status.phase, Phase::Rejected | Phase::Cancelled);
     if discards_workspace && transition.is_some() {
@@ -399,6 +463,15 @@ impl Next {
 
     fn fail(&mut self, reason: String, message: String) {
         self.move_to(Phase::Failed, &reason, Some(message));
+    }
+
+    /// The one way out of a terminal phase: a failed publish, asked to try
+    /// again, goes back to `approved` with its error cleared.
+    fn retry_publish(&mut self, requests: u32) {
+        self.move_to(Phase::Approved, "PublishRetried", None);
+        self.status.error_message = None;
+        self.status.times.finished_at = None;
+        self.status.source.publish_requests_seen = requests;
     }
 
     fn finish(self) -> (JobStatus, Option<Transition>) {

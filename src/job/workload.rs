@@ -115,10 +115,29 @@ pub struct StartFailure {
     pub message: String,
 }
 
+/// What source control reported while this reconcile acted on the job's
+/// code (checking it out, publishing it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceFacts {
+    /// The workspace is a checkout at this base commit.
+    pub base_commit: Option<String>,
+    /// The change was pushed.
+    pub published: Option<PublishedChange>,
+    /// The checkout or the publish failed for a reason retrying cannot fix.
+    pub failure: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedChange {
+    pub branch: String,
+    pub commit: String,
+}
+
 /// Everything the controller observed for one job, the planner's view of the world.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Observed {
     pub workloads: Vec<ObservedWorkload>,
     pub reports: AgentReports,
     pub start_failure: Option<StartFailure>,
+    pub source: SourceFacts,
 }

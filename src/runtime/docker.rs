@@ -436,6 +436,10 @@ impl Exits {
         })
     }
 
+    fn is_oom(&self, id: &str) -> bool {
+        self.map().get(id).is_some_and(|(_, oom)| *oom)
+    }
+
     fn record_oom(&self, id: &str) {
         self.map().entry(id.to_owned()).or_insert((-1, false)).1 = true;
     }
@@ -534,16 +538,42 @@ impl EventFollower {
         let changes = self.changes.clone();
         tokio::spawn(async move {
             let mut wait = docker.wait_container(&id, None::<WaitContainerOptions>);
-            match wait.next().await {
-                Some(Ok(response)) => exits.record_exit(&id, response.status_code),
-                Some(Err(DockerError::DockerContainerWaitError { code, .. })) => {
-                    exits.record_exit(&id, code);
-                }
+            let code = match wait.next().await {
+                Some(Ok(response)) => Some(response.status_code),
+                Some(Err(DockerError::DockerContainerWaitError { code, .. })) => Some(code),
                 // Gone or unreachable: the reconcile will observe what is true.
-                Some(Err(_)) | None => {}
+                Some(Err(_)) | None => None,
+            };
+            if let Some(code) = code {
+                if code == SIGKILL_EXIT && !exits.is_oom(&id) {
+                    await_oom_verdict(&docker, &exits, &id).await;
+                }
+                exits.record_exit(&id, code);
             }
             let _ = changes.send(job);
         });
+    }
+}
+
+/// The exit code of a process killed with SIGKILL, as the kernel's OOM killer does.
+const SIGKILL_EXIT: i64 = 137;
+
+/// A SIGKILLed agent may have been the OOM killer's: the engine can report
+/// the `oom` after the exit. Give that event a moment, then ask the engine.
+async fn await_oom_verdict(docker: &Docker, exits: &Exits, id: &str) {
+    for _ in 0..8 {
+        if exits.is_oom(id) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let inspected = docker
+        .inspect_container(id, None::<InspectContainerOptions>)
+        .await;
+    if let Ok(inspected) = inspected
+        && inspected.state.and_then(|s| s.oom_killed) == Some(true)
+    {
+        exits.record_oom(id);
     }
 }
 

@@ -24,10 +24,12 @@ use sqlx::sqlite::{
 };
 use tokio::sync::broadcast;
 
+use crate::job::plan::Transition;
 use crate::job::{Job, JobId};
 
 pub use records::{
-    AgentLog, AgentReport, AuditRecord, JobEvent, JobFilter, ReportOutcome, TelemetrySample,
+    AgentLog, AgentReport, AuditRecord, DiffRecord, JobEvent, JobFilter, ReportOutcome,
+    TelemetrySample,
 };
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -65,12 +67,17 @@ pub enum StoreEvent {
     JobWritten(Arc<Job>),
     /// An agent reported completion or an error through the callback.
     AgentReported(JobId),
+    /// A write changed the job's phase (sent after its `JobWritten`).
+    Transitioned {
+        job: Arc<Job>,
+        transition: Transition,
+    },
 }
 
 impl StoreEvent {
     pub fn job_id(&self) -> JobId {
         match self {
-            StoreEvent::JobWritten(job) => job.id,
+            StoreEvent::JobWritten(job) | StoreEvent::Transitioned { job, .. } => job.id,
             StoreEvent::AgentReported(id) => *id,
         }
     }

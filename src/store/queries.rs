@@ -1,11 +1,14 @@
 //! The SQL. Each query text is valid on SQLite and PostgreSQL alike
 //! (`$n` placeholders, portable types); `on_pool!` compiles it for both.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
 use super::records::{
-    AgentLog, AgentReport, AuditRecord, JobEvent, JobFilter, ReportOutcome, TelemetrySample,
+    AgentLog, AgentReport, AuditRecord, DiffRecord, JobEvent, JobFilter, ReportOutcome,
+    TelemetrySample,
 };
 use super::{Result, Store, StoreError, StoreEvent, on_pool};
 use crate::job::plan::Transition;
@@ -240,8 +243,15 @@ impl Store {
                 None => Err(StoreError::NotFound(job.id)),
             };
         }
-        self.publish(StoreEvent::JobWritten(stored.clone().into()));
-        Ok(stored)
+        let stored = Arc::new(stored);
+        self.publish(StoreEvent::JobWritten(stored.clone()));
+        if let Some(transition) = transition {
+            self.publish(StoreEvent::Transitioned {
+                job: stored.clone(),
+                transition: transition.clone(),
+            });
+        }
+        Ok(Arc::unwrap_or_clone(stored))
     }
 
     pub async fn record_telemetry(&self, job: JobId, sample: &TelemetrySample) -> Result<()> {
@@ -436,5 +446,41 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Keeps the job's diff, replacing one captured before (a retried capture).
+    pub async fn save_diff(&self, job: JobId, diff: &DiffRecord) -> Result<()> {
+        let sql = "INSERT INTO job_diffs (job_id, base_commit, diff, truncated, created_at) \
+                   VALUES ($1, $2, $3, $4, $5) \
+                   ON CONFLICT (job_id) DO UPDATE SET base_commit = excluded.base_commit, \
+                   diff = excluded.diff, truncated = excluded.truncated, created_at = excluded.created_at";
+        on_pool!(self, pool => {
+            sqlx::query(sql)
+                .bind(job.to_string())
+                .bind(diff.base_commit.as_deref())
+                .bind(&diff.diff)
+                .bind(diff.truncated)
+                .bind(diff.created_at)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// The job's captured diff, if there is one yet.
+    pub async fn diff(&self, job: JobId) -> Result<Option<DiffRecord>> {
+        let sql =
+            "SELECT base_commit, diff, truncated, created_at FROM job_diffs WHERE job_id = $1";
+        let row: Option<(Option<String>, String, bool, DateTime<Utc>)> = on_pool!(self, pool => {
+            sqlx::query_as(sql).bind(job.to_string()).fetch_optional(pool).await?
+        });
+        Ok(
+            row.map(|(base_commit, diff, truncated, created_at)| DiffRecord {
+                base_commit,
+                diff,
+                truncated,
+                created_at,
+            }),
+        )
     }
 }

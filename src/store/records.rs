@@ -76,3 +76,14 @@ pub struct AgentLog {
     pub log: String,
     pub created_at: DateTime<Utc>,
 }
+
+/// The builder's change as captured for review when checking ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiffRecord {
+    /// The base it is against; none for a job without a source.
+    pub base_commit: Option<String>,
+    /// Unified diff text, possibly cut (then `truncated`).
+    pub diff: String,
+    pub truncated: bool,
+    pub created_at: DateTime<Utc>,
+}

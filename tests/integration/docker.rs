@@ -243,6 +243,55 @@ async fn a_flooding_builder_is_throttled_and_its_job_still_reaches_approval() {
 }
 
 #[tokio::test]
+async fn a_job_with_a_git_source_is_built_on_a_checkout_and_published_on_approval() {
+    let remote = crate::git::Remote::new();
+    let server = DockerServer::start(|_| {}).await;
+    let (code, body) = server
+        .post(
+            "/jobs/spawn",
+            json!({"task": "Add logging", "source": {"repository": remote.url()}}),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    let id: JobId = body["job_id"].as_str().unwrap().parse().unwrap();
+    server
+        .wait_for_within(id, "awaiting_approval", Duration::from_secs(30))
+        .await;
+    let files: Vec<String> = audit(&server, id).await["logic_verification"]["file_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        files,
+        ["README.md", "TASK.md", "src/add_logging.py"],
+        "no .git"
+    );
+    let (_, diff) = server.get(&format!("/jobs/{id}/diff?format=json")).await;
+    let changed: Vec<&str> = diff["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        changed,
+        ["TASK.md", "src/add_logging.py"],
+        "exactly the builder's files"
+    );
+
+    server
+        .post(&format!("/jobs/{id}/approve"), json!({"approved": true}))
+        .await;
+    let status = server.wait_for(id, "completed").await;
+    let tip = remote.tip(&format!("icarus/{id}")).unwrap();
+    assert_eq!(status["commit"], tip);
+    assert!(remote.file_at(&tip, "src/add_logging.py").contains("def"));
+    server.assert_nothing_left().await;
+}
+
+#[tokio::test]
 async fn a_rejected_job_loses_its_workspace_and_its_containers() {
     let server = DockerServer::start(|_| {}).await;
     let id = spawn(&server, "Reject me").await;
@@ -466,6 +515,14 @@ async fn the_volume_workspace_mode_runs_a_job_and_removes_the_volume_on_rejectio
     let report = audit(&server, id).await;
     assert_eq!(report["logic_verification"]["files_created"], 2);
     assert_eq!(report["security_scan"]["workspace_read_only"], true);
+    let (code, diff) = server.get(&format!("/jobs/{id}/diff")).await;
+    assert_eq!(code, 200);
+    assert!(
+        diff.as_str()
+            .unwrap()
+            .contains("need workspace.mount_type: bind"),
+        "the diff says why there is none: {diff}"
+    );
     let docker = Docker::connect_with_defaults().unwrap();
     let volume = format!("icarus-{id}-workspace");
     assert!(docker.inspect_volume(&volume).await.is_ok());

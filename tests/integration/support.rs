@@ -5,7 +5,7 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use icarus::config::Config;
-use icarus::job::{Job, JobId, JobSpec, timestamp_now};
+use icarus::job::{Job, JobId, JobSpec, Role, timestamp_now};
 use icarus::runtime::Runtime;
 use icarus::runtime::fake::FakeRuntime;
 use icarus::server::Orchestrator;
@@ -60,6 +60,8 @@ pub fn spec(task: &str) -> JobSpec {
         checker_image: None,
         approval: None,
         cancel_requested: false,
+        source: None,
+        publish_requests: 0,
     }
 }
 
@@ -208,6 +210,7 @@ impl TestServer {
     pub async fn sqlite_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(&format!("sqlite://{}/icarus.db", dir.path().display()));
+        config.workspace.base_path = dir.path().join("workspaces");
         adjust(&mut config);
         let mut server = Self::start(config, FakeRuntime::new()).await;
         server.dir = Some(dir);
@@ -235,6 +238,22 @@ impl TestServer {
             config,
             dir: None,
         }
+    }
+
+    /// Plays a builder that exits 0, then a checker that posts its audit
+    /// report and exits 0; returns the status at `awaiting_approval`.
+    pub async fn pass_build_and_check(&self, id: JobId) -> Value {
+        self.runtime.exit(id, Role::Builder, 0);
+        self.wait_for(id, "checking").await;
+        let (code, body) = self
+            .post(
+                &format!("/jobs/{id}/callback?role=checker"),
+                json!({"status": "completed", "audit_report": {"summary": "ok"}}),
+            )
+            .await;
+        assert_eq!(code, 200, "{body}");
+        self.runtime.exit(id, Role::Checker, 0);
+        self.wait_for(id, "awaiting_approval").await
     }
 
     /// Stops gracefully and returns what a restart needs.

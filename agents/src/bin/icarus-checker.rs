@@ -82,6 +82,8 @@ fn audit(workspace: &Path) -> Value {
     })
 }
 
+/// Every file under `root` but Git's own metadata (a checked-out workspace
+/// has a `.git` directory that is not the job's work).
 fn list_files(root: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let mut pending = vec![root.to_path_buf()];
@@ -91,7 +93,9 @@ fn list_files(root: &Path) -> Vec<PathBuf> {
         };
         for entry in entries.flatten() {
             match entry.file_type() {
-                Ok(kind) if kind.is_dir() => pending.push(entry.path()),
+                Ok(kind) if kind.is_dir() && entry.file_name() != ".git" => {
+                    pending.push(entry.path())
+                }
                 Ok(kind) if kind.is_file() => files.push(entry.path()),
                 _ => {}
             }

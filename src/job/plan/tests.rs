@@ -5,9 +5,9 @@ use chrono::TimeDelta;
 use proptest::prelude::*;
 
 use super::*;
-use crate::job::ApprovalDecision;
 use crate::job::fixtures::at;
-use crate::job::workload::{AgentReports, StartFailure};
+use crate::job::workload::{AgentReports, PublishedChange, SourceFacts, StartFailure};
+use crate::job::{ApprovalDecision, JobSource};
 
 const DEADLINES: Deadlines = Deadlines {
     builder: TimeDelta::seconds(600),
@@ -204,9 +204,10 @@ fn a_checker_that_exits_zero_with_its_report_awaits_approval() {
     world.reports.audit_report_received = true;
     let plan = plan_admitted(&job, &world, 10);
     assert_eq!(plan.status.phase, Phase::AwaitingApproval);
-    assert!(
-        plan.actions.is_empty(),
-        "exited agents are kept for their logs"
+    assert_eq!(
+        plan.actions,
+        vec![Action::CaptureDiff],
+        "the diff is captured; exited agents are kept for their logs"
     );
 }
 
@@ -361,6 +362,129 @@ fn any_phase() -> impl Strategy<Value = Phase> {
     prop::sample::select(Phase::ALL.to_vec())
 }
 
+fn sourced(phase: Phase) -> Job {
+    let mut job = Job::pending().in_phase(phase, at(0));
+    job.spec.source = Some(JobSource {
+        repository: "/repo".to_owned(),
+        reference: Some("main".to_owned()),
+    });
+    job
+}
+
+fn with_source_facts(facts: SourceFacts) -> Observed {
+    Observed {
+        source: facts,
+        ..Observed::default()
+    }
+}
+
+#[test]
+fn a_building_job_with_a_source_checks_it_out_before_starting_its_builder() {
+    let plan = plan_admitted(&sourced(Phase::Building), &Observed::default(), 10);
+    assert_eq!(plan.actions, vec![Action::CheckoutSource]);
+    assert_eq!(plan.status.phase, Phase::Building);
+}
+
+#[test]
+fn admitting_a_job_with_a_source_records_building_before_the_checkout() {
+    let mut job = sourced(Phase::Building);
+    job.status = JobStatus::new_pending();
+    let plan = plan_admitted(&job, &Observed::default(), 10);
+    assert_eq!(plan.status.phase, Phase::Building);
+    assert!(plan.actions.is_empty(), "{:?}", plan.actions);
+}
+
+#[test]
+fn the_checked_out_base_is_recorded_and_the_builder_started() {
+    let facts = SourceFacts {
+        base_commit: Some("abc123".to_owned()),
+        ..SourceFacts::default()
+    };
+    let plan = plan_admitted(&sourced(Phase::Building), &with_source_facts(facts), 10);
+    assert_eq!(plan.status.source.base_commit.as_deref(), Some("abc123"));
+    assert!(plan.actions.contains(&Action::Start {
+        role: Role::Builder,
+        attempt: 1
+    }));
+}
+
+#[test]
+fn a_checkout_that_cannot_work_fails_the_job_without_a_builder() {
+    let facts = SourceFacts {
+        failure: Some("repository not found".to_owned()),
+        ..SourceFacts::default()
+    };
+    let plan = plan_admitted(&sourced(Phase::Building), &with_source_facts(facts), 10);
+    assert_eq!(plan.status.phase, Phase::Failed);
+    assert_eq!(plan.status.reason, "SourceCheckoutFailed");
+    assert_eq!(starts(&plan).count(), 0);
+}
+
+#[test]
+fn an_approved_job_with_a_source_publishes_then_completes_with_its_commit() {
+    let job = sourced(Phase::Approved);
+    let plan = plan_admitted(&job, &Observed::default(), 10);
+    assert_eq!(plan.actions, vec![Action::Publish]);
+    assert_eq!(plan.status.phase, Phase::Approved);
+
+    let facts = SourceFacts {
+        published: Some(PublishedChange {
+            branch: "icarus/j".to_owned(),
+            commit: "def456".to_owned(),
+        }),
+        ..SourceFacts::default()
+    };
+    let plan = plan_admitted(&job, &with_source_facts(facts), 10);
+    assert_eq!(plan.status.phase, Phase::Completed);
+    assert_eq!(plan.status.reason, "Published");
+    assert_eq!(plan.status.source.commit.as_deref(), Some("def456"));
+}
+
+#[test]
+fn a_refused_push_fails_the_job_and_a_requested_retry_takes_it_back_to_approved() {
+    let facts = SourceFacts {
+        failure: Some("pre-receive hook declined".to_owned()),
+        ..SourceFacts::default()
+    };
+    let plan = plan_admitted(&sourced(Phase::Approved), &with_source_facts(facts), 10);
+    assert_eq!(plan.status.phase, Phase::Failed);
+    assert_eq!(plan.status.reason, PUBLISH_FAILED);
+
+    let mut failed = sourced(Phase::Approved);
+    failed.status = plan.status;
+    failed.spec.publish_requests = 1;
+    let retry = plan_admitted(&failed, &Observed::default(), 20);
+    assert_eq!(retry.status.phase, Phase::Approved);
+    assert_eq!(retry.status.reason, "PublishRetried");
+    assert_eq!(retry.status.error_message, None);
+    assert_eq!(retry.status.times.finished_at, None);
+    assert_eq!(retry.status.source.publish_requests_seen, 1);
+    let again = plan_admitted(
+        &Job {
+            status: retry.status,
+            ..failed
+        },
+        &Observed::default(),
+        30,
+    );
+    assert_eq!(
+        again.actions,
+        vec![Action::Publish],
+        "the retry publishes once more"
+    );
+}
+
+#[test]
+fn an_approved_job_without_a_source_completes_and_keeps_its_workspace() {
+    let plan = plan_admitted(
+        &Job::pending().in_phase(Phase::Approved, at(0)),
+        &Observed::default(),
+        10,
+    );
+    assert_eq!(plan.status.phase, Phase::Completed);
+    assert!(plan.actions.is_empty());
+}
+
 fn any_role() -> impl Strategy<Value = Role> {
     prop::sample::select(Role::ALL.to_vec())
 }
@@ -388,6 +512,22 @@ fn any_workload() -> impl Strategy<Value = ObservedWorkload> {
     })
 }
 
+fn any_source_facts() -> impl Strategy<Value = SourceFacts> {
+    (
+        prop::option::of(Just("base".to_owned())),
+        prop::option::of(Just(PublishedChange {
+            branch: "icarus/x".to_owned(),
+            commit: "tip".to_owned(),
+        })),
+        prop::option::of(Just("refused".to_owned())),
+    )
+        .prop_map(|(base_commit, published, failure)| SourceFacts {
+            base_commit,
+            published,
+            failure,
+        })
+}
+
 fn any_observed() -> impl Strategy<Value = Observed> {
     (
         prop::collection::vec(any_workload(), 0..5),
@@ -395,9 +535,10 @@ fn any_observed() -> impl Strategy<Value = Observed> {
         prop::option::of(Just("bang".to_owned())),
         any::<bool>(),
         prop::option::of(any_role()),
+        any_source_facts(),
     )
         .prop_map(
-            |(workloads, builder_error, checker_error, audit, unstartable)| Observed {
+            |(workloads, builder_error, checker_error, audit, unstartable, source)| Observed {
                 workloads,
                 reports: AgentReports {
                     builder_error,
@@ -408,6 +549,7 @@ fn any_observed() -> impl Strategy<Value = Observed> {
                     role,
                     message: "image missing".to_owned(),
                 }),
+                source,
             },
         )
 }
@@ -419,9 +561,14 @@ fn any_job() -> impl Strategy<Value = Job> {
         prop::option::of(any::<bool>()),
         any::<bool>(),
         prop::option::of(Just("seen-before".to_owned())),
+        any::<bool>(),
     )
-        .prop_map(|(phase, since, approval, cancel, builder_id)| {
+        .prop_map(|(phase, since, approval, cancel, builder_id, sourced)| {
             let mut job = Job::pending().in_phase(phase, at(since));
+            job.spec.source = sourced.then(|| JobSource {
+                repository: "/repo".to_owned(),
+                reference: None,
+            });
             job.spec.approval = approval.map(|approved| ApprovalDecision {
                 approved,
                 comment: String::new(),

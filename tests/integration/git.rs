@@ -1,0 +1,405 @@
+//! Jobs with a Git source, with real `git` and a local bare repository as the
+//! remote. The agents are played by the in-memory runtime test double: the
+//! test writes the builder's files into the workspace itself, then plays its
+//! exit, so these tests are about checkout, diff and publish.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use icarus::job::{JobId, Role};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use crate::support::{TestServer, eventually};
+
+/// A bare repository with one commit on `main` (a README), as a remote.
+pub struct Remote {
+    dir: TempDir,
+}
+
+impl Remote {
+    pub fn new() -> Remote {
+        let dir = tempfile::tempdir().unwrap();
+        let bare = dir.path().join("remote.git");
+        let seed = dir.path().join("seed");
+        git(
+            dir.path(),
+            &["init", "--quiet", "--bare", "-b", "main", "remote.git"],
+        );
+        git(dir.path(), &["init", "--quiet", "-b", "main", "seed"]);
+        std::fs::write(seed.join("README.md"), "# Demo\n\nold line\n").unwrap();
+        git(&seed, &["add", "."]);
+        git(
+            &seed,
+            &[
+                "-c",
+                "user.name=Seed",
+                "-c",
+                "user.email=seed@example.com",
+                "commit",
+                "--quiet",
+                "-m",
+                "initial",
+            ],
+        );
+        git(&seed, &["push", "--quiet", bare.to_str().unwrap(), "main"]);
+        Remote { dir }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("remote.git")
+    }
+
+    pub fn url(&self) -> String {
+        self.path().display().to_string()
+    }
+
+    pub fn tip(&self, branch: &str) -> Option<String> {
+        let output = Command::new("git")
+            .arg("-C")
+            .arg(self.path())
+            .args([
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                &format!("refs/heads/{branch}"),
+            ])
+            .output()
+            .unwrap();
+        output
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    }
+
+    fn show(&self, what: &str) -> String {
+        git(
+            &self.path(),
+            &[
+                "show",
+                "--no-color",
+                "--quiet",
+                "--format=%an <%ae>%n%P%n%B",
+                what,
+            ],
+        )
+    }
+
+    pub fn file_at(&self, commit: &str, path: &str) -> String {
+        git(&self.path(), &["show", &format!("{commit}:{path}")])
+    }
+
+    fn branches(&self) -> String {
+        git(&self.path(), &["branch", "--list"])
+    }
+
+    /// Makes every push fail, with the hook's words on stderr.
+    fn refuse_pushes(&self) {
+        let hook = self.path().join("hooks/pre-receive");
+        std::fs::write(
+            &hook,
+            "#!/bin/sh\necho 'pushes are frozen for the release' >&2\nexit 1\n",
+        )
+        .unwrap();
+        Command::new("chmod").arg("+x").arg(&hook).status().unwrap();
+    }
+
+    fn accept_pushes(&self) {
+        std::fs::remove_file(self.path().join("hooks/pre-receive")).unwrap();
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+async fn spawn_from(server: &TestServer, remote: &Remote, task: &str) -> JobId {
+    let (code, body) = server
+        .post(
+            "/jobs/spawn",
+            json!({"task": task, "source": {"repository": remote.url(), "ref": "main"}}),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    body["job_id"].as_str().unwrap().parse().unwrap()
+}
+
+fn workspace(server: &TestServer, id: JobId) -> PathBuf {
+    server.config.workspace.base_path.join(id.to_string())
+}
+
+/// Plays a builder that adds a module and edits the README, then a checker
+/// that reports and exits; returns the job's status at `awaiting_approval`.
+async fn build_and_check(server: &TestServer, id: JobId) -> Value {
+    server.wait_for(id, "building").await;
+    eventually(std::time::Duration::from_secs(10), || async {
+        server.runtime.state_of(id, Role::Builder).map(|_| ())
+    })
+    .await;
+    let dir = workspace(server, id);
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::write(dir.join("src/login.py"), "def login():\n    return True\n").unwrap();
+    std::fs::write(dir.join("README.md"), "# Demo\n\nnew line\n").unwrap();
+    server.pass_build_and_check(id).await
+}
+
+async fn approve(server: &TestServer, id: JobId, comment: &str) {
+    let (code, body) = server
+        .post(
+            &format!("/jobs/{id}/approve"),
+            json!({"approved": true, "comment": comment}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+}
+
+#[tokio::test]
+async fn the_builder_starts_on_a_checkout_of_the_source_at_its_recorded_base() {
+    let remote = Remote::new();
+    let server = TestServer::sqlite().await;
+    let id = spawn_from(&server, &remote, "Add login").await;
+    eventually(std::time::Duration::from_secs(10), || async {
+        server.runtime.state_of(id, Role::Builder).map(|_| ())
+    })
+    .await;
+    let (_, status) = server.get(&format!("/jobs/{id}/status")).await;
+    assert_eq!(status["base_commit"], remote.tip("main").unwrap());
+    assert_eq!(status["source"]["ref"], "main");
+    let readme = std::fs::read_to_string(workspace(&server, id).join("README.md")).unwrap();
+    assert!(readme.contains("old line"));
+}
+
+#[tokio::test]
+async fn the_diff_shows_exactly_the_builders_change_as_text_and_as_json() {
+    let remote = Remote::new();
+    let server = TestServer::sqlite().await;
+    let id = spawn_from(&server, &remote, "Add login").await;
+    server.wait_for(id, "building").await;
+    let (code, body) = server.get(&format!("/jobs/{id}/diff")).await;
+    assert_eq!(code, 409, "no diff before awaiting_approval: {body}");
+
+    build_and_check(&server, id).await;
+    let (code, text) = server.get(&format!("/jobs/{id}/diff")).await;
+    assert_eq!(code, 200);
+    let text = text.as_str().unwrap();
+    assert!(text.contains("+++ b/src/login.py"), "{text}");
+    assert!(text.contains("-old line\n+new line"), "{text}");
+
+    let (code, summary) = server.get(&format!("/jobs/{id}/diff?format=json")).await;
+    assert_eq!(code, 200);
+    let files: Vec<(&str, &str, u64, u64)> = summary["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["path"].as_str().unwrap(),
+                f["status"].as_str().unwrap(),
+                f["additions"].as_u64().unwrap(),
+                f["deletions"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        files,
+        [
+            ("README.md", "modified", 1, 1),
+            ("src/login.py", "added", 2, 0)
+        ]
+    );
+    assert_eq!(summary["base_commit"], remote.tip("main").unwrap());
+    assert_eq!(summary["truncated"], false);
+    let (code, _) = server.get(&format!("/jobs/{id}/diff?format=xml")).await;
+    assert_eq!(code, 422);
+}
+
+#[tokio::test]
+async fn approval_pushes_one_commit_to_the_jobs_branch_with_its_metadata() {
+    let remote = Remote::new();
+    let server = TestServer::sqlite().await;
+    let id = spawn_from(&server, &remote, "Add login\n\nWith a test.").await;
+    let base = remote.tip("main").unwrap();
+    build_and_check(&server, id).await;
+    approve(&server, id, "Ship it").await;
+    let status = server.wait_for(id, "completed").await;
+
+    let branch = format!("icarus/{id}");
+    assert_eq!(status["reason"], "Published");
+    assert_eq!(status["branch"], branch);
+    let tip = remote.tip(&branch).expect("the branch was pushed");
+    assert_eq!(status["commit"], tip);
+    let shown = remote.show(&tip);
+    let mut lines = shown.lines();
+    assert_eq!(lines.next(), Some("Icarus <icarus@localhost>"));
+    assert_eq!(
+        lines.next(),
+        Some(base.as_str()),
+        "one commit on top of the base"
+    );
+    assert_eq!(lines.next(), Some("Add login"));
+    assert!(shown.contains(&format!("Icarus-Job: {id}")), "{shown}");
+    assert!(shown.contains("Approval-comment: Ship it"), "{shown}");
+    assert_eq!(
+        remote.file_at(&tip, "src/login.py"),
+        "def login():\n    return True\n"
+    );
+    assert_eq!(remote.tip("main").unwrap(), base, "main is untouched");
+}
+
+#[tokio::test]
+async fn a_refused_push_fails_the_job_and_a_retry_pushes_the_same_single_commit() {
+    let remote = Remote::new();
+    let server = TestServer::sqlite().await;
+    let id = spawn_from(&server, &remote, "Add login").await;
+    let base = remote.tip("main").unwrap();
+    build_and_check(&server, id).await;
+    remote.refuse_pushes();
+    approve(&server, id, "").await;
+    let status = server.wait_for(id, "failed").await;
+    assert_eq!(status["reason"], "PublishFailed");
+    let message = status["error_message"].as_str().unwrap();
+    assert!(
+        message.contains("pushes are frozen for the release"),
+        "{message}"
+    );
+    assert!(
+        workspace(&server, id).join("src/login.py").is_file(),
+        "the work is kept"
+    );
+
+    remote.accept_pushes();
+    let (code, body) = server.post(&format!("/jobs/{id}/publish"), json!({})).await;
+    assert_eq!(code, 200, "{body}");
+    let status = server.wait_for(id, "completed").await;
+    let tip = remote.tip(&format!("icarus/{id}")).unwrap();
+    assert_eq!(status["commit"], tip);
+    let parents = remote.show(&tip).lines().nth(1).unwrap().to_owned();
+    assert_eq!(
+        parents, base,
+        "the retry pushed the first commit, not a second one"
+    );
+    let (_, events) = server.get(&format!("/jobs/{id}/events")).await;
+    let reasons: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    assert!(
+        reasons.ends_with(&["Approved", "PublishFailed", "PublishRetried", "Published"]),
+        "{reasons:?}"
+    );
+}
+
+#[tokio::test]
+async fn publishing_again_is_refused_unless_the_push_failed() {
+    let remote = Remote::new();
+    let server = TestServer::sqlite().await;
+    let id = spawn_from(&server, &remote, "Add login").await;
+    build_and_check(&server, id).await;
+    let (code, body) = server.post(&format!("/jobs/{id}/publish"), json!({})).await;
+    assert_eq!(code, 409, "{body}");
+}
+
+#[tokio::test]
+async fn rejection_leaves_the_remote_untouched_and_removes_the_workspace() {
+    let remote = Remote::new();
+    let server = TestServer::sqlite().await;
+    let id = spawn_from(&server, &remote, "Add login").await;
+    build_and_check(&server, id).await;
+    let before = remote.branches();
+    let (code, _) = server
+        .post(
+            &format!("/jobs/{id}/approve"),
+            json!({"approved": false, "comment": "no"}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    server.wait_for(id, "rejected").await;
+    assert_eq!(remote.branches(), before);
+    assert!(!server.runtime.has_workspace(id));
+}
+
+#[tokio::test]
+async fn a_source_that_cannot_be_cloned_fails_the_job_with_gits_words() {
+    let server = TestServer::sqlite().await;
+    let (_, body) = server
+        .post(
+            "/jobs/spawn",
+            json!({"task": "t", "source": {"repository": "/nowhere/at/all.git"}}),
+        )
+        .await;
+    let id: JobId = body["job_id"].as_str().unwrap().parse().unwrap();
+    let status = server.wait_for(id, "failed").await;
+    assert_eq!(status["reason"], "SourceCheckoutFailed");
+    let message = status["error_message"].as_str().unwrap();
+    assert!(message.contains("/nowhere/at/all.git"), "{message}");
+    assert!(
+        server.runtime.state_of(id, Role::Builder).is_none(),
+        "no builder ran"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_base_ref_fails_the_job_and_names_it() {
+    let remote = Remote::new();
+    let server = TestServer::sqlite().await;
+    let (_, body) = server
+        .post(
+            "/jobs/spawn",
+            json!({"task": "t", "source": {"repository": remote.url(), "ref": "no-such-branch"}}),
+        )
+        .await;
+    let id: JobId = body["job_id"].as_str().unwrap().parse().unwrap();
+    let status = server.wait_for(id, "failed").await;
+    assert_eq!(status["reason"], "SourceCheckoutFailed");
+    assert!(
+        status["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("'no-such-branch'")
+    );
+}
+
+#[tokio::test]
+async fn a_ref_that_looks_like_an_option_is_refused_at_spawn() {
+    let server = TestServer::sqlite().await;
+    let (code, body) = server
+        .post(
+            "/jobs/spawn",
+            json!({"task": "t", "source": {"repository": "/tmp/x", "ref": "--upload-pack=touch /tmp/pwned"}}),
+        )
+        .await;
+    assert_eq!(code, 422, "{body}");
+}
+
+#[tokio::test]
+async fn a_job_without_a_source_shows_every_file_it_wrote_as_added() {
+    let server = TestServer::sqlite().await;
+    let id = server.spawn("Write notes").await;
+    server.wait_for(id, "building").await;
+    let dir = workspace(&server, id);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("NOTES.md"), "one\ntwo\n").unwrap();
+    server.pass_build_and_check(id).await;
+    let (code, summary) = server.get(&format!("/jobs/{id}/diff?format=json")).await;
+    assert_eq!(code, 200);
+    assert_eq!(summary["files"][0]["path"], "NOTES.md");
+    assert_eq!(summary["files"][0]["status"], "added");
+    assert_eq!(summary["additions"], 2);
+    assert_eq!(summary["base_commit"], Value::Null);
+    approve(&server, id, "").await;
+    let status = server.wait_for(id, "completed").await;
+    assert_eq!(status["branch"], Value::Null, "nothing to publish to");
+}
