@@ -69,6 +69,10 @@ pub struct AgentsConfig {
     pub callback_base_url: String,
     /// Progress reports stored per agent per second; more are refused with 429.
     pub progress_reports_per_second: u32,
+    /// The key that signs agents' callback tokens (created on first start);
+    /// empty: `.icarus-agent.key` in `workspace.base_path`.
+    #[serde(default)]
+    pub callback_key_file: PathBuf,
     pub builder: AgentConfig,
     pub checker: AgentConfig,
 }
@@ -185,6 +189,15 @@ const SEED_ENVIRONMENT: [(&str, &str); 3] = [
 ];
 
 impl Config {
+    /// Where the agent callback key lives (see `agents.callback_key_file`).
+    pub fn callback_key_file(&self) -> PathBuf {
+        if self.agents.callback_key_file.as_os_str().is_empty() {
+            self.workspace.base_path.join(".icarus-agent.key")
+        } else {
+            self.agents.callback_key_file.clone()
+        }
+    }
+
     /// Loads the embedded default, then `file` if given, then the environment.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         let mut figment = Figment::from(Yaml::string(EMBEDDED_DEFAULT));

@@ -21,6 +21,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod controller;
+pub mod credentials;
 pub mod job;
 pub mod notify;
 pub mod runtime;

@@ -19,6 +19,7 @@ use crate::api::report_limit::ReportLimiter;
 use crate::api::{self, ApiLimits, AppState};
 use crate::config::{Config, MountType};
 use crate::controller::{Controller, ControllerSettings};
+use crate::credentials::{AgentKeys, CredentialsError};
 use crate::notify;
 use crate::runtime::Runtime;
 use crate::sentinel;
@@ -39,6 +40,8 @@ pub enum ServerError {
     Serve(#[source] std::io::Error),
     #[error("a server task ended unexpectedly")]
     TaskFailed(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
 }
 
 /// Serves `app` on `listener` until `stop` is cancelled, then finishes requests in flight.
@@ -153,7 +156,9 @@ impl Orchestrator {
         let load = sentinel::spawn(config.sentinel.clone(), shutdown.child_token());
         let (callback_base, agent_listener) =
             callback_endpoint(config, address, runtime.as_ref()).await?;
-        let settings = ControllerSettings::from_config(config, callback_base.clone());
+        let agent_keys = AgentKeys::load_or_create(&config.callback_key_file())?;
+        let settings =
+            ControllerSettings::from_config(config, callback_base.clone(), agent_keys.clone());
         let source = Arc::new(LocalGit::new(
             config.workspace.base_path.clone(),
             config.workspace.mount_type == MountType::Bind,
@@ -168,6 +173,7 @@ impl Orchestrator {
             store: store.clone(),
             load,
             shutdown: shutdown.child_token(),
+            agent_keys: Arc::new(agent_keys),
             progress_reports: Arc::new(ReportLimiter::new(
                 NonZeroU32::new(config.agents.progress_reports_per_second)
                     .unwrap_or(NonZeroU32::MIN),

@@ -4,6 +4,7 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::{HeaderMap, header};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -20,6 +21,7 @@ use crate::store::{AgentReport, AuditRecord, ReportOutcome, TelemetrySample};
     params(("job_id" = String, Path, description = "The job's UUID"), CallerQuery),
     responses(
         (status = 200, body = MessageResponse),
+        (status = 401, description = "No token, or not this agent's", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 409, description = "No agent of this job is running", body = ErrorBody),
         (status = 422, body = ErrorBody),
@@ -29,10 +31,12 @@ pub async fn callback(
     State(state): State<AppState>,
     JobIdPath(id): JobIdPath,
     QueryParams(caller): QueryParams<CallerQuery>,
+    headers: HeaderMap,
     JsonBody(request): JsonBody<CallbackRequest>,
 ) -> ApiResult<Json<MessageResponse>> {
     let job = load(&state, id).await?;
-    let role = reporting_role(&job, &caller)?;
+    let authenticated = authenticate(&state, &job, &caller, &headers)?;
+    let role = reporting_role(&job, authenticated, caller.attempt)?;
     let outcome = parse_outcome(&request)?;
     let has_telemetry = request.current_tool.is_some()
         || request.cpu_usage.is_some()
@@ -107,8 +111,8 @@ pub async fn callback(
     }))
 }
 
-/// Who is calling: the orchestrator puts `?role=...&attempt=...` in every
-/// callback URL it hands out. Agents given a bare URL are attributed by phase.
+/// Who is calling: the orchestrator puts `?role=...&attempt=...&token=...`
+/// in every callback URL it hands out.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct CallerQuery {
@@ -116,36 +120,70 @@ pub struct CallerQuery {
     pub role: Option<String>,
     /// The attempt the agent belongs to.
     pub attempt: Option<u32>,
+    /// The agent's credential (or send it as `Authorization: Bearer ...`).
+    pub token: Option<String>,
 }
 
-/// Reports are accepted only from an agent the job may be running now: the
-/// phase's own agent, or one that called between its start and the write of
-/// the phase that started it (a fast agent often does). A bare URL names no
-/// role, so it is attributed by phase alone.
-fn reporting_role(job: &Job, caller: &CallerQuery) -> ApiResult<Role> {
-    let phase = job.status.phase;
-    let not_running = |what: &str| ApiError::Conflict(format!("Job {} is {phase}; {what}", job.id));
-    if caller
-        .attempt
-        .is_some_and(|attempt| attempt != job.status.attempt)
-    {
-        return Err(not_running("the report is from another attempt"));
-    }
-    let role = match caller.role.as_deref() {
+/// The role whose token the caller holds, for this job and attempt. Without
+/// a `role` in the query, the token itself says which agent is calling, so
+/// one agent can never report as the other.
+fn authenticate(
+    state: &AppState,
+    job: &Job,
+    caller: &CallerQuery,
+    headers: &HeaderMap,
+) -> ApiResult<Role> {
+    let claimed = match caller.role.as_deref() {
         None => None,
         Some(text) => Some(Role::parse(text).ok_or_else(|| {
             ApiError::Unprocessable(format!("role must be builder or checker, not '{text}'"))
         })?),
     };
+    let Some(token) = caller.token.as_deref().or_else(|| bearer_token(headers)) else {
+        tracing::warn!(job = %job.id, "callback without a token refused");
+        return Err(ApiError::Unauthorized(
+            "callbacks must carry the agent's token: post to ORCHESTRATOR_CALLBACK exactly as given"
+                .to_owned(),
+        ));
+    };
+    let attempt = caller.attempt.unwrap_or(job.status.attempt);
+    let candidates = claimed.map_or(Role::ALL.to_vec(), |role| vec![role]);
+    candidates
+        .into_iter()
+        .find(|role| state.agent_keys.verify(job.id, *role, attempt, token))
+        .ok_or_else(|| {
+            tracing::warn!(job = %job.id, ?claimed, attempt, "callback with a foreign token refused");
+            ApiError::Unauthorized(format!(
+                "the token is not that of an agent of job {} (attempt {attempt})",
+                job.id
+            ))
+        })
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}
+
+/// Reports are accepted only from an agent the job may be running now: the
+/// phase's own agent, or one that called between its start and the write of
+/// the phase that started it (a fast agent often does).
+fn reporting_role(job: &Job, role: Role, attempt: Option<u32>) -> ApiResult<Role> {
+    let phase = job.status.phase;
+    let not_running = |what: &str| ApiError::Conflict(format!("Job {} is {phase}; {what}", job.id));
+    if attempt.is_some_and(|attempt| attempt != job.status.attempt) {
+        return Err(not_running("the report is from another attempt"));
+    }
     match (phase, role) {
-        (Phase::Pending | Phase::Building, Some(Role::Builder)) | (Phase::Building, None) => {
-            Ok(Role::Builder)
+        (Phase::Pending | Phase::Building, Role::Builder)
+        | (Phase::Building | Phase::Checking, Role::Checker) => Ok(role),
+        (_, role) => {
+            tracing::warn!(job = %job.id, %role, %phase, "report from an agent that is not running refused");
+            Err(not_running(&format!("its {role} is not running")))
         }
-        (Phase::Building | Phase::Checking, Some(Role::Checker)) | (Phase::Checking, None) => {
-            Ok(Role::Checker)
-        }
-        (_, Some(role)) => Err(not_running(&format!("its {role} is not running"))),
-        (_, None) => Err(not_running("no agent of it is running")),
     }
 }
 

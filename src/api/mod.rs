@@ -31,6 +31,7 @@ use tower_http::trace::TraceLayer;
 pub use docs::ApiDoc;
 pub use jobs::MAX_TASK_CHARS;
 
+use crate::credentials::AgentKeys;
 use crate::job::admission::LoadLevel;
 use crate::store::Store;
 use error::ApiError;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub load: watch::Receiver<LoadLevel>,
     /// Cancelled when the server shuts down; open WebSockets close on it.
     pub shutdown: CancellationToken,
+    /// Checks agents' callback tokens.
+    pub agent_keys: Arc<AgentKeys>,
     /// Per-agent limit on progress reports.
     pub progress_reports: Arc<ReportLimiter>,
 }
@@ -78,7 +81,7 @@ pub fn router(state: AppState, limits: ApiLimits) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_request_bytes))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(CatchPanicLayer::custom(panic_response))
 }
 
@@ -92,8 +95,14 @@ pub fn agent_router(state: AppState, limits: ApiLimits) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_request_bytes))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(CatchPanicLayer::custom(panic_response))
+}
+
+/// A request's log span: method and path only. Query strings can carry
+/// credentials (an agent's callback token), and logs never show those.
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
 }
 
 async fn not_found() -> ApiError {

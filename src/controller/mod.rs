@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AgentsConfig, Config, PublishConfig};
+use crate::credentials::AgentKeys;
 use crate::job::JobId;
 use crate::job::admission::LoadLevel;
 use crate::job::plan::Deadlines;
@@ -50,10 +51,12 @@ pub struct ControllerSettings {
     /// Base URL agents use to reach the API; `/jobs/{id}/callback` is appended.
     pub callback_base_url: String,
     pub publish: PublishConfig,
+    /// Signs each agent's callback token.
+    pub agent_keys: AgentKeys,
 }
 
 impl ControllerSettings {
-    pub fn from_config(config: &Config, callback_base_url: String) -> Self {
+    pub fn from_config(config: &Config, callback_base_url: String, agent_keys: AgentKeys) -> Self {
         ControllerSettings {
             deadlines: config.deadlines(),
             max_active_jobs: config.orchestrator.max_concurrent_jobs as usize,
@@ -62,6 +65,7 @@ impl ControllerSettings {
             agents: config.agents.clone(),
             callback_base_url,
             publish: config.publish.clone(),
+            agent_keys,
         }
     }
 }

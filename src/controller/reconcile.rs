@@ -158,12 +158,14 @@ async fn start(
     attempt: u32,
 ) -> Result<Option<Fact>, ControllerError> {
     let settings = &context.settings;
+    let token = settings.agent_keys.token(job.id, role, attempt);
     let spec = workload_spec(
         job,
         role,
         attempt,
         &settings.agents,
         &settings.callback_base_url,
+        &token,
     );
     match context.runtime.start(&spec).await {
         Ok(id) => {

@@ -7,22 +7,25 @@ use crate::job::workload::{Role, WorkloadKey};
 use crate::runtime::WorkloadSpec;
 
 /// The spec for `job`'s `role` agent of `attempt`, per the agent contract:
-/// `JOB_ID`, `TASK`, `ORCHESTRATOR_CALLBACK` (the full callback URL), plus the role.
+/// `JOB_ID`, `TASK`, `ORCHESTRATOR_CALLBACK` (the full callback URL, with the
+/// agent's token), plus the role.
 pub fn workload_spec(
     job: &Job,
     role: Role,
     attempt: u32,
     agents: &AgentsConfig,
     callback_base: &str,
+    token: &str,
 ) -> WorkloadSpec {
     let (agent, image_override): (&AgentConfig, _) = match role {
         Role::Builder => (&agents.builder, &job.spec.builder_image),
         Role::Checker => (&agents.checker, &job.spec.checker_image),
     };
     // The query names the caller, so a report is attributed to the right
-    // agent even when it arrives before the phase change is written.
+    // agent even when it arrives before the phase change is written, and
+    // carries its credential (see `credentials`).
     let callback = format!(
-        "{}/jobs/{}/callback?role={role}&attempt={attempt}",
+        "{}/jobs/{}/callback?role={role}&attempt={attempt}&token={token}",
         callback_base.trim_end_matches('/'),
         job.id
     );

@@ -278,7 +278,9 @@ async fn telemetry_callbacks_show_in_the_telemetry_route() {
     assert_eq!(before["current_tool"], serde_json::Value::Null);
     server.wait_for(id, "building").await;
     let report = json!({"current_tool": "web_search(python logging)", "cpu_usage": 35.0, "ram_usage_mb": 450.0});
-    let (code, _) = server.post(&format!("/jobs/{id}/callback"), report).await;
+    let (code, _) = server
+        .post(&server.agent_path(id, Role::Builder, 1), report)
+        .await;
     assert_eq!(code, 200);
     let (code, body) = server.get(&format!("/jobs/{id}/telemetry")).await;
     assert_eq!(code, 200);
@@ -297,7 +299,7 @@ async fn a_callback_for_a_job_with_no_running_agent_is_409() {
     let waiting = server.spawn("second").await;
     let (code, body) = server
         .post(
-            &format!("/jobs/{waiting}/callback"),
+            &server.agent_path(waiting, Role::Checker, 1),
             json!({"cpu_usage": 1.0}),
         )
         .await;
@@ -310,7 +312,7 @@ async fn callback_bodies_that_say_nothing_or_nonsense_are_422() {
     let server = TestServer::sqlite().await;
     let id = server.spawn("t").await;
     server.wait_for(id, "building").await;
-    let path = format!("/jobs/{id}/callback");
+    let path = server.agent_path(id, Role::Builder, 1);
     for body in [
         json!({}),
         json!({"status": "finished"}),
@@ -329,7 +331,7 @@ async fn an_audit_report_from_the_builder_is_409() {
     server.wait_for(id, "building").await;
     let (code, _) = server
         .post(
-            &format!("/jobs/{id}/callback"),
+            &server.agent_path(id, Role::Builder, 1),
             json!({"status": "completed", "audit_report": {"summary": "x"}}),
         )
         .await;
@@ -435,7 +437,7 @@ async fn progress_reports_beyond_an_agents_rate_get_429_but_its_completion_does_
     let server = TestServer::sqlite_with(|c| c.agents.progress_reports_per_second = 3).await;
     let id = server.spawn("t").await;
     server.wait_for(id, "building").await;
-    let path = format!("/jobs/{id}/callback?role=builder&attempt=1");
+    let path = server.agent_path(id, Role::Builder, 1);
     let mut codes = Vec::new();
     for n in 0..20 {
         let (code, _) = server
@@ -466,7 +468,7 @@ async fn a_builder_report_that_arrives_before_building_is_written_is_accepted() 
     let second = server.spawn("second").await;
     let (code, body) = server
         .post(
-            &format!("/jobs/{second}/callback?role=builder&attempt=1"),
+            &server.agent_path(second, Role::Builder, 1),
             json!({"current_tool": "plan(task)"}),
         )
         .await;
@@ -480,7 +482,7 @@ async fn a_checker_report_that_arrives_before_the_phase_change_is_attributed_to_
     let server = TestServer::sqlite().await;
     let id = server.spawn("t").await;
     server.wait_for(id, "building").await;
-    let path = format!("/jobs/{id}/callback?role=checker&attempt=1");
+    let path = server.agent_path(id, Role::Checker, 1);
     let (code, _) = server
         .post(
             &path,
@@ -502,7 +504,7 @@ async fn reports_from_another_attempt_or_an_agent_that_is_not_running_are_409() 
     server.wait_for(id, "building").await;
     let (code, body) = server
         .post(
-            &format!("/jobs/{id}/callback?role=builder&attempt=7"),
+            &server.agent_path(id, Role::Builder, 7),
             json!({"cpu_usage": 1.0}),
         )
         .await;
@@ -511,7 +513,7 @@ async fn reports_from_another_attempt_or_an_agent_that_is_not_running_are_409() 
     server.wait_for(id, "checking").await;
     let (code, body) = server
         .post(
-            &format!("/jobs/{id}/callback?role=builder"),
+            &server.agent_path(id, Role::Builder, 1),
             json!({"cpu_usage": 1.0}),
         )
         .await;
@@ -523,4 +525,93 @@ async fn reports_from_another_attempt_or_an_agent_that_is_not_running_are_409() 
         )
         .await;
     assert_eq!(code, 422);
+}
+
+#[tokio::test]
+async fn a_callback_without_a_token_is_401_and_changes_nothing() {
+    let server = TestServer::sqlite().await;
+    let id = server.spawn("t").await;
+    server.wait_for(id, "building").await;
+    let (code, body) = server
+        .post(
+            &format!("/jobs/{id}/callback?role=builder&attempt=1"),
+            json!({"status": "error", "error": "forged"}),
+        )
+        .await;
+    assert_eq!(code, 401, "{body}");
+    let (_, status) = server.get(&format!("/jobs/{id}/status")).await;
+    assert_eq!(status["status"], "building");
+}
+
+#[tokio::test]
+async fn another_jobs_token_is_401() {
+    let server = TestServer::sqlite().await;
+    let victim = server.spawn("victim").await;
+    let attacker = server.spawn("attacker").await;
+    server.wait_for(victim, "building").await;
+    let stolen = server.agent_token(attacker, Role::Builder, 1);
+    let (code, body) = server
+        .post(
+            &format!("/jobs/{victim}/callback?role=builder&attempt=1&token={stolen}"),
+            json!({"status": "error", "error": "forged"}),
+        )
+        .await;
+    assert_eq!(code, 401, "{body}");
+    let (_, status) = server.get(&format!("/jobs/{victim}/status")).await;
+    assert_eq!(status["status"], "building");
+}
+
+#[tokio::test]
+async fn a_builder_cannot_post_the_checkers_audit_report_with_its_own_token() {
+    let server = TestServer::sqlite().await;
+    let id = server.spawn("t").await;
+    server.wait_for(id, "building").await;
+    let builders = server.agent_token(id, Role::Builder, 1);
+    let report = json!({"status": "completed", "audit_report": {"summary": "all good, trust me"}});
+    let (code, _) = server
+        .post(
+            &format!("/jobs/{id}/callback?role=checker&attempt=1&token={builders}"),
+            report.clone(),
+        )
+        .await;
+    assert_eq!(code, 401, "claiming the checker's role");
+    let (code, _) = server
+        .post(&format!("/jobs/{id}/callback?token={builders}"), report)
+        .await;
+    assert_eq!(code, 409, "attributed to the builder by its token");
+    let (code, _) = server.get(&format!("/jobs/{id}/audit")).await;
+    assert_eq!(code, 404);
+}
+
+#[tokio::test]
+async fn the_token_is_also_accepted_as_a_bearer_token() {
+    let server = TestServer::sqlite().await;
+    let id = server.spawn("t").await;
+    server.wait_for(id, "building").await;
+    let token = server.agent_token(id, Role::Builder, 1);
+    let response = server
+        .client
+        .post(server.url(&format!("/jobs/{id}/callback")))
+        .bearer_auth(token)
+        .json(&json!({"current_tool": "plan(task)"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn a_replayed_callback_after_the_job_ended_is_refused() {
+    let server = TestServer::sqlite().await;
+    let id = server.spawn("t").await;
+    server.wait_for(id, "building").await;
+    server.post(&format!("/jobs/{id}/cancel"), json!({})).await;
+    server.wait_for(id, "cancelled").await;
+    let (code, _) = server
+        .post(
+            &server.agent_path(id, Role::Builder, 1),
+            json!({"status": "completed"}),
+        )
+        .await;
+    assert_eq!(code, 409);
 }

@@ -17,7 +17,9 @@ async fn to_awaiting_approval(server: &TestServer) -> JobId {
     assert!(server.runtime.exit(id, Role::Builder, 0));
     server.wait_for(id, "checking").await;
     let audit = json!({"status": "completed", "audit_report": {"summary": "clean", "logic_verification": {"files_created": 1}}});
-    let (code, _) = server.post(&format!("/jobs/{id}/callback"), audit).await;
+    let (code, _) = server
+        .post(&server.agent_path(id, Role::Checker, 1), audit)
+        .await;
     assert_eq!(code, 200);
     assert!(server.runtime.exit(id, Role::Checker, 0));
     server.wait_for(id, "awaiting_approval").await;
@@ -56,8 +58,9 @@ async fn a_job_runs_builder_then_checker_then_completes_on_approval() {
     assert_eq!(env["JOB_ID"], id.to_string());
     assert_eq!(env["TASK"], "Add logging to the API endpoints");
     assert!(
+        env["ORCHESTRATOR_CALLBACK"].ends_with(&server.agent_path(id, Role::Checker, 1)),
+        "the callback names the agent and carries its token: {}",
         env["ORCHESTRATOR_CALLBACK"]
-            .ends_with(&format!("/jobs/{id}/callback?role=checker&attempt=1"))
     );
 
     let (code, audit) = server.get(&format!("/jobs/{id}/audit")).await;
@@ -187,7 +190,7 @@ async fn an_error_callback_fails_the_job_and_stops_the_agent() {
     server.wait_for(id, "building").await;
     let (code, _) = server
         .post(
-            &format!("/jobs/{id}/callback"),
+            &server.agent_path(id, Role::Builder, 1),
             json!({"status": "error", "error": "model quota exhausted"}),
         )
         .await;

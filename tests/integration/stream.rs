@@ -50,7 +50,7 @@ async fn the_stream_sends_the_current_status_then_every_transition_then_closes()
     );
     server
         .post(
-            &format!("/jobs/{id}/callback"),
+            &server.agent_path(id, Role::Checker, 1),
             json!({"status": "completed", "audit_report": {}}),
         )
         .await;

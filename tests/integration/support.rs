@@ -5,6 +5,7 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use icarus::config::Config;
+use icarus::credentials::AgentKeys;
 use icarus::job::{Job, JobId, JobSpec, Role, timestamp_now};
 use icarus::runtime::Runtime;
 use icarus::runtime::fake::FakeRuntime;
@@ -219,11 +220,12 @@ impl TestServer {
 
     /// On a new PostgreSQL database.
     pub async fn postgres() -> TestServer {
-        Self::start(
-            test_config(&postgres_database_url().await),
-            FakeRuntime::new(),
-        )
-        .await
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(&postgres_database_url().await);
+        config.workspace.base_path = dir.path().join("workspaces");
+        let mut server = Self::start(config, FakeRuntime::new()).await;
+        server.dir = Some(dir);
+        server
     }
 
     /// With a given configuration and runtime (share a runtime to "restart").
@@ -240,6 +242,21 @@ impl TestServer {
         }
     }
 
+    /// The callback path an agent of this job is handed (with its token).
+    pub fn agent_path(&self, id: JobId, role: Role, attempt: u32) -> String {
+        format!(
+            "/jobs/{id}/callback?role={role}&attempt={attempt}&token={}",
+            self.agent_token(id, role, attempt)
+        )
+    }
+
+    /// The token the orchestrator gives that agent.
+    pub fn agent_token(&self, id: JobId, role: Role, attempt: u32) -> String {
+        AgentKeys::load_or_create(&self.config.callback_key_file())
+            .unwrap()
+            .token(id, role, attempt)
+    }
+
     /// Plays a builder that exits 0, then a checker that posts its audit
     /// report and exits 0; returns the status at `awaiting_approval`.
     pub async fn pass_build_and_check(&self, id: JobId) -> Value {
@@ -247,7 +264,7 @@ impl TestServer {
         self.wait_for(id, "checking").await;
         let (code, body) = self
             .post(
-                &format!("/jobs/{id}/callback?role=checker"),
+                &self.agent_path(id, Role::Checker, 1),
                 json!({"status": "completed", "audit_report": {"summary": "ok"}}),
             )
             .await;
