@@ -73,6 +73,10 @@ pub struct AgentsConfig {
     /// empty: `.icarus-agent.key` in `workspace.base_path`.
     #[serde(default)]
     pub callback_key_file: PathBuf,
+    /// `uid:gid` agents run as; empty: the image's own user.
+    pub user: String,
+    /// Most processes one agent may run.
+    pub pids_limit: u32,
     pub builder: AgentConfig,
     pub checker: AgentConfig,
 }
@@ -285,6 +289,10 @@ impl Config {
         check(
             self.notifications.max_attempts >= 1,
             "notifications.max_attempts must be at least 1".into(),
+        );
+        check(
+            self.agents.pids_limit >= 8,
+            "agents.pids_limit must be at least 8".into(),
         );
         check(
             self.agents.progress_reports_per_second >= 1,

@@ -100,3 +100,48 @@ pub fn exhaust_memory() -> ! {
         log(&format!("holding {} MiB", hoard.len() * 8));
     }
 }
+
+/// What this process may do inside its sandbox, seen from inside: its user,
+/// capabilities, privilege flag, which paths it can write, its process limit.
+pub fn probe_sandbox() -> serde_json::Value {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .map(|rest| {
+                rest.split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+    };
+    let writable: serde_json::Map<String, serde_json::Value> = ["/", "/etc", "/tmp", "/workspace"]
+        .iter()
+        .map(|dir| ((*dir).to_owned(), serde_json::Value::Bool(can_write(dir))))
+        .collect();
+    // cgroup v2, then v1.
+    let pids_max = ["/sys/fs/cgroup/pids.max", "/sys/fs/cgroup/pids/pids.max"]
+        .iter()
+        .find_map(|path| std::fs::read_to_string(path).ok())
+        .map(|text| text.trim().to_owned());
+    serde_json::json!({
+        "uid": field("Uid:"),
+        "gid": field("Gid:"),
+        "capabilities_effective": field("CapEff:"),
+        "capabilities_bounding": field("CapBnd:"),
+        "no_new_privileges": field("NoNewPrivs:"),
+        "writable": writable,
+        "docker_socket_visible": std::path::Path::new("/var/run/docker.sock").exists(),
+        "pids_max": pids_max,
+    })
+}
+
+fn can_write(dir: &str) -> bool {
+    let path = std::path::Path::new(dir).join(format!(".icarus-probe-{}", std::process::id()));
+    let created = std::fs::write(&path, b"probe").is_ok();
+    if created {
+        let _ = std::fs::remove_file(&path);
+    }
+    created
+}

@@ -21,6 +21,9 @@ pub enum Mode {
     Sleep(u64),
     /// Allocate memory until the container's limit kills the process.
     Oom,
+    /// Report what the sandbox allows (user, capabilities, writable paths)
+    /// instead of working: the checker as its audit report, both in the log.
+    Probe,
 }
 
 impl Mode {
@@ -32,6 +35,7 @@ impl Mode {
             "silent" => Some(Mode::Silent),
             "flood" => Some(Mode::Flood),
             "oom" => Some(Mode::Oom),
+            "probe" => Some(Mode::Probe),
             other => match other.split_once('=')? {
                 ("exit", code) => code.parse().ok().map(Mode::Exit),
                 ("sleep", seconds) => seconds.parse().ok().map(Mode::Sleep),

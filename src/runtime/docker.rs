@@ -19,12 +19,13 @@ use async_trait::async_trait;
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
-    ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, IpamConfig, VolumeCreateRequest,
+    ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, IpamConfig, NetworkCreateRequest,
+    VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, EventsOptions, InspectContainerOptions, InspectNetworkOptions,
-    ListContainersOptions, LogsOptions, RemoveContainerOptions, RemoveVolumeOptions,
-    StartContainerOptions, WaitContainerOptions,
+    ListContainersOptions, ListNetworksOptions, LogsOptions, RemoveContainerOptions,
+    RemoveVolumeOptions, StartContainerOptions, WaitContainerOptions,
 };
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -60,6 +61,24 @@ pub struct DockerSettings {
     pub instance: String,
     /// The network whose gateway agents call back through (the builder's `network_mode`).
     pub network: String,
+    /// Networks agents join that Icarus creates when missing (not Docker's
+    /// own `bridge`, `host`, `none`).
+    pub managed_networks: Vec<String>,
+    pub sandbox: Sandbox,
+}
+
+/// How tightly agents are confined, beyond CPU and memory limits.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    /// `uid:gid` agents run as; empty: the image's own user.
+    pub user: String,
+    /// Most processes an agent may have (a fork bomb stops there).
+    pub pids_limit: i64,
+}
+
+/// Docker's built-in network modes, which are never created.
+pub(super) fn is_builtin_network(mode: &str) -> bool {
+    matches!(mode, "bridge" | "host" | "none" | "default") || mode.starts_with("container:")
 }
 
 /// The Docker engine as a [`Runtime`]. Cheap to clone.
@@ -67,6 +86,11 @@ pub struct DockerSettings {
 pub struct DockerRuntime {
     docker: Docker,
     settings: Arc<DockerSettings>,
+    /// The agents' network gateway: where the orchestrator's callback
+    /// listener is, and what `host.docker.internal` means to agents.
+    gateway: Option<IpAddr>,
+    /// The ids of the networks Icarus manages, by name.
+    network_ids: HashMap<String, String>,
     changes: broadcast::Sender<JobId>,
     /// Exits the event stream reported, by container id: an observation
     /// then needs no inspect of each exited container.
@@ -84,6 +108,21 @@ impl DockerRuntime {
             let cwd = std::env::current_dir().map_err(|e| failed("resolve workspace path", e))?;
             settings.base_path = cwd.join(&settings.base_path);
         }
+        let mut network_ids = HashMap::new();
+        for network in &settings.managed_networks {
+            let id = ensure_network(&docker, network).await?;
+            network_ids.insert(network.clone(), id);
+        }
+        let gateway_network = network_ids
+            .get(&settings.network)
+            .unwrap_or(&settings.network);
+        let gateway = match network_gateway(&docker, gateway_network).await {
+            Ok(gateway) => gateway,
+            Err(error) => {
+                tracing::warn!(%error, "no gateway for the agents' network");
+                None
+            }
+        };
         let (changes, _) = broadcast::channel(1024);
         let exits = Exits::default();
         let stop = CancellationToken::new();
@@ -96,6 +135,8 @@ impl DockerRuntime {
         tokio::spawn(follower.run(stop.clone()));
         Ok(DockerRuntime {
             docker,
+            gateway,
+            network_ids,
             settings: Arc::new(settings),
             changes,
             exits,
@@ -146,7 +187,16 @@ impl DockerRuntime {
         ])
     }
 
+    /// An agent runs untrusted, model-written code: it gets no capability,
+    /// cannot gain privileges, runs as an unprivileged user on a read-only
+    /// root with a small private `/tmp`, with a process limit, and sees no
+    /// host path but its workspace.
     fn container_body(&self, spec: &WorkloadSpec) -> ContainerCreateBody {
+        let sandbox = &self.settings.sandbox;
+        // Lets agents reach the orchestrator on the host under a fixed name.
+        let host = self
+            .gateway
+            .map_or("host-gateway".to_owned(), |gateway| gateway.to_string());
         let host_config = HostConfig {
             binds: Some(vec![
                 self.workspace_bind(spec.key.job, spec.workspace_read_only),
@@ -154,13 +204,26 @@ impl DockerRuntime {
             nano_cpus: Some((spec.cpu_limit * 1e9) as i64),
             memory: Some(i64::try_from(spec.memory_limit).unwrap_or(i64::MAX)),
             memory_swap: Some(i64::try_from(spec.memory_limit).unwrap_or(i64::MAX)),
-            network_mode: Some(spec.network_mode.clone()),
-            // Lets agents reach an orchestrator on the host under a fixed name.
-            extra_hosts: Some(vec!["host.docker.internal:host-gateway".to_owned()]),
+            pids_limit: Some(sandbox.pids_limit),
+            network_mode: Some(
+                self.network_ids
+                    .get(&spec.network_mode)
+                    .unwrap_or(&spec.network_mode)
+                    .clone(),
+            ),
+            extra_hosts: Some(vec![format!("host.docker.internal:{host}")]),
+            cap_drop: Some(vec!["ALL".to_owned()]),
+            security_opt: Some(vec!["no-new-privileges:true".to_owned()]),
+            readonly_rootfs: Some(true),
+            tmpfs: Some(HashMap::from([(
+                "/tmp".to_owned(),
+                "rw,nosuid,nodev,size=64m".to_owned(),
+            )])),
             ..Default::default()
         };
         ContainerCreateBody {
             image: Some(spec.image.clone()),
+            user: Some(sandbox.user.clone()).filter(|u| !u.is_empty()),
             env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             labels: Some(self.labels(spec.key)),
             host_config: Some(host_config),
@@ -373,16 +436,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn agent_gateway(&self) -> Result<Option<IpAddr>> {
-        let network = self
-            .docker
-            .inspect_network(&self.settings.network, None::<InspectNetworkOptions>)
-            .await
-            .map_err(|e| failed("inspect network", e))?;
-        let configs = network
-            .ipam
-            .and_then(|ipam| ipam.config)
-            .unwrap_or_default();
-        Ok(configs.iter().find_map(gateway_of))
+        Ok(self.gateway)
     }
 
     async fn missing_images(&self, images: &[String]) -> Vec<String> {
@@ -575,6 +629,73 @@ async fn await_oom_verdict(docker: &Docker, exits: &Exits, id: &str) {
     {
         exits.record_oom(id);
     }
+}
+
+/// Creates the agents' own bridge network unless it exists, and returns its
+/// id. A network of their own keeps agents off the default bridge, away from
+/// other containers.
+///
+/// Docker lets two networks share a name, so orchestrators starting at once
+/// may both create one: each then keeps the oldest of that name and removes
+/// the others it can, and containers name the network by id, never by the
+/// (possibly ambiguous) name.
+async fn ensure_network(docker: &Docker, name: &str) -> Result<String> {
+    if named_networks(docker, name).await?.is_empty() {
+        let request = NetworkCreateRequest {
+            name: name.to_owned(),
+            driver: Some("bridge".to_owned()),
+            labels: Some(HashMap::from([(
+                "icarus.managed".to_owned(),
+                "true".to_owned(),
+            )])),
+            ..Default::default()
+        };
+        docker
+            .create_network(request)
+            .await
+            .map_err(|e| failed("create network", e))?;
+        tracing::info!(network = name, "created the agents' network");
+    }
+    let mut networks = named_networks(docker, name).await?;
+    networks.sort();
+    let Some((_, canonical)) = networks.first().cloned() else {
+        return Err(failed("create network", format!("network {name} vanished")));
+    };
+    for (_, duplicate) in networks.iter().skip(1) {
+        // In use by someone's containers: then it stays, harmlessly.
+        let _ = docker.remove_network(duplicate).await;
+    }
+    Ok(canonical)
+}
+
+/// `(created, id)` of every network called exactly `name`.
+async fn named_networks(docker: &Docker, name: &str) -> Result<Vec<(String, String)>> {
+    let filters = HashMap::from([("name".to_owned(), vec![name.to_owned()])]);
+    let options = ListNetworksOptions {
+        filters: Some(filters),
+    };
+    let networks = docker
+        .list_networks(Some(options))
+        .await
+        .map_err(|e| failed("list networks", e))?;
+    // The name filter matches substrings; keep exact names only.
+    Ok(networks
+        .into_iter()
+        .filter(|n| n.name.as_deref() == Some(name))
+        .filter_map(|n| Some((n.created.unwrap_or_default(), n.id?)))
+        .collect())
+}
+
+async fn network_gateway(docker: &Docker, name: &str) -> Result<Option<IpAddr>> {
+    let network = docker
+        .inspect_network(name, None::<InspectNetworkOptions>)
+        .await
+        .map_err(|e| failed("inspect network", e))?;
+    let configs = network
+        .ipam
+        .and_then(|ipam| ipam.config)
+        .unwrap_or_default();
+    Ok(configs.iter().find_map(gateway_of))
 }
 
 /// The gateway an IPAM entry names, or by Docker's convention the first

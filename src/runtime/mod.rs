@@ -98,11 +98,23 @@ pub trait Runtime: Send + Sync + 'static {
 
 /// Connects the runtime for local mode: the Docker engine.
 pub async fn connect(config: &crate::config::Config) -> Result<std::sync::Arc<dyn Runtime>> {
+    let agents = &config.agents;
+    let mut managed_networks: Vec<String> = [&agents.builder, &agents.checker]
+        .iter()
+        .map(|agent| agent.network_mode.clone())
+        .filter(|mode| !docker::is_builtin_network(mode))
+        .collect();
+    managed_networks.dedup();
     let settings = docker::DockerSettings {
         mount_type: config.workspace.mount_type,
         base_path: config.workspace.base_path.clone(),
         instance: instance_name(&config.database.url),
-        network: config.agents.builder.network_mode.clone(),
+        network: agents.builder.network_mode.clone(),
+        managed_networks,
+        sandbox: docker::Sandbox {
+            user: agents.user.clone(),
+            pids_limit: i64::from(agents.pids_limit),
+        },
     };
     Ok(std::sync::Arc::new(
         docker::DockerRuntime::connect(settings).await?,

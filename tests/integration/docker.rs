@@ -292,6 +292,61 @@ async fn a_job_with_a_git_source_is_built_on_a_checkout_and_published_on_approva
 }
 
 #[tokio::test]
+async fn agents_run_unprivileged_on_a_read_only_root_with_only_their_workspace_writable() {
+    let server = DockerServer::start(|_| {}).await;
+    let (id, _) = spawn_until(
+        &server,
+        "look around [builder:probe] [checker:probe]",
+        "awaiting_approval",
+    )
+    .await;
+    let checker = audit(&server, id).await["probe"].clone();
+    assert_eq!(checker["uid"], "65534", "{checker}");
+    assert_eq!(checker["gid"], "65534", "{checker}");
+    assert_eq!(
+        checker["capabilities_effective"], "0000000000000000",
+        "{checker}"
+    );
+    assert_eq!(
+        checker["capabilities_bounding"], "0000000000000000",
+        "{checker}"
+    );
+    assert_eq!(checker["no_new_privileges"], "1", "{checker}");
+    assert_eq!(checker["docker_socket_visible"], false);
+    assert_eq!(checker["pids_max"], "256");
+    let writable = &checker["writable"];
+    assert_eq!(
+        (
+            writable["/"].clone(),
+            writable["/etc"].clone(),
+            writable["/tmp"].clone(),
+            writable["/workspace"].clone()
+        ),
+        (json!(false), json!(false), json!(true), json!(false)),
+        "the checker writes only its private /tmp: {writable}"
+    );
+
+    cancel_and_wait(&server, id).await;
+    let (_, logs) = server.get(&format!("/jobs/{id}/logs")).await;
+    let builder_log = logs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["role"] == "builder")
+        .and_then(|l| l["log"].as_str())
+        .unwrap()
+        .to_owned();
+    let line = builder_log
+        .lines()
+        .find_map(|l| l.split_once("probe: ").map(|(_, json)| json.to_owned()))
+        .expect("the builder printed its probe");
+    let builder: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(builder["uid"], "65534");
+    assert_eq!(builder["writable"]["/workspace"], true, "{builder}");
+    assert_eq!(builder["writable"]["/"], false, "{builder}");
+}
+
+#[tokio::test]
 async fn a_rejected_job_loses_its_workspace_and_its_containers() {
     let server = DockerServer::start(|_| {}).await;
     let id = spawn(&server, "Reject me").await;

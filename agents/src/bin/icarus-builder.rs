@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use icarus_agents::{Contract, Mode, exhaust_memory, log, ram_usage_mb};
+use icarus_agents::{Contract, Mode, exhaust_memory, log, probe_sandbox, ram_usage_mb};
 use serde_json::json;
 
 const WORKSPACE: &str = "/workspace";
@@ -35,6 +35,11 @@ fn run(contract: &Contract, mode: Mode) -> i32 {
         Mode::Flood => flood(contract),
         Mode::Sleep(seconds) => std::thread::sleep(Duration::from_secs(seconds)),
         Mode::Oom => exhaust_memory(),
+        Mode::Probe => {
+            log(&format!("probe: {}", probe_sandbox()));
+            contract.report(&json!({"status": "completed", "message": "probed the sandbox"}));
+            return 0;
+        }
         Mode::Normal | Mode::Silent => {}
     }
     if talk {

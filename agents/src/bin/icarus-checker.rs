@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use icarus_agents::{Contract, Mode, exhaust_memory, log, ram_usage_mb};
+use icarus_agents::{Contract, Mode, exhaust_memory, log, probe_sandbox, ram_usage_mb};
 use serde_json::{Value, json};
 
 const WORKSPACE: &str = "/workspace";
@@ -34,6 +34,12 @@ fn run(contract: &Contract, mode: Mode) -> i32 {
         }
         Mode::Sleep(seconds) => std::thread::sleep(Duration::from_secs(seconds)),
         Mode::Oom => exhaust_memory(),
+        Mode::Probe => {
+            let findings = probe_sandbox();
+            log(&format!("probe: {findings}"));
+            contract.report(&json!({"status": "completed", "audit_report": {"summary": "sandbox probe", "probe": findings}}));
+            return 0;
+        }
         Mode::Normal | Mode::Silent | Mode::Flood => {}
     }
     if mode != Mode::Silent {
