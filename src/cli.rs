@@ -28,6 +28,10 @@ pub enum Command {
         /// A YAML file laid over the embedded default configuration.
         #[arg(long, short, value_name = "PATH")]
         config: Option<PathBuf>,
+        /// Serve without authentication on an address other machines can
+        /// reach. Anyone who can connect can then approve anything.
+        #[arg(long)]
+        insecure: bool,
     },
     /// Apply database migrations and exit.
     Migrate {
@@ -44,7 +48,11 @@ pub enum Command {
 /// Runs the parsed command to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { config } => serve(Config::load(config.as_deref())?).await,
+        Command::Serve { config, insecure } => {
+            let config = Config::load(config.as_deref())?;
+            refuse_open_exposure(&config, insecure)?;
+            serve(config).await
+        }
         Command::Migrate { config } => {
             let config = Config::load(config.as_deref())?;
             init_logging(&config);
@@ -60,6 +68,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// An API without authentication is for this machine only, unless the
+/// operator says otherwise in so many words.
+fn refuse_open_exposure(config: &Config, insecure: bool) -> anyhow::Result<()> {
+    if config.auth.enabled || config.listens_on_loopback_only() {
+        return Ok(());
+    }
+    if !insecure {
+        anyhow::bail!(
+            "refusing to serve without authentication on {}: set auth.enabled with tokens, \
+             listen on 127.0.0.1, or pass --insecure",
+            config.orchestrator.host
+        );
+    }
+    init_logging(config);
+    tracing::warn!(
+        host = %config.orchestrator.host,
+        "serving WITHOUT authentication on a reachable address (--insecure): anyone can approve anything"
+    );
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -32,6 +32,7 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub orchestrator: OrchestratorConfig,
+    pub auth: AuthConfig,
     pub sentinel: SentinelConfig,
     pub agents: AgentsConfig,
     pub workspace: WorkspaceConfig,
@@ -50,6 +51,47 @@ pub struct OrchestratorConfig {
     pub job_timeout_seconds: u64,
     pub resync_interval_seconds: u64,
     pub max_request_bytes: usize,
+}
+
+/// Who may call the API, and as what.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Off: every caller is an anonymous admin (only allowed on loopback
+    /// unless `icarus serve --insecure`).
+    pub enabled: bool,
+    #[serde(default)]
+    pub tokens: Vec<ApiToken>,
+    /// A YAML file with more `tokens` entries (a mounted secret, say); empty: none.
+    #[serde(default)]
+    pub tokens_file: PathBuf,
+    /// Jobs one token may submit per minute; more get 429.
+    pub spawns_per_minute: u32,
+}
+
+/// One API token, known only by its SHA-256 (`echo -n TOKEN | sha256sum`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    /// Who holds it; recorded as the submitter or approver of jobs.
+    pub name: String,
+    pub role: AccessRole,
+    /// Lowercase hex SHA-256 of the token.
+    pub sha256: String,
+}
+
+/// What an API caller may do. Each role may do what the ones before it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessRole {
+    /// Read jobs and their results.
+    Viewer,
+    /// Also submit jobs and cancel their own.
+    Submitter,
+    /// Also approve, reject and republish any job.
+    Approver,
+    /// Also cancel anyone's jobs.
+    Admin,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -193,6 +235,32 @@ const SEED_ENVIRONMENT: [(&str, &str); 3] = [
 ];
 
 impl Config {
+    /// Whether the API listens only on this machine.
+    pub fn listens_on_loopback_only(&self) -> bool {
+        let host = &self.orchestrator.host;
+        host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
+
+    /// The tokens of `auth.tokens` and of `auth.tokens_file`.
+    pub fn api_tokens(&self) -> Result<Vec<ApiToken>, ConfigError> {
+        let mut tokens = self.auth.tokens.clone();
+        let file = &self.auth.tokens_file;
+        if !file.as_os_str().is_empty() {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct TokensFile {
+                tokens: Vec<ApiToken>,
+            }
+            let text = std::fs::read_to_string(file)
+                .map_err(|_| ConfigError::MissingFile(file.clone()))?;
+            let parsed: TokensFile = serde_yaml::from_str(&text).map_err(|e| {
+                ConfigError::Parse(format!("auth.tokens_file {}: {e}", file.display()))
+            })?;
+            tokens.extend(parsed.tokens);
+        }
+        Ok(tokens)
+    }
+
     /// Where the agent callback key lives (see `agents.callback_key_file`).
     pub fn callback_key_file(&self) -> PathBuf {
         if self.agents.callback_key_file.as_os_str().is_empty() {
@@ -261,6 +329,19 @@ impl Config {
         check(
             o.max_request_bytes >= 1024,
             "orchestrator.max_request_bytes must be at least 1024".into(),
+        );
+        for token in &self.auth.tokens {
+            check(
+                token.sha256.len() == 64 && token.sha256.chars().all(|c| c.is_ascii_hexdigit()),
+                format!(
+                    "auth.tokens: the sha256 of '{}' is not 64 hex digits",
+                    token.name
+                ),
+            );
+        }
+        check(
+            self.auth.spawns_per_minute >= 1,
+            "auth.spawns_per_minute must be at least 1".into(),
         );
         let s = &self.sentinel;
         for (key, value) in [

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::report_limit::ReportLimiter;
-use crate::api::{self, ApiLimits, AppState};
+use crate::api::{self, ApiLimits, AppState, Authenticator};
 use crate::config::{Config, MountType};
 use crate::controller::{Controller, ControllerSettings};
 use crate::credentials::{AgentKeys, CredentialsError};
@@ -42,6 +42,8 @@ pub enum ServerError {
     TaskFailed(#[from] tokio::task::JoinError),
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// Serves `app` on `listener` until `stop` is cancelled, then finishes requests in flight.
@@ -169,7 +171,13 @@ impl Orchestrator {
         // Ends with the shutdown token; nothing to wait for.
         let _notifier = notify::spawn(&store, &config.notifications, shutdown.child_token());
 
+        let auth = Authenticator::new(
+            config.auth.enabled,
+            &config.api_tokens()?,
+            config.auth.spawns_per_minute,
+        );
         let state = AppState {
+            auth: Arc::new(auth),
             store: store.clone(),
             load,
             shutdown: shutdown.child_token(),

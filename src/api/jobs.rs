@@ -10,6 +10,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::AppState;
+use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{JobIdPath, JsonBody, QueryParams};
 use super::models::{
@@ -17,6 +18,7 @@ use super::models::{
     JobStatusResponse, JobSummary, ListQuery, SourceBody, SpawnRequest, SpawnResponse,
     TelemetryResponse,
 };
+use crate::config::AccessRole;
 use crate::job::admission::LoadLevel;
 use crate::job::{Job, JobId, JobSource, JobSpec, Phase, TransitionError, timestamp_now};
 use crate::source::patch;
@@ -38,9 +40,13 @@ const SPEC_WRITE_ATTEMPTS: usize = 8;
     ))]
 pub async fn spawn(
     State(state): State<AppState>,
+    caller: Caller,
     JsonBody(request): JsonBody<SpawnRequest>,
 ) -> ApiResult<(StatusCode, Json<SpawnResponse>)> {
-    let spec = validate_spawn(request)?;
+    caller.require(AccessRole::Submitter, "submitting a job")?;
+    let mut spec = validate_spawn(request)?;
+    spec.submitted_by = Some(caller.name.clone());
+    state.auth.allow_spawn(&caller)?;
     if *state.load.borrow() == LoadLevel::Red {
         return Err(ApiError::Unavailable(
             "Host resources are critical (sentinel RED); no new job is accepted now".to_owned(),
@@ -50,7 +56,7 @@ pub async fn spawn(
         .store
         .create_job(&Job::new(spec, timestamp_now()))
         .await?;
-    tracing::info!(job = %job.id, "job created");
+    tracing::info!(job = %job.id, submitter = %caller.name, "job created");
     let response = SpawnResponse {
         job_id: job.id.to_string(),
         status: job.status.phase,
@@ -92,6 +98,7 @@ fn validate_spawn(request: SpawnRequest) -> ApiResult<JobSpec> {
         cancel_requested: false,
         source,
         publish_requests: 0,
+        submitted_by: None,
     })
 }
 
@@ -136,8 +143,10 @@ fn check_name(field: &str, value: &str) -> ApiResult<()> {
     responses((status = 200, body = [JobSummary]), (status = 422, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
+    caller: Caller,
     QueryParams(query): QueryParams<ListQuery>,
 ) -> ApiResult<Json<Vec<JobSummary>>> {
+    caller.require(AccessRole::Viewer, "reading jobs")?;
     let limit = query.limit.unwrap_or(50);
     let limit = u32::try_from(limit)
         .ok()
@@ -162,8 +171,10 @@ pub async fn list(
     responses((status = 200, body = JobStatusResponse), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn status(
     State(state): State<AppState>,
+    caller: Caller,
     JobIdPath(id): JobIdPath,
 ) -> ApiResult<Json<JobStatusResponse>> {
+    caller.require(AccessRole::Viewer, "reading jobs")?;
     let job = load(&state, id).await?;
     Ok(Json(JobStatusResponse::from(&job)))
 }
@@ -174,8 +185,10 @@ pub async fn status(
     responses((status = 200, body = TelemetryResponse), (status = 404, body = ErrorBody)))]
 pub async fn telemetry(
     State(state): State<AppState>,
+    caller: Caller,
     JobIdPath(id): JobIdPath,
 ) -> ApiResult<Json<TelemetryResponse>> {
+    caller.require(AccessRole::Viewer, "reading jobs")?;
     let job = load(&state, id).await?;
     let sample = state.store.latest_telemetry(id).await?;
     Ok(Json(TelemetryResponse::new(&job, sample)))
@@ -187,8 +200,10 @@ pub async fn telemetry(
     responses((status = 200, body = AuditResponse), (status = 404, description = "Unknown job, or no report yet", body = ErrorBody)))]
 pub async fn audit(
     State(state): State<AppState>,
+    caller: Caller,
     JobIdPath(id): JobIdPath,
 ) -> ApiResult<Json<AuditResponse>> {
+    caller.require(AccessRole::Viewer, "reading jobs")?;
     load(&state, id).await?;
     let record = state
         .store
@@ -208,8 +223,10 @@ pub async fn audit(
     responses((status = 200, body = [EventView]), (status = 404, body = ErrorBody)))]
 pub async fn events(
     State(state): State<AppState>,
+    caller: Caller,
     JobIdPath(id): JobIdPath,
 ) -> ApiResult<Json<Vec<EventView>>> {
+    caller.require(AccessRole::Viewer, "reading jobs")?;
     load(&state, id).await?;
     let events = state.store.job_events(id).await?;
     Ok(Json(events.into_iter().map(EventView::from).collect()))
@@ -221,8 +238,10 @@ pub async fn events(
     responses((status = 200, body = [AgentLogView]), (status = 404, body = ErrorBody)))]
 pub async fn logs(
     State(state): State<AppState>,
+    caller: Caller,
     JobIdPath(id): JobIdPath,
 ) -> ApiResult<Json<Vec<AgentLogView>>> {
+    caller.require(AccessRole::Viewer, "reading jobs")?;
     load(&state, id).await?;
     let logs = state.store.agent_logs(id).await?;
     Ok(Json(logs.into_iter().map(AgentLogView::from).collect()))
@@ -239,13 +258,15 @@ pub async fn logs(
     ))]
 pub async fn approve(
     State(state): State<AppState>,
+    caller: Caller,
     JobIdPath(id): JobIdPath,
     JsonBody(request): JsonBody<ApproveRequest>,
 ) -> ApiResult<Json<DecisionResponse>> {
+    caller.require(AccessRole::Approver, "approving or rejecting a job")?;
     let comment = request.comment.unwrap_or_default();
     let approved = request.approved;
     change_spec(&state, id, |job| {
-        job.decide(approved, comment.clone(), timestamp_now())
+        job.decide(approved, comment.clone(), &caller.name, timestamp_now())
     })
     .await?;
     let (verdict, phase) = if approved {
@@ -253,7 +274,7 @@ pub async fn approve(
     } else {
         ("rejected", Phase::Rejected)
     };
-    tracing::info!(job = %id, verdict, "decision recorded");
+    tracing::info!(job = %id, verdict, by = %caller.name, "decision recorded");
     Ok(Json(DecisionResponse {
         message: format!("Job {id} {verdict}"),
         status: phase,
@@ -270,8 +291,15 @@ pub async fn approve(
     ))]
 pub async fn cancel(
     State(state): State<AppState>,
+    caller: Caller,
     JobIdPath(id): JobIdPath,
 ) -> ApiResult<Json<DecisionResponse>> {
+    caller.require(AccessRole::Submitter, "cancelling a job")?;
+    let job = load(&state, id).await?;
+    let own = job.spec.submitted_by.as_deref() == Some(caller.name.as_str());
+    if !own {
+        caller.require(AccessRole::Admin, "cancelling someone else's job")?;
+    }
     change_spec(&state, id, Job::request_cancel).await?;
     tracing::info!(job = %id, "cancel requested");
     Ok(Json(DecisionResponse {
@@ -290,8 +318,10 @@ pub async fn cancel(
     ))]
 pub async fn publish(
     State(state): State<AppState>,
+    caller: Caller,
     JobIdPath(id): JobIdPath,
 ) -> ApiResult<Json<DecisionResponse>> {
+    caller.require(AccessRole::Approver, "publishing a job")?;
     change_spec(&state, id, Job::request_publish_retry).await?;
     tracing::info!(job = %id, "publish retry requested");
     Ok(Json(DecisionResponse {
@@ -315,9 +345,11 @@ pub async fn publish(
     ))]
 pub async fn diff(
     State(state): State<AppState>,
+    caller: Caller,
     JobIdPath(id): JobIdPath,
     QueryParams(query): QueryParams<DiffQuery>,
 ) -> ApiResult<Response> {
+    caller.require(AccessRole::Viewer, "reading jobs")?;
     let job = load(&state, id).await?;
     let Some(record) = state.store.diff(id).await? else {
         return Err(ApiError::Conflict(format!(

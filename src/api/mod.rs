@@ -5,6 +5,7 @@
 //! shutdown signal — never the runtime: it writes desired state and reads
 //! status, and the controller does the rest.
 
+mod auth;
 mod callback;
 mod docs;
 pub mod error;
@@ -34,6 +35,7 @@ pub use jobs::MAX_TASK_CHARS;
 use crate::credentials::AgentKeys;
 use crate::job::admission::LoadLevel;
 use crate::store::Store;
+pub use auth::Authenticator;
 use error::ApiError;
 use report_limit::ReportLimiter;
 
@@ -44,6 +46,8 @@ pub struct AppState {
     pub load: watch::Receiver<LoadLevel>,
     /// Cancelled when the server shuts down; open WebSockets close on it.
     pub shutdown: CancellationToken,
+    /// Checks API callers' tokens and roles.
+    pub auth: Arc<Authenticator>,
     /// Checks agents' callback tokens.
     pub agent_keys: Arc<AgentKeys>,
     /// Per-agent limit on progress reports.

@@ -107,6 +107,8 @@ pub struct JobStatusResponse {
     pub awaiting_approval_at: Option<DateTime<Utc>>,
     pub approved_at: Option<DateTime<Utc>>,
     pub attempt: u32,
+    /// Who submitted the job (`anonymous` when authentication is off).
+    pub submitted_by: Option<String>,
     pub source: Option<SourceBody>,
     /// The commit the workspace was checked out at.
     pub base_commit: Option<String>,
@@ -124,6 +126,8 @@ pub struct ApprovalView {
     pub approved: bool,
     pub comment: String,
     pub decided_at: DateTime<Utc>,
+    /// Who decided (`anonymous` when authentication is off).
+    pub decided_by: Option<String>,
 }
 
 impl From<&Job> for JobStatusResponse {
@@ -149,6 +153,7 @@ impl From<&Job> for JobStatusResponse {
             awaiting_approval_at: status.times.awaiting_approval_at,
             approved_at: status.times.approved_at,
             attempt: status.attempt,
+            submitted_by: job.spec.submitted_by.clone(),
             source: job.spec.source.as_ref().map(|source| SourceBody {
                 repository: source.repository.clone(),
                 reference: source.reference.clone(),
@@ -160,6 +165,7 @@ impl From<&Job> for JobStatusResponse {
                 approved: a.approved,
                 comment: a.comment.clone(),
                 decided_at: a.decided_at,
+                decided_by: a.decided_by.clone(),
             }),
             cancel_requested: job.spec.cancel_requested,
             resource_version: job.resource_version,

@@ -9,10 +9,12 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use super::AppState;
+use super::auth::Caller;
 use super::error::ApiResult;
 use super::extract::JobIdPath;
 use super::jobs::load;
 use super::models::JobStatusResponse;
+use crate::config::AccessRole;
 use crate::job::{Job, JobId};
 use crate::store::StoreEvent;
 
@@ -35,9 +37,11 @@ struct StatusUpdate<'a> {
     ))]
 pub async fn stream(
     State(state): State<AppState>,
+    caller: Caller,
     JobIdPath(id): JobIdPath,
     upgrade: WebSocketUpgrade,
 ) -> ApiResult<Response> {
+    caller.require(AccessRole::Viewer, "following a job")?;
     // Subscribe before reading, so no transition falls between the two.
     let events = state.store.subscribe();
     let job = load(&state, id).await?;

@@ -258,6 +258,9 @@ fn publish_request(job: &Job, settings: &PublishConfig) -> PublishRequest {
         job.spec.task, job.id
     );
     if let Some(approval) = &job.spec.approval {
+        if let Some(by) = &approval.decided_by {
+            message.push_str(&format!("\nApproved-by: {by}"));
+        }
         message.push_str(&format!(
             "\nApproved-at: {}",
             approval.decided_at.to_rfc3339()

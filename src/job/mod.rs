@@ -69,6 +69,9 @@ pub struct ApprovalDecision {
     #[serde(default)]
     pub comment: String,
     pub decided_at: DateTime<Utc>,
+    /// The API caller who decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
 }
 
 /// Where the job's code comes from: the workspace starts as a checkout of it,
@@ -99,6 +102,9 @@ pub struct JobSpec {
     pub cancel_requested: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<JobSource>,
+    /// The API caller who submitted the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted_by: Option<String>,
     /// Raised by each request to publish again after a failed push.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub publish_requests: u32,
@@ -249,6 +255,7 @@ impl Job {
         &self,
         approved: bool,
         comment: String,
+        by: &str,
         now: DateTime<Utc>,
     ) -> Result<JobSpec, TransitionError> {
         if let Some(previous) = &self.spec.approval {
@@ -272,6 +279,7 @@ impl Job {
             approved,
             comment,
             decided_at: now,
+            decided_by: Some(by.to_owned()),
         });
         Ok(spec)
     }
@@ -328,6 +336,7 @@ pub(crate) mod fixtures {
                 cancel_requested: false,
                 source: None,
                 publish_requests: 0,
+                submitted_by: None,
             };
             Job::new(spec, at(0))
         }
@@ -352,6 +361,7 @@ pub(crate) mod fixtures {
 
         pub fn with_approval(mut self, approved: bool) -> Job {
             self.spec.approval = Some(ApprovalDecision {
+                decided_by: None,
                 approved,
                 comment: "reviewed".to_owned(),
                 decided_at: at(0),
@@ -381,7 +391,9 @@ mod tests {
     #[test]
     fn approving_a_building_job_is_refused() {
         let job = Job::pending().in_phase(Phase::Building, at(1));
-        let err = job.decide(true, String::new(), at(2)).unwrap_err();
+        let err = job
+            .decide(true, String::new(), "tester", at(2))
+            .unwrap_err();
         assert!(matches!(
             err,
             TransitionError::NotAwaitingApproval {
@@ -394,7 +406,9 @@ mod tests {
     #[test]
     fn approving_a_job_awaiting_approval_records_the_decision() {
         let job = Job::pending().in_phase(Phase::AwaitingApproval, at(1));
-        let spec = job.decide(false, "not yet".to_owned(), at(2)).unwrap();
+        let spec = job
+            .decide(false, "not yet".to_owned(), "tester", at(2))
+            .unwrap();
         let decision = spec.approval.unwrap();
         assert!(!decision.approved);
         assert_eq!(decision.comment, "not yet");
@@ -406,7 +420,9 @@ mod tests {
         let job = Job::pending()
             .in_phase(Phase::AwaitingApproval, at(1))
             .with_approval(true);
-        let err = job.decide(false, String::new(), at(2)).unwrap_err();
+        let err = job
+            .decide(false, String::new(), "tester", at(2))
+            .unwrap_err();
         assert!(matches!(
             err,
             TransitionError::AlreadyDecided {

@@ -99,3 +99,19 @@ fn the_environment_overrides_the_file_in_the_effective_config() {
         "icarus-builder:latest"
     );
 }
+
+#[test]
+fn serving_without_authentication_off_loopback_is_refused_without_insecure() {
+    let output = icarus()
+        .arg("serve")
+        .env("ORCHESTRATOR_HOST", "0.0.0.0")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("refusing to serve without authentication"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--insecure"), "{stderr}");
+}

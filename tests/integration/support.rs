@@ -63,6 +63,7 @@ pub fn spec(task: &str) -> JobSpec {
         cancel_requested: false,
         source: None,
         publish_requests: 0,
+        submitted_by: None,
     }
 }
 
@@ -105,6 +106,20 @@ impl Api {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// The same API, called with `token` as the bearer token.
+    pub fn as_holder_of(&self, token: &str) -> Api {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let value = format!("Bearer {token}").parse().unwrap();
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+        Api {
+            base: self.base.clone(),
+            client: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .unwrap(),
+        }
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {

@@ -570,6 +570,7 @@ fn any_job() -> impl Strategy<Value = Job> {
                 reference: None,
             });
             job.spec.approval = approval.map(|approved| ApprovalDecision {
+                decided_by: None,
                 approved,
                 comment: String::new(),
                 decided_at: at(since),
