@@ -142,10 +142,11 @@ fn websocket_query_token(parts: &Parts) -> Option<String> {
     if !parts.uri.path().ends_with("/stream") {
         return None;
     }
-    parts.uri.query()?.split('&').find_map(|pair| {
-        pair.strip_prefix("access_token=")
-            .map(|token| percent_decode(token))
-    })
+    parts
+        .uri
+        .query()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("access_token=").map(percent_decode))
 }
 
 /// Tokens are URL-safe, but a client may still percent-encode them.
