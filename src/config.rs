@@ -51,6 +51,9 @@ pub struct OrchestratorConfig {
     pub job_timeout_seconds: u64,
     pub resync_interval_seconds: u64,
     pub max_request_bytes: usize,
+    /// Browser origins allowed to call the API (CORS); empty: none.
+    #[serde(default)]
+    pub cors_allowed_origins: Vec<String>,
 }
 
 /// Who may call the API, and as what.
@@ -115,6 +118,10 @@ pub struct AgentsConfig {
     /// empty: `.icarus-agent.key` in `workspace.base_path`.
     #[serde(default)]
     pub callback_key_file: PathBuf,
+    /// Images a job may name besides the two configured ones; a trailing
+    /// `*` matches any rest (`registry.example.com/agents/*`).
+    #[serde(default)]
+    pub allowed_images: Vec<String>,
     /// `uid:gid` agents run as; empty: the image's own user.
     pub user: String,
     /// Most processes one agent may run.
@@ -145,6 +152,11 @@ pub enum MountType {
 pub struct WorkspaceConfig {
     pub base_path: PathBuf,
     pub mount_type: MountType,
+    /// Where a job's `project_path` may point (inside the agent's view).
+    pub allowed_project_roots: Vec<String>,
+    /// Host directories local Git sources may come from; URLs are not limited by it.
+    #[serde(default)]
+    pub allowed_source_roots: Vec<PathBuf>,
 }
 
 /// How an approved change is committed and pushed.
@@ -233,6 +245,21 @@ const SEED_ENVIRONMENT: [(&str, &str); 3] = [
     ("ORCHESTRATOR_PORT", "orchestrator.port"),
     ("DATABASE_URL", "database.url"),
 ];
+
+impl AgentsConfig {
+    /// Whether a job may run `image`: a configured image, or one the allow-list matches.
+    pub fn allows_image(&self, image: &str) -> bool {
+        image == self.builder.image_name
+            || image == self.checker.image_name
+            || self
+                .allowed_images
+                .iter()
+                .any(|pattern| match pattern.strip_suffix('*') {
+                    Some(prefix) => image.starts_with(prefix),
+                    None => image == pattern,
+                })
+    }
+}
 
 impl Config {
     /// Whether the API listens only on this machine.

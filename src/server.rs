@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::report_limit::ReportLimiter;
-use crate::api::{self, ApiLimits, AppState, Authenticator};
+use crate::api::{self, ApiLimits, AppState, Authenticator, SpawnPolicy};
 use crate::config::{Config, MountType};
 use crate::controller::{Controller, ControllerSettings};
 use crate::credentials::{AgentKeys, CredentialsError};
@@ -178,6 +178,7 @@ impl Orchestrator {
         );
         let state = AppState {
             auth: Arc::new(auth),
+            policy: Arc::new(SpawnPolicy::from_config(config)),
             store: store.clone(),
             load,
             shutdown: shutdown.child_token(),
@@ -189,10 +190,11 @@ impl Orchestrator {
         };
         let limits = ApiLimits {
             max_request_bytes: config.orchestrator.max_request_bytes,
+            cors_allowed_origins: config.orchestrator.cors_allowed_origins.clone(),
         };
         let mut servers = vec![serve(
             listener,
-            api::router(state.clone(), limits),
+            api::router(state.clone(), limits.clone()),
             shutdown.child_token(),
         )];
         if let Some(agent_listener) = agent_listener {

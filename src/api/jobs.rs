@@ -18,6 +18,7 @@ use super::models::{
     JobStatusResponse, JobSummary, ListQuery, SourceBody, SpawnRequest, SpawnResponse,
     TelemetryResponse,
 };
+use super::policy::SpawnPolicy;
 use crate::config::AccessRole;
 use crate::job::admission::LoadLevel;
 use crate::job::{Job, JobId, JobSource, JobSpec, Phase, TransitionError, timestamp_now};
@@ -44,7 +45,7 @@ pub async fn spawn(
     JsonBody(request): JsonBody<SpawnRequest>,
 ) -> ApiResult<(StatusCode, Json<SpawnResponse>)> {
     caller.require(AccessRole::Submitter, "submitting a job")?;
-    let mut spec = validate_spawn(request)?;
+    let mut spec = validate_spawn(request, &state.policy)?;
     spec.submitted_by = Some(caller.name.clone());
     state.auth.allow_spawn(&caller)?;
     if *state.load.borrow() == LoadLevel::Red {
@@ -65,7 +66,7 @@ pub async fn spawn(
     Ok((StatusCode::CREATED, Json(response)))
 }
 
-fn validate_spawn(request: SpawnRequest) -> ApiResult<JobSpec> {
+fn validate_spawn(request: SpawnRequest, policy: &SpawnPolicy) -> ApiResult<JobSpec> {
     let invalid = |message: String| Err(ApiError::Unprocessable(message));
     if request.task.trim().is_empty() {
         return invalid("task must not be empty".to_owned());
@@ -77,6 +78,7 @@ fn validate_spawn(request: SpawnRequest) -> ApiResult<JobSpec> {
         ));
     }
     check_name("project_path", &request.project_path)?;
+    policy.check_project_path(&request.project_path)?;
     for (field, image) in [
         ("builder_image", &request.builder_image),
         ("checker_image", &request.checker_image),
@@ -86,9 +88,13 @@ fn validate_spawn(request: SpawnRequest) -> ApiResult<JobSpec> {
             if image.chars().any(char::is_whitespace) {
                 return invalid(format!("{field} must not contain whitespace"));
             }
+            policy.check_image(field, image)?;
         }
     }
-    let source = request.source.map(validate_source).transpose()?;
+    let source = request
+        .source
+        .map(|source| validate_source(source, policy))
+        .transpose()?;
     Ok(JobSpec {
         task: request.task,
         project_path: request.project_path,
@@ -102,8 +108,9 @@ fn validate_spawn(request: SpawnRequest) -> ApiResult<JobSpec> {
     })
 }
 
-fn validate_source(source: SourceBody) -> ApiResult<JobSource> {
+fn validate_source(source: SourceBody, policy: &SpawnPolicy) -> ApiResult<JobSource> {
     check_name("source.repository", &source.repository)?;
+    policy.check_repository(&source.repository)?;
     if let Some(reference) = &source.reference {
         check_name("source.ref", reference)?;
         // Refs reach git as arguments: one that looks like an option is refused.

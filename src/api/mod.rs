@@ -13,6 +13,7 @@ mod extract;
 mod jobs;
 mod meta;
 pub mod models;
+mod policy;
 pub mod report_limit;
 mod stream;
 
@@ -21,12 +22,13 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 pub use docs::ApiDoc;
@@ -37,6 +39,7 @@ use crate::job::admission::LoadLevel;
 use crate::store::Store;
 pub use auth::Authenticator;
 use error::ApiError;
+pub use policy::SpawnPolicy;
 use report_limit::ReportLimiter;
 
 /// What handlers share.
@@ -48,6 +51,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Checks API callers' tokens and roles.
     pub auth: Arc<Authenticator>,
+    /// What a submitted job may ask for.
+    pub policy: Arc<SpawnPolicy>,
     /// Checks agents' callback tokens.
     pub agent_keys: Arc<AgentKeys>,
     /// Per-agent limit on progress reports.
@@ -55,9 +60,24 @@ pub struct AppState {
 }
 
 /// Limits applied to every request.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ApiLimits {
     pub max_request_bytes: usize,
+    /// Browser origins allowed by CORS; none by default.
+    pub cors_allowed_origins: Vec<String>,
+}
+
+/// CORS headers only for the configured origins: with none, browsers keep
+/// other sites' pages from calling the API.
+fn cors(origins: &[String]) -> CorsLayer {
+    let allowed: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|origin| origin.parse().ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(allowed))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
 }
 
 /// The complete router.
@@ -85,6 +105,7 @@ pub fn router(state: AppState, limits: ApiLimits) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_request_bytes))
+        .layer(cors(&limits.cors_allowed_origins))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(CatchPanicLayer::custom(panic_response))
 }

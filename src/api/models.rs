@@ -9,8 +9,10 @@ use utoipa::{IntoParams, ToSchema};
 use crate::job::{Job, Phase};
 use crate::store::{AgentLog, JobEvent, TelemetrySample};
 
-/// `POST /jobs/spawn`.
+/// `POST /jobs/spawn`. Unknown fields are refused: a typo must not pass
+/// silently as a default.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SpawnRequest {
     /// What the builder should do.
     #[schema(example = "Create a FastAPI endpoint for user authentication")]
@@ -67,6 +69,7 @@ pub struct SpawnResponse {
 
 /// `POST /jobs/{job_id}/approve`.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ApproveRequest {
     pub approved: bool,
     #[serde(default)]

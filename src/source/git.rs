@@ -70,6 +70,8 @@ impl LocalGit {
             // Agents write files as whatever user their image runs as.
             .args(["-c", "safe.directory=*"])
             .env("GIT_TERMINAL_PROMPT", "0")
+            // No `ext::` or other transports that run commands.
+            .env("GIT_ALLOW_PROTOCOL", "https:http:ssh:git:file")
             .env("LC_ALL", "C")
             .stdin(Stdio::null());
         if let Some(token) = &self.token {

@@ -245,7 +245,7 @@ async fn a_flooding_builder_is_throttled_and_its_job_still_reaches_approval() {
 #[tokio::test]
 async fn a_job_with_a_git_source_is_built_on_a_checkout_and_published_on_approval() {
     let remote = crate::git::Remote::new();
-    let server = DockerServer::start(|_| {}).await;
+    let server = DockerServer::start(|c| remote.allow_in(c)).await;
     let (code, body) = server
         .post(
             "/jobs/spawn",
@@ -459,7 +459,10 @@ async fn cancelling_a_running_build_removes_its_container() {
 
 #[tokio::test]
 async fn a_missing_image_fails_the_job_without_pulling() {
-    let server = DockerServer::start(|_| {}).await;
+    let server = DockerServer::start(|c| {
+        c.agents.allowed_images = vec!["icarus-does-not-exist:*".to_owned()]
+    })
+    .await;
     let (code, body) = server
         .post(
             "/jobs/spawn",

@@ -50,6 +50,11 @@ impl Remote {
         self.dir.path().join("remote.git")
     }
 
+    /// Lets `config` take sources from this remote's directory.
+    pub fn allow_in(&self, config: &mut icarus::config::Config) {
+        config.workspace.allowed_source_roots = vec![self.dir.path().to_owned()];
+    }
+
     pub fn url(&self) -> String {
         self.path().display().to_string()
     }
@@ -167,7 +172,7 @@ async fn approve(server: &TestServer, id: JobId, comment: &str) {
 #[tokio::test]
 async fn the_builder_starts_on_a_checkout_of_the_source_at_its_recorded_base() {
     let remote = Remote::new();
-    let server = TestServer::sqlite().await;
+    let server = TestServer::sqlite_with(|c| remote.allow_in(c)).await;
     let id = spawn_from(&server, &remote, "Add login").await;
     eventually(std::time::Duration::from_secs(10), || async {
         server.runtime.state_of(id, Role::Builder).map(|_| ())
@@ -183,7 +188,7 @@ async fn the_builder_starts_on_a_checkout_of_the_source_at_its_recorded_base() {
 #[tokio::test]
 async fn the_diff_shows_exactly_the_builders_change_as_text_and_as_json() {
     let remote = Remote::new();
-    let server = TestServer::sqlite().await;
+    let server = TestServer::sqlite_with(|c| remote.allow_in(c)).await;
     let id = spawn_from(&server, &remote, "Add login").await;
     server.wait_for(id, "building").await;
     let (code, body) = server.get(&format!("/jobs/{id}/diff")).await;
@@ -227,7 +232,7 @@ async fn the_diff_shows_exactly_the_builders_change_as_text_and_as_json() {
 #[tokio::test]
 async fn approval_pushes_one_commit_to_the_jobs_branch_with_its_metadata() {
     let remote = Remote::new();
-    let server = TestServer::sqlite().await;
+    let server = TestServer::sqlite_with(|c| remote.allow_in(c)).await;
     let id = spawn_from(&server, &remote, "Add login\n\nWith a test.").await;
     let base = remote.tip("main").unwrap();
     build_and_check(&server, id).await;
@@ -260,7 +265,7 @@ async fn approval_pushes_one_commit_to_the_jobs_branch_with_its_metadata() {
 #[tokio::test]
 async fn a_refused_push_fails_the_job_and_a_retry_pushes_the_same_single_commit() {
     let remote = Remote::new();
-    let server = TestServer::sqlite().await;
+    let server = TestServer::sqlite_with(|c| remote.allow_in(c)).await;
     let id = spawn_from(&server, &remote, "Add login").await;
     let base = remote.tip("main").unwrap();
     build_and_check(&server, id).await;
@@ -305,7 +310,7 @@ async fn a_refused_push_fails_the_job_and_a_retry_pushes_the_same_single_commit(
 #[tokio::test]
 async fn publishing_again_is_refused_unless_the_push_failed() {
     let remote = Remote::new();
-    let server = TestServer::sqlite().await;
+    let server = TestServer::sqlite_with(|c| remote.allow_in(c)).await;
     let id = spawn_from(&server, &remote, "Add login").await;
     build_and_check(&server, id).await;
     let (code, body) = server.post(&format!("/jobs/{id}/publish"), json!({})).await;
@@ -315,7 +320,7 @@ async fn publishing_again_is_refused_unless_the_push_failed() {
 #[tokio::test]
 async fn rejection_leaves_the_remote_untouched_and_removes_the_workspace() {
     let remote = Remote::new();
-    let server = TestServer::sqlite().await;
+    let server = TestServer::sqlite_with(|c| remote.allow_in(c)).await;
     let id = spawn_from(&server, &remote, "Add login").await;
     build_and_check(&server, id).await;
     let before = remote.branches();
@@ -334,17 +339,19 @@ async fn rejection_leaves_the_remote_untouched_and_removes_the_workspace() {
 #[tokio::test]
 async fn a_source_that_cannot_be_cloned_fails_the_job_with_gits_words() {
     let server = TestServer::sqlite().await;
+    // Nothing listens on port 1: the clone fails at once.
+    let url = "https://127.0.0.1:1/nowhere.git";
     let (_, body) = server
         .post(
             "/jobs/spawn",
-            json!({"task": "t", "source": {"repository": "/nowhere/at/all.git"}}),
+            json!({"task": "t", "source": {"repository": url}}),
         )
         .await;
     let id: JobId = body["job_id"].as_str().unwrap().parse().unwrap();
     let status = server.wait_for(id, "failed").await;
     assert_eq!(status["reason"], "SourceCheckoutFailed");
     let message = status["error_message"].as_str().unwrap();
-    assert!(message.contains("/nowhere/at/all.git"), "{message}");
+    assert!(message.contains(url), "{message}");
     assert!(
         server.runtime.state_of(id, Role::Builder).is_none(),
         "no builder ran"
@@ -354,7 +361,7 @@ async fn a_source_that_cannot_be_cloned_fails_the_job_with_gits_words() {
 #[tokio::test]
 async fn an_unknown_base_ref_fails_the_job_and_names_it() {
     let remote = Remote::new();
-    let server = TestServer::sqlite().await;
+    let server = TestServer::sqlite_with(|c| remote.allow_in(c)).await;
     let (_, body) = server
         .post(
             "/jobs/spawn",
@@ -402,4 +409,29 @@ async fn a_job_without_a_source_shows_every_file_it_wrote_as_added() {
     approve(&server, id, "").await;
     let status = server.wait_for(id, "completed").await;
     assert_eq!(status["branch"], Value::Null, "nothing to publish to");
+}
+
+#[tokio::test]
+async fn local_sources_outside_the_allowed_roots_and_command_transports_are_refused() {
+    let remote = Remote::new();
+    let server = TestServer::sqlite().await;
+    for repository in [remote.url(), "/etc".to_owned(), "ext::sh -c id".to_owned()] {
+        let (code, body) = server
+            .post(
+                "/jobs/spawn",
+                json!({"task": "t", "source": {"repository": repository}}),
+            )
+            .await;
+        assert_eq!(code, 422, "{repository}: {body}");
+    }
+    let link = remote.dir.path().join("escape");
+    std::os::unix::fs::symlink("/etc", &link).unwrap();
+    let server = TestServer::sqlite_with(|c| remote.allow_in(c)).await;
+    let (code, body) = server
+        .post(
+            "/jobs/spawn",
+            json!({"task": "t", "source": {"repository": link.display().to_string()}}),
+        )
+        .await;
+    assert_eq!(code, 422, "a symlink out of the root: {body}");
 }

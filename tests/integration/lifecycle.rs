@@ -349,7 +349,8 @@ async fn a_graceful_stop_leaves_agents_running_for_the_next_start() {
 
 #[tokio::test]
 async fn a_missing_image_fails_the_job_naming_the_image() {
-    let server = TestServer::sqlite().await;
+    let server =
+        TestServer::sqlite_with(|c| c.agents.allowed_images = vec!["ghost:*".to_owned()]).await;
     server.runtime.forget_image("ghost:latest");
     let (code, body) = server
         .post(

@@ -10,6 +10,7 @@ mod cli;
 mod database;
 mod docker;
 mod git;
+mod hostile;
 mod lifecycle;
 mod notify;
 mod process;

@@ -1,0 +1,182 @@
+//! What a submitted job may ask for: which images, which project path, which
+//! Git source. Checked at the door, so a hostile request is refused with 422
+//! before anything runs.
+
+use std::path::{Component, Path, PathBuf};
+
+use super::error::{ApiError, ApiResult};
+use crate::config::{AgentsConfig, Config};
+
+pub struct SpawnPolicy {
+    agents: AgentsConfig,
+    project_roots: Vec<String>,
+    /// Canonical forms of `workspace.allowed_source_roots` that exist.
+    source_roots: Vec<PathBuf>,
+}
+
+impl SpawnPolicy {
+    pub fn from_config(config: &Config) -> SpawnPolicy {
+        SpawnPolicy {
+            agents: config.agents.clone(),
+            project_roots: config.workspace.allowed_project_roots.clone(),
+            source_roots: config
+                .workspace
+                .allowed_source_roots
+                .iter()
+                .filter_map(|root| root.canonicalize().ok())
+                .collect(),
+        }
+    }
+
+    pub fn check_image(&self, field: &str, image: &str) -> ApiResult<()> {
+        if self.agents.allows_image(image) {
+            Ok(())
+        } else {
+            Err(invalid(format!(
+                "{field} '{image}' is not allowed here (see agents.allowed_images)"
+            )))
+        }
+    }
+
+    /// An absolute path without `..`, under one of the allowed roots.
+    pub fn check_project_path(&self, path: &str) -> ApiResult<()> {
+        let candidate = Path::new(path);
+        let plain = candidate.is_absolute()
+            && candidate
+                .components()
+                .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+        let inside = self
+            .project_roots
+            .iter()
+            .any(|root| candidate.starts_with(Path::new(root)));
+        if plain && inside {
+            Ok(())
+        } else {
+            Err(invalid(format!(
+                "project_path '{path}' must be an absolute path without '..' under one of {:?}",
+                self.project_roots
+            )))
+        }
+    }
+
+    /// A network URL Git knows (https, http, ssh, git, or `user@host:path`),
+    /// or a local repository inside an allowed source root, symlinks resolved.
+    pub fn check_repository(&self, repository: &str) -> ApiResult<()> {
+        let lower = repository.to_ascii_lowercase();
+        let network = ["https://", "http://", "ssh://", "git://"]
+            .iter()
+            .any(|scheme| lower.starts_with(scheme));
+        if network || is_scp_like(repository) {
+            return Ok(());
+        }
+        let local = repository.strip_prefix("file://").unwrap_or(repository);
+        if !local.starts_with('/') {
+            return Err(invalid(format!(
+                "source.repository '{repository}' is neither an https/ssh/git URL nor an absolute path"
+            )));
+        }
+        let resolved = Path::new(local).canonicalize().map_err(|_| {
+            invalid(format!(
+                "source.repository '{repository}' does not exist here"
+            ))
+        })?;
+        if self
+            .source_roots
+            .iter()
+            .any(|root| resolved.starts_with(root))
+        {
+            Ok(())
+        } else {
+            Err(invalid(format!(
+                "source.repository '{repository}' is outside workspace.allowed_source_roots"
+            )))
+        }
+    }
+}
+
+/// `git@github.com:acme/api.git`: a user, a host, a colon, a path.
+fn is_scp_like(repository: &str) -> bool {
+    let Some((user_host, path)) = repository.split_once(':') else {
+        return false;
+    };
+    let Some((user, host)) = user_host.split_once('@') else {
+        return false;
+    };
+    let word = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    };
+    word(user) && word(host) && !path.is_empty() && !path.starts_with('-')
+}
+
+fn invalid(message: String) -> ApiError {
+    ApiError::Unprocessable(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> SpawnPolicy {
+        let mut config = Config::embedded_default().unwrap();
+        config.agents.allowed_images = vec!["registry.example.com/agents/*".to_owned()];
+        SpawnPolicy::from_config(&config)
+    }
+
+    #[test]
+    fn images_are_the_configured_ones_or_match_the_allow_list() {
+        let policy = policy();
+        assert!(
+            policy
+                .check_image("builder_image", "icarus-builder:latest")
+                .is_ok()
+        );
+        assert!(
+            policy
+                .check_image("builder_image", "registry.example.com/agents/coder:2")
+                .is_ok()
+        );
+        assert!(
+            policy
+                .check_image("builder_image", "evil/miner:latest")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn project_paths_stay_under_their_roots() {
+        let policy = policy();
+        assert!(policy.check_project_path("/workspace").is_ok());
+        assert!(policy.check_project_path("/workspace/api").is_ok());
+        assert!(policy.check_project_path("/workspace/../etc").is_err());
+        assert!(policy.check_project_path("/etc").is_err());
+        assert!(policy.check_project_path("workspace").is_err());
+        assert!(policy.check_project_path("/workspacex").is_err());
+    }
+
+    #[test]
+    fn repositories_are_network_urls_or_allowed_local_paths() {
+        let policy = policy();
+        assert!(
+            policy
+                .check_repository("https://github.com/acme/api.git")
+                .is_ok()
+        );
+        assert!(
+            policy
+                .check_repository("git@github.com:acme/api.git")
+                .is_ok()
+        );
+        assert!(
+            policy
+                .check_repository("ext::sh -c touch% /tmp/pwned")
+                .is_err()
+        );
+        assert!(policy.check_repository("--upload-pack=x").is_err());
+        assert!(
+            policy.check_repository("/etc").is_err(),
+            "no source roots allowed"
+        );
+    }
+}
