@@ -6,7 +6,9 @@
 //!     Both keep their containers until the timed part is over (Icarus keeps
 //!     them until a job ends) and remove them afterwards, untimed. On the raw
 //!     path the agents post their reports to a sink that only answers 200,
-//!     so both paths run the same agents doing the same work.
+//!     and are confined as Icarus confines them, so both paths run the same
+//!     containers doing the same work. A third run without the confinement
+//!     shows what the sandbox itself costs.
 //! (b) Builder exit → checker start latency, p50 and p99 over the N jobs, in
 //!     two parts: the reaction (the builder's `State.FinishedAt` in the engine
 //!     to the job's `checking_at`, when Icarus decided to start the checker),
@@ -45,9 +47,13 @@ async fn main() {
     let docker = Docker::connect_with_defaults().expect("Docker engine");
     let dir = tempfile::tempdir().unwrap();
 
+    // Connecting once creates the agents' network the sandboxed runs use.
+    let defaults = Config::embedded_default().unwrap();
+    icarus::runtime::connect(&defaults).await.unwrap();
     // Warm both paths once so image layers and the binary's pages are cached.
-    raw_engine_run(&docker, dir.path(), 1).await;
-    let raw = raw_engine_run(&docker, dir.path(), jobs).await;
+    raw_engine_run(&docker, dir.path(), 1, Some(&defaults)).await;
+    let raw = raw_engine_run(&docker, dir.path(), jobs, Some(&defaults)).await;
+    let unconfined = raw_engine_run(&docker, dir.path(), jobs, None).await;
     let icarus = icarus_run(&docker, dir.path(), jobs).await;
 
     let ratio = icarus.elapsed.as_secs_f64() / raw.elapsed.as_secs_f64();
@@ -64,6 +70,12 @@ async fn main() {
         per_job(icarus.elapsed, jobs)
     );
     println!("| overhead ratio (Icarus / raw) | {ratio:.2}x |");
+    println!(
+        "| raw engine API, without the sandbox | {:.2} s ({:.0} ms/job): the sandbox costs {:.2}x |",
+        unconfined.elapsed.as_secs_f64(),
+        per_job(unconfined.elapsed, jobs),
+        raw.elapsed.as_secs_f64() / unconfined.elapsed.as_secs_f64()
+    );
     for (what, samples) in [
         (
             "builder exit → Icarus starts the checker",
@@ -123,7 +135,15 @@ async fn callback_sink() -> u16 {
 
 /// Each job's builder then checker, created, started and awaited with the
 /// engine API directly, on a fresh directory mounted like Icarus does.
-async fn raw_engine_run(docker: &Docker, root: &std::path::Path, jobs: usize) -> RawRun {
+/// With `sandbox`, the containers are confined exactly as Icarus confines
+/// agents under that configuration (user, capabilities, read-only root,
+/// `/tmp`, process limit, network, CPU and memory); without, Docker's defaults.
+async fn raw_engine_run(
+    docker: &Docker,
+    root: &std::path::Path,
+    jobs: usize,
+    sandbox: Option<&Config>,
+) -> RawRun {
     let sink = callback_sink().await;
     let mut starts = Vec::new();
     let mut stops_reported = Vec::new();
@@ -148,8 +168,9 @@ async fn raw_engine_run(docker: &Docker, root: &std::path::Path, jobs: usize) ->
                         "{}:/workspace{read_only}",
                         workspace.display()
                     )]),
-                    ..Default::default()
+                    ..sandbox.map(|c| confined(c, role)).unwrap_or_default()
                 }),
+                user: sandbox.map(|c| c.agents.user.clone()),
                 ..Default::default()
             };
             let asked = Instant::now();
@@ -189,6 +210,30 @@ async fn raw_engine_run(docker: &Docker, root: &std::path::Path, jobs: usize) ->
         starts,
         stop_reports,
         handovers,
+    }
+}
+
+/// The confinement `DockerRuntime` applies, from the same configuration.
+fn confined(config: &Config, role: &str) -> bollard::models::HostConfig {
+    let agent = if role == "builder" {
+        &config.agents.builder
+    } else {
+        &config.agents.checker
+    };
+    bollard::models::HostConfig {
+        nano_cpus: Some((agent.cpu_limit * 1e9) as i64),
+        memory: Some(agent.memory_limit as i64),
+        memory_swap: Some(agent.memory_limit as i64),
+        pids_limit: Some(i64::from(config.agents.pids_limit)),
+        network_mode: Some(agent.network_mode.clone()),
+        cap_drop: Some(vec!["ALL".to_owned()]),
+        security_opt: Some(vec!["no-new-privileges:true".to_owned()]),
+        readonly_rootfs: Some(true),
+        tmpfs: Some(HashMap::from([(
+            "/tmp".to_owned(),
+            "rw,nosuid,nodev,size=64m".to_owned(),
+        )])),
+        ..Default::default()
     }
 }
 
