@@ -1,4 +1,4 @@
-//! The command line: `icarus serve` and `icarus migrate`.
+//! The command line: `icarus serve`, `migrate`, `config` and `crd`.
 
 use std::path::PathBuf;
 
@@ -43,6 +43,8 @@ pub enum Command {
         #[arg(long, short, value_name = "PATH")]
         config: Option<PathBuf>,
     },
+    /// Print the IcarusJob CustomResourceDefinition (what `crds/icarusjob.yaml` holds).
+    Crd,
 }
 
 /// Runs the parsed command to completion.
@@ -65,6 +67,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config { config } => {
             let config = Config::load(config.as_deref())?;
             print!("{}", serde_yaml::to_string(&config)?);
+            Ok(())
+        }
+        Command::Crd => {
+            print!("{}", crate::k8s::crd::crd_yaml());
             Ok(())
         }
     }

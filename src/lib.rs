@@ -23,6 +23,7 @@ pub mod config;
 pub mod controller;
 pub mod credentials;
 pub mod job;
+pub mod k8s;
 pub mod notify;
 pub mod runtime;
 pub mod sentinel;

@@ -1,0 +1,221 @@
+//! The `IcarusJob` custom resource (`icarus.dev/v1alpha1`).
+//!
+//! Its spec is what a user or a GitOps tool writes: the task, optional image
+//! overrides and Git source, and — set later by `kubectl patch` or a commit —
+//! the approval and the cancel request. Its status is what the controller
+//! observed, with conditions as Kubernetes tools expect them. The schema,
+//! including its validation, comes from these types (`icarus crd`).
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::job::{ApprovalDecision, JobSource, JobSpec};
+
+/// A container image reference: `[registry[:port]/]name[:tag][@digest]`.
+pub const IMAGE_PATTERN: &str = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$";
+
+/// What the user asked for.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "icarus.dev",
+    version = "v1alpha1",
+    kind = "IcarusJob",
+    namespaced,
+    status = "IcarusJobStatus",
+    shortname = "ijob",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Builder","type":"string","jsonPath":".status.builder.podName"}"#,
+    printcolumn = r#"{"name":"Checker","type":"string","jsonPath":".status.checker.podName"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct IcarusJobSpec {
+    /// What the builder should do.
+    #[schemars(length(min = 1, max = 32768))]
+    pub task: String,
+    /// The path inside the workspace the task is about.
+    #[serde(default = "default_project_path")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub project_path: String,
+    /// Overrides the configured builder image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = IMAGE_PATTERN))]
+    pub builder_image: Option<String>,
+    /// Overrides the configured checker image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = IMAGE_PATTERN))]
+    pub checker_image: Option<String>,
+    /// A Git repository the workspace is checked out from and published to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceSpec>,
+    /// The human's verdict; honoured only while the job awaits approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalSpec>,
+    /// Stop the job (agents are removed) unless it already finished.
+    #[serde(default)]
+    pub cancel: bool,
+}
+
+fn default_project_path() -> String {
+    "/workspace".to_owned()
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceSpec {
+    /// A URL `git clone` accepts.
+    #[schemars(length(min = 1, max = 4096))]
+    pub repository: String,
+    /// The base branch, tag or commit; the default branch when absent.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[^-\s][^\s]*$"))]
+    pub reference: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalSpec {
+    pub approved: bool,
+    #[serde(default)]
+    pub comment: String,
+}
+
+/// What the controller observed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IcarusJobStatus {
+    /// `pending`, `building`, `checking`, `awaiting_approval`, `approved`,
+    /// `completed`, `rejected`, `failed` or `cancelled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<JobCondition>,
+    #[serde(default)]
+    pub builder: AgentStatus,
+    #[serde(default)]
+    pub checker: AgentStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// The spec generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+}
+
+/// A standard Kubernetes condition (`Building`, `AwaitingApproval`, `Ready`...).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobCondition {
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    pub reason: String,
+    #[serde(default)]
+    pub message: String,
+    pub last_transition_time: String,
+}
+
+impl IcarusJobSpec {
+    /// The domain's desired state for this resource. `decided_at` is the
+    /// moment the controller first saw the decision.
+    pub fn to_job_spec(&self, seen_at: chrono::DateTime<chrono::Utc>) -> JobSpec {
+        JobSpec {
+            task: self.task.clone(),
+            project_path: self.project_path.clone(),
+            builder_image: self.builder_image.clone(),
+            checker_image: self.checker_image.clone(),
+            approval: self.approval.as_ref().map(|approval| ApprovalDecision {
+                approved: approval.approved,
+                comment: approval.comment.clone(),
+                decided_at: seen_at,
+                decided_by: None,
+            }),
+            cancel_requested: self.cancel,
+            source: self.source.as_ref().map(|source| JobSource {
+                repository: source.repository.clone(),
+                reference: source.reference.clone(),
+            }),
+            publish_requests: 0,
+            submitted_by: None,
+        }
+    }
+}
+
+/// The CustomResourceDefinition as YAML, as checked in under `crds/`.
+pub fn crd_yaml() -> String {
+    use kube::CustomResourceExt;
+    let header = "# Generated by `icarus crd` from src/k8s/crd.rs; do not edit by hand.\n";
+    format!(
+        "{header}{}",
+        serde_yaml::to_string(&IcarusJob::crd()).unwrap_or_default()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_checked_in_crd_matches_the_rust_types() {
+        let checked_in = include_str!("../../crds/icarusjob.yaml");
+        assert!(
+            checked_in == crd_yaml(),
+            "crds/icarusjob.yaml is stale: run `cargo run -- crd > crds/icarusjob.yaml`"
+        );
+    }
+
+    #[test]
+    fn a_manifest_with_an_approval_becomes_a_decided_job_spec() {
+        let manifest = r#"
+apiVersion: icarus.dev/v1alpha1
+kind: IcarusJob
+metadata: {name: add-logging}
+spec:
+  task: Add logging to the API
+  source: {repository: "https://github.com/acme/api.git", ref: main}
+  approval: {approved: true, comment: LGTM}
+"#;
+        let job: IcarusJob = serde_yaml::from_str(manifest).unwrap();
+        let spec = job.spec.to_job_spec(chrono::Utc::now());
+        assert_eq!(spec.project_path, "/workspace");
+        assert_eq!(spec.source.unwrap().reference.as_deref(), Some("main"));
+        let approval = spec.approval.unwrap();
+        assert!(approval.approved);
+        assert_eq!(approval.comment, "LGTM");
+    }
+
+    #[test]
+    fn the_schema_refuses_an_empty_task_and_a_malformed_image() {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_value(IcarusJob::crd()).unwrap();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        assert_eq!(spec["required"], serde_json::json!(["task"]));
+        assert_eq!(spec["properties"]["task"]["minLength"], 1);
+        assert_eq!(spec["properties"]["builderImage"]["pattern"], IMAGE_PATTERN);
+        let image = regex::Regex::new(IMAGE_PATTERN).unwrap();
+        assert!(image.is_match("icarus-builder:latest"));
+        assert!(image.is_match("registry.example.com:5000/agents/coder:v2"));
+        assert!(!image.is_match("Two Words"));
+        assert!(!image.is_match("--privileged"));
+    }
+}
