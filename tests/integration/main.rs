@@ -8,6 +8,7 @@ mod api;
 mod auth;
 mod cli;
 mod database;
+mod deploy;
 mod docker;
 mod git;
 mod hostile;

@@ -1,0 +1,133 @@
+//! The Kubernetes manifests, rendered by the real `kubectl kustomize` and
+//! checked as objects (no API server runs here to apply them).
+
+use std::process::Command;
+
+use icarus::k8s::crd::IcarusJob;
+use serde::Deserialize;
+use serde_yaml::Value;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn rendered() -> Vec<Value> {
+    let output = Command::new("kubectl")
+        .args(["kustomize", &format!("{ROOT}/deploy")])
+        .output()
+        .expect("kubectl (with kustomize) must be installed to render deploy/");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|document| Value::deserialize(document).unwrap())
+        .collect()
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} in deploy/"))
+}
+
+#[test]
+fn deploy_renders_to_named_kubernetes_objects_in_the_icarus_namespace() {
+    let objects = rendered();
+    let kinds: Vec<&str> = objects
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap())
+        .collect();
+    for kind in [
+        "Namespace",
+        "CustomResourceDefinition",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "ConfigMap",
+        "Service",
+        "Deployment",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+    for object in &objects {
+        assert!(object["apiVersion"].as_str().is_some(), "{object:?}");
+        assert!(object["metadata"]["name"].as_str().is_some(), "{object:?}");
+        let cluster_scoped = ["Namespace", "CustomResourceDefinition"];
+        if !cluster_scoped.contains(&object["kind"].as_str().unwrap()) {
+            assert_eq!(object["metadata"]["namespace"], "icarus", "{object:?}");
+        }
+    }
+}
+
+#[test]
+fn the_rendered_crd_is_the_one_generated_from_the_types() {
+    let objects = rendered();
+    let crd = find(&objects, "CustomResourceDefinition");
+    let generated: Value = serde_yaml::from_str(&icarus::k8s::crd::crd_yaml()).unwrap();
+    assert_eq!(
+        numbers_as_floats(&crd["spec"]),
+        numbers_as_floats(&generated["spec"])
+    );
+}
+
+/// kustomize writes `0.0` as `0`: compare numbers by value, not by spelling.
+fn numbers_as_floats(value: &Value) -> Value {
+    match value {
+        Value::Number(n) => Value::from(n.as_f64().unwrap()),
+        Value::Sequence(items) => Value::Sequence(items.iter().map(numbers_as_floats).collect()),
+        Value::Mapping(map) => Value::Mapping(
+            map.iter()
+                .map(|(k, v)| (k.clone(), numbers_as_floats(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+#[test]
+fn the_deployment_runs_unprivileged_with_probes_and_limits() {
+    let objects = rendered();
+    let pod = &find(&objects, "Deployment")["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let container = &pod["containers"][0];
+    let security = &container["securityContext"];
+    assert_eq!(security["readOnlyRootFilesystem"], true);
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert_eq!(security["capabilities"]["drop"][0], "ALL");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert!(
+        container["resources"]["limits"]["memory"]
+            .as_str()
+            .is_some()
+    );
+}
+
+#[test]
+fn the_controller_role_grants_no_wildcards_and_nothing_cluster_wide() {
+    let objects = rendered();
+    assert!(objects.iter().all(|o| o["kind"] != "ClusterRole"));
+    let role = find(&objects, "Role");
+    for rule in role["rules"].as_sequence().unwrap() {
+        for field in ["apiGroups", "resources", "verbs"] {
+            let values = rule[field].as_sequence().unwrap();
+            assert!(
+                values.iter().all(|v| v != "*"),
+                "wildcard in {field}: {rule:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_example_jobs_are_valid_icarus_jobs() {
+    for entry in std::fs::read_dir(format!("{ROOT}/deploy/examples")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let job: IcarusJob =
+            serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(!job.spec.task.is_empty(), "{}", path.display());
+    }
+}
