@@ -352,10 +352,12 @@ impl Runtime for DockerRuntime {
                     ..Default::default()
                 };
                 // Creating an existing volume with the same name succeeds.
-                self.docker
+                let volume = self
+                    .docker
                     .create_volume(request)
                     .await
                     .map_err(|e| failed("create volume", e))?;
+                open_volume_to_agents(&volume.mountpoint).await;
                 Ok(())
             }
         }
@@ -628,6 +630,20 @@ async fn await_oom_verdict(docker: &Docker, exits: &Exits, id: &str) {
         && inspected.state.and_then(|s| s.oom_killed) == Some(true)
     {
         exits.record_oom(id);
+    }
+}
+
+/// A new local volume is root's, mode 0755, unless the agent image carries
+/// a permissive `/workspace` for Docker to copy: agents running
+/// unprivileged could not write. When the engine is on this host and we may,
+/// open the volume's directory like a bind workspace; otherwise say so.
+async fn open_volume_to_agents(mountpoint: &str) {
+    let writable = std::fs::Permissions::from_mode(0o777);
+    if let Err(error) = tokio::fs::set_permissions(mountpoint, writable).await {
+        tracing::warn!(
+            %mountpoint, %error,
+            "cannot open the volume to unprivileged agents; images without a writable /workspace may fail"
+        );
     }
 }
 

@@ -485,6 +485,32 @@ async fn a_missing_image_fails_the_job_without_pulling() {
 }
 
 #[tokio::test]
+async fn an_image_without_a_workspace_directory_can_write_its_volume_workspace() {
+    let server = DockerServer::start(|c| {
+        c.workspace.mount_type = icarus::config::MountType::Volume;
+        c.agents.allowed_images = vec!["icarus-test-bare:*".to_owned()];
+    })
+    .await;
+    let (code, body) = server
+        .post(
+            "/jobs/spawn",
+            json!({"task": "Bare image", "builder_image": "icarus-test-bare:latest"}),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    let id: JobId = body["job_id"].as_str().unwrap().parse().unwrap();
+    let status = server
+        .wait_for_within(id, "awaiting_approval", Duration::from_secs(30))
+        .await;
+    assert_eq!(status["builder_exit_code"], 0, "{status}");
+    assert_eq!(
+        audit(&server, id).await["logic_verification"]["files_created"],
+        2
+    );
+    cancel_and_wait(&server, id).await;
+}
+
+#[tokio::test]
 async fn the_runtime_names_the_agent_images_the_engine_lacks() {
     ensure_agent_images().await;
     let config = test_config("sqlite::memory:");
