@@ -1,0 +1,279 @@
+//! Reading the cluster in the planner's terms, and writing its answer back:
+//! a Pod becomes an [`ObservedWorkload`] (so the same planner decides), and a
+//! domain [`JobStatus`] becomes the IcarusJob's `.status` with conditions.
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+
+use super::crd::{AgentStatus, IcarusJobStatus, JobCondition};
+use crate::job::workload::{ObservedWorkload, Role, WorkloadState};
+use crate::job::{JobStatus, Phase};
+
+/// The agent a Pod runs, from its labels and state; `None` for a Pod that is
+/// not an agent's or is being deleted (as good as gone).
+pub fn observe_pod(pod: &Pod) -> Option<ObservedWorkload> {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let labels = pod.labels();
+    let role = Role::parse(labels.get("icarus.dev/role")?)?;
+    let attempt = labels.get("icarus.dev/attempt")?.parse().ok()?;
+    let status = pod.status.as_ref();
+    let terminated = status
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|statuses| statuses.first())
+        .and_then(|container| container.state.as_ref())
+        .and_then(|state| state.terminated.as_ref());
+    let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
+    let state = match (phase, terminated) {
+        (_, Some(terminated)) => WorkloadState::Exited {
+            exit_code: i64::from(terminated.exit_code),
+            oom_killed: terminated.reason.as_deref() == Some("OOMKilled"),
+        },
+        // Killed by the kubelet before its container ran to an exit (its
+        // deadline, an eviction): a failure with no exit code of its own.
+        ("Failed", None) => WorkloadState::Exited {
+            exit_code: -1,
+            oom_killed: false,
+        },
+        ("Pending", None) => WorkloadState::Created,
+        _ => WorkloadState::Running,
+    };
+    Some(ObservedWorkload {
+        role,
+        attempt,
+        id: pod.name_any(),
+        state,
+        log_tail: None,
+    })
+}
+
+/// The IcarusJob status for a domain status, keeping the conditions' last
+/// transition times when their status did not change.
+pub fn resource_status(
+    status: &JobStatus,
+    previous: Option<&IcarusJobStatus>,
+    generation: Option<i64>,
+    now: &str,
+) -> IcarusJobStatus {
+    let phase = status.phase;
+    let conditions = [
+        ("Building", phase == Phase::Building),
+        ("Checking", phase == Phase::Checking),
+        ("AwaitingApproval", phase == Phase::AwaitingApproval),
+        ("Ready", phase == Phase::Completed),
+        ("Failed", phase == Phase::Failed),
+    ]
+    .into_iter()
+    .map(|(kind, holds)| {
+        let value = if holds { "True" } else { "False" };
+        let kept_time = previous
+            .and_then(|p| p.conditions.iter().find(|c| c.kind == kind))
+            .filter(|c| c.status == value)
+            .map(|c| c.last_transition_time.clone());
+        JobCondition {
+            kind: kind.to_owned(),
+            status: value.to_owned(),
+            reason: status.reason.clone(),
+            message: if holds {
+                status.error_message.clone().unwrap_or_default()
+            } else {
+                String::new()
+            },
+            last_transition_time: kept_time.unwrap_or_else(|| now.to_owned()),
+        }
+    })
+    .collect();
+    IcarusJobStatus {
+        phase: Some(phase.to_string()),
+        reason: Some(status.reason.clone()),
+        message: status.error_message.clone(),
+        conditions,
+        builder: AgentStatus {
+            pod_name: status.builder.workload_id.clone(),
+            exit_code: status.builder.exit_code,
+        },
+        checker: AgentStatus {
+            pod_name: status.checker.workload_id.clone(),
+            exit_code: status.checker.exit_code,
+        },
+        attempt: Some(status.attempt),
+        base_commit: status.source.base_commit.clone(),
+        branch: status.source.branch.clone(),
+        commit: status.source.commit.clone(),
+        observed_generation: generation,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateTerminated, ContainerStatus, PodStatus,
+    };
+
+    use super::*;
+
+    fn pod(phase: &str, terminated: Option<(i32, &str)>) -> Pod {
+        let mut pod = Pod::default();
+        pod.metadata.name = Some("add-logging-builder-1".to_owned());
+        pod.metadata.labels = Some(
+            [("icarus.dev/role", "builder"), ("icarus.dev/attempt", "1")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        );
+        pod.status = Some(PodStatus {
+            phase: Some(phase.to_owned()),
+            container_statuses: terminated.map(|(code, reason)| {
+                vec![ContainerStatus {
+                    name: "agent".to_owned(),
+                    state: Some(ContainerState {
+                        terminated: Some(ContainerStateTerminated {
+                            exit_code: code,
+                            reason: Some(reason.to_owned()),
+                            ..ContainerStateTerminated::default()
+                        }),
+                        ..ContainerState::default()
+                    }),
+                    ..ContainerStatus::default()
+                }]
+            }),
+            ..PodStatus::default()
+        });
+        pod
+    }
+
+    #[test]
+    fn pod_phases_and_exits_become_workload_states() {
+        let state = |p: &Pod| observe_pod(p).unwrap().state;
+        assert_eq!(state(&pod("Pending", None)), WorkloadState::Created);
+        assert_eq!(state(&pod("Running", None)), WorkloadState::Running);
+        assert_eq!(
+            state(&pod("Succeeded", Some((0, "Completed")))),
+            WorkloadState::Exited {
+                exit_code: 0,
+                oom_killed: false
+            }
+        );
+        assert_eq!(
+            state(&pod("Failed", Some((137, "OOMKilled")))),
+            WorkloadState::Exited {
+                exit_code: 137,
+                oom_killed: true
+            }
+        );
+        assert_eq!(
+            state(&pod("Failed", None)),
+            WorkloadState::Exited {
+                exit_code: -1,
+                oom_killed: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_pod_being_deleted_or_without_agent_labels_is_not_a_workload() {
+        let mut deleting = pod("Running", None);
+        deleting.metadata.deletion_timestamp =
+            Some(serde_json::from_value(serde_json::json!("2026-11-25T00:00:00Z")).unwrap());
+        assert!(observe_pod(&deleting).is_none());
+        let mut stranger = pod("Running", None);
+        stranger.metadata.labels = None;
+        assert!(observe_pod(&stranger).is_none());
+    }
+
+    #[test]
+    fn conditions_follow_the_phase_and_keep_their_time_while_unchanged() {
+        let mut status = JobStatus::new_pending();
+        status.phase = Phase::Building;
+        status.reason = "Admitted".to_owned();
+        let first = resource_status(&status, None, Some(1), "t1");
+        let building = first
+            .conditions
+            .iter()
+            .find(|c| c.kind == "Building")
+            .unwrap();
+        assert_eq!(
+            (
+                building.status.as_str(),
+                building.last_transition_time.as_str()
+            ),
+            ("True", "t1")
+        );
+
+        let again = resource_status(&status, Some(&first), Some(1), "t2");
+        let building = again
+            .conditions
+            .iter()
+            .find(|c| c.kind == "Building")
+            .unwrap();
+        assert_eq!(
+            building.last_transition_time, "t1",
+            "unchanged, so not re-stamped"
+        );
+
+        status.phase = Phase::Failed;
+        status.error_message = Some("builder exited with code 3".to_owned());
+        let failed = resource_status(&status, Some(&again), Some(2), "t3");
+        let condition = failed
+            .conditions
+            .iter()
+            .find(|c| c.kind == "Failed")
+            .unwrap();
+        assert_eq!(condition.status, "True");
+        assert_eq!(condition.message, "builder exited with code 3");
+        assert_eq!(condition.last_transition_time, "t3");
+        assert_eq!(failed.phase.as_deref(), Some("failed"));
+        assert_eq!(failed.observed_generation, Some(2));
+    }
+
+    #[test]
+    fn the_local_planner_decides_from_pods_as_it_does_from_containers() {
+        use crate::job::admission::Admission;
+        use crate::job::plan::{Action, Deadlines, PlanInput, plan};
+        use crate::job::workload::Observed;
+        use crate::job::{Job, JobSpec};
+
+        let spec = JobSpec {
+            task: "t".to_owned(),
+            project_path: "/workspace".to_owned(),
+            builder_image: None,
+            checker_image: None,
+            approval: None,
+            cancel_requested: false,
+            source: None,
+            publish_requests: 0,
+            submitted_by: None,
+        };
+        let now = chrono::Utc::now();
+        let mut job = Job::new(spec, now);
+        job.status.phase = Phase::Building;
+        job.status.times.building_at = Some(now);
+        let observed = Observed {
+            workloads: vec![observe_pod(&pod("Succeeded", Some((0, "Completed")))).unwrap()],
+            ..Observed::default()
+        };
+        let deadlines = Deadlines {
+            builder: chrono::TimeDelta::seconds(600),
+            checker: chrono::TimeDelta::seconds(300),
+            job: chrono::TimeDelta::seconds(1800),
+        };
+        let next = plan(&PlanInput {
+            job: &job,
+            observed: &observed,
+            admission: Admission::Admitted,
+            deadlines: &deadlines,
+            now,
+        });
+        assert_eq!(next.status.phase, Phase::Checking);
+        assert_eq!(
+            next.status.builder.workload_id.as_deref(),
+            Some("add-logging-builder-1"),
+            "the Pod's name is the workload id"
+        );
+        assert!(next.actions.contains(&Action::Start {
+            role: Role::Checker,
+            attempt: 1
+        }));
+    }
+}

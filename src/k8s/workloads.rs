@@ -1,0 +1,315 @@
+//! The Kubernetes objects a job runs on, built from an `IcarusJob`: one
+//! PersistentVolumeClaim (the workspace) and one Pod per agent and attempt.
+//! Assembly only, no I/O: the controller decides when each is created.
+//!
+//! Every object is owned by its IcarusJob (deleting the job deletes them),
+//! labelled like local mode's containers, and each Pod passes the Pod
+//! Security "restricted" profile: non-root, no privilege escalation, every
+//! capability dropped, the runtime's default seccomp profile.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EnvVar, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, ResourceRequirements,
+    SeccompProfile, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::{Resource, ResourceExt};
+
+use super::crd::IcarusJob;
+use crate::config::AgentConfig;
+use crate::job::Role;
+
+/// Where the workspace is mounted in every agent, as in local mode.
+pub const WORKSPACE_MOUNT: &str = "/workspace";
+
+/// What the builders need from the configuration.
+#[derive(Debug, Clone)]
+pub struct WorkloadSettings {
+    pub builder: AgentConfig,
+    pub checker: AgentConfig,
+    /// Requested size of each job's workspace claim (`1Gi`).
+    pub workspace_size: String,
+    /// The claim's storage class; the cluster default when absent.
+    pub storage_class: Option<String>,
+    /// uid agents run as (non-zero: the restricted profile forbids root).
+    pub run_as_user: i64,
+}
+
+/// The name of a job's workspace claim.
+pub fn claim_name(job: &IcarusJob) -> String {
+    format!("{}-workspace", job.name_any())
+}
+
+/// The name of an agent's Pod: deterministic, so a restarted controller
+/// finds it instead of creating another.
+pub fn pod_name(job: &IcarusJob, role: Role, attempt: u32) -> String {
+    format!("{}-{role}-{attempt}", job.name_any())
+}
+
+fn labels(job: &IcarusJob, role: Option<Role>, attempt: Option<u32>) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([
+        (
+            "app.kubernetes.io/managed-by".to_owned(),
+            "icarus".to_owned(),
+        ),
+        ("icarus.dev/job".to_owned(), job.name_any()),
+    ]);
+    if let Some(role) = role {
+        labels.insert("icarus.dev/role".to_owned(), role.to_string());
+    }
+    if let Some(attempt) = attempt {
+        labels.insert("icarus.dev/attempt".to_owned(), attempt.to_string());
+    }
+    labels
+}
+
+fn metadata(job: &IcarusJob, name: String, labels: BTreeMap<String, String>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: job.namespace(),
+        labels: Some(labels),
+        owner_references: job.controller_owner_ref(&()).map(|owner| vec![owner]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The job's workspace: one claim, written by the builder, read by the checker.
+pub fn workspace_claim(job: &IcarusJob, settings: &WorkloadSettings) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: metadata(job, claim_name(job), labels(job, None, None)),
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
+            storage_class_name: settings.storage_class.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_owned(),
+                    Quantity(settings.workspace_size.clone()),
+                )])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// One agent's Pod. `env` is the agent contract (`JOB_ID`, `TASK`,
+/// `ORCHESTRATOR_CALLBACK` with the agent's token...), built by the caller.
+pub fn agent_pod(
+    job: &IcarusJob,
+    role: Role,
+    attempt: u32,
+    env: &[(String, String)],
+    settings: &WorkloadSettings,
+) -> Pod {
+    let (agent, image) = match role {
+        Role::Builder => (&settings.builder, job.spec.builder_image.as_ref()),
+        Role::Checker => (&settings.checker, job.spec.checker_image.as_ref()),
+    };
+    let limits = BTreeMap::from([
+        (
+            "cpu".to_owned(),
+            Quantity(format!("{}m", (agent.cpu_limit * 1000.0).round() as i64)),
+        ),
+        (
+            "memory".to_owned(),
+            Quantity(agent.memory_limit.to_string()),
+        ),
+    ]);
+    let container = Container {
+        name: "agent".to_owned(),
+        image: Some(image.cloned().unwrap_or_else(|| agent.image_name.clone())),
+        image_pull_policy: Some("IfNotPresent".to_owned()),
+        env: Some(
+            env.iter()
+                .map(|(name, value)| EnvVar {
+                    name: name.clone(),
+                    value: Some(value.clone()),
+                    value_from: None,
+                })
+                .collect(),
+        ),
+        resources: Some(ResourceRequirements {
+            requests: Some(limits.clone()),
+            limits: Some(limits),
+            ..ResourceRequirements::default()
+        }),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                add: None,
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "workspace".to_owned(),
+                mount_path: WORKSPACE_MOUNT.to_owned(),
+                // The checker audits; it must not change what it audits.
+                read_only: Some(role == Role::Checker),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "tmp".to_owned(),
+                mount_path: "/tmp".to_owned(),
+                ..VolumeMount::default()
+            },
+        ]),
+        ..Container::default()
+    };
+    Pod {
+        metadata: metadata(
+            job,
+            pod_name(job, role, attempt),
+            labels(job, Some(role), Some(attempt)),
+        ),
+        spec: Some(PodSpec {
+            containers: vec![container],
+            restart_policy: Some("Never".to_owned()),
+            // The kubelet enforces the agent's deadline even if the controller is down.
+            active_deadline_seconds: Some(i64::try_from(agent.timeout_seconds).unwrap_or(i64::MAX)),
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(settings.run_as_user),
+                run_as_group: Some(settings.run_as_user),
+                fs_group: Some(settings.run_as_user),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".to_owned(),
+                    localhost_profile: None,
+                }),
+                ..PodSecurityContext::default()
+            }),
+            volumes: Some(vec![
+                Volume {
+                    name: "workspace".to_owned(),
+                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                        claim_name: claim_name(job),
+                        read_only: Some(role == Role::Checker),
+                    }),
+                    ..Volume::default()
+                },
+                Volume {
+                    name: "tmp".to_owned(),
+                    empty_dir: Some(Default::default()),
+                    ..Volume::default()
+                },
+            ]),
+            ..PodSpec::default()
+        }),
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::k8s::crd::IcarusJobSpec;
+
+    fn job() -> IcarusJob {
+        let mut job = IcarusJob::new(
+            "add-logging",
+            IcarusJobSpec {
+                task: "Add logging".to_owned(),
+                project_path: "/workspace".to_owned(),
+                builder_image: None,
+                checker_image: Some("registry.example.com/checker:2".to_owned()),
+                source: None,
+                approval: None,
+                cancel: false,
+            },
+        );
+        job.metadata.namespace = Some("icarus".to_owned());
+        job.metadata.uid = Some("6b1f0b4e-1111-4222-8333-944444444444".to_owned());
+        job
+    }
+
+    fn settings() -> WorkloadSettings {
+        let config = Config::embedded_default().unwrap();
+        WorkloadSettings {
+            builder: config.agents.builder,
+            checker: config.agents.checker,
+            workspace_size: "1Gi".to_owned(),
+            storage_class: None,
+            run_as_user: 65534,
+        }
+    }
+
+    #[test]
+    fn agent_pods_pass_the_restricted_pod_security_profile() {
+        let pod = agent_pod(&job(), Role::Builder, 1, &[], &settings());
+        let spec = pod.spec.unwrap();
+        let pod_security = spec.security_context.unwrap();
+        assert_eq!(pod_security.run_as_non_root, Some(true));
+        assert_eq!(
+            pod_security.seccomp_profile.unwrap().type_,
+            "RuntimeDefault"
+        );
+        let container = &spec.containers[0];
+        let security = container.security_context.clone().unwrap();
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            security.capabilities.unwrap().drop,
+            Some(vec!["ALL".to_owned()])
+        );
+        assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        assert_eq!(spec.active_deadline_seconds, Some(600));
+    }
+
+    #[test]
+    fn the_checker_mounts_the_workspace_claim_read_only_and_the_builder_read_write() {
+        for (role, read_only) in [(Role::Builder, false), (Role::Checker, true)] {
+            let pod = agent_pod(&job(), role, 1, &[], &settings());
+            let spec = pod.spec.unwrap();
+            let claim = spec.volumes.unwrap()[0]
+                .persistent_volume_claim
+                .clone()
+                .unwrap();
+            assert_eq!(claim.claim_name, "add-logging-workspace");
+            assert_eq!(claim.read_only, Some(read_only), "{role}");
+            let mount = &spec.containers[0].volume_mounts.as_ref().unwrap()[0];
+            assert_eq!(mount.read_only, Some(read_only), "{role}");
+        }
+    }
+
+    #[test]
+    fn every_object_is_owned_by_its_job_and_named_deterministically() {
+        let job = job();
+        let pod = agent_pod(&job, Role::Checker, 2, &[], &settings());
+        assert_eq!(pod.metadata.name.as_deref(), Some("add-logging-checker-2"));
+        let owner = &pod.metadata.owner_references.unwrap()[0];
+        assert_eq!(owner.kind, "IcarusJob");
+        assert_eq!(owner.uid, "6b1f0b4e-1111-4222-8333-944444444444");
+        assert_eq!(owner.controller, Some(true));
+        let claim = workspace_claim(&job, &settings());
+        assert_eq!(
+            claim.metadata.owner_references.unwrap()[0].name,
+            "add-logging"
+        );
+        assert_eq!(claim.metadata.namespace.as_deref(), Some("icarus"));
+    }
+
+    #[test]
+    fn images_limits_and_the_contract_come_from_the_job_and_the_configuration() {
+        let env = [("JOB_ID".to_owned(), "x".to_owned())];
+        let pod = agent_pod(&job(), Role::Checker, 1, &env, &settings());
+        let container = &pod.spec.unwrap().containers[0];
+        assert_eq!(
+            container.image.as_deref(),
+            Some("registry.example.com/checker:2")
+        );
+        let limits = container.resources.clone().unwrap().limits.unwrap();
+        assert_eq!(limits["cpu"], Quantity("500m".to_owned()));
+        assert_eq!(limits["memory"], Quantity("536870912".to_owned()));
+        assert_eq!(container.env.as_ref().unwrap()[0].name, "JOB_ID");
+    }
+}
