@@ -562,23 +562,35 @@ fn any_job() -> impl Strategy<Value = Job> {
         any::<bool>(),
         prop::option::of(Just("seen-before".to_owned())),
         any::<bool>(),
+        (0u32..3, 0u32..3, any::<bool>()),
     )
-        .prop_map(|(phase, since, approval, cancel, builder_id, sourced)| {
-            let mut job = Job::pending().in_phase(phase, at(since));
-            job.spec.source = sourced.then(|| JobSource {
-                repository: "/repo".to_owned(),
-                reference: None,
-            });
-            job.spec.approval = approval.map(|approved| ApprovalDecision {
-                decided_by: None,
-                approved,
-                comment: String::new(),
-                decided_at: at(since),
-            });
-            job.spec.cancel_requested = cancel;
-            job.status.builder.workload_id = builder_id;
-            job
-        })
+        .prop_map(
+            |(phase, since, approval, cancel, builder_id, sourced, publish)| {
+                let mut job = Job::pending().in_phase(phase, at(since));
+                // A retry can only be pending on a job whose publishing failed
+                // (the API refuses it otherwise); everywhere else it was seen.
+                let (requests, seen, publish_failed) = publish;
+                job.spec.publish_requests = requests;
+                job.status.source.publish_requests_seen = requests;
+                if publish_failed && phase == Phase::Failed {
+                    job.status.reason = PUBLISH_FAILED.to_owned();
+                    job.status.source.publish_requests_seen = seen.min(requests);
+                }
+                job.spec.source = sourced.then(|| JobSource {
+                    repository: "/repo".to_owned(),
+                    reference: None,
+                });
+                job.spec.approval = approval.map(|approved| ApprovalDecision {
+                    decided_by: None,
+                    approved,
+                    comment: String::new(),
+                    decided_at: at(since),
+                });
+                job.spec.cancel_requested = cancel;
+                job.status.builder.workload_id = builder_id;
+                job
+            },
+        )
 }
 
 fn any_admission() -> impl Strategy<Value = Admission> {
@@ -640,12 +652,24 @@ fn deadline_has_passed(job: &Job, now: i64) -> bool {
 
 proptest! {
     #[test]
-    fn phases_never_go_backwards(input in any_input()) {
+    fn phases_never_go_backwards_but_for_a_requested_publish_retry(input in any_input()) {
         let plan = run(&input);
-        let before = input.0.status.phase;
-        prop_assert!(plan.status.phase.rank() >= before.rank());
-        if before.is_terminal() {
-            prop_assert_eq!(plan.status.phase, before);
+        let job = &input.0;
+        let before = job.status.phase;
+        let retry = before == Phase::Failed
+            && job.status.reason == PUBLISH_FAILED
+            && job.spec.publish_requests > job.status.source.publish_requests_seen;
+        if retry {
+            prop_assert_eq!(plan.status.phase, Phase::Approved);
+            prop_assert_eq!(plan.status.source.publish_requests_seen, job.spec.publish_requests);
+            // It starts nothing; the push itself waits for the next reconcile.
+            prop_assert_eq!(starts(&plan).count(), 0);
+            prop_assert!(!plan.actions.contains(&Action::Publish));
+        } else {
+            prop_assert!(plan.status.phase.rank() >= before.rank());
+            if before.is_terminal() {
+                prop_assert_eq!(plan.status.phase, before);
+            }
         }
     }
 
@@ -704,8 +728,13 @@ proptest! {
         let plan = run(&input);
         let before = input.0.status.phase;
         let decided = matches!(plan.status.phase, Phase::Approved | Phase::Rejected);
-        if decided && plan.status.phase != before {
+        let retried = plan.status.reason == "PublishRetried";
+        if decided && plan.status.phase != before && !retried {
             prop_assert_eq!(before, Phase::AwaitingApproval);
+        }
+        if retried && before != Phase::Approved {
+            prop_assert_eq!(before, Phase::Failed);
+            prop_assert_eq!(input.0.status.reason.as_str(), PUBLISH_FAILED);
         }
     }
 
