@@ -5,10 +5,13 @@
 //! a job runs on ([`workloads`]: a workspace PVC, restricted agent Pods owned
 //! by their job); and the translation between the cluster and the planner
 //! ([`observe`]: Pods as observed workloads, domain status as `.status` with
-//! conditions). The manifests are under `deploy/`. The controller that ties
-//! them to the API server (kube-runtime, leader election) is the next step;
-//! see the README's "Kubernetes mode" section.
+//! conditions); and [`runtime::KubeRuntime`], the [`crate::runtime::Runtime`]
+//! over Pods and PVCs, tested against a mocked API server. The manifests are
+//! under `deploy/`. Not yet: mirroring IcarusJobs into the job store and back
+//! (so `kubectl apply` and the REST API meet), leader election, and wiring it
+//! all into `icarus serve`; see the README's "Kubernetes mode" section.
 
 pub mod crd;
 pub mod observe;
+pub mod runtime;
 pub mod workloads;

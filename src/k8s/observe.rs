@@ -25,6 +25,20 @@ pub fn observe_pod(pod: &Pod) -> Option<ObservedWorkload> {
         .and_then(|container| container.state.as_ref())
         .and_then(|state| state.terminated.as_ref());
     let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
+    if let Some(message) = unstartable(pod) {
+        // An image that cannot be pulled or run never becomes an exit: it
+        // would wait for its deadline. Report it as the failure it is.
+        return Some(ObservedWorkload {
+            role,
+            attempt,
+            id: pod.name_any(),
+            state: WorkloadState::Exited {
+                exit_code: -1,
+                oom_killed: false,
+            },
+            log_tail: Some(message),
+        });
+    }
     let state = match (phase, terminated) {
         (_, Some(terminated)) => WorkloadState::Exited {
             exit_code: i64::from(terminated.exit_code),
@@ -45,6 +59,36 @@ pub fn observe_pod(pod: &Pod) -> Option<ObservedWorkload> {
         id: pod.name_any(),
         state,
         log_tail: None,
+    })
+}
+
+/// Why the kubelet cannot start the agent's container, if it cannot.
+fn unstartable(pod: &Pod) -> Option<String> {
+    const HOPELESS: [&str; 4] = [
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+    ];
+    let waiting = pod
+        .status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .first()?
+        .state
+        .as_ref()?
+        .waiting
+        .as_ref()?;
+    let reason = waiting.reason.as_deref()?;
+    HOPELESS.contains(&reason).then(|| {
+        format!(
+            "{reason}: {}",
+            waiting
+                .message
+                .as_deref()
+                .unwrap_or("the container cannot start")
+        )
     })
 }
 
@@ -168,6 +212,32 @@ mod tests {
                 exit_code: -1,
                 oom_killed: false
             }
+        );
+    }
+
+    #[test]
+    fn an_image_that_cannot_be_pulled_is_a_failure_that_says_so() {
+        let mut stuck = pod("Pending", None);
+        let status = stuck.status.as_mut().unwrap();
+        status.container_statuses = Some(vec![ContainerStatus {
+            name: "agent".to_owned(),
+            state: Some(ContainerState {
+                waiting: Some(k8s_openapi::api::core::v1::ContainerStateWaiting {
+                    reason: Some("ImagePullBackOff".to_owned()),
+                    message: Some("pull access denied for ghost".to_owned()),
+                }),
+                ..ContainerState::default()
+            }),
+            ..ContainerStatus::default()
+        }]);
+        let observed = observe_pod(&stuck).unwrap();
+        assert!(matches!(
+            observed.state,
+            WorkloadState::Exited { exit_code: -1, .. }
+        ));
+        assert_eq!(
+            observed.log_tail.as_deref(),
+            Some("ImagePullBackOff: pull access denied for ghost")
         );
     }
 

@@ -78,22 +78,10 @@ fn metadata(job: &IcarusJob, name: String, labels: BTreeMap<String, String>) -> 
 
 /// The job's workspace: one claim, written by the builder, read by the checker.
 pub fn workspace_claim(job: &IcarusJob, settings: &WorkloadSettings) -> PersistentVolumeClaim {
-    PersistentVolumeClaim {
-        metadata: metadata(job, claim_name(job), labels(job, None, None)),
-        spec: Some(PersistentVolumeClaimSpec {
-            access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
-            storage_class_name: settings.storage_class.clone(),
-            resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([(
-                    "storage".to_owned(),
-                    Quantity(settings.workspace_size.clone()),
-                )])),
-                ..VolumeResourceRequirements::default()
-            }),
-            ..PersistentVolumeClaimSpec::default()
-        }),
-        status: None,
-    }
+    claim(
+        metadata(job, claim_name(job), labels(job, None, None)),
+        settings,
+    )
 }
 
 /// One agent's Pod. `env` is the agent contract (`JOB_ID`, `TASK`,
@@ -105,9 +93,39 @@ pub fn agent_pod(
     env: &[(String, String)],
     settings: &WorkloadSettings,
 ) -> Pod {
-    let (agent, image) = match role {
-        Role::Builder => (&settings.builder, job.spec.builder_image.as_ref()),
-        Role::Checker => (&settings.checker, job.spec.checker_image.as_ref()),
+    let image = match role {
+        Role::Builder => job.spec.builder_image.clone(),
+        Role::Checker => job.spec.checker_image.clone(),
+    };
+    let target = PodTarget {
+        metadata: metadata(
+            job,
+            pod_name(job, role, attempt),
+            labels(job, Some(role), Some(attempt)),
+        ),
+        claim_name: claim_name(job),
+        image,
+    };
+    pod(&target, role, env, settings)
+}
+
+/// Where and under what name a Pod goes, and which image overrides the configured one.
+pub struct PodTarget {
+    pub metadata: ObjectMeta,
+    pub claim_name: String,
+    pub image: Option<String>,
+}
+
+/// The Pod itself, confined for the restricted profile.
+pub fn pod(
+    target: &PodTarget,
+    role: Role,
+    env: &[(String, String)],
+    settings: &WorkloadSettings,
+) -> Pod {
+    let agent = match role {
+        Role::Builder => &settings.builder,
+        Role::Checker => &settings.checker,
     };
     let limits = BTreeMap::from([
         (
@@ -121,7 +139,12 @@ pub fn agent_pod(
     ]);
     let container = Container {
         name: "agent".to_owned(),
-        image: Some(image.cloned().unwrap_or_else(|| agent.image_name.clone())),
+        image: Some(
+            target
+                .image
+                .clone()
+                .unwrap_or_else(|| agent.image_name.clone()),
+        ),
         image_pull_policy: Some("IfNotPresent".to_owned()),
         env: Some(
             env.iter()
@@ -164,11 +187,7 @@ pub fn agent_pod(
         ..Container::default()
     };
     Pod {
-        metadata: metadata(
-            job,
-            pod_name(job, role, attempt),
-            labels(job, Some(role), Some(attempt)),
-        ),
+        metadata: target.metadata.clone(),
         spec: Some(PodSpec {
             containers: vec![container],
             restart_policy: Some("Never".to_owned()),
@@ -191,7 +210,7 @@ pub fn agent_pod(
                 Volume {
                     name: "workspace".to_owned(),
                     persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                        claim_name: claim_name(job),
+                        claim_name: target.claim_name.clone(),
                         read_only: Some(role == Role::Checker),
                     }),
                     ..Volume::default()
@@ -203,6 +222,26 @@ pub fn agent_pod(
                 },
             ]),
             ..PodSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// A workspace claim with the given metadata.
+pub fn claim(metadata: ObjectMeta, settings: &WorkloadSettings) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata,
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
+            storage_class_name: settings.storage_class.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_owned(),
+                    Quantity(settings.workspace_size.clone()),
+                )])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
         }),
         status: None,
     }

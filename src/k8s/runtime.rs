@@ -1,0 +1,454 @@
+//! [`KubeRuntime`]: agents as Pods and workspaces as PersistentVolumeClaims,
+//! behind the same [`Runtime`] trait as Docker, so the same controller and
+//! planner drive them.
+//!
+//! Pods are named like local mode's containers (`icarus-<job>-<role>-<attempt>`)
+//! and labelled with the job id, role and attempt: creating a Pod that exists
+//! adopts it, and `restartPolicy: Never` means a finished agent never reruns.
+//! A Pod watch (kube-runtime) wakes the controller on every change.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use super::observe::observe_pod;
+use super::workloads::{PodTarget, WorkloadSettings, claim, pod};
+use crate::job::JobId;
+use crate::job::workload::{ObservedWorkload, WorkloadKey, WorkloadState};
+use crate::runtime::{Result, Runtime, RuntimeError, WorkloadSpec};
+
+const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+const JOB_ID: &str = "icarus.dev/job-id";
+const ROLE: &str = "icarus.dev/role";
+const ATTEMPT: &str = "icarus.dev/attempt";
+const LOG_TAIL_LINES: i64 = 20;
+const KEPT_LOG_LINES: i64 = 10_000;
+const KEPT_LOG_BYTES: i64 = 1024 * 1024;
+
+pub struct KubeRuntime {
+    pods: Api<Pod>,
+    claims: Api<PersistentVolumeClaim>,
+    settings: WorkloadSettings,
+    changes: broadcast::Sender<JobId>,
+    /// Stops the Pod watch when the runtime is dropped.
+    _watch: Option<Arc<DropGuard>>,
+}
+
+impl KubeRuntime {
+    /// A runtime in `namespace`, without a watch (wake-ups then come from
+    /// the controller's resync only).
+    pub fn new(client: Client, namespace: &str, settings: WorkloadSettings) -> Self {
+        let (changes, _) = broadcast::channel(1024);
+        KubeRuntime {
+            pods: Api::namespaced(client.clone(), namespace),
+            claims: Api::namespaced(client, namespace),
+            settings,
+            changes,
+            _watch: None,
+        }
+    }
+
+    /// Also follows the namespace's agent Pods, waking their jobs on every change.
+    pub fn watching(mut self) -> Self {
+        let stop = CancellationToken::new();
+        let config = watcher::Config::default().labels(&format!("{MANAGED_BY}=icarus"));
+        let mut events = watcher(self.pods.clone(), config).boxed();
+        let changes = self.changes.clone();
+        let token = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let event = tokio::select! {
+                    _ = token.cancelled() => return,
+                    event = events.next() => event,
+                };
+                match event {
+                    Some(Ok(watcher::Event::Apply(pod) | watcher::Event::Delete(pod))) => {
+                        if let Some(job) = job_of(&pod) {
+                            let _ = changes.send(job);
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    // The watcher retries by itself; the resync covers the gap.
+                    Some(Err(error)) => tracing::warn!(%error, "Pod watch interrupted"),
+                    None => return,
+                }
+            }
+        });
+        self._watch = Some(Arc::new(stop.drop_guard()));
+        self
+    }
+}
+
+fn job_of(pod: &Pod) -> Option<JobId> {
+    pod.metadata.labels.as_ref()?.get(JOB_ID)?.parse().ok()
+}
+
+fn claim_name(job: JobId) -> String {
+    format!("icarus-{job}-workspace")
+}
+
+fn labels(job: JobId) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (MANAGED_BY.to_owned(), "icarus".to_owned()),
+        (JOB_ID.to_owned(), job.to_string()),
+    ])
+}
+
+fn status_of(error: &kube::Error) -> Option<u16> {
+    match error {
+        kube::Error::Api(status) => Some(status.code),
+        _ => None,
+    }
+}
+
+fn failed(operation: &'static str, error: kube::Error) -> RuntimeError {
+    match status_of(&error) {
+        Some(_) => RuntimeError::Failed {
+            operation,
+            detail: error.to_string(),
+        },
+        None => RuntimeError::Unavailable(error.to_string()),
+    }
+}
+
+#[async_trait]
+impl Runtime for KubeRuntime {
+    fn name(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    async fn observe(&self, job: JobId) -> Result<Vec<ObservedWorkload>> {
+        let selector = format!("{JOB_ID}={job}");
+        let pods = self
+            .pods
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| failed("list pods", e))?;
+        let mut observed = Vec::new();
+        for pod in &pods.items {
+            let Some(mut workload) = observe_pod(pod) else {
+                continue;
+            };
+            if let WorkloadState::Exited {
+                exit_code,
+                oom_killed,
+            } = workload.state
+                && (exit_code != 0 || oom_killed)
+                && workload.log_tail.is_none()
+            {
+                let params = LogParams {
+                    tail_lines: Some(LOG_TAIL_LINES),
+                    ..LogParams::default()
+                };
+                workload.log_tail = self.pods.logs(&workload.id, &params).await.ok();
+            }
+            observed.push(workload);
+        }
+        Ok(observed)
+    }
+
+    async fn prepare_workspace(&self, job: JobId) -> Result<()> {
+        let metadata = ObjectMeta {
+            name: Some(claim_name(job)),
+            labels: Some(labels(job)),
+            ..ObjectMeta::default()
+        };
+        match self
+            .claims
+            .create(&PostParams::default(), &claim(metadata, &self.settings))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(error) if status_of(&error) == Some(409) => Ok(()),
+            Err(error) => Err(failed("create workspace claim", error)),
+        }
+    }
+
+    async fn start(&self, spec: &WorkloadSpec) -> Result<String> {
+        let name = spec.key.name();
+        let mut pod_labels = labels(spec.key.job);
+        pod_labels.insert(ROLE.to_owned(), spec.key.role.to_string());
+        pod_labels.insert(ATTEMPT.to_owned(), spec.key.attempt.to_string());
+        let target = PodTarget {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some(pod_labels),
+                ..ObjectMeta::default()
+            },
+            claim_name: claim_name(spec.key.job),
+            image: Some(spec.image.clone()),
+        };
+        let pod = pod(&target, spec.key.role, &spec.env, &self.settings);
+        match self.pods.create(&PostParams::default(), &pod).await {
+            Ok(_) => Ok(name),
+            // It exists: a previous run created it. Pods never restart, so
+            // adopting it can never run a finished agent again.
+            Err(error) if status_of(&error) == Some(409) => Ok(name),
+            Err(error) => Err(failed("create pod", error)),
+        }
+    }
+
+    async fn logs(&self, id: &str) -> Result<String> {
+        let params = LogParams {
+            tail_lines: Some(KEPT_LOG_LINES),
+            limit_bytes: Some(KEPT_LOG_BYTES),
+            ..LogParams::default()
+        };
+        self.pods
+            .logs(id, &params)
+            .await
+            .map_err(|e| failed("read pod logs", e))
+    }
+
+    async fn remove(&self, _key: WorkloadKey, id: &str) -> Result<()> {
+        match self.pods.delete(id, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(error) if status_of(&error) == Some(404) => Ok(()),
+            Err(error) => Err(failed("delete pod", error)),
+        }
+    }
+
+    async fn remove_workspace(&self, job: JobId) -> Result<()> {
+        match self
+            .claims
+            .delete(&claim_name(job), &DeleteParams::default())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(error) if status_of(&error) == Some(404) => Ok(()),
+            Err(error) => Err(failed("delete workspace claim", error)),
+        }
+    }
+
+    async fn owners(&self) -> Result<Vec<JobId>> {
+        let selector = format!("{MANAGED_BY}=icarus");
+        let pods = self
+            .pods
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| failed("list pods", e))?;
+        let mut owners: Vec<JobId> = pods.items.iter().filter_map(job_of).collect();
+        owners.sort();
+        owners.dedup();
+        Ok(owners)
+    }
+
+    fn changes(&self) -> BoxStream<'static, JobId> {
+        BroadcastStream::new(self.changes.subscribe())
+            .filter_map(|item| async move { item.ok() })
+            .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Against a mocked API server (no cluster runs here): each test asserts
+    //! the exact requests a call makes and answers them.
+
+    use http::{Method, Request, Response};
+    use http_body_util::BodyExt;
+    use kube::client::Body;
+    use serde_json::{Value, json};
+    use tower_test::mock::{Handle, pair};
+
+    use super::*;
+    use crate::config::Config;
+    use crate::job::Role;
+
+    type ApiServer = Handle<Request<Body>, Response<Body>>;
+
+    fn runtime() -> (KubeRuntime, ApiServer) {
+        let (service, server) = pair::<Request<Body>, Response<Body>>();
+        let config = Config::embedded_default().unwrap();
+        let settings = WorkloadSettings {
+            builder: config.agents.builder,
+            checker: config.agents.checker,
+            workspace_size: "1Gi".to_owned(),
+            storage_class: None,
+            run_as_user: 65534,
+        };
+        let client = Client::new(service, "icarus");
+        (KubeRuntime::new(client, "icarus", settings), server)
+    }
+
+    /// Takes the next request, checks its method and path, answers `status` with `body`.
+    async fn expect(
+        server: &mut ApiServer,
+        method: Method,
+        path: &str,
+        status: u16,
+        body: Value,
+    ) -> Value {
+        let (request, respond) = server.next_request().await.expect("a request");
+        assert_eq!(request.method(), method);
+        assert_eq!(request.uri().path(), path);
+        let bytes = request.into_body().collect().await.unwrap().to_bytes();
+        let sent = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let response = Response::builder()
+            .status(status)
+            .body(Body::from(serde_json::to_vec(&body).unwrap()))
+            .unwrap();
+        respond.send_response(response);
+        sent
+    }
+
+    fn api_error(code: u16, reason: &str) -> Value {
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+               "message": reason, "reason": reason, "code": code})
+    }
+
+    fn spec(job: JobId, role: Role) -> WorkloadSpec {
+        WorkloadSpec {
+            key: WorkloadKey {
+                job,
+                role,
+                attempt: 1,
+            },
+            image: "icarus-checker:latest".to_owned(),
+            env: vec![("JOB_ID".to_owned(), job.to_string())],
+            cpu_limit: 0.5,
+            memory_limit: 536_870_912,
+            network_mode: "icarus-agents".to_owned(),
+            workspace_read_only: role == Role::Checker,
+        }
+    }
+
+    #[tokio::test]
+    async fn mock_api_starting_an_agent_posts_one_labelled_pod_on_the_jobs_claim() {
+        let (runtime, mut server) = runtime();
+        let job = JobId::new_random();
+        let call = tokio::spawn(async move { runtime.start(&spec(job, Role::Checker)).await });
+        let pod = expect(
+            &mut server,
+            Method::POST,
+            "/api/v1/namespaces/icarus/pods",
+            201,
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}}),
+        )
+        .await;
+        assert_eq!(
+            call.await.unwrap().unwrap(),
+            format!("icarus-{job}-checker-1")
+        );
+        assert_eq!(pod["metadata"]["name"], format!("icarus-{job}-checker-1"));
+        assert_eq!(pod["metadata"]["labels"][JOB_ID], job.to_string());
+        assert_eq!(pod["metadata"]["labels"][ROLE], "checker");
+        let volume = &pod["spec"]["volumes"][0]["persistentVolumeClaim"];
+        assert_eq!(volume["claimName"], format!("icarus-{job}-workspace"));
+        assert_eq!(volume["readOnly"], true);
+        assert_eq!(pod["spec"]["restartPolicy"], "Never");
+        assert_eq!(pod["spec"]["containers"][0]["env"][0]["name"], "JOB_ID");
+    }
+
+    #[tokio::test]
+    async fn mock_api_a_pod_that_already_exists_is_adopted_not_created_twice() {
+        let (runtime, mut server) = runtime();
+        let job = JobId::new_random();
+        let call = tokio::spawn(async move { runtime.start(&spec(job, Role::Builder)).await });
+        expect(
+            &mut server,
+            Method::POST,
+            "/api/v1/namespaces/icarus/pods",
+            409,
+            api_error(409, "AlreadyExists"),
+        )
+        .await;
+        assert_eq!(
+            call.await.unwrap().unwrap(),
+            format!("icarus-{job}-builder-1")
+        );
+    }
+
+    #[tokio::test]
+    async fn mock_api_removing_a_pod_that_is_gone_is_not_an_error() {
+        let (runtime, mut server) = runtime();
+        let job = JobId::new_random();
+        let key = WorkloadKey {
+            job,
+            role: Role::Builder,
+            attempt: 1,
+        };
+        let call = tokio::spawn(async move { runtime.remove(key, "icarus-x-builder-1").await });
+        expect(
+            &mut server,
+            Method::DELETE,
+            "/api/v1/namespaces/icarus/pods/icarus-x-builder-1",
+            404,
+            api_error(404, "NotFound"),
+        )
+        .await;
+        call.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn mock_api_the_workspace_claim_is_created_once() {
+        let (runtime, mut server) = runtime();
+        let job = JobId::new_random();
+        let call = tokio::spawn(async move { runtime.prepare_workspace(job).await });
+        let claim = expect(
+            &mut server,
+            Method::POST,
+            "/api/v1/namespaces/icarus/persistentvolumeclaims",
+            409,
+            api_error(409, "AlreadyExists"),
+        )
+        .await;
+        call.await.unwrap().unwrap();
+        assert_eq!(claim["metadata"]["name"], format!("icarus-{job}-workspace"));
+        assert_eq!(claim["spec"]["resources"]["requests"]["storage"], "1Gi");
+    }
+
+    #[tokio::test]
+    async fn mock_api_observing_lists_the_jobs_pods_and_reads_a_failed_ones_log() {
+        let (runtime, mut server) = runtime();
+        let job = JobId::new_random();
+        let call = tokio::spawn(async move { runtime.observe(job).await });
+        let failed_pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("icarus-{job}-builder-1"),
+                         "labels": {JOB_ID: job.to_string(), ROLE: "builder", ATTEMPT: "1"}},
+            "status": {"phase": "Failed", "containerStatuses": [{
+                "name": "agent", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": 3, "reason": "Error"}}}]}
+        });
+        expect(
+            &mut server,
+            Method::GET,
+            "/api/v1/namespaces/icarus/pods",
+            200,
+            json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [failed_pod]}),
+        )
+        .await;
+        let (request, respond) = server.next_request().await.unwrap();
+        assert_eq!(
+            request.uri().path(),
+            format!("/api/v1/namespaces/icarus/pods/icarus-{job}-builder-1/log")
+        );
+        respond.send_response(
+            Response::builder()
+                .body(Body::from(b"traceback: boom\n".to_vec()))
+                .unwrap(),
+        );
+        let observed = call.await.unwrap().unwrap();
+        assert_eq!(observed.len(), 1);
+        assert_eq!(
+            observed[0].state,
+            WorkloadState::Exited {
+                exit_code: 3,
+                oom_killed: false
+            }
+        );
+        assert_eq!(observed[0].log_tail.as_deref(), Some("traceback: boom\n"));
+    }
+}
