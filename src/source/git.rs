@@ -94,7 +94,7 @@ async fn run(mut command: Command, what: &str) -> Result<String> {
     let output = command
         .output()
         .await
-        .map_err(|e| SourceError::Transient(format!("{what}: cannot run git: {e}")))?;
+        .map_err(|e| SourceError::Transient(format!("{what}: cannot run the command: {e}")))?;
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
