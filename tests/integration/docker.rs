@@ -103,10 +103,32 @@ impl DockerServer {
             .collect()
     }
 
-    /// Asserts that every container this orchestrator started is gone.
+    /// Volumes of this orchestrator still on the engine.
+    pub async fn leftover_volumes(&self) -> Vec<String> {
+        let docker = Docker::connect_with_defaults().unwrap();
+        let label = format!(
+            "icarus.instance={}",
+            instance_name(&self.config.database.url)
+        );
+        let filters = HashMap::from([("label".to_owned(), vec![label])]);
+        let options = bollard::query_parameters::ListVolumesOptions {
+            filters: Some(filters),
+        };
+        let listing = docker.list_volumes(Some(options)).await.unwrap();
+        listing
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.name)
+            .collect()
+    }
+
+    /// Asserts that every container and volume this orchestrator made is gone.
     pub async fn assert_nothing_left(&self) {
         eventually(Duration::from_secs(10), || async {
-            self.leftovers().await.is_empty().then_some(())
+            let nothing =
+                self.leftovers().await.is_empty() && self.leftover_volumes().await.is_empty();
+            nothing.then_some(())
         })
         .await;
     }
@@ -135,6 +157,16 @@ impl Drop for DockerServer {
                     .arg("rm")
                     .arg("-f")
                     .args(&ids)
+                    .output();
+            }
+        }
+        if let Ok(output) = std::process::Command::new("docker")
+            .args(["volume", "ls", "-q", "--filter", &label])
+            .output()
+        {
+            for volume in String::from_utf8_lossy(&output.stdout).split_whitespace() {
+                let _ = std::process::Command::new("docker")
+                    .args(["volume", "rm", "-f", volume])
                     .output();
             }
         }
