@@ -6,11 +6,14 @@
 //! by their job); and the translation between the cluster and the planner
 //! ([`observe`]: Pods as observed workloads, domain status as `.status` with
 //! conditions); and [`runtime::KubeRuntime`], the [`crate::runtime::Runtime`]
-//! over Pods and PVCs, tested against a mocked API server. The manifests are
-//! under `deploy/`. Not yet: mirroring IcarusJobs into the job store and back
-//! (so `kubectl apply` and the REST API meet), leader election, and wiring it
-//! all into `icarus serve`; see the README's "Kubernetes mode" section.
+//! over Pods and PVCs, tested against a mocked API server; and the [`bridge`]
+//! decisions between IcarusJobs and the job store (a resource becomes a job
+//! with its uid as id; spec approval and cancel go through the domain rules;
+//! status is merge-patched back). The manifests are under `deploy/`. Not yet:
+//! the watch loops that run the bridge, leader election, and wiring it all
+//! into `icarus serve`; see the README's "Kubernetes mode" section.
 
+pub mod bridge;
 pub mod crd;
 pub mod observe;
 pub mod runtime;

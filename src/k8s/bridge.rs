@@ -1,0 +1,252 @@
+//! Where `kubectl apply` meets the job store.
+//!
+//! In Kubernetes mode an `IcarusJob` is the user's record and the job store
+//! (SQL) is the controller's, which the REST API also reads. The bridge keeps
+//! them in step, both ways and idempotently: a new resource becomes a job
+//! with the resource's uid as its id; a later approval or cancel in the spec
+//! goes through the same domain rules as the REST routes (an approval counts
+//! only while the job awaits it, and is applied when it gets there); and the
+//! job's status is written back to the resource's status subresource.
+//! Task, images and source are fixed at creation, as with a REST spawn.
+
+use chrono::{DateTime, Utc};
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+
+use super::crd::{IcarusJob, IcarusJobStatus};
+use super::observe::resource_status;
+use crate::job::{Job, JobId, JobSpec, JobStatus, Phase};
+
+/// Recorded as the submitter and approver of jobs that come from resources.
+pub const KUBERNETES_CALLER: &str = "kubernetes";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    #[error("IcarusJob {0} has no uid yet")]
+    NoUid(String),
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+}
+
+/// What the store should do for a resource.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SpecChange {
+    Create(Box<Job>),
+    Update(Box<JobSpec>),
+    Nothing,
+}
+
+/// The job id of a resource: its uid, stable for its whole life.
+pub fn job_id(resource: &IcarusJob) -> Result<JobId, BridgeError> {
+    resource
+        .metadata
+        .uid
+        .as_deref()
+        .and_then(|uid| uid.parse().ok())
+        .ok_or_else(|| BridgeError::NoUid(resource.metadata.name.clone().unwrap_or_default()))
+}
+
+/// Decides what the store should do for `resource`, given the job stored for it.
+pub fn spec_change(
+    resource: &IcarusJob,
+    stored: Option<&Job>,
+    now: DateTime<Utc>,
+) -> Result<SpecChange, BridgeError> {
+    let id = job_id(resource)?;
+    let Some(job) = stored else {
+        let mut spec = resource.spec.to_job_spec(now);
+        spec.submitted_by = Some(KUBERNETES_CALLER.to_owned());
+        // A decision present at creation is applied when the job gets there.
+        spec.approval = None;
+        spec.cancel_requested = false;
+        let created_at = resource
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .and_then(|t| DateTime::parse_from_rfc3339(&t.0.to_string()).ok())
+            .map_or(now, |t| t.with_timezone(&Utc));
+        return Ok(SpecChange::Create(Box::new(Job {
+            id,
+            created_at,
+            spec,
+            status: JobStatus::new_pending(),
+            resource_version: 0,
+        })));
+    };
+    let mut spec = job.spec.clone();
+    if resource.spec.cancel && !job.spec.cancel_requested && !job.status.phase.is_terminal() {
+        spec.cancel_requested = true;
+    }
+    if let Some(approval) = &resource.spec.approval
+        && job.spec.approval.is_none()
+        && job.status.phase == Phase::AwaitingApproval
+        && let Ok(decided) = job.decide(
+            approval.approved,
+            approval.comment.clone(),
+            KUBERNETES_CALLER,
+            now,
+        )
+    {
+        spec.approval = decided.approval;
+    }
+    Ok(if spec == job.spec {
+        SpecChange::Nothing
+    } else {
+        SpecChange::Update(Box::new(spec))
+    })
+}
+
+/// The merge patch that writes `job`'s status onto its resource.
+pub fn status_patch(
+    job: &Job,
+    previous: Option<&IcarusJobStatus>,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) -> serde_json::Value {
+    let status = resource_status(&job.status, previous, generation, &now.to_rfc3339());
+    json!({ "status": status })
+}
+
+/// Writes the status through the status subresource.
+pub async fn write_status(
+    api: &Api<IcarusJob>,
+    name: &str,
+    patch: &serde_json::Value,
+) -> Result<(), BridgeError> {
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use http::{Method, Request, Response};
+    use kube::Client;
+    use kube::client::Body;
+    use tower_test::mock::pair;
+
+    use super::*;
+    use crate::k8s::crd::{ApprovalSpec, IcarusJobSpec};
+
+    const UID: &str = "6b1f0b4e-1111-4222-8333-944444444444";
+
+    fn resource() -> IcarusJob {
+        let mut resource = IcarusJob::new(
+            "add-logging",
+            IcarusJobSpec {
+                task: "Add logging".to_owned(),
+                project_path: "/workspace".to_owned(),
+                builder_image: None,
+                checker_image: None,
+                source: None,
+                approval: None,
+                cancel: false,
+            },
+        );
+        resource.metadata.namespace = Some("icarus".to_owned());
+        resource.metadata.uid = Some(UID.to_owned());
+        resource
+    }
+
+    fn stored(phase: Phase) -> Job {
+        let SpecChange::Create(job) = spec_change(&resource(), None, Utc::now()).unwrap() else {
+            panic!("a new resource creates a job");
+        };
+        let mut job = *job;
+        job.status.phase = phase;
+        job
+    }
+
+    #[test]
+    fn a_new_resource_becomes_a_pending_job_with_its_uid_as_id() {
+        let SpecChange::Create(job) = spec_change(&resource(), None, Utc::now()).unwrap() else {
+            panic!("expected a new job");
+        };
+        assert_eq!(job.id.to_string(), UID);
+        assert_eq!(job.status.phase, Phase::Pending);
+        assert_eq!(job.spec.task, "Add logging");
+        assert_eq!(job.spec.submitted_by.as_deref(), Some(KUBERNETES_CALLER));
+    }
+
+    #[test]
+    fn an_approval_in_the_spec_waits_until_the_job_awaits_it() {
+        let mut approved = resource();
+        approved.spec.approval = Some(ApprovalSpec {
+            approved: true,
+            comment: "LGTM".to_owned(),
+        });
+        let building = stored(Phase::Building);
+        assert_eq!(
+            spec_change(&approved, Some(&building), Utc::now()).unwrap(),
+            SpecChange::Nothing
+        );
+        let waiting = stored(Phase::AwaitingApproval);
+        let SpecChange::Update(spec) = spec_change(&approved, Some(&waiting), Utc::now()).unwrap()
+        else {
+            panic!("expected the decision to be written");
+        };
+        let decision = spec.approval.unwrap();
+        assert!(decision.approved);
+        assert_eq!(decision.comment, "LGTM");
+        assert_eq!(decision.decided_by.as_deref(), Some(KUBERNETES_CALLER));
+    }
+
+    #[test]
+    fn a_cancel_in_the_spec_is_requested_once_and_never_on_a_finished_job() {
+        let mut cancelled = resource();
+        cancelled.spec.cancel = true;
+        let running = stored(Phase::Checking);
+        let SpecChange::Update(spec) = spec_change(&cancelled, Some(&running), Utc::now()).unwrap()
+        else {
+            panic!("expected a cancel request");
+        };
+        assert!(spec.cancel_requested);
+        let done = stored(Phase::Completed);
+        assert_eq!(
+            spec_change(&cancelled, Some(&done), Utc::now()).unwrap(),
+            SpecChange::Nothing
+        );
+    }
+
+    #[test]
+    fn a_resource_without_a_uid_is_an_error_not_a_guess() {
+        let mut unsaved = resource();
+        unsaved.metadata.uid = None;
+        assert!(matches!(
+            spec_change(&unsaved, None, Utc::now()),
+            Err(BridgeError::NoUid(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn mock_api_the_status_is_merge_patched_through_the_status_subresource() {
+        let (service, mut server) = pair::<Request<Body>, Response<Body>>();
+        let api: Api<IcarusJob> = Api::namespaced(Client::new(service, "icarus"), "icarus");
+        let mut job = stored(Phase::Failed);
+        job.status.reason = "BuilderFailed".to_owned();
+        job.status.error_message = Some("builder exited with code 3".to_owned());
+        let patch = status_patch(&job, None, Some(1), Utc::now());
+        let call = tokio::spawn(async move { write_status(&api, "add-logging", &patch).await });
+        let (request, respond) = server.next_request().await.unwrap();
+        assert_eq!(request.method(), Method::PATCH);
+        assert_eq!(
+            request.uri().path(),
+            "/apis/icarus.dev/v1alpha1/namespaces/icarus/icarusjobs/add-logging/status"
+        );
+        assert_eq!(
+            request.headers()["content-type"],
+            "application/merge-patch+json"
+        );
+        let body = http_body_util::BodyExt::collect(request.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let sent: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(sent["status"]["phase"], "failed");
+        assert_eq!(sent["status"]["message"], "builder exited with code 3");
+        let reply = serde_json::to_vec(&resource()).unwrap();
+        respond.send_response(Response::builder().body(Body::from(reply)).unwrap());
+        call.await.unwrap().unwrap();
+    }
+}
