@@ -1,23 +1,26 @@
 //! Tells people when a job needs them or is done: a webhook call on every
 //! transition to `awaiting_approval`, `completed`, `failed` or `rejected`.
 //!
-//! It follows the store's change broadcast in a task of its own and delivers
-//! each message in another, retrying with exponential backoff, so a slow or
-//! dead receiver never holds up the reconcile loop. Deliveries live in
-//! memory: a message whose retries are still pending when the process stops
-//! is not sent (the job's state and event log are, as always, in the store).
+//! The job event log is the outbox. Each target (webhook URL) has a cursor in
+//! the store: the last event it was sent. A task per target sends what lies
+//! after its cursor, in order, retrying each message with exponential backoff,
+//! and moves the cursor on; store changes wake it, and a timer covers a missed
+//! wake-up. A slow or dead receiver holds up only its own queue, never a job,
+//! and a crash loses nothing: the next start resumes at the cursor (a message
+//! whose delivery finished just before the crash may be sent twice). A new
+//! target starts at the end of the log rather than replaying history.
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::NotificationsConfig;
-use crate::job::plan::Transition;
-use crate::job::{Job, Phase};
-use crate::store::{Store, StoreEvent};
+use crate::job::{Job, JobId, Phase};
+use crate::store::{JobEvent, Store, StoreError, StoreEvent};
 
 /// The phases someone wants to hear about.
 const NOTIFIED: [Phase; 4] = [
@@ -28,6 +31,10 @@ const NOTIFIED: [Phase; 4] = [
 ];
 /// Discord refuses longer messages.
 const DISCORD_LIMIT: usize = 2000;
+/// How often a target looks at the log without being woken.
+const POLL_FALLBACK: Duration = Duration::from_secs(5);
+/// Events read from the log at a time.
+const PAGE: i64 = 100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -43,12 +50,22 @@ struct Target {
     format: Format,
 }
 
-/// Starts the notifier, if any webhook is configured.
+impl Target {
+    /// The cursor's key: a digest, since webhook URLs can embed tokens.
+    fn key(&self) -> String {
+        Sha256::digest(self.url.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+/// Starts one sender per configured target; none if there is no target.
 pub fn spawn(
     store: &Store,
     config: &NotificationsConfig,
     shutdown: CancellationToken,
-) -> Option<JoinHandle<()>> {
+) -> Vec<JoinHandle<()>> {
     let mut targets: Vec<Target> = config
         .webhooks
         .iter()
@@ -63,102 +80,99 @@ pub fn spawn(
             format: Format::Discord,
         });
     }
-    if targets.is_empty() {
-        return None;
-    }
-    let client = reqwest::Client::builder()
+    let Ok(client) = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
-        .ok()?;
-    let delivery = Delivery {
-        client,
-        max_attempts: config.max_attempts.max(1),
-        first_delay: Duration::from_millis(config.retry_delay_ms),
+    else {
+        tracing::error!("no HTTP client for notifications; none will be sent");
+        return Vec::new();
     };
-    let events = store.subscribe();
-    Some(tokio::spawn(follow(events, targets, delivery, shutdown)))
+    targets
+        .into_iter()
+        .map(|target| {
+            let sender = Sender {
+                store: store.clone(),
+                client: client.clone(),
+                max_attempts: config.max_attempts.max(1),
+                first_delay: Duration::from_millis(config.retry_delay_ms),
+                target,
+            };
+            tokio::spawn(sender.run(store.subscribe(), shutdown.clone()))
+        })
+        .collect()
 }
 
-async fn follow(
-    mut events: broadcast::Receiver<StoreEvent>,
-    targets: Vec<Target>,
-    delivery: Delivery,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let event = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            event = events.recv() => event,
-        };
-        match event {
-            Ok(StoreEvent::Transitioned { job, transition })
-                if NOTIFIED.contains(&transition.to) =>
-            {
-                for target in &targets {
-                    let body = body(target.format, &job, &transition);
-                    let delivery = delivery.clone();
-                    let url = target.url.clone();
-                    tokio::spawn(async move { delivery.send(&url, &body).await });
-                }
-            }
-            Ok(_) => {}
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                tracing::warn!(
-                    missed,
-                    "notifier fell behind; some notifications were not sent"
-                );
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
-        }
-    }
-}
-
-/// The message for one transition, in a target's format.
-fn body(format: Format, job: &Job, transition: &Transition) -> Value {
-    let task = job.spec.task.lines().next().unwrap_or_default();
-    match format {
-        Format::Generic => json!({
-            "event": format!("job.{}", transition.to),
-            "job_id": job.id.to_string(),
-            "status": transition.to,
-            "previous_status": transition.from,
-            "reason": transition.reason,
-            "message": transition.message,
-            "task": job.spec.task,
-            "branch": job.status.source.branch,
-            "commit": job.status.source.commit,
-            "timestamp": job.status.times.finished_at
-                .or(job.status.times.awaiting_approval_at)
-                .unwrap_or(job.created_at),
-        }),
-        Format::Discord => {
-            let mut content = format!(
-                "**Icarus** job `{}` is **{}** ({}): {}",
-                job.id, transition.to, transition.reason, task
-            );
-            if let Some(message) = &transition.message {
-                content.push_str(&format!("\n> {message}"));
-            }
-            let content: String = content.chars().take(DISCORD_LIMIT).collect();
-            json!({"username": "Icarus", "content": content})
-        }
-    }
-}
-
-/// How one message is sent: a few tries, each wait twice the last.
-#[derive(Clone)]
-struct Delivery {
+/// Sends one target's messages, in order, from its cursor.
+struct Sender {
+    store: Store,
     client: reqwest::Client,
     max_attempts: u32,
     first_delay: Duration,
+    target: Target,
 }
 
-impl Delivery {
-    async fn send(&self, url: &str, body: &Value) {
+impl Sender {
+    async fn run(self, mut wakes: broadcast::Receiver<StoreEvent>, shutdown: CancellationToken) {
+        loop {
+            let caught_up = match self.send_pending(&shutdown).await {
+                Ok(caught_up) => caught_up,
+                Err(error) => {
+                    tracing::warn!(error = %error, "notifications wait for the database");
+                    true
+                }
+            };
+            if shutdown.is_cancelled() {
+                return;
+            }
+            if caught_up {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    woken = wakes.recv() => {
+                        if matches!(woken, Err(broadcast::error::RecvError::Closed)) {
+                            return;
+                        }
+                    }
+                    _ = tokio::time::sleep(POLL_FALLBACK) => {}
+                }
+            }
+        }
+    }
+
+    /// Sends one page after the cursor; true when nothing was left to send.
+    async fn send_pending(&self, shutdown: &CancellationToken) -> Result<bool, StoreError> {
+        let key = self.target.key();
+        let cursor = match self.store.notification_cursor(&key).await? {
+            Some(cursor) => cursor,
+            None => {
+                let end = self.store.last_event_id().await?;
+                self.store.set_notification_cursor(&key, end).await?;
+                end
+            }
+        };
+        let events = self.store.events_after(cursor, &NOTIFIED, PAGE).await?;
+        for (id, job_id, event) in &events {
+            if shutdown.is_cancelled() {
+                return Ok(false);
+            }
+            let job = self.store.get_job(*job_id).await?;
+            let body = body(self.target.format, *job_id, job.as_ref(), event);
+            if !self.deliver(&body, shutdown).await {
+                // Interrupted: the cursor stays, the next start sends it.
+                return Ok(false);
+            }
+            self.store.set_notification_cursor(&key, *id).await?;
+        }
+        Ok(events.is_empty())
+    }
+
+    /// A few tries, each wait twice the last; a message that never gets
+    /// through is logged and given up, so one bad message cannot stall the
+    /// rest. False only when shutdown interrupted it (it is still owed).
+    async fn deliver(&self, body: &Value, shutdown: &CancellationToken) -> bool {
         let mut delay = self.first_delay;
         for attempt in 1..=self.max_attempts {
-            match self.client.post(url).json(body).send().await {
-                Ok(response) if response.status().is_success() => return,
+            match self.client.post(&self.target.url).json(body).send().await {
+                Ok(response) if response.status().is_success() => return true,
                 Ok(response) => {
                     tracing::warn!(attempt, status = %response.status(), "webhook refused a notification")
                 }
@@ -168,10 +182,45 @@ impl Delivery {
                 }
             }
             if attempt < self.max_attempts {
-                tokio::time::sleep(delay).await;
+                tokio::select! {
+                    _ = shutdown.cancelled() => return false,
+                    _ = tokio::time::sleep(delay) => {}
+                }
                 delay *= 2;
             }
         }
         tracing::error!(attempts = self.max_attempts, "gave up on a notification");
+        true
+    }
+}
+
+/// The message for one transition, in a target's format.
+fn body(format: Format, id: JobId, job: Option<&Job>, event: &JobEvent) -> Value {
+    let task = job.map(|j| j.spec.task.as_str()).unwrap_or_default();
+    match format {
+        Format::Generic => json!({
+            "event": format!("job.{}", event.to),
+            "job_id": id.to_string(),
+            "status": event.to,
+            "previous_status": event.from,
+            "reason": event.reason,
+            "message": event.message,
+            "task": task,
+            "branch": job.and_then(|j| j.status.source.branch.clone()),
+            "commit": job.and_then(|j| j.status.source.commit.clone()),
+            "timestamp": event.created_at,
+        }),
+        Format::Discord => {
+            let first_line = task.lines().next().unwrap_or_default();
+            let mut content = format!(
+                "**Icarus** job `{id}` is **{}** ({}): {first_line}",
+                event.to, event.reason
+            );
+            if let Some(message) = &event.message {
+                content.push_str(&format!("\n> {message}"));
+            }
+            let content: String = content.chars().take(DISCORD_LIMIT).collect();
+            json!({"username": "Icarus", "content": content})
+        }
     }
 }

@@ -103,6 +103,18 @@ struct EventRow {
 }
 
 #[derive(sqlx::FromRow)]
+struct OutboxRow {
+    id: i64,
+    job_id: String,
+    from_phase: Option<String>,
+    to_phase: String,
+    reason: String,
+    message: Option<String>,
+    resource_version: i64,
+    created_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
 struct ReportRow {
     role: String,
     attempt: i32,
@@ -482,5 +494,72 @@ impl Store {
                 created_at,
             }),
         )
+    }
+
+    /// Transitions after event `after`, oldest first, into any of `phases`:
+    /// job_events doubles as the notification outbox.
+    pub async fn events_after(
+        &self,
+        after: i64,
+        phases: &[Phase],
+        limit: i64,
+    ) -> Result<Vec<(i64, JobId, JobEvent)>> {
+        if phases.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Phase names are our own constants, so they can be spelled into the SQL.
+        let wanted: Vec<String> = phases.iter().map(|p| format!("'{}'", p.as_str())).collect();
+        let sql = format!(
+            "SELECT id, job_id, from_phase, to_phase, reason, message, resource_version, created_at \
+             FROM job_events WHERE id > $1 AND to_phase IN ({}) ORDER BY id LIMIT $2",
+            wanted.join(", ")
+        );
+        let rows: Vec<OutboxRow> = on_pool!(self, pool => {
+            sqlx::query_as(&sql).bind(after).bind(limit).fetch_all(pool).await?
+        });
+        let mut events = Vec::new();
+        for row in rows {
+            let job: JobId = row.job_id.parse().map_err(|_| StoreError::Corrupt {
+                id: row.job_id.clone(),
+                detail: format!("job_events row {} names no valid job", row.id),
+            })?;
+            let event = JobEvent {
+                from: row.from_phase.map(|p| parse_phase(job, &p)).transpose()?,
+                to: parse_phase(job, &row.to_phase)?,
+                reason: row.reason,
+                message: row.message,
+                resource_version: row.resource_version,
+                created_at: row.created_at,
+            };
+            events.push((row.id, job, event));
+        }
+        Ok(events)
+    }
+
+    /// The id of the newest transition, 0 when there is none.
+    pub async fn last_event_id(&self) -> Result<i64> {
+        let sql = "SELECT COALESCE(MAX(id), 0) FROM job_events";
+        let (id,): (i64,) = on_pool!(self, pool => {
+            sqlx::query_as(sql).fetch_one(pool).await?
+        });
+        Ok(id)
+    }
+
+    /// How far a notification target has been sent, if it has a cursor yet.
+    pub async fn notification_cursor(&self, target: &str) -> Result<Option<i64>> {
+        let sql = "SELECT last_event_id FROM notification_cursors WHERE target = $1";
+        let row: Option<(i64,)> = on_pool!(self, pool => {
+            sqlx::query_as(sql).bind(target).fetch_optional(pool).await?
+        });
+        Ok(row.map(|(id,)| id))
+    }
+
+    pub async fn set_notification_cursor(&self, target: &str, last_event_id: i64) -> Result<()> {
+        let sql = "INSERT INTO notification_cursors (target, last_event_id) VALUES ($1, $2) \
+                   ON CONFLICT (target) DO UPDATE SET last_event_id = excluded.last_event_id";
+        on_pool!(self, pool => {
+            sqlx::query(sql).bind(target).bind(last_event_id).execute(pool).await?;
+        });
+        Ok(())
     }
 }

@@ -129,3 +129,42 @@ async fn an_unreachable_webhook_does_not_hold_up_jobs() {
         .await;
     server.wait_for(id, "completed").await;
 }
+
+#[tokio::test]
+async fn a_notification_pending_at_a_crash_is_sent_after_the_restart() {
+    let (receiver, base) = Receiver::start(u32::MAX).await;
+    let server = TestServer::sqlite_with(|c| {
+        c.notifications.webhooks = vec![format!("{base}/generic")];
+        // The first try fails, the retry is far away: the crash comes first.
+        c.notifications.retry_delay_ms = 600_000;
+    })
+    .await;
+    let id = run_to_approval(&server, "Add logging").await;
+    eventually(Duration::from_secs(10), || async {
+        (*receiver.failures.lock().unwrap() < u32::MAX).then_some(())
+    })
+    .await;
+    let (config, runtime, _dir) = server.crash();
+
+    *receiver.failures.lock().unwrap() = 0;
+    let server = TestServer::start(config, runtime).await;
+    let bodies = receiver.wait_for("generic", 1).await;
+    assert_eq!(bodies[0]["event"], "job.awaiting_approval");
+    assert_eq!(bodies[0]["job_id"], id.to_string());
+    drop(server);
+}
+
+#[tokio::test]
+async fn a_new_webhook_does_not_replay_history() {
+    let (receiver, base) = Receiver::start(0).await;
+    let server = TestServer::sqlite().await;
+    run_to_approval(&server, "before the webhook").await;
+    let (mut config, runtime, _dir) = server.stop().await;
+    config.notifications.webhooks = vec![format!("{base}/generic")];
+    let server = TestServer::start(config, runtime).await;
+    let later = run_to_approval(&server, "after the webhook").await;
+    let bodies = receiver.wait_for("generic", 1).await;
+    assert_eq!(bodies[0]["job_id"], later.to_string());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.bodies("generic").len(), 1, "only the new job's");
+}
