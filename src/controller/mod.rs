@@ -9,6 +9,7 @@
 
 mod queue;
 mod reconcile;
+mod source_actions;
 mod workload_spec;
 
 use std::sync::Arc;

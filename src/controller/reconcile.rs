@@ -2,17 +2,14 @@
 
 use std::time::Duration;
 
-use crate::config::PublishConfig;
 use crate::job::admission::{self, Admission, QueueEntry};
 use crate::job::plan::{self, Action, Plan, PlanInput};
 use crate::job::workload::{Observed, PublishedChange, Role, StartFailure, WorkloadKey};
 use crate::job::{Job, JobId, Phase, timestamp_now};
-use crate::source::patch::NO_DIFF_MARKER;
-use crate::source::{JOB_TRAILER, PublishRequest, SourceError};
-use crate::store::{AgentLog, DiffRecord, StoreError};
+use crate::store::{AgentLog, StoreError};
 
 use super::workload_spec::workload_spec;
-use super::{Context, ControllerError};
+use super::{Context, ControllerError, source_actions};
 
 /// Brings one job one step closer to its desired state.
 pub async fn reconcile(context: &Context, id: JobId) -> Result<Option<Duration>, ControllerError> {
@@ -60,7 +57,7 @@ pub async fn reconcile(context: &Context, id: JobId) -> Result<Option<Duration>,
 const MAX_REPLANS: usize = 4;
 
 /// Something an action found out that the planner must see.
-enum Fact {
+pub(super) enum Fact {
     BaseCommit(String),
     Published(PublishedChange),
     SourceFailed(String),
@@ -144,9 +141,9 @@ async fn apply(
             tracing::info!(%role, attempt, workload = %id, "removed agent");
         }
         Action::RemoveWorkspace => runtime.remove_workspace(job.id).await?,
-        Action::CheckoutSource => return checkout(context, job).await,
-        Action::CaptureDiff => capture_diff(context, job).await?,
-        Action::Publish => return publish(context, job).await,
+        Action::CheckoutSource => return source_actions::checkout(context, job).await,
+        Action::CaptureDiff => source_actions::capture_diff(context, job).await?,
+        Action::Publish => return source_actions::publish(context, job).await,
     }
     Ok(None)
 }
@@ -178,104 +175,6 @@ async fn start(
             message: error.to_string(),
         }))),
         Err(error) => Err(error.into()),
-    }
-}
-
-/// A source failure that retrying cannot fix becomes a fact; others are errors.
-fn source_outcome<T>(
-    result: Result<T, SourceError>,
-    fact: impl FnOnce(T) -> Fact,
-) -> Result<Option<Fact>, ControllerError> {
-    match result {
-        Ok(value) => Ok(Some(fact(value))),
-        Err(error) if error.is_permanent() => Ok(Some(Fact::SourceFailed(error.to_string()))),
-        Err(error) => Err(error.into()),
-    }
-}
-
-async fn checkout(context: &Context, job: &Job) -> Result<Option<Fact>, ControllerError> {
-    let Some(source) = &job.spec.source else {
-        return Ok(None);
-    };
-    let result = context.source.checkout(job.id, source).await;
-    if let Ok(base) = &result {
-        tracing::info!(repository = %source.repository, %base, "checked out the source");
-    }
-    source_outcome(result, Fact::BaseCommit)
-}
-
-/// Keeps the change for review. A diff that cannot be made (a workspace in a
-/// Docker volume) must not hold the job back: the record then says why.
-async fn capture_diff(context: &Context, job: &Job) -> Result<(), ControllerError> {
-    let (diff, truncated) = match context.source.diff(job.id).await {
-        Ok(captured) => (captured.text, captured.truncated),
-        Err(error) if error.is_permanent() => {
-            tracing::warn!(%error, "no diff for this job");
-            (format!("{NO_DIFF_MARKER}{error}\n"), false)
-        }
-        Err(error) => return Err(error.into()),
-    };
-    let record = DiffRecord {
-        base_commit: job.status.source.base_commit.clone(),
-        diff,
-        truncated,
-        created_at: timestamp_now(),
-    };
-    context.store.save_diff(job.id, &record).await?;
-    Ok(())
-}
-
-async fn publish(context: &Context, job: &Job) -> Result<Option<Fact>, ControllerError> {
-    let request = publish_request(job, &context.settings.publish);
-    let result = context.source.publish(&request).await;
-    match &result {
-        Ok(published) => {
-            tracing::info!(branch = %published.branch, commit = %published.commit, "published")
-        }
-        Err(error) => tracing::warn!(%error, "publishing failed"),
-    }
-    source_outcome(result, |published| {
-        Fact::Published(PublishedChange {
-            branch: published.branch,
-            commit: published.commit,
-        })
-    })
-}
-
-/// The commit's author, branch and message: the task on the first line, the
-/// approval in trailers, and the job trailer that makes a retry find it.
-fn publish_request(job: &Job, settings: &PublishConfig) -> PublishRequest {
-    let first_task_line = job.spec.task.lines().next().unwrap_or_default();
-    let subject: String = settings
-        .message_template
-        .replace("{job_id}", &job.id.to_string())
-        .replace("{task}", first_task_line)
-        .chars()
-        .take(120)
-        .collect();
-    let mut message = format!(
-        "{subject}\n\n{}\n\n{JOB_TRAILER}: {}",
-        job.spec.task, job.id
-    );
-    if let Some(approval) = &job.spec.approval {
-        if let Some(by) = &approval.decided_by {
-            message.push_str(&format!("\nApproved-by: {by}"));
-        }
-        message.push_str(&format!(
-            "\nApproved-at: {}",
-            approval.decided_at.to_rfc3339()
-        ));
-        let comment = approval.comment.replace('\n', " ");
-        if !comment.trim().is_empty() {
-            message.push_str(&format!("\nApproval-comment: {comment}"));
-        }
-    }
-    PublishRequest {
-        job: job.id,
-        branch: format!("{}{}", settings.branch_prefix, job.id),
-        message,
-        author_name: settings.author_name.clone(),
-        author_email: settings.author_email.clone(),
     }
 }
 

@@ -9,29 +9,32 @@
 //! there may be no registry, so a missing image is a permanent error.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
-    ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, IpamConfig, NetworkCreateRequest,
-    VolumeCreateRequest,
+    ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, EventsOptions, InspectContainerOptions, InspectNetworkOptions,
-    ListContainersOptions, ListNetworksOptions, LogsOptions, RemoveContainerOptions,
-    RemoveVolumeOptions, StartContainerOptions, WaitContainerOptions,
+    CreateContainerOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
+    RemoveContainerOptions, RemoveVolumeOptions, StartContainerOptions,
 };
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_util::sync::{CancellationToken, DropGuard};
+
+mod events;
+mod networks;
+
+use events::{EventFollower, Exits};
+use networks::{ensure_network, network_gateway};
 
 use super::{Result, Runtime, RuntimeError, WorkloadSpec};
 use crate::config::MountType;
@@ -473,166 +476,6 @@ impl Runtime for DockerRuntime {
     }
 }
 
-/// Exit codes and OOM kills of this runtime's containers, by container id.
-#[derive(Clone, Default)]
-struct Exits(Arc<std::sync::Mutex<HashMap<String, (i64, bool)>>>);
-
-impl Exits {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, (i64, bool)>> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn get(&self, id: &str) -> Option<WorkloadState> {
-        let (exit_code, oom_killed) = *self.map().get(id)?;
-        (exit_code >= 0).then_some(WorkloadState::Exited {
-            exit_code,
-            oom_killed,
-        })
-    }
-
-    fn is_oom(&self, id: &str) -> bool {
-        self.map().get(id).is_some_and(|(_, oom)| *oom)
-    }
-
-    fn record_oom(&self, id: &str) {
-        self.map().entry(id.to_owned()).or_insert((-1, false)).1 = true;
-    }
-
-    fn record_exit(&self, id: &str, exit_code: i64) {
-        self.map().entry(id.to_owned()).or_insert((-1, false)).0 = exit_code;
-    }
-
-    fn forget(&self, id: &str) {
-        self.map().remove(id);
-    }
-}
-
-/// Follows the engine's event stream for this instance's containers.
-struct EventFollower {
-    docker: Docker,
-    instance: String,
-    changes: broadcast::Sender<JobId>,
-    exits: Exits,
-}
-
-impl EventFollower {
-    /// Reconnects after a short pause whenever the stream breaks, until `stop`.
-    async fn run(self, stop: CancellationToken) {
-        let filters = HashMap::from([
-            ("type".to_owned(), vec!["container".to_owned()]),
-            (
-                "label".to_owned(),
-                vec![format!("{LABEL_INSTANCE}={}", self.instance)],
-            ),
-            (
-                "event".to_owned(),
-                WATCHED_EVENTS.iter().map(|e| (*e).to_owned()).collect(),
-            ),
-        ]);
-        loop {
-            let options = EventsOptions {
-                filters: Some(filters.clone()),
-                ..Default::default()
-            };
-            let mut events = self.docker.events(Some(options));
-            loop {
-                let event = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    event = events.next() => event,
-                };
-                match event {
-                    Some(Ok(message)) => self.handle(message),
-                    Some(Err(error)) => {
-                        tracing::warn!(%error, "Docker event stream broke; reconnecting");
-                        break;
-                    }
-                    None => break,
-                }
-            }
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            }
-        }
-    }
-
-    fn handle(&self, message: bollard::models::EventMessage) {
-        let Some(actor) = message.actor else { return };
-        let attributes = actor.attributes.unwrap_or_default();
-        let Some(job) = attributes.get(LABEL_JOB).and_then(|j| j.parse().ok()) else {
-            return;
-        };
-        let (Some(action), Some(id)) = (message.action, actor.id) else {
-            return;
-        };
-        tracing::trace!(%job, action, container = %id, "engine event");
-        match action.as_str() {
-            "die" => self.settle_exit(job, id),
-            "oom" => self.exits.record_oom(&id),
-            "destroy" => {
-                self.exits.forget(&id);
-                let _ = self.changes.send(job);
-            }
-            _ => {
-                let _ = self.changes.send(job);
-            }
-        }
-    }
-
-    /// Reports a container's exit once the engine has finished with it.
-    ///
-    /// `die` comes before the engine has released the container's network and
-    /// mounts; a container started in that window (the next agent) waits for
-    /// the same engine locks and starts slower than it would a moment later,
-    /// as the benchmark showed. The wait API answers when the container is
-    /// fully stopped, which is also when its list state stops saying "running".
-    fn settle_exit(&self, job: JobId, id: String) {
-        let docker = self.docker.clone();
-        let exits = self.exits.clone();
-        let changes = self.changes.clone();
-        tokio::spawn(async move {
-            let mut wait = docker.wait_container(&id, None::<WaitContainerOptions>);
-            let code = match wait.next().await {
-                Some(Ok(response)) => Some(response.status_code),
-                Some(Err(DockerError::DockerContainerWaitError { code, .. })) => Some(code),
-                // Gone or unreachable: the reconcile will observe what is true.
-                Some(Err(_)) | None => None,
-            };
-            if let Some(code) = code {
-                if code == SIGKILL_EXIT && !exits.is_oom(&id) {
-                    await_oom_verdict(&docker, &exits, &id).await;
-                }
-                exits.record_exit(&id, code);
-            }
-            let _ = changes.send(job);
-        });
-    }
-}
-
-/// The exit code of a process killed with SIGKILL, as the kernel's OOM killer does.
-const SIGKILL_EXIT: i64 = 137;
-
-/// A SIGKILLed agent may have been the OOM killer's: the engine can report
-/// the `oom` after the exit. Give that event a moment, then ask the engine.
-async fn await_oom_verdict(docker: &Docker, exits: &Exits, id: &str) {
-    for _ in 0..8 {
-        if exits.is_oom(id) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let inspected = docker
-        .inspect_container(id, None::<InspectContainerOptions>)
-        .await;
-    if let Ok(inspected) = inspected
-        && inspected.state.and_then(|s| s.oom_killed) == Some(true)
-    {
-        exits.record_oom(id);
-    }
-}
-
 /// A new local volume is root's, mode 0755, unless the agent image carries
 /// a permissive `/workspace` for Docker to copy: agents running
 /// unprivileged could not write. When the engine is on this host and we may,
@@ -645,84 +488,6 @@ async fn open_volume_to_agents(mountpoint: &str) {
             "cannot open the volume to unprivileged agents; images without a writable /workspace may fail"
         );
     }
-}
-
-/// Creates the agents' own bridge network unless it exists, and returns its
-/// id. A network of their own keeps agents off the default bridge, away from
-/// other containers.
-///
-/// Docker lets two networks share a name, so orchestrators starting at once
-/// may both create one: each then keeps the oldest of that name and removes
-/// the others it can, and containers name the network by id, never by the
-/// (possibly ambiguous) name.
-async fn ensure_network(docker: &Docker, name: &str) -> Result<String> {
-    if named_networks(docker, name).await?.is_empty() {
-        let request = NetworkCreateRequest {
-            name: name.to_owned(),
-            driver: Some("bridge".to_owned()),
-            labels: Some(HashMap::from([(
-                "icarus.managed".to_owned(),
-                "true".to_owned(),
-            )])),
-            ..Default::default()
-        };
-        docker
-            .create_network(request)
-            .await
-            .map_err(|e| failed("create network", e))?;
-        tracing::info!(network = name, "created the agents' network");
-    }
-    let mut networks = named_networks(docker, name).await?;
-    networks.sort();
-    let Some((_, canonical)) = networks.first().cloned() else {
-        return Err(failed("create network", format!("network {name} vanished")));
-    };
-    for (_, duplicate) in networks.iter().skip(1) {
-        // In use by someone's containers: then it stays, harmlessly.
-        let _ = docker.remove_network(duplicate).await;
-    }
-    Ok(canonical)
-}
-
-/// `(created, id)` of every network called exactly `name`.
-async fn named_networks(docker: &Docker, name: &str) -> Result<Vec<(String, String)>> {
-    let filters = HashMap::from([("name".to_owned(), vec![name.to_owned()])]);
-    let options = ListNetworksOptions {
-        filters: Some(filters),
-    };
-    let networks = docker
-        .list_networks(Some(options))
-        .await
-        .map_err(|e| failed("list networks", e))?;
-    // The name filter matches substrings; keep exact names only.
-    Ok(networks
-        .into_iter()
-        .filter(|n| n.name.as_deref() == Some(name))
-        .filter_map(|n| Some((n.created.unwrap_or_default(), n.id?)))
-        .collect())
-}
-
-async fn network_gateway(docker: &Docker, name: &str) -> Result<Option<IpAddr>> {
-    let network = docker
-        .inspect_network(name, None::<InspectNetworkOptions>)
-        .await
-        .map_err(|e| failed("inspect network", e))?;
-    let configs = network
-        .ipam
-        .and_then(|ipam| ipam.config)
-        .unwrap_or_default();
-    Ok(configs.iter().find_map(gateway_of))
-}
-
-/// The gateway an IPAM entry names, or by Docker's convention the first
-/// address of its IPv4 subnet (the default bridge often omits the gateway).
-fn gateway_of(config: &IpamConfig) -> Option<IpAddr> {
-    if let Some(gateway) = config.gateway.as_deref().and_then(|g| g.parse().ok()) {
-        return Some(gateway);
-    }
-    let (network, _) = config.subnet.as_deref()?.split_once('/')?;
-    let network: Ipv4Addr = network.parse().ok()?;
-    Some(IpAddr::V4(Ipv4Addr::from(u32::from(network) + 1)))
 }
 
 /// The last `limit` bytes of `text` (cut at a character boundary).

@@ -1,0 +1,177 @@
+//! Following the engine's event stream, and settling each exit (its code,
+//! whether the OOM killer did it) before the controller is woken.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::errors::Error as DockerError;
+use bollard::query_parameters::{EventsOptions, InspectContainerOptions, WaitContainerOptions};
+use futures::StreamExt;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use super::{LABEL_INSTANCE, LABEL_JOB, WATCHED_EVENTS};
+use crate::job::JobId;
+use crate::job::workload::WorkloadState;
+
+/// Exit codes and OOM kills of this runtime's containers, by container id.
+#[derive(Clone, Default)]
+pub(super) struct Exits(Arc<std::sync::Mutex<HashMap<String, (i64, bool)>>>);
+
+impl Exits {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, (i64, bool)>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(super) fn get(&self, id: &str) -> Option<WorkloadState> {
+        let (exit_code, oom_killed) = *self.map().get(id)?;
+        (exit_code >= 0).then_some(WorkloadState::Exited {
+            exit_code,
+            oom_killed,
+        })
+    }
+
+    fn is_oom(&self, id: &str) -> bool {
+        self.map().get(id).is_some_and(|(_, oom)| *oom)
+    }
+
+    fn record_oom(&self, id: &str) {
+        self.map().entry(id.to_owned()).or_insert((-1, false)).1 = true;
+    }
+
+    fn record_exit(&self, id: &str, exit_code: i64) {
+        self.map().entry(id.to_owned()).or_insert((-1, false)).0 = exit_code;
+    }
+
+    fn forget(&self, id: &str) {
+        self.map().remove(id);
+    }
+}
+
+/// Follows the engine's event stream for this instance's containers.
+pub(super) struct EventFollower {
+    pub(super) docker: Docker,
+    pub(super) instance: String,
+    pub(super) changes: broadcast::Sender<JobId>,
+    pub(super) exits: Exits,
+}
+
+impl EventFollower {
+    /// Reconnects after a short pause whenever the stream breaks, until `stop`.
+    pub(super) async fn run(self, stop: CancellationToken) {
+        let filters = HashMap::from([
+            ("type".to_owned(), vec!["container".to_owned()]),
+            (
+                "label".to_owned(),
+                vec![format!("{LABEL_INSTANCE}={}", self.instance)],
+            ),
+            (
+                "event".to_owned(),
+                WATCHED_EVENTS.iter().map(|e| (*e).to_owned()).collect(),
+            ),
+        ]);
+        loop {
+            let options = EventsOptions {
+                filters: Some(filters.clone()),
+                ..Default::default()
+            };
+            let mut events = self.docker.events(Some(options));
+            loop {
+                let event = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    event = events.next() => event,
+                };
+                match event {
+                    Some(Ok(message)) => self.handle(message),
+                    Some(Err(error)) => {
+                        tracing::warn!(%error, "Docker event stream broke; reconnecting");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+
+    fn handle(&self, message: bollard::models::EventMessage) {
+        let Some(actor) = message.actor else { return };
+        let attributes = actor.attributes.unwrap_or_default();
+        let Some(job) = attributes.get(LABEL_JOB).and_then(|j| j.parse().ok()) else {
+            return;
+        };
+        let (Some(action), Some(id)) = (message.action, actor.id) else {
+            return;
+        };
+        tracing::trace!(%job, action, container = %id, "engine event");
+        match action.as_str() {
+            "die" => self.settle_exit(job, id),
+            "oom" => self.exits.record_oom(&id),
+            "destroy" => {
+                self.exits.forget(&id);
+                let _ = self.changes.send(job);
+            }
+            _ => {
+                let _ = self.changes.send(job);
+            }
+        }
+    }
+
+    /// Reports a container's exit once the engine has finished with it.
+    ///
+    /// `die` comes before the engine has released the container's network and
+    /// mounts; a container started in that window (the next agent) waits for
+    /// the same engine locks and starts slower than it would a moment later,
+    /// as the benchmark showed. The wait API answers when the container is
+    /// fully stopped, which is also when its list state stops saying "running".
+    fn settle_exit(&self, job: JobId, id: String) {
+        let docker = self.docker.clone();
+        let exits = self.exits.clone();
+        let changes = self.changes.clone();
+        tokio::spawn(async move {
+            let mut wait = docker.wait_container(&id, None::<WaitContainerOptions>);
+            let code = match wait.next().await {
+                Some(Ok(response)) => Some(response.status_code),
+                Some(Err(DockerError::DockerContainerWaitError { code, .. })) => Some(code),
+                // Gone or unreachable: the reconcile will observe what is true.
+                Some(Err(_)) | None => None,
+            };
+            if let Some(code) = code {
+                if code == SIGKILL_EXIT && !exits.is_oom(&id) {
+                    await_oom_verdict(&docker, &exits, &id).await;
+                }
+                exits.record_exit(&id, code);
+            }
+            let _ = changes.send(job);
+        });
+    }
+}
+
+/// The exit code of a process killed with SIGKILL, as the kernel's OOM killer does.
+const SIGKILL_EXIT: i64 = 137;
+
+/// A SIGKILLed agent may have been the OOM killer's: the engine can report
+/// the `oom` after the exit. Give that event a moment, then ask the engine.
+async fn await_oom_verdict(docker: &Docker, exits: &Exits, id: &str) {
+    for _ in 0..8 {
+        if exits.is_oom(id) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let inspected = docker
+        .inspect_container(id, None::<InspectContainerOptions>)
+        .await;
+    if let Ok(inspected) = inspected
+        && inspected.state.and_then(|s| s.oom_killed) == Some(true)
+    {
+        exits.record_oom(id);
+    }
+}
