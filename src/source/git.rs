@@ -38,7 +38,10 @@ pub struct LocalGit {
 }
 
 impl LocalGit {
+    /// A relative `base_path` is taken from the current directory now: git
+    /// runs with `-C` elsewhere, where a relative path would mean something else.
     pub fn new(base_path: PathBuf, enabled: bool, token: Option<String>) -> LocalGit {
+        let base_path = std::path::absolute(&base_path).unwrap_or(base_path);
         LocalGit {
             base_path,
             enabled,
@@ -361,6 +364,17 @@ mod tests {
             diff.text.contains("20 more bytes not shown"),
             "{}",
             diff.text
+        );
+    }
+
+    #[test]
+    fn a_relative_workspace_root_is_made_absolute() {
+        let git = LocalGit::new(PathBuf::from("data/workspaces"), true, None);
+        let job = JobId::new_random();
+        assert!(git.workspace(job).is_absolute());
+        assert!(
+            git.workspace(job)
+                .ends_with(format!("data/workspaces/{job}"))
         );
     }
 
