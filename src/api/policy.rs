@@ -33,7 +33,9 @@ impl SpawnPolicy {
             Ok(())
         } else {
             Err(invalid(format!(
-                "{field} '{image}' is not allowed here (see agents.allowed_images)"
+                "{field} '{image}' is not allowed here: add it to agents.allowed_images \
+                 (e.g. ICARUS_CONFIG__AGENTS__ALLOWED_IMAGES='[\"{image}\"]') or make it \
+                 agents.builder.image_name / agents.checker.image_name"
             )))
         }
     }
