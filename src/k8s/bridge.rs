@@ -27,6 +27,10 @@ pub enum BridgeError {
     NoUid(String),
     #[error(transparent)]
     Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("a status could not be encoded: {0}")]
+    Json(#[from] serde_json::Error),
 }
 
 /// What the store should do for a resource.

@@ -1,0 +1,281 @@
+//! The loops that run the [`bridge`](super::bridge): IcarusJobs into the job
+//! store, and job statuses back onto the IcarusJobs.
+//!
+//! Both directions are level-triggered like the controller: a resource seen
+//! again (a resync, a restart) leads to the same store change or none, and a
+//! status is written whenever the stored one differs from the resource's.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::Utc;
+use futures::StreamExt;
+use kube::Api;
+use kube::runtime::watcher;
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::bridge::{BridgeError, SpecChange, job_id, spec_change, status_patch, write_status};
+use super::crd::IcarusJob;
+use crate::job::{Job, JobId};
+use crate::store::{Store, StoreError, StoreEvent};
+
+/// The resources seen, by job id: what the store→resource direction patches.
+type Seen = Arc<Mutex<HashMap<JobId, IcarusJob>>>;
+
+/// Starts both directions; they end with `shutdown`.
+pub fn spawn(
+    api: Api<IcarusJob>,
+    store: Store,
+    shutdown: CancellationToken,
+) -> Vec<JoinHandle<()>> {
+    let seen: Seen = Arc::default();
+    vec![
+        tokio::spawn(resources_into_store(
+            api.clone(),
+            store.clone(),
+            seen.clone(),
+            shutdown.clone(),
+        )),
+        tokio::spawn(statuses_onto_resources(api, store, seen, shutdown)),
+    ]
+}
+
+async fn resources_into_store(
+    api: Api<IcarusJob>,
+    store: Store,
+    seen: Seen,
+    shutdown: CancellationToken,
+) {
+    let mut events = watcher(api, watcher::Config::default()).boxed();
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            event = events.next() => event,
+        };
+        let resource = match event {
+            Some(Ok(watcher::Event::Apply(resource) | watcher::Event::InitApply(resource))) => {
+                resource
+            }
+            Some(Ok(watcher::Event::Delete(resource))) => {
+                if let Ok(id) = job_id(&resource) {
+                    seen_map(&seen).remove(&id);
+                }
+                continue;
+            }
+            Some(Ok(_)) => continue,
+            // The watcher retries by itself, with backoff.
+            Some(Err(error)) => {
+                tracing::warn!(%error, "IcarusJob watch interrupted");
+                continue;
+            }
+            None => return,
+        };
+        if let Err(error) = bring_into_store(&store, &seen, resource).await {
+            tracing::warn!(%error, "an IcarusJob could not be brought into the store");
+        }
+    }
+}
+
+fn seen_map(seen: &Seen) -> std::sync::MutexGuard<'_, HashMap<JobId, IcarusJob>> {
+    seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Creates or updates the job for `resource`, retrying a lost compare-and-swap.
+async fn bring_into_store(
+    store: &Store,
+    seen: &Seen,
+    resource: IcarusJob,
+) -> Result<(), BridgeError> {
+    let id = job_id(&resource)?;
+    seen_map(seen).insert(id, resource.clone());
+    for _ in 0..8 {
+        let stored = store.get_job(id).await?;
+        match spec_change(&resource, stored.as_ref(), Utc::now())? {
+            SpecChange::Nothing => return Ok(()),
+            SpecChange::Create(job) => {
+                store.create_job(&job).await?;
+                tracing::info!(job = %id, name = ?resource.metadata.name, "IcarusJob accepted");
+                return Ok(());
+            }
+            SpecChange::Update(spec) => {
+                let Some(mut job) = stored else { continue };
+                job.spec = *spec;
+                match store.update_job(&job, None).await {
+                    Ok(_) => return Ok(()),
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(error) => return Err(error.into()),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn statuses_onto_resources(
+    api: Api<IcarusJob>,
+    store: Store,
+    seen: Seen,
+    shutdown: CancellationToken,
+) {
+    let mut events = store.subscribe();
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            event = events.recv() => event,
+        };
+        let job = match event {
+            Ok(StoreEvent::JobWritten(job)) => job,
+            Ok(_) => continue,
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(
+                    missed,
+                    "status writer fell behind; the next writes catch up"
+                );
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let resource = seen_map(&seen).get(&job.id).cloned();
+        let Some(resource) = resource else { continue };
+        if let Err(error) = write_back(&api, &store, &seen, &resource, &job).await {
+            tracing::warn!(job = %job.id, %error, "IcarusJob status not written");
+        }
+    }
+}
+
+/// Writes the job's status onto its resource if it changed, then gives a
+/// decision waiting in the resource's spec its chance (the job may just have
+/// reached `awaiting_approval`).
+async fn write_back(
+    api: &Api<IcarusJob>,
+    store: &Store,
+    seen: &Seen,
+    resource: &IcarusJob,
+    job: &Job,
+) -> Result<(), BridgeError> {
+    let name = resource.metadata.name.clone().unwrap_or_default();
+    let patch = status_patch(
+        job,
+        resource.status.as_ref(),
+        resource.metadata.generation,
+        Utc::now(),
+    );
+    // Unchanged conditions keep their times, so an unchanged status is equal.
+    let current = serde_json::to_value(&resource.status)?;
+    if patch["status"] != current {
+        write_status(api, &name, &patch).await?;
+        let mut updated = resource.clone();
+        updated.status = serde_json::from_value(patch["status"].clone()).ok();
+        seen_map(seen).insert(job.id, updated);
+    }
+    bring_into_store(store, seen, resource.clone()).await
+}
+
+#[cfg(test)]
+mod tests {
+    //! Against a mocked API server and a real SQLite store.
+
+    use std::time::Duration;
+
+    use http::{Method, Request, Response};
+    use kube::Client;
+    use kube::client::Body;
+    use serde_json::json;
+    use tower_test::mock::pair;
+
+    use super::*;
+    use crate::job::Phase;
+
+    const UID: &str = "6b1f0b4e-1111-4222-8333-944444444444";
+
+    fn listed() -> serde_json::Value {
+        json!({
+            "apiVersion": "icarus.dev/v1alpha1", "kind": "IcarusJobList",
+            "metadata": {"resourceVersion": "1"},
+            "items": [{
+                "apiVersion": "icarus.dev/v1alpha1", "kind": "IcarusJob",
+                "metadata": {"name": "add-logging", "namespace": "icarus", "uid": UID,
+                             "generation": 1, "resourceVersion": "1"},
+                "spec": {"task": "Add logging"}
+            }]
+        })
+    }
+
+    #[tokio::test]
+    async fn mock_api_an_applied_icarusjob_becomes_a_job_and_its_status_follows_the_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&format!("sqlite://{}/icarus.db", dir.path().display()))
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let (service, mut server) = pair::<Request<Body>, Response<Body>>();
+        let api: Api<IcarusJob> = Api::namespaced(Client::new(service, "icarus"), "icarus");
+        let shutdown = CancellationToken::new();
+        let _tasks = spawn(api, store.clone(), shutdown.clone());
+
+        // The API server: the list holds one IcarusJob, watches stay open
+        // and silent, status patches are recorded.
+        let (patches_tx, mut patches) = tokio::sync::mpsc::unbounded_channel();
+        let mut open_watches = Vec::new();
+        tokio::spawn(async move {
+            while let Some((request, respond)) = server.next_request().await {
+                let query = request.uri().query().unwrap_or_default().to_owned();
+                if request.method() == Method::PATCH {
+                    let body = http_body_util::BodyExt::collect(request.into_body())
+                        .await
+                        .unwrap()
+                        .to_bytes();
+                    let _ = patches_tx
+                        .send(serde_json::from_slice::<serde_json::Value>(&body).unwrap());
+                    let item = listed()["items"][0].clone();
+                    respond.send_response(
+                        Response::builder()
+                            .body(Body::from(serde_json::to_vec(&item).unwrap()))
+                            .unwrap(),
+                    );
+                } else if query.contains("watch=true") {
+                    open_watches.push(respond);
+                } else {
+                    respond.send_response(
+                        Response::builder()
+                            .body(Body::from(serde_json::to_vec(&listed()).unwrap()))
+                            .unwrap(),
+                    );
+                }
+            }
+        });
+
+        let id: JobId = UID.parse().unwrap();
+        let job = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Some(job) = store.get_job(id).await.unwrap() {
+                    return job;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the IcarusJob became a job");
+        assert_eq!(job.spec.task, "Add logging");
+
+        // The controller moves the job on; its status reaches the resource.
+        let mut building = job.clone();
+        building.status.phase = Phase::Building;
+        building.status.reason = "Admitted".to_owned();
+        store.update_job(&building, None).await.unwrap();
+        let patch = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let patch = patches.recv().await.unwrap();
+                if patch["status"]["phase"] == "building" {
+                    return patch;
+                }
+            }
+        })
+        .await
+        .expect("a status patch for building");
+        assert_eq!(patch["status"]["reason"], "Admitted");
+        shutdown.cancel();
+    }
+}
