@@ -23,6 +23,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::observe::observe_pod;
+use super::sync::Seen;
 use super::workloads::{PodTarget, WorkloadSettings, claim, pod};
 use crate::job::JobId;
 use crate::job::workload::{ObservedWorkload, WorkloadKey, WorkloadState};
@@ -41,6 +42,8 @@ pub struct KubeRuntime {
     claims: Api<PersistentVolumeClaim>,
     settings: WorkloadSettings,
     changes: broadcast::Sender<JobId>,
+    /// The IcarusJobs jobs came from: their owners.
+    owners: Seen,
     /// Stops the Pod watch when the runtime is dropped.
     _watch: Option<Arc<DropGuard>>,
 }
@@ -55,8 +58,16 @@ impl KubeRuntime {
             claims: Api::namespaced(client, namespace),
             settings,
             changes,
+            owners: Seen::default(),
             _watch: None,
         }
+    }
+
+    /// Makes each job's Pods and claim owned by the IcarusJob it came from,
+    /// as the sync loops learn them: deleting the resource deletes them.
+    pub fn owned_by(mut self, owners: Seen) -> Self {
+        self.owners = owners;
+        self
     }
 
     /// Also follows the namespace's agent Pods, waking their jobs on every change.
@@ -162,6 +173,7 @@ impl Runtime for KubeRuntime {
         let metadata = ObjectMeta {
             name: Some(claim_name(job)),
             labels: Some(labels(job)),
+            owner_references: self.owners.owner_of(job).map(|owner| vec![owner]),
             ..ObjectMeta::default()
         };
         match self
@@ -184,6 +196,7 @@ impl Runtime for KubeRuntime {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
                 labels: Some(pod_labels),
+                owner_references: self.owners.owner_of(spec.key.job).map(|owner| vec![owner]),
                 ..ObjectMeta::default()
             },
             claim_name: claim_name(spec.key.job),
@@ -450,5 +463,43 @@ mod tests {
             }
         );
         assert_eq!(observed[0].log_tail.as_deref(), Some("traceback: boom\n"));
+    }
+
+    #[tokio::test]
+    async fn mock_api_pods_of_a_job_from_an_icarusjob_are_owned_by_it() {
+        use crate::k8s::crd::{IcarusJob, IcarusJobSpec};
+        let (runtime, mut server) = runtime();
+        let job = JobId::new_random();
+        let mut resource = IcarusJob::new(
+            "add-logging",
+            IcarusJobSpec {
+                task: "t".to_owned(),
+                project_path: "/workspace".to_owned(),
+                builder_image: None,
+                checker_image: None,
+                source: None,
+                approval: None,
+                cancel: false,
+            },
+        );
+        resource.metadata.uid = Some(job.to_string());
+        let owners = Seen::default();
+        owners.remember(job, resource);
+        let runtime = runtime.owned_by(owners);
+        let call = tokio::spawn(async move { runtime.start(&spec(job, Role::Builder)).await });
+        let pod = expect(
+            &mut server,
+            Method::POST,
+            "/api/v1/namespaces/icarus/pods",
+            201,
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}}),
+        )
+        .await;
+        call.await.unwrap().unwrap();
+        let owner = &pod["metadata"]["ownerReferences"][0];
+        assert_eq!(owner["kind"], "IcarusJob");
+        assert_eq!(owner["name"], "add-logging");
+        assert_eq!(owner["uid"], job.to_string());
+        assert_eq!(owner["controller"], true);
     }
 }

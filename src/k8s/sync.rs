@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
 use futures::StreamExt;
-use kube::Api;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::runtime::watcher;
+use kube::{Api, Resource};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -21,16 +22,37 @@ use super::crd::IcarusJob;
 use crate::job::{Job, JobId};
 use crate::store::{Store, StoreError, StoreEvent};
 
-/// The resources seen, by job id: what the store→resource direction patches.
-type Seen = Arc<Mutex<HashMap<JobId, IcarusJob>>>;
+/// The IcarusJobs seen, by job id: what the store→resource direction patches,
+/// and whom [`KubeRuntime`](super::runtime::KubeRuntime) makes the owner of a
+/// job's Pods and claim (so deleting the resource deletes them).
+#[derive(Clone, Default)]
+pub struct Seen(Arc<Mutex<HashMap<JobId, IcarusJob>>>);
 
-/// Starts both directions; they end with `shutdown`.
+impl Seen {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, IcarusJob>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn remember(&self, id: JobId, resource: IcarusJob) {
+        self.map().insert(id, resource);
+    }
+
+    /// The owner reference to the job's resource, if it came from one.
+    pub fn owner_of(&self, id: JobId) -> Option<OwnerReference> {
+        self.map().get(&id)?.controller_owner_ref(&())
+    }
+}
+
+/// Starts both directions; they end with `shutdown`. `seen` is shared with
+/// the runtime, for owner references.
 pub fn spawn(
     api: Api<IcarusJob>,
     store: Store,
+    seen: Seen,
     shutdown: CancellationToken,
 ) -> Vec<JoinHandle<()>> {
-    let seen: Seen = Arc::default();
     vec![
         tokio::spawn(resources_into_store(
             api.clone(),
@@ -60,7 +82,7 @@ async fn resources_into_store(
             }
             Some(Ok(watcher::Event::Delete(resource))) => {
                 if let Ok(id) = job_id(&resource) {
-                    seen_map(&seen).remove(&id);
+                    seen.map().remove(&id);
                 }
                 continue;
             }
@@ -78,10 +100,6 @@ async fn resources_into_store(
     }
 }
 
-fn seen_map(seen: &Seen) -> std::sync::MutexGuard<'_, HashMap<JobId, IcarusJob>> {
-    seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// Creates or updates the job for `resource`, retrying a lost compare-and-swap.
 async fn bring_into_store(
     store: &Store,
@@ -89,7 +107,7 @@ async fn bring_into_store(
     resource: IcarusJob,
 ) -> Result<(), BridgeError> {
     let id = job_id(&resource)?;
-    seen_map(seen).insert(id, resource.clone());
+    seen.remember(id, resource.clone());
     for _ in 0..8 {
         let stored = store.get_job(id).await?;
         match spec_change(&resource, stored.as_ref(), Utc::now())? {
@@ -137,7 +155,7 @@ async fn statuses_onto_resources(
             }
             Err(broadcast::error::RecvError::Closed) => return,
         };
-        let resource = seen_map(&seen).get(&job.id).cloned();
+        let resource = seen.map().get(&job.id).cloned();
         let Some(resource) = resource else { continue };
         if let Err(error) = write_back(&api, &store, &seen, &resource, &job).await {
             tracing::warn!(job = %job.id, %error, "IcarusJob status not written");
@@ -168,7 +186,7 @@ async fn write_back(
         write_status(api, &name, &patch).await?;
         let mut updated = resource.clone();
         updated.status = serde_json::from_value(patch["status"].clone()).ok();
-        seen_map(seen).insert(job.id, updated);
+        seen.remember(job.id, updated);
     }
     bring_into_store(store, seen, resource.clone()).await
 }
@@ -213,7 +231,7 @@ mod tests {
         let (service, mut server) = pair::<Request<Body>, Response<Body>>();
         let api: Api<IcarusJob> = Api::namespaced(Client::new(service, "icarus"), "icarus");
         let shutdown = CancellationToken::new();
-        let _tasks = spawn(api, store.clone(), shutdown.clone());
+        let _tasks = spawn(api, store.clone(), Seen::default(), shutdown.clone());
 
         // The API server: the list holds one IcarusJob, watches stay open
         // and silent, status patches are recorded.
