@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::Config;
+use crate::k8s::KubernetesMode;
 use crate::server::Orchestrator;
 use crate::store::Store;
 
@@ -99,13 +100,21 @@ fn refuse_open_exposure(config: &Config, insecure: bool) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     init_logging(&config);
-    let runtime = crate::runtime::connect(&config).await?;
+    let (kubernetes, runtime) = if config.kubernetes.enabled {
+        let (mode, runtime) = KubernetesMode::connect(&config).await?;
+        (Some(mode), runtime)
+    } else {
+        (None, crate::runtime::connect(&config).await?)
+    };
     let mut orchestrator = Orchestrator::start(&config, runtime).await?;
+    let sync_stop = CancellationToken::new();
+    let _sync = kubernetes.map(|mode| mode.sync(orchestrator.store().clone(), sync_stop.clone()));
     let signals = CancellationToken::new();
     tokio::spawn(watch_signals(signals.clone()));
     tokio::select! {
         _ = signals.cancelled() => {
             tracing::info!("shutting down: no new requests, finishing work in flight; agents keep running");
+            sync_stop.cancel();
             orchestrator.stop().await?;
         }
         result = orchestrator.wait_for_failure() => result?,

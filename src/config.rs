@@ -38,6 +38,7 @@ pub struct Config {
     pub workspace: WorkspaceConfig,
     pub publish: PublishConfig,
     pub notifications: NotificationsConfig,
+    pub kubernetes: KubernetesConfig,
     pub logging: LoggingConfig,
     pub database: DatabaseConfig,
 }
@@ -200,6 +201,21 @@ impl std::fmt::Debug for PublishConfig {
             .field("token", &if self.token.is_empty() { "" } else { "(set)" })
             .finish()
     }
+}
+
+/// Kubernetes mode: agents as Pods, jobs also as IcarusJob resources.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// Off: agents run on the local Docker engine.
+    pub enabled: bool,
+    /// Where IcarusJobs are watched and Pods and claims created.
+    pub namespace: String,
+    /// Size requested for each job's workspace claim.
+    pub workspace_size: String,
+    /// The claims' storage class; empty: the cluster's default.
+    #[serde(default)]
+    pub storage_class: String,
 }
 
 /// Who hears about jobs that need a human or are done.
@@ -397,6 +413,10 @@ impl Config {
         check(
             self.notifications.max_attempts >= 1,
             "notifications.max_attempts must be at least 1".into(),
+        );
+        check(
+            !self.kubernetes.enabled || !self.agents.callback_base_url.is_empty(),
+            "kubernetes.enabled needs agents.callback_base_url (the Service's DNS name)".into(),
         );
         check(
             self.agents.pids_limit >= 8,

@@ -11,9 +11,10 @@
 //! with its uid as id; spec approval and cancel go through the domain rules;
 //! status is merge-patched back), run by the [`sync`] loops (an IcarusJob
 //! watch into the store; store writes back onto the resources). The
-//! manifests are under `deploy/`. Not yet: leader election, Kubernetes
-//! Events, REST writes going to the resource, and wiring it all into
-//! `icarus serve`; see the README's "Kubernetes mode" section.
+//! manifests are under `deploy/`; [`KubernetesMode`] wires it into
+//! `icarus serve` when `kubernetes.enabled`. Not yet: leader election,
+//! Kubernetes Events, REST writes going to the resource; see the README's
+//! "Kubernetes mode" section.
 
 pub mod bridge;
 pub mod crd;
@@ -21,3 +22,77 @@ pub mod observe;
 pub mod runtime;
 pub mod sync;
 pub mod workloads;
+
+use std::sync::Arc;
+
+use kube::Api;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::store::Store;
+
+/// Kubernetes mode's pieces for `icarus serve`: the runtime now, the sync
+/// loops once the store is open.
+pub struct KubernetesMode {
+    client: kube::Client,
+    namespace: String,
+    seen: sync::Seen,
+}
+
+impl KubernetesMode {
+    /// Connects to the cluster (in-cluster, else `KUBECONFIG`) and builds the
+    /// Pod runtime, owning each job's objects by its IcarusJob.
+    pub async fn connect(
+        config: &Config,
+    ) -> Result<(Self, Arc<dyn crate::runtime::Runtime>), kube::Error> {
+        let client = kube::Client::try_default().await?;
+        let namespace = config.kubernetes.namespace.clone();
+        let seen = sync::Seen::default();
+        let settings = workloads::WorkloadSettings {
+            builder: config.agents.builder.clone(),
+            checker: config.agents.checker.clone(),
+            workspace_size: config.kubernetes.workspace_size.clone(),
+            storage_class: Some(config.kubernetes.storage_class.clone()).filter(|s| !s.is_empty()),
+            run_as_user: run_as_user(&config.agents.user),
+        };
+        let runtime = runtime::KubeRuntime::new(client.clone(), &namespace, settings)
+            .watching()
+            .owned_by(seen.clone());
+        let mode = KubernetesMode {
+            client,
+            namespace,
+            seen,
+        };
+        Ok((mode, Arc::new(runtime)))
+    }
+
+    /// Starts the IcarusJob ↔ store loops.
+    pub fn sync(&self, store: Store, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
+        let api = Api::namespaced(self.client.clone(), &self.namespace);
+        sync::spawn(api, store, self.seen.clone(), shutdown)
+    }
+}
+
+/// The uid of `agents.user` (`uid:gid`); the restricted profile forbids root,
+/// so anything else (empty, `0`, a name) becomes 65534.
+fn run_as_user(user: &str) -> i64 {
+    user.split(':')
+        .next()
+        .and_then(|uid| uid.parse::<i64>().ok())
+        .filter(|uid| *uid > 0)
+        .unwrap_or(65534)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::run_as_user;
+
+    #[test]
+    fn agents_never_run_as_root_on_a_cluster() {
+        assert_eq!(run_as_user("1000:1000"), 1000);
+        assert_eq!(run_as_user(""), 65534);
+        assert_eq!(run_as_user("0:0"), 65534);
+        assert_eq!(run_as_user("nobody"), 65534);
+    }
+}

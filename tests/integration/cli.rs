@@ -115,3 +115,39 @@ fn serving_without_authentication_off_loopback_is_refused_without_insecure() {
     );
     assert!(stderr.contains("--insecure"), "{stderr}");
 }
+
+#[test]
+fn kubernetes_mode_without_a_callback_url_is_a_configuration_error() {
+    let output = icarus()
+        .args(["config"])
+        .env("ICARUS_CONFIG__KUBERNETES__ENABLED", "true")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("agents.callback_base_url"), "{stderr}");
+}
+
+#[test]
+fn kubernetes_mode_without_a_cluster_stops_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = icarus()
+        .arg("serve")
+        .env("ICARUS_CONFIG__KUBERNETES__ENABLED", "true")
+        .env(
+            "ICARUS_CONFIG__AGENTS__CALLBACK_BASE_URL",
+            "http://icarus:8000",
+        )
+        .env("ICARUS_CONFIG__WORKSPACE__BASE_PATH", dir.path().join("ws"))
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}/db", dir.path().display()),
+        )
+        .env("KUBECONFIG", dir.path().join("no-such-kubeconfig"))
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.to_lowercase().contains("config"), "{stderr}");
+}
