@@ -100,15 +100,18 @@ fn refuse_open_exposure(config: &Config, insecure: bool) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     init_logging(&config);
-    let (kubernetes, runtime) = if config.kubernetes.enabled {
-        let (mode, runtime) = KubernetesMode::connect(&config).await?;
-        (Some(mode), runtime)
-    } else {
-        (None, crate::runtime::connect(&config).await?)
-    };
-    let mut orchestrator = Orchestrator::start(&config, runtime).await?;
     let sync_stop = CancellationToken::new();
-    let _sync = kubernetes.map(|mode| mode.sync(orchestrator.store().clone(), sync_stop.clone()));
+    let mut orchestrator = if config.kubernetes.enabled {
+        let (mode, runtime) = KubernetesMode::connect(&config).await?;
+        let leadership = mode.campaign(sync_stop.clone());
+        let orchestrator =
+            Orchestrator::start_gated(&config, runtime, Some(leadership.clone())).await?;
+        mode.sync_when_leading(orchestrator.store().clone(), leadership, sync_stop.clone());
+        orchestrator
+    } else {
+        let runtime = crate::runtime::connect(&config).await?;
+        Orchestrator::start(&config, runtime).await?
+    };
     let signals = CancellationToken::new();
     tokio::spawn(watch_signals(signals.clone()));
     tokio::select! {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -61,9 +61,11 @@ impl Target {
 }
 
 /// Starts one sender per configured target; none if there is no target.
+/// With `leadership`, senders wait to lead: one replica notifies.
 pub fn spawn(
     store: &Store,
     config: &NotificationsConfig,
+    leadership: Option<watch::Receiver<bool>>,
     shutdown: CancellationToken,
 ) -> Vec<JoinHandle<()>> {
     let mut targets: Vec<Target> = config
@@ -97,7 +99,18 @@ pub fn spawn(
                 first_delay: Duration::from_millis(config.retry_delay_ms),
                 target,
             };
-            tokio::spawn(sender.run(store.subscribe(), shutdown.clone()))
+            let wakes = store.subscribe();
+            let shutdown = shutdown.clone();
+            let mut leadership = leadership.clone();
+            tokio::spawn(async move {
+                if let Some(leading) = leadership.as_mut() {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = leading.wait_for(|lead| *lead) => {}
+                    }
+                }
+                sender.run(wakes, shutdown).await
+            })
         })
         .collect()
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -44,6 +45,10 @@ pub enum ServerError {
     Credentials(#[from] CredentialsError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error(
+        "the controller stopped (leadership lost); exiting so a fresh start can campaign again"
+    )]
+    ControllerEnded,
 }
 
 /// Serves `app` on `listener` until `stop` is cancelled, then finishes requests in flight.
@@ -140,6 +145,16 @@ impl Orchestrator {
         config: &Config,
         runtime: Arc<dyn Runtime>,
     ) -> Result<Orchestrator, ServerError> {
+        Self::start_gated(config, runtime, None).await
+    }
+
+    /// Like [`Orchestrator::start`], but the controller and the notifier
+    /// work only while `leadership` says so; the API always serves.
+    pub async fn start_gated(
+        config: &Config,
+        runtime: Arc<dyn Runtime>,
+        leadership: Option<watch::Receiver<bool>>,
+    ) -> Result<Orchestrator, ServerError> {
         let store = Store::connect(&config.database.url).await?;
         store.migrate().await?;
         let address = format!("{}:{}", config.orchestrator.host, config.orchestrator.port);
@@ -167,9 +182,14 @@ impl Orchestrator {
             config.publish.token(),
         ));
         let controller = Controller::new(store.clone(), runtime, source, settings, load.clone());
-        let controller = tokio::spawn(controller.run(shutdown.child_token()));
+        let controller = tokio::spawn(controller.run(shutdown.child_token(), leadership.clone()));
         // Ends with the shutdown token; nothing to wait for.
-        let _notifier = notify::spawn(&store, &config.notifications, shutdown.child_token());
+        let _notifier = notify::spawn(
+            &store,
+            &config.notifications,
+            leadership,
+            shutdown.child_token(),
+        );
 
         let auth = Authenticator::new(
             config.auth.enabled,
@@ -230,8 +250,13 @@ impl Orchestrator {
     }
 
     /// Resolves when the HTTP server stops on its own, which means it failed.
+    /// Returns when the HTTP server fails, or the controller ends on its own
+    /// (it lost its leadership): either way this process should go.
     pub async fn wait_for_failure(&mut self) -> Result<(), ServerError> {
-        (&mut self.http).await?
+        tokio::select! {
+            served = &mut self.http => served?,
+            _ = &mut self.controller => Err(ServerError::ControllerEnded),
+        }
     }
 
     /// Graceful shutdown: stop accepting, finish in-flight work, close the database.

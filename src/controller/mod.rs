@@ -116,16 +116,38 @@ impl Controller {
 
     /// Runs until `shutdown` is cancelled, then lets workers finish the
     /// reconcile in hand. Agents keep running for the next start to adopt.
-    pub async fn run(self, shutdown: CancellationToken) {
+    ///
+    /// With `leadership` (several replicas), it waits to lead before doing
+    /// anything and stops when it no longer leads, so one replica reconciles.
+    pub async fn run(self, shutdown: CancellationToken, leadership: Option<watch::Receiver<bool>>) {
+        let mut leadership = leadership;
+        if let Some(leading) = leadership.as_mut() {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = leading.wait_for(|lead| *lead) => {}
+            }
+            tracing::info!("leading: the controller starts");
+        }
         let context = self.context;
+        // Ends the loops on shutdown, or when the lead is lost.
+        let stop = shutdown.child_token();
         let mut tasks = JoinSet::new();
-        tasks.spawn(follow_store(Arc::clone(&context), shutdown.clone()));
-        tasks.spawn(follow_runtime(Arc::clone(&context), shutdown.clone()));
-        tasks.spawn(resync_periodically(Arc::clone(&context), shutdown.clone()));
+        tasks.spawn(follow_store(Arc::clone(&context), stop.clone()));
+        tasks.spawn(follow_runtime(Arc::clone(&context), stop.clone()));
+        tasks.spawn(resync_periodically(Arc::clone(&context), stop.clone()));
         for worker in 0..context.settings.workers.max(1) {
             tasks.spawn(work(Arc::clone(&context), worker));
         }
-        shutdown.cancelled().await;
+        match leadership.as_mut() {
+            Some(leading) => tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = leading.wait_for(|lead| !*lead) => {
+                    tracing::error!("leadership lost: the controller stops");
+                }
+            },
+            None => shutdown.cancelled().await,
+        }
+        stop.cancel();
         context.queue.shut_down();
         while tasks.join_next().await.is_some() {}
         tracing::info!("controller stopped");

@@ -12,12 +12,13 @@
 //! status is merge-patched back), run by the [`sync`] loops (an IcarusJob
 //! watch into the store; store writes back onto the resources). The
 //! manifests are under `deploy/`; [`KubernetesMode`] wires it into
-//! `icarus serve` when `kubernetes.enabled`. Not yet: leader election,
-//! Kubernetes Events, REST writes going to the resource; see the README's
-//! "Kubernetes mode" section.
+//! `icarus serve` when `kubernetes.enabled`, with [`lease`] leader election.
+//! Not yet: Kubernetes Events, REST writes going to the resource; see the
+//! README's "Kubernetes mode" section.
 
 pub mod bridge;
 pub mod crd;
+pub mod lease;
 pub mod observe;
 pub mod runtime;
 pub mod sync;
@@ -26,10 +27,12 @@ pub mod workloads;
 use std::sync::Arc;
 
 use kube::Api;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::job::JobId;
 use crate::store::Store;
 
 /// Kubernetes mode's pieces for `icarus serve`: the runtime now, the sync
@@ -72,7 +75,45 @@ impl KubernetesMode {
         let api = Api::namespaced(self.client.clone(), &self.namespace);
         sync::spawn(api, store, self.seen.clone(), shutdown)
     }
+
+    /// Campaigns for the controller's Lease as this Pod (`POD_NAME`, else the
+    /// host name); the receiver says whether this replica leads.
+    pub fn campaign(&self, shutdown: CancellationToken) -> watch::Receiver<bool> {
+        let identity = std::env::var("POD_NAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|name| name.trim().to_owned())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| JobId::new_random().to_string());
+        let api = Api::namespaced(self.client.clone(), &self.namespace);
+        lease::Elector::new(api, LEASE_NAME, &identity, LEASE_DURATION).spawn(shutdown)
+    }
+
+    /// Starts the sync loops once this replica leads.
+    pub fn sync_when_leading(
+        self,
+        store: Store,
+        mut leadership: watch::Receiver<bool>,
+        shutdown: CancellationToken,
+    ) {
+        tokio::spawn(async move {
+            let leading = tokio::select! {
+                _ = shutdown.cancelled() => false,
+                leading = leadership.wait_for(|lead| *lead) => leading.is_ok(),
+            };
+            if leading {
+                for task in self.sync(store, shutdown) {
+                    let _ = task.await;
+                }
+            }
+        });
+    }
 }
+
+/// The Lease replicas campaign for.
+const LEASE_NAME: &str = "icarus-controller";
+/// A holder that has not renewed for this long is replaced.
+const LEASE_DURATION: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The uid of `agents.user` (`uid:gid`); the restricted profile forbids root,
 /// so anything else (empty, `0`, a name) becomes 65534.

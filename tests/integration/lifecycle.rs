@@ -394,3 +394,44 @@ async fn a_transient_runtime_failure_is_retried_until_the_agent_starts() {
     .await;
     assert_eq!(server.runtime.creations(key(id, Role::Builder)), 1);
 }
+
+#[tokio::test]
+async fn a_replica_that_does_not_lead_serves_the_api_but_reconciles_nothing_until_it_leads() {
+    use icarus::runtime::Runtime;
+    use icarus::server::Orchestrator;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config =
+        crate::support::test_config(&format!("sqlite://{}/icarus.db", dir.path().display()));
+    config.workspace.base_path = dir.path().join("workspaces");
+    let runtime = icarus::runtime::fake::FakeRuntime::new();
+    let shared: std::sync::Arc<dyn Runtime> = std::sync::Arc::new(runtime.clone());
+    let (leading, leadership) = tokio::sync::watch::channel(false);
+    let orchestrator = Orchestrator::start_gated(&config, shared, Some(leadership))
+        .await
+        .unwrap();
+    let api = crate::support::Api::new(&orchestrator);
+    let id = api.spawn("t").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, status) = api.get(&format!("/jobs/{id}/status")).await;
+    assert_eq!(status["status"], "pending", "a follower starts nothing");
+    assert_eq!(runtime.workload_count(), 0);
+
+    leading.send_replace(true);
+    eventually(Duration::from_secs(10), || async {
+        let (_, status) = api.get(&format!("/jobs/{id}/status")).await;
+        (status["status"] == "building").then_some(())
+    })
+    .await;
+
+    // Losing the lead ends the controller, and the process is told to go.
+    let mut orchestrator = orchestrator;
+    leading.send_replace(false);
+    let ended = tokio::time::timeout(Duration::from_secs(10), orchestrator.wait_for_failure())
+        .await
+        .expect("the controller stops when it no longer leads");
+    assert!(matches!(
+        ended,
+        Err(icarus::server::ServerError::ControllerEnded)
+    ));
+    orchestrator.abort();
+}
