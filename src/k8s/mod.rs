@@ -70,23 +70,23 @@ impl KubernetesMode {
         Ok((mode, Arc::new(runtime)))
     }
 
-    /// Starts the IcarusJob ↔ store loops.
+    /// Starts the IcarusJob ↔ store loops, which also record transitions as
+    /// Kubernetes Events.
     pub fn sync(&self, store: Store, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
         let api = Api::namespaced(self.client.clone(), &self.namespace);
-        sync::spawn(api, store, self.seen.clone(), shutdown)
+        let reporter = kube::runtime::events::Reporter {
+            controller: "icarus".to_owned(),
+            instance: Some(identity()),
+        };
+        let recorder = kube::runtime::events::Recorder::new(self.client.clone(), reporter);
+        sync::spawn(api, recorder, store, self.seen.clone(), shutdown)
     }
 
     /// Campaigns for the controller's Lease as this Pod (`POD_NAME`, else the
     /// host name); the receiver says whether this replica leads.
     pub fn campaign(&self, shutdown: CancellationToken) -> watch::Receiver<bool> {
-        let identity = std::env::var("POD_NAME")
-            .ok()
-            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-            .map(|name| name.trim().to_owned())
-            .filter(|name| !name.is_empty())
-            .unwrap_or_else(|| JobId::new_random().to_string());
         let api = Api::namespaced(self.client.clone(), &self.namespace);
-        lease::Elector::new(api, LEASE_NAME, &identity, LEASE_DURATION).spawn(shutdown)
+        lease::Elector::new(api, LEASE_NAME, &identity(), LEASE_DURATION).spawn(shutdown)
     }
 
     /// Starts the sync loops once this replica leads.
@@ -108,6 +108,16 @@ impl KubernetesMode {
             }
         });
     }
+}
+
+/// This replica's name: `POD_NAME`, else the host name, else a random one.
+fn identity() -> String {
+    std::env::var("POD_NAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| JobId::new_random().to_string())
 }
 
 /// The Lease replicas campaign for.

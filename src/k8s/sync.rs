@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use chrono::Utc;
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::watcher;
 use kube::{Api, Resource};
 use tokio::sync::broadcast;
@@ -19,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::bridge::{BridgeError, SpecChange, job_id, spec_change, status_patch, write_status};
 use super::crd::IcarusJob;
-use crate::job::{Job, JobId};
+use crate::job::plan::Transition;
+use crate::job::{Job, JobId, Phase};
 use crate::store::{Store, StoreError, StoreEvent};
 
 /// The IcarusJobs seen, by job id: what the store→resource direction patches,
@@ -49,6 +51,7 @@ impl Seen {
 /// the runtime, for owner references.
 pub fn spawn(
     api: Api<IcarusJob>,
+    recorder: Recorder,
     store: Store,
     seen: Seen,
     shutdown: CancellationToken,
@@ -60,7 +63,9 @@ pub fn spawn(
             seen.clone(),
             shutdown.clone(),
         )),
-        tokio::spawn(statuses_onto_resources(api, store, seen, shutdown)),
+        tokio::spawn(statuses_onto_resources(
+            api, recorder, store, seen, shutdown,
+        )),
     ]
 }
 
@@ -133,6 +138,7 @@ async fn bring_into_store(
 
 async fn statuses_onto_resources(
     api: Api<IcarusJob>,
+    recorder: Recorder,
     store: Store,
     seen: Seen,
     shutdown: CancellationToken,
@@ -145,6 +151,13 @@ async fn statuses_onto_resources(
         };
         let job = match event {
             Ok(StoreEvent::JobWritten(job)) => job,
+            Ok(StoreEvent::Transitioned { job, transition }) => {
+                let resource = seen.map().get(&job.id).cloned();
+                if let Some(resource) = resource {
+                    announce(&recorder, &resource, &transition).await;
+                }
+                continue;
+            }
             Ok(_) => continue,
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 tracing::warn!(
@@ -160,6 +173,29 @@ async fn statuses_onto_resources(
         if let Err(error) = write_back(&api, &store, &seen, &resource, &job).await {
             tracing::warn!(job = %job.id, %error, "IcarusJob status not written");
         }
+    }
+}
+
+/// A transition as a Kubernetes Event on the resource (`kubectl describe ijob`):
+/// `Warning` for a failure, `Normal` otherwise. Best effort: a lost Event
+/// changes nothing, the status holds the truth.
+async fn announce(recorder: &Recorder, resource: &IcarusJob, transition: &Transition) {
+    let event = Event {
+        type_: if transition.to == Phase::Failed {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: transition.reason.clone(),
+        note: Some(match &transition.message {
+            Some(message) => format!("{} → {}: {message}", transition.from, transition.to),
+            None => format!("{} → {}", transition.from, transition.to),
+        }),
+        action: "Transition".to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = recorder.publish(&event, &resource.object_ref(&())).await {
+        tracing::warn!(%error, "Kubernetes Event not recorded");
     }
 }
 
@@ -229,13 +265,22 @@ mod tests {
             .unwrap();
         store.migrate().await.unwrap();
         let (service, mut server) = pair::<Request<Body>, Response<Body>>();
-        let api: Api<IcarusJob> = Api::namespaced(Client::new(service, "icarus"), "icarus");
+        let client = Client::new(service, "icarus");
+        let api: Api<IcarusJob> = Api::namespaced(client.clone(), "icarus");
+        let recorder = Recorder::new(client, "icarus".into());
         let shutdown = CancellationToken::new();
-        let _tasks = spawn(api, store.clone(), Seen::default(), shutdown.clone());
+        let _tasks = spawn(
+            api,
+            recorder,
+            store.clone(),
+            Seen::default(),
+            shutdown.clone(),
+        );
 
         // The API server: the list holds one IcarusJob, watches stay open
         // and silent, status patches are recorded.
         let (patches_tx, mut patches) = tokio::sync::mpsc::unbounded_channel();
+        let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
         let mut open_watches = Vec::new();
         tokio::spawn(async move {
             while let Some((request, respond)) = server.next_request().await {
@@ -251,6 +296,19 @@ mod tests {
                     respond.send_response(
                         Response::builder()
                             .body(Body::from(serde_json::to_vec(&item).unwrap()))
+                            .unwrap(),
+                    );
+                } else if request.uri().path().contains("/events") {
+                    let body = http_body_util::BodyExt::collect(request.into_body())
+                        .await
+                        .unwrap()
+                        .to_bytes();
+                    let event: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    let _ = events_tx.send(event.clone());
+                    respond.send_response(
+                        Response::builder()
+                            .status(201)
+                            .body(Body::from(serde_json::to_vec(&event).unwrap()))
                             .unwrap(),
                     );
                 } else if query.contains("watch=true") {
@@ -282,7 +340,16 @@ mod tests {
         let mut building = job.clone();
         building.status.phase = Phase::Building;
         building.status.reason = "Admitted".to_owned();
-        store.update_job(&building, None).await.unwrap();
+        let transition = Transition {
+            from: Phase::Pending,
+            to: Phase::Building,
+            reason: "Admitted".to_owned(),
+            message: None,
+        };
+        store
+            .update_job(&building, Some(&transition))
+            .await
+            .unwrap();
         let patch = tokio::time::timeout(Duration::from_secs(10), async {
             loop {
                 let patch = patches.recv().await.unwrap();
@@ -294,6 +361,14 @@ mod tests {
         .await
         .expect("a status patch for building");
         assert_eq!(patch["status"]["reason"], "Admitted");
+        let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("a Kubernetes Event for the transition")
+            .unwrap();
+        assert_eq!(event["reason"], "Admitted");
+        assert_eq!(event["type"], "Normal");
+        assert_eq!(event["regarding"]["name"], "add-logging");
+        assert_eq!(event["note"], "pending → building");
         shutdown.cancel();
     }
 }
