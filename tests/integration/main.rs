@@ -15,5 +15,6 @@ mod hostile;
 mod lifecycle;
 mod notify;
 mod process;
+mod rbac;
 mod store;
 mod stream;
