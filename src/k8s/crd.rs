@@ -99,7 +99,10 @@ pub struct IcarusJobStatus {
     pub builder: AgentStatus,
     #[serde(default)]
     pub checker: AgentStatus,
+    /// Which run of the agents this is.
+    // As `int32`: API servers do not know the `uint32` format.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<i32>")]
     pub attempt: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_commit: Option<String>,
@@ -182,6 +185,12 @@ mod tests {
             checked_in == crd_yaml(),
             "crds/icarusjob.yaml is stale: run `cargo run -- crd > crds/icarusjob.yaml`"
         );
+    }
+
+    #[test]
+    fn the_schema_uses_only_formats_an_api_server_knows() {
+        // A real API server warned about `uint32` (an unknown format).
+        assert!(!crd_yaml().contains("format: uint"), "{}", crd_yaml());
     }
 
     #[test]
