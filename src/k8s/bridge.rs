@@ -136,18 +136,7 @@ mod tests {
     const UID: &str = "6b1f0b4e-1111-4222-8333-944444444444";
 
     fn resource() -> IcarusJob {
-        let mut resource = IcarusJob::new(
-            "add-logging",
-            IcarusJobSpec {
-                task: "Add logging".to_owned(),
-                project_path: "/workspace".to_owned(),
-                builder_image: None,
-                checker_image: None,
-                source: None,
-                approval: None,
-                cancel: false,
-            },
-        );
+        let mut resource = IcarusJob::new("add-logging", IcarusJobSpec::new("Add logging"));
         resource.metadata.namespace = Some("icarus".to_owned());
         resource.metadata.uid = Some(UID.to_owned());
         resource

@@ -139,6 +139,19 @@ pub struct JobCondition {
 }
 
 impl IcarusJobSpec {
+    /// A spec with only its task: default path, configured images, no source.
+    pub fn new(task: impl Into<String>) -> Self {
+        IcarusJobSpec {
+            task: task.into(),
+            project_path: default_project_path(),
+            builder_image: None,
+            checker_image: None,
+            source: None,
+            approval: None,
+            cancel: false,
+        }
+    }
+
     /// The domain's desired state for this resource. `decided_at` is the
     /// moment the controller first saw the decision.
     pub fn to_job_spec(&self, seen_at: chrono::DateTime<chrono::Utc>) -> JobSpec {

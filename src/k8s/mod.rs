@@ -52,13 +52,7 @@ impl KubernetesMode {
         let client = kube::Client::try_default().await?;
         let namespace = config.kubernetes.namespace.clone();
         let seen = sync::Seen::default();
-        let settings = workloads::WorkloadSettings {
-            builder: config.agents.builder.clone(),
-            checker: config.agents.checker.clone(),
-            workspace_size: config.kubernetes.workspace_size.clone(),
-            storage_class: Some(config.kubernetes.storage_class.clone()).filter(|s| !s.is_empty()),
-            run_as_user: run_as_user(&config.agents.user),
-        };
+        let settings = workloads::WorkloadSettings::from_config(config);
         let runtime = runtime::KubeRuntime::new(client.clone(), &namespace, settings)
             .watching()
             .owned_by(seen.clone());
@@ -124,26 +118,3 @@ fn identity() -> String {
 const LEASE_NAME: &str = "icarus-controller";
 /// A holder that has not renewed for this long is replaced.
 const LEASE_DURATION: std::time::Duration = std::time::Duration::from_secs(15);
-
-/// The uid of `agents.user` (`uid:gid`); the restricted profile forbids root,
-/// so anything else (empty, `0`, a name) becomes 65534.
-fn run_as_user(user: &str) -> i64 {
-    user.split(':')
-        .next()
-        .and_then(|uid| uid.parse::<i64>().ok())
-        .filter(|uid| *uid > 0)
-        .unwrap_or(65534)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::run_as_user;
-
-    #[test]
-    fn agents_never_run_as_root_on_a_cluster() {
-        assert_eq!(run_as_user("1000:1000"), 1000);
-        assert_eq!(run_as_user(""), 65534);
-        assert_eq!(run_as_user("0:0"), 65534);
-        assert_eq!(run_as_user("nobody"), 65534);
-    }
-}

@@ -284,13 +284,7 @@ mod tests {
     fn runtime() -> (KubeRuntime, ApiServer) {
         let (service, server) = pair::<Request<Body>, Response<Body>>();
         let config = Config::embedded_default().unwrap();
-        let settings = WorkloadSettings {
-            builder: config.agents.builder,
-            checker: config.agents.checker,
-            workspace_size: "1Gi".to_owned(),
-            storage_class: None,
-            run_as_user: 65534,
-        };
+        let settings = WorkloadSettings::from_config(&config);
         let client = Client::new(service, "icarus");
         (KubeRuntime::new(client, "icarus", settings), server)
     }
@@ -470,18 +464,7 @@ mod tests {
         use crate::k8s::crd::{IcarusJob, IcarusJobSpec};
         let (runtime, mut server) = runtime();
         let job = JobId::new_random();
-        let mut resource = IcarusJob::new(
-            "add-logging",
-            IcarusJobSpec {
-                task: "t".to_owned(),
-                project_path: "/workspace".to_owned(),
-                builder_image: None,
-                checker_image: None,
-                source: None,
-                approval: None,
-                cancel: false,
-            },
-        );
+        let mut resource = IcarusJob::new("add-logging", IcarusJobSpec::new("t"));
         resource.metadata.uid = Some(job.to_string());
         let owners = Seen::default();
         owners.remember(job, resource);

@@ -38,6 +38,30 @@ pub struct WorkloadSettings {
     pub run_as_user: i64,
 }
 
+impl WorkloadSettings {
+    /// From the configuration: `agents.<role>.*`, `kubernetes.*`, and
+    /// `agents.user`'s uid (never root: the restricted profile forbids it).
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        WorkloadSettings {
+            builder: config.agents.builder.clone(),
+            checker: config.agents.checker.clone(),
+            workspace_size: config.kubernetes.workspace_size.clone(),
+            storage_class: Some(config.kubernetes.storage_class.clone()).filter(|s| !s.is_empty()),
+            run_as_user: run_as_user(&config.agents.user),
+        }
+    }
+}
+
+/// The uid of `agents.user` (`uid:gid`); anything else (empty, `0`, a name)
+/// becomes 65534.
+fn run_as_user(user: &str) -> i64 {
+    user.split(':')
+        .next()
+        .and_then(|uid| uid.parse::<i64>().ok())
+        .filter(|uid| *uid > 0)
+        .unwrap_or(65534)
+}
+
 /// The name of a job's workspace claim.
 pub fn claim_name(job: &IcarusJob) -> String {
     format!("{}-workspace", job.name_any())
@@ -257,13 +281,8 @@ mod tests {
         let mut job = IcarusJob::new(
             "add-logging",
             IcarusJobSpec {
-                task: "Add logging".to_owned(),
-                project_path: "/workspace".to_owned(),
-                builder_image: None,
                 checker_image: Some("registry.example.com/checker:2".to_owned()),
-                source: None,
-                approval: None,
-                cancel: false,
+                ..IcarusJobSpec::new("Add logging")
             },
         );
         job.metadata.namespace = Some("icarus".to_owned());
@@ -272,14 +291,15 @@ mod tests {
     }
 
     fn settings() -> WorkloadSettings {
-        let config = Config::embedded_default().unwrap();
-        WorkloadSettings {
-            builder: config.agents.builder,
-            checker: config.agents.checker,
-            workspace_size: "1Gi".to_owned(),
-            storage_class: None,
-            run_as_user: 65534,
-        }
+        WorkloadSettings::from_config(&Config::embedded_default().unwrap())
+    }
+
+    #[test]
+    fn agents_never_run_as_root_on_a_cluster() {
+        assert_eq!(run_as_user("1000:1000"), 1000);
+        assert_eq!(run_as_user(""), 65534);
+        assert_eq!(run_as_user("0:0"), 65534);
+        assert_eq!(run_as_user("nobody"), 65534);
     }
 
     #[test]

@@ -153,14 +153,7 @@ fn granted() -> BTreeSet<Call> {
 }
 
 fn settings() -> WorkloadSettings {
-    let config = Config::embedded_default().unwrap();
-    WorkloadSettings {
-        builder: config.agents.builder,
-        checker: config.agents.checker,
-        workspace_size: "1Gi".to_owned(),
-        storage_class: None,
-        run_as_user: 65534,
-    }
+    WorkloadSettings::from_config(&Config::embedded_default().unwrap())
 }
 
 #[tokio::test]
@@ -207,18 +200,7 @@ async fn mock_api_the_role_grants_exactly_the_calls_kubernetes_mode_makes() {
         shutdown.clone(),
     );
     let _ = icarus::k8s::bridge::write_status(&api, "add-logging", &json!({"status": {}})).await;
-    let mut resource = IcarusJob::new(
-        "add-logging",
-        IcarusJobSpec {
-            task: "t".to_owned(),
-            project_path: "/workspace".to_owned(),
-            builder_image: None,
-            checker_image: None,
-            source: None,
-            approval: None,
-            cancel: false,
-        },
-    );
+    let mut resource = IcarusJob::new("add-logging", IcarusJobSpec::new("t"));
     resource.metadata.namespace = Some("icarus".to_owned());
     let event = Event {
         type_: EventType::Normal,
