@@ -178,7 +178,8 @@ impl Orchestrator {
             ControllerSettings::from_config(config, callback_base.clone(), agent_keys.clone());
         let source = Arc::new(LocalGit::new(
             config.workspace.base_path.clone(),
-            config.workspace.mount_type == MountType::Bind,
+            // Only host directories: not volumes, not Kubernetes claims (yet).
+            config.workspace.mount_type == MountType::Bind && !config.kubernetes.enabled,
             config.publish.token(),
         ));
         let controller = Controller::new(store.clone(), runtime, source, settings, load.clone());

@@ -13,8 +13,8 @@
 //! watch into the store; store writes back onto the resources). The
 //! manifests are under `deploy/`; [`KubernetesMode`] wires it into
 //! `icarus serve` when `kubernetes.enabled`, with [`lease`] leader election.
-//! Not yet: Kubernetes Events, REST writes going to the resource; see the
-//! README's "Kubernetes mode" section.
+//! Not yet: REST writes going to the resource, and Git sources (checkout,
+//! diff, publish as Pods on the claim); see the README's "Kubernetes mode".
 
 pub mod bridge;
 pub mod crd;

@@ -59,7 +59,9 @@ impl LocalGit {
             Ok(())
         } else {
             Err(SourceError::Permanent(
-                "Git sources, diffs and publishing need workspace.mount_type: bind".to_owned(),
+                "Git sources, diffs and publishing need workspaces on this host \
+                 (workspace.mount_type: bind, not Kubernetes mode)"
+                    .to_owned(),
             ))
         }
     }

@@ -636,7 +636,7 @@ async fn the_volume_workspace_mode_runs_a_job_and_removes_the_volume_on_rejectio
     assert!(
         diff.as_str()
             .unwrap()
-            .contains("need workspace.mount_type: bind"),
+            .contains("workspace.mount_type: bind"),
         "the diff says why there is none: {diff}"
     );
     let docker = Docker::connect_with_defaults().unwrap();
