@@ -220,21 +220,16 @@ fn confined(config: &Config, role: &str) -> bollard::models::HostConfig {
     } else {
         &config.agents.checker
     };
-    bollard::models::HostConfig {
-        nano_cpus: Some((agent.cpu_limit * 1e9) as i64),
-        memory: Some(agent.memory_limit as i64),
-        memory_swap: Some(agent.memory_limit as i64),
-        pids_limit: Some(i64::from(config.agents.pids_limit)),
-        network_mode: Some(agent.network_mode.clone()),
-        cap_drop: Some(vec!["ALL".to_owned()]),
-        security_opt: Some(vec!["no-new-privileges:true".to_owned()]),
-        readonly_rootfs: Some(true),
-        tmpfs: Some(HashMap::from([(
-            "/tmp".to_owned(),
-            "rw,nosuid,nodev,size=64m".to_owned(),
-        )])),
-        ..Default::default()
-    }
+    let sandbox = icarus::runtime::docker::Sandbox {
+        user: config.agents.user.clone(),
+        pids_limit: i64::from(config.agents.pids_limit),
+    };
+    icarus::runtime::docker::confinement(
+        &sandbox,
+        agent.cpu_limit,
+        agent.memory_limit,
+        &agent.network_mode,
+    )
 }
 
 struct IcarusRun {

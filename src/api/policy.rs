@@ -68,7 +68,21 @@ impl SpawnPolicy {
         let network = ["https://", "http://", "ssh://", "git://"]
             .iter()
             .any(|scheme| lower.starts_with(scheme));
-        if network || is_scp_like(repository) {
+        if network {
+            // A token in the URL would come back in every status response
+            // and every git error message.
+            let authority = lower.split("://").nth(1).unwrap_or_default();
+            let authority = authority.split('/').next().unwrap_or_default();
+            if authority.contains('@') && lower.starts_with("http") {
+                return Err(invalid(format!(
+                    "source.repository must not carry credentials; configure publish.token \
+                     (or GITHUB_TOKEN) instead of '{}'",
+                    redact_userinfo(repository)
+                )));
+            }
+            return Ok(());
+        }
+        if is_scp_like(repository) {
             return Ok(());
         }
         let local = repository.strip_prefix("file://").unwrap_or(repository);
@@ -93,6 +107,15 @@ impl SpawnPolicy {
                 "source.repository '{repository}' is outside workspace.allowed_source_roots"
             )))
         }
+    }
+}
+
+/// The URL with whatever stands before `@` in its authority replaced, so
+/// the error quoting it does not repeat the secret.
+fn redact_userinfo(url: &str) -> String {
+    match (url.split_once("://"), url.find('@')) {
+        (Some((scheme, _)), Some(at)) => format!("{scheme}://***{}", &url[at..]),
+        _ => url.to_owned(),
     }
 }
 
@@ -176,6 +199,17 @@ mod tests {
                 .is_err()
         );
         assert!(policy.check_repository("--upload-pack=x").is_err());
+        assert!(
+            policy
+                .check_repository("ssh://git@github.com/acme/api.git")
+                .is_ok()
+        );
+        let leaked = policy
+            .check_repository("https://x-access-token:ghp_secret@github.com/acme/api.git")
+            .unwrap_err()
+            .to_string();
+        assert!(!leaked.contains("ghp_secret"), "{leaked}");
+        assert!(leaked.contains("publish.token"), "{leaked}");
         assert!(
             policy.check_repository("/etc").is_err(),
             "no source roots allowed"

@@ -78,10 +78,13 @@ pub struct ApprovalDecision {
 /// and an approved change is pushed back to it on a branch of its own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct JobSource {
-    /// A local repository path or a URL `git clone` accepts.
+    /// A URL `git clone` accepts, or a local repository path where allowed.
+    #[schemars(length(min = 1, max = 4096))]
     pub repository: String,
     /// The base: a branch, tag or commit. The remote's default branch when absent.
+    /// Never starts with `-` (it reaches git as an argument).
     #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[^-\s][^\s]*$"))]
     pub reference: Option<String>,
 }
 

@@ -16,7 +16,7 @@ use serde_json::json;
 
 use super::crd::{IcarusJob, IcarusJobStatus};
 use super::observe::resource_status;
-use crate::job::{Job, JobId, JobSpec, JobStatus, Phase};
+use crate::job::{Job, JobId, JobSpec, JobStatus};
 
 /// Recorded as the submitter and approver of jobs that come from resources.
 pub const KUBERNETES_CALLER: &str = "kubernetes";
@@ -78,13 +78,16 @@ pub fn spec_change(
             resource_version: 0,
         })));
     };
+    // The domain decides what a cancel or an approval may do now; a refused
+    // one (a finished job, an approval before awaiting_approval) is simply
+    // tried again the next time the resource or the job changes.
     let mut spec = job.spec.clone();
-    if resource.spec.cancel && !job.spec.cancel_requested && !job.status.phase.is_terminal() {
-        spec.cancel_requested = true;
+    if resource.spec.cancel
+        && let Ok(cancelled) = job.request_cancel()
+    {
+        spec.cancel_requested = cancelled.cancel_requested;
     }
     if let Some(approval) = &resource.spec.approval
-        && job.spec.approval.is_none()
-        && job.status.phase == Phase::AwaitingApproval
         && let Ok(decided) = job.decide(
             approval.approved,
             approval.comment.clone(),
@@ -131,6 +134,7 @@ mod tests {
     use tower_test::mock::pair;
 
     use super::*;
+    use crate::job::Phase;
     use crate::k8s::crd::{ApprovalSpec, IcarusJobSpec};
 
     const UID: &str = "6b1f0b4e-1111-4222-8333-944444444444";

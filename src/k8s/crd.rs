@@ -48,7 +48,7 @@ pub struct IcarusJobSpec {
     pub checker_image: Option<String>,
     /// A Git repository the workspace is checked out from and published to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<SourceSpec>,
+    pub source: Option<JobSource>,
     /// The human's verdict; honoured only while the job awaits approval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalSpec>,
@@ -59,18 +59,6 @@ pub struct IcarusJobSpec {
 
 fn default_project_path() -> String {
     "/workspace".to_owned()
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SourceSpec {
-    /// A URL `git clone` accepts.
-    #[schemars(length(min = 1, max = 4096))]
-    pub repository: String,
-    /// The base branch, tag or commit; the default branch when absent.
-    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[^-\s][^\s]*$"))]
-    pub reference: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -167,10 +155,7 @@ impl IcarusJobSpec {
                 decided_by: None,
             }),
             cancel_requested: self.cancel,
-            source: self.source.as_ref().map(|source| JobSource {
-                repository: source.repository.clone(),
-                reference: source.reference.clone(),
-            }),
+            source: self.source.clone(),
             publish_requests: 0,
             submitted_by: None,
         }

@@ -299,26 +299,13 @@ mod tests {
 
     #[test]
     fn the_local_planner_decides_from_pods_as_it_does_from_containers() {
+        use crate::job::Job;
         use crate::job::admission::Admission;
         use crate::job::plan::{Action, Deadlines, PlanInput, plan};
         use crate::job::workload::Observed;
-        use crate::job::{Job, JobSpec};
 
-        let spec = JobSpec {
-            task: "t".to_owned(),
-            project_path: "/workspace".to_owned(),
-            builder_image: None,
-            checker_image: None,
-            approval: None,
-            cancel_requested: false,
-            source: None,
-            publish_requests: 0,
-            submitted_by: None,
-        };
-        let now = chrono::Utc::now();
-        let mut job = Job::new(spec, now);
-        job.status.phase = Phase::Building;
-        job.status.times.building_at = Some(now);
+        let now = crate::job::fixtures::at(0);
+        let job = Job::pending().in_phase(Phase::Building, now);
         let observed = Observed {
             workloads: vec![observe_pod(&pod("Succeeded", Some((0, "Completed")))).unwrap()],
             ..Observed::default()

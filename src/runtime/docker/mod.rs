@@ -79,6 +79,28 @@ pub struct Sandbox {
     pub pids_limit: i64,
 }
 
+/// The limits and confinement of one agent container (everything of its
+/// host configuration but its mounts and host names). Public so the
+/// benchmark's raw path confines its containers exactly the same way.
+pub fn confinement(sandbox: &Sandbox, cpus: f64, memory: u64, network: &str) -> HostConfig {
+    let memory = i64::try_from(memory).unwrap_or(i64::MAX);
+    HostConfig {
+        nano_cpus: Some((cpus * 1e9) as i64),
+        memory: Some(memory),
+        memory_swap: Some(memory),
+        pids_limit: Some(sandbox.pids_limit),
+        network_mode: Some(network.to_owned()),
+        cap_drop: Some(vec!["ALL".to_owned()]),
+        security_opt: Some(vec!["no-new-privileges:true".to_owned()]),
+        readonly_rootfs: Some(true),
+        tmpfs: Some(HashMap::from([(
+            "/tmp".to_owned(),
+            "rw,nosuid,nodev,size=64m".to_owned(),
+        )])),
+        ..Default::default()
+    }
+}
+
 /// Docker's built-in network modes, which are never created.
 pub(super) fn is_builtin_network(mode: &str) -> bool {
     matches!(mode, "bridge" | "host" | "none" | "default") || mode.starts_with("container:")
@@ -200,29 +222,16 @@ impl DockerRuntime {
         let host = self
             .gateway
             .map_or("host-gateway".to_owned(), |gateway| gateway.to_string());
+        let network = self
+            .network_ids
+            .get(&spec.network_mode)
+            .unwrap_or(&spec.network_mode);
         let host_config = HostConfig {
             binds: Some(vec![
                 self.workspace_bind(spec.key.job, spec.workspace_read_only),
             ]),
-            nano_cpus: Some((spec.cpu_limit * 1e9) as i64),
-            memory: Some(i64::try_from(spec.memory_limit).unwrap_or(i64::MAX)),
-            memory_swap: Some(i64::try_from(spec.memory_limit).unwrap_or(i64::MAX)),
-            pids_limit: Some(sandbox.pids_limit),
-            network_mode: Some(
-                self.network_ids
-                    .get(&spec.network_mode)
-                    .unwrap_or(&spec.network_mode)
-                    .clone(),
-            ),
             extra_hosts: Some(vec![format!("host.docker.internal:{host}")]),
-            cap_drop: Some(vec!["ALL".to_owned()]),
-            security_opt: Some(vec!["no-new-privileges:true".to_owned()]),
-            readonly_rootfs: Some(true),
-            tmpfs: Some(HashMap::from([(
-                "/tmp".to_owned(),
-                "rw,nosuid,nodev,size=64m".to_owned(),
-            )])),
-            ..Default::default()
+            ..confinement(sandbox, spec.cpu_limit, spec.memory_limit, network)
         };
         ContainerCreateBody {
             image: Some(spec.image.clone()),
