@@ -105,7 +105,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let (mode, runtime) = KubernetesMode::connect(&config).await?;
         let leadership = mode.campaign(sync_stop.clone());
         let orchestrator =
-            Orchestrator::start_gated(&config, runtime, Some(leadership.clone())).await?;
+            Orchestrator::start_in_cluster(&config, runtime, leadership.clone(), mode.upstream())
+                .await?;
         mode.sync_when_leading(orchestrator.store().clone(), leadership, sync_stop.clone());
         orchestrator
     } else {

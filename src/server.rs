@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::report_limit::ReportLimiter;
+use crate::api::upstream::Upstream;
 use crate::api::{self, ApiLimits, AppState, Authenticator, SpawnPolicy};
 use crate::config::{Config, MountType};
 use crate::controller::{Controller, ControllerSettings};
@@ -155,6 +156,26 @@ impl Orchestrator {
         runtime: Arc<dyn Runtime>,
         leadership: Option<watch::Receiver<bool>>,
     ) -> Result<Orchestrator, ServerError> {
+        Self::start_with(config, runtime, leadership, None).await
+    }
+
+    /// Kubernetes mode: gated on the Lease, and the API writes jobs' desired
+    /// state onto their resources before the store.
+    pub async fn start_in_cluster(
+        config: &Config,
+        runtime: Arc<dyn Runtime>,
+        leadership: watch::Receiver<bool>,
+        upstream: Arc<dyn Upstream>,
+    ) -> Result<Orchestrator, ServerError> {
+        Self::start_with(config, runtime, Some(leadership), Some(upstream)).await
+    }
+
+    async fn start_with(
+        config: &Config,
+        runtime: Arc<dyn Runtime>,
+        leadership: Option<watch::Receiver<bool>>,
+        upstream: Option<Arc<dyn Upstream>>,
+    ) -> Result<Orchestrator, ServerError> {
         let store = Store::connect(&config.database.url).await?;
         store.migrate().await?;
         let address = format!("{}:{}", config.orchestrator.host, config.orchestrator.port);
@@ -208,6 +229,7 @@ impl Orchestrator {
                 NonZeroU32::new(config.agents.progress_reports_per_second)
                     .unwrap_or(NonZeroU32::MIN),
             )),
+            upstream,
         };
         let limits = ApiLimits {
             max_request_bytes: config.orchestrator.max_request_bytes,

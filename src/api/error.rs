@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use super::upstream::UpstreamError;
 use crate::controller::error_chain;
 use crate::job::{InvalidJobId, TransitionError};
 use crate::store::StoreError;
@@ -129,6 +130,16 @@ fn is_unavailable_code(code: &str) -> bool {
             code.parse::<i32>().map(|c| c & 0xff),
             Ok(5 | 6 | 10 | 13 | 14)
         )
+}
+
+impl From<UpstreamError> for ApiError {
+    fn from(error: UpstreamError) -> Self {
+        match error {
+            UpstreamError::Refused(message) => ApiError::Unprocessable(message),
+            UpstreamError::Missing(message) => ApiError::NotFound(message),
+            UpstreamError::Unavailable(message) => ApiError::Unavailable(message),
+        }
+    }
 }
 
 impl From<TransitionError> for ApiError {

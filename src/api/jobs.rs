@@ -53,10 +53,7 @@ pub async fn spawn(
             "Host resources are critical (sentinel RED); no new job is accepted now".to_owned(),
         ));
     }
-    let job = state
-        .store
-        .create_job(&Job::new(spec, timestamp_now()))
-        .await?;
+    let job = create(&state, Job::new(spec, timestamp_now())).await?;
     tracing::info!(job = %job.id, submitter = %caller.name, "job created");
     let response = SpawnResponse {
         job_id: job.id.to_string(),
@@ -64,6 +61,22 @@ pub async fn spawn(
         message: "Job created and queued for execution".to_owned(),
     };
     Ok((StatusCode::CREATED, Json(response)))
+}
+
+/// Records the job upstream first, if there is an upstream, then in the store.
+async fn create(state: &AppState, job: Job) -> ApiResult<Job> {
+    let Some(upstream) = &state.upstream else {
+        return Ok(state.store.create_job(&job).await?);
+    };
+    let job = upstream.create(job).await?;
+    match state.store.create_job(&job).await {
+        Ok(stored) => Ok(stored),
+        // The resource watch may have brought the new job in first.
+        Err(error) => match state.store.get_job(job.id).await {
+            Ok(Some(stored)) => Ok(stored),
+            _ => Err(error.into()),
+        },
+    }
 }
 
 fn validate_spawn(request: SpawnRequest, policy: &SpawnPolicy) -> ApiResult<JobSpec> {
@@ -397,6 +410,20 @@ pub(super) async fn load(state: &AppState, id: JobId) -> ApiResult<Job> {
         .ok_or_else(|| ApiError::NotFound(format!("Job {id} not found")))
 }
 
+/// Whether `current` already carries the requests of `wanted` (the same
+/// decision by the same person, the cancel, the publish retries), whenever
+/// they were recorded.
+fn already_applied(current: &JobSpec, wanted: &JobSpec) -> bool {
+    let decision = |spec: &JobSpec| {
+        spec.approval
+            .as_ref()
+            .map(|d| (d.approved, d.comment.clone(), d.decided_by.clone()))
+    };
+    decision(current) == decision(wanted)
+        && current.cancel_requested == wanted.cancel_requested
+        && current.publish_requests == wanted.publish_requests
+}
+
 /// Read, check, write with compare-and-swap; on a lost race read again and
 /// re-check, so a decision is never written over a state that forbids it.
 async fn change_spec(
@@ -404,12 +431,23 @@ async fn change_spec(
     id: JobId,
     change: impl Fn(&Job) -> Result<JobSpec, TransitionError>,
 ) -> ApiResult<Job> {
+    let mut wanted: Option<JobSpec> = None;
     for _ in 0..SPEC_WRITE_ATTEMPTS {
         let mut job = load(state, id).await?;
+        // After a lost race: the winner may have been the resource watch
+        // bringing in this very change from upstream.
+        if let Some(wanted) = &wanted
+            && already_applied(&job.spec, wanted)
+        {
+            return Ok(job);
+        }
         job.spec = change(&job)?;
+        if let Some(upstream) = &state.upstream {
+            upstream.write_spec(&job).await?;
+        }
         match state.store.update_job(&job, None).await {
             Ok(stored) => return Ok(stored),
-            Err(StoreError::Conflict { .. }) => continue,
+            Err(StoreError::Conflict { .. }) => wanted = Some(job.spec),
             Err(other) => return Err(other.into()),
         }
     }

@@ -16,6 +16,7 @@ pub mod models;
 mod policy;
 pub mod report_limit;
 mod stream;
+pub mod upstream;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -57,6 +58,9 @@ pub struct AppState {
     pub agent_keys: Arc<AgentKeys>,
     /// Per-agent limit on progress reports.
     pub progress_reports: Arc<ReportLimiter>,
+    /// Where jobs' desired state is written before the store, if anywhere
+    /// (the IcarusJob resources in Kubernetes mode).
+    pub upstream: Option<Arc<dyn upstream::Upstream>>,
 }
 
 /// Limits applied to every request.

@@ -10,6 +10,7 @@ use crate::store::{AgentLog, StoreError};
 
 use super::workload_spec::workload_spec;
 use super::{Context, ControllerError, source_actions};
+use crate::runtime::WorkloadSpec;
 
 /// Brings one job one step closer to its desired state.
 pub async fn reconcile(context: &Context, id: JobId) -> Result<Option<Duration>, ControllerError> {
@@ -53,8 +54,9 @@ pub async fn reconcile(context: &Context, id: JobId) -> Result<Option<Duration>,
     record(context, job, plan).await
 }
 
-/// Checkout, publish and a failed start: the actions that can report a fact.
-const MAX_REPLANS: usize = 4;
+/// Checkout, publish, a failed start and a declined creation ahead: the
+/// actions that can report a fact.
+const MAX_REPLANS: usize = 5;
 
 /// Something an action found out that the planner must see.
 pub(super) enum Fact {
@@ -62,6 +64,7 @@ pub(super) enum Fact {
     Published(PublishedChange),
     SourceFailed(String),
     StartFailed(StartFailure),
+    AheadDeclined,
 }
 
 impl Fact {
@@ -71,6 +74,7 @@ impl Fact {
             Fact::Published(change) => observed.source.published = Some(change),
             Fact::SourceFailed(message) => observed.source.failure = Some(message),
             Fact::StartFailed(failure) => observed.start_failure = Some(failure),
+            Fact::AheadDeclined => observed.ahead_declined = true,
         }
     }
 }
@@ -130,6 +134,9 @@ async fn apply(
     match action {
         Action::PrepareWorkspace => runtime.prepare_workspace(job.id).await?,
         Action::Start { role, attempt } => return start(context, job, *role, *attempt).await,
+        Action::CreateAhead { role, attempt } => {
+            return Ok(create_ahead(context, job, *role, *attempt).await);
+        }
         Action::Remove { role, attempt, id } => {
             let key = WorkloadKey {
                 job: job.id,
@@ -148,22 +155,26 @@ async fn apply(
     Ok(None)
 }
 
-async fn start(
-    context: &Context,
-    job: &Job,
-    role: Role,
-    attempt: u32,
-) -> Result<Option<Fact>, ControllerError> {
+fn spec_for(context: &Context, job: &Job, role: Role, attempt: u32) -> WorkloadSpec {
     let settings = &context.settings;
     let token = settings.agent_keys.token(job.id, role, attempt);
-    let spec = workload_spec(
+    workload_spec(
         job,
         role,
         attempt,
         &settings.agents,
         &settings.callback_base_url,
         &token,
-    );
+    )
+}
+
+async fn start(
+    context: &Context,
+    job: &Job,
+    role: Role,
+    attempt: u32,
+) -> Result<Option<Fact>, ControllerError> {
+    let spec = spec_for(context, job, role, attempt);
     match context.runtime.start(&spec).await {
         Ok(id) => {
             tracing::info!(%role, attempt, workload = %id, "started agent");
@@ -175,6 +186,24 @@ async fn start(
             message: error.to_string(),
         }))),
         Err(error) => Err(error.into()),
+    }
+}
+
+/// Creating ahead only saves time later, so it never fails the reconcile:
+/// whatever the runtime answers other than "created", the planner hears that
+/// it declined, and `Start` will create the workload in its turn.
+async fn create_ahead(context: &Context, job: &Job, role: Role, attempt: u32) -> Option<Fact> {
+    let spec = spec_for(context, job, role, attempt);
+    match context.runtime.create_ahead(&spec).await {
+        Ok(true) => {
+            tracing::debug!(%role, attempt, "created agent ahead of its turn");
+            None
+        }
+        Ok(false) => Some(Fact::AheadDeclined),
+        Err(error) => {
+            tracing::debug!(%role, attempt, %error, "could not create agent ahead of its turn");
+            Some(Fact::AheadDeclined)
+        }
     }
 }
 

@@ -56,6 +56,10 @@ pub enum Action {
     PrepareWorkspace,
     /// Create (or adopt, if its deterministic name exists) and start the workload.
     Start { role: Role, attempt: u32 },
+    /// Create the next agent's workload without starting it while the current
+    /// one runs, so that the hand-over is only a start. An optimisation: a
+    /// runtime that cannot do it declines, and `Start` creates as usual.
+    CreateAhead { role: Role, attempt: u32 },
     /// Stop and delete a workload that the job no longer wants.
     Remove {
         role: Role,
@@ -338,11 +342,10 @@ fn converge(
     transition: Option<&Transition>,
 ) -> Vec<Action> {
     let attempt = status.attempt;
-    let kept = kept_roles(status.phase);
     let mut actions = Vec::new();
     let mut seen: Vec<Role> = Vec::new();
     for workload in &input.observed.workloads {
-        let wanted = workload.attempt == attempt && kept.contains(&workload.role);
+        let wanted = workload.attempt == attempt && is_kept(status.phase, workload);
         if wanted && !seen.contains(&workload.role) {
             seen.push(workload.role);
         } else {
@@ -369,6 +372,7 @@ fn converge(
             }
             actions.push(Action::Start { role, attempt });
         }
+        actions.extend(ahead_of(input, status));
     }
     if transition.is_some_and(|t| t.to == Phase::AwaitingApproval) {
         actions.push(Action::CaptureDiff);
@@ -386,8 +390,29 @@ fn converge(
     actions
 }
 
-/// The workloads (of the current attempt) a phase keeps; all others are removed.
-/// Exited agents are kept until the job ends so their logs stay readable.
+/// The checker to create ahead while the builder runs, unless it exists or
+/// the runtime declined.
+fn ahead_of(input: &PlanInput<'_>, status: &JobStatus) -> Option<Action> {
+    let attempt = status.attempt;
+    let exists = find(&input.observed.workloads, Role::Checker, attempt).is_some();
+    let wanted = status.phase == Phase::Building && !exists && !input.observed.ahead_declined;
+    wanted.then_some(Action::CreateAhead {
+        role: Role::Checker,
+        attempt,
+    })
+}
+
+/// Whether a workload (of the current attempt) stays in this phase; all others
+/// are removed. Exited agents are kept until the job ends so their logs stay
+/// readable; a checker created ahead waits, never started, for its turn.
+fn is_kept(phase: Phase, workload: &ObservedWorkload) -> bool {
+    let created_ahead = phase == Phase::Building
+        && workload.role == Role::Checker
+        && workload.state == WorkloadState::Created;
+    created_ahead || kept_roles(phase).contains(&workload.role)
+}
+
+/// The roles (of the current attempt) a phase keeps.
 fn kept_roles(phase: Phase) -> &'static [Role] {
     match phase {
         Phase::Building => &[Role::Builder],

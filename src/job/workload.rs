@@ -140,4 +140,7 @@ pub struct Observed {
     pub reports: AgentReports,
     pub start_failure: Option<StartFailure>,
     pub source: SourceFacts,
+    /// The runtime declined to create the next agent ahead of its turn
+    /// (it cannot, or it failed): do not ask again in this reconcile.
+    pub ahead_declined: bool,
 }

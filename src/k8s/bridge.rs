@@ -16,6 +16,7 @@ use serde_json::json;
 
 use super::crd::{IcarusJob, IcarusJobStatus};
 use super::observe::resource_status;
+use super::upstream::{DECIDED_BY_ANNOTATION, SUBMITTED_BY_ANNOTATION};
 use crate::job::{Job, JobId, JobSpec, JobStatus};
 
 /// Recorded as the submitter and approver of jobs that come from resources.
@@ -41,6 +42,17 @@ pub enum SpecChange {
     Nothing,
 }
 
+/// Who submitted or decided, as the REST route that wrote the resource
+/// recorded it; `kubernetes` for a resource written with kubectl or GitOps.
+fn annotated<'a>(resource: &'a IcarusJob, annotation: &str) -> &'a str {
+    resource
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|annotations| annotations.get(annotation))
+        .map_or(KUBERNETES_CALLER, String::as_str)
+}
+
 /// The job id of a resource: its uid, stable for its whole life.
 pub fn job_id(resource: &IcarusJob) -> Result<JobId, BridgeError> {
     resource
@@ -60,7 +72,7 @@ pub fn spec_change(
     let id = job_id(resource)?;
     let Some(job) = stored else {
         let mut spec = resource.spec.to_job_spec(now);
-        spec.submitted_by = Some(KUBERNETES_CALLER.to_owned());
+        spec.submitted_by = Some(annotated(resource, SUBMITTED_BY_ANNOTATION).to_owned());
         // A decision present at creation is applied when the job gets there.
         spec.approval = None;
         spec.cancel_requested = false;
@@ -91,7 +103,7 @@ pub fn spec_change(
         && let Ok(decided) = job.decide(
             approval.approved,
             approval.comment.clone(),
-            KUBERNETES_CALLER,
+            annotated(resource, DECIDED_BY_ANNOTATION),
             now,
         )
     {

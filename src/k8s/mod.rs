@@ -13,8 +13,9 @@
 //! watch into the store; store writes back onto the resources). The
 //! manifests are under `deploy/`; [`KubernetesMode`] wires it into
 //! `icarus serve` when `kubernetes.enabled`, with [`lease`] leader election.
-//! Not yet: REST writes going to the resource, and Git sources (checkout,
-//! diff, publish as Pods on the claim); see the README's "Kubernetes mode".
+//! The REST routes write jobs onto their resources first ([`upstream`]).
+//! Not yet: Git sources (checkout, diff, publish as Pods on the claim); see
+//! the README's "Kubernetes mode".
 
 pub mod bridge;
 pub mod crd;
@@ -22,6 +23,7 @@ pub mod lease;
 pub mod observe;
 pub mod runtime;
 pub mod sync;
+pub mod upstream;
 pub mod workloads;
 
 use std::sync::Arc;
@@ -50,6 +52,15 @@ impl KubernetesMode {
         config: &Config,
     ) -> Result<(Self, Arc<dyn crate::runtime::Runtime>), kube::Error> {
         let client = kube::Client::try_default().await?;
+        Ok(Self::with_client(client, config))
+    }
+
+    /// Like [`KubernetesMode::connect`], with a client made elsewhere (tests
+    /// give one backed by a mocked API server).
+    pub fn with_client(
+        client: kube::Client,
+        config: &Config,
+    ) -> (Self, Arc<dyn crate::runtime::Runtime>) {
         let namespace = config.kubernetes.namespace.clone();
         let seen = sync::Seen::default();
         let settings = workloads::WorkloadSettings::from_config(config);
@@ -61,7 +72,7 @@ impl KubernetesMode {
             namespace,
             seen,
         };
-        Ok((mode, Arc::new(runtime)))
+        (mode, Arc::new(runtime))
     }
 
     /// Starts the IcarusJob ↔ store loops, which also record transitions as
@@ -74,6 +85,12 @@ impl KubernetesMode {
         };
         let recorder = kube::runtime::events::Recorder::new(self.client.clone(), reporter);
         sync::spawn(api, recorder, store, self.seen.clone(), shutdown)
+    }
+
+    /// Where the REST routes write jobs: their IcarusJob resources.
+    pub fn upstream(&self) -> Arc<dyn crate::api::upstream::Upstream> {
+        let api = Api::namespaced(self.client.clone(), &self.namespace);
+        Arc::new(upstream::ResourceUpstream::new(api, self.seen.clone()))
     }
 
     /// Campaigns for the controller's Lease as this Pod (`POD_NAME`, else the

@@ -41,6 +41,11 @@ impl Seen {
         self.map().insert(id, resource);
     }
 
+    /// The name of the job's resource, if this replica watched it.
+    pub fn name_of(&self, id: JobId) -> Option<String> {
+        self.map().get(&id)?.metadata.name.clone()
+    }
+
     /// The owner reference to the job's resource, if it came from one.
     pub fn owner_of(&self, id: JobId) -> Option<OwnerReference> {
         self.map().get(&id)?.controller_owner_ref(&())

@@ -41,6 +41,24 @@ struct World {
     missing_images: BTreeSet<String>,
 }
 
+impl World {
+    /// Adds a workload under the spec's name and returns its new id.
+    fn create(&mut self, spec: &WorkloadSpec, state: WorkloadState) -> String {
+        self.next_id += 1;
+        let id = format!("fake-{:04}", self.next_id);
+        let name = spec.key.name();
+        *self.creations.entry(name.clone()).or_default() += 1;
+        let workload = FakeWorkload {
+            spec: spec.clone(),
+            id: id.clone(),
+            state,
+            log_tail: None,
+        };
+        self.workloads.insert(name, workload);
+        id
+    }
+}
+
 /// An in-memory stand-in for a container engine, for tests only.
 #[derive(Debug, Clone)]
 pub struct FakeRuntime {
@@ -236,17 +254,18 @@ impl Runtime for FakeRuntime {
             }
             return Ok(existing.id.clone());
         }
-        world.next_id += 1;
-        let id = format!("fake-{:04}", world.next_id);
-        *world.creations.entry(name.clone()).or_default() += 1;
-        let workload = FakeWorkload {
-            spec: spec.clone(),
-            id: id.clone(),
-            state: WorkloadState::Running,
-            log_tail: None,
-        };
-        world.workloads.insert(name, workload);
-        Ok(id)
+        Ok(world.create(spec, WorkloadState::Running))
+    }
+
+    async fn create_ahead(&self, spec: &WorkloadSpec) -> Result<bool> {
+        let mut world = self.world();
+        if world.missing_images.contains(&spec.image) {
+            return Err(RuntimeError::ImageNotFound(spec.image.clone()));
+        }
+        if !world.workloads.contains_key(&spec.key.name()) {
+            world.create(spec, WorkloadState::Created);
+        }
+        Ok(true)
     }
 
     async fn logs(&self, id: &str) -> Result<String> {

@@ -67,6 +67,13 @@ pub trait Runtime: Send + Sync + 'static {
     /// already has its name. Returns the runtime's id for it.
     async fn start(&self, spec: &WorkloadSpec) -> Result<String>;
 
+    /// Creates the workload without starting it, so that a later `start`
+    /// only starts it. Returns false when this runtime cannot create a
+    /// workload without starting it (the default); `start` then creates it.
+    async fn create_ahead(&self, _spec: &WorkloadSpec) -> Result<bool> {
+        Ok(false)
+    }
+
     /// The workload's output so far (stdout and stderr), up to a runtime-defined cap.
     async fn logs(&self, id: &str) -> Result<String>;
 

@@ -267,8 +267,8 @@ async fn sigterm_stops_gracefully_and_leaves_the_agent_for_the_next_start() {
     assert!(process.log().contains("shutting down"), "{}", process.log());
     assert_eq!(
         containers_of(id).await,
-        1,
-        "the agent keeps running while the orchestrator is away"
+        2,
+        "the builder keeps running while the orchestrator is away, and the checker created ahead of it waits"
     );
 
     process.launch().await;

@@ -7,13 +7,16 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::Utc;
 use http::{Method, Request, Response};
+use icarus::api::upstream::Upstream;
 use icarus::config::Config;
 use icarus::job::workload::WorkloadKey;
-use icarus::job::{JobId, Role};
+use icarus::job::{Job, JobId, Role};
 use icarus::k8s::crd::{IcarusJob, IcarusJobSpec};
 use icarus::k8s::lease::Elector;
 use icarus::k8s::runtime::KubeRuntime;
+use icarus::k8s::upstream::ResourceUpstream;
 use icarus::k8s::workloads::WorkloadSettings;
 use icarus::runtime::{Runtime, WorkloadSpec};
 use kube::api::Api;
@@ -213,6 +216,17 @@ async fn mock_api_the_role_grants_exactly_the_calls_kubernetes_mode_makes() {
         .publish(&event, &resource.object_ref(&()))
         .await
         .unwrap();
+
+    // The REST routes in this mode: a spawn creates a resource, a cancel or
+    // a decision merge-patches its spec.
+    let seen = icarus::k8s::sync::Seen::default();
+    seen.remember(job, resource.clone());
+    let upstream = ResourceUpstream::new(api.clone(), seen);
+    let mut submitted = Job::new(IcarusJobSpec::new("t").to_job_spec(Utc::now()), Utc::now());
+    let _ = upstream.create(submitted.clone()).await;
+    submitted.id = job;
+    submitted.spec.cancel_requested = true;
+    let _ = upstream.write_spec(&submitted).await;
 
     // Leader election: create the Lease, then renew it.
     let leases = Api::namespaced(client.clone(), "icarus");

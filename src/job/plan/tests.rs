@@ -57,7 +57,8 @@ fn plan_admitted(job: &Job, observed: &Observed, now: i64) -> Plan {
 }
 
 #[test]
-fn an_admitted_pending_job_prepares_its_workspace_and_starts_the_builder() {
+fn an_admitted_pending_job_prepares_its_workspace_and_starts_the_builder_then_creates_the_checker_ahead()
+ {
     let plan = plan_admitted(&Job::pending(), &Observed::default(), 10);
     assert_eq!(plan.status.phase, Phase::Building);
     assert_eq!(plan.status.times.building_at, Some(at(10)));
@@ -67,6 +68,10 @@ fn an_admitted_pending_job_prepares_its_workspace_and_starts_the_builder() {
             Action::PrepareWorkspace,
             Action::Start {
                 role: Role::Builder,
+                attempt: 1
+            },
+            Action::CreateAhead {
+                role: Role::Checker,
                 attempt: 1
             }
         ]
@@ -101,8 +106,77 @@ fn a_running_builder_is_adopted_not_started_again() {
         plan.status.builder.workload_id.as_deref(),
         Some("builder-id")
     );
-    assert!(plan.actions.is_empty());
+    assert!(starts(&plan).next().is_none());
     assert_eq!(plan.requeue_after, Some(Duration::from_secs(590)));
+}
+
+#[test]
+fn while_the_builder_runs_the_checker_is_created_ahead_not_started() {
+    let job = Job::pending().in_phase(Phase::Building, at(0));
+    let plan = plan_admitted(
+        &job,
+        &observed(vec![workload(Role::Builder, WorkloadState::Running)]),
+        10,
+    );
+    assert_eq!(
+        plan.actions,
+        vec![Action::CreateAhead {
+            role: Role::Checker,
+            attempt: 1
+        }]
+    );
+}
+
+#[test]
+fn a_checker_created_ahead_is_kept_while_building_and_asked_for_only_once() {
+    let job = Job::pending().in_phase(Phase::Building, at(0));
+    let world = observed(vec![
+        workload(Role::Builder, WorkloadState::Running),
+        workload(Role::Checker, WorkloadState::Created),
+    ]);
+    let plan = plan_admitted(&job, &world, 10);
+    assert_eq!(plan.status.phase, Phase::Building);
+    assert!(plan.actions.is_empty());
+}
+
+#[test]
+fn a_runtime_that_declines_to_create_ahead_is_not_asked_again() {
+    let job = Job::pending().in_phase(Phase::Building, at(0));
+    let world = Observed {
+        ahead_declined: true,
+        ..observed(vec![workload(Role::Builder, WorkloadState::Running)])
+    };
+    assert!(plan_admitted(&job, &world, 10).actions.is_empty());
+}
+
+#[test]
+fn when_the_builder_succeeds_the_checker_created_ahead_is_started() {
+    let job = Job::pending().in_phase(Phase::Building, at(0));
+    let world = observed(vec![
+        exited(Role::Builder, 0),
+        workload(Role::Checker, WorkloadState::Created),
+    ]);
+    let plan = plan_admitted(&job, &world, 10);
+    assert_eq!(plan.status.phase, Phase::Checking);
+    assert_eq!(
+        plan.actions,
+        vec![Action::Start {
+            role: Role::Checker,
+            attempt: 1
+        }]
+    );
+}
+
+#[test]
+fn when_the_builder_fails_the_checker_created_ahead_is_removed() {
+    let job = Job::pending().in_phase(Phase::Building, at(0));
+    let world = observed(vec![
+        exited(Role::Builder, 3),
+        workload(Role::Checker, WorkloadState::Created),
+    ]);
+    let plan = plan_admitted(&job, &world, 10);
+    assert_eq!(plan.status.phase, Phase::Failed);
+    assert!(removed_ids(&plan).contains(&"checker-id"));
 }
 
 #[test]
@@ -536,20 +610,24 @@ fn any_observed() -> impl Strategy<Value = Observed> {
         any::<bool>(),
         prop::option::of(any_role()),
         any_source_facts(),
+        any::<bool>(),
     )
         .prop_map(
-            |(workloads, builder_error, checker_error, audit, unstartable, source)| Observed {
-                workloads,
-                reports: AgentReports {
-                    builder_error,
-                    checker_error,
-                    audit_report_received: audit,
-                },
-                start_failure: unstartable.map(|role| StartFailure {
-                    role,
-                    message: "image missing".to_owned(),
-                }),
-                source,
+            |(workloads, builder_error, checker_error, audit, unstartable, source, declined)| {
+                Observed {
+                    workloads,
+                    reports: AgentReports {
+                        builder_error,
+                        checker_error,
+                        audit_report_received: audit,
+                    },
+                    start_failure: unstartable.map(|role| StartFailure {
+                        role,
+                        message: "image missing".to_owned(),
+                    }),
+                    source,
+                    ahead_declined: declined,
+                }
             },
         )
 }
@@ -629,6 +707,16 @@ fn starts(plan: &Plan) -> impl Iterator<Item = (Role, u32)> + '_ {
     })
 }
 
+/// Starts and creations ahead: every workload the plan may bring into being.
+fn creations(plan: &Plan) -> impl Iterator<Item = (Role, u32)> + '_ {
+    plan.actions.iter().filter_map(|a| match a {
+        Action::Start { role, attempt } | Action::CreateAhead { role, attempt } => {
+            Some((*role, *attempt))
+        }
+        _ => None,
+    })
+}
+
 fn removed_ids(plan: &Plan) -> Vec<&str> {
     plan.actions
         .iter()
@@ -677,7 +765,7 @@ proptest! {
     fn a_terminal_job_starts_nothing(input in any_input()) {
         let plan = run(&input);
         if input.0.status.phase.is_terminal() || plan.status.phase.is_terminal() {
-            prop_assert_eq!(starts(&plan).count(), 0);
+            prop_assert_eq!(creations(&plan).count(), 0);
             prop_assert!(!plan.actions.contains(&Action::PrepareWorkspace));
         }
     }
@@ -690,17 +778,17 @@ proptest! {
             .filter(|w| !removed.contains(&w.id.as_str()))
             .map(|w| (w.role, w.attempt))
             .collect();
-        for started in starts(&plan) {
-            if !remaining.contains(&started) {
-                remaining.push(started);
+        for created in creations(&plan) {
+            if !remaining.contains(&created) {
+                remaining.push(created);
             }
         }
         for key in &remaining {
             prop_assert_eq!(remaining.iter().filter(|k| *k == key).count(), 1);
         }
-        let mut started: Vec<_> = starts(&plan).collect();
-        started.dedup();
-        prop_assert_eq!(started.len(), starts(&plan).count());
+        let mut created: Vec<_> = creations(&plan).collect();
+        created.dedup();
+        prop_assert_eq!(created.len(), creations(&plan).count());
     }
 
     #[test]

@@ -410,6 +410,26 @@ impl Runtime for DockerRuntime {
         Ok(id)
     }
 
+    async fn create_ahead(&self, spec: &WorkloadSpec) -> Result<bool> {
+        let options = CreateContainerOptions {
+            name: Some(spec.key.name()),
+            ..Default::default()
+        };
+        match self
+            .docker
+            .create_container(Some(options), self.container_body(spec))
+            .await
+        {
+            // 409: it exists already, which is all this asked for.
+            Ok(_) => Ok(true),
+            Err(error) if is_status(&error, 409) => Ok(true),
+            Err(error) if is_status(&error, 404) => {
+                Err(RuntimeError::ImageNotFound(spec.image.clone()))
+            }
+            Err(error) => Err(failed("create container", error)),
+        }
+    }
+
     async fn logs(&self, id: &str) -> Result<String> {
         let log = self.logs_tail(id, KEPT_LOG_LINES).await?;
         Ok(keep_end(log, KEPT_LOG_BYTES))

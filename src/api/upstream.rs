@@ -1,0 +1,38 @@
+//! Where a job's desired state is recorded when the job store is not the
+//! first record of it.
+//!
+//! In local mode the store is the record: the routes write it and that is
+//! all. In Kubernetes mode the `IcarusJob` resource is the record (what
+//! `kubectl` and GitOps tools see and write) and the store mirrors it, so a
+//! route writes the resource first and then the store, the same write the
+//! resource watch would make a moment later. Writing the store too gives
+//! read-your-writes on every replica; the watch finding the job already there
+//! is a no-op.
+
+use async_trait::async_trait;
+
+use crate::job::Job;
+
+/// Why the upstream record refused or could not take a write.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The record's own validation refused it: the client's mistake.
+    #[error("{0}")]
+    Refused(String),
+    /// The job has no upstream record (it was deleted there).
+    #[error("{0}")]
+    Missing(String),
+    /// The record could not be reached or failed: try again later.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// The first record of jobs' desired state, ahead of the job store.
+#[async_trait]
+pub trait Upstream: Send + Sync + 'static {
+    /// Records a new job there and returns it with the id the record gave it.
+    async fn create(&self, job: Job) -> Result<Job, UpstreamError>;
+
+    /// Records a job's changed spec (its approval, its cancel request).
+    async fn write_spec(&self, job: &Job) -> Result<(), UpstreamError>;
+}

@@ -1,0 +1,208 @@
+//! The REST routes' writes in Kubernetes mode go to the `IcarusJob` first.
+//!
+//! `POST /jobs/spawn` creates a resource (its uid becomes the job id, as for
+//! one applied with kubectl, and the job's objects are owned by it); approve
+//! and cancel merge-patch the same `spec.approval` and `spec.cancel` fields a
+//! `kubectl patch` would. Only fields that are set are sent, so a decision a
+//! GitOps commit put in the spec is never erased by a REST write.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use kube::Api;
+use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use serde_json::{Map, Value, json};
+
+use super::bridge::job_id;
+use super::crd::{IcarusJob, IcarusJobSpec};
+use super::sync::Seen;
+use crate::api::upstream::{Upstream, UpstreamError};
+use crate::job::{Job, JobId, JobSpec};
+
+/// Who submitted a job created through the REST API, kept on its resource.
+pub const SUBMITTED_BY_ANNOTATION: &str = "icarus.dev/submitted-by";
+
+/// Who decided through the REST API, kept on the resource beside the decision.
+pub const DECIDED_BY_ANNOTATION: &str = "icarus.dev/decided-by";
+
+/// Resources created through the REST API are named `job-<random suffix>`.
+const GENERATED_NAME_PREFIX: &str = "job-";
+
+/// Writes jobs' desired state onto their `IcarusJob` resources.
+pub struct ResourceUpstream {
+    api: Api<IcarusJob>,
+    seen: Seen,
+}
+
+impl ResourceUpstream {
+    pub fn new(api: Api<IcarusJob>, seen: Seen) -> Self {
+        ResourceUpstream { api, seen }
+    }
+
+    /// The resource's name: from the watch when this replica runs it, else
+    /// by listing (names are not derived from uids, and only the leader
+    /// watches; approvals are rare enough for a metadata list).
+    async fn name_of(&self, id: JobId) -> Result<String, UpstreamError> {
+        if let Some(name) = self.seen.name_of(id) {
+            return Ok(name);
+        }
+        let listed = self
+            .api
+            .list_metadata(&ListParams::default())
+            .await
+            .map_err(upstream_error)?;
+        let uid = id.to_string();
+        listed
+            .items
+            .into_iter()
+            .find(|meta| meta.metadata.uid.as_deref() == Some(uid.as_str()))
+            .and_then(|meta| meta.metadata.name)
+            .ok_or_else(|| UpstreamError::Missing(format!("Job {id} has no IcarusJob resource")))
+    }
+}
+
+#[async_trait]
+impl Upstream for ResourceUpstream {
+    async fn create(&self, mut job: Job) -> Result<Job, UpstreamError> {
+        let resource = new_resource(&job.spec);
+        let created = self
+            .api
+            .create(&PostParams::default(), &resource)
+            .await
+            .map_err(upstream_error)?;
+        job.id = job_id(&created).map_err(|e| UpstreamError::Unavailable(e.to_string()))?;
+        tracing::info!(job = %job.id, name = ?created.metadata.name, "IcarusJob created for a REST spawn");
+        Ok(job)
+    }
+
+    async fn write_spec(&self, job: &Job) -> Result<(), UpstreamError> {
+        let Some(patch) = spec_patch(&job.spec) else {
+            return Ok(());
+        };
+        let name = self.name_of(job.id).await?;
+        self.api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(upstream_error)?;
+        Ok(())
+    }
+}
+
+/// The resource a REST spawn creates for `spec`.
+pub fn new_resource(spec: &JobSpec) -> IcarusJob {
+    let annotations = spec
+        .submitted_by
+        .as_ref()
+        .map(|by| BTreeMap::from([(SUBMITTED_BY_ANNOTATION.to_owned(), by.clone())]));
+    let resource_spec = IcarusJobSpec {
+        project_path: spec.project_path.clone(),
+        builder_image: spec.builder_image.clone(),
+        checker_image: spec.checker_image.clone(),
+        source: spec.source.clone(),
+        ..IcarusJobSpec::new(spec.task.clone())
+    };
+    IcarusJob {
+        metadata: ObjectMeta {
+            generate_name: Some(GENERATED_NAME_PREFIX.to_owned()),
+            annotations,
+            ..ObjectMeta::default()
+        },
+        spec: resource_spec,
+        status: None,
+    }
+}
+
+/// The merge patch carrying a spec's decision and cancel request, or none
+/// when it has neither.
+pub fn spec_patch(spec: &JobSpec) -> Option<Value> {
+    let mut fields = Map::new();
+    let mut patch = Map::new();
+    if let Some(decision) = &spec.approval {
+        let approval = json!({"approved": decision.approved, "comment": decision.comment});
+        fields.insert("approval".to_owned(), approval);
+        if let Some(by) = &decision.decided_by {
+            let annotations = json!({ DECIDED_BY_ANNOTATION: by });
+            patch.insert("metadata".to_owned(), json!({ "annotations": annotations }));
+        }
+    }
+    if spec.cancel_requested {
+        fields.insert("cancel".to_owned(), Value::Bool(true));
+    }
+    if fields.is_empty() {
+        return None;
+    }
+    patch.insert("spec".to_owned(), Value::Object(fields));
+    Some(Value::Object(patch))
+}
+
+/// A client's mistake (the schema refused the object) or the cluster's trouble.
+fn upstream_error(error: kube::Error) -> UpstreamError {
+    match &error {
+        kube::Error::Api(status) if status.code == 404 => {
+            UpstreamError::Missing(format!("the IcarusJob is gone: {}", status.message))
+        }
+        kube::Error::Api(status) if status.code == 422 || status.code == 400 => {
+            UpstreamError::Refused(format!(
+                "the cluster refused the IcarusJob: {}",
+                status.message
+            ))
+        }
+        _ => UpstreamError::Unavailable(format!("the Kubernetes API failed: {error}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+    use crate::job::ApprovalDecision;
+
+    fn spec() -> JobSpec {
+        let mut spec = IcarusJobSpec::new("Add logging").to_job_spec(Utc::now());
+        spec.submitted_by = Some("alice".to_owned());
+        spec
+    }
+
+    #[test]
+    fn a_rest_spawn_becomes_a_generated_resource_that_records_its_submitter() {
+        let resource = new_resource(&spec());
+        assert_eq!(resource.metadata.generate_name.as_deref(), Some("job-"));
+        assert_eq!(resource.metadata.name, None);
+        assert_eq!(
+            resource.metadata.annotations.unwrap()[SUBMITTED_BY_ANNOTATION],
+            "alice"
+        );
+        assert_eq!(resource.spec, IcarusJobSpec::new("Add logging"));
+    }
+
+    #[test]
+    fn a_spec_with_no_decision_and_no_cancel_patches_nothing() {
+        assert_eq!(spec_patch(&spec()), None);
+    }
+
+    #[test]
+    fn a_decision_is_patched_without_touching_the_cancel_field() {
+        let mut spec = spec();
+        spec.approval = Some(ApprovalDecision {
+            approved: false,
+            comment: "too broad".to_owned(),
+            decided_at: Utc::now(),
+            decided_by: Some("bob".to_owned()),
+        });
+        assert_eq!(
+            spec_patch(&spec),
+            Some(json!({
+                "metadata": {"annotations": {"icarus.dev/decided-by": "bob"}},
+                "spec": {"approval": {"approved": false, "comment": "too broad"}}
+            }))
+        );
+    }
+
+    #[test]
+    fn a_cancel_request_is_patched_without_touching_the_approval() {
+        let mut spec = spec();
+        spec.cancel_requested = true;
+        assert_eq!(spec_patch(&spec), Some(json!({"spec": {"cancel": true}})));
+    }
+}
