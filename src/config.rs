@@ -216,6 +216,9 @@ pub struct KubernetesConfig {
     /// The claims' storage class; empty: the cluster's default.
     #[serde(default)]
     pub storage_class: String,
+    /// Labels a node must carry to run agents (dedicated agent nodes); empty: any node.
+    #[serde(default)]
+    pub node_selector: std::collections::BTreeMap<String, String>,
 }
 
 /// Who hears about jobs that need a human or are done.

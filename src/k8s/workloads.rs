@@ -36,6 +36,8 @@ pub struct WorkloadSettings {
     pub storage_class: Option<String>,
     /// uid agents run as (non-zero: the restricted profile forbids root).
     pub run_as_user: i64,
+    /// Labels a node must carry to run agents; empty: any node.
+    pub node_selector: BTreeMap<String, String>,
 }
 
 impl WorkloadSettings {
@@ -48,6 +50,7 @@ impl WorkloadSettings {
             workspace_size: config.kubernetes.workspace_size.clone(),
             storage_class: Some(config.kubernetes.storage_class.clone()).filter(|s| !s.is_empty()),
             run_as_user: run_as_user(&config.agents.user),
+            node_selector: config.kubernetes.node_selector.clone(),
         }
     }
 }
@@ -217,6 +220,7 @@ pub fn pod(
             restart_policy: Some("Never".to_owned()),
             // The kubelet enforces the agent's deadline even if the controller is down.
             active_deadline_seconds: Some(i64::try_from(agent.timeout_seconds).unwrap_or(i64::MAX)),
+            node_selector: Some(settings.node_selector.clone()).filter(|s| !s.is_empty()),
             automount_service_account_token: Some(false),
             enable_service_links: Some(false),
             security_context: Some(PodSecurityContext {
@@ -322,6 +326,19 @@ mod tests {
         assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
         assert_eq!(spec.automount_service_account_token, Some(false));
         assert_eq!(spec.active_deadline_seconds, Some(600));
+    }
+
+    #[test]
+    fn agents_go_to_any_node_unless_a_node_selector_is_configured() {
+        let pod = agent_pod(&job(), Role::Builder, 1, &[], &settings());
+        assert_eq!(pod.spec.unwrap().node_selector, None);
+        let mut dedicated = settings();
+        dedicated.node_selector = BTreeMap::from([("pool".to_owned(), "agents".to_owned())]);
+        let pod = agent_pod(&job(), Role::Checker, 1, &[], &dedicated);
+        assert_eq!(
+            pod.spec.unwrap().node_selector,
+            Some(BTreeMap::from([("pool".to_owned(), "agents".to_owned())]))
+        );
     }
 
     #[test]
