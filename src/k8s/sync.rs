@@ -93,6 +93,9 @@ async fn resources_into_store(
             Some(Ok(watcher::Event::Delete(resource))) => {
                 if let Ok(id) = job_id(&resource) {
                     seen.map().remove(&id);
+                    if let Err(error) = cancel_deleted(&store, id).await {
+                        tracing::warn!(job = %id, %error, "a deleted IcarusJob's job could not be cancelled");
+                    }
                 }
                 continue;
             }
@@ -108,6 +111,33 @@ async fn resources_into_store(
             tracing::warn!(%error, "an IcarusJob could not be brought into the store");
         }
     }
+}
+
+/// A deleted resource is a job nobody wants any more: it is cancelled, so it
+/// ends as `cancelled` rather than failing when the garbage collector takes
+/// its Pods. A job that already finished is left as it is.
+async fn cancel_deleted(store: &Store, id: JobId) -> Result<(), BridgeError> {
+    for _ in 0..8 {
+        let Some(mut job) = store.get_job(id).await? else {
+            return Ok(());
+        };
+        let Ok(spec) = job.request_cancel() else {
+            return Ok(());
+        };
+        if spec == job.spec {
+            return Ok(());
+        }
+        job.spec = spec;
+        match store.update_job(&job, None).await {
+            Ok(_) => {
+                tracing::info!(job = %id, "IcarusJob deleted: job cancelled");
+                return Ok(());
+            }
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Creates or updates the job for `resource`, retrying a lost compare-and-swap.
@@ -375,5 +405,32 @@ mod tests {
         assert_eq!(event["regarding"]["name"], "add-logging");
         assert_eq!(event["note"], "pending → building");
         shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_deleted_icarusjob_cancels_its_unfinished_job_and_leaves_a_finished_one_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&format!("sqlite://{}/icarus.db", dir.path().display()))
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let at = crate::job::fixtures::at(0);
+        let building = store
+            .create_job(&Job::pending().in_phase(Phase::Building, at))
+            .await
+            .unwrap();
+        let finished = store
+            .create_job(&Job::pending().in_phase(Phase::Completed, at))
+            .await
+            .unwrap();
+
+        cancel_deleted(&store, building.id).await.unwrap();
+        cancel_deleted(&store, finished.id).await.unwrap();
+        cancel_deleted(&store, JobId::new_random()).await.unwrap();
+
+        let building = store.get_job(building.id).await.unwrap().unwrap();
+        assert!(building.spec.cancel_requested);
+        let after = store.get_job(finished.id).await.unwrap().unwrap();
+        assert_eq!(after, finished);
     }
 }
