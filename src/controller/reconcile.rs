@@ -43,9 +43,11 @@ pub async fn reconcile(context: &Context, id: JobId) -> Result<Option<Duration>,
     // Some actions report what they found (a checkout's base, a pushed
     // commit, a start that can never work); the planner then decides again
     // with that knowledge, in the same reconcile. Each such action reports at
-    // most once per reconcile, so this ends.
+    // most once per reconcile, so this ends. An action is applied once per
+    // reconcile: the plans after a fact repeat the ones before it.
+    let mut applied = Vec::new();
     for _ in 0..MAX_REPLANS {
-        let Some(fact) = apply_all(context, &job, &plan).await? else {
+        let Some(fact) = apply_all(context, &job, &plan, &mut applied).await? else {
             break;
         };
         fact.teach(&mut observed);
@@ -53,6 +55,9 @@ pub async fn reconcile(context: &Context, id: JobId) -> Result<Option<Duration>,
     }
     record(context, job, plan).await
 }
+
+/// How soon a job whose actions changed nothing recordable is looked at again.
+const LOOK_AGAIN_AFTER_ACTING: Duration = Duration::from_millis(100);
 
 /// Checkout, publish, a failed start and a declined creation ahead: the
 /// actions that can report a fact.
@@ -89,13 +94,19 @@ fn make_plan(context: &Context, job: &Job, observed: &Observed, admission: Admis
     })
 }
 
-/// Applies the plan's actions in order; stops at the first that reports a fact.
+/// Applies the plan's actions in order, but those in `applied` already;
+/// stops at the first that reports a fact.
 async fn apply_all(
     context: &Context,
     job: &Job,
     plan: &Plan,
+    applied: &mut Vec<Action>,
 ) -> Result<Option<Fact>, ControllerError> {
     for action in &plan.actions {
+        if applied.contains(action) {
+            continue;
+        }
+        applied.push(action.clone());
         if let Some(fact) = apply(context, job, action).await? {
             return Ok(Some(fact));
         }
@@ -216,10 +227,12 @@ async fn record(
 ) -> Result<Option<Duration>, ControllerError> {
     let retry_now = Some(Duration::ZERO);
     if plan.status == job.status {
+        // Acted, nothing to record yet: look again soon (events usually come
+        // first), never in a tight loop if an action changes nothing.
         return Ok(if plan.actions.is_empty() {
             plan.requeue_after
         } else {
-            retry_now
+            Some(LOOK_AGAIN_AFTER_ACTING)
         });
     }
     let was_active = job.status.phase.is_active();

@@ -50,7 +50,8 @@ pub fn observe_pod(pod: &Pod) -> Option<ObservedWorkload> {
             exit_code: -1,
             oom_killed: false,
         },
-        ("Pending", None) => WorkloadState::Created,
+        // A created Pod starts itself (scheduling, image pull): there is no
+        // start to ask for, so a pending one is as good as running.
         _ => WorkloadState::Running,
     };
     Some(ObservedWorkload {
@@ -190,7 +191,8 @@ mod tests {
     #[test]
     fn pod_phases_and_exits_become_workload_states() {
         let state = |p: &Pod| observe_pod(p).unwrap().state;
-        assert_eq!(state(&pod("Pending", None)), WorkloadState::Created);
+        // Pending: being scheduled or pulling its image; it needs no start.
+        assert_eq!(state(&pod("Pending", None)), WorkloadState::Running);
         assert_eq!(state(&pod("Running", None)), WorkloadState::Running);
         assert_eq!(
             state(&pod("Succeeded", Some((0, "Completed")))),

@@ -5,8 +5,9 @@
 //! again (a resync, a restart) leads to the same store change or none, and a
 //! status is written whenever the stored one differs from the resource's.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use chrono::Utc;
 use futures::StreamExt;
@@ -179,9 +180,29 @@ async fn statuses_onto_resources(
     shutdown: CancellationToken,
 ) {
     let mut events = store.subscribe();
+    // Jobs whose last status write failed: written again on each tick, from
+    // what the store holds then, until it takes.
+    let mut unwritten: HashSet<JobId> = HashSet::new();
+    let mut retry = tokio::time::interval(STATUS_RETRY_INTERVAL);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => return,
+            _ = retry.tick(), if !unwritten.is_empty() => {
+                for id in std::mem::take(&mut unwritten) {
+                    let job = match store.get_job(id).await {
+                        Ok(Some(job)) => job,
+                        Ok(None) => continue,
+                        Err(error) => {
+                            tracing::warn!(job = %id, %error, "job unreadable for its status write");
+                            unwritten.insert(id);
+                            continue;
+                        }
+                    };
+                    write_status_of(&api, &store, &seen, &job, &mut unwritten).await;
+                }
+                continue;
+            }
             event = events.recv() => event,
         };
         let job = match event {
@@ -203,11 +224,26 @@ async fn statuses_onto_resources(
             }
             Err(broadcast::error::RecvError::Closed) => return,
         };
-        let resource = seen.map().get(&job.id).cloned();
-        let Some(resource) = resource else { continue };
-        if let Err(error) = write_back(&api, &store, &seen, &resource, &job).await {
-            tracing::warn!(job = %job.id, %error, "IcarusJob status not written");
-        }
+        write_status_of(&api, &store, &seen, &job, &mut unwritten).await;
+    }
+}
+
+/// How often failed status writes are tried again.
+const STATUS_RETRY_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Writes the job's status onto its resource; remembers it in `unwritten` if that failed.
+async fn write_status_of(
+    api: &Api<IcarusJob>,
+    store: &Store,
+    seen: &Seen,
+    job: &Job,
+    unwritten: &mut HashSet<JobId>,
+) {
+    let resource = seen.map().get(&job.id).cloned();
+    let Some(resource) = resource else { return };
+    if let Err(error) = write_back(api, store, seen, &resource, job).await {
+        tracing::warn!(job = %job.id, %error, "IcarusJob status not written; trying again shortly");
+        unwritten.insert(job.id);
     }
 }
 
