@@ -295,7 +295,7 @@ async fn cluster_an_applied_icarusjob_runs_its_pods_and_completes_when_approved_
     );
     let claims: Api<PersistentVolumeClaim> =
         Api::namespaced(cluster.client.clone(), &cluster.namespace);
-    let claim = claims.get("add-logging-workspace").await.unwrap();
+    let claim = claims.get(&format!("icarus-{id}-workspace")).await.unwrap();
     assert_eq!(claim.owner_references()[0].uid, id);
 
     cluster.pass_build_and_check("add-logging", &id).await;
@@ -397,22 +397,19 @@ async fn cluster_deleting_an_icarusjob_cancels_its_job_and_collects_its_pods_and
     cluster
         .wait_for_pod(&format!("icarus-{id}-builder-1"))
         .await;
+    let claims: Api<PersistentVolumeClaim> =
+        Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let claim = format!("icarus-{id}-workspace");
+    assert!(claims.get_opt(&claim).await.unwrap().is_some());
     cluster
         .jobs
         .delete("short-lived", &DeleteParams::background())
         .await
         .unwrap();
-    let claims: Api<PersistentVolumeClaim> =
-        Api::namespaced(cluster.client.clone(), &cluster.namespace);
     cluster
         .wait_until_gone("the Pods and the claim collected", async || {
             cluster.job_pods(&id).await.is_empty()
-                && claims
-                    .get_opt("short-lived-workspace")
-                    .await
-                    .ok()
-                    .flatten()
-                    .is_none()
+                && claims.get_opt(&claim).await.ok().flatten().is_none()
         })
         .await;
     let phase = until("the job cancelled", || async {
