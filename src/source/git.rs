@@ -20,6 +20,11 @@ use crate::job::{JobId, JobSource};
 /// Records the base commit inside the checkout, so it survives a builder
 /// that commits or moves `HEAD`.
 const BASE_REF: &str = "refs/icarus/base";
+/// Where a checkout is cloned, inside the workspace, before it moves into place.
+const STAGING_DIR: &str = ".icarus-checkout";
+/// Present while a staged checkout is moved into place; a run that finds it
+/// knows the workspace holds a half-moved checkout of its own.
+const MOVING_MARKER: &str = ".icarus-checkout-moving";
 /// Git's empty tree: the base of a job without a source.
 const EMPTY_TREE: &str = "4b825dc642cb6eb9a060e54bf8d69288fbee4904";
 /// The trailer that marks the orchestrator's commit, so a retried publish
@@ -121,15 +126,24 @@ impl SourceControl for LocalGit {
     async fn checkout(&self, job: JobId, source: &JobSource) -> Result<String> {
         self.require_host_workspaces()?;
         let workspace = self.workspace(job);
-        if workspace.join(".git").exists() {
+        let moving = workspace.join(MOVING_MARKER);
+        if workspace.join(".git").exists() && !moving.exists() {
             return self.recorded_base(&workspace).await;
         }
-        let staging = self.base_path.join(format!(".{job}.checkout"));
-        remove_dir_if_present(&staging).await?;
-        tokio::fs::create_dir_all(&self.base_path)
+        // Staged inside the workspace, so that moving it into place stays on
+        // one filesystem whether the workspace is a host directory or a
+        // mounted claim (a Pod cannot replace its own mount point).
+        let staging = workspace.join(STAGING_DIR);
+        tokio::fs::create_dir_all(&workspace)
             .await
             .map_err(transient("create the workspace directory"))?;
-        let mut clone = self.git(&self.base_path);
+        if moving.exists() {
+            // A previous run stopped half-way through the move: start over.
+            clear_dir(&workspace).await?;
+        }
+        remove_dir_if_present(&staging).await?;
+        require_empty(&workspace).await?;
+        let mut clone = self.git(&workspace);
         clone
             .args(["clone", "--quiet", "--no-hardlinks", "--"])
             .arg(&source.repository)
@@ -139,17 +153,18 @@ impl SourceControl for LocalGit {
         let mut detach = self.git(&staging);
         detach.args(["checkout", "--quiet", "--detach", &base]);
         run(detach, "checking out the base commit").await?;
-        let mut record = self.git(&staging);
+        open_to_every_user(&staging).await?;
+        // The recorded base, written last, says the checkout is whole.
+        tokio::fs::write(&moving, b"")
+            .await
+            .map_err(transient("mark the checkout as moving"))?;
+        move_entries_up(&staging, &workspace).await?;
+        let mut record = self.git(&workspace);
         record.args(["update-ref", BASE_REF, &base]);
         run(record, "recording the base commit").await?;
-        open_to_every_user(&staging).await?;
-        // The checkout appears whole or not at all.
-        if workspace.exists() {
-            remove_empty_dir(&workspace).await?;
-        }
-        tokio::fs::rename(&staging, &workspace)
+        tokio::fs::remove_file(&moving)
             .await
-            .map_err(transient("move the checkout into place"))?;
+            .map_err(transient("finish the checkout"))?;
         Ok(base)
     }
 
@@ -333,15 +348,62 @@ async fn remove_dir_if_present(path: &Path) -> Result<()> {
     }
 }
 
-/// A workspace directory made before the checkout may go if it is empty;
-/// anything in it means someone else's files, which are never deleted.
-async fn remove_empty_dir(path: &Path) -> Result<()> {
-    tokio::fs::remove_dir(path).await.map_err(|error| {
-        SourceError::Permanent(format!(
-            "the workspace {} exists and is not an empty directory: {error}",
-            path.display()
-        ))
-    })
+/// A checkout goes into an empty workspace only: anything in it means
+/// someone else's files, which are never deleted.
+async fn require_empty(path: &Path) -> Result<()> {
+    let mut entries = tokio::fs::read_dir(path)
+        .await
+        .map_err(transient("read the workspace"))?;
+    match entries.next_entry().await {
+        Ok(None) => Ok(()),
+        Ok(Some(entry)) => Err(SourceError::Permanent(format!(
+            "the workspace {} is not empty (it holds {})",
+            path.display(),
+            entry.file_name().to_string_lossy()
+        ))),
+        Err(error) => Err(transient("read the workspace")(error)),
+    }
+}
+
+/// Removes everything inside `path`, keeping `path` (it may be a mount point).
+async fn clear_dir(path: &Path) -> Result<()> {
+    let mut entries = tokio::fs::read_dir(path)
+        .await
+        .map_err(transient("read the workspace"))?;
+    while let Some(entry) = entries
+        .next_entry()
+        .await
+        .map_err(transient("read the workspace"))?
+    {
+        let entry_path = entry.path();
+        let removed = if entry_path.is_dir() && !entry_path.is_symlink() {
+            tokio::fs::remove_dir_all(&entry_path).await
+        } else {
+            tokio::fs::remove_file(&entry_path).await
+        };
+        removed.map_err(transient("clear a half-moved checkout"))?;
+    }
+    Ok(())
+}
+
+/// Moves the staged checkout's entries into the workspace, then removes the
+/// emptied staging directory.
+async fn move_entries_up(staging: &Path, workspace: &Path) -> Result<()> {
+    let mut entries = tokio::fs::read_dir(staging)
+        .await
+        .map_err(transient("read the staged checkout"))?;
+    while let Some(entry) = entries
+        .next_entry()
+        .await
+        .map_err(transient("read the staged checkout"))?
+    {
+        tokio::fs::rename(entry.path(), workspace.join(entry.file_name()))
+            .await
+            .map_err(transient("move the checkout into place"))?;
+    }
+    tokio::fs::remove_dir(staging)
+        .await
+        .map_err(transient("remove the staging directory"))
 }
 
 /// Agents may run as any user: the checkout is theirs to change.
