@@ -1,4 +1,4 @@
-//! The command line: `icarus serve`, `migrate`, `config` and `crd`.
+//! The command line: `icarus serve`, `migrate`, `config`, `crd` and `source-step`.
 
 use std::path::PathBuf;
 
@@ -46,6 +46,17 @@ pub enum Command {
     },
     /// Print the IcarusJob CustomResourceDefinition (what `crds/icarusjob.yaml` holds).
     Crd,
+    /// Run one source step (checkout, diff, publish) on a job's workspace and
+    /// print its outcome as a JSON line: what Kubernetes mode's git Pods run.
+    /// The step is read from `ICARUS_SOURCE_STEP`; a token for HTTPS remotes
+    /// from `GITHUB_TOKEN`.
+    SourceStep {
+        /// The directory holding the job's workspace (as `<root>/<job id>`).
+        #[arg(long, value_name = "DIR")]
+        workspace_root: PathBuf,
+        #[arg(long, value_name = "JOB_ID")]
+        job: crate::job::JobId,
+    },
 }
 
 /// Runs the parsed command to completion.
@@ -74,8 +85,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", crate::k8s::crd::crd_yaml());
             Ok(())
         }
+        Command::SourceStep {
+            workspace_root,
+            job,
+        } => source_step(workspace_root, job).await,
     }
 }
+
+/// Runs the step in `ICARUS_SOURCE_STEP` with local git; a failed step is an
+/// outcome (printed, exit 0), only an unreadable request is an error.
+async fn source_step(workspace_root: PathBuf, job: crate::job::JobId) -> anyhow::Result<()> {
+    use crate::source::step::{SourceStep, perform};
+    let request = std::env::var(SOURCE_STEP_VARIABLE)
+        .map_err(|_| anyhow::anyhow!("{SOURCE_STEP_VARIABLE} is not set"))?;
+    let step: SourceStep = serde_json::from_str(&request)
+        .map_err(|error| anyhow::anyhow!("{SOURCE_STEP_VARIABLE} is not a source step: {error}"))?;
+    let token = std::env::var("GITHUB_TOKEN").ok();
+    let git = crate::source::LocalGit::new(workspace_root, true, token);
+    let outcome = perform(&git, job, &step).await;
+    println!("{}", serde_json::to_string(&outcome)?);
+    Ok(())
+}
+
+/// The environment variable `icarus source-step` reads its step from.
+pub const SOURCE_STEP_VARIABLE: &str = "ICARUS_SOURCE_STEP";
 
 /// An API without authentication is for this machine only, unless the
 /// operator says otherwise in so many words.

@@ -10,8 +10,10 @@
 
 mod git;
 pub mod patch;
+pub mod step;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
 pub use git::{JOB_TRAILER, LocalGit};
 
@@ -37,7 +39,7 @@ impl SourceError {
 pub type Result<T, E = SourceError> = std::result::Result<T, E>;
 
 /// The review material: the builder's change against the base.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CapturedDiff {
     /// Unified diff text, cut at a limit (then ending in a truncation marker).
     pub text: String,
@@ -45,7 +47,7 @@ pub struct CapturedDiff {
 }
 
 /// What a publish needs besides the workspace.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublishRequest {
     pub job: JobId,
     pub branch: String,
@@ -55,7 +57,7 @@ pub struct PublishRequest {
 }
 
 /// Where the change went.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Published {
     pub branch: String,
     pub commit: String,

@@ -435,3 +435,86 @@ async fn local_sources_outside_the_allowed_roots_and_command_transports_are_refu
         .await;
     assert_eq!(code, 422, "a symlink out of the root: {body}");
 }
+
+/// `icarus source-step`, what Kubernetes mode's git Pods run, as a process:
+/// the step from the environment, its outcome as the last line of output.
+fn source_step(root: &Path, job: JobId, step: Value) -> Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_icarus"))
+        .args(["source-step", "--workspace-root"])
+        .arg(root)
+        .args(["--job", &job.to_string()])
+        .env("ICARUS_SOURCE_STEP", step.to_string())
+        .env_remove("GITHUB_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+#[test]
+fn the_source_step_command_checks_out_diffs_and_publishes_a_workspace() {
+    let remote = Remote::new();
+    let root = tempfile::tempdir().unwrap();
+    let job = JobId::new_random();
+    let source = json!({"repository": remote.url(), "reference": "main"});
+
+    let checked_out = source_step(
+        root.path(),
+        job,
+        json!({"step": "checkout", "source": source}),
+    );
+    let base = checked_out["base_commit"].as_str().unwrap().to_owned();
+    assert_eq!(Some(base.clone()), remote.tip("main"));
+    let workspace = root.path().join(job.to_string());
+    assert!(workspace.join("README.md").exists());
+    // Checking out again finds the checkout and changes nothing.
+    let again = source_step(
+        root.path(),
+        job,
+        json!({"step": "checkout", "source": source}),
+    );
+    assert_eq!(again["base_commit"], base.as_str());
+
+    std::fs::write(workspace.join("LOGGING.md"), "log everything\n").unwrap();
+    let diff = source_step(root.path(), job, json!({"step": "diff"}));
+    let text = diff["diff"]["text"].as_str().unwrap();
+    assert!(text.contains("+++ b/LOGGING.md"), "{text}");
+    assert_eq!(diff["diff"]["truncated"], false);
+
+    let request = json!({"job": job, "branch": format!("icarus/{job}"), "message": "Add logging",
+                         "author_name": "Icarus", "author_email": "icarus@example.com"});
+    let published = source_step(
+        root.path(),
+        job,
+        json!({"step": "publish", "request": request}),
+    );
+    let commit = published["published"]["commit"].as_str().unwrap();
+    assert_eq!(
+        remote.tip(&format!("icarus/{job}")).as_deref(),
+        Some(commit)
+    );
+}
+
+#[test]
+fn a_source_step_that_cannot_work_reports_a_permanent_failure() {
+    let root = tempfile::tempdir().unwrap();
+    let missing = root.path().join("no-such-repository.git");
+    let source = json!({"repository": missing.display().to_string()});
+    let outcome = source_step(
+        root.path(),
+        JobId::new_random(),
+        json!({"step": "checkout", "source": source}),
+    );
+    assert_eq!(outcome["failed"]["permanent"], true, "{outcome}");
+    assert!(
+        outcome["failed"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cloning")
+    );
+}
