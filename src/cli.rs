@@ -56,6 +56,10 @@ pub enum Command {
         workspace_root: PathBuf,
         #[arg(long, value_name = "JOB_ID")]
         job: crate::job::JobId,
+        /// Also write the outcome here when it is small enough for a
+        /// container's termination message (4 KiB): `/dev/termination-log`.
+        #[arg(long, value_name = "PATH")]
+        outcome_file: Option<PathBuf>,
     },
 }
 
@@ -88,13 +92,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::SourceStep {
             workspace_root,
             job,
-        } => source_step(workspace_root, job).await,
+            outcome_file,
+        } => source_step(workspace_root, job, outcome_file).await,
     }
 }
 
 /// Runs the step in `ICARUS_SOURCE_STEP` with local git; a failed step is an
 /// outcome (printed, exit 0), only an unreadable request is an error.
-async fn source_step(workspace_root: PathBuf, job: crate::job::JobId) -> anyhow::Result<()> {
+async fn source_step(
+    workspace_root: PathBuf,
+    job: crate::job::JobId,
+    outcome_file: Option<PathBuf>,
+) -> anyhow::Result<()> {
     use crate::source::step::{SourceStep, perform};
     let request = std::env::var(SOURCE_STEP_VARIABLE)
         .map_err(|_| anyhow::anyhow!("{SOURCE_STEP_VARIABLE} is not set"))?;
@@ -102,10 +111,18 @@ async fn source_step(workspace_root: PathBuf, job: crate::job::JobId) -> anyhow:
         .map_err(|error| anyhow::anyhow!("{SOURCE_STEP_VARIABLE} is not a source step: {error}"))?;
     let token = std::env::var("GITHUB_TOKEN").ok();
     let git = crate::source::LocalGit::new(workspace_root, true, token);
-    let outcome = perform(&git, job, &step).await;
-    println!("{}", serde_json::to_string(&outcome)?);
+    let outcome = serde_json::to_string(&perform(&git, job, &step).await)?;
+    println!("{outcome}");
+    if let Some(path) = outcome_file
+        && outcome.len() <= TERMINATION_MESSAGE_BYTES
+    {
+        std::fs::write(&path, &outcome)?;
+    }
     Ok(())
 }
+
+/// What the kubelet keeps of a container's termination message.
+const TERMINATION_MESSAGE_BYTES: usize = 4096;
 
 /// The environment variable `icarus source-step` reads its step from.
 pub const SOURCE_STEP_VARIABLE: &str = "ICARUS_SOURCE_STEP";
@@ -138,7 +155,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let (mode, runtime) = KubernetesMode::connect(&config).await?;
         let leadership = mode.campaign(sync_stop.clone());
         let orchestrator =
-            Orchestrator::start_in_cluster(&config, runtime, leadership.clone(), mode.upstream())
+            Orchestrator::start_in_cluster(&config, runtime, mode.in_cluster(leadership.clone()))
                 .await?;
         mode.sync_when_leading(orchestrator.store().clone(), leadership, sync_stop.clone());
         orchestrator

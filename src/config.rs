@@ -219,6 +219,25 @@ pub struct KubernetesConfig {
     /// Labels a node must carry to run agents (dedicated agent nodes); empty: any node.
     #[serde(default)]
     pub node_selector: std::collections::BTreeMap<String, String>,
+    /// The image of the short-lived Pods that check out, diff and publish a
+    /// job's workspace: the orchestrator's own (it has `git` and `icarus`).
+    #[serde(default = "default_git_image")]
+    pub git_image: String,
+    /// How long one of those Pods may run.
+    #[serde(default = "default_git_timeout_seconds")]
+    pub git_timeout_seconds: u64,
+    /// A Secret whose `token` key those Pods get as `GITHUB_TOKEN`, for
+    /// HTTPS remotes; empty: none.
+    #[serde(default)]
+    pub git_credentials_secret: String,
+}
+
+fn default_git_image() -> String {
+    "icarus:latest".to_owned()
+}
+
+fn default_git_timeout_seconds() -> u64 {
+    600
 }
 
 /// Who hears about jobs that need a human or are done.

@@ -25,7 +25,7 @@ use crate::credentials::{AgentKeys, CredentialsError};
 use crate::notify;
 use crate::runtime::Runtime;
 use crate::sentinel;
-use crate::source::LocalGit;
+use crate::source::{LocalGit, SourceControl};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +131,25 @@ async fn callback_endpoint(
     ))
 }
 
+/// What Kubernetes mode puts in place of local mode's parts.
+pub struct InCluster {
+    /// Whether this replica holds the controller's Lease.
+    pub leadership: watch::Receiver<bool>,
+    /// Where the API writes jobs first: their IcarusJobs.
+    pub upstream: Arc<dyn Upstream>,
+    /// Checkout, diff and publish, as Pods on the jobs' claims.
+    pub source: Arc<dyn SourceControl>,
+}
+
+/// Git on this host, for workspaces that are host directories (`bind`).
+fn local_source(config: &Config) -> Arc<dyn SourceControl> {
+    Arc::new(LocalGit::new(
+        config.workspace.base_path.clone(),
+        config.workspace.mount_type == MountType::Bind,
+        config.publish.token(),
+    ))
+}
+
 /// A running orchestrator: API, controller and sentinel.
 pub struct Orchestrator {
     address: SocketAddr,
@@ -156,18 +175,30 @@ impl Orchestrator {
         runtime: Arc<dyn Runtime>,
         leadership: Option<watch::Receiver<bool>>,
     ) -> Result<Orchestrator, ServerError> {
-        Self::start_with(config, runtime, leadership, None).await
+        Self::start_with(config, runtime, leadership, None, None).await
     }
 
-    /// Kubernetes mode: gated on the Lease, and the API writes jobs' desired
-    /// state onto their resources before the store.
+    /// Kubernetes mode: gated on the Lease, the API writes jobs' desired
+    /// state onto their resources before the store, and source control runs
+    /// as Pods on the jobs' claims.
     pub async fn start_in_cluster(
         config: &Config,
         runtime: Arc<dyn Runtime>,
-        leadership: watch::Receiver<bool>,
-        upstream: Arc<dyn Upstream>,
+        cluster: InCluster,
     ) -> Result<Orchestrator, ServerError> {
-        Self::start_with(config, runtime, Some(leadership), Some(upstream)).await
+        let InCluster {
+            leadership,
+            upstream,
+            source,
+        } = cluster;
+        Self::start_with(
+            config,
+            runtime,
+            Some(leadership),
+            Some(upstream),
+            Some(source),
+        )
+        .await
     }
 
     async fn start_with(
@@ -175,6 +206,7 @@ impl Orchestrator {
         runtime: Arc<dyn Runtime>,
         leadership: Option<watch::Receiver<bool>>,
         upstream: Option<Arc<dyn Upstream>>,
+        source: Option<Arc<dyn SourceControl>>,
     ) -> Result<Orchestrator, ServerError> {
         let store = Store::connect(&config.database.url).await?;
         store.migrate().await?;
@@ -197,12 +229,7 @@ impl Orchestrator {
         let agent_keys = AgentKeys::load_or_create(&config.callback_key_file())?;
         let settings =
             ControllerSettings::from_config(config, callback_base.clone(), agent_keys.clone());
-        let source = Arc::new(LocalGit::new(
-            config.workspace.base_path.clone(),
-            // Only host directories: not volumes, not Kubernetes claims (yet).
-            config.workspace.mount_type == MountType::Bind && !config.kubernetes.enabled,
-            config.publish.token(),
-        ));
+        let source = source.unwrap_or_else(|| local_source(config));
         let controller = Controller::new(store.clone(), runtime, source, settings, load.clone());
         let controller = tokio::spawn(controller.run(shutdown.child_token(), leadership.clone()));
         // Ends with the shutdown token; nothing to wait for.

@@ -22,6 +22,7 @@ pub mod crd;
 pub mod lease;
 pub mod observe;
 pub mod runtime;
+pub mod source_pods;
 pub mod sync;
 pub mod upstream;
 pub mod workloads;
@@ -35,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::job::JobId;
+use crate::server::InCluster;
 use crate::store::Store;
 
 /// Kubernetes mode's pieces for `icarus serve`: the runtime now, the sync
@@ -43,6 +45,7 @@ pub struct KubernetesMode {
     client: kube::Client,
     namespace: String,
     seen: sync::Seen,
+    settings: workloads::WorkloadSettings,
 }
 
 impl KubernetesMode {
@@ -64,13 +67,14 @@ impl KubernetesMode {
         let namespace = config.kubernetes.namespace.clone();
         let seen = sync::Seen::default();
         let settings = workloads::WorkloadSettings::from_config(config);
-        let runtime = runtime::KubeRuntime::new(client.clone(), &namespace, settings)
+        let runtime = runtime::KubeRuntime::new(client.clone(), &namespace, settings.clone())
             .watching()
             .owned_by(seen.clone());
         let mode = KubernetesMode {
             client,
             namespace,
             seen,
+            settings,
         };
         (mode, Arc::new(runtime))
     }
@@ -87,10 +91,20 @@ impl KubernetesMode {
         sync::spawn(api, recorder, store, self.seen.clone(), shutdown)
     }
 
-    /// Where the REST routes write jobs: their IcarusJob resources.
-    pub fn upstream(&self) -> Arc<dyn crate::api::upstream::Upstream> {
-        let api = Api::namespaced(self.client.clone(), &self.namespace);
-        Arc::new(upstream::ResourceUpstream::new(api, self.seen.clone()))
+    /// What the orchestrator runs differently here: the Lease decides who
+    /// reconciles, the REST routes write IcarusJobs, git runs in Pods.
+    pub fn in_cluster(&self, leadership: watch::Receiver<bool>) -> InCluster {
+        let jobs = Api::namespaced(self.client.clone(), &self.namespace);
+        let pods = Api::namespaced(self.client.clone(), &self.namespace);
+        InCluster {
+            leadership,
+            upstream: Arc::new(upstream::ResourceUpstream::new(jobs, self.seen.clone())),
+            source: Arc::new(source_pods::PodSourceControl::new(
+                pods,
+                self.seen.clone(),
+                self.settings.clone(),
+            )),
+        }
     }
 
     /// Campaigns for the controller's Lease as this Pod (`POD_NAME`, else the

@@ -64,7 +64,7 @@ pub fn observe_pod(pod: &Pod) -> Option<ObservedWorkload> {
 }
 
 /// Why the kubelet cannot start the agent's container, if it cannot.
-fn unstartable(pod: &Pod) -> Option<String> {
+pub(super) fn unstartable(pod: &Pod) -> Option<String> {
     const HOPELESS: [&str; 4] = [
         "ErrImagePull",
         "ImagePullBackOff",

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Client};
@@ -44,6 +44,8 @@ pub struct KubeRuntime {
     changes: broadcast::Sender<JobId>,
     /// The IcarusJobs jobs came from: their owners.
     owners: Seen,
+    /// Whether every object must have its owner (set by [`KubeRuntime::owned_by`]).
+    owner_required: bool,
     /// Stops the Pod watch when the runtime is dropped.
     _watch: Option<Arc<DropGuard>>,
 }
@@ -59,6 +61,7 @@ impl KubeRuntime {
             settings,
             changes,
             owners: Seen::default(),
+            owner_required: false,
             _watch: None,
         }
     }
@@ -67,6 +70,7 @@ impl KubeRuntime {
     /// as the sync loops learn them: deleting the resource deletes them.
     pub fn owned_by(mut self, owners: Seen) -> Self {
         self.owners = owners;
+        self.owner_required = true;
         self
     }
 
@@ -101,15 +105,32 @@ impl KubeRuntime {
     }
 }
 
+impl KubeRuntime {
+    /// The job's IcarusJob as owner. Until the resource watch has delivered
+    /// it (a REST spawn on another replica, a slow watch), nothing is
+    /// created: an unowned object would outlive its job's deletion.
+    fn owner_references(&self, job: JobId) -> Result<Option<Vec<OwnerReference>>> {
+        match self.owners.owner_of(job) {
+            Some(owner) => Ok(Some(vec![owner])),
+            None if self.owner_required => Err(RuntimeError::Failed {
+                operation: "find the job's IcarusJob",
+                detail: format!("the IcarusJob of job {job} has not been seen yet"),
+            }),
+            None => Ok(None),
+        }
+    }
+}
+
 fn job_of(pod: &Pod) -> Option<JobId> {
     pod.metadata.labels.as_ref()?.get(JOB_ID)?.parse().ok()
 }
 
-fn claim_name(job: JobId) -> String {
+pub(super) fn claim_name(job: JobId) -> String {
     format!("icarus-{job}-workspace")
 }
 
-fn labels(job: JobId) -> BTreeMap<String, String> {
+/// The labels every object of a job carries.
+pub(super) fn job_labels(job: JobId) -> BTreeMap<String, String> {
     BTreeMap::from([
         (MANAGED_BY.to_owned(), "icarus".to_owned()),
         (JOB_ID.to_owned(), job.to_string()),
@@ -172,8 +193,8 @@ impl Runtime for KubeRuntime {
     async fn prepare_workspace(&self, job: JobId) -> Result<()> {
         let metadata = ObjectMeta {
             name: Some(claim_name(job)),
-            labels: Some(labels(job)),
-            owner_references: self.owners.owner_of(job).map(|owner| vec![owner]),
+            labels: Some(job_labels(job)),
+            owner_references: self.owner_references(job)?,
             ..ObjectMeta::default()
         };
         match self
@@ -189,14 +210,14 @@ impl Runtime for KubeRuntime {
 
     async fn start(&self, spec: &WorkloadSpec) -> Result<String> {
         let name = spec.key.name();
-        let mut pod_labels = labels(spec.key.job);
+        let mut pod_labels = job_labels(spec.key.job);
         pod_labels.insert(ROLE.to_owned(), spec.key.role.to_string());
         pod_labels.insert(ATTEMPT.to_owned(), spec.key.attempt.to_string());
         let target = PodTarget {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
                 labels: Some(pod_labels),
-                owner_references: self.owners.owner_of(spec.key.job).map(|owner| vec![owner]),
+                owner_references: self.owner_references(spec.key.job)?,
                 ..ObjectMeta::default()
             },
             claim_name: claim_name(spec.key.job),

@@ -71,6 +71,8 @@ impl Upstream for ResourceUpstream {
             .await
             .map_err(upstream_error)?;
         job.id = job_id(&created).map_err(|e| UpstreamError::Unavailable(e.to_string()))?;
+        // Known at once to this replica's runtime: its objects get their owner.
+        self.seen.remember(job.id, created.clone());
         tracing::info!(job = %job.id, name = ?created.metadata.name, "IcarusJob created for a REST spawn");
         Ok(job)
     }

@@ -10,17 +10,20 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EnvVar, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, ResourceRequirements,
-    SeccompProfile, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
+    Capabilities, Container, EnvVar, EnvVarSource, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
 use super::crd::IcarusJob;
+use crate::cli::SOURCE_STEP_VARIABLE;
 use crate::config::AgentConfig;
-use crate::job::Role;
+use crate::job::{JobId, Role};
+use crate::source::step::SourceStep;
 
 /// Where the workspace is mounted in every agent, as in local mode.
 pub const WORKSPACE_MOUNT: &str = "/workspace";
@@ -38,6 +41,10 @@ pub struct WorkloadSettings {
     pub run_as_user: i64,
     /// Labels a node must carry to run agents; empty: any node.
     pub node_selector: BTreeMap<String, String>,
+    /// The image, deadline and credentials of the git Pods.
+    pub git_image: String,
+    pub git_timeout_seconds: u64,
+    pub git_credentials_secret: Option<String>,
 }
 
 impl WorkloadSettings {
@@ -51,6 +58,10 @@ impl WorkloadSettings {
             storage_class: Some(config.kubernetes.storage_class.clone()).filter(|s| !s.is_empty()),
             run_as_user: run_as_user(&config.agents.user),
             node_selector: config.kubernetes.node_selector.clone(),
+            git_image: config.kubernetes.git_image.clone(),
+            git_timeout_seconds: config.kubernetes.git_timeout_seconds,
+            git_credentials_secret: Some(config.kubernetes.git_credentials_secret.clone())
+                .filter(|s| !s.is_empty()),
         }
     }
 }
@@ -187,71 +198,177 @@ pub fn pod(
             limits: Some(limits),
             ..ResourceRequirements::default()
         }),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_owned()]),
-                add: None,
-            }),
-            ..SecurityContext::default()
-        }),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: "workspace".to_owned(),
-                mount_path: WORKSPACE_MOUNT.to_owned(),
-                // The checker audits; it must not change what it audits.
-                read_only: Some(role == Role::Checker),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: "tmp".to_owned(),
-                mount_path: "/tmp".to_owned(),
-                ..VolumeMount::default()
-            },
-        ]),
+        security_context: Some(confined_container()),
+        // The checker audits; it must not change what it audits.
+        volume_mounts: Some(mounts(WORKSPACE_MOUNT, role == Role::Checker)),
         ..Container::default()
     };
+    // The kubelet enforces the agent's deadline even if the controller is down.
+    let spec = confined_pod(
+        container,
+        agent.timeout_seconds,
+        &target.claim_name,
+        role == Role::Checker,
+        settings,
+    );
     Pod {
         metadata: target.metadata.clone(),
-        spec: Some(PodSpec {
-            containers: vec![container],
-            restart_policy: Some("Never".to_owned()),
-            // The kubelet enforces the agent's deadline even if the controller is down.
-            active_deadline_seconds: Some(i64::try_from(agent.timeout_seconds).unwrap_or(i64::MAX)),
-            node_selector: Some(settings.node_selector.clone()).filter(|s| !s.is_empty()),
-            automount_service_account_token: Some(false),
-            enable_service_links: Some(false),
-            security_context: Some(PodSecurityContext {
-                run_as_non_root: Some(true),
-                run_as_user: Some(settings.run_as_user),
-                run_as_group: Some(settings.run_as_user),
-                fs_group: Some(settings.run_as_user),
-                seccomp_profile: Some(SeccompProfile {
-                    type_: "RuntimeDefault".to_owned(),
-                    localhost_profile: None,
-                }),
-                ..PodSecurityContext::default()
-            }),
-            volumes: Some(vec![
-                Volume {
-                    name: "workspace".to_owned(),
-                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                        claim_name: target.claim_name.clone(),
-                        read_only: Some(role == Role::Checker),
-                    }),
-                    ..Volume::default()
-                },
-                Volume {
-                    name: "tmp".to_owned(),
-                    empty_dir: Some(Default::default()),
-                    ..Volume::default()
-                },
-            ]),
-            ..PodSpec::default()
-        }),
+        spec: Some(spec),
         status: None,
+    }
+}
+
+/// Where a git Pod mounts the job's claim: `<root>/<job id>`, so the same
+/// `LocalGit` that works on `<workspace.base_path>/<job id>` on a host works here.
+pub const GIT_WORKSPACE_ROOT: &str = "/claim";
+
+/// A short-lived Pod running `icarus source-step` on the job's claim (read-only
+/// for a diff), confined like an agent; its last output line is the outcome.
+pub fn source_pod(
+    metadata: ObjectMeta,
+    claim_name: &str,
+    job: JobId,
+    step: &SourceStep,
+    settings: &WorkloadSettings,
+) -> Pod {
+    let mut env = vec![
+        EnvVar {
+            name: SOURCE_STEP_VARIABLE.to_owned(),
+            value: Some(serde_json::to_string(step).unwrap_or_default()),
+            value_from: None,
+        },
+        EnvVar {
+            name: "HOME".to_owned(),
+            value: Some("/tmp".to_owned()),
+            value_from: None,
+        },
+    ];
+    if let Some(secret) = &settings.git_credentials_secret {
+        env.push(EnvVar {
+            name: "GITHUB_TOKEN".to_owned(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: secret.clone(),
+                    key: "token".to_owned(),
+                    optional: Some(true),
+                }),
+                ..EnvVarSource::default()
+            }),
+        });
+    }
+    let workspace = format!("{GIT_WORKSPACE_ROOT}/{job}");
+    let container = Container {
+        name: "git".to_owned(),
+        image: Some(settings.git_image.clone()),
+        image_pull_policy: Some("IfNotPresent".to_owned()),
+        command: Some(
+            [
+                "icarus",
+                "source-step",
+                "--workspace-root",
+                GIT_WORKSPACE_ROOT,
+                "--job",
+                &job.to_string(),
+                "--outcome-file",
+                "/dev/termination-log",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        ),
+        env: Some(env),
+        security_context: Some(confined_container()),
+        volume_mounts: Some(mounts(&workspace, step.reads_only())),
+        ..Container::default()
+    };
+    let spec = confined_pod(
+        container,
+        settings.git_timeout_seconds,
+        claim_name,
+        step.reads_only(),
+        settings,
+    );
+    Pod {
+        metadata,
+        spec: Some(spec),
+        status: None,
+    }
+}
+
+/// No privilege, no capability, a read-only root: what the restricted profile asks and more.
+fn confined_container() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            add: None,
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+/// The claim at `workspace`, and a writable `/tmp`.
+fn mounts(workspace: &str, read_only: bool) -> Vec<VolumeMount> {
+    vec![
+        VolumeMount {
+            name: "workspace".to_owned(),
+            mount_path: workspace.to_owned(),
+            read_only: Some(read_only),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: "tmp".to_owned(),
+            mount_path: "/tmp".to_owned(),
+            ..VolumeMount::default()
+        },
+    ]
+}
+
+/// A run-once Pod for `container` with a deadline, on the job's claim, as a
+/// non-root user with the runtime's default seccomp profile.
+fn confined_pod(
+    container: Container,
+    deadline_seconds: u64,
+    claim_name: &str,
+    read_only: bool,
+    settings: &WorkloadSettings,
+) -> PodSpec {
+    PodSpec {
+        containers: vec![container],
+        restart_policy: Some("Never".to_owned()),
+        active_deadline_seconds: Some(i64::try_from(deadline_seconds).unwrap_or(i64::MAX)),
+        node_selector: Some(settings.node_selector.clone()).filter(|s| !s.is_empty()),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(settings.run_as_user),
+            run_as_group: Some(settings.run_as_user),
+            fs_group: Some(settings.run_as_user),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_owned(),
+                localhost_profile: None,
+            }),
+            ..PodSecurityContext::default()
+        }),
+        volumes: Some(vec![
+            Volume {
+                name: "workspace".to_owned(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: claim_name.to_owned(),
+                    read_only: Some(read_only),
+                }),
+                ..Volume::default()
+            },
+            Volume {
+                name: "tmp".to_owned(),
+                empty_dir: Some(Default::default()),
+                ..Volume::default()
+            },
+        ]),
+        ..PodSpec::default()
     }
 }
 

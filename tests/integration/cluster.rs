@@ -22,7 +22,8 @@ use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, ServiceA
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
-use serde_json::json;
+use serde_json::{Value, json};
+use std::path::Path;
 use tokio_util::sync::CancellationToken;
 
 use crate::support;
@@ -44,6 +45,10 @@ struct Cluster {
 
 impl Cluster {
     async fn start() -> Cluster {
+        Self::start_with(|_| {}).await
+    }
+
+    async fn start_with(adjust: impl FnOnce(&mut icarus::config::Config)) -> Cluster {
         support::init_test_logging();
         let client = Client::try_default()
             .await
@@ -65,12 +70,13 @@ impl Cluster {
         config.kubernetes.node_selector =
             [("icarus.dev/e2e-node".to_owned(), "none".to_owned())].into();
         config.agents.callback_base_url = String::new();
+        adjust(&mut config);
 
         let stop = CancellationToken::new();
         let (mode, runtime) = KubernetesMode::with_client(client.clone(), &config);
         let leadership = mode.campaign(stop.clone());
         let orchestrator =
-            Orchestrator::start_in_cluster(&config, runtime, leadership.clone(), mode.upstream())
+            Orchestrator::start_in_cluster(&config, runtime, mode.in_cluster(leadership.clone()))
                 .await
                 .unwrap();
         mode.sync_when_leading(orchestrator.store().clone(), leadership, stop.clone());
@@ -119,6 +125,11 @@ impl Cluster {
 
     /// The kubelet saw the agent's container end with `code`.
     async fn exit(&self, pod: &str, code: i32) {
+        self.exit_with_message(pod, code, "").await;
+    }
+
+    /// Exits with a termination message, as a container that wrote one.
+    async fn exit_with_message(&self, pod: &str, code: i32, message: &str) {
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let status = json!({"status": {
             "phase": if code == 0 { "Succeeded" } else { "Failed" },
@@ -126,7 +137,7 @@ impl Cluster {
                 "name": "agent", "image": "icarus-agent", "imageID": "", "ready": false,
                 "restartCount": 0,
                 "state": {"terminated": {"exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" },
-                                         "startedAt": now, "finishedAt": now}},
+                                         "message": message, "startedAt": now, "finishedAt": now}},
             }],
         }});
         self.pods
@@ -156,8 +167,9 @@ impl Cluster {
         assert_eq!(response.status(), 200);
     }
 
-    /// Builder exits 0, checker reports and exits 0: the job awaits approval.
-    async fn pass_build_and_check(&self, name: &str, id: &str) {
+    /// Builder exits 0, checker reports and exits 0, the diff is taken: the
+    /// job awaits approval. `claim` plays the job's workspace claim.
+    async fn pass_build_and_check(&self, name: &str, id: &str, claim: &Path) {
         let builder = format!("icarus-{id}-builder-1");
         self.wait_for_pod(&builder).await;
         self.exit(&builder, 0).await;
@@ -165,11 +177,42 @@ impl Cluster {
         let checker_pod = self.wait_for_pod(&checker).await;
         self.post_audit(&checker_pod).await;
         self.exit(&checker, 0).await;
+        self.run_git_pod(id, "diff", claim).await;
         self.wait_for_phase(name, "awaiting_approval").await;
     }
 
+    /// Plays a git Pod: runs its command here, with `claim` as the mounted
+    /// claim's root, and ends it with the outcome as its termination message.
+    async fn run_git_pod(&self, id: &str, step: &str, claim: &Path) -> Value {
+        let name = format!("icarus-{id}-git-{step}");
+        let pod = self.wait_for_pod(&name).await;
+        let container = &pod.spec.as_ref().unwrap().containers[0];
+        let command = container.command.clone().unwrap();
+        assert_eq!(command[..2], ["icarus", "source-step"]);
+        let step_variable = container
+            .env
+            .iter()
+            .flatten()
+            .find(|var| var.name == "ICARUS_SOURCE_STEP")
+            .and_then(|var| var.value.clone())
+            .unwrap();
+        let outcome_file = tempfile::NamedTempFile::new().unwrap();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_icarus"))
+            .args(["source-step", "--workspace-root"])
+            .arg(claim)
+            .args(["--job", id, "--outcome-file"])
+            .arg(outcome_file.path())
+            .env("ICARUS_SOURCE_STEP", step_variable)
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        let outcome = std::fs::read_to_string(outcome_file.path()).unwrap();
+        self.exit_with_message(&name, 0, &outcome).await;
+        serde_json::from_str(&outcome).unwrap()
+    }
+
     async fn job_pods(&self, id: &str) -> Vec<Pod> {
-        let selector = format!("icarus.job={id}");
+        let selector = format!("icarus.dev/job-id={id}");
         self.pods
             .list(&ListParams::default().labels(&selector))
             .await
@@ -298,7 +341,10 @@ async fn cluster_an_applied_icarusjob_runs_its_pods_and_completes_when_approved_
     let claim = claims.get(&format!("icarus-{id}-workspace")).await.unwrap();
     assert_eq!(claim.owner_references()[0].uid, id);
 
-    cluster.pass_build_and_check("add-logging", &id).await;
+    let claim = tempfile::tempdir().unwrap();
+    cluster
+        .pass_build_and_check("add-logging", &id, claim.path())
+        .await;
     let patch = json!({"spec": {"approval": {"approved": true, "comment": "ship it"}}});
     cluster
         .jobs
@@ -351,7 +397,8 @@ async fn cluster_a_rest_spawn_creates_an_icarusjob_and_a_rest_approval_lands_in_
     let name = resource.name_any();
     assert!(name.starts_with("job-"), "{name}");
 
-    cluster.pass_build_and_check(&name, &id).await;
+    let claim = tempfile::tempdir().unwrap();
+    cluster.pass_build_and_check(&name, &id, claim.path()).await;
     let (code, body) = cluster
         .rest
         .post(&format!("/jobs/{id}/approve"), json!({"approved": true}))
@@ -418,5 +465,60 @@ async fn cluster_deleting_an_icarusjob_cancels_its_job_and_collects_its_pods_and
     })
     .await;
     assert_eq!(phase["status"], "cancelled");
+    cluster.finish().await;
+}
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes cluster: KUBECONFIG=... scripts/test-cluster"]
+async fn cluster_a_git_source_is_checked_out_diffed_and_published_by_git_pods() {
+    let remote = crate::git::Remote::new();
+    let cluster = Cluster::start_with(|config| remote.allow_in(config)).await;
+    let mut spec = IcarusJobSpec::new("Add logging");
+    spec.source = Some(icarus::job::JobSource {
+        repository: remote.url(),
+        reference: Some("main".to_owned()),
+    });
+    let created = cluster
+        .jobs
+        .create(&PostParams::default(), &IcarusJob::new("sourced", spec))
+        .await
+        .unwrap();
+    let id = created.uid().unwrap();
+    let claim = tempfile::tempdir().unwrap();
+
+    let checked_out = cluster.run_git_pod(&id, "checkout", claim.path()).await;
+    assert_eq!(
+        checked_out["base_commit"].as_str(),
+        remote.tip("main").as_deref()
+    );
+    // The builder, on the claim: one new file.
+    cluster
+        .wait_for_pod(&format!("icarus-{id}-builder-1"))
+        .await;
+    std::fs::write(claim.path().join(&id).join("LOGGING.md"), "log it\n").unwrap();
+    cluster
+        .pass_build_and_check("sourced", &id, claim.path())
+        .await;
+    let (_, diff) = cluster
+        .rest
+        .get(&format!("/jobs/{id}/diff?format=json"))
+        .await;
+    assert_eq!(diff["files"][0]["path"], "LOGGING.md", "{diff}");
+
+    let patch = json!({"spec": {"approval": {"approved": true}}});
+    cluster
+        .jobs
+        .patch("sourced", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let published = cluster.run_git_pod(&id, "publish", claim.path()).await;
+    let commit = published["published"]["commit"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let done = cluster.wait_for_phase("sourced", "completed").await;
+    let status = done.status.unwrap();
+    assert_eq!(status.commit.as_deref(), Some(commit.as_str()));
+    assert_eq!(remote.tip(&format!("icarus/{id}")), Some(commit));
     cluster.finish().await;
 }

@@ -438,11 +438,14 @@ async fn local_sources_outside_the_allowed_roots_and_command_transports_are_refu
 
 /// `icarus source-step`, what Kubernetes mode's git Pods run, as a process:
 /// the step from the environment, its outcome as the last line of output.
+/// The small outcomes here also go to the termination-message file.
 fn source_step(root: &Path, job: JobId, step: Value) -> Value {
+    let outcome_file = tempfile::NamedTempFile::new().unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_icarus"))
         .args(["source-step", "--workspace-root"])
         .arg(root)
-        .args(["--job", &job.to_string()])
+        .args(["--job", &job.to_string(), "--outcome-file"])
+        .arg(outcome_file.path())
         .env("ICARUS_SOURCE_STEP", step.to_string())
         .env_remove("GITHUB_TOKEN")
         .output()
@@ -453,7 +456,12 @@ fn source_step(root: &Path, job: JobId, step: Value) -> Value {
         String::from_utf8_lossy(&output.stderr)
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
-    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+    let outcome = stdout.lines().last().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(outcome_file.path()).unwrap(),
+        outcome
+    );
+    serde_json::from_str(outcome).unwrap()
 }
 
 #[test]

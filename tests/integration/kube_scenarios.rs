@@ -66,9 +66,10 @@ impl Cluster {
         let stop = CancellationToken::new();
         let (mode, runtime) = KubernetesMode::with_client(kube.client(), &config);
         let leadership = mode.campaign(stop.clone());
-        let orchestrator = Orchestrator::start_gated(&config, runtime, Some(leadership.clone()))
-            .await
-            .unwrap();
+        let orchestrator =
+            Orchestrator::start_in_cluster(&config, runtime, mode.in_cluster(leadership.clone()))
+                .await
+                .unwrap();
         mode.sync_when_leading(orchestrator.store().clone(), leadership, stop.clone());
         Cluster {
             jobs: Api::default_namespaced(kube.client_as("kubectl")),
@@ -205,8 +206,34 @@ impl Cluster {
         let (code, body) = self.report(&checker, audit).await;
         assert_eq!(code, 200, "the checker's report is accepted: {body}");
         self.exit(&name_of(&checker), 0, "Completed").await;
+        // The diff for review is taken by a git Pod on the claim; this job
+        // has no source and its builder wrote nothing: an empty diff.
+        let empty_diff = json!({"diff": {"text": "", "truncated": false}});
+        self.finish_git_pod(id, "diff", &empty_diff).await;
         self.wait_for_phase(name, "awaiting_approval").await;
         checker
+    }
+
+    /// Plays a git Pod (`icarus source-step`) to its end: exit 0 with
+    /// `outcome` as its termination message, as the command writes it.
+    async fn finish_git_pod(&self, id: JobId, step: &str, outcome: &Value) {
+        let pod = self.wait_for_pod(&format!("icarus-{id}-git-{step}")).await;
+        let terminated = json!({"terminated": {
+            "exitCode": 0, "reason": "Completed", "message": outcome.to_string(),
+            "startedAt": now(), "finishedAt": now(),
+        }});
+        let status = json!({"status": {
+            "phase": "Succeeded",
+            "containerStatuses": [container_status(terminated, false)],
+        }});
+        self.kubelet
+            .patch_status(
+                &name_of(&pod),
+                &PatchParams::default(),
+                &Patch::Merge(&status),
+            )
+            .await
+            .unwrap();
     }
 
     /// The Event reasons recorded on the IcarusJob, oldest first.

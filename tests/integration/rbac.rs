@@ -16,9 +16,11 @@ use icarus::job::{Job, JobId, Role};
 use icarus::k8s::crd::{IcarusJob, IcarusJobSpec};
 use icarus::k8s::lease::Elector;
 use icarus::k8s::runtime::KubeRuntime;
+use icarus::k8s::source_pods::PodSourceControl;
 use icarus::k8s::upstream::ResourceUpstream;
 use icarus::k8s::workloads::WorkloadSettings;
 use icarus::runtime::{Runtime, WorkloadSpec};
+use icarus::source::SourceControl;
 use kube::api::Api;
 use kube::client::Body;
 use kube::runtime::events::{Event, EventType, Recorder};
@@ -205,6 +207,7 @@ async fn mock_api_the_role_grants_exactly_the_calls_kubernetes_mode_makes() {
     let _ = icarus::k8s::bridge::write_status(&api, "add-logging", &json!({"status": {}})).await;
     let mut resource = IcarusJob::new("add-logging", IcarusJobSpec::new("t"));
     resource.metadata.namespace = Some("icarus".to_owned());
+    resource.metadata.uid = Some(job.to_string());
     let event = Event {
         type_: EventType::Normal,
         reason: "Admitted".to_owned(),
@@ -227,6 +230,12 @@ async fn mock_api_the_role_grants_exactly_the_calls_kubernetes_mode_makes() {
     submitted.id = job;
     submitted.spec.cancel_requested = true;
     let _ = upstream.write_spec(&submitted).await;
+
+    // Git in this mode: a Pod per step, watched with gets until it ends.
+    let seen = icarus::k8s::sync::Seen::default();
+    seen.remember(job, resource.clone());
+    let git = PodSourceControl::new(Api::namespaced(client.clone(), "icarus"), seen, settings());
+    let _ = git.diff(job).await;
 
     // Leader election: create the Lease, then renew it.
     let leases = Api::namespaced(client.clone(), "icarus");
