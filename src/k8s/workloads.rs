@@ -446,6 +446,51 @@ mod tests {
     }
 
     #[test]
+    fn a_git_pod_runs_the_step_on_the_claim_confined_and_read_only_for_a_diff() {
+        let id: JobId = "6b1f0b4e-1111-4222-8333-944444444444".parse().unwrap();
+        let mut with_secret = settings();
+        with_secret.git_credentials_secret = Some("git-token".to_owned());
+        for (step, read_only) in [
+            (SourceStep::Diff, true),
+            (
+                SourceStep::Checkout {
+                    source: crate::job::JobSource {
+                        repository: "https://example.com/r.git".to_owned(),
+                        reference: None,
+                    },
+                },
+                false,
+            ),
+        ] {
+            let pod = source_pod(ObjectMeta::default(), "claim", id, &step, &with_secret);
+            let spec = pod.spec.unwrap();
+            let container = &spec.containers[0];
+            assert_eq!(container.image.as_deref(), Some("icarus:latest"));
+            let command = container.command.clone().unwrap();
+            assert_eq!(command[..2], ["icarus", "source-step"]);
+            assert!(command.contains(&"/dev/termination-log".to_owned()));
+            let mount = &container.volume_mounts.as_ref().unwrap()[0];
+            assert_eq!(mount.mount_path, format!("/claim/{id}"));
+            assert_eq!(mount.read_only, Some(read_only));
+            let env = container.env.clone().unwrap();
+            let step_env = env.iter().find(|e| e.name == SOURCE_STEP_VARIABLE).unwrap();
+            let sent: SourceStep =
+                serde_json::from_str(step_env.value.as_deref().unwrap()).unwrap();
+            assert_eq!(sent, step);
+            let token = env.iter().find(|e| e.name == "GITHUB_TOKEN").unwrap();
+            let secret = token.value_from.clone().unwrap().secret_key_ref.unwrap();
+            assert_eq!(
+                (secret.name.as_str(), secret.key.as_str()),
+                ("git-token", "token")
+            );
+            let security = container.security_context.clone().unwrap();
+            assert_eq!(security.read_only_root_filesystem, Some(true));
+            assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+            assert_eq!(spec.active_deadline_seconds, Some(600));
+        }
+    }
+
+    #[test]
     fn agents_go_to_any_node_unless_a_node_selector_is_configured() {
         let pod = agent_pod(&job(), Role::Builder, 1, &[], &settings());
         assert_eq!(pod.spec.unwrap().node_selector, None);
