@@ -1,21 +1,20 @@
 //! Kubernetes mode: jobs as `IcarusJob` custom resources, agents as Pods.
 //!
-//! Built so far, all pure and tested: the resource itself ([`crd`]),
-//! generated from these Rust types and checked in under `crds/`; the objects
-//! a job runs on ([`workloads`]: a workspace PVC, restricted agent Pods owned
-//! by their job); and the translation between the cluster and the planner
-//! ([`observe`]: Pods as observed workloads, domain status as `.status` with
-//! conditions); and [`runtime::KubeRuntime`], the [`crate::runtime::Runtime`]
-//! over Pods and PVCs, tested against a mocked API server; and the [`bridge`]
-//! decisions between IcarusJobs and the job store (a resource becomes a job
-//! with its uid as id; spec approval and cancel go through the domain rules;
-//! status is merge-patched back), run by the [`sync`] loops (an IcarusJob
-//! watch into the store; store writes back onto the resources). The
-//! manifests are under `deploy/`; [`KubernetesMode`] wires it into
-//! `icarus serve` when `kubernetes.enabled`, with [`lease`] leader election.
-//! The REST routes write jobs onto their resources first ([`upstream`]).
-//! Not yet: Git sources (checkout, diff, publish as Pods on the claim); see
-//! the README's "Kubernetes mode".
+//! The pieces, from the cluster inwards:
+//! - [`crd`]: the resource, generated from these Rust types (`crds/`);
+//! - [`workloads`]: the objects a job runs on (a workspace PVC, restricted
+//!   agent Pods and git Pods, owned by the job's resource);
+//! - [`observe`]: Pods as the planner's observed workloads, and the domain
+//!   status as the resource's `.status` with conditions;
+//! - [`runtime::KubeRuntime`]: the [`crate::runtime::Runtime`] over Pods and PVCs;
+//! - [`source_pods`]: checkout, diff and publish as short-lived Pods;
+//! - [`bridge`] and [`sync`]: resources into the job store (uid = job id; spec
+//!   decisions through the domain rules) and statuses and Events back;
+//! - [`upstream`]: the REST routes writing the resource first;
+//! - [`lease`]: leader election.
+//!
+//! [`KubernetesMode`] wires them into `icarus serve` when `kubernetes.enabled`.
+//! The manifests are under `deploy/`; see the README's "Kubernetes mode".
 
 pub mod bridge;
 pub mod crd;

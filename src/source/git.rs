@@ -65,7 +65,7 @@ impl LocalGit {
         } else {
             Err(SourceError::Permanent(
                 "Git sources, diffs and publishing need workspaces on this host \
-                 (workspace.mount_type: bind, not Kubernetes mode)"
+                 (workspace.mount_type: bind)"
                     .to_owned(),
             ))
         }
