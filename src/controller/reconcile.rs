@@ -40,6 +40,10 @@ pub async fn reconcile(context: &Context, id: JobId) -> Result<Option<Duration>,
         _ => Admission::Admitted,
     };
     let mut plan = make_plan(context, &job, &observed, admission);
+    if vanished(&plan) && context.runtime.owner_gone(id).await? {
+        observed.owner_gone = true;
+        plan = make_plan(context, &job, &observed, admission);
+    }
     // Some actions report what they found (a checkout's base, a pushed
     // commit, a start that can never work); the planner then decides again
     // with that knowledge, in the same reconcile. Each such action reports at
@@ -54,6 +58,13 @@ pub async fn reconcile(context: &Context, id: JobId) -> Result<Option<Duration>,
         plan = make_plan(context, &job, &observed, admission);
     }
     record(context, job, plan).await
+}
+
+/// Whether the plan fails the job because an agent disappeared.
+fn vanished(plan: &Plan) -> bool {
+    plan.transition
+        .as_ref()
+        .is_some_and(|t| t.to == Phase::Failed && t.reason.ends_with("Vanished"))
 }
 
 /// How soon a job whose actions changed nothing recordable is looked at again.

@@ -129,6 +129,11 @@ fn decide(input: &PlanInput<'_>) -> (JobStatus, Option<Transition>) {
         );
         return next.finish();
     }
+    if input.observed.owner_gone {
+        let message = "its IcarusJob was deleted".to_owned();
+        next.move_to(Phase::Cancelled, "ResourceDeleted", Some(message));
+        return next.finish();
+    }
     match phase {
         Phase::Pending => decide_pending(&mut next, input.admission),
         Phase::Building => decide_agent(&mut next, input, Role::Builder),

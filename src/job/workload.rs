@@ -143,4 +143,7 @@ pub struct Observed {
     /// The runtime declined to create the next agent ahead of its turn
     /// (it cannot, or it failed): do not ask again in this reconcile.
     pub ahead_declined: bool,
+    /// The record the job came from is gone (its IcarusJob was deleted):
+    /// nobody wants it any more, whatever vanished with it.
+    pub owner_gone: bool,
 }

@@ -129,12 +129,19 @@ impl Elector {
         let (leading, receiver) = watch::channel(false);
         let every = self.duration / 3;
         tokio::spawn(async move {
+            let mut renewed_at: Option<tokio::time::Instant> = None;
             loop {
                 let lead = match self.step().await {
-                    Ok(lead) => lead,
+                    Ok(lead) => {
+                        renewed_at = lead.then(tokio::time::Instant::now);
+                        lead
+                    }
+                    // A failed renewal keeps the lead while the Lease we last
+                    // wrote still holds, with a margin: no one else can take
+                    // it before it expires.
                     Err(error) => {
                         tracing::warn!(%error, "leader election step failed");
-                        false
+                        renewed_at.is_some_and(|at| at.elapsed() < self.duration - every)
                     }
                 };
                 if *leading.borrow() != lead {

@@ -53,7 +53,11 @@ impl KubernetesMode {
     pub async fn connect(
         config: &Config,
     ) -> Result<(Self, Arc<dyn crate::runtime::Runtime>), kube::Error> {
-        let client = kube::Client::try_default().await?;
+        let client = client(
+            kube::Config::infer()
+                .await
+                .map_err(kube::Error::InferConfig)?,
+        )?;
         Ok(Self::with_client(client, config))
     }
 
@@ -132,6 +136,16 @@ impl KubernetesMode {
             }
         });
     }
+}
+
+/// A client for `config` that reports a 429, 503 or 504 at once instead of
+/// retrying it. kube's default (15 tries, waits doubling to minutes) would
+/// hold a REST caller far past any proxy's patience; everything else here
+/// tries again by itself (the controller requeues with backoff, watches
+/// restart, the Lease is renewed every few seconds).
+pub fn client(mut config: kube::Config) -> Result<kube::Client, kube::Error> {
+    config.default_retry = false;
+    kube::Client::try_from(config)
 }
 
 /// This replica's name: `POD_NAME`, else the host name, else a random one.

@@ -22,6 +22,7 @@ use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use super::crd::IcarusJob;
 use super::observe::observe_pod;
 use super::sync::Seen;
 use super::workloads::{PodTarget, WorkloadSettings, claim, pod};
@@ -39,6 +40,7 @@ const KEPT_LOG_BYTES: i64 = 1024 * 1024;
 
 pub struct KubeRuntime {
     pods: Api<Pod>,
+    jobs: Api<IcarusJob>,
     claims: Api<PersistentVolumeClaim>,
     settings: WorkloadSettings,
     changes: broadcast::Sender<JobId>,
@@ -57,6 +59,7 @@ impl KubeRuntime {
         let (changes, _) = broadcast::channel(1024);
         KubeRuntime {
             pods: Api::namespaced(client.clone(), namespace),
+            jobs: Api::namespaced(client.clone(), namespace),
             claims: Api::namespaced(client, namespace),
             settings,
             changes,
@@ -230,6 +233,19 @@ impl Runtime for KubeRuntime {
             // adopting it can never run a finished agent again.
             Err(error) if status_of(&error) == Some(409) => Ok(name),
             Err(error) => Err(failed("create pod", error)),
+        }
+    }
+
+    async fn owner_gone(&self, job: JobId) -> Result<bool> {
+        // Only a resource this replica saw can be missed.
+        let Some(name) = self.owners.name_of(job).filter(|_| self.owner_required) else {
+            return Ok(false);
+        };
+        match self.jobs.get_opt(&name).await {
+            Ok(None) => Ok(true),
+            Ok(Some(resource)) => Ok(resource.metadata.deletion_timestamp.is_some()
+                || resource.metadata.uid != Some(job.to_string())),
+            Err(error) => Err(failed("read the job's IcarusJob", error)),
         }
     }
 

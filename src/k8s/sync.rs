@@ -108,6 +108,16 @@ async fn resources_into_store(
             }
             None => return,
         };
+        // Being deleted (a foreground deletion removes the Pods first): the
+        // job is not wanted any more, before its Pods vanish.
+        if resource.metadata.deletion_timestamp.is_some() {
+            if let Ok(id) = job_id(&resource)
+                && let Err(error) = cancel_deleted(&store, id).await
+            {
+                tracing::warn!(job = %id, %error, "a deleted IcarusJob's job could not be cancelled");
+            }
+            continue;
+        }
         if let Err(error) = bring_into_store(&store, &seen, resource).await {
             tracing::warn!(%error, "an IcarusJob could not be brought into the store");
         }

@@ -74,6 +74,13 @@ pub trait Runtime: Send + Sync + 'static {
         Ok(false)
     }
 
+    /// Whether the record the job came from was deleted (Kubernetes: its
+    /// IcarusJob), asked when its workloads vanished: the watch that says
+    /// so may come after the garbage collector took them.
+    async fn owner_gone(&self, _job: JobId) -> Result<bool> {
+        Ok(false)
+    }
+
     /// The workload's output so far (stdout and stderr), up to a runtime-defined cap.
     async fn logs(&self, id: &str) -> Result<String>;
 

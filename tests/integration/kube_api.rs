@@ -9,7 +9,9 @@
 //! `status`). What it models:
 //!
 //! - create: a uid, a `resourceVersion` from one global counter, a
-//!   `creationTimestamp`, generation 1, `generateName`; 409 `AlreadyExists`.
+//!   `creationTimestamp`, generation 1; a `generateName` without a `name`
+//!   becomes the prefix and five random characters of the API server's
+//!   alphabet; 409 `AlreadyExists`.
 //!   The status of a resource with a status subresource is not taken from a
 //!   create (a Pod or claim starts `Pending`).
 //! - get, list (equality and existence `labelSelector`s), and watch
@@ -17,15 +19,29 @@
 //!   `resourceVersion`, or the current objects first for none or `0` and for
 //!   `sendInitialEvents`, which ends with its bookmark; `timeoutSeconds`).
 //!   The whole history is kept, so a watch never gets 410 `Gone`.
+//! - metadata-only reads, as `Api::list_metadata`, `get_metadata` and
+//!   `watch_metadata` ask for them in the `Accept` header
+//!   (`application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1` for
+//!   a list, `as=PartialObjectMetadata` for a get or a watch): objects
+//!   reduced to their metadata, of kind `PartialObjectMetadata[List]` in
+//!   `meta.k8s.io/v1`; an `Accept` nothing of which can be served is 406.
 //! - replace (PUT) with a `resourceVersion` precondition (409 `Conflict`),
 //!   JSON merge patch (RFC 7386) with the same precondition if the patch
 //!   names a version; through the main resource the status is left alone,
 //!   through `/status` only the status changes; the generation grows only
 //!   when something other than metadata and status changes, and a write that
 //!   changes nothing changes nothing (no new version, no watch event).
-//! - delete: immediate (no graceful deletion, no finalizers), then the
-//!   garbage collector's cascade to every object whose `ownerReferences`
-//!   name the deleted uid, unless `propagationPolicy: Orphan`.
+//! - delete: immediate (no graceful deletion, no finalizers but the one
+//!   below), then the garbage collector's cascade to every object whose
+//!   `ownerReferences` name the deleted uid, unless `propagationPolicy:
+//!   Orphan`. With `propagationPolicy: Foreground` (`kubectl delete
+//!   --cascade=foreground`) an owner with dependents is first marked (a
+//!   `deletionTimestamp` and the `foregroundDeletion` finalizer), its
+//!   dependents are deleted, and only then (a collector's lag later) the
+//!   owner. The collector acts in
+//!   the same instant, unless [`KubeApi::collect_garbage_after`] gives it the
+//!   lag kube-controller-manager's has (it learns of deletions through its
+//!   own watches).
 //! - errors as `Status` objects with the API server's reasons and codes.
 //!
 //! Not modelled (refused with a `Status`, never silently accepted): JSON
@@ -35,12 +51,14 @@
 //! client asking for a `limit` must accept.
 //!
 //! Tests also read and change its state directly ([`KubeApi::object`],
-//! [`KubeApi::set_log`]), inject faults ([`KubeApi::fail_next`]), and read
+//! [`KubeApi::set_log`]), inject faults ([`KubeApi::fail_next`]), hold back
+//! the watch events of a kind as a lagging watch would
+//! ([`KubeApi::hold_watch_events`]), and read
 //! the journal of requests ([`KubeApi::requests`]), each tagged with who sent
 //! it: a client from [`KubeApi::client_as`] names its actor in a header, and
 //! requests without one are the orchestrator's.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -173,6 +191,8 @@ pub struct Recorded {
     pub path: String,
     pub query: HashMap<String, String>,
     pub content_type: Option<String>,
+    /// The `Accept` header, as sent.
+    pub accept: Option<String>,
     /// The body as JSON (`Null` when empty or not JSON).
     pub body: Value,
     /// `plural[.group]` (empty for a path the double does not serve).
@@ -193,6 +213,8 @@ pub struct Fault {
     pub resource: &'static str,
     pub subresource: Option<&'static str>,
     pub code: u16,
+    /// The `Status` message; a generic one when `None`.
+    pub message: Option<&'static str>,
     /// How many matching requests get the error.
     pub times: usize,
     /// A further condition on the request (its body, say).
@@ -207,6 +229,10 @@ struct World {
     logs: HashMap<(String, String), String>,
     requests: Vec<Recorded>,
     faults: Vec<Fault>,
+    /// Resources (`plural[.group]`) whose changes watches do not get yet.
+    held: HashSet<String>,
+    /// How long after a deletion the garbage collector acts on it.
+    gc_delay: Duration,
 }
 
 struct Inner {
@@ -277,7 +303,8 @@ impl KubeApi {
                 actor.parse().unwrap(),
             ));
         }
-        kube::Client::try_from(config).unwrap()
+        // Built as `icarus serve` builds its client.
+        icarus::k8s::client(config).unwrap()
     }
 
     fn world(&self) -> MutexGuard<'_, World> {
@@ -310,6 +337,25 @@ impl KubeApi {
     /// orchestrator with `fault.code` instead of serving them.
     pub fn fail_next(&self, fault: Fault) {
         self.world().faults.push(fault);
+    }
+
+    /// Holds back the changes of `resource` (`plural[.group]`) from every
+    /// watch, as a lagging watch would, until
+    /// [`KubeApi::release_watch_events`]; reads and writes go on as usual.
+    pub fn hold_watch_events(&self, resource: &str) {
+        self.world().held.insert(resource.to_owned());
+    }
+
+    /// Delivers the held changes of `resource`, in order, and every one after.
+    pub fn release_watch_events(&self, resource: &str) {
+        self.world().held.remove(resource);
+        self.inner.changed.send_modify(|_| {});
+    }
+
+    /// From now on the garbage collector deletes dependents `delay` after
+    /// their owner's deletion rather than in the same instant.
+    pub fn collect_garbage_after(&self, delay: Duration) {
+        self.world().gc_delay = delay;
     }
 
     /// Every request so far, oldest first.
@@ -441,11 +487,15 @@ async fn serve(inner: &Arc<Inner>, request: Request) -> (usize, Response) {
         .and_then(|v| v.to_str().ok())
         .unwrap_or(ORCHESTRATOR)
         .to_owned();
-    let content_type = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let header_text = |name: header::HeaderName| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let content_type = header_text(header::CONTENT_TYPE);
+    let accept = header_text(header::ACCEPT);
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     let path = parts.uri.path().to_owned();
     let target = parse_path(&path);
@@ -460,6 +510,7 @@ async fn serve(inner: &Arc<Inner>, request: Request) -> (usize, Response) {
         path,
         query,
         content_type,
+        accept,
         body,
         resource: target
             .as_ref()
@@ -475,12 +526,16 @@ async fn serve(inner: &Arc<Inner>, request: Request) -> (usize, Response) {
         world.requests.push(recorded.clone());
         let index = world.requests.len() - 1;
         if recorded.actor == ORCHESTRATOR
-            && let Some(code) = take_fault(&mut world, &recorded)
+            && let Some(fault) = take_fault(&mut world, &recorded)
         {
             let name = recorded.name.clone().unwrap_or_default();
-            let response = match code {
-                409 => conflict(&recorded.resource, &name),
-                code => failure(code, "InternalError", format!("injected error {code}")),
+            let response = match (fault.code, fault.message) {
+                (409, None) => conflict(&recorded.resource, &name),
+                (code, message) => failure(
+                    code,
+                    reason_of(code),
+                    message.map_or_else(|| format!("injected error {code}"), str::to_owned),
+                ),
             };
             return (index, response);
         }
@@ -500,14 +555,37 @@ fn answer(inner: &Arc<Inner>, target: Option<Target>, request: &Recorded) -> Res
     };
     let query = &request.query;
     let body = request.body.clone();
+    let reading = matches!(request.verb, "get" | "list" | "watch") && target.subresource.is_none();
+    let rendering = if reading {
+        match rendering_of(request.accept.as_deref(), request.verb == "list") {
+            Some(rendering) => rendering,
+            None => {
+                return failure(
+                    406,
+                    "NotAcceptable",
+                    format!(
+                        "only the following media types are accepted: application/json, {} (this test double); not {:?}",
+                        if request.verb == "list" {
+                            METADATA_LIST_MEDIA_TYPE
+                        } else {
+                            METADATA_MEDIA_TYPE
+                        },
+                        request.accept
+                    ),
+                );
+            }
+        }
+    } else {
+        Rendering::Full
+    };
     match (
         request.verb,
         target.name.clone(),
         target.subresource.as_deref(),
     ) {
-        ("list", None, None) => list(inner, &target, query),
-        ("watch", None, None) => watch_stream(inner, &target, query),
-        ("get", Some(name), None) => get(inner, &target, &name),
+        ("list", None, None) => list(inner, &target, query, rendering),
+        ("watch", None, None) => watch_stream(inner, &target, query, rendering),
+        ("get", Some(name), None) => get(inner, &target, &name, rendering),
         ("get", Some(name), Some("log")) if target.kind.plural == "pods" => {
             pod_log(inner, &target, &name, query)
         }
@@ -544,7 +622,76 @@ fn answer(inner: &Arc<Inner>, target: Option<Target>, request: &Recorded) -> Res
     }
 }
 
-fn take_fault(world: &mut World, request: &Recorded) -> Option<u16> {
+const METADATA_MEDIA_TYPE: &str = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1";
+const METADATA_LIST_MEDIA_TYPE: &str =
+    "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1";
+
+/// How objects are answered: whole, or as `PartialObjectMetadata`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rendering {
+    Full,
+    Metadata,
+}
+
+impl Rendering {
+    fn object(self, object: &Value) -> Value {
+        match self {
+            Rendering::Full => object.clone(),
+            Rendering::Metadata => json!({
+                "apiVersion": "meta.k8s.io/v1",
+                "kind": "PartialObjectMetadata",
+                "metadata": object["metadata"],
+            }),
+        }
+    }
+}
+
+/// The first media type of `accept` the double can answer a read with
+/// (`list` for a list), as the API server negotiates it; `None` if none.
+fn rendering_of(accept: Option<&str>, list: bool) -> Option<Rendering> {
+    let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
+        return Some(Rendering::Full);
+    };
+    accept.split(',').find_map(|media_type| {
+        let mut parts = media_type.split(';').map(str::trim);
+        let essence = parts.next().unwrap_or_default();
+        if !matches!(essence, "application/json" | "application/*" | "*/*") {
+            return None;
+        }
+        let parameters: HashMap<&str, &str> = parts
+            .filter_map(|p| p.split_once('='))
+            .map(|(k, v)| (k.trim(), v.trim()))
+            .collect();
+        let Some(shape) = parameters.get("as") else {
+            return Some(Rendering::Full);
+        };
+        let wanted = if list {
+            "PartialObjectMetadataList"
+        } else {
+            "PartialObjectMetadata"
+        };
+        let meta_group = parameters.get("g") == Some(&"meta.k8s.io")
+            && matches!(parameters.get("v"), Some(&("v1" | "v1beta1")));
+        (*shape == wanted && meta_group).then_some(Rendering::Metadata)
+    })
+}
+
+/// The `reason` an API server gives with `code`.
+fn reason_of(code: u16) -> &'static str {
+    match code {
+        400 => "BadRequest",
+        403 => "Forbidden",
+        404 => "NotFound",
+        409 => "Conflict",
+        422 => "Invalid",
+        429 => "TooManyRequests",
+        503 => "ServiceUnavailable",
+        504 => "Timeout",
+        _ => "InternalError",
+    }
+}
+
+fn take_fault(world: &mut World, request: &Recorded) -> Option<Fault> {
     let index = world.faults.iter().position(|f| {
         f.times > 0
             && f.verb == request.verb
@@ -554,7 +701,7 @@ fn take_fault(world: &mut World, request: &Recorded) -> Option<u16> {
     })?;
     let fault = &mut world.faults[index];
     fault.times -= 1;
-    Some(fault.code)
+    Some(fault.clone())
 }
 
 /// One label selector requirement; only equality and existence are modelled.
@@ -608,7 +755,12 @@ fn selector_of(query: &HashMap<String, String>) -> Result<Vec<Requirement>, Stri
     parse_selector(query.get("labelSelector").map_or("", String::as_str))
 }
 
-fn list(inner: &Inner, target: &Target, query: &HashMap<String, String>) -> Response {
+fn list(
+    inner: &Inner,
+    target: &Target,
+    query: &HashMap<String, String>,
+    rendering: Rendering,
+) -> Response {
     let selector = match selector_of(query) {
         Ok(selector) => selector,
         Err(message) => return failure(400, "BadRequest", message),
@@ -621,11 +773,21 @@ fn list(inner: &Inner, target: &Target, query: &HashMap<String, String>) -> Resp
         .filter(|((r, ns, _), object)| {
             *r == resource && *ns == target.namespace && selects(&selector, object)
         })
-        .map(|(_, object)| object.clone())
+        .map(|(_, object)| rendering.object(object))
         .collect();
+    let (api_version, kind) = match rendering {
+        Rendering::Full => (
+            target.kind.api_version(),
+            format!("{}List", target.kind.kind),
+        ),
+        Rendering::Metadata => (
+            "meta.k8s.io/v1".to_owned(),
+            "PartialObjectMetadataList".to_owned(),
+        ),
+    };
     let body = json!({
-        "apiVersion": target.kind.api_version(),
-        "kind": format!("{}List", target.kind.kind),
+        "apiVersion": api_version,
+        "kind": kind,
         "metadata": {"resourceVersion": world.resource_version.to_string()},
         "items": items,
     });
@@ -640,7 +802,12 @@ fn watch_event(kind: &str, object: &Value) -> Bytes {
 
 /// A streaming watch: the events after the requested version (or the
 /// current objects first), then every change as it happens.
-fn watch_stream(inner: &Arc<Inner>, target: &Target, query: &HashMap<String, String>) -> Response {
+fn watch_stream(
+    inner: &Arc<Inner>,
+    target: &Target,
+    query: &HashMap<String, String>,
+    rendering: Rendering,
+) -> Response {
     let selector = match selector_of(query) {
         Ok(selector) => selector,
         Err(message) => return failure(400, "BadRequest", message),
@@ -662,7 +829,7 @@ fn watch_stream(inner: &Arc<Inner>, target: &Target, query: &HashMap<String, Str
         if from_now {
             for ((r, ns, _), object) in &world.objects {
                 if *r == resource && *ns == namespace && selects(&selector, object) {
-                    pending.push_back(watch_event("ADDED", object));
+                    pending.push_back(watch_event("ADDED", &rendering.object(object)));
                 }
             }
         }
@@ -674,7 +841,7 @@ fn watch_stream(inner: &Arc<Inner>, target: &Target, query: &HashMap<String, Str
                     "annotations": {"k8s.io/initial-events-end": "true"},
                 },
             });
-            pending.push_back(watch_event("BOOKMARK", &bookmark));
+            pending.push_back(watch_event("BOOKMARK", &rendering.object(&bookmark)));
         }
         if from_now {
             world.history.len()
@@ -712,15 +879,18 @@ fn watch_stream(inner: &Arc<Inner>, target: &Target, query: &HashMap<String, Str
             {
                 let world = lock(inner);
                 changes.borrow_and_update();
-                for change in &world.history[*position..] {
-                    if change.resource == *resource
-                        && change.namespace == *namespace
-                        && selects(selector, &change.object)
-                    {
-                        pending.push_back(watch_event(change.kind, &change.object));
+                if !world.held.contains(resource.as_str()) {
+                    for change in &world.history[*position..] {
+                        if change.resource == *resource
+                            && change.namespace == *namespace
+                            && selects(selector, &change.object)
+                        {
+                            let object = rendering.object(&change.object);
+                            pending.push_back(watch_event(change.kind, &object));
+                        }
                     }
+                    *position = world.history.len();
                 }
-                *position = world.history.len();
             }
             if !pending.is_empty() {
                 continue;
@@ -738,12 +908,12 @@ fn watch_stream(inner: &Arc<Inner>, target: &Target, query: &HashMap<String, Str
         .unwrap()
 }
 
-fn get(inner: &Inner, target: &Target, name: &str) -> Response {
+fn get(inner: &Inner, target: &Target, name: &str, rendering: Rendering) -> Response {
     let world = lock(inner);
     let resource = target.kind.resource();
     let key = (resource.clone(), target.namespace.clone(), name.to_owned());
     match world.objects.get(&key) {
-        Some(object) => ok(StatusCode::OK, object),
+        Some(object) => ok(StatusCode::OK, &rendering.object(object)),
         None => not_found(&resource, name),
     }
 }
@@ -816,6 +986,18 @@ fn commit(
     object
 }
 
+/// The characters the API server draws generated name suffixes from
+/// (`k8s.io/apimachinery/pkg/util/rand`: no vowels, no confusable digits).
+const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+/// Five random characters of [`NAME_ALPHABET`], as `generateName` appends.
+fn random_suffix() -> String {
+    uuid::Uuid::new_v4().as_bytes()[..5]
+        .iter()
+        .map(|byte| char::from(NAME_ALPHABET[usize::from(*byte) % NAME_ALPHABET.len()]))
+        .collect()
+}
+
 fn create(inner: &Inner, target: &Target, mut object: Value) -> Response {
     let resource = target.kind.resource();
     if !object.is_object() {
@@ -832,10 +1014,7 @@ fn create(inner: &Inner, target: &Target, mut object: Value) -> Response {
     }
     if metadata["name"].as_str().is_none_or(str::is_empty) {
         match metadata["generateName"].as_str() {
-            Some(prefix) => {
-                let suffix = uuid::Uuid::new_v4().simple().to_string();
-                metadata["name"] = json!(format!("{prefix}{}", &suffix[..5]));
-            }
+            Some(prefix) => metadata["name"] = json!(format!("{prefix}{}", random_suffix())),
             None => {
                 return failure(
                     422,
@@ -1004,7 +1183,7 @@ fn update(inner: &Inner, target: &Target, name: &str, status_only: bool, write: 
     ok(StatusCode::OK, &updated)
 }
 
-fn delete(inner: &Inner, target: &Target, name: &str, options: &Value) -> Response {
+fn delete(inner: &Arc<Inner>, target: &Target, name: &str, options: &Value) -> Response {
     let resource = target.kind.resource();
     let key = (resource.clone(), target.namespace.clone(), name.to_owned());
     let mut world = lock(inner);
@@ -1020,19 +1199,92 @@ fn delete(inner: &Inner, target: &Target, name: &str, options: &Value) -> Respon
     if stale("resourceVersion") || stale("uid") {
         return conflict(&resource, name);
     }
-    let deleted = commit(inner, &mut world, &key, "DELETED", object);
-    if options["propagationPolicy"] != "Orphan" {
-        collect_garbage(inner, &mut world, &deleted);
+    match options["propagationPolicy"].as_str() {
+        Some("Orphan") => {
+            let deleted = commit(inner, &mut world, &key, "DELETED", object);
+            ok(StatusCode::OK, &deleted)
+        }
+        Some("Foreground") if !dependents(&world, &object).is_empty() => {
+            // The owner stays, marked, until the collector has deleted its
+            // dependents; then the collector removes it.
+            let mut marked = object;
+            marked["metadata"]["deletionTimestamp"] = json!(now());
+            let finalizers = marked["metadata"]["finalizers"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if !finalizers.contains(&json!("foregroundDeletion")) {
+                let mut finalizers = finalizers;
+                finalizers.push(json!("foregroundDeletion"));
+                marked["metadata"]["finalizers"] = json!(finalizers);
+            }
+            let marked = commit(inner, &mut world, &key, "MODIFIED", marked);
+            let owner = marked.clone();
+            let delay = world.gc_delay;
+            if delay.is_zero() {
+                collect_garbage(inner, &mut world, &owner);
+                finish_foreground_deletion(inner, &mut world, &key, &owner);
+            } else {
+                // The collector sees the dependents gone through its own
+                // watches: the owner goes a lag after them.
+                drop(world);
+                let inner = Arc::clone(inner);
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    collect_garbage(&inner, &mut lock(&inner), &owner);
+                    tokio::time::sleep(delay).await;
+                    finish_foreground_deletion(&inner, &mut lock(&inner), &key, &owner);
+                });
+            }
+            ok(StatusCode::OK, &marked)
+        }
+        _ => {
+            let deleted = commit(inner, &mut world, &key, "DELETED", object);
+            let owner = deleted.clone();
+            after_gc_delay(inner, world, move |inner, world| {
+                collect_garbage(inner, world, &owner);
+            });
+            ok(StatusCode::OK, &deleted)
+        }
     }
-    ok(StatusCode::OK, &deleted)
 }
 
-/// The garbage collector: deletes what the deleted object owned, and so on.
-fn collect_garbage(inner: &Inner, world: &mut World, owner: &Value) {
-    let Some(uid) = owner["metadata"]["uid"].as_str() else {
+/// Removes the owner marked for foreground deletion, unless it is another
+/// object by now.
+fn finish_foreground_deletion(inner: &Inner, world: &mut World, key: &ObjectKey, owner: &Value) {
+    if let Some(current) = world.objects.get(key).cloned()
+        && current["metadata"]["uid"] == owner["metadata"]["uid"]
+    {
+        commit(inner, world, key, "DELETED", current);
+    }
+}
+
+/// Runs the collector's `work` now (no lag set) or once the lag has passed.
+fn after_gc_delay(
+    inner: &Arc<Inner>,
+    mut world: MutexGuard<'_, World>,
+    work: impl FnOnce(&Inner, &mut World) + Send + 'static,
+) {
+    let delay = world.gc_delay;
+    if delay.is_zero() {
+        work(inner, &mut world);
         return;
+    }
+    drop(world);
+    let inner = Arc::clone(inner);
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let mut world = lock(&inner);
+        work(&inner, &mut world);
+    });
+}
+
+/// The objects whose `ownerReferences` name `owner`.
+fn dependents(world: &World, owner: &Value) -> Vec<(ObjectKey, Value)> {
+    let Some(uid) = owner["metadata"]["uid"].as_str() else {
+        return Vec::new();
     };
-    let dependents: Vec<(ObjectKey, Value)> = world
+    world
         .objects
         .iter()
         .filter(|(_, object)| {
@@ -1041,8 +1293,12 @@ fn collect_garbage(inner: &Inner, world: &mut World, owner: &Value) {
                 .is_some_and(|owners| owners.iter().any(|o| o["uid"] == uid))
         })
         .map(|(key, object)| (key.clone(), object.clone()))
-        .collect();
-    for (key, object) in dependents {
+        .collect()
+}
+
+/// The garbage collector: deletes what the deleted object owned, and so on.
+fn collect_garbage(inner: &Inner, world: &mut World, owner: &Value) {
+    for (key, object) in dependents(world, owner) {
         let deleted = commit(inner, world, &key, "DELETED", object);
         collect_garbage(inner, world, &deleted);
     }
@@ -1186,5 +1442,204 @@ mod tests {
             "the garbage collector deleted the dependent"
         );
         assert!(server.objects("pods").is_empty());
+    }
+
+    fn owned_by(owner: &Pod, name: &str) -> Pod {
+        let mut dependent = pod(name, json!({}));
+        dependent.metadata.owner_references = Some(vec![
+            serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "name": owner.metadata.name.clone().unwrap(),
+                "uid": owner.metadata.uid.clone().unwrap(),
+            }))
+            .unwrap(),
+        ]);
+        dependent
+    }
+
+    #[tokio::test]
+    async fn mock_api_double_generates_names_and_answers_metadata_only_reads() {
+        let server = KubeApi::start().await;
+        let pods: Api<Pod> = Api::default_namespaced(server.client());
+        let mut generated = pod("", json!({}));
+        generated.metadata.name = None;
+        generated.metadata.generate_name = Some("job-".to_owned());
+        let created = pods
+            .create(&PostParams::default(), &generated)
+            .await
+            .unwrap();
+        let name = created.metadata.name.clone().unwrap();
+        let suffix = name.strip_prefix("job-").unwrap();
+        assert_eq!(suffix.len(), 5, "{name}");
+        assert!(suffix.bytes().all(|b| NAME_ALPHABET.contains(&b)), "{name}");
+        let second = pods
+            .create(&PostParams::default(), &generated)
+            .await
+            .unwrap();
+        assert_ne!(second.metadata.name, created.metadata.name);
+
+        let listed = pods.list_metadata(&ListParams::default()).await.unwrap();
+        assert_eq!(
+            (
+                listed.types.api_version.as_str(),
+                listed.types.kind.as_str()
+            ),
+            ("meta.k8s.io/v1", "PartialObjectMetadataList")
+        );
+        assert_eq!(listed.items.len(), 2);
+        let item = &listed.items[0];
+        assert_eq!(
+            item.types.as_ref().map(|t| t.kind.as_str()),
+            Some("PartialObjectMetadata")
+        );
+        assert!(item.metadata.uid.is_some());
+        let list = server.requests().pop().unwrap();
+        assert_eq!((list.verb, list.code), ("list", 200));
+        assert_eq!(list.accept.as_deref(), Some(METADATA_LIST_MEDIA_TYPE));
+        let one = pods.get_metadata(&name).await.unwrap();
+        assert_eq!(one.metadata.uid, created.metadata.uid);
+
+        // Only the metadata is sent, and what cannot be served is refused.
+        let url = format!("{}/api/v1/namespaces/{NAMESPACE}/pods", server.url());
+        let http = reqwest::Client::new();
+        let raw: Value = http
+            .get(&url)
+            .header("accept", METADATA_LIST_MEDIA_TYPE)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            raw["items"][0]
+                .as_object()
+                .unwrap()
+                .keys()
+                .collect::<Vec<_>>(),
+            ["apiVersion", "kind", "metadata"]
+        );
+        for accept in [
+            "application/json;as=Table;g=meta.k8s.io;v=v1",
+            METADATA_MEDIA_TYPE,
+            "application/yaml",
+        ] {
+            let refused = http
+                .get(&url)
+                .header("accept", accept)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(refused.status(), 406, "a list accepting {accept}");
+        }
+        let fallback = http
+            .get(&url)
+            .header(
+                "accept",
+                "application/json;as=Table;g=meta.k8s.io;v=v1, application/json",
+            )
+            .send()
+            .await
+            .unwrap();
+        let fallback: Value = fallback.json().await.unwrap();
+        assert_eq!(fallback["kind"], "PodList", "the next acceptable type");
+    }
+
+    /// Polls every 10 ms until `done` (fails after 10 s).
+    async fn poll_until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: not within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn mock_api_double_deletes_dependents_first_in_the_foreground_and_after_its_lag() {
+        let server = KubeApi::start().await;
+        server.collect_garbage_after(Duration::from_millis(300));
+        let pods: Api<Pod> = Api::default_namespaced(server.client());
+        let owner = pods
+            .create(&PostParams::default(), &pod("owner", json!({})))
+            .await
+            .unwrap();
+        pods.create(&PostParams::default(), &owned_by(&owner, "dependent"))
+            .await
+            .unwrap();
+
+        pods.delete("owner", &DeleteParams::foreground())
+            .await
+            .unwrap();
+        let marked = server
+            .object("pods", "owner")
+            .expect("kept until its dependents are gone");
+        assert!(marked["metadata"]["deletionTimestamp"].is_string());
+        assert_eq!(
+            marked["metadata"]["finalizers"],
+            json!(["foregroundDeletion"])
+        );
+        assert!(
+            server.object("pods", "dependent").is_some(),
+            "the collector lags"
+        );
+        poll_until("the dependent deleted", || {
+            server.object("pods", "dependent").is_none()
+        })
+        .await;
+        assert!(
+            server.object("pods", "owner").is_some(),
+            "the owner goes a lag after its dependents"
+        );
+        poll_until("the owner deleted", || server.objects("pods").is_empty()).await;
+
+        let owner = pods
+            .create(&PostParams::default(), &pod("owner", json!({})))
+            .await
+            .unwrap();
+        pods.create(&PostParams::default(), &owned_by(&owner, "dependent"))
+            .await
+            .unwrap();
+        pods.delete("owner", &DeleteParams::background())
+            .await
+            .unwrap();
+        assert!(server.object("pods", "owner").is_none(), "gone at once");
+        assert!(
+            server.object("pods", "dependent").is_some(),
+            "the collector lags"
+        );
+        poll_until("the dependent deleted", || {
+            server.objects("pods").is_empty()
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn mock_api_double_holds_back_watch_events_until_released() {
+        use futures::StreamExt;
+        let server = KubeApi::start().await;
+        let pods: Api<Pod> = Api::default_namespaced(server.client());
+        let mut events = pods
+            .watch(&kube::api::WatchParams::default(), "0")
+            .await
+            .unwrap()
+            .boxed();
+        server.hold_watch_events("pods");
+        pods.create(&PostParams::default(), &pod("a", json!({})))
+            .await
+            .unwrap();
+        let early = tokio::time::timeout(Duration::from_millis(300), events.next()).await;
+        assert!(early.is_err(), "held back");
+        server.release_watch_events("pods");
+        let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("delivered once released")
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(event, kube::api::WatchEvent::Added(p) if p.metadata.name.as_deref() == Some("a"))
+        );
     }
 }

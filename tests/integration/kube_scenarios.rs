@@ -4,11 +4,13 @@
 //! controller, IcarusJob sync loops), the test plays kubectl (creating and
 //! merge-patching IcarusJobs), the kubelet (moving Pods through their phases,
 //! exit codes and logs) and the agents (posting to the callback URL a Pod is
-//! given), and every outcome is read back from the API server's state.
+//! given), and every outcome is read back from the API server's state. The
+//! REST routes, which in this mode write the IcarusJob before the store, are
+//! called as named token holders.
 
 use std::time::Duration;
 
-use icarus::config::Config;
+use icarus::config::{AccessRole, ApiToken, Config};
 use icarus::job::JobId;
 use icarus::k8s::KubernetesMode;
 use icarus::k8s::crd::{IcarusJob, IcarusJobSpec};
@@ -16,7 +18,9 @@ use icarus::server::Orchestrator;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use tempfile::TempDir;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::kube_api::{Fault, KubeApi, ORCHESTRATOR, Recorded};
@@ -28,6 +32,31 @@ const CLAIMS: &str = "persistentvolumeclaims";
 const EVENTS: &str = "events.events.k8s.io";
 /// How long any condition may take to be reached.
 const PATIENCE: Duration = Duration::from_secs(20);
+const SUBMITTED_BY: &str = "icarus.dev/submitted-by";
+const DECIDED_BY: &str = "icarus.dev/decided-by";
+
+/// The API token of `sam`, a submitter (see [`with_tokens`]).
+const SAM: &str = "submitter-sam-0123456789";
+/// The API token of `ann`, an approver.
+const ANN: &str = "approver-ann-0123456789";
+
+fn token(name: &str, role: AccessRole, secret: &str) -> ApiToken {
+    let digest = Sha256::digest(secret.as_bytes());
+    ApiToken {
+        name: name.to_owned(),
+        role,
+        sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
+    }
+}
+
+/// Authentication on, with `sam` (submitter) and `ann` (approver).
+fn with_tokens(config: &mut Config) {
+    config.auth.enabled = true;
+    config.auth.tokens = vec![
+        token("sam", AccessRole::Submitter, SAM),
+        token("ann", AccessRole::Approver, ANN),
+    ];
+}
 
 /// One orchestrator in Kubernetes mode and the API server double it talks to.
 struct Cluster {
@@ -39,6 +68,8 @@ struct Cluster {
     rest: support::Api,
     orchestrator: Option<Orchestrator>,
     stop: CancellationToken,
+    /// What the orchestrator was started with (a second replica shares it).
+    config: Config,
     _dir: TempDir,
 }
 
@@ -78,8 +109,61 @@ impl Cluster {
             kube,
             orchestrator: Some(orchestrator),
             stop,
+            config,
             _dir: dir,
         }
+    }
+
+    /// A second replica on the same database and API server that does not
+    /// lead (the Lease is the first one's): its REST API serves, its
+    /// controller waits, and like any follower it runs no IcarusJob watch, so
+    /// its registry of resources is empty.
+    async fn follower(&self) -> Follower {
+        let (mode, runtime) = KubernetesMode::with_client(self.kube.client(), &self.config);
+        let (leading, leadership) = watch::channel(false);
+        let orchestrator =
+            Orchestrator::start_in_cluster(&self.config, runtime, mode.in_cluster(leadership))
+                .await
+                .unwrap();
+        Follower {
+            rest: support::Api::new(&orchestrator),
+            orchestrator: Some(orchestrator),
+            _leading: leading,
+        }
+    }
+
+    /// Waits until the leader's IcarusJob watch is up: its first list has
+    /// been brought into the store and it watches for changes.
+    async fn wait_for_the_resource_watch(&self) {
+        self.until("the IcarusJob watch started", |kube| {
+            kube.requests()
+                .iter()
+                .any(|r| r.actor == ORCHESTRATOR && r.resource == JOBS && r.verb == "watch")
+                .then_some(())
+        })
+        .await;
+    }
+
+    /// `POST /jobs/spawn` as `token`'s holder; returns the job id and the
+    /// name of the IcarusJob whose uid it is.
+    async fn spawn_as(&self, token: &str, task: &str) -> (JobId, String) {
+        let (code, body) = self
+            .rest
+            .as_holder_of(token)
+            .post(
+                "/jobs/spawn",
+                json!({"task": task, "project_path": "/workspace"}),
+            )
+            .await;
+        assert_eq!(code, 201, "{body}");
+        let id: JobId = body["job_id"].as_str().unwrap().parse().unwrap();
+        let resource = self
+            .kube
+            .objects(JOBS)
+            .into_iter()
+            .find(|job| job["metadata"]["uid"] == id.to_string())
+            .unwrap_or_else(|| panic!("no IcarusJob has the uid {id}: {}", self.kube.summary()));
+        (id, name_of(&resource))
     }
 
     /// `kubectl apply` of a new IcarusJob; its uid is the job id.
@@ -296,6 +380,29 @@ impl Cluster {
     }
 }
 
+/// A replica that does not lead; see [`Cluster::follower`].
+struct Follower {
+    rest: support::Api,
+    orchestrator: Option<Orchestrator>,
+    _leading: watch::Sender<bool>,
+}
+
+impl Follower {
+    async fn shut_down(mut self) {
+        if let Some(orchestrator) = self.orchestrator.take() {
+            orchestrator.stop().await.unwrap();
+        }
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        if let Some(orchestrator) = self.orchestrator.take() {
+            orchestrator.abort();
+        }
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop.cancel();
@@ -414,6 +521,20 @@ fn as_grant(request: &Recorded) -> (String, String, String) {
     (group.to_owned(), resource, request.verb.to_owned())
 }
 
+/// Asserts that the Role in `deploy/rbac.yaml` grants every one of `requests`.
+fn assert_granted(requests: &[Recorded]) {
+    let grants = granted();
+    for request in requests {
+        assert!(
+            grants.contains(&as_grant(request)),
+            "not granted by deploy/rbac.yaml: {} {} ({:?})",
+            request.method,
+            request.path,
+            as_grant(request)
+        );
+    }
+}
+
 #[tokio::test]
 async fn mock_api_an_icarusjob_runs_its_agents_as_pods_and_completes_when_approved_in_its_spec() {
     let cluster = Cluster::start().await;
@@ -527,17 +648,8 @@ async fn mock_api_an_icarusjob_runs_its_agents_as_pods_and_completes_when_approv
 
     // Every call the orchestrator made is one the Role grants, and status
     // writes are merge patches of the status subresource.
-    let grants = granted();
     let requests = cluster.orchestrator_requests();
-    for request in &requests {
-        assert!(
-            grants.contains(&as_grant(request)),
-            "not granted by deploy/rbac.yaml: {} {} ({:?})",
-            request.method,
-            request.path,
-            as_grant(request)
-        );
-    }
+    assert_granted(&requests);
     let pod_watch = requests
         .iter()
         .find(|r| r.resource == PODS && r.verb == "watch")
@@ -782,6 +894,7 @@ async fn mock_api_a_status_write_answered_409_conflict_is_made_again_and_the_sta
         resource: JOBS,
         subresource: Some("status"),
         code: 409,
+        message: None,
         times: 1,
         only_if: None,
     });
@@ -824,6 +937,7 @@ async fn mock_api_a_refused_status_write_of_a_final_phase_is_made_again() {
         resource: JOBS,
         subresource: Some("status"),
         code: 409,
+        message: None,
         times: 1,
         only_if: Some(|request| request.body["status"]["phase"] == "failed"),
     });
@@ -862,5 +976,547 @@ async fn mock_api_a_pod_pending_on_the_kubelet_is_not_created_over_and_over() {
     cluster.run(&builder).await;
     cluster.exit(&builder, 0, "Completed").await;
     cluster.wait_for_phase("add-logging", "checking").await;
+    cluster.shut_down().await;
+}
+
+/// The orchestrator's requests about IcarusJobs (not their status) from the
+/// `since`th request of the journal on, but for the watch's.
+fn resource_calls_since(cluster: &Cluster, since: usize) -> Vec<Recorded> {
+    cluster.kube.requests()[since..]
+        .iter()
+        .filter(|r| {
+            r.actor == ORCHESTRATOR
+                && r.resource == JOBS
+                && r.subresource.is_none()
+                && r.verb != "watch"
+        })
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn mock_api_a_rest_spawn_creates_a_generated_icarusjob_whose_uid_is_the_job_id_and_which_owns_the_jobs_objects()
+ {
+    let cluster = Cluster::start_with(with_tokens).await;
+    cluster.wait_for_the_resource_watch().await;
+    let since = cluster.kube.requests().len();
+    let (id, name) = cluster.spawn_as(SAM, "Add logging").await;
+
+    // One create, with a generated name, recording the caller.
+    let calls = resource_calls_since(&cluster, since);
+    assert_eq!(
+        calls.iter().map(|r| (r.verb, r.code)).collect::<Vec<_>>(),
+        [("create", 201)]
+    );
+    let sent = &calls[0].body["metadata"];
+    assert_eq!(sent["generateName"], "job-");
+    assert_eq!(sent.get("name"), None, "the API server names it");
+    let suffix = name.strip_prefix("job-").unwrap();
+    assert!(
+        suffix.len() == 5
+            && suffix
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()),
+        "{name}"
+    );
+    let resource = cluster.kube.object(JOBS, &name).unwrap();
+    assert_eq!(resource["metadata"]["annotations"][SUBMITTED_BY], "sam");
+    assert_eq!(resource["spec"]["task"], "Add logging");
+    assert_eq!(resource["spec"]["projectPath"], "/workspace");
+    assert_eq!(resource["spec"].get("approval"), None);
+
+    // The job's objects are owned by the resource, so deleting it removes them.
+    let builder = cluster.wait_for_pod(&pod_name(id, "builder")).await;
+    assert_owned_by(&builder, &name, id);
+    assert_eq!(env_of(&builder, "TASK"), "Add logging");
+    let claim = cluster
+        .kube
+        .object(CLAIMS, &claim_name(id))
+        .expect("the workspace claim was created");
+    assert_owned_by(&claim, &name, id);
+
+    // The REST API serves it, as one job (the route's write and the watch's
+    // are the same job), submitted by sam.
+    let sam = cluster.rest.as_holder_of(SAM);
+    let (code, status) = sam.get(&format!("/jobs/{id}/status")).await;
+    assert_eq!(code, 200, "{status}");
+    assert_eq!(status["job_id"], id.to_string());
+    assert_eq!(status["task"], "Add logging");
+    assert_eq!(status["submitted_by"], "sam");
+    let (_, jobs) = sam.get("/jobs").await;
+    assert_eq!(jobs.as_array().unwrap().len(), 1, "{jobs}");
+
+    // Its status is written back onto the resource.
+    cluster.run(&name_of(&builder)).await;
+    let building = cluster.wait_for_phase(&name, "building").await;
+    assert_eq!(building["status"]["builder"]["podName"], name_of(&builder));
+    assert_granted(&cluster.orchestrator_requests());
+    cluster.shut_down().await;
+}
+
+#[tokio::test]
+async fn mock_api_a_rest_approval_is_merge_patched_into_the_icarusjob_spec_with_its_decider_and_the_job_completes()
+ {
+    let cluster = Cluster::start_with(with_tokens).await;
+    cluster.wait_for_the_resource_watch().await;
+    let (id, name) = cluster.spawn_as(SAM, "Add logging").await;
+    cluster.through_checks(&name, id).await;
+
+    let since = cluster.kube.requests().len();
+    let (code, body) = cluster
+        .rest
+        .as_holder_of(ANN)
+        .post(
+            &format!("/jobs/{id}/approve"),
+            json!({"approved": true, "comment": "LGTM"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["status"], "approved");
+
+    // Written onto the resource before the answer, as kubectl would patch it.
+    let resource = cluster.kube.object(JOBS, &name).unwrap();
+    assert_eq!(
+        resource["spec"]["approval"],
+        json!({"approved": true, "comment": "LGTM"})
+    );
+    assert_eq!(resource["metadata"]["annotations"][DECIDED_BY], "ann");
+    assert_eq!(resource["metadata"]["annotations"][SUBMITTED_BY], "sam");
+    let calls = resource_calls_since(&cluster, since);
+    assert_eq!(
+        calls
+            .iter()
+            .map(|r| (r.verb, r.name.as_deref(), r.code))
+            .collect::<Vec<_>>(),
+        [("patch", Some(name.as_str()), 200)],
+        "the leader knows the name from its watch: no list"
+    );
+    assert_eq!(
+        calls[0].content_type.as_deref(),
+        Some("application/merge-patch+json")
+    );
+    assert_eq!(
+        calls[0].body,
+        json!({
+            "metadata": {"annotations": {DECIDED_BY: "ann"}},
+            "spec": {"approval": {"approved": true, "comment": "LGTM"}},
+        })
+    );
+
+    let done = cluster.wait_for_phase(&name, "completed").await;
+    assert_eq!(
+        done["status"]["observedGeneration"], done["metadata"]["generation"],
+        "the status describes the approved spec"
+    );
+    let (_, status) = cluster
+        .rest
+        .as_holder_of(SAM)
+        .get(&format!("/jobs/{id}/status"))
+        .await;
+    assert_eq!(status["status"], "completed");
+    assert_eq!(status["approval"]["approved"], true);
+    assert_eq!(status["approval"]["comment"], "LGTM");
+    assert_eq!(status["approval"]["decided_by"], "ann");
+    cluster.wait_for_no_pods(id).await;
+    assert_granted(&cluster.orchestrator_requests());
+    cluster.shut_down().await;
+}
+
+/// Only the leader watches IcarusJobs; a REST call can land on any replica.
+#[tokio::test]
+async fn mock_api_a_rest_approval_on_a_replica_that_watched_nothing_finds_the_icarusjob_by_a_metadata_list()
+ {
+    let cluster = Cluster::start_with(with_tokens).await;
+    cluster.wait_for_the_resource_watch().await;
+    let (id, name) = cluster.spawn_as(SAM, "Add logging").await;
+    cluster.through_checks(&name, id).await;
+    let follower = cluster.follower().await;
+
+    let since = cluster.kube.requests().len();
+    let (code, body) = follower
+        .rest
+        .as_holder_of(ANN)
+        .post(
+            &format!("/jobs/{id}/approve"),
+            json!({"approved": true, "comment": "ship it"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+
+    let calls = resource_calls_since(&cluster, since);
+    assert_eq!(
+        calls
+            .iter()
+            .map(|r| (r.verb, r.name.as_deref(), r.code))
+            .collect::<Vec<_>>(),
+        [("list", None, 200), ("patch", Some(name.as_str()), 200)],
+        "found by listing, then patched"
+    );
+    assert_eq!(
+        calls[0].accept.as_deref(),
+        Some("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"),
+        "a metadata-only list"
+    );
+    let resource = cluster.kube.object(JOBS, &name).unwrap();
+    assert_eq!(
+        resource["spec"]["approval"],
+        json!({"approved": true, "comment": "ship it"})
+    );
+    assert_eq!(resource["metadata"]["annotations"][DECIDED_BY], "ann");
+
+    cluster.wait_for_phase(&name, "completed").await;
+    let (_, status) = follower
+        .rest
+        .as_holder_of(SAM)
+        .get(&format!("/jobs/{id}/status"))
+        .await;
+    assert_eq!(status["status"], "completed", "{status}");
+    assert_eq!(status["approval"]["decided_by"], "ann");
+    assert_granted(&cluster.orchestrator_requests());
+    follower.shut_down().await;
+    cluster.shut_down().await;
+}
+
+/// Deleted with kubectl a moment ago, before this replica's watch said so:
+/// the patch finds nothing, and the route says the job is gone upstream.
+#[tokio::test]
+async fn mock_api_a_rest_approval_of_a_job_whose_icarusjob_was_deleted_answers_404_and_decides_nothing()
+ {
+    let cluster = Cluster::start_with(with_tokens).await;
+    cluster.wait_for_the_resource_watch().await;
+    let (id, name) = cluster.spawn_as(SAM, "Add logging").await;
+    cluster.through_checks(&name, id).await;
+
+    cluster.kube.hold_watch_events(JOBS);
+    cluster
+        .jobs
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    let (code, body) = cluster
+        .rest
+        .as_holder_of(ANN)
+        .post(
+            &format!("/jobs/{id}/approve"),
+            json!({"approved": true, "comment": "LGTM"}),
+        )
+        .await;
+    assert_eq!(code, 404, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("IcarusJob is gone")),
+        "{body}"
+    );
+    let patches: Vec<(Option<String>, u16)> = cluster
+        .orchestrator_requests()
+        .iter()
+        .filter(|r| r.resource == JOBS && r.verb == "patch" && r.subresource.is_none())
+        .map(|r| (r.name.clone(), r.code))
+        .collect();
+    assert_eq!(patches, [(Some(name.clone()), 404)]);
+    let (_, status) = cluster
+        .rest
+        .as_holder_of(SAM)
+        .get(&format!("/jobs/{id}/status"))
+        .await;
+    assert_eq!(status["status"], "awaiting_approval", "{status}");
+    assert_eq!(status["approval"], Value::Null, "nothing was decided");
+
+    // Once the watch hears of the deletion, the job is cancelled.
+    cluster.kube.release_watch_events(JOBS);
+    let status = final_status(&cluster.rest.as_holder_of(SAM), id).await;
+    assert_eq!(status["status"], "cancelled", "{status}");
+    cluster.shut_down().await;
+}
+
+#[tokio::test]
+async fn mock_api_a_rest_cancel_while_building_is_written_as_spec_cancel_and_the_job_ends_cancelled_without_pods()
+ {
+    let cluster = Cluster::start_with(with_tokens).await;
+    cluster.wait_for_the_resource_watch().await;
+    let (id, name) = cluster.spawn_as(SAM, "Add logging").await;
+    let builder = pod_name(id, "builder");
+    cluster.wait_for_pod(&builder).await;
+    cluster.run(&builder).await;
+    cluster.wait_for_phase(&name, "building").await;
+
+    let since = cluster.kube.requests().len();
+    let sam = cluster.rest.as_holder_of(SAM);
+    let (code, body) = sam.post(&format!("/jobs/{id}/cancel"), json!({})).await;
+    assert_eq!(code, 200, "{body}");
+    let resource = cluster.kube.object(JOBS, &name).unwrap();
+    assert_eq!(resource["spec"]["cancel"], true);
+    let calls = resource_calls_since(&cluster, since);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].verb, "patch");
+    assert_eq!(calls[0].body, json!({"spec": {"cancel": true}}));
+
+    let cancelled = cluster.wait_for_phase(&name, "cancelled").await;
+    assert_eq!(cancelled["status"]["reason"], "CancelRequested");
+    cluster.wait_for_no_pods(id).await;
+    let (_, status) = sam.get(&format!("/jobs/{id}/status")).await;
+    assert_eq!(status["status"], "cancelled");
+    assert_eq!(status["cancel_requested"], true);
+    cluster.shut_down().await;
+}
+
+/// `GET /jobs` as the anonymous admin (authentication is off).
+async fn listed_jobs(cluster: &Cluster) -> Vec<Value> {
+    let (code, jobs) = cluster.rest.get("/jobs").await;
+    assert_eq!(code, 200, "{jobs}");
+    jobs.as_array().unwrap().clone()
+}
+
+/// Nothing was stored, and nothing comes of it later.
+async fn assert_no_job_made(cluster: &Cluster) {
+    assert_eq!(listed_jobs(cluster).await, Vec::<Value>::new());
+    // A resync passes: nothing comes of it either.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(listed_jobs(cluster).await, Vec::<Value>::new());
+    assert!(cluster.kube.objects(JOBS).is_empty());
+    assert!(cluster.kube.objects(PODS).is_empty());
+    assert!(cluster.kube.objects(CLAIMS).is_empty());
+}
+
+#[tokio::test]
+async fn mock_api_a_rest_spawn_the_api_server_refuses_answers_422_with_its_message_and_stores_no_job()
+ {
+    let cluster = Cluster::start().await;
+    const REFUSAL: &str = "IcarusJob.icarus.dev \"job-x7k2p\" is invalid: spec.task: Too long: may not be more than 32768 bytes";
+    cluster.kube.fail_next(Fault {
+        verb: "create",
+        resource: JOBS,
+        subresource: None,
+        code: 422,
+        message: Some(REFUSAL),
+        times: 1,
+        only_if: None,
+    });
+    let (code, body) = cluster
+        .rest
+        .post(
+            "/jobs/spawn",
+            json!({"task": "Add logging", "project_path": "/workspace"}),
+        )
+        .await;
+    assert_eq!(code, 422, "{body}");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.contains(REFUSAL), "the server's message: {detail}");
+    assert!(
+        cluster
+            .orchestrator_requests()
+            .iter()
+            .any(|r| r.resource == JOBS && r.verb == "create" && r.code == 422),
+        "the refusal was the API server's"
+    );
+    assert_no_job_made(&cluster).await;
+    cluster.shut_down().await;
+}
+
+/// The IcarusJob create, refused `times` times with `code`.
+fn failing_create(code: u16, times: usize) -> Fault {
+    Fault {
+        verb: "create",
+        resource: JOBS,
+        subresource: None,
+        code,
+        message: None,
+        times,
+        only_if: None,
+    }
+}
+
+/// A REST spawn of a simple task, as the anonymous admin.
+async fn rest_spawn(cluster: &Cluster) -> (u16, Value) {
+    cluster
+        .rest
+        .post(
+            "/jobs/spawn",
+            json!({"task": "Add logging", "project_path": "/workspace"}),
+        )
+        .await
+}
+
+/// 500 is not retried by the kube client; 403 (a Role without `create`) is
+/// not the client's mistake either.
+#[tokio::test]
+async fn mock_api_a_rest_spawn_while_the_api_server_fails_answers_503_and_stores_no_job() {
+    let cluster = Cluster::start().await;
+    for failure in [500, 403] {
+        cluster.kube.fail_next(failing_create(failure, 1));
+        let (code, body) = rest_spawn(&cluster).await;
+        assert_eq!(code, 503, "the API server answered {failure}: {body}");
+        assert!(
+            body["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("Kubernetes API")),
+            "{body}"
+        );
+    }
+    let creates: Vec<u16> = cluster
+        .orchestrator_requests()
+        .iter()
+        .filter(|r| r.resource == JOBS && r.verb == "create")
+        .map(|r| r.code)
+        .collect();
+    assert_eq!(creates, [500, 403], "each tried once");
+    assert_no_job_made(&cluster).await;
+    cluster.shut_down().await;
+}
+
+/// A 503 from the API server is the caller's to retry: it is answered at
+/// once (the client does not retry it for minutes), and nothing is stored.
+#[tokio::test]
+async fn mock_api_a_rest_spawn_answered_503_is_answered_503_at_once_and_stores_no_job() {
+    let cluster = Cluster::start().await;
+    cluster.kube.fail_next(failing_create(503, 1));
+    let (code, body) = rest_spawn(&cluster).await;
+    assert_eq!(code, 503, "{body}");
+    let creates: Vec<u16> = cluster
+        .orchestrator_requests()
+        .iter()
+        .filter(|r| r.resource == JOBS && r.verb == "create")
+        .map(|r| r.code)
+        .collect();
+    assert_eq!(creates, [503], "tried once");
+    assert_no_job_made(&cluster).await;
+    cluster.shut_down().await;
+}
+
+/// While the API server keeps answering 503 the caller still gets its
+/// answer in seconds: kube's default client would retry 15 times with waits
+/// doubling to minutes, past any proxy's timeout.
+#[tokio::test]
+async fn mock_api_a_rest_spawn_while_the_api_server_answers_503_answers_503_within_seconds() {
+    let cluster = Cluster::start().await;
+    cluster.kube.fail_next(failing_create(503, 10_000));
+    let answer = tokio::time::timeout(Duration::from_secs(15), rest_spawn(&cluster)).await;
+    let (code, body) = answer.expect("an answer within 15 s");
+    assert_eq!(code, 503, "{body}");
+    cluster.shut_down().await;
+}
+
+/// The job's status once it finished, from the REST API as `rest` calls it.
+async fn final_status(rest: &support::Api, id: JobId) -> Value {
+    support::eventually(PATIENCE, || async {
+        let (_, status) = rest.get(&format!("/jobs/{id}/status")).await;
+        let finished = ["completed", "failed", "cancelled", "rejected"];
+        finished
+            .contains(&status["status"].as_str().unwrap_or_default())
+            .then_some(status)
+    })
+    .await
+}
+
+/// A running builder of a kubectl-applied IcarusJob `add-logging`.
+async fn building(cluster: &Cluster) -> JobId {
+    let id = cluster.submit("add-logging", "Add logging").await;
+    let builder = pod_name(id, "builder");
+    cluster.wait_for_pod(&builder).await;
+    cluster.run(&builder).await;
+    cluster.wait_for_phase("add-logging", "building").await;
+    id
+}
+
+/// Asserts that the job ended cancelled and left no Pod and no claim: on
+/// the deletion's watch event (`CancelRequested`), or, when its Pods vanished
+/// first, because its IcarusJob was found gone (`ResourceDeleted`).
+async fn assert_cancelled_and_cleared(cluster: &Cluster, id: JobId) {
+    let status = final_status(&cluster.rest, id).await;
+    assert_eq!(status["status"], "cancelled", "{status}");
+    let reason = status["reason"].as_str().unwrap_or_default();
+    assert!(
+        ["CancelRequested", "ResourceDeleted"].contains(&reason),
+        "{status}"
+    );
+    cluster.wait_for_no_pods(id).await;
+    cluster
+        .until("the workspace claim deleted", |kube| {
+            kube.object(CLAIMS, &claim_name(id)).is_none().then_some(())
+        })
+        .await;
+}
+
+/// `kubectl delete ijob add-logging` (background propagation). The garbage
+/// collector learns of the deletion through its own watch and deletes the
+/// Pods some time later (and a Pod then terminates gracefully, for up to
+/// 30 s); the double's collector lags 250 ms.
+#[tokio::test]
+async fn mock_api_deleting_an_icarusjob_while_building_cancels_its_job_and_its_pods_are_gone() {
+    let cluster = Cluster::start().await;
+    cluster
+        .kube
+        .collect_garbage_after(Duration::from_millis(250));
+    let id = building(&cluster).await;
+
+    cluster
+        .jobs
+        .delete("add-logging", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert_cancelled_and_cleared(&cluster, id).await;
+    cluster.shut_down().await;
+}
+
+/// `kubectl delete ijob add-logging --cascade=foreground` (and GitOps tools
+/// pruning in the foreground): the resource stays, with a
+/// `deletionTimestamp`, until the collector has deleted its Pods, and only
+/// then goes. The sync loop cancels only on the resource's Delete event,
+/// which comes after the builder has vanished and failed the job.
+#[tokio::test]
+async fn mock_api_deleting_an_icarusjob_in_the_foreground_while_building_cancels_its_job() {
+    let cluster = Cluster::start().await;
+    cluster
+        .kube
+        .collect_garbage_after(Duration::from_millis(250));
+    let id = building(&cluster).await;
+
+    cluster
+        .jobs
+        .delete("add-logging", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    assert_cancelled_and_cleared(&cluster, id).await;
+    cluster.shut_down().await;
+}
+
+/// The orchestrator's IcarusJob watch lags (it is reconnecting, say) while
+/// the collector, on its own watch, already deleted the Pods: the
+/// controller sees the builder vanish before it hears of the deletion.
+#[tokio::test]
+async fn mock_api_deleting_an_icarusjob_cancels_its_job_even_when_the_watch_hears_of_it_last() {
+    let cluster = Cluster::start().await;
+    let id = building(&cluster).await;
+
+    cluster.kube.hold_watch_events(JOBS);
+    cluster
+        .jobs
+        .delete("add-logging", &DeleteParams::default())
+        .await
+        .unwrap();
+    cluster.wait_for_no_pods(id).await;
+    let since = cluster.kube.requests().len();
+    cluster.wait_for_a_look_since(id, since).await;
+    cluster.kube.release_watch_events(JOBS);
+    assert_cancelled_and_cleared(&cluster, id).await;
+    cluster.shut_down().await;
+}
+
+/// The watch can deliver the new resource after the route has stored the
+/// job and the controller has made its objects.
+#[tokio::test]
+async fn mock_api_a_rest_spawned_job_owns_its_objects_even_when_the_watch_delivers_its_resource_late()
+ {
+    let cluster = Cluster::start_with(with_tokens).await;
+    cluster.wait_for_the_resource_watch().await;
+    cluster.kube.hold_watch_events(JOBS);
+    let (id, name) = cluster.spawn_as(SAM, "Add logging").await;
+    let builder = cluster.wait_for_pod(&pod_name(id, "builder")).await;
+    cluster.kube.release_watch_events(JOBS);
+
+    assert_owned_by(&builder, &name, id);
+    let claim = cluster.kube.object(CLAIMS, &claim_name(id)).unwrap();
+    assert_owned_by(&claim, &name, id);
     cluster.shut_down().await;
 }

@@ -234,8 +234,15 @@ async fn mock_api_the_role_grants_exactly_the_calls_kubernetes_mode_makes() {
     // Git in this mode: a Pod per step, watched with gets until it ends.
     let seen = icarus::k8s::sync::Seen::default();
     seen.remember(job, resource.clone());
-    let git = PodSourceControl::new(Api::namespaced(client.clone(), "icarus"), seen, settings());
+    let git = PodSourceControl::new(
+        Api::namespaced(client.clone(), "icarus"),
+        seen.clone(),
+        settings(),
+    );
     let _ = git.diff(job).await;
+    // Vanished Pods: was their IcarusJob deleted?
+    let owned = KubeRuntime::new(client.clone(), "icarus", settings()).owned_by(seen);
+    let _ = owned.owner_gone(job).await;
 
     // Leader election: create the Lease, then renew it.
     let leases = Api::namespaced(client.clone(), "icarus");

@@ -140,6 +140,23 @@ fn a_checker_created_ahead_is_kept_while_building_and_asked_for_only_once() {
 }
 
 #[test]
+fn a_job_whose_icarusjob_was_deleted_is_cancelled_not_failed_for_its_vanished_builder() {
+    let job = Job::pending().in_phase(Phase::Building, at(0));
+    let mut world = observed(vec![]);
+    let mut seen = job.clone();
+    seen.status.builder.workload_id = Some("builder-id".to_owned());
+    assert_eq!(
+        plan_admitted(&seen, &world, 10).status.reason,
+        "BuilderVanished"
+    );
+    world.owner_gone = true;
+    let plan = plan_admitted(&seen, &world, 10);
+    assert_eq!(plan.status.phase, Phase::Cancelled);
+    assert_eq!(plan.status.reason, "ResourceDeleted");
+    assert!(plan.actions.contains(&Action::RemoveWorkspace));
+}
+
+#[test]
 fn a_runtime_that_declines_to_create_ahead_is_not_asked_again() {
     let job = Job::pending().in_phase(Phase::Building, at(0));
     let world = Observed {
@@ -627,6 +644,7 @@ fn any_observed() -> impl Strategy<Value = Observed> {
                     }),
                     source,
                     ahead_declined: declined,
+                    owner_gone: false,
                 }
             },
         )
