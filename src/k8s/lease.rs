@@ -167,6 +167,7 @@ mod tests {
     use tower_test::mock::pair;
 
     use super::*;
+    use tokio_util::sync::CancellationToken;
 
     fn lease(holder: &str, renewed: DateTime<Utc>, seconds: i32) -> Lease {
         Lease {
@@ -289,5 +290,29 @@ mod tests {
         );
         assert_eq!(written["spec"]["holderIdentity"], "pod-a");
         assert!(!step.await.unwrap().unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn mock_api_a_failed_renewal_keeps_the_lead_while_our_lease_holds_then_lets_go() {
+        let (elector, mut server) = elector();
+        let leading = elector.spawn(CancellationToken::new());
+        answer(&mut server, Method::GET, 404, not_found()).await;
+        let ours = serde_json::to_value(lease("pod-a", Utc::now(), 15)).unwrap();
+        answer(&mut server, Method::POST, 201, ours).await;
+        let unavailable = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "ServiceUnavailable", "code": 503});
+        // 5 s after the Lease was written: a renewal fails.
+        answer(&mut server, Method::GET, 503, unavailable.clone()).await;
+        let (request, respond) = server.next_request().await.unwrap();
+        assert!(*leading.borrow(), "5 s into a 15 s Lease, we still lead");
+        respond.send_response(
+            Response::builder()
+                .status(503)
+                .body(Body::from(serde_json::to_vec(&unavailable).unwrap()))
+                .unwrap(),
+        );
+        drop(request);
+        // 10 s in, the second failure: with the next renewal due at 15 s, let go.
+        let _next = server.next_request().await.unwrap();
+        assert!(!*leading.borrow(), "no longer sure to hold the Lease");
     }
 }
