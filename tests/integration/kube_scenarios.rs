@@ -8,10 +8,12 @@
 //! REST routes, which in this mode write the IcarusJob before the store, are
 //! called as named token holders.
 
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use icarus::config::{AccessRole, ApiToken, Config};
-use icarus::job::JobId;
+use icarus::job::{JobId, JobSource};
 use icarus::k8s::KubernetesMode;
 use icarus::k8s::crd::{IcarusJob, IcarusJobSpec};
 use icarus::server::Orchestrator;
@@ -23,6 +25,7 @@ use tempfile::TempDir;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::git::Remote;
 use crate::kube_api::{Fault, KubeApi, ORCHESTRATOR, Recorded};
 use crate::support::{self, init_test_logging};
 
@@ -168,7 +171,12 @@ impl Cluster {
 
     /// `kubectl apply` of a new IcarusJob; its uid is the job id.
     async fn submit(&self, name: &str, task: &str) -> JobId {
-        let resource = IcarusJob::new(name, IcarusJobSpec::new(task));
+        self.submit_spec(name, IcarusJobSpec::new(task)).await
+    }
+
+    /// `kubectl apply` of a new IcarusJob with `spec`; its uid is the job id.
+    async fn submit_spec(&self, name: &str, spec: IcarusJobSpec) -> JobId {
+        let resource = IcarusJob::new(name, spec);
         let created = self
             .jobs
             .create(&PostParams::default(), &resource)
@@ -278,6 +286,18 @@ impl Cluster {
     /// From a new IcarusJob to `awaiting_approval`: the builder exits 0, the
     /// checker posts its audit report and exits 0. Returns the checker Pod.
     async fn through_checks(&self, name: &str, id: JobId) -> Value {
+        let checker = self.build_and_check(name, id).await;
+        // The diff for review is taken by a git Pod on the claim; this job
+        // has no source and its builder wrote nothing: an empty diff.
+        let empty_diff = json!({"diff": {"text": "", "truncated": false}});
+        self.finish_git_pod(id, "diff", &empty_diff).await;
+        self.wait_for_phase(name, "awaiting_approval").await;
+        checker
+    }
+
+    /// The builder exits 0, the checker posts its audit report and exits 0;
+    /// the diff is next. Returns the checker Pod.
+    async fn build_and_check(&self, name: &str, id: JobId) -> Value {
         let builder = self.wait_for_pod(&pod_name(id, "builder")).await;
         self.run(&name_of(&builder)).await;
         self.wait_for_phase(name, "building").await;
@@ -290,11 +310,6 @@ impl Cluster {
         let (code, body) = self.report(&checker, audit).await;
         assert_eq!(code, 200, "the checker's report is accepted: {body}");
         self.exit(&name_of(&checker), 0, "Completed").await;
-        // The diff for review is taken by a git Pod on the claim; this job
-        // has no source and its builder wrote nothing: an empty diff.
-        let empty_diff = json!({"diff": {"text": "", "truncated": false}});
-        self.finish_git_pod(id, "diff", &empty_diff).await;
-        self.wait_for_phase(name, "awaiting_approval").await;
         checker
     }
 
@@ -1518,5 +1533,478 @@ async fn mock_api_a_rest_spawned_job_owns_its_objects_even_when_the_watch_delive
     assert_owned_by(&builder, &name, id);
     let claim = cluster.kube.object(CLAIMS, &claim_name(id)).unwrap();
     assert_owned_by(&claim, &name, id);
+    cluster.shut_down().await;
+}
+
+// Git sources. The git Pods are played by running their very command
+// (`icarus source-step`) here, with a temporary directory standing for the
+// root their claim is mounted under, and ending them as the kubelet would:
+// Succeeded, with what the command wrote to `/dev/termination-log` as the
+// container's termination message.
+
+/// `icarus-<job>-git-<step>`, the Pod of one git step.
+fn git_pod_name(id: JobId, step: &str) -> String {
+    format!("icarus-{id}-git-{step}")
+}
+
+/// A git Pod the test played, and where in the journal it ended.
+struct PlayedGitPod {
+    pod: Value,
+    /// What the command reported (its termination message).
+    outcome: Value,
+    /// The journal's length once the kubelet had reported the Pod ended:
+    /// the orchestrator's reads from there on see it ended.
+    ended_at: usize,
+}
+
+impl Cluster {
+    /// `kubectl apply` of an IcarusJob whose source is `remote`'s `main`.
+    async fn submit_sourced(&self, name: &str, remote: &Remote) -> JobId {
+        let mut spec = IcarusJobSpec::new("Add logging");
+        spec.source = Some(JobSource {
+            repository: remote.url(),
+            reference: Some("main".to_owned()),
+        });
+        self.submit_spec(name, spec).await
+    }
+
+    /// Waits for the Pod `name` whose uid is not `earlier`'s: a step that
+    /// runs again gets a Pod of the same name.
+    async fn wait_for_pod_after(&self, name: &str, earlier: &Value) -> Value {
+        let earlier_uid = &earlier["metadata"]["uid"];
+        self.until(&format!("a new Pod {name} created"), |kube| {
+            kube.object(PODS, name)
+                .filter(|pod| pod["metadata"]["uid"] != *earlier_uid)
+        })
+        .await
+    }
+
+    /// Plays the git Pod `pod`: runs its command here with `claim` in place
+    /// of the directory the claim is mounted under, then ends the Pod
+    /// Succeeded with the outcome as its termination message.
+    async fn play_git_pod(&self, pod: &Value, claim: &Path) -> PlayedGitPod {
+        let container = &pod["spec"]["containers"][0];
+        let command: Vec<String> = serde_json::from_value(container["command"].clone()).unwrap();
+        let outcome_file = tempfile::NamedTempFile::new().unwrap();
+        let mut args: Vec<OsString> = command[1..].iter().map(OsString::from).collect();
+        for (flag, here) in [
+            ("--workspace-root", claim),
+            ("--outcome-file", outcome_file.path()),
+        ] {
+            let at = args.iter().position(|arg| arg == flag).unwrap() + 1;
+            args[at] = here.into();
+        }
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_icarus"))
+            .args(args)
+            .env("ICARUS_SOURCE_STEP", env_of(pod, "ICARUS_SOURCE_STEP"))
+            .env_remove("GITHUB_TOKEN")
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{command:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let message = std::fs::read_to_string(outcome_file.path()).unwrap();
+        let outcome: Value = serde_json::from_str(&message)
+            .unwrap_or_else(|_| panic!("{command:?} wrote no outcome: {output:?}"));
+
+        let terminated = json!({"terminated": {
+            "exitCode": 0, "reason": "Completed", "message": message,
+            "startedAt": now(), "finishedAt": now(),
+        }});
+        let status = json!({"status": {
+            "phase": "Succeeded",
+            "containerStatuses": [git_container_status(container, terminated)],
+        }});
+        self.kubelet
+            .patch_status(
+                &name_of(pod),
+                &PatchParams::default(),
+                &Patch::Merge(&status),
+            )
+            .await
+            .unwrap();
+        let ended_at = self.kube.requests().len();
+        PlayedGitPod {
+            pod: pod.clone(),
+            outcome,
+            ended_at,
+        }
+    }
+
+    /// Waits until the played Pod is gone, and asserts that the orchestrator
+    /// deleted it, only after reading it ended, and took the outcome from
+    /// its termination message (not its log).
+    async fn assert_deleted_once_read(&self, played: &PlayedGitPod) {
+        let name = name_of(&played.pod);
+        let uid = &played.pod["metadata"]["uid"];
+        self.until(&format!("the git Pod {name} deleted"), |kube| {
+            let pod = kube.object(PODS, &name);
+            pod.is_none_or(|pod| pod["metadata"]["uid"] != *uid)
+                .then_some(())
+        })
+        .await;
+        let requests = self.kube.requests();
+        // A create names its Pod in the body, other requests in the path.
+        let of_this_pod = |r: &&Recorded| {
+            r.actor == ORCHESTRATOR
+                && r.resource == PODS
+                && (r.name.as_deref() == Some(&name) || r.body["metadata"]["name"] == name)
+        };
+        let created = requests[..played.ended_at]
+            .iter()
+            .rposition(|r| of_this_pod(&r) && r.verb == "create" && r.code == 201)
+            .expect("the orchestrator created the Pod");
+        assert!(
+            !requests[created..played.ended_at]
+                .iter()
+                .filter(of_this_pod)
+                .any(|r| r.verb == "delete"),
+            "{name} was deleted before it ended"
+        );
+        let after: Vec<&Recorded> = requests[played.ended_at..]
+            .iter()
+            .filter(of_this_pod)
+            .collect();
+        let read = after
+            .iter()
+            .position(|r| r.verb == "get" && r.subresource.is_none() && r.code == 200)
+            .unwrap_or_else(|| panic!("{name} was not read once it ended: {after:?}"));
+        assert!(
+            after[read..]
+                .iter()
+                .any(|r| r.verb == "delete" && r.code == 200),
+            "{name} was not deleted after it was read: {after:?}"
+        );
+        assert!(
+            !after
+                .iter()
+                .any(|r| r.subresource.as_deref() == Some("log")),
+            "the outcome is in the termination message; no log is needed"
+        );
+    }
+
+    /// From a new sourced IcarusJob to `awaiting_approval`: the checkout Pod
+    /// clones `main` into `<claim>/<job id>`, the builder writes
+    /// `LOGGING.md` there, the checker passes, and the diff Pod takes the
+    /// diff.
+    async fn through_checks_of_a_source(&self, name: &str, id: JobId, claim: &Path) {
+        let checkout = self.wait_for_pod(&git_pod_name(id, "checkout")).await;
+        self.play_git_pod(&checkout, claim).await;
+        self.wait_for_pod(&pod_name(id, "builder")).await;
+        let workspace = claim.join(id.to_string());
+        std::fs::write(workspace.join("LOGGING.md"), "log every request\n").unwrap();
+        self.build_and_check(name, id).await;
+        let diff = self.wait_for_pod(&git_pod_name(id, "diff")).await;
+        self.play_git_pod(&diff, claim).await;
+        self.wait_for_phase(name, "awaiting_approval").await;
+    }
+}
+
+/// A git Pod's container status, in `state`.
+fn git_container_status(container: &Value, state: Value) -> Value {
+    json!({
+        "name": container["name"], "image": container["image"], "imageID": "",
+        "ready": false, "restartCount": 0, "state": state,
+    })
+}
+
+/// Asserts what a git Pod is: owned by the IcarusJob, running `icarus
+/// source-step` for the job on its claim, read-only for the diff alone.
+fn assert_git_pod(pod: &Value, job: &str, id: JobId, step: &str) {
+    assert_owned_by(pod, job, id);
+    assert_eq!(pod["metadata"]["labels"]["icarus.dev/step"], step);
+    assert_eq!(
+        pod["metadata"]["labels"]["icarus.dev/job-id"],
+        id.to_string()
+    );
+    let spec = &pod["spec"];
+    assert_eq!(spec["restartPolicy"], "Never");
+    let container = &spec["containers"][0];
+    assert_eq!(
+        container["command"],
+        json!([
+            "icarus",
+            "source-step",
+            "--workspace-root",
+            "/claim",
+            "--job",
+            id.to_string(),
+            "--outcome-file",
+            "/dev/termination-log"
+        ])
+    );
+    let step_request: Value = serde_json::from_str(&env_of(pod, "ICARUS_SOURCE_STEP")).unwrap();
+    assert_eq!(step_request["step"], step);
+
+    let read_only = step == "diff";
+    let volume = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "workspace")
+        .expect("a workspace volume");
+    assert_eq!(volume["persistentVolumeClaim"]["claimName"], claim_name(id));
+    assert_eq!(
+        volume["persistentVolumeClaim"]["readOnly"], read_only,
+        "the {step} Pod's claim read-only: {read_only}"
+    );
+    let mount = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "workspace")
+        .expect("the workspace mounted");
+    assert_eq!(mount["mountPath"], format!("/claim/{id}"));
+    assert_eq!(
+        mount["readOnly"], read_only,
+        "the {step} Pod's mount read-only: {read_only}"
+    );
+}
+
+/// Makes every push to `remote` fail, with the hook's words on stderr.
+fn refuse_pushes(remote: &Remote) {
+    use std::os::unix::fs::PermissionsExt;
+    let hook = pre_receive_hook(remote);
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\necho 'pushes are frozen for the release' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn accept_pushes(remote: &Remote) {
+    std::fs::remove_file(pre_receive_hook(remote)).unwrap();
+}
+
+fn pre_receive_hook(remote: &Remote) -> PathBuf {
+    Path::new(&remote.url()).join("hooks/pre-receive")
+}
+
+/// `git rev-parse <what>` in `dir`.
+fn rev_parse(dir: &Path, what: &str) -> String {
+    let output = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["rev-parse", "--verify", what])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+#[tokio::test]
+async fn mock_api_a_git_source_is_checked_out_diffed_and_published_by_git_pods() {
+    let remote = Remote::new();
+    let cluster = Cluster::start_with(|config| remote.allow_in(config)).await;
+    let claim = tempfile::tempdir().unwrap();
+    let id = cluster.submit_sourced("sourced", &remote).await;
+    let base = remote.tip("main").unwrap();
+
+    // The checkout, before any agent: the base is the remote's main.
+    let checkout = cluster.wait_for_pod(&git_pod_name(id, "checkout")).await;
+    assert_git_pod(&checkout, "sourced", id, "checkout");
+    assert!(
+        cluster
+            .kube
+            .object(PODS, &pod_name(id, "builder"))
+            .is_none(),
+        "no builder before the checkout"
+    );
+    let checked_out = cluster.play_git_pod(&checkout, claim.path()).await;
+    assert_eq!(checked_out.outcome["base_commit"], base.as_str());
+    cluster.assert_deleted_once_read(&checked_out).await;
+    cluster
+        .until("the base commit in the IcarusJob status", |kube| {
+            kube.object(JOBS, "sourced")
+                .filter(|job| job["status"]["baseCommit"] == base.as_str())
+        })
+        .await;
+
+    // The builder writes a file on the claim; the diff Pod reads the claim.
+    cluster.wait_for_pod(&pod_name(id, "builder")).await;
+    let workspace = claim.path().join(id.to_string());
+    assert!(workspace.join("README.md").is_file(), "main checked out");
+    std::fs::write(workspace.join("LOGGING.md"), "log every request\n").unwrap();
+    cluster.build_and_check("sourced", id).await;
+    let diff = cluster.wait_for_pod(&git_pod_name(id, "diff")).await;
+    assert_git_pod(&diff, "sourced", id, "diff");
+    let diffed = cluster.play_git_pod(&diff, claim.path()).await;
+    let text = diffed.outcome["diff"]["text"].as_str().unwrap();
+    assert!(text.contains("+++ b/LOGGING.md"), "{text}");
+    cluster.wait_for_phase("sourced", "awaiting_approval").await;
+    cluster.assert_deleted_once_read(&diffed).await;
+    let (code, summary) = cluster
+        .rest
+        .get(&format!("/jobs/{id}/diff?format=json"))
+        .await;
+    assert_eq!(code, 200, "{summary}");
+    assert_eq!(summary["files"][0]["path"], "LOGGING.md", "{summary}");
+    assert_eq!(summary["files"][0]["status"], "added", "{summary}");
+    assert_eq!(summary["base_commit"], base.as_str());
+
+    // Approved in the spec: the publish Pod pushes the job's branch.
+    cluster
+        .patch_spec(
+            "sourced",
+            json!({"approval": {"approved": true, "comment": "LGTM"}}),
+        )
+        .await;
+    let publish = cluster.wait_for_pod(&git_pod_name(id, "publish")).await;
+    assert_git_pod(&publish, "sourced", id, "publish");
+    let published = cluster.play_git_pod(&publish, claim.path()).await;
+    let commit = published.outcome["published"]["commit"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}", published.outcome))
+        .to_owned();
+    let done = cluster.wait_for_phase("sourced", "completed").await;
+    let branch = format!("icarus/{id}");
+    assert_eq!(done["status"]["commit"], commit.as_str());
+    assert_eq!(done["status"]["branch"], branch.as_str());
+    assert_eq!(done["status"]["baseCommit"], base.as_str());
+    assert_eq!(remote.tip(&branch).as_deref(), Some(commit.as_str()));
+    assert_eq!(remote.file_at(&commit, "LOGGING.md"), "log every request\n");
+    assert_eq!(remote.tip("main").unwrap(), base, "main is untouched");
+    cluster.assert_deleted_once_read(&published).await;
+    cluster.wait_for_no_pods(id).await;
+    assert_granted(&cluster.orchestrator_requests());
+    cluster.shut_down().await;
+}
+
+#[tokio::test]
+async fn mock_api_a_refused_push_fails_the_icarusjob_as_publish_failed_and_a_rest_retry_publishes()
+{
+    let remote = Remote::new();
+    let cluster = Cluster::start_with(|config| {
+        with_tokens(config);
+        remote.allow_in(config);
+    })
+    .await;
+    let claim = tempfile::tempdir().unwrap();
+    let id = cluster.submit_sourced("sourced", &remote).await;
+    let base = remote.tip("main").unwrap();
+    cluster
+        .through_checks_of_a_source("sourced", id, claim.path())
+        .await;
+
+    refuse_pushes(&remote);
+    cluster
+        .patch_spec("sourced", json!({"approval": {"approved": true}}))
+        .await;
+    let publish = cluster.wait_for_pod(&git_pod_name(id, "publish")).await;
+    let refused = cluster.play_git_pod(&publish, claim.path()).await;
+    assert_eq!(
+        refused.outcome["failed"]["permanent"], true,
+        "{}",
+        refused.outcome
+    );
+    let failed = cluster.wait_for_phase("sourced", "failed").await;
+    assert_eq!(failed["status"]["reason"], "PublishFailed");
+    let message = failed["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("pushes are frozen for the release"),
+        "{message}"
+    );
+    cluster.assert_deleted_once_read(&refused).await;
+    let branch = format!("icarus/{id}");
+    assert_eq!(remote.tip(&branch), None);
+    // The commit was made on the claim before the push; a retry pushes it.
+    let kept = rev_parse(&claim.path().join(id.to_string()), "HEAD");
+    assert_ne!(kept, base);
+
+    accept_pushes(&remote);
+    let (code, body) = cluster
+        .rest
+        .as_holder_of(ANN)
+        .post(&format!("/jobs/{id}/publish"), json!({}))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let again = cluster
+        .wait_for_pod_after(&git_pod_name(id, "publish"), &publish)
+        .await;
+    assert_git_pod(&again, "sourced", id, "publish");
+    let published = cluster.play_git_pod(&again, claim.path()).await;
+    let commit = published.outcome["published"]["commit"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}", published.outcome))
+        .to_owned();
+    assert_eq!(commit, kept, "the kept commit, not a new one");
+    let done = cluster.wait_for_phase("sourced", "completed").await;
+    assert_eq!(done["status"]["commit"], commit.as_str());
+    assert_eq!(done["status"]["branch"], branch.as_str());
+    assert_eq!(remote.tip(&branch).as_deref(), Some(commit.as_str()));
+    assert_eq!(
+        rev_parse(Path::new(&remote.url()), &format!("{commit}^")),
+        base
+    );
+    cluster.assert_deleted_once_read(&published).await;
+    let (_, status) = cluster
+        .rest
+        .as_holder_of(SAM)
+        .get(&format!("/jobs/{id}/status"))
+        .await;
+    assert_eq!(status["status"], "completed", "{status}");
+    assert_granted(&cluster.orchestrator_requests());
+    cluster.shut_down().await;
+}
+
+#[tokio::test]
+async fn mock_api_a_git_pod_whose_image_cannot_be_pulled_fails_the_job_saying_so() {
+    const GIT_IMAGE: &str = "registry.example.com/icarus-git:no-such-tag";
+    let remote = Remote::new();
+    let cluster = Cluster::start_with(|config| {
+        remote.allow_in(config);
+        config.kubernetes.git_image = GIT_IMAGE.to_owned();
+    })
+    .await;
+    let id = cluster.submit_sourced("sourced", &remote).await;
+    let checkout = cluster.wait_for_pod(&git_pod_name(id, "checkout")).await;
+    let container = &checkout["spec"]["containers"][0];
+    assert_eq!(container["image"], GIT_IMAGE);
+
+    // The kubelet cannot pull the image: the Pod stays Pending, backing off.
+    let pull_failure = format!("Back-off pulling image \"{GIT_IMAGE}\": not found");
+    let waiting = json!({"waiting": {"reason": "ImagePullBackOff", "message": pull_failure}});
+    let status = json!({"status": {
+        "phase": "Pending",
+        "containerStatuses": [git_container_status(container, waiting)],
+    }});
+    cluster
+        .kubelet
+        .patch_status(
+            &name_of(&checkout),
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await
+        .unwrap();
+
+    let failed = cluster.wait_for_phase("sourced", "failed").await;
+    assert_eq!(failed["status"]["reason"], "SourceCheckoutFailed");
+    let message = failed["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(GIT_IMAGE) && message.contains("ImagePullBackOff"),
+        "{message}"
+    );
+    cluster.wait_for_no_pods(id).await;
+    assert!(
+        cluster
+            .orchestrator_requests()
+            .iter()
+            .any(|r| r.verb == "delete"
+                && r.resource == PODS
+                && r.name.as_deref() == Some(name_of(&checkout).as_str())),
+        "the orchestrator deleted the checkout Pod"
+    );
+    assert!(
+        !cluster
+            .orchestrator_requests()
+            .iter()
+            .any(|r| r.verb == "create" && r.body["metadata"]["name"] == pod_name(id, "builder")),
+        "no builder is started without a checkout"
+    );
     cluster.shut_down().await;
 }
