@@ -441,9 +441,10 @@ async fn change_spec(
         {
             return Ok(job);
         }
-        job.spec = change(&job)?;
+        let changed = change(&job)?;
+        let previous = std::mem::replace(&mut job.spec, changed);
         if let Some(upstream) = &state.upstream {
-            upstream.write_spec(&job).await?;
+            upstream.write_spec(&job, &previous).await?;
         }
         match state.store.update_job(&job, None).await {
             Ok(stored) => return Ok(stored),

@@ -11,7 +11,7 @@
 
 use async_trait::async_trait;
 
-use crate::job::Job;
+use crate::job::{Job, JobSpec};
 
 /// Why the upstream record refused or could not take a write.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +33,7 @@ pub trait Upstream: Send + Sync + 'static {
     /// Records a new job there and returns it with the id the record gave it.
     async fn create(&self, job: Job) -> Result<Job, UpstreamError>;
 
-    /// Records a job's changed spec (its approval, its cancel request).
-    async fn write_spec(&self, job: &Job) -> Result<(), UpstreamError>;
+    /// Records what changed in a job's spec from `previous` (a decision, a
+    /// cancel request, a publish retry).
+    async fn write_spec(&self, job: &Job, previous: &JobSpec) -> Result<(), UpstreamError>;
 }

@@ -76,6 +76,7 @@ pub fn spec_change(
         // A decision present at creation is applied when the job gets there.
         spec.approval = None;
         spec.cancel_requested = false;
+        spec.publish_requests = 0;
         let created_at = resource
             .metadata
             .creation_timestamp
@@ -108,6 +109,13 @@ pub fn spec_change(
         )
     {
         spec.approval = decided.approval;
+    }
+    // A retry is one more than the job has seen asked; the domain says if
+    // one may be asked now (only after a failed publish).
+    if resource.spec.publish_requests > job.spec.publish_requests
+        && let Ok(retried) = job.request_publish_retry()
+    {
+        spec.publish_requests = retried.publish_requests;
     }
     Ok(if spec == job.spec {
         SpecChange::Nothing
@@ -176,6 +184,24 @@ mod tests {
         assert_eq!(job.status.phase, Phase::Pending);
         assert_eq!(job.spec.task, "Add logging");
         assert_eq!(job.spec.submitted_by.as_deref(), Some(KUBERNETES_CALLER));
+    }
+
+    #[test]
+    fn a_publish_retry_in_the_spec_counts_only_after_a_failed_publish() {
+        let mut retried = resource();
+        retried.spec.publish_requests = 1;
+        let building = stored(Phase::Building);
+        assert_eq!(
+            spec_change(&retried, Some(&building), Utc::now()).unwrap(),
+            SpecChange::Nothing
+        );
+        let mut failed = stored(Phase::Failed);
+        failed.status.reason = crate::job::PUBLISH_FAILED.to_owned();
+        let SpecChange::Update(spec) = spec_change(&retried, Some(&failed), Utc::now()).unwrap()
+        else {
+            panic!("a retry after a failed publish is taken");
+        };
+        assert_eq!(spec.publish_requests, 1);
     }
 
     #[test]

@@ -55,6 +55,15 @@ pub struct IcarusJobSpec {
     /// Stop the job (agents are removed) unless it already finished.
     #[serde(default)]
     pub cancel: bool,
+    /// Raise by one to try publishing again after a failed push (what
+    /// `POST /jobs/{id}/publish` does); the kept commit is pushed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(with = "i32", range(min = 0))]
+    pub publish_requests: u32,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
 }
 
 fn default_project_path() -> String {
@@ -137,6 +146,7 @@ impl IcarusJobSpec {
             source: None,
             approval: None,
             cancel: false,
+            publish_requests: 0,
         }
     }
 
@@ -156,7 +166,7 @@ impl IcarusJobSpec {
             }),
             cancel_requested: self.cancel,
             source: self.source.clone(),
-            publish_requests: 0,
+            publish_requests: self.publish_requests,
             submitted_by: None,
         }
     }

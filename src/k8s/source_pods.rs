@@ -118,7 +118,8 @@ impl PodSourceControl {
             }
             if let Some(reason) = unstartable(&pod) {
                 return Err(SourceError::Permanent(format!(
-                    "the git Pod cannot start ({reason}); kubernetes.git_image must name an image with git and icarus"
+                    "the git Pod cannot start its image {} ({reason}); kubernetes.git_image must name an image with git and icarus",
+                    self.settings.git_image
                 )));
             }
             if tokio::time::Instant::now() >= deadline {

@@ -77,8 +77,8 @@ impl Upstream for ResourceUpstream {
         Ok(job)
     }
 
-    async fn write_spec(&self, job: &Job) -> Result<(), UpstreamError> {
-        let Some(patch) = spec_patch(&job.spec) else {
+    async fn write_spec(&self, job: &Job, previous: &JobSpec) -> Result<(), UpstreamError> {
+        let Some(patch) = spec_patch(previous, &job.spec) else {
             return Ok(());
         };
         let name = self.name_of(job.id).await?;
@@ -114,12 +114,17 @@ pub fn new_resource(spec: &JobSpec) -> IcarusJob {
     }
 }
 
-/// The merge patch carrying a spec's decision and cancel request, or none
-/// when it has neither.
-pub fn spec_patch(spec: &JobSpec) -> Option<Value> {
+/// The merge patch carrying what changed from `previous` to `spec`: a new
+/// decision (and who made it), a cancel request, a publish retry; none when
+/// nothing the resource holds changed.
+pub fn spec_patch(previous: &JobSpec, spec: &JobSpec) -> Option<Value> {
     let mut fields = Map::new();
     let mut patch = Map::new();
-    if let Some(decision) = &spec.approval {
+    if let Some(decision) = spec
+        .approval
+        .as_ref()
+        .filter(|_| previous.approval.is_none())
+    {
         let approval = json!({"approved": decision.approved, "comment": decision.comment});
         fields.insert("approval".to_owned(), approval);
         if let Some(by) = &decision.decided_by {
@@ -127,8 +132,11 @@ pub fn spec_patch(spec: &JobSpec) -> Option<Value> {
             patch.insert("metadata".to_owned(), json!({ "annotations": annotations }));
         }
     }
-    if spec.cancel_requested {
+    if spec.cancel_requested && !previous.cancel_requested {
         fields.insert("cancel".to_owned(), Value::Bool(true));
+    }
+    if spec.publish_requests > previous.publish_requests {
+        fields.insert("publishRequests".to_owned(), json!(spec.publish_requests));
     }
     if fields.is_empty() {
         return None;
@@ -179,8 +187,8 @@ mod tests {
     }
 
     #[test]
-    fn a_spec_with_no_decision_and_no_cancel_patches_nothing() {
-        assert_eq!(spec_patch(&spec()), None);
+    fn an_unchanged_spec_patches_nothing() {
+        assert_eq!(spec_patch(&spec(), &spec()), None);
     }
 
     #[test]
@@ -193,7 +201,7 @@ mod tests {
             decided_by: Some("bob".to_owned()),
         });
         assert_eq!(
-            spec_patch(&spec),
+            spec_patch(&self::spec(), &spec),
             Some(json!({
                 "metadata": {"annotations": {"icarus.dev/decided-by": "bob"}},
                 "spec": {"approval": {"approved": false, "comment": "too broad"}}
@@ -205,6 +213,26 @@ mod tests {
     fn a_cancel_request_is_patched_without_touching_the_approval() {
         let mut spec = spec();
         spec.cancel_requested = true;
-        assert_eq!(spec_patch(&spec), Some(json!({"spec": {"cancel": true}})));
+        assert_eq!(
+            spec_patch(&self::spec(), &spec),
+            Some(json!({"spec": {"cancel": true}}))
+        );
+    }
+
+    #[test]
+    fn a_publish_retry_is_patched_alone_even_after_a_decision() {
+        let mut decided = spec();
+        decided.approval = Some(ApprovalDecision {
+            approved: true,
+            comment: String::new(),
+            decided_at: Utc::now(),
+            decided_by: Some("kubernetes".to_owned()),
+        });
+        let mut retried = decided.clone();
+        retried.publish_requests = 1;
+        assert_eq!(
+            spec_patch(&decided, &retried),
+            Some(json!({"spec": {"publishRequests": 1}}))
+        );
     }
 }

@@ -1922,6 +1922,11 @@ async fn mock_api_a_refused_push_fails_the_icarusjob_as_publish_failed_and_a_res
         .post(&format!("/jobs/{id}/publish"), json!({}))
         .await;
     assert_eq!(code, 200, "{body}");
+    let resource = cluster.kube.object(JOBS, "sourced").unwrap();
+    assert_eq!(
+        resource["spec"]["publishRequests"], 1,
+        "the retry is on the IcarusJob, as kubectl would write it"
+    );
     let again = cluster
         .wait_for_pod_after(&git_pod_name(id, "publish"), &publish)
         .await;

@@ -228,8 +228,9 @@ async fn mock_api_the_role_grants_exactly_the_calls_kubernetes_mode_makes() {
     let mut submitted = Job::new(IcarusJobSpec::new("t").to_job_spec(Utc::now()), Utc::now());
     let _ = upstream.create(submitted.clone()).await;
     submitted.id = job;
+    let previous = submitted.spec.clone();
     submitted.spec.cancel_requested = true;
-    let _ = upstream.write_spec(&submitted).await;
+    let _ = upstream.write_spec(&submitted, &previous).await;
 
     // Git in this mode: a Pod per step, watched with gets until it ends.
     let seen = icarus::k8s::sync::Seen::default();
