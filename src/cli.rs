@@ -153,12 +153,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let sync_stop = CancellationToken::new();
     let mut orchestrator = if config.kubernetes.enabled {
         let (mode, runtime) = KubernetesMode::connect(&config).await?;
-        let leadership = mode.campaign(sync_stop.clone());
-        let orchestrator =
-            Orchestrator::start_in_cluster(&config, runtime, mode.in_cluster(leadership.clone()))
-                .await?;
-        mode.sync_when_leading(orchestrator.store().clone(), leadership, sync_stop.clone());
-        orchestrator
+        mode.start(&config, runtime, sync_stop.clone()).await?
     } else {
         let runtime = crate::runtime::connect(&config).await?;
         Orchestrator::start(&config, runtime).await?

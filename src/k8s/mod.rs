@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::job::JobId;
-use crate::server::InCluster;
+use crate::server::{InCluster, Orchestrator, ServerError};
 use crate::store::Store;
 
 /// Kubernetes mode's pieces for `icarus serve`: the runtime now, the sync
@@ -115,6 +115,23 @@ impl KubernetesMode {
     pub fn campaign(&self, shutdown: CancellationToken) -> watch::Receiver<bool> {
         let api = Api::namespaced(self.client.clone(), &self.namespace);
         lease::Elector::new(api, LEASE_NAME, &identity(), LEASE_DURATION).spawn(shutdown)
+    }
+
+    /// Starts the orchestrator as `icarus serve` does in this mode: a Lease
+    /// campaign, the API and the Lease-gated controller, and the sync loops
+    /// once this replica leads. `stop` ends the campaign and the loops.
+    pub async fn start(
+        self,
+        config: &Config,
+        runtime: Arc<dyn crate::runtime::Runtime>,
+        stop: CancellationToken,
+    ) -> Result<Orchestrator, ServerError> {
+        let leadership = self.campaign(stop.clone());
+        let orchestrator =
+            Orchestrator::start_in_cluster(config, runtime, self.in_cluster(leadership.clone()))
+                .await?;
+        self.sync_when_leading(orchestrator.store().clone(), leadership, stop);
+        Ok(orchestrator)
     }
 
     /// Starts the sync loops once this replica leads.

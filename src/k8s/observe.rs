@@ -2,7 +2,7 @@
 //! a Pod becomes an [`ObservedWorkload`] (so the same planner decides), and a
 //! domain [`JobStatus`] becomes the IcarusJob's `.status` with conditions.
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
 use kube::ResourceExt;
 
 use super::crd::{AgentStatus, IcarusJobStatus, JobCondition};
@@ -19,11 +19,7 @@ pub fn observe_pod(pod: &Pod) -> Option<ObservedWorkload> {
     let role = Role::parse(labels.get("icarus.dev/role")?)?;
     let attempt = labels.get("icarus.dev/attempt")?.parse().ok()?;
     let status = pod.status.as_ref();
-    let terminated = status
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|statuses| statuses.first())
-        .and_then(|container| container.state.as_ref())
-        .and_then(|state| state.terminated.as_ref());
+    let terminated = terminated(pod);
     let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
     if let Some(message) = unstartable(pod) {
         // An image that cannot be pulled or run never becomes an exit: it
@@ -61,6 +57,19 @@ pub fn observe_pod(pod: &Pod) -> Option<ObservedWorkload> {
         state,
         log_tail: None,
     })
+}
+
+/// How the Pod's (only) container ended, once it has.
+pub(super) fn terminated(pod: &Pod) -> Option<&ContainerStateTerminated> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .first()?
+        .state
+        .as_ref()?
+        .terminated
+        .as_ref()
 }
 
 /// Why the kubelet cannot start the agent's container, if it cannot.

@@ -18,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
 use kube::api::{DeleteParams, LogParams, PostParams};
 
-use super::observe::unstartable;
+use super::observe::{terminated, unstartable};
 use super::runtime::{claim_name, job_labels};
 use super::sync::Seen;
 use super::workloads::{WorkloadSettings, source_pod};
@@ -171,17 +171,7 @@ impl SourceControl for PodSourceControl {
 }
 
 fn termination_message(pod: &Pod) -> Option<String> {
-    pod.status
-        .as_ref()?
-        .container_statuses
-        .as_ref()?
-        .first()?
-        .state
-        .as_ref()?
-        .terminated
-        .as_ref()?
-        .message
-        .clone()
+    terminated(pod)?.message.clone()
 }
 
 fn status_of(error: &kube::Error) -> Option<u16> {

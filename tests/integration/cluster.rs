@@ -73,13 +73,9 @@ impl Cluster {
         adjust(&mut config);
 
         let stop = CancellationToken::new();
+        // As `icarus serve` starts it in this mode.
         let (mode, runtime) = KubernetesMode::with_client(client.clone(), &config);
-        let leadership = mode.campaign(stop.clone());
-        let orchestrator =
-            Orchestrator::start_in_cluster(&config, runtime, mode.in_cluster(leadership.clone()))
-                .await
-                .unwrap();
-        mode.sync_when_leading(orchestrator.store().clone(), leadership, stop.clone());
+        let orchestrator = mode.start(&config, runtime, stop.clone()).await.unwrap();
         Cluster {
             jobs: Api::namespaced(client.clone(), &namespace),
             pods: Api::namespaced(client.clone(), &namespace),

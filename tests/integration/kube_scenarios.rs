@@ -98,13 +98,9 @@ impl Cluster {
         adjust(&mut config);
 
         let stop = CancellationToken::new();
+        // As `icarus serve` starts it in this mode.
         let (mode, runtime) = KubernetesMode::with_client(kube.client(), &config);
-        let leadership = mode.campaign(stop.clone());
-        let orchestrator =
-            Orchestrator::start_in_cluster(&config, runtime, mode.in_cluster(leadership.clone()))
-                .await
-                .unwrap();
-        mode.sync_when_leading(orchestrator.store().clone(), leadership, stop.clone());
+        let orchestrator = mode.start(&config, runtime, stop.clone()).await.unwrap();
         Cluster {
             jobs: Api::default_namespaced(kube.client_as("kubectl")),
             kubelet: Api::default_namespaced(kube.client_as("kubelet")),
@@ -1477,8 +1473,7 @@ async fn mock_api_deleting_an_icarusjob_while_building_cancels_its_job_and_its_p
 /// `kubectl delete ijob add-logging --cascade=foreground` (and GitOps tools
 /// pruning in the foreground): the resource stays, with a
 /// `deletionTimestamp`, until the collector has deleted its Pods, and only
-/// then goes. The sync loop cancels only on the resource's Delete event,
-/// which comes after the builder has vanished and failed the job.
+/// then goes; the job must be cancelled, not failed as vanished.
 #[tokio::test]
 async fn mock_api_deleting_an_icarusjob_in_the_foreground_while_building_cancels_its_job() {
     let cluster = Cluster::start().await;
