@@ -173,6 +173,41 @@ pub struct PublishConfig {
     /// A token for HTTPS remotes; empty: `GITHUB_TOKEN` from the environment, if set.
     #[serde(default, serialize_with = "redacted")]
     pub token: String,
+    /// Opening a pull request for each published branch.
+    #[serde(default)]
+    pub pull_request: PullRequestConfig,
+}
+
+/// Pull requests on a forge with GitHub's API; off by default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PullRequestConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// The forge's API (GitHub Enterprise: `https://HOST/api/v3`).
+    #[serde(default = "default_forge_api_url")]
+    pub api_url: String,
+    /// `owner/name` on the forge; empty: read from the source's URL.
+    #[serde(default)]
+    pub repository: String,
+    /// The branch to merge into; empty: the source's ref, else `main`.
+    #[serde(default)]
+    pub base: String,
+}
+
+impl Default for PullRequestConfig {
+    fn default() -> Self {
+        PullRequestConfig {
+            enabled: false,
+            api_url: default_forge_api_url(),
+            repository: String::new(),
+            base: String::new(),
+        }
+    }
+}
+
+fn default_forge_api_url() -> String {
+    "https://api.github.com".to_owned()
 }
 
 /// `icarus config` shows whether a secret is set, never the secret.

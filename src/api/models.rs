@@ -118,6 +118,8 @@ pub struct JobStatusResponse {
     /// Where the approved change was pushed.
     pub branch: Option<String>,
     pub commit: Option<String>,
+    /// The pull request opened for `branch` (`publish.pull_request`).
+    pub pull_request_url: Option<String>,
     pub approval: Option<ApprovalView>,
     pub cancel_requested: bool,
     /// Bumped on every write of the job.
@@ -164,6 +166,7 @@ impl From<&Job> for JobStatusResponse {
             base_commit: status.source.base_commit.clone(),
             branch: status.source.branch.clone(),
             commit: status.source.commit.clone(),
+            pull_request_url: status.source.pull_request_url.clone(),
             approval: job.spec.approval.as_ref().map(|a| ApprovalView {
                 approved: a.approved,
                 comment: a.comment.clone(),

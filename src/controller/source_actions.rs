@@ -5,6 +5,7 @@
 use crate::config::PublishConfig;
 use crate::job::workload::PublishedChange;
 use crate::job::{Job, timestamp_now};
+use crate::source::forge::{self, Forge, PullRequest};
 use crate::source::patch::NO_DIFF_MARKER;
 use crate::source::{JOB_TRAILER, PublishRequest, SourceError};
 use crate::store::DiffRecord;
@@ -68,12 +69,71 @@ pub(super) async fn publish(context: &Context, job: &Job) -> Result<Option<Fact>
         }
         Err(error) => tracing::warn!(%error, "publishing failed"),
     }
+    let pull_request = match &result {
+        Ok(published) => open_pull_request(job, &published.branch, &context.settings.publish).await,
+        Err(_) => None,
+    };
     source_outcome(result, |published| {
         Fact::Published(PublishedChange {
             branch: published.branch,
             commit: published.commit,
+            pull_request,
         })
     })
+}
+
+/// When pull requests are enabled: opens one for the pushed branch (or
+/// finds it open). A forge that refuses does not undo the push; the job
+/// completes and its message says why there is no pull request.
+async fn open_pull_request(
+    job: &Job,
+    branch: &str,
+    settings: &PublishConfig,
+) -> Option<Result<String, String>> {
+    let config = &settings.pull_request;
+    if !config.enabled {
+        return None;
+    }
+    let source = job.spec.source.as_ref()?;
+    let repository = Some(config.repository.clone())
+        .filter(|r| !r.is_empty())
+        .or_else(|| forge::repository_of(&source.repository));
+    let Some(repository) = repository else {
+        let why = format!("{} is not a repository on a forge", source.repository);
+        return Some(Err(why));
+    };
+    let base = Some(config.base.clone())
+        .filter(|b| !b.is_empty())
+        .or_else(|| source.reference.clone())
+        .unwrap_or_else(|| "main".to_owned());
+    let request = PullRequest {
+        repository,
+        head: branch.to_owned(),
+        base,
+        title: job
+            .spec
+            .task
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .take(120)
+            .collect(),
+        body: format!(
+            "{}
+
+Opened by Icarus for job {}.",
+            job.spec.task, job.id
+        ),
+    };
+    let opened = Forge::new(&config.api_url, settings.token())
+        .open(&request)
+        .await;
+    match &opened {
+        Ok(url) => tracing::info!(%url, "pull request open"),
+        Err(error) => tracing::warn!(%error, "pull request not opened"),
+    }
+    Some(opened.map_err(|e| e.to_string()))
 }
 
 /// The commit's author, branch and message: the task on the first line, the

@@ -128,6 +128,9 @@ pub struct SourceStatus {
     /// The commit pushed to `branch`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
+    /// The pull request opened for `branch`, if one was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request_url: Option<String>,
     /// How many of the spec's `publish_requests` have been acted on.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub publish_requests_seen: u32,

@@ -274,7 +274,15 @@ fn decide_approved(next: &mut Next, input: &PlanInput<'_>) {
     if let Some(published) = &facts.published {
         next.status.source.branch = Some(published.branch.clone());
         next.status.source.commit = Some(published.commit.clone());
-        let message = format!("pushed {} to {}", published.commit, published.branch);
+        let mut message = format!("pushed {} to {}", published.commit, published.branch);
+        match &published.pull_request {
+            Some(Ok(url)) => {
+                next.status.source.pull_request_url = Some(url.clone());
+                message.push_str(&format!("; pull request: {url}"));
+            }
+            Some(Err(error)) => message.push_str(&format!("; no pull request: {error}")),
+            None => {}
+        }
         next.move_to(Phase::Completed, "Published", Some(message));
     } else if let Some(error) = &facts.failure {
         let message = format!(

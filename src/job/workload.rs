@@ -131,6 +131,9 @@ pub struct SourceFacts {
 pub struct PublishedChange {
     pub branch: String,
     pub commit: String,
+    /// The pull request opened for it (its address), or why none was,
+    /// when pull requests are enabled.
+    pub pull_request: Option<Result<String, String>>,
 }
 
 /// Everything the controller observed for one job, the planner's view of the world.

@@ -155,6 +155,7 @@ pub fn resource_status(
         base_commit: status.source.base_commit.clone(),
         branch: status.source.branch.clone(),
         commit: status.source.commit.clone(),
+        pull_request_url: status.source.pull_request_url.clone(),
         observed_generation: generation,
     }
 }

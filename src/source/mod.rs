@@ -8,6 +8,7 @@
 //! checking out an existing checkout returns its recorded base, publishing a
 //! job that was already committed pushes the same commit.
 
+pub mod forge;
 mod git;
 pub mod patch;
 pub mod step;

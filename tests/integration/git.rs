@@ -526,3 +526,99 @@ fn a_source_step_that_cannot_work_reports_a_permanent_failure() {
             .contains("cloning")
     );
 }
+
+/// A stand-in for a forge's pull-request API (GitHub's shape), on a local
+/// port: nothing here reaches a real forge. Answers the first create with
+/// 201 and later ones with GitHub's "already exists" 422.
+struct MockForge {
+    url: String,
+    /// (authorization header, body) of every create.
+    creates: std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>,
+}
+
+impl MockForge {
+    async fn start() -> MockForge {
+        use axum::extract::State;
+        use axum::http::{HeaderMap, StatusCode};
+        type Creates = std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>;
+        let creates: Creates = Default::default();
+        let pull = "https://forge.example/acme/api/pull/7";
+        let app = axum::Router::new()
+            .route(
+                "/repos/acme/api/pulls",
+                axum::routing::post(
+                    move |State(creates): State<Creates>,
+                          headers: HeaderMap,
+                          axum::Json(body): axum::Json<Value>| async move {
+                        let auth = headers
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned();
+                        let mut seen = creates.lock().unwrap();
+                        seen.push((auth, body));
+                        if seen.len() == 1 {
+                            (StatusCode::CREATED, axum::Json(json!({"html_url": pull})))
+                        } else {
+                            let exists = json!({"message": "Validation Failed",
+                                "errors": [{"message": "A pull request already exists for acme:icarus/x."}]});
+                            (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(exists))
+                        }
+                    },
+                )
+                .get(move || async move { axum::Json(json!([{"html_url": pull}])) }),
+            )
+            .with_state(creates.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        MockForge { url, creates }
+    }
+}
+
+#[tokio::test]
+async fn mock_forge_publishing_opens_a_pull_request_for_the_branch_and_records_it() {
+    let remote = Remote::new();
+    let forge = MockForge::start().await;
+    let server = TestServer::sqlite_with(|c| {
+        remote.allow_in(c);
+        c.publish.token = "forge-token".to_owned();
+        c.publish.pull_request.enabled = true;
+        c.publish.pull_request.api_url = forge.url.clone();
+        c.publish.pull_request.repository = "acme/api".to_owned();
+    })
+    .await;
+    let id = spawn_from(&server, &remote, "Add login\n\nWith a test.").await;
+    build_and_check(&server, id).await;
+    approve(&server, id, "Ship it").await;
+    let status = server.wait_for(id, "completed").await;
+
+    let url = "https://forge.example/acme/api/pull/7";
+    assert_eq!(status["pull_request_url"], url);
+    let creates = forge.creates.lock().unwrap().clone();
+    assert_eq!(creates.len(), 1);
+    let (auth, body) = &creates[0];
+    assert_eq!(auth, "Bearer forge-token");
+    assert_eq!(body["head"], format!("icarus/{id}"));
+    assert_eq!(body["base"], "main", "the source's ref");
+    assert_eq!(body["title"], "Add login");
+    let (_, events) = server.get(&format!("/jobs/{id}/events")).await;
+    assert!(events.to_string().contains(url), "{events}");
+}
+
+#[tokio::test]
+async fn mock_forge_a_pull_request_already_open_is_found_not_opened_twice() {
+    let forge = MockForge::start().await;
+    let forge_api = icarus::source::forge::Forge::new(&forge.url, None);
+    let request = icarus::source::forge::PullRequest {
+        repository: "acme/api".to_owned(),
+        head: "icarus/x".to_owned(),
+        base: "main".to_owned(),
+        title: "t".to_owned(),
+        body: "b".to_owned(),
+    };
+    let first = forge_api.open(&request).await.unwrap();
+    let again = forge_api.open(&request).await.unwrap();
+    assert_eq!(first, again);
+    assert_eq!(forge.creates.lock().unwrap().len(), 2);
+}

@@ -522,6 +522,7 @@ fn an_approved_job_with_a_source_publishes_then_completes_with_its_commit() {
         published: Some(PublishedChange {
             branch: "icarus/j".to_owned(),
             commit: "def456".to_owned(),
+            pull_request: None,
         }),
         ..SourceFacts::default()
     };
@@ -529,6 +530,31 @@ fn an_approved_job_with_a_source_publishes_then_completes_with_its_commit() {
     assert_eq!(plan.status.phase, Phase::Completed);
     assert_eq!(plan.status.reason, "Published");
     assert_eq!(plan.status.source.commit.as_deref(), Some("def456"));
+    assert_eq!(plan.status.source.pull_request_url, None);
+}
+
+#[test]
+fn a_pull_request_is_recorded_and_one_the_forge_refused_still_completes_saying_why() {
+    let job = sourced(Phase::Approved);
+    let published = |pull_request| SourceFacts {
+        published: Some(PublishedChange {
+            branch: "icarus/j".to_owned(),
+            commit: "def456".to_owned(),
+            pull_request: Some(pull_request),
+        }),
+        ..SourceFacts::default()
+    };
+    let url = "https://github.com/acme/api/pull/7".to_owned();
+    let opened = plan_admitted(&job, &with_source_facts(published(Ok(url.clone()))), 10);
+    assert_eq!(opened.status.source.pull_request_url, Some(url));
+    let refused = published(Err("the forge refused".to_owned()));
+    let plan = plan_admitted(&job, &with_source_facts(refused), 10);
+    assert_eq!(plan.status.phase, Phase::Completed);
+    let message = plan.transition.unwrap().message.unwrap();
+    assert!(
+        message.contains("no pull request: the forge refused"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -609,6 +635,7 @@ fn any_source_facts() -> impl Strategy<Value = SourceFacts> {
         prop::option::of(Just(PublishedChange {
             branch: "icarus/x".to_owned(),
             commit: "tip".to_owned(),
+            pull_request: None,
         })),
         prop::option::of(Just("refused".to_owned())),
     )
