@@ -7,8 +7,8 @@
 //! is what makes the controller level-triggered and crash-safe: after a restart
 //! or a lost event, planning again from what exists gives the same next step.
 //!
-//! Planning happens in two steps: [`decide`] picks the new status from the
-//! current one, then [`converge`] derives the actions that make the runtime
+//! Planning happens in two steps: `decide` picks the new status from the
+//! current one, then `converge` derives the actions that make the runtime
 //! match that status (start what is missing, remove what is stray).
 
 use std::time::Duration;
