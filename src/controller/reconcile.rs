@@ -40,7 +40,7 @@ pub async fn reconcile(context: &Context, id: JobId) -> Result<Option<Duration>,
         _ => Admission::Admitted,
     };
     let mut plan = make_plan(context, &job, &observed, admission);
-    if vanished(&plan) && context.runtime.owner_gone(id).await? {
+    if plan.fails_for_a_vanished_agent() && context.runtime.owner_gone(id).await? {
         observed.owner_gone = true;
         plan = make_plan(context, &job, &observed, admission);
     }
@@ -58,13 +58,6 @@ pub async fn reconcile(context: &Context, id: JobId) -> Result<Option<Duration>,
         plan = make_plan(context, &job, &observed, admission);
     }
     record(context, job, plan).await
-}
-
-/// Whether the plan fails the job because an agent disappeared.
-fn vanished(plan: &Plan) -> bool {
-    plan.transition
-        .as_ref()
-        .is_some_and(|t| t.to == Phase::Failed && t.reason.ends_with("Vanished"))
 }
 
 /// How soon a job whose actions changed nothing recordable is looked at again.

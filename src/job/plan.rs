@@ -96,6 +96,20 @@ pub struct Plan {
     pub requeue_after: Option<Duration>,
 }
 
+/// The end of the reason of a job failed because an agent disappeared.
+const VANISHED: &str = "Vanished";
+
+impl Plan {
+    /// Whether this plan fails the job because an agent disappeared: the
+    /// one decision that depends on whether the job's record still exists
+    /// ([`Observed::owner_gone`]), which the controller then finds out.
+    pub fn fails_for_a_vanished_agent(&self) -> bool {
+        self.transition
+            .as_ref()
+            .is_some_and(|t| t.to == Phase::Failed && t.reason.ends_with(VANISHED))
+    }
+}
+
 /// Decides the next step for one job. Pure: no I/O, no clock but `input.now`.
 pub fn plan(input: &PlanInput<'_>) -> Plan {
     let (status, transition) = decide(input);
@@ -211,7 +225,7 @@ fn decide_agent(next: &mut Next, input: &PlanInput<'_>, role: Role) {
     let Some(workload) = find(&input.observed.workloads, role, attempt) else {
         if let Some(id) = &next.status.workload(role).workload_id {
             let message = format!("{role} workload {id} disappeared before it finished");
-            next.fail(format!("{}Vanished", role.reason_prefix()), message);
+            next.fail(format!("{}{VANISHED}", role.reason_prefix()), message);
         }
         return;
     };

@@ -110,12 +110,13 @@ pub fn spec_change(
     {
         spec.approval = decided.approval;
     }
-    // A retry is one more than the job has seen asked; the domain says if
-    // one may be asked now (only after a failed publish).
+    // A count above the job's asks for a retry; the domain says if one may
+    // be asked now (only after a failed publish). The job takes the
+    // resource's count, so one raise, by any amount, is one retry.
     if resource.spec.publish_requests > job.spec.publish_requests
-        && let Ok(retried) = job.request_publish_retry()
+        && job.request_publish_retry().is_ok()
     {
-        spec.publish_requests = retried.publish_requests;
+        spec.publish_requests = resource.spec.publish_requests;
     }
     Ok(if spec == job.spec {
         SpecChange::Nothing
@@ -189,7 +190,7 @@ mod tests {
     #[test]
     fn a_publish_retry_in_the_spec_counts_only_after_a_failed_publish() {
         let mut retried = resource();
-        retried.spec.publish_requests = 1;
+        retried.spec.publish_requests = 3;
         let building = stored(Phase::Building);
         assert_eq!(
             spec_change(&retried, Some(&building), Utc::now()).unwrap(),
@@ -201,7 +202,7 @@ mod tests {
         else {
             panic!("a retry after a failed publish is taken");
         };
-        assert_eq!(spec.publish_requests, 1);
+        assert_eq!(spec.publish_requests, 3, "one raise by 2 is one retry");
     }
 
     #[test]

@@ -77,35 +77,97 @@ impl KubeRuntime {
         self
     }
 
-    /// Also follows the namespace's agent Pods, waking their jobs on every change.
+    /// Also follows the namespace's agent Pods and workspace claims, waking
+    /// their jobs on every change.
     pub fn watching(mut self) -> Self {
         let stop = CancellationToken::new();
-        let config = watcher::Config::default().labels(&format!("{MANAGED_BY}=icarus"));
-        let mut events = watcher(self.pods.clone(), config).boxed();
-        let changes = self.changes.clone();
-        let token = stop.clone();
-        tokio::spawn(async move {
-            loop {
-                let event = tokio::select! {
-                    _ = token.cancelled() => return,
-                    event = events.next() => event,
-                };
-                match event {
-                    Some(Ok(watcher::Event::Apply(pod) | watcher::Event::Delete(pod))) => {
-                        if let Some(job) = job_of(&pod) {
-                            let _ = changes.send(job);
-                        }
-                    }
-                    Some(Ok(_)) => {}
-                    // The watcher retries by itself; the resync covers the gap.
-                    Some(Err(error)) => tracing::warn!(%error, "Pod watch interrupted"),
-                    None => return,
-                }
-            }
-        });
+        follow(self.pods.clone(), "Pod", self.changes.clone(), stop.clone());
+        follow(
+            self.claims.clone(),
+            "claim",
+            self.changes.clone(),
+            stop.clone(),
+        );
         self._watch = Some(Arc::new(stop.drop_guard()));
         self
     }
+
+    /// Pending Pods whose workspace claim is gone or being deleted can never
+    /// start (the scheduler refuses them): they are reported as ended, with
+    /// the reason, instead of waiting for their deadline.
+    async fn fail_pending_without_claim(
+        &self,
+        job: JobId,
+        pods: &[Pod],
+        observed: &mut [ObservedWorkload],
+    ) -> Result<()> {
+        let pending = |pod: &Pod| {
+            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+            matches!(phase, None | Some("Pending"))
+        };
+        if !pods.iter().any(pending) {
+            return Ok(());
+        }
+        let name = claim_name(job);
+        let claim = self
+            .claims
+            .get_opt(&name)
+            .await
+            .map_err(|e| failed("read the workspace claim", e))?;
+        if claim.is_some_and(|c| c.metadata.deletion_timestamp.is_none()) {
+            return Ok(());
+        }
+        for pod in pods.iter().filter(|p| pending(p)) {
+            let id = pod.metadata.name.as_deref();
+            for workload in observed.iter_mut().filter(|w| Some(w.id.as_str()) == id) {
+                workload.state = WorkloadState::Exited {
+                    exit_code: -1,
+                    oom_killed: false,
+                };
+                workload.log_tail = Some(format!(
+                    "the workspace claim {name} was deleted: the agent cannot start"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Wakes the job of every `what` (labelled as Icarus's) that changes, until `stop`.
+fn follow<K>(
+    api: Api<K>,
+    what: &'static str,
+    changes: broadcast::Sender<JobId>,
+    stop: CancellationToken,
+) where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    let config = watcher::Config::default().labels(&format!("{MANAGED_BY}=icarus"));
+    let mut events = watcher(api, config).boxed();
+    tokio::spawn(async move {
+        loop {
+            let event = tokio::select! {
+                _ = stop.cancelled() => return,
+                event = events.next() => event,
+            };
+            match event {
+                Some(Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object))) => {
+                    if let Some(job) = job_of(object.meta()) {
+                        let _ = changes.send(job);
+                    }
+                }
+                Some(Ok(_)) => {}
+                // The watcher retries by itself; the resync covers the gap.
+                Some(Err(error)) => tracing::warn!(%error, what, "watch interrupted"),
+                None => return,
+            }
+        }
+    });
 }
 
 impl KubeRuntime {
@@ -124,8 +186,8 @@ impl KubeRuntime {
     }
 }
 
-fn job_of(pod: &Pod) -> Option<JobId> {
-    pod.metadata.labels.as_ref()?.get(JOB_ID)?.parse().ok()
+fn job_of(metadata: &ObjectMeta) -> Option<JobId> {
+    metadata.labels.as_ref()?.get(JOB_ID)?.parse().ok()
 }
 
 pub(super) fn claim_name(job: JobId) -> String {
@@ -190,6 +252,8 @@ impl Runtime for KubeRuntime {
             }
             observed.push(workload);
         }
+        self.fail_pending_without_claim(job, &pods.items, &mut observed)
+            .await?;
         Ok(observed)
     }
 
@@ -288,7 +352,11 @@ impl Runtime for KubeRuntime {
             .list(&ListParams::default().labels(&selector))
             .await
             .map_err(|e| failed("list pods", e))?;
-        let mut owners: Vec<JobId> = pods.items.iter().filter_map(job_of).collect();
+        let mut owners: Vec<JobId> = pods
+            .items
+            .iter()
+            .filter_map(|pod| job_of(&pod.metadata))
+            .collect();
         owners.sort();
         owners.dedup();
         Ok(owners)

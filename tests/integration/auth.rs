@@ -1,26 +1,16 @@
 //! The API's authentication and roles, called by a real HTTP client with
 //! every kind of credential: none, a wrong one, each role, another's job.
 
-use icarus::config::{AccessRole, ApiToken};
+use icarus::config::AccessRole;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
-use crate::support::{Api, TestServer};
+use crate::support::{Api, TestServer, token};
 
 const VIEWER: &str = "viewer-token-0123456789";
 const SAM: &str = "submitter-sam-0123456789";
 const SUE: &str = "submitter-sue-0123456789";
 const ANN: &str = "approver-ann-0123456789";
 const ROOT: &str = "admin-root-0123456789";
-
-fn token(name: &str, role: AccessRole, secret: &str) -> ApiToken {
-    let digest = Sha256::digest(secret.as_bytes());
-    ApiToken {
-        name: name.to_owned(),
-        role,
-        sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
-    }
-}
 
 async fn secured() -> TestServer {
     TestServer::sqlite_with(|c| {

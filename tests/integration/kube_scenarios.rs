@@ -12,7 +12,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use icarus::config::{AccessRole, ApiToken, Config};
+use icarus::config::{AccessRole, Config};
 use icarus::job::{JobId, JobSource};
 use icarus::k8s::KubernetesMode;
 use icarus::k8s::crd::{IcarusJob, IcarusJobSpec};
@@ -20,7 +20,6 @@ use icarus::server::Orchestrator;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -43,21 +42,12 @@ const SAM: &str = "submitter-sam-0123456789";
 /// The API token of `ann`, an approver.
 const ANN: &str = "approver-ann-0123456789";
 
-fn token(name: &str, role: AccessRole, secret: &str) -> ApiToken {
-    let digest = Sha256::digest(secret.as_bytes());
-    ApiToken {
-        name: name.to_owned(),
-        role,
-        sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
-    }
-}
-
 /// Authentication on, with `sam` (submitter) and `ann` (approver).
 fn with_tokens(config: &mut Config) {
     config.auth.enabled = true;
     config.auth.tokens = vec![
-        token("sam", AccessRole::Submitter, SAM),
-        token("ann", AccessRole::Approver, ANN),
+        support::token("sam", AccessRole::Submitter, SAM),
+        support::token("ann", AccessRole::Approver, ANN),
     ];
 }
 
@@ -488,37 +478,6 @@ fn assert_owned_by(object: &Value, job: &str, id: JobId) {
     assert_eq!(owner["controller"], true);
 }
 
-/// `(group, resource[/sub], verb)` grants of the Role in `deploy/rbac.yaml`.
-fn granted() -> Vec<(String, String, String)> {
-    let text =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/rbac.yaml")).unwrap();
-    let mut grants = Vec::new();
-    for document in serde_yaml::Deserializer::from_str(&text) {
-        let role: serde_yaml::Value = serde::Deserialize::deserialize(document).unwrap();
-        if role["kind"] != "Role" {
-            continue;
-        }
-        for rule in role["rules"].as_sequence().unwrap() {
-            let strings = |field: &str| -> Vec<String> {
-                rule[field]
-                    .as_sequence()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_str().unwrap().to_owned())
-                    .collect()
-            };
-            for group in strings("apiGroups") {
-                for resource in strings("resources") {
-                    for verb in strings("verbs") {
-                        grants.push((group.clone(), resource.clone(), verb));
-                    }
-                }
-            }
-        }
-    }
-    grants
-}
-
 /// `(group, resource[/sub], verb)` of a request, as RBAC names it.
 fn as_grant(request: &Recorded) -> (String, String, String) {
     let (plural, group) = request
@@ -534,7 +493,7 @@ fn as_grant(request: &Recorded) -> (String, String, String) {
 
 /// Asserts that the Role in `deploy/rbac.yaml` grants every one of `requests`.
 fn assert_granted(requests: &[Recorded]) {
-    let grants = granted();
+    let grants = crate::rbac::granted();
     for request in requests {
         assert!(
             grants.contains(&as_grant(request)),
@@ -697,11 +656,8 @@ async fn mock_api_an_icarusjob_runs_its_agents_as_pods_and_completes_when_approv
 
 async fn failing_builder(code: i32, reason: &str, log: &str) -> (Cluster, JobId, Value) {
     let cluster = Cluster::start().await;
-    let id = cluster.submit("add-logging", "Add logging").await;
+    let id = building(&cluster).await;
     let builder = pod_name(id, "builder");
-    cluster.wait_for_pod(&builder).await;
-    cluster.run(&builder).await;
-    cluster.wait_for_phase("add-logging", "building").await;
     cluster.kube.set_log(&builder, log);
     cluster.exit(&builder, code, reason).await;
     let failed = cluster.wait_for_phase("add-logging", "failed").await;
@@ -800,11 +756,7 @@ async fn mock_api_a_builder_past_its_deadline_fails_the_icarusjob_and_its_pod_is
 #[tokio::test]
 async fn mock_api_cancel_in_the_spec_while_building_cancels_the_icarusjob_and_removes_its_pods() {
     let cluster = Cluster::start().await;
-    let id = cluster.submit("add-logging", "Add logging").await;
-    let builder = pod_name(id, "builder");
-    cluster.wait_for_pod(&builder).await;
-    cluster.run(&builder).await;
-    cluster.wait_for_phase("add-logging", "building").await;
+    let id = building(&cluster).await;
 
     cluster
         .patch_spec("add-logging", json!({"cancel": true}))
@@ -856,9 +808,8 @@ async fn mock_api_a_builder_pod_deleted_while_building_fails_the_icarusjob_as_va
     let builder = pod_name(id, "builder");
     cluster.wait_for_pod(&builder).await;
     cluster.run(&builder).await;
-    // Once the controller has seen the Pod (its name is in the status), and
-    // running: a reconcile that saw it Pending would create it again after
-    // the deletion (see the ignored test of Pending Pods below)...
+    // Once the controller has seen the Pod (its name is in the status) and
+    // looked at it running...
     let since = cluster.kube.requests().len();
     cluster
         .until("the builder Pod observed", |kube| {
@@ -888,6 +839,32 @@ async fn mock_api_a_builder_pod_deleted_while_building_fails_the_icarusjob_as_va
     cluster.shut_down().await;
 }
 
+/// A Pod waiting on a claim that is gone can never be scheduled: the job
+/// fails at once, saying so, instead of at the agent's deadline.
+#[tokio::test]
+async fn mock_api_a_deleted_workspace_claim_fails_the_agent_waiting_on_it_saying_so() {
+    let cluster = Cluster::start().await;
+    let id = building(&cluster).await;
+    let builder = pod_name(id, "builder");
+    cluster.exit(&builder, 0, "Completed").await;
+    cluster.wait_for_pod(&pod_name(id, "checker")).await;
+
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::default_namespaced(cluster.kube.client_as("kubectl"));
+    claims
+        .delete(&claim_name(id), &DeleteParams::default())
+        .await
+        .unwrap();
+    let failed = cluster.wait_for_phase("add-logging", "failed").await;
+    assert_eq!(failed["status"]["reason"], "CheckerFailed");
+    let message = failed["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("workspace claim {} was deleted", claim_name(id))),
+        "{message}"
+    );
+    cluster.shut_down().await;
+}
+
 /// The orchestrator's writes of the IcarusJob's status, oldest first.
 fn status_writes(cluster: &Cluster) -> Vec<Recorded> {
     cluster
@@ -909,11 +886,8 @@ async fn mock_api_a_status_write_answered_409_conflict_is_made_again_and_the_sta
         times: 1,
         only_if: None,
     });
-    let id = cluster.submit("add-logging", "Add logging").await;
+    let id = building(&cluster).await;
     let builder = pod_name(id, "builder");
-    cluster.wait_for_pod(&builder).await;
-    cluster.run(&builder).await;
-    cluster.wait_for_phase("add-logging", "building").await;
     cluster.exit(&builder, 3, "Error").await;
     let failed = cluster.wait_for_phase("add-logging", "failed").await;
     assert_eq!(failed["status"]["reason"], "BuilderFailed");
@@ -952,11 +926,8 @@ async fn mock_api_a_refused_status_write_of_a_final_phase_is_made_again() {
         times: 1,
         only_if: Some(|request| request.body["status"]["phase"] == "failed"),
     });
-    let id = cluster.submit("add-logging", "Add logging").await;
+    let id = building(&cluster).await;
     let builder = pod_name(id, "builder");
-    cluster.wait_for_pod(&builder).await;
-    cluster.run(&builder).await;
-    cluster.wait_for_phase("add-logging", "building").await;
     cluster.exit(&builder, 3, "Error").await;
     let failed = cluster.wait_for_phase("add-logging", "failed").await;
     assert_eq!(failed["status"]["reason"], "BuilderFailed");

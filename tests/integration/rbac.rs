@@ -27,7 +27,8 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource};
 use serde_json::{Value, json};
 
-type Call = (String, String, String);
+/// `(group, resource[/subresource], verb)`, as RBAC names a call.
+pub type Call = (String, String, String);
 
 /// Answers every request plausibly and records what it was for.
 fn recording_client() -> (Client, Arc<Mutex<BTreeSet<Call>>>) {
@@ -44,6 +45,8 @@ fn recording_client() -> (Client, Arc<Mutex<BTreeSet<Call>>>) {
                 request.uri().query(),
             );
             recorded.lock().unwrap().insert(call.clone());
+            let query = request.uri().query().map(str::to_owned);
+            let query = query.as_deref();
             let (_, resource, verb) = &call;
             let body = http_body_util::BodyExt::collect(request.into_body())
                 .await
@@ -73,6 +76,19 @@ fn recording_client() -> (Client, Arc<Mutex<BTreeSet<Call>>>) {
                     }
                 }
                 ("pods/log", _) => (200, Value::String("log".to_owned())),
+                // One Pod waiting to start, whose claim is then looked up (and is gone).
+                ("pods", "list") if query.is_some_and(|q| q.contains("job-id")) => (
+                    200,
+                    json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"},
+                           "items": [{"apiVersion": "v1", "kind": "Pod",
+                                      "metadata": {"name": "waiting", "labels": {
+                                          "icarus.dev/role": "builder", "icarus.dev/attempt": "1"}},
+                                      "status": {"phase": "Pending"}}]}),
+                ),
+                ("persistentvolumeclaims", "get") => (
+                    404,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404, "reason": "NotFound"}),
+                ),
                 (_, "list") => (
                     200,
                     json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []}),
@@ -129,7 +145,8 @@ fn classify(method: &Method, path: &str, query: Option<&str>) -> Call {
     (group, resource, verb.to_owned())
 }
 
-fn granted() -> BTreeSet<Call> {
+/// The grants of the Role in `deploy/rbac.yaml`.
+pub fn granted() -> BTreeSet<Call> {
     let text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/rbac.yaml")).unwrap();
     let role = serde_yaml::Deserializer::from_str(&text)

@@ -322,3 +322,18 @@ pub fn init_test_logging() {
             .try_init();
     }
 }
+
+/// A configured API token for `name` with `role`, whose secret is `secret`.
+pub fn token(
+    name: &str,
+    role: icarus::config::AccessRole,
+    secret: &str,
+) -> icarus::config::ApiToken {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(secret.as_bytes());
+    icarus::config::ApiToken {
+        name: name.to_owned(),
+        role,
+        sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
+    }
+}
