@@ -9,6 +9,7 @@ use tracing_subscriber::EnvFilter;
 use crate::config::Config;
 use crate::k8s::KubernetesMode;
 use crate::server::Orchestrator;
+use crate::source::{GitLayout, LocalGit, RemoteCredentials, SnapshotLimits};
 use crate::store::Store;
 
 #[derive(Debug, Parser)]
@@ -46,16 +47,27 @@ pub enum Command {
     },
     /// Print the IcarusJob CustomResourceDefinition (what `crds/icarusjob.yaml` holds).
     Crd,
-    /// Run one source step (checkout, diff, publish) on a job's workspace and
-    /// print its outcome as a JSON line: what Kubernetes mode's git Pods run.
-    /// The step is read from `ICARUS_SOURCE_STEP`; a token for HTTPS remotes
-    /// from `GITHUB_TOKEN`.
+    /// Run one source step (checkout, snapshot, publish) on a job's
+    /// workspace and repository and print its outcome as a JSON line: what
+    /// Kubernetes mode's git Pods run. The step is read from
+    /// `ICARUS_SOURCE_STEP`; a token for HTTPS remotes from `GITHUB_TOKEN`,
+    /// sent only to the `--token-host`s.
     SourceStep {
         /// The directory holding the job's workspace (as `<root>/<job id>`).
         #[arg(long, value_name = "DIR")]
         workspace_root: PathBuf,
+        /// The directory holding the job's repository (as `<root>/<job id>/git`).
+        #[arg(long, value_name = "DIR")]
+        repository_root: PathBuf,
         #[arg(long, value_name = "JOB_ID")]
         job: crate::job::JobId,
+        /// A host (`host` or `host:port`) the token may be sent to, over HTTPS.
+        #[arg(long = "token-host", value_name = "HOST")]
+        token_hosts: Vec<String>,
+        #[arg(long, value_name = "BYTES", default_value_t = SnapshotLimits::default().max_bytes)]
+        snapshot_max_bytes: u64,
+        #[arg(long, value_name = "COUNT", default_value_t = SnapshotLimits::default().max_files)]
+        snapshot_max_files: u64,
         /// Also write the outcome here when it is small enough for a
         /// container's termination message (4 KiB): `/dev/termination-log`.
         #[arg(long, value_name = "PATH")]
@@ -91,16 +103,32 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::SourceStep {
             workspace_root,
+            repository_root,
             job,
+            token_hosts,
+            snapshot_max_bytes,
+            snapshot_max_files,
             outcome_file,
-        } => source_step(workspace_root, job, outcome_file).await,
+        } => {
+            let token = std::env::var("GITHUB_TOKEN").ok();
+            let git = LocalGit::new(
+                GitLayout::new(workspace_root, repository_root),
+                true,
+                RemoteCredentials::new(token, token_hosts),
+            )
+            .with_limits(SnapshotLimits {
+                max_bytes: snapshot_max_bytes,
+                max_files: snapshot_max_files,
+            });
+            source_step(&git, job, outcome_file).await
+        }
     }
 }
 
 /// Runs the step in `ICARUS_SOURCE_STEP` with local git; a failed step is an
 /// outcome (printed, exit 0), only an unreadable request is an error.
 async fn source_step(
-    workspace_root: PathBuf,
+    git: &LocalGit,
     job: crate::job::JobId,
     outcome_file: Option<PathBuf>,
 ) -> anyhow::Result<()> {
@@ -109,9 +137,7 @@ async fn source_step(
         .map_err(|_| anyhow::anyhow!("{SOURCE_STEP_VARIABLE} is not set"))?;
     let step: SourceStep = serde_json::from_str(&request)
         .map_err(|error| anyhow::anyhow!("{SOURCE_STEP_VARIABLE} is not a source step: {error}"))?;
-    let token = std::env::var("GITHUB_TOKEN").ok();
-    let git = crate::source::LocalGit::new(workspace_root, true, token);
-    let outcome = serde_json::to_string(&perform(&git, job, &step).await)?;
+    let outcome = serde_json::to_string(&perform(git, job, &step).await)?;
     println!("{outcome}");
     if let Some(path) = outcome_file
         && outcome.len() <= TERMINATION_MESSAGE_BYTES

@@ -158,6 +158,35 @@ pub struct WorkspaceConfig {
     /// Host directories local Git sources may come from; URLs are not limited by it.
     #[serde(default)]
     pub allowed_source_roots: Vec<PathBuf>,
+    /// Where each job's Git metadata lives, outside every workspace and
+    /// never mounted into an agent; empty: `<base_path>/.icarus-repositories`.
+    #[serde(default)]
+    pub repositories_path: PathBuf,
+    /// A workspace larger than this is not snapshotted: the job fails.
+    #[serde(default = "default_snapshot_max_bytes")]
+    pub snapshot_max_bytes: u64,
+    /// A workspace with more files (and links) than this is not snapshotted.
+    #[serde(default = "default_snapshot_max_files")]
+    pub snapshot_max_files: u64,
+}
+
+fn default_snapshot_max_bytes() -> u64 {
+    1024 * 1024 * 1024
+}
+
+fn default_snapshot_max_files() -> u64 {
+    100_000
+}
+
+impl WorkspaceConfig {
+    /// The parent of the per-job Git metadata directories.
+    pub fn repositories_path(&self) -> PathBuf {
+        if self.repositories_path.as_os_str().is_empty() {
+            self.base_path.join(".icarus-repositories")
+        } else {
+            self.repositories_path.clone()
+        }
+    }
 }
 
 /// How an approved change is committed and pushed.
@@ -173,6 +202,10 @@ pub struct PublishConfig {
     /// A token for HTTPS remotes; empty: `GITHUB_TOKEN` from the environment, if set.
     #[serde(default, serialize_with = "redacted")]
     pub token: String,
+    /// The hosts the token is sent to, over HTTPS only (`host` or
+    /// `host:port`); empty: the forge's host, from `pull_request.api_url`.
+    #[serde(default)]
+    pub token_hosts: Vec<String>,
     /// Opening a pull request for each published branch.
     #[serde(default)]
     pub pull_request: PullRequestConfig,
@@ -193,6 +226,11 @@ pub struct PullRequestConfig {
     /// The branch to merge into; empty: the source's ref, else `main`.
     #[serde(default)]
     pub base: String,
+    /// The repositories pull requests may be opened on: `owner/name` or
+    /// `owner/*`. None by default: a submitter's URL never decides alone
+    /// where the token opens one.
+    #[serde(default)]
+    pub allowed_repositories: Vec<String>,
 }
 
 impl Default for PullRequestConfig {
@@ -202,6 +240,7 @@ impl Default for PullRequestConfig {
             api_url: default_forge_api_url(),
             repository: String::new(),
             base: String::new(),
+            allowed_repositories: Vec::new(),
         }
     }
 }
@@ -223,6 +262,22 @@ impl PublishConfig {
             .or_else(|| std::env::var("GITHUB_TOKEN").ok())
             .filter(|t| !t.is_empty())
     }
+
+    /// Where the token may go: the configured hosts, else the forge's.
+    pub fn token_hosts(&self) -> Vec<String> {
+        if !self.token_hosts.is_empty() {
+            return self.token_hosts.clone();
+        }
+        forge_host(&self.pull_request.api_url).into_iter().collect()
+    }
+}
+
+/// The Git host of a forge API: `api.github.com` serves `github.com`; a
+/// GitHub Enterprise API (`https://HOST/api/v3`) serves `HOST`.
+fn forge_host(api_url: &str) -> Option<String> {
+    let rest = api_url.strip_prefix("https://")?;
+    let authority = rest.split('/').next().filter(|a| !a.is_empty())?;
+    Some(authority.strip_prefix("api.").unwrap_or(authority).to_owned())
 }
 
 /// Never prints the token.
@@ -234,6 +289,7 @@ impl std::fmt::Debug for PublishConfig {
             .field("branch_prefix", &self.branch_prefix)
             .field("message_template", &self.message_template)
             .field("token", &if self.token.is_empty() { "" } else { "(set)" })
+            .field("token_hosts", &self.token_hosts)
             .finish()
     }
 }
@@ -502,6 +558,20 @@ impl Config {
             !self.workspace.base_path.as_os_str().is_empty(),
             "workspace.base_path must not be empty".into(),
         );
+        for host in &self.publish.token_hosts {
+            check(
+                !host.is_empty() && !host.contains(['/', '@', ' ']),
+                format!("publish.token_hosts: '{host}' is not a host or host:port"),
+            );
+        }
+        for pattern in &self.publish.pull_request.allowed_repositories {
+            check(
+                crate::source::forge::is_repository_pattern(pattern),
+                format!(
+                    "publish.pull_request.allowed_repositories: '{pattern}' is not owner/name or owner/*"
+                ),
+            );
+        }
         check(
             self.logging
                 .level

@@ -25,7 +25,7 @@ use crate::credentials::{AgentKeys, CredentialsError};
 use crate::notify;
 use crate::runtime::Runtime;
 use crate::sentinel;
-use crate::source::{LocalGit, SourceControl};
+use crate::source::{GitLayout, LocalGit, RemoteCredentials, SnapshotLimits, SourceControl};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -143,11 +143,18 @@ pub struct InCluster {
 
 /// Git on this host, for workspaces that are host directories (`bind`).
 fn local_source(config: &Config) -> Arc<dyn SourceControl> {
-    Arc::new(LocalGit::new(
-        config.workspace.base_path.clone(),
-        config.workspace.mount_type == MountType::Bind,
-        config.publish.token(),
-    ))
+    let workspace = &config.workspace;
+    let layout = GitLayout::new(workspace.base_path.clone(), workspace.repositories_path());
+    let credentials =
+        RemoteCredentials::new(config.publish.token(), config.publish.token_hosts());
+    let limits = SnapshotLimits {
+        max_bytes: workspace.snapshot_max_bytes,
+        max_files: workspace.snapshot_max_files,
+    };
+    Arc::new(
+        LocalGit::new(layout, workspace.mount_type == MountType::Bind, credentials)
+            .with_limits(limits),
+    )
 }
 
 /// A running orchestrator: API, controller and sentinel.

@@ -21,7 +21,7 @@ use super::models::{
 use super::policy::SpawnPolicy;
 use crate::config::AccessRole;
 use crate::job::admission::LoadLevel;
-use crate::job::{Job, JobId, JobSource, JobSpec, Phase, TransitionError, timestamp_now};
+use crate::job::{Job, JobId, JobSource, JobSpec, Phase, TransitionError, Verdict, timestamp_now};
 use crate::source::patch;
 use crate::store::{JobFilter, StoreError};
 
@@ -283,10 +283,14 @@ pub async fn approve(
     JsonBody(request): JsonBody<ApproveRequest>,
 ) -> ApiResult<Json<DecisionResponse>> {
     caller.require(AccessRole::Approver, "approving or rejecting a job")?;
-    let comment = request.comment.unwrap_or_default();
     let approved = request.approved;
+    let verdict = Verdict {
+        approved,
+        comment: request.comment.unwrap_or_default(),
+        snapshot: request.snapshot,
+    };
     change_spec(&state, id, |job| {
-        job.decide(approved, comment.clone(), &caller.name, timestamp_now())
+        job.decide(verdict.clone(), &caller.name, timestamp_now())
     })
     .await?;
     let (verdict, phase) = if approved {
@@ -350,8 +354,13 @@ pub async fn publish(
     }))
 }
 
+/// The header naming the snapshot a diff shows (empty where there is none).
+pub const SNAPSHOT_HEADER: &str = "x-icarus-snapshot";
+
 /// The builder's change against the base, for review: unified diff text
-/// (default) or, with `?format=json`, files with their status, line counts and hunks.
+/// (default) or, with `?format=json`, files with their status, line counts
+/// and hunks. Either way the `X-Icarus-Snapshot` header names the snapshot
+/// shown, which an approval may quote.
 #[utoipa::path(get, path = "/jobs/{job_id}/diff", tag = "jobs",
     params(("job_id" = String, Path, description = "The job's UUID"), DiffQuery),
     responses(
@@ -373,26 +382,31 @@ pub async fn diff(
     let job = load(&state, id).await?;
     let Some(record) = state.store.diff(id).await? else {
         return Err(ApiError::Conflict(format!(
-            "Job {id} is {}; its diff is captured when it reaches awaiting_approval",
+            "Job {id} is {}; its diff is recorded when the builder succeeds",
             job.status.phase
         )));
     };
-    match query.format.as_deref() {
-        None | Some("text") => Ok((
+    let snapshot_header = record.snapshot.clone().unwrap_or_default();
+    let body = match query.format.as_deref() {
+        None | Some("text") => (
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             record.diff,
         )
-            .into_response()),
-        Some("json") => Ok(Json(DiffResponse {
+            .into_response(),
+        Some("json") => Json(DiffResponse {
             job_id: id.to_string(),
             base_commit: record.base_commit,
             summary: patch::parse(&record.diff),
+            snapshot: record.snapshot,
         })
-        .into_response()),
-        Some(other) => Err(ApiError::Unprocessable(format!(
-            "format must be 'text' or 'json', not '{other}'"
-        ))),
-    }
+        .into_response(),
+        Some(other) => {
+            return Err(ApiError::Unprocessable(format!(
+                "format must be 'text' or 'json', not '{other}'"
+            )));
+        }
+    };
+    Ok(([(SNAPSHOT_HEADER, snapshot_header)], body).into_response())
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -51,6 +51,8 @@ pub struct DiffResponse {
     pub job_id: String,
     /// The commit the change is against; none for a job without a source.
     pub base_commit: Option<String>,
+    /// The snapshot shown: the tree an approval publishes.
+    pub snapshot: Option<String>,
     #[serde(flatten)]
     pub summary: crate::source::patch::DiffSummary,
 }
@@ -74,6 +76,10 @@ pub struct ApproveRequest {
     pub approved: bool,
     #[serde(default)]
     pub comment: Option<String>,
+    /// The snapshot the decider reviewed (`snapshot` of the diff, or its
+    /// `X-Icarus-Snapshot` header); any other is refused with 409.
+    #[serde(default)]
+    pub snapshot: Option<String>,
 }
 
 /// The answer to approve and cancel.
@@ -115,6 +121,8 @@ pub struct JobStatusResponse {
     pub source: Option<SourceBody>,
     /// The commit the workspace was checked out at.
     pub base_commit: Option<String>,
+    /// The builder's work as recorded when it succeeded: what is reviewed and published.
+    pub snapshot: Option<String>,
     /// Where the approved change was pushed.
     pub branch: Option<String>,
     pub commit: Option<String>,
@@ -164,6 +172,7 @@ impl From<&Job> for JobStatusResponse {
                 reference: source.reference.clone(),
             }),
             base_commit: status.source.base_commit.clone(),
+            snapshot: status.source.snapshot.clone(),
             branch: status.source.branch.clone(),
             commit: status.source.commit.clone(),
             pull_request_url: status.source.pull_request_url.clone(),

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use crate::job::admission::{self, Admission, QueueEntry};
 use crate::job::plan::{self, Action, Plan, PlanInput};
-use crate::job::workload::{Observed, PublishedChange, Role, StartFailure, WorkloadKey};
+use crate::job::workload::{
+    Observed, PublishedChange, Role, SnapshotTaken, StartFailure, WorkloadKey,
+};
 use crate::job::{Job, JobId, Phase, timestamp_now};
 use crate::store::{AgentLog, StoreError};
 
@@ -63,13 +65,14 @@ pub async fn reconcile(context: &Context, id: JobId) -> Result<Option<Duration>,
 /// How soon a job whose actions changed nothing recordable is looked at again.
 const LOOK_AGAIN_AFTER_ACTING: Duration = Duration::from_millis(100);
 
-/// Checkout, publish, a failed start and a declined creation ahead: the
-/// actions that can report a fact.
-const MAX_REPLANS: usize = 5;
+/// Checkout, snapshot, publish, a failed start and a declined creation
+/// ahead: the actions that can report a fact.
+const MAX_REPLANS: usize = 6;
 
 /// Something an action found out that the planner must see.
 pub(super) enum Fact {
     BaseCommit(String),
+    Snapshot(SnapshotTaken),
     Published(PublishedChange),
     SourceFailed(String),
     StartFailed(StartFailure),
@@ -80,6 +83,7 @@ impl Fact {
     fn teach(self, observed: &mut Observed) {
         match self {
             Fact::BaseCommit(base) => observed.source.base_commit = Some(base),
+            Fact::Snapshot(taken) => observed.source.snapshot = Some(taken),
             Fact::Published(change) => observed.source.published = Some(change),
             Fact::SourceFailed(message) => observed.source.failure = Some(message),
             Fact::StartFailed(failure) => observed.start_failure = Some(failure),
@@ -162,9 +166,12 @@ async fn apply(
             runtime.remove(key, id).await?;
             tracing::info!(%role, attempt, workload = %id, "removed agent");
         }
-        Action::RemoveWorkspace => runtime.remove_workspace(job.id).await?,
+        Action::RemoveWorkspace => {
+            runtime.remove_workspace(job.id).await?;
+            context.source.discard(job.id).await?;
+        }
         Action::CheckoutSource => return source_actions::checkout(context, job).await,
-        Action::CaptureDiff => source_actions::capture_diff(context, job).await?,
+        Action::TakeSnapshot => return source_actions::take_snapshot(context, job).await,
         Action::Publish => return source_actions::publish(context, job).await,
     }
     Ok(None)

@@ -1,14 +1,21 @@
-//! What the controller does with a job's code: check it out, capture the
-//! diff for review, publish it. Each returns a [`Fact`] for the planner when
-//! it learned something (a base commit, a pushed commit, a permanent failure).
+//! What the controller does with a job's code: check it out, record the
+//! builder's work as a snapshot (and its diff for review), publish exactly
+//! that snapshot. Each returns a [`Fact`] for the planner when it learned
+//! something (a base commit, a snapshot, a pushed commit, a permanent
+//! failure).
 
 use crate::config::PublishConfig;
-use crate::job::workload::PublishedChange;
+use crate::job::workload::{PublishedChange, SnapshotTaken};
 use crate::job::{Job, timestamp_now};
 use crate::source::forge::{self, Forge, PullRequest};
 use crate::source::patch::NO_DIFF_MARKER;
-use crate::source::{JOB_TRAILER, PublishRequest, SourceError};
+use crate::source::{PublishRequest, SourceError};
 use crate::store::DiffRecord;
+
+/// The trailer naming the job a published commit is for.
+pub const JOB_TRAILER: &str = "Icarus-Job";
+/// The trailer naming the snapshot a published commit holds.
+pub const SNAPSHOT_TRAILER: &str = "Icarus-Snapshot";
 
 use super::reconcile::Fact;
 use super::{Context, ControllerError};
@@ -39,29 +46,53 @@ pub(super) async fn checkout(
     source_outcome(result, Fact::BaseCommit)
 }
 
-/// Keeps the change for review. A diff that cannot be made (a workspace in a
-/// Docker volume) must not hold the job back: the record then says why.
-pub(super) async fn capture_diff(context: &Context, job: &Job) -> Result<(), ControllerError> {
-    let (diff, truncated) = match context.source.diff(job.id).await {
-        Ok(captured) => (captured.text, captured.truncated),
+/// Records the builder's work and keeps its diff for review. Where
+/// workspaces cannot be read (Docker volumes) the job goes on without a
+/// snapshot, and the diff record says why.
+pub(super) async fn take_snapshot(
+    context: &Context,
+    job: &Job,
+) -> Result<Option<Fact>, ControllerError> {
+    let base = job.status.source.base_commit.as_deref();
+    let (record, taken) = match context.source.snapshot(job.id, base).await {
+        Ok(snapshot) => {
+            tracing::info!(tree = %snapshot.tree, "recorded the builder's work");
+            let record = diff_record(job, Some(snapshot.tree.clone()), snapshot.diff.text);
+            let record = DiffRecord {
+                truncated: snapshot.diff.truncated,
+                ..record
+            };
+            (record, SnapshotTaken::Tree(snapshot.tree))
+        }
+        Err(SourceError::Unsupported(why)) => {
+            tracing::warn!(%why, "no snapshot for this job");
+            let record = diff_record(job, None, format!("{NO_DIFF_MARKER}{why}\n"));
+            (record, SnapshotTaken::Unreadable)
+        }
         Err(error) if error.is_permanent() => {
-            tracing::warn!(%error, "no diff for this job");
-            (format!("{NO_DIFF_MARKER}{error}\n"), false)
+            return Ok(Some(Fact::SourceFailed(error.to_string())));
         }
         Err(error) => return Err(error.into()),
     };
-    let record = DiffRecord {
-        base_commit: job.status.source.base_commit.clone(),
-        diff,
-        truncated,
-        created_at: timestamp_now(),
-    };
     context.store.save_diff(job.id, &record).await?;
-    Ok(())
+    Ok(Some(Fact::Snapshot(taken)))
+}
+
+fn diff_record(job: &Job, snapshot: Option<String>, diff: String) -> DiffRecord {
+    DiffRecord {
+        base_commit: job.status.source.base_commit.clone(),
+        snapshot,
+        diff,
+        truncated: false,
+        created_at: timestamp_now(),
+    }
 }
 
 pub(super) async fn publish(context: &Context, job: &Job) -> Result<Option<Fact>, ControllerError> {
-    let request = publish_request(job, &context.settings.publish);
+    let Some(request) = publish_request(job, &context.settings.publish) else {
+        let why = "the job has no source, base or snapshot to publish".to_owned();
+        return Ok(Some(Fact::SourceFailed(why)));
+    };
     let result = context.source.publish(&request).await;
     match &result {
         Ok(published) => {
@@ -98,10 +129,16 @@ async fn open_pull_request(
     let repository = Some(config.repository.clone())
         .filter(|r| !r.is_empty())
         .or_else(|| forge::repository_of(&source.repository));
-    let Some(repository) = repository else {
+    let Some(repository) = repository.filter(|r| forge::is_repository_name(r)) else {
         let why = format!("{} is not a repository on a forge", source.repository);
         return Some(Err(why));
     };
+    if !forge::is_allowed(&config.allowed_repositories, &repository) {
+        let why = format!(
+            "{repository} is not in publish.pull_request.allowed_repositories"
+        );
+        return Some(Err(why));
+    }
     let base = Some(config.base.clone())
         .filter(|b| !b.is_empty())
         .or_else(|| source.reference.clone())
@@ -136,9 +173,14 @@ Opened by Icarus for job {}.",
     Some(opened.map_err(|e| e.to_string()))
 }
 
-/// The commit's author, branch and message: the task on the first line, the
-/// approval in trailers, and the job trailer that makes a retry find it.
-fn publish_request(job: &Job, settings: &PublishConfig) -> PublishRequest {
+/// Everything the commit and the push are made of, from the job's record
+/// alone: the remote recorded at spawn, the base, the approved snapshot;
+/// the task on the first line of the message and the job, the snapshot and
+/// the approval in trailers. None for a job with nothing to publish.
+fn publish_request(job: &Job, settings: &PublishConfig) -> Option<PublishRequest> {
+    let repository = job.spec.source.as_ref()?.repository.clone();
+    let base = job.status.source.base_commit.clone()?;
+    let snapshot = job.status.source.snapshot.clone()?;
     let first_task_line = job.spec.task.lines().next().unwrap_or_default();
     let subject: String = settings
         .message_template
@@ -148,7 +190,7 @@ fn publish_request(job: &Job, settings: &PublishConfig) -> PublishRequest {
         .take(120)
         .collect();
     let mut message = format!(
-        "{subject}\n\n{}\n\n{JOB_TRAILER}: {}",
+        "{subject}\n\n{}\n\n{JOB_TRAILER}: {}\n{SNAPSHOT_TRAILER}: {snapshot}",
         job.spec.task, job.id
     );
     if let Some(approval) = &job.spec.approval {
@@ -164,11 +206,20 @@ fn publish_request(job: &Job, settings: &PublishConfig) -> PublishRequest {
             message.push_str(&format!("\nApproval-comment: {comment}"));
         }
     }
-    PublishRequest {
+    let committed_at = job
+        .spec
+        .approval
+        .as_ref()
+        .map_or(job.created_at, |approval| approval.decided_at);
+    Some(PublishRequest {
         job: job.id,
+        repository,
+        base,
+        snapshot,
         branch: format!("{}{}", settings.branch_prefix, job.id),
         message,
         author_name: settings.author_name.clone(),
         author_email: settings.author_email.clone(),
-    }
+        committed_at,
+    })
 }

@@ -72,6 +72,18 @@ pub struct ApprovalDecision {
     /// The API caller who decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decided_by: Option<String>,
+    /// The snapshot the decision is about: only this tree is published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+}
+
+/// A human's decision as asked for, before the domain accepts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub approved: bool,
+    pub comment: String,
+    /// The snapshot the decider was shown, if they say; another is refused.
+    pub snapshot: Option<String>,
 }
 
 /// Where the job's code comes from: the workspace starts as a checkout of it,
@@ -123,6 +135,10 @@ pub struct SourceStatus {
     /// The commit the workspace was checked out at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_commit: Option<String>,
+    /// The tree recorded when the builder succeeded: what is audited,
+    /// reviewed and published. None where workspaces cannot be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
     /// The commit pushed to `branch`.
@@ -232,6 +248,14 @@ pub enum TransitionError {
     AlreadyDecided { id: JobId, verdict: &'static str },
     #[error("job {id} is already {phase} and cannot be cancelled")]
     AlreadyFinished { id: JobId, phase: Phase },
+    #[error(
+        "job {id}'s change is snapshot {current}, not {shown}: look at the change again before deciding"
+    )]
+    SnapshotMismatch {
+        id: JobId,
+        shown: String,
+        current: String,
+    },
     #[error("job {id} is {phase} ({reason}); only a job whose publishing failed can publish again")]
     NotPublishFailed {
         id: JobId,
@@ -257,10 +281,11 @@ impl Job {
 
     /// Records the human's decision. Only a job awaiting approval, and not yet
     /// decided, accepts one; the controller then moves it on.
+    /// The decision is bound to the job's snapshot: a decider who names
+    /// the snapshot they were shown is refused if it is not the job's.
     pub fn decide(
         &self,
-        approved: bool,
-        comment: String,
+        verdict: Verdict,
         by: &str,
         now: DateTime<Utc>,
     ) -> Result<JobSpec, TransitionError> {
@@ -280,12 +305,23 @@ impl Job {
                 phase: self.status.phase,
             });
         }
+        let current = self.status.source.snapshot.as_deref().unwrap_or("none");
+        if let Some(shown) = &verdict.snapshot
+            && shown != current
+        {
+            return Err(TransitionError::SnapshotMismatch {
+                id: self.id,
+                shown: shown.clone(),
+                current: current.to_owned(),
+            });
+        }
         let mut spec = self.spec.clone();
         spec.approval = Some(ApprovalDecision {
-            approved,
-            comment,
+            approved: verdict.approved,
+            comment: verdict.comment,
             decided_at: now,
             decided_by: Some(by.to_owned()),
+            snapshot: self.status.source.snapshot.clone(),
         });
         Ok(spec)
     }
@@ -371,7 +407,13 @@ pub(crate) mod fixtures {
                 approved,
                 comment: "reviewed".to_owned(),
                 decided_at: at(0),
+                snapshot: self.status.source.snapshot.clone(),
             });
+            self
+        }
+
+        pub fn with_snapshot(mut self, tree: &str) -> Job {
+            self.status.source.snapshot = Some(tree.to_owned());
             self
         }
 
@@ -380,11 +422,19 @@ pub(crate) mod fixtures {
             self
         }
     }
+
+    pub fn verdict(approved: bool, comment: &str) -> Verdict {
+        Verdict {
+            approved,
+            comment: comment.to_owned(),
+            snapshot: None,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::fixtures::at;
+    use super::fixtures::{at, verdict};
     use super::*;
 
     #[test]
@@ -398,7 +448,7 @@ mod tests {
     fn approving_a_building_job_is_refused() {
         let job = Job::pending().in_phase(Phase::Building, at(1));
         let err = job
-            .decide(true, String::new(), "tester", at(2))
+            .decide(verdict(true, ""), "tester", at(2))
             .unwrap_err();
         assert!(matches!(
             err,
@@ -413,7 +463,7 @@ mod tests {
     fn approving_a_job_awaiting_approval_records_the_decision() {
         let job = Job::pending().in_phase(Phase::AwaitingApproval, at(1));
         let spec = job
-            .decide(false, "not yet".to_owned(), "tester", at(2))
+            .decide(verdict(false, "not yet"), "tester", at(2))
             .unwrap();
         let decision = spec.approval.unwrap();
         assert!(!decision.approved);
@@ -422,12 +472,39 @@ mod tests {
     }
 
     #[test]
+    fn an_approval_is_bound_to_the_snapshot_the_job_has() {
+        let job = Job::pending()
+            .with_snapshot("aaaa")
+            .in_phase(Phase::AwaitingApproval, at(1));
+        let spec = job.decide(verdict(true, ""), "tester", at(2)).unwrap();
+        assert_eq!(spec.approval.unwrap().snapshot.as_deref(), Some("aaaa"));
+    }
+
+    #[test]
+    fn approving_a_snapshot_other_than_the_jobs_is_refused() {
+        let job = Job::pending()
+            .with_snapshot("aaaa")
+            .in_phase(Phase::AwaitingApproval, at(1));
+        let shown = Verdict {
+            snapshot: Some("bbbb".to_owned()),
+            ..verdict(true, "")
+        };
+        let err = job.decide(shown, "tester", at(2)).unwrap_err();
+        assert!(matches!(err, TransitionError::SnapshotMismatch { .. }), "{err}");
+        let same = Verdict {
+            snapshot: Some("aaaa".to_owned()),
+            ..verdict(true, "")
+        };
+        assert!(job.decide(same, "tester", at(2)).is_ok());
+    }
+
+    #[test]
     fn deciding_twice_is_refused() {
         let job = Job::pending()
             .in_phase(Phase::AwaitingApproval, at(1))
             .with_approval(true);
         let err = job
-            .decide(false, String::new(), "tester", at(2))
+            .decide(verdict(false, ""), "tester", at(2))
             .unwrap_err();
         assert!(matches!(
             err,

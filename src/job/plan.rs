@@ -16,7 +16,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::admission::Admission;
-use super::workload::{Observed, ObservedWorkload, Role, WorkloadState};
+use super::workload::{Observed, ObservedWorkload, Role, SnapshotTaken, WorkloadState};
 use super::{Job, JobStatus, PUBLISH_FAILED, Phase};
 
 /// How long agents and jobs may run. Measured from the start of the phase
@@ -70,9 +70,10 @@ pub enum Action {
     RemoveWorkspace,
     /// Make the workspace a checkout of the job's source (once).
     CheckoutSource,
-    /// Keep the builder's change for review, now that it is final.
-    CaptureDiff,
-    /// Commit the approved change to the job's branch (once) and push it.
+    /// Record the builder's work, now that it is final, and its diff for
+    /// review: what the checker audits and an approval publishes.
+    TakeSnapshot,
+    /// Commit the approved snapshot on the base and push it.
     Publish,
 }
 
@@ -260,13 +261,46 @@ fn decide_exit(
         let message = format!("{role} exited with code {exit_code}");
         next.fail(format!("{prefix}Failed"), with_log_tail(message, workload));
     } else if role == Role::Builder {
-        next.move_to(Phase::Checking, "BuilderSucceeded", None);
+        decide_builder_success(next, input);
     } else if input.observed.reports.audit_report_received {
         next.move_to(Phase::AwaitingApproval, "CheckerSucceeded", None);
     } else {
         let message = "checker exited with code 0 without posting an audit report".to_owned();
         next.fail("CheckerReportMissing".to_owned(), message);
     }
+}
+
+/// A builder that succeeded hands over to the checker once its work is
+/// recorded: the snapshot is what everyone after it looks at.
+fn decide_builder_success(next: &mut Next, input: &PlanInput<'_>) {
+    let facts = &input.observed.source;
+    match &facts.snapshot {
+        Some(taken) => {
+            if let SnapshotTaken::Tree(tree) = taken {
+                next.status.source.snapshot = Some(tree.clone());
+            }
+            next.move_to(Phase::Checking, "BuilderSucceeded", None);
+        }
+        None => {
+            if let Some(error) = &facts.failure {
+                let message = format!("the builder's work could not be recorded: {error}");
+                next.fail("SnapshotFailed".to_owned(), message);
+            }
+        }
+    }
+}
+
+/// Whether the builder of the current attempt exited 0 and its work is not
+/// recorded yet.
+fn awaits_snapshot(input: &PlanInput<'_>, status: &JobStatus) -> bool {
+    status.phase == Phase::Building
+        && find(&input.observed.workloads, Role::Builder, status.attempt).is_some_and(|w| {
+            w.state
+                == WorkloadState::Exited {
+                    exit_code: 0,
+                    oom_killed: false,
+                }
+        })
 }
 
 /// Appends the agent's last output lines, when the runtime kept them.
@@ -282,6 +316,11 @@ fn decide_approved(next: &mut Next, input: &PlanInput<'_>) {
     if input.job.spec.source.is_none() {
         let message = "approved; the job has no source repository, so nothing was published and the workspace is kept";
         next.move_to(Phase::Completed, "Completed", Some(message.to_owned()));
+        return;
+    }
+    if input.job.status.source.snapshot.is_none() {
+        let message = "approved, but no snapshot of the builder's work was recorded, so there is nothing to publish";
+        next.fail("SnapshotMissing".to_owned(), message.to_owned());
         return;
     }
     let facts = &input.observed.source;
@@ -311,6 +350,11 @@ fn decide_awaiting_approval(next: &mut Next, job: &Job) {
     let Some(decision) = &job.spec.approval else {
         return;
     };
+    // A decision about another snapshot is not a decision about this one.
+    if decision.snapshot.is_some() && decision.snapshot != job.status.source.snapshot {
+        next.status.reason = "SnapshotMismatch".to_owned();
+        return;
+    }
     let comment = Some(decision.comment.clone()).filter(|c| !c.is_empty());
     if decision.approved {
         next.move_to(Phase::Approved, "Approved", comment);
@@ -400,9 +444,9 @@ fn converge(
             actions.push(Action::Start { role, attempt });
         }
         actions.extend(ahead_of(input, status));
-    }
-    if transition.is_some_and(|t| t.to == Phase::AwaitingApproval) {
-        actions.push(Action::CaptureDiff);
+        if awaits_snapshot(input, status) {
+            actions.push(Action::TakeSnapshot);
+        }
     }
     let publishes = was == Phase::Approved
         && status.phase == Phase::Approved

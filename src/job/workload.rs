@@ -121,10 +121,23 @@ pub struct StartFailure {
 pub struct SourceFacts {
     /// The workspace is a checkout at this base commit.
     pub base_commit: Option<String>,
+    /// The builder's work was recorded (or cannot be, here).
+    pub snapshot: Option<SnapshotTaken>,
     /// The change was pushed.
     pub published: Option<PublishedChange>,
-    /// The checkout or the publish failed for a reason retrying cannot fix.
+    /// The checkout, the snapshot or the publish failed for a reason
+    /// retrying cannot fix.
     pub failure: Option<String>,
+}
+
+/// What recording the builder's work came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotTaken {
+    /// The work tree is this Git tree.
+    Tree(String),
+    /// Workspaces cannot be read where the orchestrator runs (Docker
+    /// volumes): the job goes on, with nothing to publish.
+    Unreadable,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

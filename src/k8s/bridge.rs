@@ -17,7 +17,7 @@ use serde_json::json;
 use super::crd::{IcarusJob, IcarusJobStatus};
 use super::observe::resource_status;
 use super::upstream::{DECIDED_BY_ANNOTATION, SUBMITTED_BY_ANNOTATION};
-use crate::job::{Job, JobId, JobSpec, JobStatus};
+use crate::job::{Job, JobId, JobSpec, JobStatus, Verdict};
 
 /// Recorded as the submitter and approver of jobs that come from resources.
 pub const KUBERNETES_CALLER: &str = "kubernetes";
@@ -102,8 +102,11 @@ pub fn spec_change(
     }
     if let Some(approval) = &resource.spec.approval
         && let Ok(decided) = job.decide(
-            approval.approved,
-            approval.comment.clone(),
+            Verdict {
+                approved: approval.approved,
+                comment: approval.comment.clone(),
+                snapshot: approval.snapshot.clone(),
+            },
             annotated(resource, DECIDED_BY_ANNOTATION),
             now,
         )
@@ -211,6 +214,7 @@ mod tests {
         approved.spec.approval = Some(ApprovalSpec {
             approved: true,
             comment: "LGTM".to_owned(),
+            snapshot: None,
         });
         let building = stored(Phase::Building);
         assert_eq!(

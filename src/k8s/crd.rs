@@ -76,6 +76,10 @@ pub struct ApprovalSpec {
     pub approved: bool,
     #[serde(default)]
     pub comment: String,
+    /// The snapshot (`status.snapshot`) the decision is about; a decision
+    /// naming another is not acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
 }
 
 /// What the controller observed.
@@ -103,6 +107,10 @@ pub struct IcarusJobStatus {
     pub attempt: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_commit: Option<String>,
+    /// The builder's work as recorded when it succeeded: what is reviewed
+    /// and published (a Git tree id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -165,6 +173,7 @@ impl IcarusJobSpec {
                 comment: approval.comment.clone(),
                 decided_at: seen_at,
                 decided_by: None,
+                snapshot: approval.snapshot.clone(),
             }),
             cancel_requested: self.cancel,
             source: self.source.clone(),

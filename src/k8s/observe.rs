@@ -153,6 +153,7 @@ pub fn resource_status(
         },
         attempt: Some(status.attempt),
         base_commit: status.source.base_commit.clone(),
+        snapshot: status.source.snapshot.clone(),
         branch: status.source.branch.clone(),
         commit: status.source.commit.clone(),
         pull_request_url: status.source.pull_request_url.clone(),
@@ -314,12 +315,16 @@ mod tests {
         use crate::job::Job;
         use crate::job::admission::Admission;
         use crate::job::plan::{Action, Deadlines, PlanInput, plan};
-        use crate::job::workload::Observed;
+        use crate::job::workload::{Observed, SnapshotTaken, SourceFacts};
 
         let now = crate::job::fixtures::at(0);
         let job = Job::pending().in_phase(Phase::Building, now);
         let observed = Observed {
             workloads: vec![observe_pod(&pod("Succeeded", Some((0, "Completed")))).unwrap()],
+            source: SourceFacts {
+                snapshot: Some(SnapshotTaken::Tree("tree".to_owned())),
+                ..SourceFacts::default()
+            },
             ..Observed::default()
         };
         let deadlines = Deadlines {

@@ -24,7 +24,7 @@ use super::sync::Seen;
 use super::workloads::{WorkloadSettings, source_pod};
 use crate::job::{JobId, JobSource};
 use crate::source::step::{SourceStep, StepOutcome};
-use crate::source::{CapturedDiff, PublishRequest, Published, Result, SourceControl, SourceError};
+use crate::source::{PublishRequest, Published, Result, Snapshot, SourceControl, SourceError};
 
 /// How often a running git Pod is looked at.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -158,8 +158,11 @@ impl SourceControl for PodSourceControl {
         self.run(job, step).await?.into_base_commit()
     }
 
-    async fn diff(&self, job: JobId) -> Result<CapturedDiff> {
-        self.run(job, SourceStep::Diff).await?.into_diff()
+    async fn snapshot(&self, job: JobId, base: Option<&str>) -> Result<Snapshot> {
+        let step = SourceStep::Snapshot {
+            base: base.map(str::to_owned),
+        };
+        self.run(job, step).await?.into_snapshot()
     }
 
     async fn publish(&self, request: &PublishRequest) -> Result<Published> {
@@ -167,6 +170,11 @@ impl SourceControl for PodSourceControl {
             request: request.clone(),
         };
         self.run(request.job, step).await?.into_published()
+    }
+
+    /// The repository lives on the job's claims, which go with the job.
+    async fn discard(&self, _job: JobId) -> Result<()> {
+        Ok(())
     }
 }
 

@@ -125,7 +125,10 @@ pub fn spec_patch(previous: &JobSpec, spec: &JobSpec) -> Option<Value> {
         .as_ref()
         .filter(|_| previous.approval.is_none())
     {
-        let approval = json!({"approved": decision.approved, "comment": decision.comment});
+        let mut approval = json!({"approved": decision.approved, "comment": decision.comment});
+        if let Some(snapshot) = &decision.snapshot {
+            approval["snapshot"] = json!(snapshot);
+        }
         fields.insert("approval".to_owned(), approval);
         if let Some(by) = &decision.decided_by {
             let annotations = json!({ DECIDED_BY_ANNOTATION: by });
@@ -199,6 +202,7 @@ mod tests {
             comment: "too broad".to_owned(),
             decided_at: Utc::now(),
             decided_by: Some("bob".to_owned()),
+            snapshot: None,
         });
         assert_eq!(
             spec_patch(&self::spec(), &spec),
@@ -227,6 +231,7 @@ mod tests {
             comment: String::new(),
             decided_at: Utc::now(),
             decided_by: Some("kubernetes".to_owned()),
+            snapshot: None,
         });
         let mut retried = decided.clone();
         retried.publish_requests = 1;

@@ -23,7 +23,7 @@ use super::crd::IcarusJob;
 use crate::cli::SOURCE_STEP_VARIABLE;
 use crate::config::AgentConfig;
 use crate::job::{JobId, Role};
-use crate::source::step::SourceStep;
+use crate::source::step::{SourceStep, WorkspaceAccess};
 
 /// Where the workspace is mounted in every agent, as in local mode.
 pub const WORKSPACE_MOUNT: &str = "/workspace";
@@ -218,9 +218,11 @@ pub fn pod(
     }
 }
 
-/// Where a git Pod mounts the job's claim: `<root>/<job id>`, so the same
+/// Where a git Pod mounts the job's workspace: `<root>/<job id>`, so the same
 /// `LocalGit` that works on `<workspace.base_path>/<job id>` on a host works here.
-pub const GIT_WORKSPACE_ROOT: &str = "/claim";
+pub const GIT_WORKSPACE_ROOT: &str = "/claim/workspaces";
+/// Where a git Pod keeps the job's repository: `<root>/<job id>/git`.
+pub const GIT_REPOSITORY_ROOT: &str = "/claim/repositories";
 
 /// A short-lived Pod running `icarus source-step` on the job's claim (read-only
 /// for a diff), confined like an agent; its last output line is the outcome.
@@ -268,6 +270,8 @@ pub fn source_pod(
                 "source-step",
                 "--workspace-root",
                 GIT_WORKSPACE_ROOT,
+                "--repository-root",
+                GIT_REPOSITORY_ROOT,
                 "--job",
                 &job.to_string(),
                 "--outcome-file",
@@ -278,14 +282,17 @@ pub fn source_pod(
         ),
         env: Some(env),
         security_context: Some(confined_container()),
-        volume_mounts: Some(mounts(&workspace, step.reads_only())),
+        volume_mounts: Some(mounts(
+            &workspace,
+            step.workspace_access() != WorkspaceAccess::ReadWrite,
+        )),
         ..Container::default()
     };
     let spec = confined_pod(
         container,
         settings.git_timeout_seconds,
         claim_name,
-        step.reads_only(),
+        step.workspace_access() != WorkspaceAccess::ReadWrite,
         settings,
     );
     Pod {
@@ -451,7 +458,7 @@ mod tests {
         let mut with_secret = settings();
         with_secret.git_credentials_secret = Some("git-token".to_owned());
         for (step, read_only) in [
-            (SourceStep::Diff, true),
+            (SourceStep::Snapshot { base: None }, true),
             (
                 SourceStep::Checkout {
                     source: crate::job::JobSource {
@@ -470,7 +477,7 @@ mod tests {
             assert_eq!(command[..2], ["icarus", "source-step"]);
             assert!(command.contains(&"/dev/termination-log".to_owned()));
             let mount = &container.volume_mounts.as_ref().unwrap()[0];
-            assert_eq!(mount.mount_path, format!("/claim/{id}"));
+            assert_eq!(mount.mount_path, format!("/claim/workspaces/{id}"));
             assert_eq!(mount.read_only, Some(read_only));
             let env = container.env.clone().unwrap();
             let step_env = env.iter().find(|e| e.name == SOURCE_STEP_VARIABLE).unwrap();

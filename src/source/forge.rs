@@ -129,13 +129,45 @@ pub fn repository_of(url: &str) -> Option<String> {
         return None;
     };
     let path = path.trim_end_matches('/').trim_end_matches(".git");
-    let mut parts = path.split('/');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(owner), Some(name), None) if !owner.is_empty() && !name.is_empty() => {
-            Some(format!("{owner}/{name}"))
-        }
-        _ => None,
+    Some(path.to_owned()).filter(|p| is_repository_name(p))
+}
+
+/// `owner/name` of characters a forge allows (letters, digits, `.`, `-`,
+/// `_`; no `.` or `..` alone): the only thing ever put in an API path.
+pub fn is_repository_name(text: &str) -> bool {
+    let mut parts = text.split('/');
+    matches!(
+        (parts.next(), parts.next(), parts.next()),
+        (Some(owner), Some(name), None) if is_name_part(owner) && is_name_part(name)
+    )
+}
+
+fn is_name_part(part: &str) -> bool {
+    !part.is_empty()
+        && part != "."
+        && part != ".."
+        && part
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
+
+/// `owner/name` or `owner/*`.
+pub fn is_repository_pattern(pattern: &str) -> bool {
+    match pattern.strip_suffix("/*") {
+        Some(owner) => is_name_part(owner),
+        None => is_repository_name(pattern),
     }
+}
+
+/// Whether configuration lets a pull request be opened on `repository`.
+pub fn is_allowed(patterns: &[String], repository: &str) -> bool {
+    let Some((owner, _)) = repository.split_once('/') else {
+        return false;
+    };
+    patterns.iter().any(|pattern| match pattern.strip_suffix("/*") {
+        Some(allowed_owner) => allowed_owner.eq_ignore_ascii_case(owner),
+        None => pattern.eq_ignore_ascii_case(repository),
+    })
 }
 
 #[cfg(test)]
@@ -153,5 +185,26 @@ mod tests {
         }
         assert_eq!(repository_of("/srv/git/api.git"), None);
         assert_eq!(repository_of("https://example.com/a/b/c.git"), None);
+        assert_eq!(repository_of("https://example.com/../pulls"), None);
+        assert_eq!(repository_of("https://example.com/a/b?x=1"), None);
+    }
+
+    #[test]
+    fn a_pull_request_goes_only_to_a_repository_configuration_allows() {
+        let patterns = vec!["acme/*".to_owned(), "other/tool".to_owned()];
+        assert!(is_allowed(&patterns, "acme/api"));
+        assert!(is_allowed(&patterns, "other/tool"));
+        assert!(!is_allowed(&patterns, "other/secret"));
+        assert!(!is_allowed(&patterns, "evil/api"));
+        assert!(!is_allowed(&[], "acme/api"));
+    }
+
+    #[test]
+    fn repository_patterns_are_owner_and_name_or_owner_and_star() {
+        assert!(is_repository_pattern("acme/api"));
+        assert!(is_repository_pattern("acme/*"));
+        assert!(!is_repository_pattern("*"));
+        assert!(!is_repository_pattern("acme/../x"));
+        assert!(!is_repository_pattern("acme/a b"));
     }
 }

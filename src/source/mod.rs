@@ -1,12 +1,18 @@
-//! Where a job's code comes from and where it goes: the workspace as a Git
-//! checkout of the job's source, the diff a human reviews, and the commit
-//! pushed on approval.
+//! Where a job's code comes from and where it goes: the workspace filled
+//! from the job's source, the snapshot of what the builder left that a human
+//! reviews, and the commit of exactly that snapshot pushed on approval.
+//!
+//! The trust boundary runs through here. The workspace is the agents'; the
+//! Git metadata (objects, refs, config) is the orchestrator's own, kept
+//! where no agent can write, and git never reads anything from the
+//! workspace but the bytes of its files. See README "Security model".
 //!
 //! An adapter like the runtime: it does what it is told and reports what it
 //! found; the planner decides when (see `job::plan`). Every operation is
 //! idempotent, so a crash at any point is repaired by doing it again:
-//! checking out an existing checkout returns its recorded base, publishing a
-//! job that was already committed pushes the same commit.
+//! checking out an existing checkout returns its recorded base, a snapshot
+//! of the same files is the same tree, publishing again pushes the same
+//! commit.
 
 pub mod forge;
 mod git;
@@ -16,7 +22,7 @@ pub mod step;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-pub use git::{JOB_TRAILER, LocalGit};
+pub use git::{EMPTY_TREE, GitLayout, LocalGit, RemoteCredentials, SnapshotLimits};
 
 use crate::job::{JobId, JobSource};
 
@@ -29,6 +35,10 @@ pub enum SourceError {
     /// Something that may pass (an I/O error on the host).
     #[error("{0}")]
     Transient(String),
+    /// Workspaces cannot be read where this runs (Docker volumes): the job
+    /// goes on without a snapshot, and says so.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl SourceError {
@@ -47,14 +57,33 @@ pub struct CapturedDiff {
     pub truncated: bool,
 }
 
-/// What a publish needs besides the workspace.
+/// The builder's work as recorded when it succeeded: the one thing that is
+/// audited, reviewed and published.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The Git tree object of the work tree: the snapshot's id.
+    pub tree: String,
+    /// Base → snapshot, for review.
+    pub diff: CapturedDiff,
+}
+
+/// What a publish needs. Everything comes from the job's record; nothing is
+/// read back from the workspace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublishRequest {
     pub job: JobId,
+    /// The remote recorded at spawn: the only place the commit goes.
+    pub repository: String,
+    /// The commit the snapshot is a change of: the new commit's parent.
+    pub base: String,
+    /// The approved snapshot: the new commit's tree.
+    pub snapshot: String,
     pub branch: String,
     pub message: String,
     pub author_name: String,
     pub author_email: String,
+    /// The commit's date (the approval's), so a retry makes the same commit.
+    pub committed_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Where the change went.
@@ -70,11 +99,15 @@ pub trait SourceControl: Send + Sync + 'static {
     /// unless it already is one; returns the base commit.
     async fn checkout(&self, job: JobId, source: &JobSource) -> Result<String>;
 
-    /// The workspace's change against the base (against nothing, for a job
-    /// without a source: every file is new).
-    async fn diff(&self, job: JobId) -> Result<CapturedDiff>;
+    /// Records the workspace as a tree in the job's own repository and
+    /// diffs it against `base` (against nothing, for a job without a
+    /// source: every file is new).
+    async fn snapshot(&self, job: JobId, base: Option<&str>) -> Result<Snapshot>;
 
-    /// Commits the workspace to the job's branch (once) and pushes it to the
-    /// source's remote.
+    /// Commits the approved snapshot on the base and pushes it to the
+    /// job's branch on the recorded remote.
     async fn publish(&self, request: &PublishRequest) -> Result<Published>;
+
+    /// Deletes the job's repository (a rejected or cancelled job).
+    async fn discard(&self, job: JobId) -> Result<()>;
 }

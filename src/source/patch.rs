@@ -8,6 +8,9 @@ use utoipa::ToSchema;
 pub const TRUNCATION_MARKER: &str = "# icarus: diff truncated, ";
 /// Starts the only line of a diff that could not be made, and says why.
 pub const NO_DIFF_MARKER: &str = "# icarus: no diff: ";
+/// Starts a line, before the diff, naming a workspace path that is not part
+/// of the snapshot (`<path>: <why>`).
+pub const EXCLUDED_MARKER: &str = "# icarus: not in the snapshot: ";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct DiffSummary {
@@ -16,6 +19,9 @@ pub struct DiffSummary {
     pub deletions: usize,
     /// The diff was longer than the limit; the last file may be incomplete.
     pub truncated: bool,
+    /// Workspace paths left out of the snapshot (`.git` metadata, FIFOs...),
+    /// each as `<path>: <why>`.
+    pub excluded: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
@@ -44,7 +50,14 @@ pub struct Hunk {
 pub fn parse(text: &str) -> DiffSummary {
     let mut files: Vec<FileChange> = Vec::new();
     let mut truncated = false;
+    let mut excluded = Vec::new();
     for line in text.lines() {
+        if files.is_empty()
+            && let Some(path) = line.strip_prefix(EXCLUDED_MARKER)
+        {
+            excluded.push(path.to_owned());
+            continue;
+        }
         if let Some(rest) = line.strip_prefix("diff --git ") {
             files.push(new_file(rest));
             continue;
@@ -63,6 +76,7 @@ pub fn parse(text: &str) -> DiffSummary {
         deletions: files.iter().map(|f| f.deletions).sum(),
         files,
         truncated,
+        excluded,
     }
 }
 
@@ -175,6 +189,14 @@ Binary files a/logo.png and /dev/null differ
         let text = format!("{DIFF}{TRUNCATION_MARKER}1234 more bytes not shown\n");
         assert!(parse(&text).truncated);
         assert_eq!(parse(&text).files.len(), 4);
+    }
+
+    #[test]
+    fn paths_left_out_of_the_snapshot_are_listed_apart_from_the_files() {
+        let text = format!("{EXCLUDED_MARKER}.git: Git metadata\n{DIFF}");
+        let summary = parse(&text);
+        assert_eq!(summary.excluded, [".git: Git metadata"]);
+        assert_eq!(summary.files.len(), 4);
     }
 
     #[test]

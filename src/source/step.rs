@@ -3,21 +3,29 @@
 //!
 //! Kubernetes mode cannot run git on the orchestrator's host against a job's
 //! workspace: the workspace is a claim mounted only into Pods. So the same
-//! [`LocalGit`](super::LocalGit) runs inside a Pod that mounts the claim, and
+//! [`LocalGit`](super::LocalGit) runs inside a Pod that mounts the job's
+//! claims (its workspace, and its repository that agents never mount), and
 //! this is the whole interface between the two.
 
 use serde::{Deserialize, Serialize};
 
-use super::{CapturedDiff, PublishRequest, Published, Result, SourceControl, SourceError};
+use super::{PublishRequest, Published, Result, Snapshot, SourceControl, SourceError};
 use crate::job::{JobId, JobSource};
 
 /// What to do to the job's workspace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum SourceStep {
-    Checkout { source: JobSource },
-    Diff,
-    Publish { request: PublishRequest },
+    Checkout {
+        source: JobSource,
+    },
+    Snapshot {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        base: Option<String>,
+    },
+    Publish {
+        request: PublishRequest,
+    },
 }
 
 impl SourceStep {
@@ -25,15 +33,29 @@ impl SourceStep {
     pub fn name(&self) -> &'static str {
         match self {
             SourceStep::Checkout { .. } => "checkout",
-            SourceStep::Diff => "diff",
+            SourceStep::Snapshot { .. } => "snapshot",
             SourceStep::Publish { .. } => "publish",
         }
     }
 
-    /// Whether the step only reads the workspace.
-    pub fn reads_only(&self) -> bool {
-        matches!(self, SourceStep::Diff)
+    /// How the step's Pod mounts the workspace: written by a checkout, only
+    /// read by a snapshot, not mounted at all for a publish (the step that
+    /// holds the token never sees what an agent wrote).
+    pub fn workspace_access(&self) -> WorkspaceAccess {
+        match self {
+            SourceStep::Checkout { .. } => WorkspaceAccess::ReadWrite,
+            SourceStep::Snapshot { .. } => WorkspaceAccess::ReadOnly,
+            SourceStep::Publish { .. } => WorkspaceAccess::None,
+        }
     }
+}
+
+/// How a step needs the job's workspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkspaceAccess {
+    ReadWrite,
+    ReadOnly,
+    None,
 }
 
 /// What came of a step.
@@ -41,9 +63,13 @@ impl SourceStep {
 #[serde(rename_all = "snake_case")]
 pub enum StepOutcome {
     BaseCommit(String),
-    Diff(CapturedDiff),
+    Snapshot(Snapshot),
     Published(Published),
-    Failed { message: String, permanent: bool },
+    Failed {
+        message: String,
+        permanent: bool,
+    },
+    Unsupported(String),
 }
 
 /// Runs `step` on `job`'s workspace with `source` (where the workspace is).
@@ -53,14 +79,20 @@ pub async fn perform(source: &dyn SourceControl, job: JobId, step: &SourceStep) 
             .checkout(job, from)
             .await
             .map(StepOutcome::BaseCommit),
-        SourceStep::Diff => source.diff(job).await.map(StepOutcome::Diff),
+        SourceStep::Snapshot { base } => source
+            .snapshot(job, base.as_deref())
+            .await
+            .map(StepOutcome::Snapshot),
         SourceStep::Publish { request } => {
             source.publish(request).await.map(StepOutcome::Published)
         }
     };
-    outcome.unwrap_or_else(|error| StepOutcome::Failed {
-        permanent: error.is_permanent(),
-        message: error.to_string(),
+    outcome.unwrap_or_else(|error| match error {
+        SourceError::Unsupported(message) => StepOutcome::Unsupported(message),
+        other => StepOutcome::Failed {
+            permanent: other.is_permanent(),
+            message: other.to_string(),
+        },
     })
 }
 
@@ -72,6 +104,7 @@ impl StepOutcome {
                 permanent: true,
             } => SourceError::Permanent(message),
             StepOutcome::Failed { message, .. } => SourceError::Transient(message),
+            StepOutcome::Unsupported(message) => SourceError::Unsupported(message),
             other => SourceError::Transient(format!("a source step answered {other:?}")),
         }
     }
@@ -83,9 +116,9 @@ impl StepOutcome {
         }
     }
 
-    pub fn into_diff(self) -> Result<CapturedDiff> {
+    pub fn into_snapshot(self) -> Result<Snapshot> {
         match self {
-            StepOutcome::Diff(diff) => Ok(diff),
+            StepOutcome::Snapshot(snapshot) => Ok(snapshot),
             other => Err(other.failure()),
         }
     }
@@ -136,7 +169,7 @@ mod tests {
             message: "disk busy".to_owned(),
             permanent: false,
         };
-        assert!(!flaky.into_diff().unwrap_err().is_permanent());
+        assert!(!flaky.into_snapshot().unwrap_err().is_permanent());
     }
 
     #[test]

@@ -462,10 +462,11 @@ impl Store {
 
     /// Keeps the job's diff, replacing one captured before (a retried capture).
     pub async fn save_diff(&self, job: JobId, diff: &DiffRecord) -> Result<()> {
-        let sql = "INSERT INTO job_diffs (job_id, base_commit, diff, truncated, created_at) \
-                   VALUES ($1, $2, $3, $4, $5) \
+        let sql = "INSERT INTO job_diffs (job_id, base_commit, diff, truncated, created_at, snapshot) \
+                   VALUES ($1, $2, $3, $4, $5, $6) \
                    ON CONFLICT (job_id) DO UPDATE SET base_commit = excluded.base_commit, \
-                   diff = excluded.diff, truncated = excluded.truncated, created_at = excluded.created_at";
+                   diff = excluded.diff, truncated = excluded.truncated, \
+                   created_at = excluded.created_at, snapshot = excluded.snapshot";
         on_pool!(self, pool => {
             sqlx::query(sql)
                 .bind(job.to_string())
@@ -473,6 +474,7 @@ impl Store {
                 .bind(&diff.diff)
                 .bind(diff.truncated)
                 .bind(diff.created_at)
+                .bind(diff.snapshot.as_deref())
                 .execute(pool)
                 .await?;
         });
@@ -481,14 +483,16 @@ impl Store {
 
     /// The job's captured diff, if there is one yet.
     pub async fn diff(&self, job: JobId) -> Result<Option<DiffRecord>> {
-        let sql =
-            "SELECT base_commit, diff, truncated, created_at FROM job_diffs WHERE job_id = $1";
-        let row: Option<(Option<String>, String, bool, DateTime<Utc>)> = on_pool!(self, pool => {
+        let sql = "SELECT base_commit, diff, truncated, created_at, snapshot \
+                   FROM job_diffs WHERE job_id = $1";
+        type Row = (Option<String>, String, bool, DateTime<Utc>, Option<String>);
+        let row: Option<Row> = on_pool!(self, pool => {
             sqlx::query_as(sql).bind(job.to_string()).fetch_optional(pool).await?
         });
         Ok(
-            row.map(|(base_commit, diff, truncated, created_at)| DiffRecord {
+            row.map(|(base_commit, diff, truncated, created_at, snapshot)| DiffRecord {
                 base_commit,
+                snapshot,
                 diff,
                 truncated,
                 created_at,

@@ -77,11 +77,13 @@ pub struct AgentLog {
     pub created_at: DateTime<Utc>,
 }
 
-/// The builder's change as captured for review when checking ended.
+/// The builder's change as recorded for review when the builder succeeded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiffRecord {
     /// The base it is against; none for a job without a source.
     pub base_commit: Option<String>,
+    /// The snapshot it shows; none where workspaces cannot be read.
+    pub snapshot: Option<String>,
     /// Unified diff text, possibly cut (then `truncated`).
     pub diff: String,
     pub truncated: bool,

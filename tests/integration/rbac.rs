@@ -257,7 +257,7 @@ async fn mock_api_the_role_grants_exactly_the_calls_kubernetes_mode_makes() {
         seen.clone(),
         settings(),
     );
-    let _ = git.diff(job).await;
+    let _ = git.snapshot(job, None).await;
     // Vanished Pods: was their IcarusJob deleted?
     let owned = KubeRuntime::new(client.clone(), "icarus", settings()).owned_by(seen);
     let _ = owned.owner_gone(job).await;

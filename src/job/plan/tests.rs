@@ -6,7 +6,9 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::job::fixtures::at;
-use crate::job::workload::{AgentReports, PublishedChange, SourceFacts, StartFailure};
+use crate::job::workload::{
+    AgentReports, PublishedChange, SnapshotTaken, SourceFacts, StartFailure,
+};
 use crate::job::{ApprovalDecision, JobSource};
 
 const DEADLINES: Deadlines = Deadlines {
@@ -173,7 +175,7 @@ fn when_the_builder_succeeds_the_checker_created_ahead_is_started() {
         exited(Role::Builder, 0),
         workload(Role::Checker, WorkloadState::Created),
     ]);
-    let plan = plan_admitted(&job, &world, 10);
+    let plan = plan_admitted(&job, &recorded(world, "tree1"), 10);
     assert_eq!(plan.status.phase, Phase::Checking);
     assert_eq!(
         plan.actions,
@@ -211,10 +213,24 @@ fn a_builder_created_but_never_started_is_started() {
 }
 
 #[test]
-fn a_builder_that_exits_zero_starts_the_checker() {
+fn a_builder_that_exits_zero_has_its_work_recorded_before_anything_else() {
     let job = Job::pending().in_phase(Phase::Building, at(0));
-    let plan = plan_admitted(&job, &observed(vec![exited(Role::Builder, 0)]), 10);
+    let world = observed(vec![
+        exited(Role::Builder, 0),
+        workload(Role::Checker, WorkloadState::Created),
+    ]);
+    let plan = plan_admitted(&job, &world, 10);
+    assert_eq!(plan.status.phase, Phase::Building);
+    assert_eq!(plan.actions, vec![Action::TakeSnapshot]);
+}
+
+#[test]
+fn a_recorded_snapshot_is_kept_in_the_status_and_the_checker_started() {
+    let job = Job::pending().in_phase(Phase::Building, at(0));
+    let world = recorded(observed(vec![exited(Role::Builder, 0)]), "tree1");
+    let plan = plan_admitted(&job, &world, 10);
     assert_eq!(plan.status.phase, Phase::Checking);
+    assert_eq!(plan.status.source.snapshot.as_deref(), Some("tree1"));
     assert_eq!(plan.status.builder.exit_code, Some(0));
     assert_eq!(
         plan.actions,
@@ -232,7 +248,7 @@ fn a_checker_found_after_a_crash_is_adopted_when_the_builder_succeeded() {
         exited(Role::Builder, 0),
         workload(Role::Checker, WorkloadState::Running),
     ]);
-    let plan = plan_admitted(&job, &world, 10);
+    let plan = plan_admitted(&job, &recorded(world, "tree1"), 10);
     assert_eq!(plan.status.phase, Phase::Checking);
     assert!(plan.actions.is_empty());
 }
@@ -295,10 +311,57 @@ fn a_checker_that_exits_zero_with_its_report_awaits_approval() {
     world.reports.audit_report_received = true;
     let plan = plan_admitted(&job, &world, 10);
     assert_eq!(plan.status.phase, Phase::AwaitingApproval);
+    assert!(
+        plan.actions.is_empty(),
+        "exited agents are kept for their logs: {:?}",
+        plan.actions
+    );
+}
+
+#[test]
+fn a_snapshot_that_cannot_be_made_fails_the_job_and_starts_no_checker() {
+    let job = Job::pending().in_phase(Phase::Building, at(0));
+    let mut world = observed(vec![exited(Role::Builder, 0)]);
+    world.source.failure = Some("the workspace holds more than 10 files".to_owned());
+    let plan = plan_admitted(&job, &world, 10);
+    assert_eq!(plan.status.phase, Phase::Failed);
+    assert_eq!(plan.status.reason, "SnapshotFailed");
+    assert_eq!(starts(&plan).count(), 0);
+}
+
+#[test]
+fn where_workspaces_cannot_be_read_the_job_goes_on_without_a_snapshot() {
+    let job = Job::pending().in_phase(Phase::Building, at(0));
+    let mut world = observed(vec![exited(Role::Builder, 0)]);
+    world.source.snapshot = Some(SnapshotTaken::Unreadable);
+    let plan = plan_admitted(&job, &world, 10);
+    assert_eq!(plan.status.phase, Phase::Checking);
+    assert_eq!(plan.status.source.snapshot, None);
+}
+
+#[test]
+fn an_approved_job_with_a_source_but_no_snapshot_fails_instead_of_publishing() {
+    let mut job = sourced(Phase::Approved);
+    job.status.source.snapshot = None;
+    let plan = plan_admitted(&job, &Observed::default(), 10);
+    assert_eq!(plan.status.phase, Phase::Failed);
+    assert_eq!(plan.status.reason, "SnapshotMissing");
+    assert!(!plan.actions.contains(&Action::Publish));
+}
+
+#[test]
+fn a_decision_about_another_snapshot_is_not_acted_on() {
+    let mut job = sourced(Phase::AwaitingApproval).with_approval(true);
+    if let Some(approval) = &mut job.spec.approval {
+        approval.snapshot = Some("some-other-tree".to_owned());
+    }
+    let plan = plan_admitted(&job, &Observed::default(), 10);
+    assert_eq!(plan.status.phase, Phase::AwaitingApproval);
+    assert_eq!(plan.status.reason, "SnapshotMismatch");
+    let bound = sourced(Phase::AwaitingApproval).with_approval(true);
     assert_eq!(
-        plan.actions,
-        vec![Action::CaptureDiff],
-        "the diff is captured; exited agents are kept for their logs"
+        plan_admitted(&bound, &Observed::default(), 10).status.phase,
+        Phase::Approved
     );
 }
 
@@ -459,7 +522,17 @@ fn sourced(phase: Phase) -> Job {
         repository: "/repo".to_owned(),
         reference: Some("main".to_owned()),
     });
+    if phase.rank() >= Phase::Checking.rank() {
+        job.status.source.base_commit = Some("abc123".to_owned());
+        job.status.source.snapshot = Some("tree1".to_owned());
+    }
     job
+}
+
+/// The world after the builder's work was recorded as `tree`.
+fn recorded(mut world: Observed, tree: &str) -> Observed {
+    world.source.snapshot = Some(SnapshotTaken::Tree(tree.to_owned()));
+    world
 }
 
 fn with_source_facts(facts: SourceFacts) -> Observed {
@@ -638,9 +711,14 @@ fn any_source_facts() -> impl Strategy<Value = SourceFacts> {
             pull_request: None,
         })),
         prop::option::of(Just("refused".to_owned())),
+        prop::option::of(prop_oneof![
+            Just(SnapshotTaken::Tree("tree".to_owned())),
+            Just(SnapshotTaken::Unreadable)
+        ]),
     )
-        .prop_map(|(base_commit, published, failure)| SourceFacts {
+        .prop_map(|(base_commit, published, failure, snapshot)| SourceFacts {
             base_commit,
+            snapshot,
             published,
             failure,
         })
@@ -708,6 +786,7 @@ fn any_job() -> impl Strategy<Value = Job> {
                     approved,
                     comment: String::new(),
                     decided_at: at(since),
+                    snapshot: None,
                 });
                 job.spec.cancel_requested = cancel;
                 job.status.builder.workload_id = builder_id;
