@@ -1,12 +1,21 @@
 //! What both reference agents share: the agent contract's environment, the
 //! test modes, and a tiny HTTP client for the callback.
 //!
+//! - [`mode`]: the test modes (`[builder:fail]`, `[checker:exit=4]`, …) and
+//!   the task's `[name:value]` markers.
+//! - [`hostile`]: the builder's `hostile=<attack>` modes, which plant attacks
+//!   on the host in the workspace (`gitconfig`, `hooks`, `smuggle`,
+//!   `attributes`, `symlink`, `all`) to test the orchestrator's trust boundary;
+//!   [`hostile::objects`] writes git objects without git.
+//! - [`callback`]: the HTTP client for `ORCHESTRATOR_CALLBACK`.
+//!
 //! The agents are static binaries in `FROM scratch` images, so there is no
 //! libc resolver to rely on: the callback host is looked up in `/etc/hosts`
 //! (where Docker writes `host.docker.internal`) before the system resolver.
 #![forbid(unsafe_code)]
 
 pub mod callback;
+pub mod hostile;
 pub mod mode;
 
 use std::time::Duration;

@@ -1,6 +1,9 @@
 //! Test modes, so the orchestrator's behaviour on misbehaving agents can be
 //! exercised with the reference images: chosen by `ICARUS_AGENT_MODE`, or by
-//! a marker in the task such as `[builder:fail]` or `[checker:exit=4]`.
+//! a marker in the task such as `[builder:fail]`, `[checker:exit=4]` or
+//! `[builder:hostile=gitconfig]` (the attacks are in [`crate::hostile`]).
+
+use crate::hostile::Attack;
 
 /// How the agent behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +27,9 @@ pub enum Mode {
     /// Report what the sandbox allows (user, capabilities, writable paths)
     /// instead of working: the checker as its audit report, both in the log.
     Probe,
+    /// Do the work, then plant this attack on the host in the workspace
+    /// (see [`crate::hostile`]); report and exit 0 as if nothing happened.
+    Hostile(Attack),
 }
 
 impl Mode {
@@ -39,6 +45,7 @@ impl Mode {
             other => match other.split_once('=')? {
                 ("exit", code) => code.parse().ok().map(Mode::Exit),
                 ("sleep", seconds) => seconds.parse().ok().map(Mode::Sleep),
+                ("hostile", attack) => Attack::parse(attack).map(Mode::Hostile),
                 _ => None,
             },
         }
@@ -52,13 +59,28 @@ impl Mode {
         {
             return mode;
         }
-        let marker = format!("[{role}:");
-        task.split(&marker)
-            .nth(1)
-            .and_then(|rest| rest.split(']').next())
-            .and_then(Mode::parse)
+        markers(task, role)
+            .into_iter()
+            .find_map(Mode::parse)
             .unwrap_or(Mode::Normal)
     }
+}
+
+/// The values of every `[name:value]` marker in the task, in order, trimmed.
+/// The rest of the task (prose, other roles' markers) is ignored.
+pub fn markers<'a>(task: &'a str, name: &str) -> Vec<&'a str> {
+    let open = format!("[{name}:");
+    let mut values = Vec::new();
+    let mut rest = task;
+    while let Some(start) = rest.find(&open) {
+        rest = &rest[start + open.len()..];
+        let Some(end) = rest.find(']') else {
+            break;
+        };
+        values.push(rest[..end].trim());
+        rest = &rest[end + 1..];
+    }
+    values
 }
 
 #[cfg(test)]
@@ -77,6 +99,38 @@ mod tests {
         assert_eq!(
             Mode::from_env_or_task("[checker:sleep=3]", "checker"),
             Mode::Sleep(3)
+        );
+    }
+
+    #[test]
+    fn markers_are_found_among_prose_and_other_markers() {
+        let task = "fix it [checker:hang] [canary: /tmp/a ] and [canary:/tmp/b] [canary:unclosed";
+        assert_eq!(markers(task, "canary"), ["/tmp/a", "/tmp/b"]);
+        assert!(markers(task, "secret").is_empty());
+    }
+
+    #[test]
+    fn a_hostile_marker_selects_its_attack() {
+        let task = "say hello [canary:/tmp/c] [builder:hostile=smuggle] [checker:probe]";
+        assert_eq!(
+            Mode::from_env_or_task(task, "builder"),
+            Mode::Hostile(Attack::Smuggle)
+        );
+        assert_eq!(Mode::parse("hostile=all"), Some(Mode::Hostile(Attack::All)));
+    }
+
+    #[test]
+    fn an_unknown_attack_is_not_a_mode() {
+        assert_eq!(Mode::parse("hostile=rootkit"), None);
+        assert_eq!(Mode::parse("hostile="), None);
+    }
+
+    #[test]
+    fn a_marker_that_does_not_parse_gives_way_to_a_later_one() {
+        let task = "[builder:nonsense] then [builder:hostile=hooks]";
+        assert_eq!(
+            Mode::from_env_or_task(task, "builder"),
+            Mode::Hostile(Attack::Hooks)
         );
     }
 }

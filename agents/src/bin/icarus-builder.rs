@@ -1,10 +1,13 @@
 //! The reference builder: turns its `TASK` into files in `/workspace`,
 //! reporting progress on the way. A stand-in for a model-driven agent that
-//! follows the same contract, and a test fixture (see `icarus_agents::Mode`).
+//! follows the same contract, and a test fixture (see `icarus_agents::Mode`;
+//! in a `hostile=<attack>` mode it also plants an attack on the host, see
+//! `icarus_agents::hostile`).
 
 use std::path::Path;
 use std::time::Duration;
 
+use icarus_agents::hostile::{self, Attack, Targets};
 use icarus_agents::{Contract, Mode, exhaust_memory, log, probe_sandbox, ram_usage_mb};
 use serde_json::json;
 
@@ -40,12 +43,17 @@ fn run(contract: &Contract, mode: Mode) -> i32 {
             contract.report(&json!({"status": "completed", "message": "probed the sandbox"}));
             return 0;
         }
-        Mode::Normal | Mode::Silent => {}
+        Mode::Normal | Mode::Silent | Mode::Hostile(_) => {}
     }
     if talk {
         progress(contract, "plan(task)");
     }
-    match write_files(Path::new(WORKSPACE), &contract.task) {
+    let workspace = Path::new(WORKSPACE);
+    let written = write_files(workspace, &contract.task).and_then(|files| match mode {
+        Mode::Hostile(attack) => plant(workspace, contract, attack, files),
+        _ => Ok(files),
+    });
+    match written {
         Ok(files) => {
             if talk {
                 progress(contract, "write_files(workspace)");
@@ -65,6 +73,35 @@ fn run(contract: &Contract, mode: Mode) -> i32 {
             4
         }
     }
+}
+
+/// The hostile modes' extra: a known legitimate change, then the attack,
+/// which the completion report does not mention (only the log does).
+fn plant(
+    workspace: &Path,
+    contract: &Contract,
+    attack: Attack,
+    mut files: Vec<String>,
+) -> std::io::Result<Vec<String>> {
+    std::fs::write(workspace.join(hostile::HELLO_PATH), hostile::HELLO_CONTENT)?;
+    files.push(hostile::HELLO_PATH.to_owned());
+    let targets = Targets::from_task(&contract.task, &contract.job_id);
+    log(&format!("planting {attack:?} aimed at {targets:?}"));
+    let planted: Vec<String> = hostile::plant(workspace, attack, &targets)?
+        .iter()
+        .map(|path| {
+            path.strip_prefix(workspace)
+                .unwrap_or(path)
+                .display()
+                .to_string()
+        })
+        .collect();
+    log(&format!(
+        "planted {} paths: {}",
+        planted.len(),
+        planted.join(" ")
+    ));
+    Ok(files)
 }
 
 fn progress(contract: &Contract, tool: &str) {

@@ -40,7 +40,8 @@ fn run(contract: &Contract, mode: Mode) -> i32 {
             contract.report(&json!({"status": "completed", "audit_report": {"summary": "sandbox probe", "probe": findings}}));
             return 0;
         }
-        Mode::Normal | Mode::Silent | Mode::Flood => {}
+        // The hostile modes are the builder's; a checker given one audits as usual.
+        Mode::Normal | Mode::Silent | Mode::Flood | Mode::Hostile(_) => {}
     }
     if mode != Mode::Silent {
         contract.report(&json!({"current_tool": "audit(workspace)", "cpu_usage": 0.0, "ram_usage_mb": ram_usage_mb()}));
