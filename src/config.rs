@@ -277,7 +277,12 @@ impl PublishConfig {
 fn forge_host(api_url: &str) -> Option<String> {
     let rest = api_url.strip_prefix("https://")?;
     let authority = rest.split('/').next().filter(|a| !a.is_empty())?;
-    Some(authority.strip_prefix("api.").unwrap_or(authority).to_owned())
+    Some(
+        authority
+            .strip_prefix("api.")
+            .unwrap_or(authority)
+            .to_owned(),
+    )
 }
 
 /// Never prints the token.

@@ -145,8 +145,7 @@ pub struct InCluster {
 fn local_source(config: &Config) -> Arc<dyn SourceControl> {
     let workspace = &config.workspace;
     let layout = GitLayout::new(workspace.base_path.clone(), workspace.repositories_path());
-    let credentials =
-        RemoteCredentials::new(config.publish.token(), config.publish.token_hosts());
+    let credentials = RemoteCredentials::new(config.publish.token(), config.publish.token_hosts());
     let limits = SnapshotLimits {
         max_bytes: workspace.snapshot_max_bytes,
         max_files: workspace.snapshot_max_files,

@@ -69,21 +69,25 @@ impl SpawnPolicy {
             .iter()
             .any(|scheme| lower.starts_with(scheme));
         if network {
-            // A token in the URL would come back in every status response
-            // and every git error message.
             let authority = lower.split("://").nth(1).unwrap_or_default();
             let authority = authority.split('/').next().unwrap_or_default();
-            if authority.contains('@') && lower.starts_with("http") {
-                return Err(invalid(format!(
-                    "source.repository must not carry credentials; configure publish.token \
-                     (or GITHUB_TOKEN) instead of '{}'",
-                    redact_userinfo(repository)
-                )));
+            let user = authority.rsplit_once('@').map(|(user, _)| user);
+            // HTTP(S) and git:// take no user at all; ssh:// a user name but
+            // never a password.
+            let carries_credentials = match user {
+                None => false,
+                Some(user) => !lower.starts_with("ssh://") || user.contains(':'),
+            };
+            if carries_credentials {
+                return Err(credentials_refused(repository));
             }
             return Ok(());
         }
         if is_scp_like(repository) {
             return Ok(());
+        }
+        if repository.contains('@') && repository.contains(':') && !repository.starts_with('/') {
+            return Err(credentials_refused(repository));
         }
         let local = repository.strip_prefix("file://").unwrap_or(repository);
         if !local.starts_with('/') {
@@ -110,11 +114,22 @@ impl SpawnPolicy {
     }
 }
 
+/// A token in the URL would come back in every status response and every
+/// git error message, and would go wherever the URL points.
+fn credentials_refused(repository: &str) -> ApiError {
+    invalid(format!(
+        "source.repository must not carry credentials; configure publish.token \
+         (or GITHUB_TOKEN) and publish.token_hosts instead of '{}'",
+        redact_userinfo(repository)
+    ))
+}
+
 /// The URL with whatever stands before `@` in its authority replaced, so
 /// the error quoting it does not repeat the secret.
 fn redact_userinfo(url: &str) -> String {
-    match (url.split_once("://"), url.find('@')) {
+    match (url.split_once("://"), url.rfind('@')) {
         (Some((scheme, _)), Some(at)) => format!("{scheme}://***{}", &url[at..]),
+        (None, Some(at)) => format!("***{}", &url[at..]),
         _ => url.to_owned(),
     }
 }
@@ -214,5 +229,21 @@ mod tests {
             policy.check_repository("/etc").is_err(),
             "no source roots allowed"
         );
+    }
+
+    #[test]
+    fn credentials_in_a_url_of_any_scheme_are_refused_without_being_repeated() {
+        let policy = policy();
+        for url in [
+            "https://user@github.com/acme/api.git",
+            "http://x:ghp_secret@127.0.0.1:9/x.git",
+            "ssh://git:ghp_secret@github.com/acme/api.git",
+            "git://ghp_secret@example.com/api.git",
+            "git:ghp_secret@github.com:acme/api.git",
+        ] {
+            let refused = policy.check_repository(url).unwrap_err().to_string();
+            assert!(refused.contains("credentials"), "{url}: {refused}");
+            assert!(!refused.contains("ghp_secret"), "{url}: {refused}");
+        }
     }
 }

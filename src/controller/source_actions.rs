@@ -134,9 +134,7 @@ async fn open_pull_request(
         return Some(Err(why));
     };
     if !forge::is_allowed(&config.allowed_repositories, &repository) {
-        let why = format!(
-            "{repository} is not in publish.pull_request.allowed_repositories"
-        );
+        let why = format!("{repository} is not in publish.pull_request.allowed_repositories");
         return Some(Err(why));
     }
     let base = Some(config.base.clone())

@@ -447,9 +447,7 @@ mod tests {
     #[test]
     fn approving_a_building_job_is_refused() {
         let job = Job::pending().in_phase(Phase::Building, at(1));
-        let err = job
-            .decide(verdict(true, ""), "tester", at(2))
-            .unwrap_err();
+        let err = job.decide(verdict(true, ""), "tester", at(2)).unwrap_err();
         assert!(matches!(
             err,
             TransitionError::NotAwaitingApproval {
@@ -490,7 +488,10 @@ mod tests {
             ..verdict(true, "")
         };
         let err = job.decide(shown, "tester", at(2)).unwrap_err();
-        assert!(matches!(err, TransitionError::SnapshotMismatch { .. }), "{err}");
+        assert!(
+            matches!(err, TransitionError::SnapshotMismatch { .. }),
+            "{err}"
+        );
         let same = Verdict {
             snapshot: Some("aaaa".to_owned()),
             ..verdict(true, "")
@@ -503,9 +504,7 @@ mod tests {
         let job = Job::pending()
             .in_phase(Phase::AwaitingApproval, at(1))
             .with_approval(true);
-        let err = job
-            .decide(verdict(false, ""), "tester", at(2))
-            .unwrap_err();
+        let err = job.decide(verdict(false, ""), "tester", at(2)).unwrap_err();
         assert!(matches!(
             err,
             TransitionError::AlreadyDecided {

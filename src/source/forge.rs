@@ -164,10 +164,12 @@ pub fn is_allowed(patterns: &[String], repository: &str) -> bool {
     let Some((owner, _)) = repository.split_once('/') else {
         return false;
     };
-    patterns.iter().any(|pattern| match pattern.strip_suffix("/*") {
-        Some(allowed_owner) => allowed_owner.eq_ignore_ascii_case(owner),
-        None => pattern.eq_ignore_ascii_case(repository),
-    })
+    patterns
+        .iter()
+        .any(|pattern| match pattern.strip_suffix("/*") {
+            Some(allowed_owner) => allowed_owner.eq_ignore_ascii_case(owner),
+            None => pattern.eq_ignore_ascii_case(repository),
+        })
 }
 
 #[cfg(test)]

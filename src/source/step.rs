@@ -65,10 +65,7 @@ pub enum StepOutcome {
     BaseCommit(String),
     Snapshot(Snapshot),
     Published(Published),
-    Failed {
-        message: String,
-        permanent: bool,
-    },
+    Failed { message: String, permanent: bool },
     Unsupported(String),
 }
 

@@ -489,15 +489,15 @@ impl Store {
         let row: Option<Row> = on_pool!(self, pool => {
             sqlx::query_as(sql).bind(job.to_string()).fetch_optional(pool).await?
         });
-        Ok(
-            row.map(|(base_commit, diff, truncated, created_at, snapshot)| DiffRecord {
+        Ok(row.map(
+            |(base_commit, diff, truncated, created_at, snapshot)| DiffRecord {
                 base_commit,
                 snapshot,
                 diff,
                 truncated,
                 created_at,
-            }),
-        )
+            },
+        ))
     }
 
     /// Transitions after event `after`, oldest first, into any of `phases`:

@@ -90,6 +90,20 @@ impl Remote {
         )
     }
 
+    pub fn tree_of(&self, commit: &str) -> String {
+        git(&self.path(), &["rev-parse", &format!("{commit}^{{tree}}")])
+            .trim()
+            .to_owned()
+    }
+
+    /// Every path in `commit`'s tree.
+    pub fn paths_at(&self, commit: &str) -> Vec<String> {
+        git(&self.path(), &["ls-tree", "-r", "--name-only", commit])
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
     pub fn file_at(&self, commit: &str, path: &str) -> String {
         git(&self.path(), &["show", &format!("{commit}:{path}")])
     }
@@ -308,6 +322,116 @@ async fn a_refused_push_fails_the_job_and_a_retry_pushes_the_same_single_commit(
 }
 
 #[tokio::test]
+async fn what_the_workspace_gains_after_its_snapshot_is_not_published() {
+    let remote = Remote::new();
+    let server = TestServer::sqlite_with(|c| remote.allow_in(c)).await;
+    let id = spawn_from(&server, &remote, "Add login").await;
+    let status = build_and_check(&server, id).await;
+    let snapshot = status["snapshot"].as_str().unwrap().to_owned();
+    std::fs::write(workspace(&server, id).join("late.sh"), "echo late\n").unwrap();
+    approve(&server, id, "").await;
+    let status = server.wait_for(id, "completed").await;
+    let tip = status["commit"].as_str().unwrap();
+    assert_eq!(remote.tree_of(tip), snapshot);
+    assert!(!remote.paths_at(tip).contains(&"late.sh".to_owned()));
+}
+
+#[tokio::test]
+async fn an_approval_that_names_another_snapshot_is_a_conflict_and_decides_nothing() {
+    let remote = Remote::new();
+    let server = TestServer::sqlite_with(|c| remote.allow_in(c)).await;
+    let id = spawn_from(&server, &remote, "Add login").await;
+    build_and_check(&server, id).await;
+    let stale = "0123456789abcdef0123456789abcdef01234567";
+    let (code, body) = server
+        .post(
+            &format!("/jobs/{id}/approve"),
+            json!({"approved": true, "snapshot": stale}),
+        )
+        .await;
+    assert_eq!(code, 409, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains(stale), "{body}");
+    let (_, status) = server.get(&format!("/jobs/{id}/status")).await;
+    assert_eq!(status["status"], "awaiting_approval");
+    assert_eq!(status["approval"], Value::Null);
+}
+
+#[tokio::test]
+async fn the_diff_names_its_snapshot_in_a_header_and_in_its_json() {
+    let remote = Remote::new();
+    let server = TestServer::sqlite_with(|c| remote.allow_in(c)).await;
+    let id = spawn_from(&server, &remote, "Add login").await;
+    let status = build_and_check(&server, id).await;
+    let snapshot = status["snapshot"].as_str().unwrap();
+    assert_eq!(snapshot.len(), 40, "{status}");
+    let response = reqwest::get(server.url(&format!("/jobs/{id}/diff")))
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-icarus-snapshot"], snapshot);
+    let (_, summary) = server.get(&format!("/jobs/{id}/diff?format=json")).await;
+    assert_eq!(summary["snapshot"], snapshot);
+}
+
+/// A plain-HTTP listener that records what it was sent and answers 404:
+/// a submitter's "repository" that wants the token.
+async fn token_catcher() -> (String, std::sync::Arc<std::sync::Mutex<String>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/x.git", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buffer = vec![0u8; 16 * 1024];
+            let read = stream.read(&mut buffer).await.unwrap_or(0);
+            record
+                .lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buffer[..read]));
+            let _ = stream
+                .write_all(
+                    b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                )
+                .await;
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn the_publish_token_never_reaches_a_source_url_the_submitter_chose() {
+    let (url, seen) = token_catcher().await;
+    let host = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let server = TestServer::sqlite_with(|c| {
+        c.publish.token = "ghp_CANARY_TOKEN".to_owned();
+        // Even a listed host gets nothing over plain HTTP.
+        c.publish.token_hosts = vec!["github.com".to_owned(), host];
+    })
+    .await;
+    let (code, body) = server
+        .post(
+            "/jobs/spawn",
+            json!({"task": "t", "source": {"repository": url}}),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    let id: JobId = body["job_id"].as_str().unwrap().parse().unwrap();
+    server.wait_for(id, "failed").await;
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.contains("GET /x.git/info/refs"), "git asked: {seen}");
+    assert!(
+        !seen.to_ascii_lowercase().contains("authorization"),
+        "{seen}"
+    );
+    assert!(!seen.contains("ghp_CANARY_TOKEN"), "{seen}");
+}
+
+#[tokio::test]
 async fn publishing_again_is_refused_unless_the_push_failed() {
     let remote = Remote::new();
     let server = TestServer::sqlite_with(|c| remote.allow_in(c)).await;
@@ -443,7 +567,9 @@ fn source_step(root: &Path, job: JobId, step: Value) -> Value {
     let outcome_file = tempfile::NamedTempFile::new().unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_icarus"))
         .args(["source-step", "--workspace-root"])
-        .arg(root)
+        .arg(root.join("workspaces"))
+        .arg("--repository-root")
+        .arg(root.join("repositories"))
         .args(["--job", &job.to_string(), "--outcome-file"])
         .arg(outcome_file.path())
         .env("ICARUS_SOURCE_STEP", step.to_string())
@@ -465,7 +591,7 @@ fn source_step(root: &Path, job: JobId, step: Value) -> Value {
 }
 
 #[test]
-fn the_source_step_command_checks_out_diffs_and_publishes_a_workspace() {
+fn the_source_step_command_checks_out_snapshots_and_publishes_a_workspace() {
     let remote = Remote::new();
     let root = tempfile::tempdir().unwrap();
     let job = JobId::new_random();
@@ -478,8 +604,13 @@ fn the_source_step_command_checks_out_diffs_and_publishes_a_workspace() {
     );
     let base = checked_out["base_commit"].as_str().unwrap().to_owned();
     assert_eq!(Some(base.clone()), remote.tip("main"));
-    let workspace = root.path().join(job.to_string());
+    let workspace = root.path().join("workspaces").join(job.to_string());
     assert!(workspace.join("README.md").exists());
+    assert!(
+        !workspace.join(".git").exists(),
+        "the repository is kept apart"
+    );
+    assert!(root.path().join(format!("repositories/{job}/git")).is_dir());
     // Checking out again finds the checkout and changes nothing.
     let again = source_step(
         root.path(),
@@ -489,13 +620,16 @@ fn the_source_step_command_checks_out_diffs_and_publishes_a_workspace() {
     assert_eq!(again["base_commit"], base.as_str());
 
     std::fs::write(workspace.join("LOGGING.md"), "log everything\n").unwrap();
-    let diff = source_step(root.path(), job, json!({"step": "diff"}));
-    let text = diff["diff"]["text"].as_str().unwrap();
+    let snapshot = source_step(root.path(), job, json!({"step": "snapshot", "base": base}));
+    let text = snapshot["snapshot"]["diff"]["text"].as_str().unwrap();
     assert!(text.contains("+++ b/LOGGING.md"), "{text}");
-    assert_eq!(diff["diff"]["truncated"], false);
+    assert_eq!(snapshot["snapshot"]["diff"]["truncated"], false);
+    let tree = snapshot["snapshot"]["tree"].as_str().unwrap();
 
-    let request = json!({"job": job, "branch": format!("icarus/{job}"), "message": "Add logging",
-                         "author_name": "Icarus", "author_email": "icarus@example.com"});
+    let request = json!({"job": job, "repository": remote.url(), "base": base, "snapshot": tree,
+                         "branch": format!("icarus/{job}"), "message": "Add logging",
+                         "author_name": "Icarus", "author_email": "icarus@example.com",
+                         "committed_at": "2026-12-03T08:00:00Z"});
     let published = source_step(
         root.path(),
         job,
@@ -506,6 +640,7 @@ fn the_source_step_command_checks_out_diffs_and_publishes_a_workspace() {
         remote.tip(&format!("icarus/{job}")).as_deref(),
         Some(commit)
     );
+    assert_eq!(remote.tree_of(commit), tree, "exactly the snapshot");
 }
 
 #[test]
@@ -586,6 +721,7 @@ async fn mock_forge_publishing_opens_a_pull_request_for_the_branch_and_records_i
         c.publish.pull_request.enabled = true;
         c.publish.pull_request.api_url = forge.url.clone();
         c.publish.pull_request.repository = "acme/api".to_owned();
+        c.publish.pull_request.allowed_repositories = vec!["acme/*".to_owned()];
     })
     .await;
     let id = spawn_from(&server, &remote, "Add login\n\nWith a test.").await;
@@ -604,6 +740,35 @@ async fn mock_forge_publishing_opens_a_pull_request_for_the_branch_and_records_i
     assert_eq!(body["title"], "Add login");
     let (_, events) = server.get(&format!("/jobs/{id}/events")).await;
     assert!(events.to_string().contains(url), "{events}");
+}
+
+#[tokio::test]
+async fn mock_forge_no_pull_request_is_opened_on_a_repository_configuration_does_not_allow() {
+    let remote = Remote::new();
+    let forge = MockForge::start().await;
+    let server = TestServer::sqlite_with(|c| {
+        remote.allow_in(c);
+        c.publish.token = "forge-token".to_owned();
+        c.publish.pull_request.enabled = true;
+        c.publish.pull_request.api_url = forge.url.clone();
+        c.publish.pull_request.repository = "victim/secrets".to_owned();
+        c.publish.pull_request.allowed_repositories = vec!["acme/*".to_owned()];
+    })
+    .await;
+    let id = spawn_from(&server, &remote, "Add login").await;
+    build_and_check(&server, id).await;
+    approve(&server, id, "").await;
+    let status = server.wait_for(id, "completed").await;
+    assert_eq!(status["pull_request_url"], Value::Null);
+    assert!(
+        forge.creates.lock().unwrap().is_empty(),
+        "the forge was never asked"
+    );
+    let (_, events) = server.get(&format!("/jobs/{id}/events")).await;
+    assert!(
+        events.to_string().contains("allowed_repositories"),
+        "{events}"
+    );
 }
 
 #[tokio::test]

@@ -21,3 +21,4 @@ mod process;
 mod rbac;
 mod store;
 mod stream;
+mod untrusted_workspace;

@@ -78,7 +78,10 @@ pub fn with_header(command: &mut Command, header: Option<&Header>) {
     };
     command
         .env("GIT_CONFIG_COUNT", "2")
-        .env("GIT_CONFIG_KEY_0", format!("http.{}.extraHeader", header.scope))
+        .env(
+            "GIT_CONFIG_KEY_0",
+            format!("http.{}.extraHeader", header.scope),
+        )
         .env("GIT_CONFIG_VALUE_0", &header.value)
         .env("GIT_CONFIG_KEY_1", "http.followRedirects")
         .env("GIT_CONFIG_VALUE_1", "false");

@@ -48,8 +48,8 @@ impl RemoteCredentials {
         let authority = https_authority(url)?;
         let allowed = self.hosts.iter().any(|host| *host == authority);
         allowed.then(|| {
-            let basic = base64::engine::general_purpose::STANDARD
-                .encode(format!("x-access-token:{token}"));
+            let basic =
+                base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"));
             Header {
                 scope: format!("https://{authority}/"),
                 value: format!("Authorization: Basic {basic}"),
@@ -61,7 +61,10 @@ impl RemoteCredentials {
 /// `host[:port]` of an `https://` URL without user information, lowercased;
 /// none for anything else.
 fn https_authority(url: &str) -> Option<String> {
-    let rest = url.get(..8)?.eq_ignore_ascii_case("https://").then(|| &url[8..])?;
+    let rest = url
+        .get(..8)?
+        .eq_ignore_ascii_case("https://")
+        .then(|| &url[8..])?;
     let authority = rest.split(['/', '?', '#']).next()?;
     if authority.is_empty() || authority.contains('@') {
         return None;
@@ -85,7 +88,9 @@ mod tests {
 
     #[test]
     fn the_token_goes_to_a_configured_host_over_https_scoped_to_it() {
-        let header = github().header_for("https://GitHub.com/acme/api.git").unwrap();
+        let header = github()
+            .header_for("https://GitHub.com/acme/api.git")
+            .unwrap();
         assert_eq!(header.scope, "https://github.com/");
         assert!(header.value.starts_with("Authorization: Basic "));
         assert!(github().header_for("https://github.com:443/a/b").is_some());

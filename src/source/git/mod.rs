@@ -24,11 +24,13 @@ use async_trait::async_trait;
 pub use command::EMPTY_TREE;
 use command::{git, run, run_with_input, with_header};
 pub use credentials::RemoteCredentials;
-use snapshot::{Excluded, SNAPSHOT_REF};
 pub use snapshot::SnapshotLimits;
+use snapshot::{Excluded, SNAPSHOT_REF};
 
 use super::patch::{EXCLUDED_MARKER, TRUNCATION_MARKER};
-use super::{CapturedDiff, PublishRequest, Published, Result, Snapshot, SourceControl, SourceError};
+use super::{
+    CapturedDiff, PublishRequest, Published, Result, Snapshot, SourceControl, SourceError,
+};
 use crate::job::{JobId, JobSource};
 
 /// The commit the workspace was filled from; written last, so its presence
@@ -145,7 +147,8 @@ impl LocalGit {
         let repository = self.layout.repository(job);
         create_dir(&self.layout.job_dir(job)).await?;
         let mut init = git(None);
-        init.args(["init", "--bare", "--quiet", "--"]).arg(&repository);
+        init.args(["init", "--bare", "--quiet", "--"])
+            .arg(&repository);
         run(init, "creating the job's repository").await?;
         Ok(repository)
     }
@@ -218,7 +221,13 @@ impl LocalGit {
         let text = run(diff, "computing the diff").await?;
         let mut notes: String = excluded
             .iter()
-            .map(|e| format!("{EXCLUDED_MARKER}{}: {}\n", e.path.replace('\n', "\\n"), e.why))
+            .map(|e| {
+                format!(
+                    "{EXCLUDED_MARKER}{}: {}\n",
+                    e.path.replace('\n', "\\n"),
+                    e.why
+                )
+            })
             .collect();
         notes.push_str(&text);
         Ok(cut(notes, self.max_diff_bytes))
@@ -227,21 +236,34 @@ impl LocalGit {
     async fn commit_of(&self, repository: &Path, request: &PublishRequest) -> Result<String> {
         for id in [&request.base, &request.snapshot] {
             if !is_object_id(id) {
-                return Err(SourceError::Permanent(format!("'{id}' is not a Git object id")));
+                return Err(SourceError::Permanent(format!(
+                    "'{id}' is not a Git object id"
+                )));
             }
         }
         let date = format!("{} +0000", request.committed_at.timestamp());
         let mut commit = git(Some(repository));
         commit
-            .args(["commit-tree", "-p", &request.base, "-F", "-", &request.snapshot])
+            .args([
+                "commit-tree",
+                "-p",
+                &request.base,
+                "-F",
+                "-",
+                &request.snapshot,
+            ])
             .env("GIT_AUTHOR_NAME", &request.author_name)
             .env("GIT_AUTHOR_EMAIL", &request.author_email)
             .env("GIT_AUTHOR_DATE", &date)
             .env("GIT_COMMITTER_NAME", &request.author_name)
             .env("GIT_COMMITTER_EMAIL", &request.author_email)
             .env("GIT_COMMITTER_DATE", &date);
-        let id = run_with_input(commit, "committing the snapshot", Some(request.message.as_bytes()))
-            .await?;
+        let id = run_with_input(
+            commit,
+            "committing the snapshot",
+            Some(request.message.as_bytes()),
+        )
+        .await?;
         Ok(id.trim().to_owned())
     }
 }
@@ -305,7 +327,10 @@ impl SourceControl for LocalGit {
         let branch_ref = format!("refs/heads/{}", request.branch);
         let mut push = git(Some(&repository));
         push.args(["push", "--quiet", "--porcelain", "--no-verify"]);
-        with_header(&mut push, self.credentials.header_for(&request.repository).as_ref());
+        with_header(
+            &mut push,
+            self.credentials.header_for(&request.repository).as_ref(),
+        );
         push.arg("--")
             .arg(&request.repository)
             .arg(format!("{commit}:{branch_ref}"));
@@ -430,8 +455,16 @@ mod tests {
         let layout = GitLayout::new("data/workspaces".into(), "data/repositories".into());
         let job = JobId::new_random();
         assert!(layout.workspace(job).is_absolute());
-        assert!(layout.workspace(job).ends_with(format!("data/workspaces/{job}")));
-        assert!(layout.repository(job).ends_with(format!("data/repositories/{job}/git")));
+        assert!(
+            layout
+                .workspace(job)
+                .ends_with(format!("data/workspaces/{job}"))
+        );
+        assert!(
+            layout
+                .repository(job)
+                .ends_with(format!("data/repositories/{job}/git"))
+        );
     }
 
     #[test]

@@ -125,7 +125,10 @@ impl Writer {
             path.extend_from_slice(name.as_bytes());
             let full = entry.path();
             if is_git_metadata_name(name.as_bytes()) {
-                self.exclude(&path, "Git metadata: a repository's own files are never part of a change");
+                self.exclude(
+                    &path,
+                    "Git metadata: a repository's own files are never part of a change",
+                );
                 continue;
             }
             let metadata = std::fs::symlink_metadata(&full).map_err(|e| unreadable(&path, &e))?;
@@ -193,7 +196,11 @@ impl Writer {
         }
         let length = metadata.len();
         self.count(path, length)?;
-        let git_mode = if mode & 0o100 != 0 { "100755" } else { "100644" };
+        let git_mode = if mode & 0o100 != 0 {
+            "100755"
+        } else {
+            "100644"
+        };
         self.entry_header(git_mode, path, length)?;
         let copied = copy_exactly(&mut file, &mut self.out, length).map_err(stream_error)?;
         if copied != length {
