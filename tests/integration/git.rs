@@ -711,19 +711,25 @@ impl MockForge {
     }
 }
 
-#[tokio::test]
-async fn mock_forge_publishing_opens_a_pull_request_for_the_branch_and_records_it() {
-    let remote = Remote::new();
-    let forge = MockForge::start().await;
-    let server = TestServer::sqlite_with(|c| {
+/// A server that opens pull requests on `repository` through `forge`, where
+/// configuration allows `acme/*` only.
+async fn with_pull_requests(remote: &Remote, forge: &MockForge, repository: &str) -> TestServer {
+    TestServer::sqlite_with(|c| {
         remote.allow_in(c);
         c.publish.token = "forge-token".to_owned();
         c.publish.pull_request.enabled = true;
         c.publish.pull_request.api_url = forge.url.clone();
-        c.publish.pull_request.repository = "acme/api".to_owned();
+        c.publish.pull_request.repository = repository.to_owned();
         c.publish.pull_request.allowed_repositories = vec!["acme/*".to_owned()];
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn mock_forge_publishing_opens_a_pull_request_for_the_branch_and_records_it() {
+    let remote = Remote::new();
+    let forge = MockForge::start().await;
+    let server = with_pull_requests(&remote, &forge, "acme/api").await;
     let id = spawn_from(&server, &remote, "Add login\n\nWith a test.").await;
     build_and_check(&server, id).await;
     approve(&server, id, "Ship it").await;
@@ -746,15 +752,7 @@ async fn mock_forge_publishing_opens_a_pull_request_for_the_branch_and_records_i
 async fn mock_forge_no_pull_request_is_opened_on_a_repository_configuration_does_not_allow() {
     let remote = Remote::new();
     let forge = MockForge::start().await;
-    let server = TestServer::sqlite_with(|c| {
-        remote.allow_in(c);
-        c.publish.token = "forge-token".to_owned();
-        c.publish.pull_request.enabled = true;
-        c.publish.pull_request.api_url = forge.url.clone();
-        c.publish.pull_request.repository = "victim/secrets".to_owned();
-        c.publish.pull_request.allowed_repositories = vec!["acme/*".to_owned()];
-    })
-    .await;
+    let server = with_pull_requests(&remote, &forge, "victim/secrets").await;
     let id = spawn_from(&server, &remote, "Add login").await;
     build_and_check(&server, id).await;
     approve(&server, id, "").await;

@@ -46,7 +46,7 @@ impl RemoteCredentials {
     pub fn header_for(&self, url: &str) -> Option<Header> {
         let token = self.token.as_ref()?;
         let authority = https_authority(url)?;
-        let allowed = self.hosts.iter().any(|host| *host == authority);
+        let allowed = self.hosts.contains(&authority);
         allowed.then(|| {
             let basic =
                 base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"));
