@@ -785,3 +785,130 @@ async fn mock_forge_a_pull_request_already_open_is_found_not_opened_twice() {
     assert_eq!(first, again);
     assert_eq!(forge.creates.lock().unwrap().len(), 2);
 }
+
+/// Git on a scratch layout, as the controller uses it, for snapshot tests.
+fn scratch_git(root: &Path) -> (icarus::source::LocalGit, icarus::source::GitLayout) {
+    use icarus::source::{GitLayout, LocalGit, RemoteCredentials};
+    let layout = GitLayout::new(root.join("workspaces"), root.join("repositories"));
+    let git = LocalGit::new(layout.clone(), true, RemoteCredentials::none());
+    (git, layout)
+}
+
+/// `mode path` of every entry of the job's snapshot tree (paths as git
+/// quotes them), and each link's target.
+fn snapshot_entries(layout: &icarus::source::GitLayout, job: JobId, tree: &str) -> Vec<String> {
+    let repository = layout.repository(job);
+    let listing = Command::new("git")
+        .arg("--git-dir")
+        .arg(&repository)
+        .args(["ls-tree", "-r", "--full-tree", tree])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&listing.stdout)
+        .lines()
+        .map(|line| {
+            let (meta, path) = line.split_once('\t').unwrap();
+            let mode = meta.split(' ').next().unwrap();
+            format!("{mode} {path}")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_snapshot_records_modes_links_and_odd_names_exactly_and_lists_what_git_cannot_store() {
+    use icarus::source::SourceControl;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let (git, layout) = scratch_git(root.path());
+    let job = JobId::new_random();
+    let ws = layout.workspace(job);
+    std::fs::create_dir_all(ws.join("sub/.git")).unwrap();
+    std::fs::write(ws.join("run.sh"), "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(ws.join("run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(ws.join("plain.txt"), "text\n").unwrap();
+    std::fs::write(ws.join("line\nbreak"), "x").unwrap();
+    std::fs::write(ws.join("\"quoted"), "y").unwrap();
+    std::fs::write(ws.join(std::ffi::OsStr::from_bytes(b"caf\xe9")), "z").unwrap();
+    std::fs::write(
+        ws.join("sub/.git/config"),
+        "[core]\n\tfsmonitor = touch /tmp/x\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", ws.join("link")).unwrap();
+    std::os::unix::fs::symlink("/etc", ws.join("dirlink")).unwrap();
+    assert!(
+        Command::new("mkfifo")
+            .arg(ws.join("pipe"))
+            .status()
+            .unwrap()
+            .success()
+    );
+
+    let snapshot = git.snapshot(job, None).await.unwrap();
+    let entries = snapshot_entries(&layout, job, &snapshot.tree);
+    assert_eq!(
+        entries,
+        [
+            "100644 \"\\\"quoted\"",
+            "100644 \"caf\\351\"",
+            "120000 dirlink",
+            "100644 \"line\\nbreak\"",
+            "120000 link",
+            "100644 plain.txt",
+            "100755 run.sh",
+        ]
+    );
+    let text = &snapshot.diff.text;
+    assert!(
+        text.contains("+/etc/passwd"),
+        "a link is its target: {text}"
+    );
+    assert!(!text.contains("root:"), "never followed: {text}");
+    assert!(
+        text.starts_with("# icarus: not in the snapshot: pipe: "),
+        "{text}"
+    );
+    assert!(
+        text.contains("# icarus: not in the snapshot: sub/.git: "),
+        "{text}"
+    );
+    let again = git.snapshot(job, None).await.unwrap();
+    assert_eq!(
+        again.tree, snapshot.tree,
+        "the same files, the same snapshot"
+    );
+}
+
+#[tokio::test]
+async fn a_workspace_over_the_snapshot_limits_is_refused_with_the_limit_named() {
+    use icarus::source::{SnapshotLimits, SourceControl};
+    let root = tempfile::tempdir().unwrap();
+    let (git, layout) = scratch_git(root.path());
+    let job = JobId::new_random();
+    let ws = layout.workspace(job);
+    std::fs::create_dir_all(&ws).unwrap();
+    for n in 0..3 {
+        std::fs::write(ws.join(format!("f{n}")), "0123456789").unwrap();
+    }
+    let few_files = git.with_limits(SnapshotLimits {
+        max_bytes: 1 << 20,
+        max_files: 2,
+    });
+    let refused = few_files.snapshot(job, None).await.unwrap_err();
+    assert!(refused.is_permanent());
+    assert!(
+        refused.to_string().contains("workspace.snapshot_max_files"),
+        "{refused}"
+    );
+    let (git, _) = scratch_git(root.path());
+    let few_bytes = git.with_limits(SnapshotLimits {
+        max_bytes: 25,
+        max_files: 100,
+    });
+    let refused = few_bytes.snapshot(job, None).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("workspace.snapshot_max_bytes"),
+        "{refused}"
+    );
+}
