@@ -55,6 +55,10 @@ pub struct OrchestratorConfig {
     /// Browser origins allowed to call the API (CORS); empty: none.
     #[serde(default)]
     pub cors_allowed_origins: Vec<String>,
+    /// Host names the API answers to with authentication off, besides
+    /// loopback ones and the host of `agents.callback_base_url`; empty: none.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Who may call the API, and as what.
@@ -491,6 +495,14 @@ impl Config {
             o.max_request_bytes >= 1024,
             "orchestrator.max_request_bytes must be at least 1024".into(),
         );
+        for host in &o.allowed_hosts {
+            check(
+                is_host_name(host),
+                format!(
+                    "orchestrator.allowed_hosts: '{host}' is not a host name or IP address (no scheme, port or path)"
+                ),
+            );
+        }
         for token in &self.auth.tokens {
             check(
                 token.sha256.len() == 64 && token.sha256.chars().all(|c| c.is_ascii_hexdigit()),
@@ -639,6 +651,21 @@ impl AgentConfig {
     }
 }
 
+/// A DNS name (`icarus.internal`), an IP address, or a bracketed IPv6 one (`[fd00::1]`).
+fn is_host_name(text: &str) -> bool {
+    let unbracketed = text
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'));
+    if let Some(inner) = unbracketed {
+        return inner.parse::<std::net::Ipv6Addr>().is_ok();
+    }
+    text.parse::<IpAddr>().is_ok()
+        || (!text.is_empty()
+            && text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')))
+}
+
 fn seconds(value: u64) -> TimeDelta {
     TimeDelta::seconds(
         i64::try_from(value)
@@ -671,6 +698,7 @@ mod tests {
         assert_eq!(config.agents.builder.image_name, "icarus-builder:latest");
         assert_eq!(config.agents.checker.memory_limit, 536_870_912);
         assert!(config.database.url.starts_with("sqlite:"));
+        assert!(config.orchestrator.allowed_hosts.is_empty());
     }
 
     #[test]
@@ -700,6 +728,26 @@ mod tests {
             .to_string();
         assert!(err.contains("agents.checker.cpu_limit"), "{err}");
         assert!(err.contains("sentinel.red_threshold"), "{err}");
+    }
+
+    #[test]
+    fn allowed_hosts_take_names_and_addresses_but_not_urls() {
+        let good = "orchestrator:\n  allowed_hosts: [icarus.internal, 10.0.0.5, '[fd00::1]']\n";
+        let config = Config::from_yaml_over_default(good).unwrap();
+        assert_eq!(config.orchestrator.allowed_hosts.len(), 3);
+        for bad in [
+            "http://icarus.internal",
+            "icarus.internal:8000",
+            "a/b",
+            "''",
+        ] {
+            let yaml = format!("orchestrator:\n  allowed_hosts: [{bad}]\n");
+            let err = Config::from_yaml_over_default(&yaml).unwrap_err();
+            assert!(
+                err.to_string().contains("orchestrator.allowed_hosts"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::report_limit::ReportLimiter;
 use crate::api::upstream::Upstream;
-use crate::api::{self, ApiLimits, AppState, Authenticator, SpawnPolicy};
+use crate::api::{self, AllowedHosts, ApiLimits, AppState, Authenticator, SpawnPolicy};
 use crate::config::{Config, MountType};
 use crate::controller::{Controller, ControllerSettings};
 use crate::credentials::{AgentKeys, CredentialsError};
@@ -267,6 +267,7 @@ impl Orchestrator {
         let limits = ApiLimits {
             max_request_bytes: config.orchestrator.max_request_bytes,
             cors_allowed_origins: config.orchestrator.cors_allowed_origins.clone(),
+            allowed_hosts: AllowedHosts::from_config(config),
         };
         let mut servers = vec![serve(
             listener,

@@ -22,8 +22,10 @@ use crate::store::{AgentReport, AuditRecord, ReportOutcome, TelemetrySample};
     responses(
         (status = 200, body = MessageResponse),
         (status = 401, description = "No token, or not this agent's", body = ErrorBody),
+        (status = 403, description = "Refused for browser safety: a foreign Origin", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 409, description = "No agent of this job is running", body = ErrorBody),
+        (status = 415, description = "The body is not sent as application/json", body = ErrorBody),
         (status = 422, body = ErrorBody),
         (status = 429, description = "Too many progress reports from this agent", body = ErrorBody),
     ))]

@@ -1,18 +1,26 @@
 //! Extractors whose rejections speak the API's error format: a malformed body
-//! or query is a 422 with a message saying what was wrong, an oversized body a 413.
+//! or query is a 422 with a message saying what was wrong, an oversized body a
+//! 413, a body that does not say it is JSON a 415.
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 use crate::job::JobId;
 
-/// A JSON body. The content type is not insisted on (the original service's
-/// clients do not always send it); the bytes must parse as `T`.
+/// A JSON body, sent as `Content-Type: application/json` (parameters such as
+/// `; charset=utf-8` allowed, as is `application/*+json`); anything else is a
+/// 415 before the body is read. The content type is insisted on because it is
+/// what keeps a web page from posting: a page may send `text/plain` to any
+/// address without asking, but `application/json` only after a CORS preflight,
+/// which fails for origins not configured. Every known client sends it: the
+/// reference agents (`agents/src/callback.rs`) and the original service's
+/// Python and JavaScript clients (`requests.post(json=...)`, axios). The
+/// bytes must then parse as `T`.
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
 
@@ -20,6 +28,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        require_json(request.headers())?;
         let bytes = Bytes::from_request(request, state)
             .await
             .map_err(body_rejection)?;
@@ -31,6 +40,38 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         serde_json::from_slice(&bytes)
             .map(JsonBody)
             .map_err(|e| ApiError::Unprocessable(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// Refuses with 415 unless the content type is JSON.
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Err(ApiError::UnsupportedMediaType(
+            "the request has no Content-Type; expected application/json".to_owned(),
+        ));
+    };
+    let sent = String::from_utf8_lossy(value.as_bytes());
+    if is_json(&sent) {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Type is '{sent}'; expected application/json"
+        )))
+    }
+}
+
+/// `application/json` or `application/<anything>+json`, any case, any parameters.
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    match essence.strip_prefix("application/") {
+        Some("json") => true,
+        Some(subtype) => subtype.len() > "+json".len() && subtype.ends_with("+json"),
+        None => false,
     }
 }
 
@@ -74,5 +115,37 @@ impl<S: Send + Sync> FromRequestParts<S> for JobIdPath {
             .await
             .map_err(|rejection| ApiError::Unprocessable(rejection.body_text()))?;
         Ok(JobIdPath(raw.parse()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_json;
+
+    #[test]
+    fn json_content_types_are_recognised_with_any_case_and_parameters() {
+        for sent in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            "application/merge-patch+json",
+        ] {
+            assert!(is_json(sent), "{sent}");
+        }
+    }
+
+    #[test]
+    fn other_content_types_are_not_json() {
+        for sent in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "application/jsonp",
+            "application/+json",
+            "text/json",
+            "",
+        ] {
+            assert!(!is_json(sent), "{sent}");
+        }
     }
 }

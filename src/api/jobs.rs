@@ -36,6 +36,8 @@ const SPEC_WRITE_ATTEMPTS: usize = 8;
 #[utoipa::path(post, path = "/jobs/spawn", tag = "jobs", request_body = SpawnRequest,
     responses(
         (status = 201, body = SpawnResponse),
+        (status = 403, description = "The role may not submit; or refused for browser safety: a foreign Origin, or a foreign Host with authentication off", body = ErrorBody),
+        (status = 415, description = "The body is not sent as application/json", body = ErrorBody),
         (status = 422, description = "Malformed body or invalid field", body = ErrorBody),
         (status = 503, description = "Host load is critical (sentinel RED)", body = ErrorBody),
     ))]
@@ -160,7 +162,11 @@ fn check_name(field: &str, value: &str) -> ApiResult<()> {
 
 /// List jobs, newest first.
 #[utoipa::path(get, path = "/jobs", tag = "jobs", params(ListQuery),
-    responses((status = 200, body = [JobSummary]), (status = 422, body = ErrorBody)))]
+    responses(
+        (status = 200, body = [JobSummary]),
+        (status = 403, description = "Refused: a foreign Host with authentication off", body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -188,7 +194,12 @@ pub async fn list(
 /// A job's current status.
 #[utoipa::path(get, path = "/jobs/{job_id}/status", tag = "jobs",
     params(("job_id" = String, Path, description = "The job's UUID")),
-    responses((status = 200, body = JobStatusResponse), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses(
+        (status = 200, body = JobStatusResponse),
+        (status = 403, description = "Refused: a foreign Host with authentication off", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    ))]
 pub async fn status(
     State(state): State<AppState>,
     caller: Caller,
@@ -202,7 +213,11 @@ pub async fn status(
 /// The latest progress an agent reported.
 #[utoipa::path(get, path = "/jobs/{job_id}/telemetry", tag = "jobs",
     params(("job_id" = String, Path, description = "The job's UUID")),
-    responses((status = 200, body = TelemetryResponse), (status = 404, body = ErrorBody)))]
+    responses(
+        (status = 200, body = TelemetryResponse),
+        (status = 403, description = "Refused: a foreign Host with authentication off", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ))]
 pub async fn telemetry(
     State(state): State<AppState>,
     caller: Caller,
@@ -217,7 +232,11 @@ pub async fn telemetry(
 /// The checker's audit report.
 #[utoipa::path(get, path = "/jobs/{job_id}/audit", tag = "jobs",
     params(("job_id" = String, Path, description = "The job's UUID")),
-    responses((status = 200, body = AuditResponse), (status = 404, description = "Unknown job, or no report yet", body = ErrorBody)))]
+    responses(
+        (status = 200, body = AuditResponse),
+        (status = 403, description = "Refused: a foreign Host with authentication off", body = ErrorBody),
+        (status = 404, description = "Unknown job, or no report yet", body = ErrorBody),
+    ))]
 pub async fn audit(
     State(state): State<AppState>,
     caller: Caller,
@@ -240,7 +259,11 @@ pub async fn audit(
 /// Every phase transition of a job, oldest first.
 #[utoipa::path(get, path = "/jobs/{job_id}/events", tag = "jobs",
     params(("job_id" = String, Path, description = "The job's UUID")),
-    responses((status = 200, body = [EventView]), (status = 404, body = ErrorBody)))]
+    responses(
+        (status = 200, body = [EventView]),
+        (status = 403, description = "Refused: a foreign Host with authentication off", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ))]
 pub async fn events(
     State(state): State<AppState>,
     caller: Caller,
@@ -255,7 +278,11 @@ pub async fn events(
 /// The saved output of the job's agents (kept when their containers are removed).
 #[utoipa::path(get, path = "/jobs/{job_id}/logs", tag = "jobs",
     params(("job_id" = String, Path, description = "The job's UUID")),
-    responses((status = 200, body = [AgentLogView]), (status = 404, body = ErrorBody)))]
+    responses(
+        (status = 200, body = [AgentLogView]),
+        (status = 403, description = "Refused: a foreign Host with authentication off", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ))]
 pub async fn logs(
     State(state): State<AppState>,
     caller: Caller,
@@ -272,8 +299,10 @@ pub async fn logs(
     params(("job_id" = String, Path, description = "The job's UUID")),
     responses(
         (status = 200, body = DecisionResponse),
+        (status = 403, description = "The role may not approve; or refused for browser safety: a foreign Origin, or a foreign Host with authentication off", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 409, description = "The job is not awaiting approval, or was already decided", body = ErrorBody),
+        (status = 415, description = "The body is not sent as application/json", body = ErrorBody),
         (status = 422, body = ErrorBody),
     ))]
 pub async fn approve(
@@ -310,6 +339,7 @@ pub async fn approve(
     params(("job_id" = String, Path, description = "The job's UUID")),
     responses(
         (status = 200, body = DecisionResponse),
+        (status = 403, description = "The role may not cancel this job; or refused for browser safety: a foreign Origin, or a foreign Host with authentication off", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 409, description = "The job already finished", body = ErrorBody),
     ))]
@@ -337,6 +367,7 @@ pub async fn cancel(
     params(("job_id" = String, Path, description = "The job's UUID")),
     responses(
         (status = 200, body = DecisionResponse),
+        (status = 403, description = "The role may not publish; or refused for browser safety: a foreign Origin, or a foreign Host with authentication off", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 409, description = "The job is not one whose publishing failed", body = ErrorBody),
     ))]
@@ -368,6 +399,7 @@ pub const SNAPSHOT_HEADER: &str = "x-icarus-snapshot";
             (String = "text/plain"),
             (DiffResponse = "application/json"),
         )),
+        (status = 403, description = "Refused: a foreign Host with authentication off", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 409, description = "The job has not reached awaiting_approval yet", body = ErrorBody),
         (status = 422, body = ErrorBody),

@@ -24,7 +24,10 @@ pub struct Health {
 }
 
 /// Name and version of the service.
-#[utoipa::path(get, path = "/", tag = "service", responses((status = 200, body = ServiceInfo)))]
+#[utoipa::path(get, path = "/", tag = "service", responses(
+    (status = 200, body = ServiceInfo),
+    (status = 403, description = "Refused: a foreign Host with authentication off", body = ErrorBody),
+))]
 pub async fn root() -> Json<ServiceInfo> {
     Json(ServiceInfo {
         name: "icarus".to_owned(),

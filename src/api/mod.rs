@@ -6,6 +6,7 @@
 //! status, and the controller does the rest.
 
 mod auth;
+mod browser;
 mod callback;
 mod docs;
 pub mod error;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::sync::watch;
@@ -39,6 +41,8 @@ use crate::credentials::AgentKeys;
 use crate::job::admission::LoadLevel;
 use crate::store::Store;
 pub use auth::Authenticator;
+pub use browser::AllowedHosts;
+use browser::BrowserGuard;
 use error::ApiError;
 pub use policy::SpawnPolicy;
 use report_limit::ReportLimiter;
@@ -67,8 +71,11 @@ pub struct AppState {
 #[derive(Debug, Clone)]
 pub struct ApiLimits {
     pub max_request_bytes: usize,
-    /// Browser origins allowed by CORS; none by default.
+    /// Browser origins allowed by CORS, and to change state or open a
+    /// stream; none by default.
     pub cors_allowed_origins: Vec<String>,
+    /// The `Host` names answered (DNS-rebinding protection).
+    pub allowed_hosts: AllowedHosts,
 }
 
 /// CORS headers only for the configured origins: with none, browsers keep
@@ -84,9 +91,12 @@ fn cors(origins: &[String]) -> CorsLayer {
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
 }
 
-/// The complete router.
+/// The complete router. The `Host` check leaves out the routes that must
+/// answer any name (the `browser` module says which and why); the `Origin`
+/// check covers all.
 pub fn router(state: AppState, limits: ApiLimits) -> Router {
-    let job_routes = Router::new()
+    let guard = BrowserGuard::new(limits.allowed_hosts.clone(), &limits.cors_allowed_origins);
+    let named_host = Router::new()
         .route("/jobs", get(jobs::list))
         .route("/jobs/spawn", post(jobs::spawn))
         .route("/jobs/{job_id}/status", get(jobs::status))
@@ -98,16 +108,21 @@ pub fn router(state: AppState, limits: ApiLimits) -> Router {
         .route("/jobs/{job_id}/publish", post(jobs::publish))
         .route("/jobs/{job_id}/approve", post(jobs::approve))
         .route("/jobs/{job_id}/cancel", post(jobs::cancel))
-        .route("/jobs/{job_id}/callback", post(callback::callback))
         .route("/jobs/{job_id}/stream", get(stream::stream))
         .route("/", get(meta::root))
+        .with_state(state.clone())
+        .merge(docs::routes())
+        .route_layer(from_fn_with_state(guard.clone(), browser::host_check));
+    let any_host = Router::new()
+        .route("/jobs/{job_id}/callback", post(callback::callback))
         .route("/healthz", get(meta::healthz))
         .route("/readyz", get(meta::readyz))
         .with_state(state);
-    job_routes
-        .merge(docs::routes())
+    named_host
+        .merge(any_host)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(from_fn_with_state(guard, browser::origin_check))
         .layer(DefaultBodyLimit::max(limits.max_request_bytes))
         .layer(cors(&limits.cors_allowed_origins))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
@@ -116,13 +131,16 @@ pub fn router(state: AppState, limits: ApiLimits) -> Router {
 
 /// The router for the agents' own listener: the callback route only, so a
 /// container can report on its job but never approve or spawn anything.
+/// Agents call it by whatever name reaches it, so only `Origin` is checked.
 pub fn agent_router(state: AppState, limits: ApiLimits) -> Router {
+    let guard = BrowserGuard::new(limits.allowed_hosts.clone(), &limits.cors_allowed_origins);
     Router::new()
         .route("/jobs/{job_id}/callback", post(callback::callback))
         .route("/healthz", get(meta::healthz))
         .with_state(state)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(from_fn_with_state(guard, browser::origin_check))
         .layer(DefaultBodyLimit::max(limits.max_request_bytes))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(CatchPanicLayer::custom(panic_response))

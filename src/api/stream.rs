@@ -32,6 +32,7 @@ struct StatusUpdate<'a> {
     params(("job_id" = String, Path, description = "The job's UUID")),
     responses(
         (status = 101, description = "WebSocket: `status_update` messages until the job ends"),
+        (status = 403, description = "Refused for browser safety: a foreign Origin, or a foreign Host with authentication off", body = super::error::ErrorBody),
         (status = 404, body = super::error::ErrorBody),
         (status = 422, body = super::error::ErrorBody),
     ))]

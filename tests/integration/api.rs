@@ -400,6 +400,29 @@ async fn the_openapi_document_lists_every_route() {
 }
 
 #[tokio::test]
+async fn the_openapi_document_lists_the_browser_safety_refusals() {
+    let server = TestServer::sqlite().await;
+    let (_, doc) = server.get("/openapi.json").await;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let responses = operation["responses"].as_object().unwrap();
+            let any_host = path == "/healthz" || path == "/readyz";
+            assert_eq!(
+                responses.contains_key("403"),
+                !any_host,
+                "{method} {path}: 403 listed only where a Host or Origin can be refused"
+            );
+            if operation.get("requestBody").is_some() {
+                assert!(
+                    responses.contains_key("415"),
+                    "{method} {path} lists no 415"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
 async fn the_documentation_pages_are_served_from_the_binary_without_a_cdn() {
     let server = TestServer::sqlite().await;
     for (page, asset) in [

@@ -1,4 +1,5 @@
-//! `WS /jobs/{id}/stream` with a real WebSocket client.
+//! `WS /jobs/{id}/stream` with a real WebSocket client, including one that
+//! a foreign page's browser would open.
 
 use std::time::Duration;
 
@@ -6,6 +7,7 @@ use futures::{SinkExt, StreamExt};
 use icarus::job::Role;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::support::TestServer;
 
@@ -15,6 +17,26 @@ type Socket =
 async fn connect(server: &TestServer, path: &str) -> Socket {
     let url = format!("{}{path}", server.base.replacen("http://", "ws://", 1));
     tokio_tungstenite::connect_async(url).await.unwrap().0
+}
+
+/// Opens the stream as a browser would, naming `origin` (and `host`, if given).
+async fn connect_as(
+    server: &TestServer,
+    path: &str,
+    origin: &str,
+    host: Option<&str>,
+) -> Result<Socket, tokio_tungstenite::tungstenite::Error> {
+    let url = format!("{}{path}", server.base.replacen("http://", "ws://", 1));
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("origin", origin.parse().unwrap());
+    if let Some(host) = host {
+        request.headers_mut().insert("host", host.parse().unwrap());
+    }
+    tokio_tungstenite::connect_async(request)
+        .await
+        .map(|(socket, _)| socket)
 }
 
 /// The next JSON message, or `None` when the server closed the stream.
@@ -112,4 +134,68 @@ async fn the_stream_of_an_unknown_or_invalid_job_is_refused_before_upgrading() {
     let invalid = format!("{}/jobs/nope/stream", server.base.replacen("http", "ws", 1));
     let error = tokio_tungstenite::connect_async(invalid).await.unwrap_err();
     assert!(error.to_string().contains("422"), "{error}");
+}
+
+#[tokio::test]
+async fn a_stream_opened_from_a_foreign_origin_is_refused() {
+    let server = TestServer::sqlite().await;
+    let id = server.spawn("t").await;
+    let path = format!("/jobs/{id}/stream");
+    let error = connect_as(&server, &path, "https://evil.example", None)
+        .await
+        .expect_err("a foreign page may not follow a job");
+    assert!(error.to_string().contains("403"), "{error}");
+}
+
+#[tokio::test]
+async fn a_stream_opened_from_the_null_origin_is_refused() {
+    let server = TestServer::sqlite().await;
+    let id = server.spawn("t").await;
+    let path = format!("/jobs/{id}/stream");
+    let error = connect_as(&server, &path, "null", None).await;
+    assert!(error.expect_err("refused").to_string().contains("403"));
+}
+
+#[tokio::test]
+async fn a_stream_opened_for_a_rebound_name_is_refused_when_authentication_is_off() {
+    let server = TestServer::sqlite().await;
+    let id = server.spawn("t").await;
+    let page = server
+        .base
+        .replacen("http://127.0.0.1", "attacker.example", 1);
+    let origin = format!("http://{page}");
+    let path = format!("/jobs/{id}/stream");
+    let error = connect_as(&server, &path, &origin, Some(&page)).await;
+    assert!(error.expect_err("refused").to_string().contains("403"));
+}
+
+#[tokio::test]
+async fn a_stream_opened_from_a_configured_origin_is_accepted() {
+    let server = TestServer::sqlite_with(|c| {
+        c.orchestrator.cors_allowed_origins = vec!["https://dash.example".to_owned()];
+    })
+    .await;
+    let id = server.spawn("t").await;
+    let path = format!("/jobs/{id}/stream");
+    let mut socket = connect_as(&server, &path, "https://dash.example", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        next_update(&mut socket).await.unwrap()["type"],
+        "status_update"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_opened_from_the_apis_own_origin_is_accepted() {
+    let server = TestServer::sqlite().await;
+    let id = server.spawn("t").await;
+    let path = format!("/jobs/{id}/stream");
+    let mut socket = connect_as(&server, &path, &server.base, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        next_update(&mut socket).await.unwrap()["type"],
+        "status_update"
+    );
 }

@@ -146,6 +146,11 @@ impl Api {
         decode(request.body(body).send().await.unwrap()).await
     }
 
+    /// Sends a request built on this API's client.
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
+        decode(request.send().await.unwrap()).await
+    }
+
     /// Submits a job and returns its id.
     pub async fn spawn(&self, task: &str) -> JobId {
         let (code, body) = self
