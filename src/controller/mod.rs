@@ -7,6 +7,7 @@
 //! a periodic resync all just queue the id, and the same comparison gives the
 //! same next step.
 
+mod fact;
 mod queue;
 mod reconcile;
 mod source_actions;

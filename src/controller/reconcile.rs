@@ -4,12 +4,11 @@ use std::time::Duration;
 
 use crate::job::admission::{self, Admission, QueueEntry};
 use crate::job::plan::{self, Action, Plan, PlanInput};
-use crate::job::workload::{
-    Observed, PublishedChange, Role, SnapshotTaken, StartFailure, WorkloadKey,
-};
+use crate::job::workload::{Observed, Role, StartFailure, WorkloadKey};
 use crate::job::{Job, JobId, Phase, timestamp_now};
 use crate::store::{AgentLog, StoreError};
 
+use super::fact::Fact;
 use super::workload_spec::workload_spec;
 use super::{Context, ControllerError, source_actions};
 use crate::runtime::WorkloadSpec;
@@ -68,29 +67,6 @@ const LOOK_AGAIN_AFTER_ACTING: Duration = Duration::from_millis(100);
 /// Checkout, snapshot, publish, a failed start and a declined creation
 /// ahead: the actions that can report a fact.
 const MAX_REPLANS: usize = 6;
-
-/// Something an action found out that the planner must see.
-pub(super) enum Fact {
-    BaseCommit(String),
-    Snapshot(SnapshotTaken),
-    Published(PublishedChange),
-    SourceFailed(String),
-    StartFailed(StartFailure),
-    AheadDeclined,
-}
-
-impl Fact {
-    fn teach(self, observed: &mut Observed) {
-        match self {
-            Fact::BaseCommit(base) => observed.source.base_commit = Some(base),
-            Fact::Snapshot(taken) => observed.source.snapshot = Some(taken),
-            Fact::Published(change) => observed.source.published = Some(change),
-            Fact::SourceFailed(message) => observed.source.failure = Some(message),
-            Fact::StartFailed(failure) => observed.start_failure = Some(failure),
-            Fact::AheadDeclined => observed.ahead_declined = true,
-        }
-    }
-}
 
 fn make_plan(context: &Context, job: &Job, observed: &Observed, admission: Admission) -> Plan {
     plan::plan(&PlanInput {

@@ -17,7 +17,7 @@ pub const JOB_TRAILER: &str = "Icarus-Job";
 /// The trailer naming the snapshot a published commit holds.
 pub const SNAPSHOT_TRAILER: &str = "Icarus-Snapshot";
 
-use super::reconcile::Fact;
+use super::fact::Fact;
 use super::{Context, ControllerError};
 
 /// A source failure that retrying cannot fix becomes a fact; others are errors.
