@@ -35,7 +35,7 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::mode::markers;
+use crate::markers::markers;
 use objects::{Commit, Entry, ObjectWriter};
 
 /// The known legitimate change every hostile mode makes besides its attack.

@@ -1,8 +1,8 @@
 //! What both reference agents share: the agent contract's environment, the
 //! test modes, and a tiny HTTP client for the callback.
 //!
-//! - [`mode`]: the test modes (`[builder:fail]`, `[checker:exit=4]`, …) and
-//!   the task's `[name:value]` markers.
+//! - [`mode`]: the test modes (`[builder:fail]`, `[checker:exit=4]`, …).
+//! - [`markers`]: the task's `[name:value]` markers the modes are read from.
 //! - [`hostile`]: the builder's `hostile=<attack>` modes, which plant attacks
 //!   on the host in the workspace (`gitconfig`, `hooks`, `smuggle`,
 //!   `attributes`, `symlink`, `all`) to test the orchestrator's trust boundary;
@@ -16,6 +16,7 @@
 
 pub mod callback;
 pub mod hostile;
+pub mod markers;
 pub mod mode;
 
 use std::time::Duration;

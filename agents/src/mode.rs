@@ -4,6 +4,7 @@
 //! `[builder:hostile=gitconfig]` (the attacks are in [`crate::hostile`]).
 
 use crate::hostile::Attack;
+use crate::markers::markers;
 
 /// How the agent behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,23 +67,6 @@ impl Mode {
     }
 }
 
-/// The values of every `[name:value]` marker in the task, in order, trimmed.
-/// The rest of the task (prose, other roles' markers) is ignored.
-pub fn markers<'a>(task: &'a str, name: &str) -> Vec<&'a str> {
-    let open = format!("[{name}:");
-    let mut values = Vec::new();
-    let mut rest = task;
-    while let Some(start) = rest.find(&open) {
-        rest = &rest[start + open.len()..];
-        let Some(end) = rest.find(']') else {
-            break;
-        };
-        values.push(rest[..end].trim());
-        rest = &rest[end + 1..];
-    }
-    values
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,13 +84,6 @@ mod tests {
             Mode::from_env_or_task("[checker:sleep=3]", "checker"),
             Mode::Sleep(3)
         );
-    }
-
-    #[test]
-    fn markers_are_found_among_prose_and_other_markers() {
-        let task = "fix it [checker:hang] [canary: /tmp/a ] and [canary:/tmp/b] [canary:unclosed";
-        assert_eq!(markers(task, "canary"), ["/tmp/a", "/tmp/b"]);
-        assert!(markers(task, "secret").is_empty());
     }
 
     #[test]
