@@ -912,3 +912,19 @@ async fn a_workspace_over_the_snapshot_limits_is_refused_with_the_limit_named() 
         "{refused}"
     );
 }
+
+#[tokio::test]
+async fn a_workspace_nested_without_end_is_refused_not_walked_to_a_crash() {
+    use icarus::source::SourceControl;
+    let root = tempfile::tempdir().unwrap();
+    let (git, layout) = scratch_git(root.path());
+    let job = JobId::new_random();
+    let mut deep = layout.workspace(job);
+    for _ in 0..300 {
+        deep.push("d");
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    let refused = git.snapshot(job, None).await.unwrap_err();
+    assert!(refused.is_permanent());
+    assert!(refused.to_string().contains("deeper than"), "{refused}");
+}

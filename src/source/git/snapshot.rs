@@ -22,6 +22,9 @@ use super::super::{Result, SourceError};
 
 /// The ref the snapshot's commit is written to; its tree is the snapshot.
 pub const SNAPSHOT_REF: &str = "refs/icarus/snapshot";
+/// Directories nested deeper than this fail the snapshot: the walk recurses,
+/// and no real project needs more.
+const MAX_DEPTH: usize = 256;
 
 /// How much of a workspace is recorded before the job fails instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,14 +107,20 @@ impl Writer {
             )
             .map_err(stream_error)?;
         if workspace.exists() {
-            self.walk(workspace, b"")?;
+            self.walk(workspace, b"", 0)?;
         }
         self.out.write_all(b"done\n").map_err(stream_error)?;
         self.out.flush().map_err(stream_error)
     }
 
     /// Records the entries of `dir`, whose path in the tree is `prefix`.
-    fn walk(&mut self, dir: &Path, prefix: &[u8]) -> Result<()> {
+    fn walk(&mut self, dir: &Path, prefix: &[u8], depth: usize) -> Result<()> {
+        if depth > MAX_DEPTH {
+            return Err(SourceError::Permanent(format!(
+                "the workspace nests directories deeper than {MAX_DEPTH} levels, at {}",
+                String::from_utf8_lossy(&prefix[..prefix.len().min(200)])
+            )));
+        }
         let mut entries = std::fs::read_dir(dir)
             .and_then(|entries| entries.collect::<io::Result<Vec<_>>>())
             .map_err(|e| unreadable(prefix, &e))?;
@@ -136,7 +145,7 @@ impl Writer {
             if kind.is_symlink() {
                 self.link(&path, &full)?;
             } else if kind.is_dir() {
-                self.walk(&full, &path)?;
+                self.walk(&full, &path, depth + 1)?;
             } else if kind.is_file() {
                 self.file(&path, &full, metadata.permissions().mode())?;
             } else {
