@@ -12,18 +12,7 @@ use serde::{Deserialize, Serialize};
 /// `pending -> building -> checking -> awaiting_approval -> approved -> completed`,
 /// with `rejected`, `failed` and `cancelled` as the other ends.
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    utoipa::ToSchema,
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {

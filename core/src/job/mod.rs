@@ -358,9 +358,10 @@ impl Job {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod fixtures {
-    //! Builder-style fixtures for planner and domain tests.
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures {
+    //! Builder-style fixtures for planner and domain tests (and, with the
+    //! `fixtures` feature, for the adapters' tests).
     use super::*;
 
     pub fn at(seconds: i64) -> DateTime<Utc> {

@@ -1,0 +1,15 @@
+//! The core of Icarus: what a job is and how its lifecycle is decided, with
+//! no I/O at all — no async runtime, database, container engine or
+//! Kubernetes client. Everything else (the store, the runtimes, the API,
+//! the controller) is an adapter around it, in the `icarus` crate.
+//!
+//! - [`job`]: the domain (`JobSpec` = desired state, `JobStatus` = observed),
+//!   phases, what the controller observes of workloads
+//!   ([`job::workload`]), admission ([`job::admission`]) and the pure
+//!   planner ([`job::plan`]), specified by property tests.
+//!
+//! `cargo test -p icarus-core` runs the planner's specification without
+//! compiling any adapter.
+#![forbid(unsafe_code)]
+
+pub mod job;
