@@ -184,26 +184,37 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let runtime = crate::runtime::connect(&config).await?;
         Orchestrator::start(&config, runtime).await?
     };
-    let signals = CancellationToken::new();
-    tokio::spawn(watch_signals(signals.clone()));
+    let (graceful, forced) = (CancellationToken::new(), CancellationToken::new());
+    tokio::spawn(watch_signals(graceful.clone(), forced.clone()));
     tokio::select! {
-        _ = signals.cancelled() => {
+        _ = graceful.cancelled() => {
             tracing::info!("shutting down: no new requests, finishing work in flight; agents keep running");
             sync_stop.cancel();
-            orchestrator.stop().await?;
+            tokio::select! {
+                stopped = orchestrator.stop() => stopped?,
+                _ = forced.cancelled() => {
+                    tracing::warn!("second signal: exiting immediately");
+                    return Err(Interrupted.into());
+                }
+            }
         }
         result = orchestrator.wait_for_failure() => result?,
     }
     Ok(())
 }
 
-/// Cancels `token` on the first Ctrl-C or SIGTERM; a second one exits at once.
-async fn watch_signals(token: CancellationToken) {
+/// A second signal cut the graceful shutdown short: `main` exits with 130,
+/// as a shell does for an interrupted command.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted by a second signal")]
+pub struct Interrupted;
+
+/// Cancels `graceful` on the first Ctrl-C or SIGTERM, `forced` on the second.
+async fn watch_signals(graceful: CancellationToken, forced: CancellationToken) {
     shutdown_signal().await;
-    token.cancel();
+    graceful.cancel();
     shutdown_signal().await;
-    tracing::warn!("second signal: exiting immediately");
-    std::process::exit(130);
+    forced.cancel();
 }
 
 async fn shutdown_signal() {
