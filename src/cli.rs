@@ -132,7 +132,7 @@ async fn source_step(
     job: crate::job::JobId,
     outcome_file: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    use crate::source::step::{SourceStep, perform};
+    use crate::source::step::{SOURCE_STEP_VARIABLE, SourceStep, perform};
     let request = std::env::var(SOURCE_STEP_VARIABLE)
         .map_err(|_| anyhow::anyhow!("{SOURCE_STEP_VARIABLE} is not set"))?;
     let step: SourceStep = serde_json::from_str(&request)
@@ -149,9 +149,6 @@ async fn source_step(
 
 /// What the kubelet keeps of a container's termination message.
 const TERMINATION_MESSAGE_BYTES: usize = 4096;
-
-/// The environment variable `icarus source-step` reads its step from.
-pub const SOURCE_STEP_VARIABLE: &str = "ICARUS_SOURCE_STEP";
 
 /// An API without authentication is for this machine only, unless the
 /// operator says otherwise in so many words.

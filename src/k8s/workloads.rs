@@ -20,9 +20,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
 use super::crd::IcarusJob;
-use crate::cli::SOURCE_STEP_VARIABLE;
 use crate::config::AgentConfig;
 use crate::job::{JobId, Role};
+use crate::source::step::SOURCE_STEP_VARIABLE;
 use crate::source::step::{SourceStep, WorkspaceAccess};
 
 /// Where the workspace is mounted in every agent, as in local mode.

@@ -29,6 +29,14 @@ pub enum RuntimeError {
 }
 
 impl RuntimeError {
+    /// An engine call that failed, with what the engine said.
+    pub fn failed(operation: &'static str, error: impl std::fmt::Display) -> RuntimeError {
+        RuntimeError::Failed {
+            operation,
+            detail: error.to_string(),
+        }
+    }
+
     /// Whether retrying cannot help, so the job should fail instead.
     pub fn is_permanent(&self) -> bool {
         matches!(self, RuntimeError::ImageNotFound(_))

@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 use super::{PublishRequest, Published, Result, Snapshot, SourceControl, SourceError};
 use crate::job::{JobId, JobSource};
 
+/// The environment variable `icarus source-step` reads its step from.
+pub const SOURCE_STEP_VARIABLE: &str = "ICARUS_SOURCE_STEP";
+
 /// What to do to the job's workspace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]

@@ -12,7 +12,7 @@ use futures::StreamExt;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use super::{LABEL_INSTANCE, LABEL_JOB, WATCHED_EVENTS};
+use super::labels::{LABEL_INSTANCE, LABEL_JOB, WATCHED_EVENTS};
 use crate::job::JobId;
 use crate::job::workload::WorkloadState;
 

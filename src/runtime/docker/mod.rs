@@ -31,9 +31,11 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 mod events;
+mod labels;
 mod networks;
 
 use events::{EventFollower, Exits};
+use labels::{LABEL_ATTEMPT, LABEL_INSTANCE, LABEL_JOB, LABEL_ROLE};
 use networks::{ensure_network, network_gateway};
 
 use super::{Result, Runtime, RuntimeError, WorkloadSpec};
@@ -41,18 +43,12 @@ use crate::config::MountType;
 use crate::job::JobId;
 use crate::job::workload::{ObservedWorkload, Role, WorkloadKey, WorkloadState};
 
-const LABEL_JOB: &str = "icarus.job";
-const LABEL_ROLE: &str = "icarus.role";
-const LABEL_ATTEMPT: &str = "icarus.attempt";
-const LABEL_INSTANCE: &str = "icarus.instance";
 const WORKSPACE_MOUNT: &str = "/workspace";
 /// How much of an agent's output is kept when its container is removed.
 const KEPT_LOG_LINES: usize = 10_000;
 const KEPT_LOG_BYTES: usize = 1024 * 1024;
 /// How much of a failed agent's output goes into the job's error message.
 const LOG_TAIL_LINES: usize = 20;
-/// Engine events that can change what a job's reconcile decides.
-const WATCHED_EVENTS: [&str; 5] = ["create", "start", "die", "oom", "destroy"];
 
 /// Where workspaces live and whose agents these are.
 #[derive(Debug, Clone)]
@@ -544,8 +540,5 @@ fn unavailable(error: DockerError) -> RuntimeError {
 }
 
 fn failed(operation: &'static str, error: impl std::fmt::Display) -> RuntimeError {
-    RuntimeError::Failed {
-        operation,
-        detail: error.to_string(),
-    }
+    RuntimeError::failed(operation, error)
 }

@@ -7,8 +7,7 @@ use bollard::Docker;
 use bollard::models::{IpamConfig, NetworkCreateRequest};
 use bollard::query_parameters::{InspectNetworkOptions, ListNetworksOptions};
 
-use super::failed;
-use crate::runtime::Result;
+use crate::runtime::{Result, RuntimeError};
 
 /// Creates the agents' own bridge network unless it exists, and returns its
 /// id. A network of their own keeps agents off the default bridge, away from
@@ -32,13 +31,16 @@ pub(super) async fn ensure_network(docker: &Docker, name: &str) -> Result<String
         docker
             .create_network(request)
             .await
-            .map_err(|e| failed("create network", e))?;
+            .map_err(|e| RuntimeError::failed("create network", e))?;
         tracing::info!(network = name, "created the agents' network");
     }
     let mut networks = named_networks(docker, name).await?;
     networks.sort();
     let Some((_, canonical)) = networks.first().cloned() else {
-        return Err(failed("create network", format!("network {name} vanished")));
+        return Err(RuntimeError::failed(
+            "create network",
+            format!("network {name} vanished"),
+        ));
     };
     for (_, duplicate) in networks.iter().skip(1) {
         // In use by someone's containers: then it stays, harmlessly.
@@ -56,7 +58,7 @@ async fn named_networks(docker: &Docker, name: &str) -> Result<Vec<(String, Stri
     let networks = docker
         .list_networks(Some(options))
         .await
-        .map_err(|e| failed("list networks", e))?;
+        .map_err(|e| RuntimeError::failed("list networks", e))?;
     // The name filter matches substrings; keep exact names only.
     Ok(networks
         .into_iter()
@@ -69,7 +71,7 @@ pub(super) async fn network_gateway(docker: &Docker, name: &str) -> Result<Optio
     let network = docker
         .inspect_network(name, None::<InspectNetworkOptions>)
         .await
-        .map_err(|e| failed("inspect network", e))?;
+        .map_err(|e| RuntimeError::failed("inspect network", e))?;
     let configs = network
         .ipam
         .and_then(|ipam| ipam.config)
