@@ -9,16 +9,16 @@ use crate::job::workload::{PublishedChange, SnapshotTaken};
 use crate::job::{Job, timestamp_now};
 use crate::source::forge::{self, Forge, PullRequest};
 use crate::source::patch::NO_DIFF_MARKER;
-use crate::source::{PublishRequest, SourceError};
+use crate::source::{CapturedDiff, PublishRequest, SourceError};
 use crate::store::DiffRecord;
+
+use super::fact::Fact;
+use super::{Context, ControllerError};
 
 /// The trailer naming the job a published commit is for.
 pub const JOB_TRAILER: &str = "Icarus-Job";
 /// The trailer naming the snapshot a published commit holds.
 pub const SNAPSHOT_TRAILER: &str = "Icarus-Snapshot";
-
-use super::fact::Fact;
-use super::{Context, ControllerError};
 
 /// A source failure that retrying cannot fix becomes a fact; others are errors.
 fn source_outcome<T>(
@@ -57,16 +57,21 @@ pub(super) async fn take_snapshot(
     let (record, taken) = match context.source.snapshot(job.id, base).await {
         Ok(snapshot) => {
             tracing::info!(tree = %snapshot.tree, "recorded the builder's work");
-            let record = diff_record(job, Some(snapshot.tree.clone()), snapshot.diff.text);
-            let record = DiffRecord {
-                truncated: snapshot.diff.truncated,
-                ..record
-            };
-            (record, SnapshotTaken::Tree(snapshot.tree))
+            let tree = snapshot.tree;
+            let record = diff_record(job, Some(tree.clone()), snapshot.diff);
+            (record, SnapshotTaken::Tree(tree))
         }
         Err(SourceError::Unsupported(why)) => {
             tracing::warn!(%why, "no snapshot for this job");
-            let record = diff_record(job, None, format!("{NO_DIFF_MARKER}{why}\n"));
+            let text = format!("{NO_DIFF_MARKER}{why}\n");
+            let record = diff_record(
+                job,
+                None,
+                CapturedDiff {
+                    text,
+                    truncated: false,
+                },
+            );
             (record, SnapshotTaken::Unreadable)
         }
         Err(error) if error.is_permanent() => {
@@ -78,12 +83,12 @@ pub(super) async fn take_snapshot(
     Ok(Some(Fact::Snapshot(taken)))
 }
 
-fn diff_record(job: &Job, snapshot: Option<String>, diff: String) -> DiffRecord {
+fn diff_record(job: &Job, snapshot: Option<String>, diff: CapturedDiff) -> DiffRecord {
     DiffRecord {
         base_commit: job.status.source.base_commit.clone(),
         snapshot,
-        diff,
-        truncated: false,
+        diff: diff.text,
+        truncated: diff.truncated,
         created_at: timestamp_now(),
     }
 }
@@ -171,6 +176,11 @@ Opened by Icarus for job {}.",
     Some(opened.map_err(|e| e.to_string()))
 }
 
+/// A trailer's value on one line, so no value can forge another trailer.
+fn one_line(value: &str) -> String {
+    value.replace(['\n', '\r'], " ")
+}
+
 /// Everything the commit and the push are made of, from the job's record
 /// alone: the remote recorded at spawn, the base, the approved snapshot;
 /// the task on the first line of the message and the job, the snapshot and
@@ -193,13 +203,13 @@ fn publish_request(job: &Job, settings: &PublishConfig) -> Option<PublishRequest
     );
     if let Some(approval) = &job.spec.approval {
         if let Some(by) = &approval.decided_by {
-            message.push_str(&format!("\nApproved-by: {by}"));
+            message.push_str(&format!("\nApproved-by: {}", one_line(by)));
         }
         message.push_str(&format!(
             "\nApproved-at: {}",
             approval.decided_at.to_rfc3339()
         ));
-        let comment = approval.comment.replace('\n', " ");
+        let comment = one_line(&approval.comment);
         if !comment.trim().is_empty() {
             message.push_str(&format!("\nApproval-comment: {comment}"));
         }
@@ -220,4 +230,71 @@ fn publish_request(job: &Job, settings: &PublishConfig) -> Option<PublishRequest
         author_email: settings.author_email.clone(),
         committed_at,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::job::fixtures::at;
+    use crate::job::{ApprovalDecision, JobSource, Phase};
+
+    fn approved_job(decided_by: &str, comment: &str) -> Job {
+        let mut job = Job::pending()
+            .with_snapshot("1111111111111111111111111111111111111111")
+            .in_phase(Phase::Approved, at(1));
+        job.spec.source = Some(JobSource {
+            repository: "https://github.com/acme/api.git".to_owned(),
+            reference: None,
+        });
+        job.status.source.base_commit = Some("2222222222222222222222222222222222222222".into());
+        job.spec.approval = Some(ApprovalDecision {
+            approved: true,
+            comment: comment.to_owned(),
+            decided_at: at(5),
+            decided_by: Some(decided_by.to_owned()),
+            snapshot: job.status.source.snapshot.clone(),
+        });
+        job
+    }
+
+    #[test]
+    fn the_publish_request_is_the_recorded_remote_base_and_snapshot_dated_at_the_approval() {
+        let publish = Config::embedded_default().unwrap().publish;
+        let request = publish_request(&approved_job("alice", "ok"), &publish).unwrap();
+        assert_eq!(request.repository, "https://github.com/acme/api.git");
+        assert_eq!(request.base, "2".repeat(40));
+        assert_eq!(request.snapshot, "1".repeat(40));
+        assert_eq!(request.committed_at, at(5));
+        assert!(
+            request
+                .message
+                .contains(&format!("{SNAPSHOT_TRAILER}: {}", "1".repeat(40)))
+        );
+    }
+
+    #[test]
+    fn no_value_can_forge_a_trailer_line() {
+        let publish = Config::embedded_default().unwrap().publish;
+        let forged = format!("alice\n{SNAPSHOT_TRAILER}: {}", "3".repeat(40));
+        let job = approved_job(&forged, "fine\r\nApproved-by: root");
+        let message = publish_request(&job, &publish).unwrap().message;
+        let trailers: Vec<&str> = message
+            .lines()
+            .filter(|line| line.starts_with(SNAPSHOT_TRAILER) || line.starts_with("Approved-by"))
+            .collect();
+        assert_eq!(trailers.len(), 2, "{message}");
+        assert!(
+            !message.contains(&format!("\n{SNAPSHOT_TRAILER}: 333")),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_job_without_a_snapshot_has_nothing_to_publish() {
+        let publish = Config::embedded_default().unwrap().publish;
+        let mut job = approved_job("alice", "");
+        job.status.source.snapshot = None;
+        assert!(publish_request(&job, &publish).is_none());
+    }
 }
