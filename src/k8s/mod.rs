@@ -2,12 +2,14 @@
 //!
 //! The pieces, from the cluster inwards:
 //! - [`crd`]: the resource, generated from these Rust types (`crds/`);
-//! - [`workloads`]: the objects a job runs on (a workspace PVC, restricted
-//!   agent Pods and git Pods, owned by the job's resource);
+//! - [`workloads`]: the objects a job runs on (two PVCs, its workspace and
+//!   its repository; restricted agent Pods and git Pods; all owned by the
+//!   job's resource), and who mounts what;
+//! - [`claims`]: making and deleting those PVCs, the same way for both;
 //! - [`observe`]: Pods as the planner's observed workloads, and the domain
 //!   status as the resource's `.status` with conditions;
 //! - [`runtime::KubeRuntime`]: the [`crate::runtime::Runtime`] over Pods and PVCs;
-//! - [`source_pods`]: checkout, diff and publish as short-lived Pods;
+//! - [`source_pods`]: checkout, snapshot and publish as short-lived Pods;
 //! - [`bridge`] and [`sync`]: resources into the job store (uid = job id; spec
 //!   decisions through the domain rules) and statuses and Events back;
 //! - [`upstream`]: the REST routes writing the resource first;
@@ -17,8 +19,11 @@
 //! The manifests are under `deploy/`; see the README's "Kubernetes mode".
 
 pub mod bridge;
+pub mod claims;
 pub mod crd;
 pub mod lease;
+#[cfg(test)]
+mod mock_api;
 pub mod observe;
 pub mod runtime;
 pub mod source_pods;
@@ -99,11 +104,13 @@ impl KubernetesMode {
     pub fn in_cluster(&self, leadership: watch::Receiver<bool>) -> InCluster {
         let jobs = Api::namespaced(self.client.clone(), &self.namespace);
         let pods = Api::namespaced(self.client.clone(), &self.namespace);
+        let claims = Api::namespaced(self.client.clone(), &self.namespace);
         InCluster {
             leadership,
             upstream: Arc::new(upstream::ResourceUpstream::new(jobs, self.seen.clone())),
             source: Arc::new(source_pods::PodSourceControl::new(
                 pods,
+                claims,
                 self.seen.clone(),
                 self.settings.clone(),
             )),

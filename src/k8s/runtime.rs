@@ -5,7 +5,9 @@
 //! Pods are named like local mode's containers (`icarus-<job>-<role>-<attempt>`)
 //! and labelled with the job id, role and attempt: creating a Pod that exists
 //! adopts it, and `restartPolicy: Never` means a finished agent never reruns.
-//! A Pod watch (kube-runtime) wakes the controller on every change.
+//! A Pod watch (kube-runtime) wakes the controller on every change, and so
+//! does a watch of the job's claims. Agents mount only the workspace claim;
+//! the repository claim is the git Pods' ([`super::source_pods`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
 use kube::runtime::watcher;
@@ -22,10 +24,11 @@ use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use super::claims::Claims;
 use super::crd::IcarusJob;
 use super::observe::observe_pod;
 use super::sync::Seen;
-use super::workloads::{PodTarget, WorkloadSettings, claim, pod};
+use super::workloads::{JobClaim, PodTarget, WorkloadSettings, pod};
 use crate::job::JobId;
 use crate::job::workload::{ObservedWorkload, WorkloadKey, WorkloadState};
 use crate::runtime::{Result, Runtime, RuntimeError, WorkloadSpec};
@@ -41,7 +44,7 @@ const KEPT_LOG_BYTES: i64 = 1024 * 1024;
 pub struct KubeRuntime {
     pods: Api<Pod>,
     jobs: Api<IcarusJob>,
-    claims: Api<PersistentVolumeClaim>,
+    claims: Claims,
     settings: WorkloadSettings,
     changes: broadcast::Sender<JobId>,
     /// The IcarusJobs jobs came from: their owners.
@@ -60,7 +63,7 @@ impl KubeRuntime {
         KubeRuntime {
             pods: Api::namespaced(client.clone(), namespace),
             jobs: Api::namespaced(client.clone(), namespace),
-            claims: Api::namespaced(client, namespace),
+            claims: Claims::new(Api::namespaced(client, namespace), settings.clone()),
             settings,
             changes,
             owners: Seen::default(),
@@ -83,7 +86,7 @@ impl KubeRuntime {
         let stop = CancellationToken::new();
         follow(self.pods.clone(), "Pod", self.changes.clone(), stop.clone());
         follow(
-            self.claims.clone(),
+            self.claims.api().clone(),
             "claim",
             self.changes.clone(),
             stop.clone(),
@@ -92,42 +95,43 @@ impl KubeRuntime {
         self
     }
 
-    /// Pending Pods whose workspace claim is gone or being deleted can never
-    /// start (the scheduler refuses them): they are reported as ended, with
-    /// the reason, instead of waiting for their deadline.
+    /// Pending agents whose workspace claim is gone or being deleted can
+    /// never start (the scheduler refuses them): they are reported as
+    /// ended, with the reason, instead of waiting for their deadline. Only
+    /// agents: a git Pod (which may mount no workspace at all) is watched
+    /// by the step that runs it.
     async fn fail_pending_without_claim(
         &self,
         job: JobId,
         pods: &[Pod],
         observed: &mut [ObservedWorkload],
     ) -> Result<()> {
-        let pending = |pod: &Pod| {
-            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-            matches!(phase, None | Some("Pending"))
-        };
-        if !pods.iter().any(pending) {
+        let waiting: Vec<&str> = pods
+            .iter()
+            .filter(|pod| is_pending(pod))
+            .filter_map(|pod| pod.metadata.name.as_deref())
+            .filter(|name| observed.iter().any(|w| w.id == *name))
+            .collect();
+        if waiting.is_empty() {
             return Ok(());
         }
-        let name = claim_name(job);
-        let claim = self
+        let Some(why) = self
             .claims
-            .get_opt(&name)
+            .gone(job, JobClaim::Workspace, "the agent")
             .await
-            .map_err(|e| failed("read the workspace claim", e))?;
-        if claim.is_some_and(|c| c.metadata.deletion_timestamp.is_none()) {
+            .map_err(|e| failed("read the workspace claim", e))?
+        else {
             return Ok(());
-        }
-        for pod in pods.iter().filter(|p| pending(p)) {
-            let id = pod.metadata.name.as_deref();
-            for workload in observed.iter_mut().filter(|w| Some(w.id.as_str()) == id) {
-                workload.state = WorkloadState::Exited {
-                    exit_code: -1,
-                    oom_killed: false,
-                };
-                workload.log_tail = Some(format!(
-                    "the workspace claim {name} was deleted: the agent cannot start"
-                ));
-            }
+        };
+        for workload in observed
+            .iter_mut()
+            .filter(|w| waiting.contains(&w.id.as_str()))
+        {
+            workload.state = WorkloadState::Exited {
+                exit_code: -1,
+                oom_killed: false,
+            };
+            workload.log_tail = Some(why.clone());
         }
         Ok(())
     }
@@ -190,8 +194,10 @@ fn job_of(metadata: &ObjectMeta) -> Option<JobId> {
     metadata.labels.as_ref()?.get(JOB_ID)?.parse().ok()
 }
 
-pub(super) fn claim_name(job: JobId) -> String {
-    format!("icarus-{job}-workspace")
+/// Not yet running: being scheduled (or refused by the scheduler), or pulling its image.
+pub(super) fn is_pending(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    matches!(phase, None | Some("Pending"))
 }
 
 /// The labels every object of a job carries.
@@ -202,7 +208,7 @@ pub(super) fn job_labels(job: JobId) -> BTreeMap<String, String> {
     ])
 }
 
-fn status_of(error: &kube::Error) -> Option<u16> {
+pub(super) fn status_of(error: &kube::Error) -> Option<u16> {
     match error {
         kube::Error::Api(status) => Some(status.code),
         _ => None,
@@ -257,22 +263,14 @@ impl Runtime for KubeRuntime {
         Ok(observed)
     }
 
+    /// The workspace claim only: agents never mount the repository claim,
+    /// which the git Pods' steps make for themselves.
     async fn prepare_workspace(&self, job: JobId) -> Result<()> {
-        let metadata = ObjectMeta {
-            name: Some(claim_name(job)),
-            labels: Some(job_labels(job)),
-            owner_references: self.owner_references(job)?,
-            ..ObjectMeta::default()
-        };
-        match self
-            .claims
-            .create(&PostParams::default(), &claim(metadata, &self.settings))
+        let owners = self.owner_references(job)?;
+        self.claims
+            .ensure(job, JobClaim::Workspace, owners)
             .await
-        {
-            Ok(_) => Ok(()),
-            Err(error) if status_of(&error) == Some(409) => Ok(()),
-            Err(error) => Err(failed("create workspace claim", error)),
-        }
+            .map_err(|e| failed("create workspace claim", e))
     }
 
     async fn start(&self, spec: &WorkloadSpec) -> Result<String> {
@@ -287,7 +285,7 @@ impl Runtime for KubeRuntime {
                 owner_references: self.owner_references(spec.key.job)?,
                 ..ObjectMeta::default()
             },
-            claim_name: claim_name(spec.key.job),
+            claim_name: JobClaim::Workspace.name(spec.key.job),
             image: Some(spec.image.clone()),
         };
         let pod = pod(&target, spec.key.role, &spec.env, &self.settings);
@@ -334,15 +332,10 @@ impl Runtime for KubeRuntime {
     }
 
     async fn remove_workspace(&self, job: JobId) -> Result<()> {
-        match self
-            .claims
-            .delete(&claim_name(job), &DeleteParams::default())
+        self.claims
+            .delete(job, JobClaim::Workspace)
             .await
-        {
-            Ok(_) => Ok(()),
-            Err(error) if status_of(&error) == Some(404) => Ok(()),
-            Err(error) => Err(failed("delete workspace claim", error)),
-        }
+            .map_err(|e| failed("delete workspace claim", e))
     }
 
     async fn owners(&self) -> Result<Vec<JobId>> {
@@ -374,50 +367,20 @@ mod tests {
     //! Against a mocked API server (no cluster runs here): each test asserts
     //! the exact requests a call makes and answers them.
 
-    use http::{Method, Request, Response};
-    use http_body_util::BodyExt;
+    use http::{Method, Response};
     use kube::client::Body;
-    use serde_json::{Value, json};
-    use tower_test::mock::{Handle, pair};
+    use serde_json::json;
 
     use super::*;
     use crate::config::Config;
     use crate::job::Role;
-
-    type ApiServer = Handle<Request<Body>, Response<Body>>;
+    use crate::k8s::mock_api::{self, ApiServer, api_error, expect};
 
     fn runtime() -> (KubeRuntime, ApiServer) {
-        let (service, server) = pair::<Request<Body>, Response<Body>>();
+        let (client, server) = mock_api::client();
         let config = Config::embedded_default().unwrap();
         let settings = WorkloadSettings::from_config(&config);
-        let client = Client::new(service, "icarus");
         (KubeRuntime::new(client, "icarus", settings), server)
-    }
-
-    /// Takes the next request, checks its method and path, answers `status` with `body`.
-    async fn expect(
-        server: &mut ApiServer,
-        method: Method,
-        path: &str,
-        status: u16,
-        body: Value,
-    ) -> Value {
-        let (request, respond) = server.next_request().await.expect("a request");
-        assert_eq!(request.method(), method);
-        assert_eq!(request.uri().path(), path);
-        let bytes = request.into_body().collect().await.unwrap().to_bytes();
-        let sent = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        let response = Response::builder()
-            .status(status)
-            .body(Body::from(serde_json::to_vec(&body).unwrap()))
-            .unwrap();
-        respond.send_response(response);
-        sent
-    }
-
-    fn api_error(code: u16, reason: &str) -> Value {
-        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-               "message": reason, "reason": reason, "code": code})
     }
 
     fn spec(job: JobId, role: Role) -> WorkloadSpec {
@@ -519,6 +482,78 @@ mod tests {
         call.await.unwrap().unwrap();
         assert_eq!(claim["metadata"]["name"], format!("icarus-{job}-workspace"));
         assert_eq!(claim["spec"]["resources"]["requests"]["storage"], "1Gi");
+    }
+
+    /// A git Pod may mount no workspace at all (a publish), and its step
+    /// watches it: the workspace claim is looked up for waiting agents only.
+    #[tokio::test]
+    async fn mock_api_a_pending_git_pod_does_not_make_observing_read_the_workspace_claim() {
+        let (runtime, mut server) = runtime();
+        let job = JobId::new_random();
+        let call = tokio::spawn(async move { runtime.observe(job).await });
+        let git_pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("icarus-{job}-git-publish"),
+                         "labels": {JOB_ID: job.to_string(), "icarus.dev/step": "publish"}},
+            "status": {"phase": "Pending"}
+        });
+        expect(
+            &mut server,
+            Method::GET,
+            "/api/v1/namespaces/icarus/pods",
+            200,
+            json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [git_pod]}),
+        )
+        .await;
+        let observed = tokio::time::timeout(std::time::Duration::from_secs(5), call)
+            .await
+            .expect("no further request")
+            .unwrap()
+            .unwrap();
+        assert!(observed.is_empty(), "a git Pod is no agent: {observed:?}");
+    }
+
+    #[tokio::test]
+    async fn mock_api_a_pending_agent_whose_workspace_claim_is_gone_has_ended_saying_so() {
+        let (runtime, mut server) = runtime();
+        let job = JobId::new_random();
+        let call = tokio::spawn(async move { runtime.observe(job).await });
+        let waiting = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("icarus-{job}-checker-1"),
+                         "labels": {JOB_ID: job.to_string(), ROLE: "checker", ATTEMPT: "1"}},
+            "status": {"phase": "Pending"}
+        });
+        expect(
+            &mut server,
+            Method::GET,
+            "/api/v1/namespaces/icarus/pods",
+            200,
+            json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [waiting]}),
+        )
+        .await;
+        expect(
+            &mut server,
+            Method::GET,
+            &format!("/api/v1/namespaces/icarus/persistentvolumeclaims/icarus-{job}-workspace"),
+            404,
+            api_error(404, "NotFound"),
+        )
+        .await;
+        let observed = call.await.unwrap().unwrap();
+        assert!(matches!(
+            observed[0].state,
+            WorkloadState::Exited { exit_code: -1, .. }
+        ));
+        assert_eq!(
+            observed[0].log_tail.as_deref(),
+            Some(
+                format!(
+                    "the workspace claim icarus-{job}-workspace was deleted: the agent cannot start"
+                )
+                .as_str()
+            )
+        );
     }
 
     #[tokio::test]

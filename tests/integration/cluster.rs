@@ -23,9 +23,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-use std::path::Path;
 use tokio_util::sync::CancellationToken;
 
+use crate::kube_scenarios::{ClaimDirs, run_source_step};
 use crate::support;
 
 /// How long a real API server (and its garbage collector) may take.
@@ -163,48 +163,43 @@ impl Cluster {
         assert_eq!(response.status(), 200);
     }
 
-    /// Builder exits 0, checker reports and exits 0, the diff is taken: the
-    /// job awaits approval. `claim` plays the job's workspace claim.
-    async fn pass_build_and_check(&self, name: &str, id: &str, claim: &Path) {
+    /// Builder exits 0, the snapshot of its work is taken, the checker
+    /// reports and exits 0: the job awaits approval. `claims` play the
+    /// job's claims.
+    async fn pass_build_and_check(&self, name: &str, id: &str, claims: &ClaimDirs) {
         let builder = format!("icarus-{id}-builder-1");
         self.wait_for_pod(&builder).await;
         self.exit(&builder, 0).await;
+        self.run_git_pod(id, "snapshot", claims).await;
         let checker = format!("icarus-{id}-checker-1");
         let checker_pod = self.wait_for_pod(&checker).await;
+        self.wait_for_phase(name, "checking").await;
         self.post_audit(&checker_pod).await;
         self.exit(&checker, 0).await;
-        self.run_git_pod(id, "diff", claim).await;
         self.wait_for_phase(name, "awaiting_approval").await;
     }
 
-    /// Plays a git Pod: runs its command here, with `claim` as the mounted
-    /// claim's root, and ends it with the outcome as its termination message.
-    async fn run_git_pod(&self, id: &str, step: &str, claim: &Path) -> Value {
+    /// Plays a git Pod: runs its command here on the claims it mounts (in
+    /// `claims`), and ends it with the outcome as its termination message.
+    /// Returns the Pod and the outcome.
+    async fn run_git_pod(&self, id: &str, step: &str, claims: &ClaimDirs) -> (Pod, Value) {
         let name = format!("icarus-{id}-git-{step}");
         let pod = self.wait_for_pod(&name).await;
-        let container = &pod.spec.as_ref().unwrap().containers[0];
-        let command = container.command.clone().unwrap();
-        assert_eq!(command[..2], ["icarus", "source-step"]);
-        let step_variable = container
-            .env
-            .iter()
-            .flatten()
-            .find(|var| var.name == "ICARUS_SOURCE_STEP")
-            .and_then(|var| var.value.clone())
-            .unwrap();
-        let outcome_file = tempfile::NamedTempFile::new().unwrap();
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_icarus"))
-            .args(["source-step", "--workspace-root"])
-            .arg(claim)
-            .args(["--job", id, "--outcome-file"])
-            .arg(outcome_file.path())
-            .env("ICARUS_SOURCE_STEP", step_variable)
-            .output()
-            .unwrap();
-        assert!(output.status.success());
-        let outcome = std::fs::read_to_string(outcome_file.path()).unwrap();
+        let outcome = run_source_step(&serde_json::to_value(&pod).unwrap(), claims).await;
         self.exit_with_message(&name, 0, &outcome).await;
-        serde_json::from_str(&outcome).unwrap()
+        (pod, serde_json::from_str(&outcome).unwrap())
+    }
+
+    /// The job's claims, workspace and repository, as the API server has them.
+    async fn claims_of(&self, id: &str) -> Vec<Option<PersistentVolumeClaim>> {
+        let claims: Api<PersistentVolumeClaim> =
+            Api::namespaced(self.client.clone(), &self.namespace);
+        let mut found = Vec::new();
+        for which in ["workspace", "repository"] {
+            let claim = claims.get_opt(&format!("icarus-{id}-{which}")).await;
+            found.push(claim.unwrap());
+        }
+        found
     }
 
     async fn job_pods(&self, id: &str) -> Vec<Pod> {
@@ -337,10 +332,14 @@ async fn cluster_an_applied_icarusjob_runs_its_pods_and_completes_when_approved_
     let claim = claims.get(&format!("icarus-{id}-workspace")).await.unwrap();
     assert_eq!(claim.owner_references()[0].uid, id);
 
-    let claim = tempfile::tempdir().unwrap();
+    let claims = ClaimDirs::new();
     cluster
-        .pass_build_and_check("add-logging", &id, claim.path())
+        .pass_build_and_check("add-logging", &id, &claims)
         .await;
+    for claim in cluster.claims_of(&id).await {
+        let claim = claim.expect("both claims made by the snapshot");
+        assert_eq!(claim.owner_references()[0].uid, id);
+    }
     let patch = json!({"spec": {"approval": {"approved": true, "comment": "ship it"}}});
     cluster
         .jobs
@@ -393,8 +392,8 @@ async fn cluster_a_rest_spawn_creates_an_icarusjob_and_a_rest_approval_lands_in_
     let name = resource.name_any();
     assert!(name.starts_with("job-"), "{name}");
 
-    let claim = tempfile::tempdir().unwrap();
-    cluster.pass_build_and_check(&name, &id, claim.path()).await;
+    let claims = ClaimDirs::new();
+    cluster.pass_build_and_check(&name, &id, &claims).await;
     let (code, body) = cluster
         .rest
         .post(&format!("/jobs/{id}/approve"), json!({"approved": true}))
@@ -466,7 +465,7 @@ async fn cluster_deleting_an_icarusjob_cancels_its_job_and_collects_its_pods_and
 
 #[tokio::test]
 #[ignore = "needs a Kubernetes cluster: KUBECONFIG=... scripts/test-cluster"]
-async fn cluster_a_git_source_is_checked_out_diffed_and_published_by_git_pods() {
+async fn cluster_a_git_source_is_checked_out_snapshotted_and_published_by_git_pods() {
     let remote = crate::git::Remote::new();
     let cluster = Cluster::start_with(|config| remote.allow_in(config)).await;
     let mut spec = IcarusJobSpec::new("Add logging");
@@ -480,21 +479,23 @@ async fn cluster_a_git_source_is_checked_out_diffed_and_published_by_git_pods() 
         .await
         .unwrap();
     let id = created.uid().unwrap();
-    let claim = tempfile::tempdir().unwrap();
+    let claims = ClaimDirs::new();
 
-    let checked_out = cluster.run_git_pod(&id, "checkout", claim.path()).await;
+    // Both claims are there before the checkout Pod, which could otherwise
+    // wait on a missing one until a deadline.
+    let (_, checked_out) = cluster.run_git_pod(&id, "checkout", &claims).await;
     assert_eq!(
         checked_out["base_commit"].as_str(),
         remote.tip("main").as_deref()
     );
-    // The builder, on the claim: one new file.
+    assert!(cluster.claims_of(&id).await.iter().all(Option::is_some));
+    // The builder, on the workspace claim: one new file.
     cluster
         .wait_for_pod(&format!("icarus-{id}-builder-1"))
         .await;
-    std::fs::write(claim.path().join(&id).join("LOGGING.md"), "log it\n").unwrap();
-    cluster
-        .pass_build_and_check("sourced", &id, claim.path())
-        .await;
+    let workspace = claims.workspace(id.parse().unwrap());
+    std::fs::write(workspace.join("LOGGING.md"), "log it\n").unwrap();
+    cluster.pass_build_and_check("sourced", &id, &claims).await;
     let (_, diff) = cluster
         .rest
         .get(&format!("/jobs/{id}/diff?format=json"))
@@ -507,7 +508,12 @@ async fn cluster_a_git_source_is_checked_out_diffed_and_published_by_git_pods() 
         .patch("sourced", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    let published = cluster.run_git_pod(&id, "publish", claim.path()).await;
+    let (publish, published) = cluster.run_git_pod(&id, "publish", &claims).await;
+    let volumes = publish.spec.unwrap().volumes.unwrap_or_default();
+    assert!(
+        !volumes.iter().any(|v| v.name == "workspace"),
+        "the publish Pod has no workspace: {volumes:?}"
+    );
     let commit = published["published"]["commit"]
         .as_str()
         .unwrap()
@@ -515,6 +521,7 @@ async fn cluster_a_git_source_is_checked_out_diffed_and_published_by_git_pods() 
     let done = cluster.wait_for_phase("sourced", "completed").await;
     let status = done.status.unwrap();
     assert_eq!(status.commit.as_deref(), Some(commit.as_str()));
+    assert_eq!(remote.file_at(&commit, "LOGGING.md"), "log it\n");
     assert_eq!(remote.tip(&format!("icarus/{id}")), Some(commit));
     cluster.finish().await;
 }

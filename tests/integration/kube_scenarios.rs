@@ -17,6 +17,7 @@ use icarus::job::{JobId, JobSource};
 use icarus::k8s::KubernetesMode;
 use icarus::k8s::crd::{IcarusJob, IcarusJobSpec};
 use icarus::server::Orchestrator;
+use icarus::source::EMPTY_TREE;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
@@ -225,6 +226,17 @@ impl Cluster {
         .await;
     }
 
+    /// Waits until neither of the job's claims is left.
+    async fn wait_for_no_claims(&self, id: JobId) {
+        self.until(&format!("the claims of {id} deleted"), |kube| {
+            let left = [workspace_claim(id), repository_claim(id)]
+                .iter()
+                .any(|claim| kube.object(CLAIMS, claim).is_some());
+            (!left).then_some(())
+        })
+        .await;
+    }
+
     /// The kubelet started the Pod's container.
     async fn run(&self, pod: &str) {
         let status = json!({"status": {
@@ -269,25 +281,28 @@ impl Cluster {
         (code, response.json().await.unwrap_or(Value::Null))
     }
 
-    /// From a new IcarusJob to `awaiting_approval`: the builder exits 0, the
-    /// checker posts its audit report and exits 0. Returns the checker Pod.
+    /// From a new IcarusJob to `awaiting_approval`: the builder exits 0,
+    /// its work is recorded, the checker posts its audit report and exits 0.
+    /// Returns the checker Pod.
     async fn through_checks(&self, name: &str, id: JobId) -> Value {
-        let checker = self.build_and_check(name, id).await;
-        // The diff for review is taken by a git Pod on the claim; this job
-        // has no source and its builder wrote nothing: an empty diff.
-        let empty_diff = json!({"diff": {"text": "", "truncated": false}});
-        self.finish_git_pod(id, "diff", &empty_diff).await;
+        self.build(name, id).await;
+        self.finish_git_pod(id, "snapshot", &empty_snapshot()).await;
+        let checker = self.check(name, id).await;
         self.wait_for_phase(name, "awaiting_approval").await;
         checker
     }
 
-    /// The builder exits 0, the checker posts its audit report and exits 0;
-    /// the diff is next. Returns the checker Pod.
-    async fn build_and_check(&self, name: &str, id: JobId) -> Value {
+    /// The builder runs and exits 0; the snapshot of its work is next.
+    async fn build(&self, name: &str, id: JobId) {
         let builder = self.wait_for_pod(&pod_name(id, "builder")).await;
         self.run(&name_of(&builder)).await;
         self.wait_for_phase(name, "building").await;
         self.exit(&name_of(&builder), 0, "Completed").await;
+    }
+
+    /// Once the builder's work is recorded: the checker posts its audit
+    /// report and exits 0. Returns the checker Pod.
+    async fn check(&self, name: &str, id: JobId) -> Value {
         let checker = self.wait_for_pod(&pod_name(id, "checker")).await;
         self.wait_for_phase(name, "checking").await;
         self.run(&name_of(&checker)).await;
@@ -429,8 +444,19 @@ fn pod_name(id: JobId, role: &str) -> String {
     format!("icarus-{id}-{role}-1")
 }
 
-fn claim_name(id: JobId) -> String {
+fn workspace_claim(id: JobId) -> String {
     format!("icarus-{id}-workspace")
+}
+
+fn repository_claim(id: JobId) -> String {
+    format!("icarus-{id}-repository")
+}
+
+/// What a snapshot Pod reports for a job without a source whose builder
+/// wrote nothing: the empty tree, an empty diff.
+fn empty_snapshot() -> Value {
+    json!({"snapshot": {"tree": EMPTY_TREE,
+                        "diff": {"text": "", "truncated": false}}})
 }
 
 fn name_of(object: &Value) -> String {
@@ -521,7 +547,7 @@ async fn mock_api_an_icarusjob_runs_its_agents_as_pods_and_completes_when_approv
     );
     assert_eq!(
         spec["volumes"][0]["persistentVolumeClaim"]["claimName"],
-        claim_name(id)
+        workspace_claim(id)
     );
     assert_eq!(
         spec["volumes"][0]["persistentVolumeClaim"]["readOnly"],
@@ -541,7 +567,7 @@ async fn mock_api_an_icarusjob_runs_its_agents_as_pods_and_completes_when_approv
     );
     let claim = cluster
         .kube
-        .object(CLAIMS, &claim_name(id))
+        .object(CLAIMS, &workspace_claim(id))
         .expect("the workspace claim was created");
     assert_owned_by(&claim, "add-logging", id);
     assert_eq!(claim["spec"]["resources"]["requests"]["storage"], "1Gi");
@@ -557,7 +583,7 @@ async fn mock_api_an_icarusjob_runs_its_agents_as_pods_and_completes_when_approv
     let volume = &spec["volumes"][0]["persistentVolumeClaim"];
     assert_eq!(
         volume["claimName"],
-        claim_name(id),
+        workspace_claim(id),
         "the builder's workspace"
     );
     assert_eq!(volume["readOnly"], true, "the checker's claim is read-only");
@@ -592,10 +618,11 @@ async fn mock_api_an_icarusjob_runs_its_agents_as_pods_and_completes_when_approv
         "the status describes the approved spec"
     );
     cluster.wait_for_no_pods(id).await;
-    assert!(
-        cluster.kube.object(CLAIMS, &claim_name(id)).is_some(),
-        "a completed job keeps its workspace"
-    );
+    for claim in [workspace_claim(id), repository_claim(id)] {
+        let kept = cluster.kube.object(CLAIMS, &claim);
+        let kept = kept.unwrap_or_else(|| panic!("a completed job keeps {claim}"));
+        assert_owned_by(&kept, "add-logging", id);
+    }
     let (_, status) = cluster.rest.get(&format!("/jobs/{id}/status")).await;
     assert_eq!(status["status"], "completed");
     assert_eq!(status["approval"]["decided_by"], "kubernetes");
@@ -764,22 +791,19 @@ async fn mock_api_cancel_in_the_spec_while_building_cancels_the_icarusjob_and_re
     let cancelled = cluster.wait_for_phase("add-logging", "cancelled").await;
     assert_eq!(cancelled["status"]["reason"], "CancelRequested");
     cluster.wait_for_no_pods(id).await;
-    cluster
-        .until("the workspace claim deleted", |kube| {
-            kube.object(CLAIMS, &claim_name(id)).is_none().then_some(())
-        })
-        .await;
+    cluster.wait_for_no_claims(id).await;
     let (_, status) = cluster.rest.get(&format!("/jobs/{id}/status")).await;
     assert_eq!(status["status"], "cancelled");
     cluster.shut_down().await;
 }
 
 #[tokio::test]
-async fn mock_api_a_rejection_in_the_spec_rejects_the_icarusjob_and_deletes_its_workspace_claim() {
+async fn mock_api_a_rejection_in_the_spec_rejects_the_icarusjob_and_deletes_both_its_claims() {
     let cluster = Cluster::start().await;
     let id = cluster.submit("add-logging", "Add logging").await;
     cluster.through_checks("add-logging", id).await;
-    assert!(cluster.kube.object(CLAIMS, &claim_name(id)).is_some());
+    assert!(cluster.kube.object(CLAIMS, &workspace_claim(id)).is_some());
+    assert!(cluster.kube.object(CLAIMS, &repository_claim(id)).is_some());
 
     cluster
         .patch_spec(
@@ -789,11 +813,18 @@ async fn mock_api_a_rejection_in_the_spec_rejects_the_icarusjob_and_deletes_its_
         .await;
     let rejected = cluster.wait_for_phase("add-logging", "rejected").await;
     assert_eq!(rejected["status"]["reason"], "Rejected");
-    cluster
-        .until("the workspace claim deleted", |kube| {
-            kube.object(CLAIMS, &claim_name(id)).is_none().then_some(())
-        })
-        .await;
+    cluster.wait_for_no_claims(id).await;
+    let deleted: Vec<Option<String>> = cluster
+        .orchestrator_requests()
+        .iter()
+        .filter(|r| r.resource == CLAIMS && r.verb == "delete" && r.code == 200)
+        .map(|r| r.name.clone())
+        .collect();
+    assert_eq!(
+        deleted,
+        [Some(workspace_claim(id)), Some(repository_claim(id))],
+        "the orchestrator deleted both, the workspace first"
+    );
     cluster.wait_for_no_pods(id).await;
     let (_, status) = cluster.rest.get(&format!("/jobs/{id}/status")).await;
     assert_eq!(status["status"], "rejected");
@@ -833,7 +864,7 @@ async fn mock_api_a_builder_pod_deleted_while_building_fails_the_icarusjob_as_va
     );
     cluster.wait_for_no_pods(id).await;
     assert!(
-        cluster.kube.object(CLAIMS, &claim_name(id)).is_some(),
+        cluster.kube.object(CLAIMS, &workspace_claim(id)).is_some(),
         "a failed job keeps its workspace"
     );
     cluster.shut_down().await;
@@ -847,21 +878,64 @@ async fn mock_api_a_deleted_workspace_claim_fails_the_agent_waiting_on_it_saying
     let id = building(&cluster).await;
     let builder = pod_name(id, "builder");
     cluster.exit(&builder, 0, "Completed").await;
+    cluster
+        .finish_git_pod(id, "snapshot", &empty_snapshot())
+        .await;
+    cluster.wait_for_phase("add-logging", "checking").await;
     cluster.wait_for_pod(&pod_name(id, "checker")).await;
 
     let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
         Api::default_namespaced(cluster.kube.client_as("kubectl"));
     claims
-        .delete(&claim_name(id), &DeleteParams::default())
+        .delete(&workspace_claim(id), &DeleteParams::default())
         .await
         .unwrap();
     let failed = cluster.wait_for_phase("add-logging", "failed").await;
     assert_eq!(failed["status"]["reason"], "CheckerFailed");
     let message = failed["status"]["message"].as_str().unwrap();
     assert!(
-        message.contains(&format!("workspace claim {} was deleted", claim_name(id))),
+        message.contains(&format!(
+            "workspace claim {} was deleted",
+            workspace_claim(id)
+        )),
         "{message}"
     );
+    cluster.shut_down().await;
+}
+
+/// A git Pod waits on the repository claim as an agent waits on the
+/// workspace claim: once the claim is gone, the step fails at once, naming
+/// it, instead of at the git Pod's deadline.
+#[tokio::test]
+async fn mock_api_a_deleted_repository_claim_fails_the_git_pod_waiting_on_it_saying_so() {
+    let cluster = Cluster::start().await;
+    let id = building(&cluster).await;
+    cluster.exit(&pod_name(id, "builder"), 0, "Completed").await;
+    let snapshot = cluster.wait_for_pod(&git_pod_name(id, "snapshot")).await;
+
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::default_namespaced(cluster.kube.client_as("kubectl"));
+    claims
+        .delete(&repository_claim(id), &DeleteParams::default())
+        .await
+        .unwrap();
+    let failed = cluster.wait_for_phase("add-logging", "failed").await;
+    assert_eq!(failed["status"]["reason"], "SnapshotFailed");
+    let message = failed["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!(
+            "repository claim {} was deleted: the git Pod cannot start",
+            repository_claim(id)
+        )),
+        "{message}"
+    );
+    cluster
+        .until("the snapshot Pod deleted", |kube| {
+            kube.object(PODS, &name_of(&snapshot))
+                .is_none()
+                .then_some(())
+        })
+        .await;
     cluster.shut_down().await;
 }
 
@@ -957,6 +1031,9 @@ async fn mock_api_a_pod_pending_on_the_kubelet_is_not_created_over_and_over() {
     );
     cluster.run(&builder).await;
     cluster.exit(&builder, 0, "Completed").await;
+    cluster
+        .finish_git_pod(id, "snapshot", &empty_snapshot())
+        .await;
     cluster.wait_for_phase("add-logging", "checking").await;
     cluster.shut_down().await;
 }
@@ -1013,7 +1090,7 @@ async fn mock_api_a_rest_spawn_creates_a_generated_icarusjob_whose_uid_is_the_jo
     assert_eq!(env_of(&builder, "TASK"), "Add logging");
     let claim = cluster
         .kube
-        .object(CLAIMS, &claim_name(id))
+        .object(CLAIMS, &workspace_claim(id))
         .expect("the workspace claim was created");
     assert_owned_by(&claim, &name, id);
 
@@ -1056,11 +1133,12 @@ async fn mock_api_a_rest_approval_is_merge_patched_into_the_icarusjob_spec_with_
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["status"], "approved");
 
-    // Written onto the resource before the answer, as kubectl would patch it.
+    // Written onto the resource before the answer, as kubectl would patch
+    // it, naming the snapshot decided on (this job's builder wrote nothing).
     let resource = cluster.kube.object(JOBS, &name).unwrap();
     assert_eq!(
         resource["spec"]["approval"],
-        json!({"approved": true, "comment": "LGTM"})
+        json!({"approved": true, "comment": "LGTM", "snapshot": EMPTY_TREE})
     );
     assert_eq!(resource["metadata"]["annotations"][DECIDED_BY], "ann");
     assert_eq!(resource["metadata"]["annotations"][SUBMITTED_BY], "sam");
@@ -1081,7 +1159,7 @@ async fn mock_api_a_rest_approval_is_merge_patched_into_the_icarusjob_spec_with_
         calls[0].body,
         json!({
             "metadata": {"annotations": {DECIDED_BY: "ann"}},
-            "spec": {"approval": {"approved": true, "comment": "LGTM"}},
+            "spec": {"approval": {"approved": true, "comment": "LGTM", "snapshot": EMPTY_TREE}},
         })
     );
 
@@ -1142,7 +1220,7 @@ async fn mock_api_a_rest_approval_on_a_replica_that_watched_nothing_finds_the_ic
     let resource = cluster.kube.object(JOBS, &name).unwrap();
     assert_eq!(
         resource["spec"]["approval"],
-        json!({"approved": true, "comment": "ship it"})
+        json!({"approved": true, "comment": "ship it", "snapshot": EMPTY_TREE})
     );
     assert_eq!(resource["metadata"]["annotations"][DECIDED_BY], "ann");
 
@@ -1413,11 +1491,7 @@ async fn assert_cancelled_and_cleared(cluster: &Cluster, id: JobId) {
         "{status}"
     );
     cluster.wait_for_no_pods(id).await;
-    cluster
-        .until("the workspace claim deleted", |kube| {
-            kube.object(CLAIMS, &claim_name(id)).is_none().then_some(())
-        })
-        .await;
+    cluster.wait_for_no_claims(id).await;
 }
 
 /// `kubectl delete ijob add-logging` (background propagation). The garbage
@@ -1497,20 +1571,103 @@ async fn mock_api_a_rest_spawned_job_owns_its_objects_even_when_the_watch_delive
     cluster.kube.release_watch_events(JOBS);
 
     assert_owned_by(&builder, &name, id);
-    let claim = cluster.kube.object(CLAIMS, &claim_name(id)).unwrap();
+    let claim = cluster.kube.object(CLAIMS, &workspace_claim(id)).unwrap();
     assert_owned_by(&claim, &name, id);
     cluster.shut_down().await;
 }
 
 // Git sources. The git Pods are played by running their very command
-// (`icarus source-step`) here, with a temporary directory standing for the
-// root their claim is mounted under, and ending them as the kubelet would:
-// Succeeded, with what the command wrote to `/dev/termination-log` as the
-// container's termination message.
+// (`icarus source-step`) here, with a temporary directory standing for each
+// of the job's claims (the workspace, the repository) where the Pod's spec
+// mounts it, and ending them as the kubelet would: Succeeded, with what the
+// command wrote to `/dev/termination-log` as the container's termination
+// message. A claim the Pod does not mount is not there for the command, and
+// one it mounts read-only must be left as it was.
 
 /// `icarus-<job>-git-<step>`, the Pod of one git step.
 fn git_pod_name(id: JobId, step: &str) -> String {
     format!("icarus-{id}-git-{step}")
+}
+
+/// Host directories standing for a job's claims, laid out as git Pods
+/// mount them: `<root>/<job id>` is the claim, `<root>` what the command's
+/// `--workspace-root` or `--repository-root` names.
+pub struct ClaimDirs {
+    workspaces: TempDir,
+    repositories: TempDir,
+    /// Holds nothing: an unmounted claim's root points in here.
+    nowhere: TempDir,
+}
+
+impl ClaimDirs {
+    pub fn new() -> ClaimDirs {
+        ClaimDirs {
+            workspaces: tempfile::tempdir().unwrap(),
+            repositories: tempfile::tempdir().unwrap(),
+            nowhere: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// The workspace claim: what agents see at `/workspace`.
+    pub fn workspace(&self, id: JobId) -> PathBuf {
+        self.workspaces.path().join(id.to_string())
+    }
+
+    /// The root standing for the claim named `claim`.
+    fn root_of(&self, claim: &str, id: JobId) -> &Path {
+        if claim == workspace_claim(id) {
+            self.workspaces.path()
+        } else if claim == repository_claim(id) {
+            self.repositories.path()
+        } else {
+            panic!("{claim} is not one of the claims of {id}")
+        }
+    }
+
+    fn unmounted(&self) -> PathBuf {
+        self.nowhere.path().join("not-mounted")
+    }
+}
+
+/// The claim a Pod mounts at `path`, and whether read-only (the volume and
+/// the mount agreeing), if it mounts one there.
+fn claim_mounted_at(pod: &Value, path: &str) -> Option<(String, bool)> {
+    let spec = &pod["spec"];
+    let mounts = spec["containers"][0]["volumeMounts"].as_array()?;
+    let mount = mounts.iter().find(|m| m["mountPath"] == path)?;
+    let volumes = spec["volumes"].as_array()?;
+    let volume = volumes.iter().find(|v| v["name"] == mount["name"])?;
+    let claim = &volume["persistentVolumeClaim"];
+    assert_eq!(claim["readOnly"], mount["readOnly"], "{path}: {volume}");
+    Some((
+        claim["claimName"].as_str()?.to_owned(),
+        mount["readOnly"] == true,
+    ))
+}
+
+/// Every file under `dir` with its bytes, sorted: what a read-only mount keeps.
+fn contents(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut found = Vec::new();
+    let mut to_read = vec![dir.to_owned()];
+    while let Some(next) = to_read.pop() {
+        for entry in std::fs::read_dir(&next).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                to_read.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                found.push((path, bytes));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Whether the Pod is given the Git token (from the configured Secret).
+fn has_token(pod: &Value) -> bool {
+    let env = pod["spec"]["containers"][0]["env"].as_array().unwrap();
+    env.iter().any(|e| e["name"] == "GITHUB_TOKEN")
 }
 
 /// A git Pod the test played, and where in the journal it ended.
@@ -1545,36 +1702,12 @@ impl Cluster {
         .await
     }
 
-    /// Plays the git Pod `pod`: runs its command here with `claim` in place
-    /// of the directory the claim is mounted under, then ends the Pod
-    /// Succeeded with the outcome as its termination message.
-    async fn play_git_pod(&self, pod: &Value, claim: &Path) -> PlayedGitPod {
+    /// Plays the git Pod `pod`: runs its command (see [`run_source_step`]),
+    /// then ends the Pod Succeeded with the outcome as its termination message.
+    async fn play_git_pod(&self, pod: &Value, claims: &ClaimDirs) -> PlayedGitPod {
         let container = &pod["spec"]["containers"][0];
-        let command: Vec<String> = serde_json::from_value(container["command"].clone()).unwrap();
-        let outcome_file = tempfile::NamedTempFile::new().unwrap();
-        let mut args: Vec<OsString> = command[1..].iter().map(OsString::from).collect();
-        for (flag, here) in [
-            ("--workspace-root", claim),
-            ("--outcome-file", outcome_file.path()),
-        ] {
-            let at = args.iter().position(|arg| arg == flag).unwrap() + 1;
-            args[at] = here.into();
-        }
-        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_icarus"))
-            .args(args)
-            .env("ICARUS_SOURCE_STEP", env_of(pod, "ICARUS_SOURCE_STEP"))
-            .env_remove("GITHUB_TOKEN")
-            .output()
-            .await
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{command:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let message = std::fs::read_to_string(outcome_file.path()).unwrap();
-        let outcome: Value = serde_json::from_str(&message)
-            .unwrap_or_else(|_| panic!("{command:?} wrote no outcome: {output:?}"));
+        let message = run_source_step(pod, claims).await;
+        let outcome: Value = serde_json::from_str(&message).unwrap();
 
         let terminated = json!({"terminated": {
             "exitCode": 0, "reason": "Completed", "message": message,
@@ -1597,6 +1730,31 @@ impl Cluster {
             pod: pod.clone(),
             outcome,
             ended_at,
+        }
+    }
+
+    /// Asserts that the orchestrator had created both of the job's claims
+    /// when it created `pod`: a Pod whose claim is missing waits, Pending,
+    /// until a deadline fails the job for the wrong reason.
+    fn assert_claims_made_before(&self, pod: &Value, id: JobId) {
+        let requests = self.orchestrator_requests();
+        let created = |resource: &str, name: &str| {
+            requests.iter().position(|r| {
+                r.resource == resource
+                    && r.verb == "create"
+                    && r.code == 201
+                    && r.body["metadata"]["name"] == name
+            })
+        };
+        let pod_at = created(PODS, &name_of(pod)).expect("the orchestrator created the Pod");
+        for claim in [workspace_claim(id), repository_claim(id)] {
+            let claim_at = created(CLAIMS, &claim)
+                .unwrap_or_else(|| panic!("{claim} was never created: {requests:?}"));
+            assert!(
+                claim_at < pod_at,
+                "{claim} was created after {}",
+                name_of(pod)
+            );
         }
     }
 
@@ -1653,20 +1811,90 @@ impl Cluster {
     }
 
     /// From a new sourced IcarusJob to `awaiting_approval`: the checkout Pod
-    /// clones `main` into `<claim>/<job id>`, the builder writes
-    /// `LOGGING.md` there, the checker passes, and the diff Pod takes the
-    /// diff.
-    async fn through_checks_of_a_source(&self, name: &str, id: JobId, claim: &Path) {
+    /// clones `main` onto the claims, the builder writes `LOGGING.md` in the
+    /// workspace, the snapshot Pod records it, and the checker passes.
+    /// Returns the snapshot's tree.
+    async fn through_checks_of_a_source(
+        &self,
+        name: &str,
+        id: JobId,
+        claims: &ClaimDirs,
+    ) -> String {
         let checkout = self.wait_for_pod(&git_pod_name(id, "checkout")).await;
-        self.play_git_pod(&checkout, claim).await;
+        self.play_git_pod(&checkout, claims).await;
         self.wait_for_pod(&pod_name(id, "builder")).await;
-        let workspace = claim.join(id.to_string());
+        let workspace = claims.workspace(id);
         std::fs::write(workspace.join("LOGGING.md"), "log every request\n").unwrap();
-        self.build_and_check(name, id).await;
-        let diff = self.wait_for_pod(&git_pod_name(id, "diff")).await;
-        self.play_git_pod(&diff, claim).await;
+        self.build(name, id).await;
+        let snapshot = self.wait_for_pod(&git_pod_name(id, "snapshot")).await;
+        let snapshotted = self.play_git_pod(&snapshot, claims).await;
+        self.check(name, id).await;
         self.wait_for_phase(name, "awaiting_approval").await;
+        snapshotted.outcome["snapshot"]["tree"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}", snapshotted.outcome))
+            .to_owned()
     }
+}
+
+/// Runs a git Pod's command here as its container would run it: each claim
+/// the Pod mounts is its directory in `claims`, a claim it does not mount
+/// is not there, and one mounted read-only must be left as it was. Returns
+/// the outcome the command wrote for the termination message.
+pub async fn run_source_step(pod: &Value, claims: &ClaimDirs) -> String {
+    let id: JobId = pod["metadata"]["labels"]["icarus.dev/job-id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let command: Vec<String> =
+        serde_json::from_value(pod["spec"]["containers"][0]["command"].clone()).unwrap();
+    let outcome_file = tempfile::NamedTempFile::new().unwrap();
+    let mut args: Vec<OsString> = command[1..].iter().map(OsString::from).collect();
+    let mut read_only = Vec::new();
+    for flag in ["--workspace-root", "--repository-root"] {
+        let at = args.iter().position(|arg| arg == flag).unwrap() + 1;
+        let root = args[at].to_str().unwrap().to_owned();
+        args[at] = match claim_mounted_at(pod, &format!("{root}/{id}")) {
+            Some((claim, mounted_read_only)) => {
+                let here = claims.root_of(&claim, id);
+                if mounted_read_only {
+                    read_only.push(here.join(id.to_string()));
+                }
+                here.into()
+            }
+            None => claims.unmounted().into(),
+        };
+    }
+    let at = args.iter().position(|arg| arg == "--outcome-file").unwrap() + 1;
+    args[at] = outcome_file.path().into();
+    let before: Vec<_> = read_only.iter().map(|dir| contents(dir)).collect();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_icarus"))
+        .args(args)
+        .env("ICARUS_SOURCE_STEP", env_of(pod, "ICARUS_SOURCE_STEP"))
+        .env_remove("GITHUB_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for (dir, before) in read_only.iter().zip(before) {
+        assert_eq!(
+            contents(dir),
+            before,
+            "{} is mounted read-only",
+            dir.display()
+        );
+    }
+    let message = std::fs::read_to_string(outcome_file.path()).unwrap();
+    assert!(
+        serde_json::from_str::<Value>(&message).is_ok(),
+        "{command:?} wrote no outcome: {output:?}"
+    );
+    message
 }
 
 /// A git Pod's container status, in `state`.
@@ -1678,7 +1906,9 @@ fn git_container_status(container: &Value, state: Value) -> Value {
 }
 
 /// Asserts what a git Pod is: owned by the IcarusJob, running `icarus
-/// source-step` for the job on its claim, read-only for the diff alone.
+/// source-step` for the job on its claims' roots, and mounting the claims
+/// its step needs: the repository always, read-write; the workspace
+/// read-write to check out, read-only to snapshot, not at all to publish.
 fn assert_git_pod(pod: &Value, job: &str, id: JobId, step: &str) {
     assert_owned_by(pod, job, id);
     assert_eq!(pod["metadata"]["labels"]["icarus.dev/step"], step);
@@ -1688,45 +1918,50 @@ fn assert_git_pod(pod: &Value, job: &str, id: JobId, step: &str) {
     );
     let spec = &pod["spec"];
     assert_eq!(spec["restartPolicy"], "Never");
-    let container = &spec["containers"][0];
+    let command: Vec<String> =
+        serde_json::from_value(spec["containers"][0]["command"].clone()).unwrap();
     assert_eq!(
-        container["command"],
-        json!([
+        command[..8],
+        [
             "icarus",
             "source-step",
             "--workspace-root",
-            "/claim",
+            "/claim/workspaces",
+            "--repository-root",
+            "/claim/repositories",
             "--job",
-            id.to_string(),
-            "--outcome-file",
-            "/dev/termination-log"
-        ])
+            &id.to_string(),
+        ]
+    );
+    assert_eq!(
+        command[command.len() - 2..],
+        ["--outcome-file", "/dev/termination-log"]
     );
     let step_request: Value = serde_json::from_str(&env_of(pod, "ICARUS_SOURCE_STEP")).unwrap();
     assert_eq!(step_request["step"], step);
 
-    let read_only = step == "diff";
-    let volume = spec["volumes"]
+    let expected: Vec<(String, bool)> = match step {
+        "checkout" => vec![(workspace_claim(id), false), (repository_claim(id), false)],
+        "snapshot" => vec![(workspace_claim(id), true), (repository_claim(id), false)],
+        "publish" => vec![(repository_claim(id), false)],
+        other => panic!("no git step {other}"),
+    };
+    let mounted: Vec<(String, bool)> = ["/claim/workspaces", "/claim/repositories"]
+        .iter()
+        .filter_map(|root| claim_mounted_at(pod, &format!("{root}/{id}")))
+        .collect();
+    assert_eq!(mounted, expected, "the claims the {step} Pod mounts");
+    let claims = spec["volumes"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|v| v["name"] == "workspace")
-        .expect("a workspace volume");
-    assert_eq!(volume["persistentVolumeClaim"]["claimName"], claim_name(id));
+        .filter(|v| v.get("persistentVolumeClaim").is_some())
+        .count();
     assert_eq!(
-        volume["persistentVolumeClaim"]["readOnly"], read_only,
-        "the {step} Pod's claim read-only: {read_only}"
-    );
-    let mount = container["volumeMounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == "workspace")
-        .expect("the workspace mounted");
-    assert_eq!(mount["mountPath"], format!("/claim/{id}"));
-    assert_eq!(
-        mount["readOnly"], read_only,
-        "the {step} Pod's mount read-only: {read_only}"
+        claims,
+        expected.len(),
+        "no other claim: {}",
+        spec["volumes"]
     );
 }
 
@@ -1763,16 +1998,23 @@ fn rev_parse(dir: &Path, what: &str) -> String {
 }
 
 #[tokio::test]
-async fn mock_api_a_git_source_is_checked_out_diffed_and_published_by_git_pods() {
+async fn mock_api_a_git_source_is_checked_out_snapshotted_and_published_by_git_pods() {
     let remote = Remote::new();
-    let cluster = Cluster::start_with(|config| remote.allow_in(config)).await;
-    let claim = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start_with(|config| {
+        remote.allow_in(config);
+        config.kubernetes.git_credentials_secret = "git-token".to_owned();
+    })
+    .await;
+    let claims = ClaimDirs::new();
     let id = cluster.submit_sourced("sourced", &remote).await;
     let base = remote.tip("main").unwrap();
 
-    // The checkout, before any agent: the base is the remote's main.
+    // The checkout, before any agent and once both claims exist: the base
+    // is the remote's main.
     let checkout = cluster.wait_for_pod(&git_pod_name(id, "checkout")).await;
     assert_git_pod(&checkout, "sourced", id, "checkout");
+    assert!(has_token(&checkout), "a private source needs the token");
+    cluster.assert_claims_made_before(&checkout, id);
     assert!(
         cluster
             .kube
@@ -1780,7 +2022,7 @@ async fn mock_api_a_git_source_is_checked_out_diffed_and_published_by_git_pods()
             .is_none(),
         "no builder before the checkout"
     );
-    let checked_out = cluster.play_git_pod(&checkout, claim.path()).await;
+    let checked_out = cluster.play_git_pod(&checkout, &claims).await;
     assert_eq!(checked_out.outcome["base_commit"], base.as_str());
     cluster.assert_deleted_once_read(&checked_out).await;
     cluster
@@ -1790,19 +2032,34 @@ async fn mock_api_a_git_source_is_checked_out_diffed_and_published_by_git_pods()
         })
         .await;
 
-    // The builder writes a file on the claim; the diff Pod reads the claim.
+    // The builder writes a file in the workspace, which holds no Git metadata.
     cluster.wait_for_pod(&pod_name(id, "builder")).await;
-    let workspace = claim.path().join(id.to_string());
+    let workspace = claims.workspace(id);
     assert!(workspace.join("README.md").is_file(), "main checked out");
+    assert!(!workspace.join(".git").exists(), "the repository is apart");
     std::fs::write(workspace.join("LOGGING.md"), "log every request\n").unwrap();
-    cluster.build_and_check("sourced", id).await;
-    let diff = cluster.wait_for_pod(&git_pod_name(id, "diff")).await;
-    assert_git_pod(&diff, "sourced", id, "diff");
-    let diffed = cluster.play_git_pod(&diff, claim.path()).await;
-    let text = diffed.outcome["diff"]["text"].as_str().unwrap();
+    cluster.build("sourced", id).await;
+
+    // The snapshot Pod records the workspace, read-only, without the token.
+    let snapshot = cluster.wait_for_pod(&git_pod_name(id, "snapshot")).await;
+    assert_git_pod(&snapshot, "sourced", id, "snapshot");
+    assert!(
+        !has_token(&snapshot),
+        "what reads an agent's files never holds the token"
+    );
+    let snapshotted = cluster.play_git_pod(&snapshot, &claims).await;
+    let tree = snapshotted.outcome["snapshot"]["tree"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}", snapshotted.outcome))
+        .to_owned();
+    let text = snapshotted.outcome["snapshot"]["diff"]["text"]
+        .as_str()
+        .unwrap();
     assert!(text.contains("+++ b/LOGGING.md"), "{text}");
-    cluster.wait_for_phase("sourced", "awaiting_approval").await;
-    cluster.assert_deleted_once_read(&diffed).await;
+    cluster.assert_deleted_once_read(&snapshotted).await;
+    cluster.check("sourced", id).await;
+    let waiting = cluster.wait_for_phase("sourced", "awaiting_approval").await;
+    assert_eq!(waiting["status"]["snapshot"], tree.as_str());
     let (code, summary) = cluster
         .rest
         .get(&format!("/jobs/{id}/diff?format=json"))
@@ -1811,8 +2068,11 @@ async fn mock_api_a_git_source_is_checked_out_diffed_and_published_by_git_pods()
     assert_eq!(summary["files"][0]["path"], "LOGGING.md", "{summary}");
     assert_eq!(summary["files"][0]["status"], "added", "{summary}");
     assert_eq!(summary["base_commit"], base.as_str());
+    // What lands in the workspace after the snapshot is not published.
+    std::fs::write(workspace.join("LATE.md"), "after the snapshot\n").unwrap();
 
-    // Approved in the spec: the publish Pod pushes the job's branch.
+    // Approved in the spec: the publish Pod, which has no workspace, pushes
+    // exactly the snapshot onto the base.
     cluster
         .patch_spec(
             "sourced",
@@ -1821,7 +2081,14 @@ async fn mock_api_a_git_source_is_checked_out_diffed_and_published_by_git_pods()
         .await;
     let publish = cluster.wait_for_pod(&git_pod_name(id, "publish")).await;
     assert_git_pod(&publish, "sourced", id, "publish");
-    let published = cluster.play_git_pod(&publish, claim.path()).await;
+    assert!(has_token(&publish), "the push needs the token");
+    let volumes = publish["spec"]["volumes"].as_array().unwrap();
+    assert!(
+        !volumes.iter().any(|v| v["name"] == "workspace"
+            || v["persistentVolumeClaim"]["claimName"] == workspace_claim(id)),
+        "no workspace volume: {volumes:?}"
+    );
+    let published = cluster.play_git_pod(&publish, &claims).await;
     let commit = published.outcome["published"]["commit"]
         .as_str()
         .unwrap_or_else(|| panic!("{}", published.outcome))
@@ -1832,10 +2099,19 @@ async fn mock_api_a_git_source_is_checked_out_diffed_and_published_by_git_pods()
     assert_eq!(done["status"]["branch"], branch.as_str());
     assert_eq!(done["status"]["baseCommit"], base.as_str());
     assert_eq!(remote.tip(&branch).as_deref(), Some(commit.as_str()));
+    let pushed = Path::new(&remote.url()).to_owned();
+    assert_eq!(rev_parse(&pushed, &format!("{commit}^{{tree}}")), tree);
+    assert_eq!(rev_parse(&pushed, &format!("{commit}^")), base);
     assert_eq!(remote.file_at(&commit, "LOGGING.md"), "log every request\n");
     assert_eq!(remote.tip("main").unwrap(), base, "main is untouched");
     cluster.assert_deleted_once_read(&published).await;
     cluster.wait_for_no_pods(id).await;
+    for claim in [workspace_claim(id), repository_claim(id)] {
+        assert!(
+            cluster.kube.object(CLAIMS, &claim).is_some(),
+            "a completed job keeps {claim}"
+        );
+    }
     assert_granted(&cluster.orchestrator_requests());
     cluster.shut_down().await;
 }
@@ -1849,11 +2125,11 @@ async fn mock_api_a_refused_push_fails_the_icarusjob_as_publish_failed_and_a_res
         remote.allow_in(config);
     })
     .await;
-    let claim = tempfile::tempdir().unwrap();
+    let claims = ClaimDirs::new();
     let id = cluster.submit_sourced("sourced", &remote).await;
     let base = remote.tip("main").unwrap();
-    cluster
-        .through_checks_of_a_source("sourced", id, claim.path())
+    let tree = cluster
+        .through_checks_of_a_source("sourced", id, &claims)
         .await;
 
     refuse_pushes(&remote);
@@ -1861,7 +2137,7 @@ async fn mock_api_a_refused_push_fails_the_icarusjob_as_publish_failed_and_a_res
         .patch_spec("sourced", json!({"approval": {"approved": true}}))
         .await;
     let publish = cluster.wait_for_pod(&git_pod_name(id, "publish")).await;
-    let refused = cluster.play_git_pod(&publish, claim.path()).await;
+    let refused = cluster.play_git_pod(&publish, &claims).await;
     assert_eq!(
         refused.outcome["failed"]["permanent"], true,
         "{}",
@@ -1877,9 +2153,6 @@ async fn mock_api_a_refused_push_fails_the_icarusjob_as_publish_failed_and_a_res
     cluster.assert_deleted_once_read(&refused).await;
     let branch = format!("icarus/{id}");
     assert_eq!(remote.tip(&branch), None);
-    // The commit was made on the claim before the push; a retry pushes it.
-    let kept = rev_parse(&claim.path().join(id.to_string()), "HEAD");
-    assert_ne!(kept, base);
 
     accept_pushes(&remote);
     let (code, body) = cluster
@@ -1897,19 +2170,21 @@ async fn mock_api_a_refused_push_fails_the_icarusjob_as_publish_failed_and_a_res
         .wait_for_pod_after(&git_pod_name(id, "publish"), &publish)
         .await;
     assert_git_pod(&again, "sourced", id, "publish");
-    let published = cluster.play_git_pod(&again, claim.path()).await;
+    let published = cluster.play_git_pod(&again, &claims).await;
     let commit = published.outcome["published"]["commit"]
         .as_str()
         .unwrap_or_else(|| panic!("{}", published.outcome))
         .to_owned();
-    assert_eq!(commit, kept, "the kept commit, not a new one");
     let done = cluster.wait_for_phase("sourced", "completed").await;
     assert_eq!(done["status"]["commit"], commit.as_str());
     assert_eq!(done["status"]["branch"], branch.as_str());
     assert_eq!(remote.tip(&branch).as_deref(), Some(commit.as_str()));
+    let pushed = Path::new(&remote.url()).to_owned();
+    assert_eq!(rev_parse(&pushed, &format!("{commit}^")), base);
     assert_eq!(
-        rev_parse(Path::new(&remote.url()), &format!("{commit}^")),
-        base
+        rev_parse(&pushed, &format!("{commit}^{{tree}}")),
+        tree,
+        "the approved snapshot, kept on the repository claim"
     );
     cluster.assert_deleted_once_read(&published).await;
     let (_, status) = cluster

@@ -249,15 +249,18 @@ async fn mock_api_the_role_grants_exactly_the_calls_kubernetes_mode_makes() {
     submitted.spec.cancel_requested = true;
     let _ = upstream.write_spec(&submitted, &previous).await;
 
-    // Git in this mode: a Pod per step, watched with gets until it ends.
+    // Git in this mode: its claims made first, a Pod per step, watched with
+    // gets until it ends; a discarded job's repository claim deleted.
     let seen = icarus::k8s::sync::Seen::default();
     seen.remember(job, resource.clone());
     let git = PodSourceControl::new(
+        Api::namespaced(client.clone(), "icarus"),
         Api::namespaced(client.clone(), "icarus"),
         seen.clone(),
         settings(),
     );
     let _ = git.snapshot(job, None).await;
+    git.discard(job).await.unwrap();
     // Vanished Pods: was their IcarusJob deleted?
     let owned = KubeRuntime::new(client.clone(), "icarus", settings()).owned_by(seen);
     let _ = owned.owner_gone(job).await;
