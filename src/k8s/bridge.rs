@@ -16,8 +16,13 @@ use serde_json::json;
 
 use super::crd::{IcarusJob, IcarusJobStatus};
 use super::observe::resource_status;
-use super::upstream::{DECIDED_BY_ANNOTATION, SUBMITTED_BY_ANNOTATION};
 use crate::job::{Job, JobId, JobSpec, JobStatus, Verdict};
+
+/// Who submitted a job created through the REST API, kept on its resource.
+pub const SUBMITTED_BY_ANNOTATION: &str = "icarus.dev/submitted-by";
+
+/// Who decided through the REST API, kept on the resource beside the decision.
+pub const DECIDED_BY_ANNOTATION: &str = "icarus.dev/decided-by";
 
 /// Recorded as the submitter and approver of jobs that come from resources.
 pub const KUBERNETES_CALLER: &str = "kubernetes";

@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 
-use super::runtime::{job_labels, status_of};
+use super::objects::{job_labels, status_of};
 use super::workloads::{JobClaim, WorkloadSettings, claim};
 use crate::job::JobId;
 

@@ -24,6 +24,7 @@ pub mod crd;
 pub mod lease;
 #[cfg(test)]
 mod mock_api;
+pub mod objects;
 pub mod observe;
 pub mod runtime;
 pub mod source_pods;

@@ -9,7 +9,6 @@
 //! does a watch of the job's claims. Agents mount only the workspace claim;
 //! the repository claim is the git Pods' ([`super::source_pods`]).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -26,6 +25,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::claims::Claims;
 use super::crd::IcarusJob;
+pub(super) use super::objects::{JOB_ID, MANAGED_BY, job_labels, status_of};
 use super::observe::observe_pod;
 use super::sync::Seen;
 use super::workloads::{JobClaim, PodTarget, WorkloadSettings, pod};
@@ -33,8 +33,6 @@ use crate::job::JobId;
 use crate::job::workload::{ObservedWorkload, WorkloadKey, WorkloadState};
 use crate::runtime::{Result, Runtime, RuntimeError, WorkloadSpec};
 
-const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-const JOB_ID: &str = "icarus.dev/job-id";
 const ROLE: &str = "icarus.dev/role";
 const ATTEMPT: &str = "icarus.dev/attempt";
 const LOG_TAIL_LINES: i64 = 20;
@@ -201,20 +199,6 @@ pub(super) fn is_pending(pod: &Pod) -> bool {
 }
 
 /// The labels every object of a job carries.
-pub(super) fn job_labels(job: JobId) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (MANAGED_BY.to_owned(), "icarus".to_owned()),
-        (JOB_ID.to_owned(), job.to_string()),
-    ])
-}
-
-pub(super) fn status_of(error: &kube::Error) -> Option<u16> {
-    match error {
-        kube::Error::Api(status) => Some(status.code),
-        _ => None,
-    }
-}
-
 fn failed(operation: &'static str, error: kube::Error) -> RuntimeError {
     match status_of(&error) {
         Some(_) => RuntimeError::Failed {

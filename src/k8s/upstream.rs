@@ -13,17 +13,11 @@ use kube::Api;
 use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::{Map, Value, json};
 
-use super::bridge::job_id;
+use super::bridge::{DECIDED_BY_ANNOTATION, SUBMITTED_BY_ANNOTATION, job_id};
 use super::crd::{IcarusJob, IcarusJobSpec};
 use super::sync::Seen;
 use crate::api::upstream::{Upstream, UpstreamError};
 use crate::job::{Job, JobId, JobSpec};
-
-/// Who submitted a job created through the REST API, kept on its resource.
-pub const SUBMITTED_BY_ANNOTATION: &str = "icarus.dev/submitted-by";
-
-/// Who decided through the REST API, kept on the resource beside the decision.
-pub const DECIDED_BY_ANNOTATION: &str = "icarus.dev/decided-by";
 
 /// Resources created through the REST API are named `job-<random suffix>`.
 const GENERATED_NAME_PREFIX: &str = "job-";

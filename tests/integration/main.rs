@@ -5,6 +5,7 @@
 mod support;
 
 mod api;
+mod architecture;
 mod auth;
 mod cli;
 mod cluster;

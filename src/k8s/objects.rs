@@ -1,0 +1,25 @@
+//! What every object Icarus makes in the cluster shares: the labels that
+//! say it is ours and whose job it is, and how an API server's answer is
+//! read. Used by the Pods' runtime, the claims and the git Pods alike.
+
+use std::collections::BTreeMap;
+
+use crate::job::JobId;
+
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const JOB_ID: &str = "icarus.dev/job-id";
+
+pub fn job_labels(job: JobId) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (MANAGED_BY.to_owned(), "icarus".to_owned()),
+        (JOB_ID.to_owned(), job.to_string()),
+    ])
+}
+
+/// The HTTP status of an API server's refusal; none for a transport error.
+pub fn status_of(error: &kube::Error) -> Option<u16> {
+    match error {
+        kube::Error::Api(status) => Some(status.code),
+        _ => None,
+    }
+}
