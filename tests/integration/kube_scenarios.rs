@@ -2038,6 +2038,11 @@ async fn mock_api_a_git_source_is_checked_out_snapshotted_and_published_by_git_p
     assert!(workspace.join("README.md").is_file(), "main checked out");
     assert!(!workspace.join(".git").exists(), "the repository is apart");
     std::fs::write(workspace.join("LOGGING.md"), "log every request\n").unwrap();
+    // It also plants Git metadata that would run a command on whoever ran
+    // git on it: the git Pods never do.
+    let canary = tempfile::tempdir().unwrap();
+    let ran = canary.path().join("ran");
+    plant_git_traps(&workspace, &ran);
     cluster.build("sourced", id).await;
 
     // The snapshot Pod records the workspace, read-only, without the token.
@@ -2103,6 +2108,14 @@ async fn mock_api_a_git_source_is_checked_out_snapshotted_and_published_by_git_p
     assert_eq!(rev_parse(&pushed, &format!("{commit}^{{tree}}")), tree);
     assert_eq!(rev_parse(&pushed, &format!("{commit}^")), base);
     assert_eq!(remote.file_at(&commit, "LOGGING.md"), "log every request\n");
+    assert!(!ran.exists(), "a command planted in the workspace ran");
+    assert!(
+        !remote
+            .paths_at(&commit)
+            .iter()
+            .any(|p| p.split('/').any(|c| c == ".git")),
+        "the planted metadata is not published"
+    );
     assert_eq!(remote.tip("main").unwrap(), base, "main is untouched");
     cluster.assert_deleted_once_read(&published).await;
     cluster.wait_for_no_pods(id).await;
@@ -2253,4 +2266,24 @@ async fn mock_api_a_git_pod_whose_image_cannot_be_pulled_fails_the_job_saying_so
         "no builder is started without a checkout"
     );
     cluster.shut_down().await;
+}
+
+/// A `.git` in `workspace` whose config and hooks would write `ran` if any
+/// git command obeyed them.
+fn plant_git_traps(workspace: &Path, ran: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let git = workspace.join(".git");
+    std::fs::create_dir_all(git.join("hooks")).unwrap();
+    std::fs::write(git.join("HEAD"), "ref: refs/heads/main\n").unwrap();
+    let command = format!("touch {}", ran.display());
+    std::fs::write(
+        git.join("config"),
+        format!("[core]\n\tfsmonitor = \"{command}\"\n\tpager = \"{command}\"\n"),
+    )
+    .unwrap();
+    for hook in ["pre-push", "post-checkout", "reference-transaction"] {
+        let path = git.join("hooks").join(hook);
+        std::fs::write(&path, format!("#!/bin/sh\n{command}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
 }
