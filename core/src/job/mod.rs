@@ -305,14 +305,14 @@ impl Job {
                 phase: self.status.phase,
             });
         }
-        let current = self.status.source.snapshot.as_deref().unwrap_or("none");
+        let current = self.status.source.snapshot.as_deref();
         if let Some(shown) = &verdict.snapshot
-            && shown != current
+            && Some(shown.as_str()) != current
         {
             return Err(TransitionError::SnapshotMismatch {
                 id: self.id,
                 shown: shown.clone(),
-                current: current.to_owned(),
+                current: current.unwrap_or("none (no snapshot was recorded)").to_owned(),
             });
         }
         let mut spec = self.spec.clone();
