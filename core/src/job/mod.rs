@@ -312,7 +312,9 @@ impl Job {
             return Err(TransitionError::SnapshotMismatch {
                 id: self.id,
                 shown: shown.clone(),
-                current: current.unwrap_or("none (no snapshot was recorded)").to_owned(),
+                current: current
+                    .unwrap_or("none (no snapshot was recorded)")
+                    .to_owned(),
             });
         }
         let mut spec = self.spec.clone();
