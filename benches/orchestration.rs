@@ -32,7 +32,6 @@ use bollard::query_parameters::{
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use icarus::config::Config;
-use icarus::server::Orchestrator;
 use serde_json::{Value, json};
 
 #[tokio::main]
@@ -49,7 +48,9 @@ async fn main() {
 
     // Connecting once creates the agents' network the sandboxed runs use.
     let defaults = Config::embedded_default().unwrap();
-    icarus::runtime::connect(&defaults).await.unwrap();
+    icarus::serve::local::docker_runtime(&defaults)
+        .await
+        .unwrap();
     // Warm both paths once so image layers and the binary's pages are cached.
     raw_engine_run(&docker, dir.path(), 1, Some(&defaults)).await;
     let raw = raw_engine_run(&docker, dir.path(), jobs, Some(&defaults)).await;
@@ -249,8 +250,10 @@ async fn icarus_run(docker: &Docker, root: &std::path::Path, jobs: usize) -> Ica
     config.sentinel.enabled = false;
     config.database.url = format!("sqlite://{}/bench.db", root.display());
     config.workspace.base_path = root.join("workspaces");
-    let runtime = icarus::runtime::connect(&config).await.unwrap();
-    let orchestrator = Orchestrator::start(&config, runtime).await.unwrap();
+    let runtime = icarus::serve::local::docker_runtime(&config).await.unwrap();
+    let orchestrator = icarus::serve::local::start_on(&config, runtime)
+        .await
+        .unwrap();
     let base = format!("http://{}", orchestrator.address());
     let client = reqwest::Client::new();
 

@@ -7,8 +7,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::Config;
-use crate::k8s::KubernetesMode;
-use crate::server::Orchestrator;
+use crate::serve::kubernetes::KubernetesMode;
 use crate::source::{GitLayout, LocalGit, RemoteCredentials, SnapshotLimits};
 use crate::store::Store;
 
@@ -98,7 +97,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Crd => {
-            print!("{}", crate::k8s::crd::crd_yaml());
+            print!("{}", crate::cluster::crd::crd_yaml());
             Ok(())
         }
         Command::SourceStep {
@@ -178,8 +177,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let (mode, runtime) = KubernetesMode::connect(&config).await?;
         mode.start(&config, runtime, sync_stop.clone()).await?
     } else {
-        let runtime = crate::runtime::connect(&config).await?;
-        Orchestrator::start(&config, runtime).await?
+        crate::serve::local::start(&config).await?
     };
     let (graceful, forced) = (CancellationToken::new(), CancellationToken::new());
     tokio::spawn(watch_signals(graceful.clone(), forced.clone()));

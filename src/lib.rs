@@ -6,35 +6,44 @@
 //!   phases, workloads) and [`job::plan`], the pure function that decides
 //!   every step of the lifecycle. It does no I/O and depends on no adapter.
 //! - [`config`]: the typed configuration, layered embedded default → file → environment.
-//! - [`store`]: desired state and history in SQL (SQLite or PostgreSQL), with
-//!   compare-and-swap writes and a broadcast of every change.
-//! - [`runtime`]: where agents actually run, behind the [`runtime::Runtime`] trait.
-//! - [`source`]: the job's code in Git: the checkout, the snapshot and its
-//!   diff for review, the push of exactly that snapshot on approval, behind
-//!   the [`source::SourceControl`] trait.
+//!
+//! The ports, each a folder with its adapters:
+//! - [`store`]: where state is kept: desired state and history in SQL
+//!   ([`store::sql`], SQLite or PostgreSQL) with compare-and-swap writes and
+//!   a broadcast of every change, and in Kubernetes mode the IcarusJob
+//!   resources in front of it ([`store::kubernetes`]).
+//! - [`runtime`]: where agents run, behind the [`runtime::Runtime`] trait:
+//!   Docker containers ([`runtime::docker`]) or Pods ([`runtime::kubernetes`]).
+//! - [`source`]: the job's code in Git, behind the [`source::SourceControl`]
+//!   trait: the checkout, the snapshot and its diff for review, the push of
+//!   exactly that snapshot on approval; on this host or as Pods ([`source::pods`]).
+//!
+//! Around them:
 //! - [`controller`]: the reconcile loop: a work queue keyed by job id, woken by
 //!   store changes, runtime events and a periodic resync; it observes, plans and applies.
 //! - [`notify`]: webhooks when a job needs a human or is done.
 //! - [`api`]: the HTTP and WebSocket API (axum), one error type mapped to JSON once.
 //! - [`credentials`]: the per-agent callback tokens.
 //! - [`sentinel`]: host load → admission level.
-//! - [`k8s`]: Kubernetes mode: the IcarusJob resource, Pods and claims as a
-//!   runtime, git steps as Pods, the sync between resources and the store,
-//!   leader election.
-//! - [`server`]: wires everything together and shuts it down gracefully.
-//! - [`cli`]: the command line (`serve`, `migrate`, `config`, `crd`, `source-step`).
+//! - [`cluster`]: what the Kubernetes adapters share: the client, the
+//!   IcarusJob resource, object labels, leader election.
+//! - [`serve`]: the composition roots, one per mode ([`serve::local`],
+//!   [`serve::kubernetes`]), wiring the adapters into a supervised
+//!   orchestrator that shuts down gracefully.
+//! - [`cli`]: the command line (`serve`, `migrate`, `config`, `crd`,
+//!   `source-step`): it parses and dispatches.
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod controller;
 pub mod credentials;
-pub use icarus_core::job;
-pub mod k8s;
+pub use icarus_core::{job, names};
 pub mod notify;
 pub mod runtime;
 pub mod sentinel;
-pub mod server;
+pub mod serve;
 pub mod source;
 pub mod store;

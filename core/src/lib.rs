@@ -8,8 +8,11 @@
 //!   ([`job::workload`]), admission ([`job::admission`]) and the pure
 //!   planner ([`job::plan`]), specified by property tests.
 //!
+//! - [`names`]: the names and labels of every object Icarus makes.
+//!
 //! `cargo test -p icarus-core` runs the planner's specification without
 //! compiling any adapter.
 #![forbid(unsafe_code)]
 
 pub mod job;
+pub mod names;

@@ -8,6 +8,7 @@
 
 pub mod docker;
 pub mod fake;
+pub mod kubernetes;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -116,31 +117,6 @@ pub trait Runtime: Send + Sync + 'static {
     /// A job id each time one of its workloads changes (exits, dies, vanishes).
     /// Wake-ups only: the controller re-observes, so a lost or duplicate one is harmless.
     fn changes(&self) -> BoxStream<'static, JobId>;
-}
-
-/// Connects the runtime for local mode: the Docker engine.
-pub async fn connect(config: &crate::config::Config) -> Result<std::sync::Arc<dyn Runtime>> {
-    let agents = &config.agents;
-    let mut managed_networks: Vec<String> = [&agents.builder, &agents.checker]
-        .iter()
-        .map(|agent| agent.network_mode.clone())
-        .filter(|mode| !docker::is_builtin_network(mode))
-        .collect();
-    managed_networks.dedup();
-    let settings = docker::DockerSettings {
-        mount_type: config.workspace.mount_type,
-        base_path: config.workspace.base_path.clone(),
-        instance: instance_name(&config.database.url),
-        network: agents.builder.network_mode.clone(),
-        managed_networks,
-        sandbox: docker::Sandbox {
-            user: agents.user.clone(),
-            pids_limit: i64::from(agents.pids_limit),
-        },
-    };
-    Ok(std::sync::Arc::new(
-        docker::DockerRuntime::connect(settings).await?,
-    ))
 }
 
 /// Names this orchestrator's agents after its database: whoever holds the

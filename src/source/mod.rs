@@ -17,6 +17,7 @@
 pub mod forge;
 mod git;
 pub mod patch;
+pub mod pods;
 pub mod step;
 
 use async_trait::async_trait;

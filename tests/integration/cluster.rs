@@ -15,9 +15,9 @@
 
 use std::time::Duration;
 
-use icarus::k8s::KubernetesMode;
-use icarus::k8s::crd::{IcarusJob, IcarusJobSpec};
-use icarus::server::Orchestrator;
+use icarus::cluster::crd::{IcarusJob, IcarusJobSpec};
+use icarus::serve::Orchestrator;
+use icarus::serve::kubernetes::KubernetesMode;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use icarus::k8s::crd::IcarusJob;
+use icarus::cluster::crd::IcarusJob;
 use serde::Deserialize;
 use serde_yaml::Value;
 
@@ -65,7 +65,7 @@ fn deploy_renders_to_named_kubernetes_objects_in_the_icarus_namespace() {
 fn the_rendered_crd_is_the_one_generated_from_the_types() {
     let objects = rendered();
     let crd = find(&objects, "CustomResourceDefinition");
-    let generated: Value = serde_yaml::from_str(&icarus::k8s::crd::crd_yaml()).unwrap();
+    let generated: Value = serde_yaml::from_str(&icarus::cluster::crd::crd_yaml()).unwrap();
     assert_eq!(
         numbers_as_floats(&crd["spec"]),
         numbers_as_floats(&generated["spec"])

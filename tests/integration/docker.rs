@@ -11,7 +11,7 @@ use bollard::query_parameters::ListContainersOptions;
 use icarus::config::Config;
 use icarus::job::JobId;
 use icarus::runtime::instance_name;
-use icarus::server::Orchestrator;
+use icarus::serve::Orchestrator;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::sync::OnceCell;
@@ -54,8 +54,10 @@ impl DockerServer {
         let mut config = test_config(&format!("sqlite://{}/icarus.db", dir.path().display()));
         config.workspace.base_path = dir.path().join("workspaces");
         adjust(&mut config);
-        let runtime = icarus::runtime::connect(&config).await.unwrap();
-        let orchestrator = Orchestrator::start(&config, runtime).await.unwrap();
+        let runtime = icarus::serve::local::docker_runtime(&config).await.unwrap();
+        let orchestrator = icarus::serve::local::start_on(&config, runtime)
+            .await
+            .unwrap();
         DockerServer {
             api: Api::new(&orchestrator),
             config,
@@ -73,8 +75,12 @@ impl DockerServer {
 
     /// Starts a new orchestrator on the same database and workspaces.
     pub async fn resume(&mut self) {
-        let runtime = icarus::runtime::connect(&self.config).await.unwrap();
-        let orchestrator = Orchestrator::start(&self.config, runtime).await.unwrap();
+        let runtime = icarus::serve::local::docker_runtime(&self.config)
+            .await
+            .unwrap();
+        let orchestrator = icarus::serve::local::start_on(&self.config, runtime)
+            .await
+            .unwrap();
         self.api = Api::new(&orchestrator);
         self.orchestrator = Some(orchestrator);
     }
@@ -546,7 +552,7 @@ async fn an_image_without_a_workspace_directory_can_write_its_volume_workspace()
 async fn the_runtime_names_the_agent_images_the_engine_lacks() {
     ensure_agent_images().await;
     let config = test_config("sqlite::memory:");
-    let runtime = icarus::runtime::connect(&config).await.unwrap();
+    let runtime = icarus::serve::local::docker_runtime(&config).await.unwrap();
     let images = [
         "icarus-builder:latest".to_owned(),
         "icarus-test-never-built:latest".to_owned(),
@@ -598,7 +604,9 @@ async fn containers_whose_job_is_unknown_are_collected() {
     let mut server = DockerServer::start(|_| {}).await;
     server.stop().await;
     let stranger = JobId::new_random();
-    let runtime = icarus::runtime::connect(&server.config).await.unwrap();
+    let runtime = icarus::serve::local::docker_runtime(&server.config)
+        .await
+        .unwrap();
     let spec = icarus::runtime::WorkloadSpec {
         key: icarus::job::workload::WorkloadKey {
             job: stranger,

@@ -304,7 +304,7 @@ impl KubeApi {
             ));
         }
         // Built as `icarus serve` builds its client.
-        icarus::k8s::client(config).unwrap()
+        icarus::cluster::client(config).unwrap()
     }
 
     fn world(&self) -> MutexGuard<'_, World> {

@@ -12,11 +12,11 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use icarus::cluster::crd::{IcarusJob, IcarusJobSpec};
 use icarus::config::{AccessRole, Config};
 use icarus::job::{JobId, JobSource};
-use icarus::k8s::KubernetesMode;
-use icarus::k8s::crd::{IcarusJob, IcarusJobSpec};
-use icarus::server::Orchestrator;
+use icarus::serve::Orchestrator;
+use icarus::serve::kubernetes::KubernetesMode;
 use icarus::source::EMPTY_TREE;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -111,10 +111,9 @@ impl Cluster {
     async fn follower(&self) -> Follower {
         let (mode, runtime) = KubernetesMode::with_client(self.kube.client(), &self.config);
         let (leading, leadership) = watch::channel(false);
-        let orchestrator =
-            Orchestrator::start_in_cluster(&self.config, runtime, mode.in_cluster(leadership))
-                .await
-                .unwrap();
+        let orchestrator = Orchestrator::start(&self.config, mode.parts(runtime, leadership))
+            .await
+            .unwrap();
         Follower {
             rest: support::Api::new(&orchestrator),
             orchestrator: Some(orchestrator),

@@ -398,7 +398,7 @@ async fn a_transient_runtime_failure_is_retried_until_the_agent_starts() {
 #[tokio::test]
 async fn a_replica_that_does_not_lead_serves_the_api_but_reconciles_nothing_until_it_leads() {
     use icarus::runtime::Runtime;
-    use icarus::server::Orchestrator;
+    use icarus::serve::Orchestrator;
     let dir = tempfile::tempdir().unwrap();
     let mut config =
         crate::support::test_config(&format!("sqlite://{}/icarus.db", dir.path().display()));
@@ -406,9 +406,11 @@ async fn a_replica_that_does_not_lead_serves_the_api_but_reconciles_nothing_unti
     let runtime = icarus::runtime::fake::FakeRuntime::new();
     let shared: std::sync::Arc<dyn Runtime> = std::sync::Arc::new(runtime.clone());
     let (leading, leadership) = tokio::sync::watch::channel(false);
-    let orchestrator = Orchestrator::start_gated(&config, shared, Some(leadership))
-        .await
-        .unwrap();
+    let parts = icarus::serve::Parts {
+        leadership: Some(leadership),
+        ..icarus::serve::Parts::local(&config, shared)
+    };
+    let orchestrator = Orchestrator::start(&config, parts).await.unwrap();
     let api = crate::support::Api::new(&orchestrator);
     let id = api.spawn("t").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -431,7 +433,7 @@ async fn a_replica_that_does_not_lead_serves_the_api_but_reconciles_nothing_unti
         .expect("the controller stops when it no longer leads");
     assert!(matches!(
         ended,
-        Err(icarus::server::ServerError::ControllerEnded)
+        Err(icarus::serve::ServerError::ControllerEnded)
     ));
     orchestrator.abort();
 }

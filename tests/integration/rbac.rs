@@ -10,17 +10,17 @@ use std::time::Duration;
 use chrono::Utc;
 use http::{Method, Request, Response};
 use icarus::api::upstream::Upstream;
+use icarus::cluster::crd::{IcarusJob, IcarusJobSpec};
+use icarus::cluster::lease::Elector;
 use icarus::config::Config;
 use icarus::job::workload::WorkloadKey;
 use icarus::job::{Job, JobId, Role};
-use icarus::k8s::crd::{IcarusJob, IcarusJobSpec};
-use icarus::k8s::lease::Elector;
-use icarus::k8s::runtime::KubeRuntime;
-use icarus::k8s::source_pods::PodSourceControl;
-use icarus::k8s::upstream::ResourceUpstream;
-use icarus::k8s::workloads::WorkloadSettings;
+use icarus::runtime::kubernetes::KubeRuntime;
+use icarus::runtime::kubernetes::workloads::WorkloadSettings;
 use icarus::runtime::{Runtime, WorkloadSpec};
 use icarus::source::SourceControl;
+use icarus::source::pods::PodSourceControl;
+use icarus::store::kubernetes::upstream::ResourceUpstream;
 use kube::api::Api;
 use kube::client::Body;
 use kube::runtime::events::{Event, EventType, Recorder};
@@ -214,14 +214,19 @@ async fn mock_api_the_role_grants_exactly_the_calls_kubernetes_mode_makes() {
     store.migrate().await.unwrap();
     let recorder = Recorder::new(client.clone(), "icarus".into());
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let _sync = icarus::k8s::sync::spawn(
+    let _sync = icarus::store::kubernetes::sync::spawn(
         api.clone(),
         recorder.clone(),
         store,
         Default::default(),
         shutdown.clone(),
     );
-    let _ = icarus::k8s::bridge::write_status(&api, "add-logging", &json!({"status": {}})).await;
+    let _ = icarus::store::kubernetes::bridge::write_status(
+        &api,
+        "add-logging",
+        &json!({"status": {}}),
+    )
+    .await;
     let mut resource = IcarusJob::new("add-logging", IcarusJobSpec::new("t"));
     resource.metadata.namespace = Some("icarus".to_owned());
     resource.metadata.uid = Some(job.to_string());
@@ -239,7 +244,7 @@ async fn mock_api_the_role_grants_exactly_the_calls_kubernetes_mode_makes() {
 
     // The REST routes in this mode: a spawn creates a resource, a cancel or
     // a decision merge-patches its spec.
-    let seen = icarus::k8s::sync::Seen::default();
+    let seen = icarus::store::kubernetes::ResourceIndex::default();
     seen.remember(job, resource.clone());
     let upstream = ResourceUpstream::new(api.clone(), seen);
     let mut submitted = Job::new(IcarusJobSpec::new("t").to_job_spec(Utc::now()), Utc::now());
@@ -251,7 +256,7 @@ async fn mock_api_the_role_grants_exactly_the_calls_kubernetes_mode_makes() {
 
     // Git in this mode: its claims made first, a Pod per step, watched with
     // gets until it ends; a discarded job's repository claim deleted.
-    let seen = icarus::k8s::sync::Seen::default();
+    let seen = icarus::store::kubernetes::ResourceIndex::default();
     seen.remember(job, resource.clone());
     let git = PodSourceControl::new(
         Api::namespaced(client.clone(), "icarus"),

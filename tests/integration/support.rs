@@ -9,7 +9,7 @@ use icarus::credentials::AgentKeys;
 use icarus::job::{Job, JobId, JobSpec, Role, timestamp_now};
 use icarus::runtime::Runtime;
 use icarus::runtime::fake::FakeRuntime;
-use icarus::server::Orchestrator;
+use icarus::serve::Orchestrator;
 use icarus::store::Store;
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -252,7 +252,9 @@ impl TestServer {
     pub async fn start(config: Config, runtime: FakeRuntime) -> TestServer {
         init_test_logging();
         let shared: Arc<dyn Runtime> = Arc::new(runtime.clone());
-        let orchestrator = Orchestrator::start(&config, shared).await.unwrap();
+        let orchestrator = icarus::serve::local::start_on(&config, shared)
+            .await
+            .unwrap();
         TestServer {
             api: Api::new(&orchestrator),
             runtime,

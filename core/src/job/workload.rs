@@ -58,7 +58,7 @@ pub struct WorkloadKey {
 impl WorkloadKey {
     /// `icarus-<job>-<role>-<attempt>`: the container or Pod name.
     pub fn name(&self) -> String {
-        format!("icarus-{}-{}-{}", self.job, self.role, self.attempt)
+        crate::names::agent(self.job, self.role, self.attempt)
     }
 }
 

@@ -12,7 +12,10 @@ use futures::StreamExt;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use super::labels::{LABEL_INSTANCE, LABEL_JOB, WATCHED_EVENTS};
+use crate::names::docker::{INSTANCE as LABEL_INSTANCE, JOB as LABEL_JOB};
+
+/// Engine events that can change what a job's reconcile decides.
+const WATCHED_EVENTS: [&str; 5] = ["create", "start", "die", "oom", "destroy"];
 use crate::job::JobId;
 use crate::job::workload::WorkloadState;
 

@@ -31,11 +31,12 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 mod events;
-mod labels;
 mod networks;
 
+use crate::names::docker::{
+    ATTEMPT as LABEL_ATTEMPT, INSTANCE as LABEL_INSTANCE, JOB as LABEL_JOB, ROLE as LABEL_ROLE,
+};
 use events::{EventFollower, Exits};
-use labels::{LABEL_ATTEMPT, LABEL_INSTANCE, LABEL_JOB, LABEL_ROLE};
 use networks::{ensure_network, network_gateway};
 
 use super::{Result, Runtime, RuntimeError, WorkloadSpec};
@@ -98,7 +99,7 @@ pub fn confinement(sandbox: &Sandbox, cpus: f64, memory: u64, network: &str) -> 
 }
 
 /// Docker's built-in network modes, which are never created.
-pub(super) fn is_builtin_network(mode: &str) -> bool {
+pub fn is_builtin_network(mode: &str) -> bool {
     matches!(mode, "bridge" | "host" | "none" | "default") || mode.starts_with("container:")
 }
 
@@ -528,7 +529,7 @@ fn keep_end(text: String, limit: usize) -> String {
 }
 
 fn volume_name(job: JobId) -> String {
-    format!("icarus-{job}-workspace")
+    crate::names::workspace(job)
 }
 
 fn is_status(error: &DockerError, code: u16) -> bool {

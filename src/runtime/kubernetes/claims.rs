@@ -12,8 +12,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 
-use super::objects::{job_labels, status_of};
 use super::workloads::{JobClaim, WorkloadSettings, claim};
+use crate::cluster::objects::{job_labels, status_of};
 use crate::job::JobId;
 
 /// A namespace's claims, made with the configured size and storage class.

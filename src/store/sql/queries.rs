@@ -6,14 +6,15 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
-use super::records::{
-    AgentLog, AgentReport, AuditRecord, DiffRecord, JobEvent, JobFilter, ReportOutcome,
-    TelemetrySample,
-};
-use super::{Result, Store, StoreError, StoreEvent, on_pool};
+use super::on_pool;
 use crate::job::plan::Transition;
 use crate::job::workload::AgentReports;
 use crate::job::{Job, JobId, JobSpec, JobStatus, Phase, Role};
+use crate::store::{
+    AgentLog, AgentReport, AuditRecord, DiffRecord, JobEvent, JobFilter, ReportOutcome,
+    TelemetrySample,
+};
+use crate::store::{Result, Store, StoreError, StoreEvent};
 
 const JOB_COLUMNS: &str = "job_id, created_at, spec, status_detail, resource_version";
 

@@ -14,8 +14,8 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
-use super::crd::{IcarusJob, IcarusJobStatus};
-use super::observe::resource_status;
+use super::status::resource_status;
+use crate::cluster::crd::{IcarusJob, IcarusJobStatus};
 use crate::job::{Job, JobId, JobSpec, JobStatus, Verdict};
 
 /// Who submitted a job created through the REST API, kept on its resource.
@@ -163,8 +163,8 @@ mod tests {
     use tower_test::mock::pair;
 
     use super::*;
+    use crate::cluster::crd::{ApprovalSpec, IcarusJobSpec};
     use crate::job::Phase;
-    use crate::k8s::crd::{ApprovalSpec, IcarusJobSpec};
 
     const UID: &str = "6b1f0b4e-1111-4222-8333-944444444444";
 

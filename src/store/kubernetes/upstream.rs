@@ -14,9 +14,9 @@ use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::{Map, Value, json};
 
 use super::bridge::{DECIDED_BY_ANNOTATION, SUBMITTED_BY_ANNOTATION, job_id};
-use super::crd::{IcarusJob, IcarusJobSpec};
-use super::sync::Seen;
+use super::index::ResourceIndex;
 use crate::api::upstream::{Upstream, UpstreamError};
+use crate::cluster::crd::{IcarusJob, IcarusJobSpec};
 use crate::job::{Job, JobId, JobSpec};
 
 /// Resources created through the REST API are named `job-<random suffix>`.
@@ -25,11 +25,11 @@ const GENERATED_NAME_PREFIX: &str = "job-";
 /// Writes jobs' desired state onto their `IcarusJob` resources.
 pub struct ResourceUpstream {
     api: Api<IcarusJob>,
-    seen: Seen,
+    seen: ResourceIndex,
 }
 
 impl ResourceUpstream {
-    pub fn new(api: Api<IcarusJob>, seen: Seen) -> Self {
+    pub fn new(api: Api<IcarusJob>, seen: ResourceIndex) -> Self {
         ResourceUpstream { api, seen }
     }
 

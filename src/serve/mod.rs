@@ -1,10 +1,16 @@
-//! Wires the parts into a running orchestrator and takes it down gracefully.
+//! The composition roots: what `icarus serve` builds, in each mode.
 //!
-//! [`Orchestrator::start`] connects and migrates the store, starts the
-//! sentinel, the controller and the HTTP server, and returns once the
+//! [`local`] and [`kubernetes`] each choose the adapters for their mode and
+//! hand them over as one [`Parts`]; [`Orchestrator::start`] wires the rest
+//! the same way for both (store, sentinel, controller, notifier, HTTP),
+//! supervises every task it starts ([`supervisor`]), and returns once the
 //! listener is bound. [`Orchestrator::stop`] stops accepting requests, lets
-//! requests and reconciles in flight finish, and leaves agents running for the
-//! next start to adopt.
+//! requests and reconciles in flight finish, and leaves agents running for
+//! the next start to adopt.
+
+pub mod kubernetes;
+pub mod local;
+mod supervisor;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -19,14 +25,17 @@ use tokio_util::sync::CancellationToken;
 use crate::api::report_limit::ReportLimiter;
 use crate::api::upstream::Upstream;
 use crate::api::{self, AllowedHosts, ApiLimits, AppState, Authenticator, SpawnPolicy};
-use crate::config::{Config, MountType};
+use crate::config::Config;
 use crate::controller::{Controller, ControllerSettings};
 use crate::credentials::{AgentKeys, CredentialsError};
 use crate::notify;
 use crate::runtime::Runtime;
 use crate::sentinel;
-use crate::source::{GitLayout, LocalGit, RemoteCredentials, SnapshotLimits, SourceControl};
+use crate::source::SourceControl;
 use crate::store::{Store, StoreError};
+
+pub use supervisor::LeaderLoop;
+use supervisor::Supervisor;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -50,6 +59,8 @@ pub enum ServerError {
         "the controller stopped (leadership lost); exiting so a fresh start can campaign again"
     )]
     ControllerEnded,
+    #[error("the {0} stopped unexpectedly; exiting so a fresh start can begin again")]
+    TaskEnded(&'static str),
 }
 
 /// Serves `app` on `listener` until `stop` is cancelled, then finishes requests in flight.
@@ -131,89 +142,56 @@ async fn callback_endpoint(
     ))
 }
 
-/// What Kubernetes mode puts in place of local mode's parts.
-pub struct InCluster {
-    /// Whether this replica holds the controller's Lease.
-    pub leadership: watch::Receiver<bool>,
-    /// Where the API writes jobs first: their IcarusJobs.
-    pub upstream: Arc<dyn Upstream>,
-    /// Checkout, diff and publish, as Pods on the jobs' claims.
+/// What a mode plugs into the orchestrator: the one parameters struct both
+/// composition roots build.
+pub struct Parts {
+    /// Where agents run.
+    pub runtime: Arc<dyn Runtime>,
+    /// Checkout, snapshot and publish.
     pub source: Arc<dyn SourceControl>,
+    /// Where the API writes a job's desired state first; `None`: the store
+    /// is the only record (local mode).
+    pub upstream: Option<Arc<dyn Upstream>>,
+    /// Whether this replica may reconcile and notify; `None`: it always may
+    /// (one replica). The API serves either way.
+    pub leadership: Option<watch::Receiver<bool>>,
+    /// Loops that run beside the controller once this replica leads
+    /// (Kubernetes mode: the IcarusJob sync).
+    pub leader_loops: Vec<LeaderLoop>,
 }
 
-/// Git on this host, for workspaces that are host directories (`bind`).
-fn local_source(config: &Config) -> Arc<dyn SourceControl> {
-    let workspace = &config.workspace;
-    let layout = GitLayout::new(workspace.base_path.clone(), workspace.repositories_path());
-    let credentials = RemoteCredentials::new(config.publish.token(), config.publish.token_hosts());
-    let limits = SnapshotLimits {
-        max_bytes: workspace.snapshot_max_bytes,
-        max_files: workspace.snapshot_max_files,
-    };
-    Arc::new(
-        LocalGit::new(layout, workspace.mount_type == MountType::Bind, credentials)
-            .with_limits(limits),
-    )
+impl Parts {
+    /// Local mode's parts: `runtime`, git on this host, no upstream, one replica.
+    pub fn local(config: &Config, runtime: Arc<dyn Runtime>) -> Parts {
+        Parts {
+            runtime,
+            source: local::source_control(config),
+            upstream: None,
+            leadership: None,
+            leader_loops: Vec::new(),
+        }
+    }
 }
 
-/// A running orchestrator: API, controller and sentinel.
+/// A running orchestrator: API, controller, notifier and sentinel.
 pub struct Orchestrator {
     address: SocketAddr,
     store: Store,
     shutdown: CancellationToken,
-    http: JoinHandle<Result<(), ServerError>>,
-    controller: JoinHandle<()>,
+    tasks: Supervisor,
 }
 
 impl Orchestrator {
-    /// Starts everything; returns once the API accepts connections.
-    pub async fn start(
-        config: &Config,
-        runtime: Arc<dyn Runtime>,
-    ) -> Result<Orchestrator, ServerError> {
-        Self::start_gated(config, runtime, None).await
-    }
-
-    /// Like [`Orchestrator::start`], but the controller and the notifier
-    /// work only while `leadership` says so; the API always serves.
-    pub async fn start_gated(
-        config: &Config,
-        runtime: Arc<dyn Runtime>,
-        leadership: Option<watch::Receiver<bool>>,
-    ) -> Result<Orchestrator, ServerError> {
-        Self::start_with(config, runtime, leadership, None, None).await
-    }
-
-    /// Kubernetes mode: gated on the Lease, the API writes jobs' desired
-    /// state onto their resources before the store, and source control runs
-    /// as Pods on the jobs' claims.
-    pub async fn start_in_cluster(
-        config: &Config,
-        runtime: Arc<dyn Runtime>,
-        cluster: InCluster,
-    ) -> Result<Orchestrator, ServerError> {
-        let InCluster {
-            leadership,
-            upstream,
-            source,
-        } = cluster;
-        Self::start_with(
-            config,
+    /// Starts everything from a mode's `parts`; returns once the API
+    /// accepts connections.
+    pub async fn start(config: &Config, parts: Parts) -> Result<Orchestrator, ServerError> {
+        let Parts {
             runtime,
-            Some(leadership),
-            Some(upstream),
-            Some(source),
-        )
-        .await
-    }
-
-    async fn start_with(
-        config: &Config,
-        runtime: Arc<dyn Runtime>,
-        leadership: Option<watch::Receiver<bool>>,
-        upstream: Option<Arc<dyn Upstream>>,
-        source: Option<Arc<dyn SourceControl>>,
-    ) -> Result<Orchestrator, ServerError> {
+            source,
+            upstream,
+            leadership,
+            leader_loops,
+        } = parts;
         let store = Store::connect(&config.database.url).await?;
         store.migrate().await?;
         let address = format!("{}:{}", config.orchestrator.host, config.orchestrator.port);
@@ -235,16 +213,27 @@ impl Orchestrator {
         let agent_keys = AgentKeys::load_or_create(&config.callback_key_file())?;
         let settings =
             ControllerSettings::from_config(config, callback_base.clone(), agent_keys.clone());
-        let source = source.unwrap_or_else(|| local_source(config));
+        let mut tasks = Supervisor::new();
         let controller = Controller::new(store.clone(), runtime, source, settings, load.clone());
-        let controller = tokio::spawn(controller.run(shutdown.child_token(), leadership.clone()));
-        // Ends with the shutdown token; nothing to wait for.
-        let _notifier = notify::spawn(
+        tasks.spawn(
+            "controller",
+            controller.run(shutdown.child_token(), leadership.clone()),
+        );
+        for notifier in notify::spawn(
             &store,
             &config.notifications,
-            leadership,
+            leadership.clone(),
             shutdown.child_token(),
-        );
+        ) {
+            tasks.watch("notifier", notifier);
+        }
+        for leader_loop in leader_loops {
+            let run = leader_loop(store.clone(), shutdown.child_token());
+            tasks.spawn(
+                "IcarusJob sync",
+                supervisor::when_leading(leadership.clone(), shutdown.child_token(), run),
+            );
+        }
 
         let auth = Authenticator::new(
             config.auth.enabled,
@@ -269,31 +258,30 @@ impl Orchestrator {
             cors_allowed_origins: config.orchestrator.cors_allowed_origins.clone(),
             allowed_hosts: AllowedHosts::from_config(config),
         };
-        let mut servers = vec![serve(
-            listener,
-            api::router(state.clone(), limits.clone()),
-            shutdown.child_token(),
-        )];
-        if let Some(agent_listener) = agent_listener {
-            servers.push(serve(
-                agent_listener,
-                api::agent_router(state, limits),
+        tasks.watch_result(
+            "HTTP server",
+            serve(
+                listener,
+                api::router(state.clone(), limits.clone()),
                 shutdown.child_token(),
-            ));
+            ),
+        );
+        if let Some(agent_listener) = agent_listener {
+            tasks.watch_result(
+                "agents' callback server",
+                serve(
+                    agent_listener,
+                    api::agent_router(state, limits),
+                    shutdown.child_token(),
+                ),
+            );
         }
-        let http = tokio::spawn(async move {
-            for result in futures::future::join_all(servers).await {
-                result??;
-            }
-            Ok(())
-        });
         tracing::info!(%address, callbacks = %callback_base, database = store.backend_name(), "Icarus is listening");
         Ok(Orchestrator {
             address,
             store,
             shutdown,
-            http,
-            controller,
+            tasks,
         })
     }
 
@@ -306,31 +294,26 @@ impl Orchestrator {
         &self.store
     }
 
-    /// Resolves when the HTTP server stops on its own, which means it failed.
-    /// Returns when the HTTP server fails, or the controller ends on its own
-    /// (it lost its leadership): either way this process should go.
+    /// Returns when a task ends on its own: the HTTP server failed, the
+    /// controller lost its leadership, a loop stopped. Either way this
+    /// process should go, and a fresh start takes over.
     pub async fn wait_for_failure(&mut self) -> Result<(), ServerError> {
-        tokio::select! {
-            served = &mut self.http => served?,
-            _ = &mut self.controller => Err(ServerError::ControllerEnded),
-        }
+        self.tasks.first_end().await
     }
 
     /// Graceful shutdown: stop accepting, finish in-flight work, close the database.
     pub async fn stop(self) -> Result<(), ServerError> {
         self.shutdown.cancel();
-        let served = self.http.await;
-        self.controller.await?;
+        let ended = self.tasks.join_all().await;
         self.store.close().await;
         tracing::info!("Icarus stopped");
-        served?
+        ended
     }
 
     /// Stops every task at once without finishing anything: what a crash
     /// leaves behind, for tests of recovery.
     pub fn abort(self) {
-        self.http.abort();
-        self.controller.abort();
+        self.tasks.abort_all();
         self.shutdown.cancel();
     }
 }

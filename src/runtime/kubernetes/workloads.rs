@@ -1,4 +1,4 @@
-//! The Kubernetes objects a job runs on, built from an `IcarusJob`: two
+//! The Kubernetes objects a job runs on: two
 //! PersistentVolumeClaims (its workspace and its repository), one Pod per
 //! agent and attempt, and a short-lived git Pod per source step. Assembly
 //! only, no I/O: the controller decides when each is created.
@@ -35,9 +35,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::{Resource, ResourceExt};
 
-use super::crd::IcarusJob;
 use crate::config::AgentConfig;
 use crate::job::{JobId, Role};
 use crate::source::SnapshotLimits;
@@ -117,7 +115,10 @@ impl JobClaim {
     /// `icarus-<job>-workspace`, `icarus-<job>-repository`: deterministic,
     /// so creating one that exists adopts it.
     pub fn name(self, job: JobId) -> String {
-        format!("icarus-{job}-{}", self.what())
+        match self {
+            JobClaim::Workspace => crate::names::workspace(job),
+            JobClaim::Repository => crate::names::repository(job),
+        }
     }
 
     /// `workspace` or `repository`: the claim's volume name in a Pod, and
@@ -137,77 +138,6 @@ impl JobClaim {
             JobClaim::Repository => GIT_REPOSITORY_ROOT,
         }
     }
-}
-
-/// The name of a job's workspace claim.
-pub fn claim_name(job: &IcarusJob) -> String {
-    format!("{}-workspace", job.name_any())
-}
-
-/// The name of an agent's Pod: deterministic, so a restarted controller
-/// finds it instead of creating another.
-pub fn pod_name(job: &IcarusJob, role: Role, attempt: u32) -> String {
-    format!("{}-{role}-{attempt}", job.name_any())
-}
-
-fn labels(job: &IcarusJob, role: Option<Role>, attempt: Option<u32>) -> BTreeMap<String, String> {
-    let mut labels = BTreeMap::from([
-        (
-            "app.kubernetes.io/managed-by".to_owned(),
-            "icarus".to_owned(),
-        ),
-        ("icarus.dev/job".to_owned(), job.name_any()),
-    ]);
-    if let Some(role) = role {
-        labels.insert("icarus.dev/role".to_owned(), role.to_string());
-    }
-    if let Some(attempt) = attempt {
-        labels.insert("icarus.dev/attempt".to_owned(), attempt.to_string());
-    }
-    labels
-}
-
-fn metadata(job: &IcarusJob, name: String, labels: BTreeMap<String, String>) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name),
-        namespace: job.namespace(),
-        labels: Some(labels),
-        owner_references: job.controller_owner_ref(&()).map(|owner| vec![owner]),
-        ..ObjectMeta::default()
-    }
-}
-
-/// The job's workspace: one claim, written by the builder, read by the checker.
-pub fn workspace_claim(job: &IcarusJob, settings: &WorkloadSettings) -> PersistentVolumeClaim {
-    claim(
-        metadata(job, claim_name(job), labels(job, None, None)),
-        settings,
-    )
-}
-
-/// One agent's Pod. `env` is the agent contract (`JOB_ID`, `TASK`,
-/// `ORCHESTRATOR_CALLBACK` with the agent's token...), built by the caller.
-pub fn agent_pod(
-    job: &IcarusJob,
-    role: Role,
-    attempt: u32,
-    env: &[(String, String)],
-    settings: &WorkloadSettings,
-) -> Pod {
-    let image = match role {
-        Role::Builder => job.spec.builder_image.clone(),
-        Role::Checker => job.spec.checker_image.clone(),
-    };
-    let target = PodTarget {
-        metadata: metadata(
-            job,
-            pod_name(job, role, attempt),
-            labels(job, Some(role), Some(attempt)),
-        ),
-        claim_name: claim_name(job),
-        image,
-    };
-    pod(&target, role, env, settings)
 }
 
 /// Where and under what name a Pod goes, and which image overrides the configured one.
@@ -538,19 +468,25 @@ pub fn claim(metadata: ObjectMeta, settings: &WorkloadSettings) -> PersistentVol
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::k8s::crd::IcarusJobSpec;
 
-    fn job() -> IcarusJob {
-        let mut job = IcarusJob::new(
-            "add-logging",
-            IcarusJobSpec {
-                checker_image: Some("registry.example.com/checker:2".to_owned()),
-                ..IcarusJobSpec::new("Add logging")
+    /// An agent's Pod as the runtime builds it (names from [`crate::names`]),
+    /// the checker with an image of its own.
+    fn agent_pod(
+        role: Role,
+        attempt: u32,
+        env: &[(String, String)],
+        settings: &WorkloadSettings,
+    ) -> Pod {
+        let job: JobId = JOB.parse().unwrap();
+        let target = PodTarget {
+            metadata: ObjectMeta {
+                name: Some(crate::names::agent(job, role, attempt)),
+                ..ObjectMeta::default()
             },
-        );
-        job.metadata.namespace = Some("icarus".to_owned());
-        job.metadata.uid = Some("6b1f0b4e-1111-4222-8333-944444444444".to_owned());
-        job
+            claim_name: JobClaim::Workspace.name(job),
+            image: (role == Role::Checker).then(|| "registry.example.com/checker:2".to_owned()),
+        };
+        pod(&target, role, env, settings)
     }
 
     fn settings() -> WorkloadSettings {
@@ -567,7 +503,7 @@ mod tests {
 
     #[test]
     fn agent_pods_pass_the_restricted_pod_security_profile() {
-        let pod = agent_pod(&job(), Role::Builder, 1, &[], &settings());
+        let pod = agent_pod(Role::Builder, 1, &[], &settings());
         let spec = pod.spec.unwrap();
         let pod_security = spec.security_context.unwrap();
         assert_eq!(pod_security.run_as_non_root, Some(true));
@@ -835,9 +771,9 @@ mod tests {
     #[test]
     fn no_agent_mounts_the_jobs_repository_claim() {
         for role in [Role::Builder, Role::Checker] {
-            let spec = agent_pod(&job(), role, 1, &[], &settings()).spec.unwrap();
+            let spec = agent_pod(role, 1, &[], &settings()).spec.unwrap();
             let claims: Vec<String> = claim_mounts(&spec).into_iter().map(|(c, _, _)| c).collect();
-            assert_eq!(claims, ["add-logging-workspace"], "{role}");
+            assert_eq!(claims, [format!("icarus-{JOB}-workspace")], "{role}");
             let mounts = spec.containers[0].volume_mounts.clone().unwrap();
             let paths: Vec<&str> = mounts.iter().map(|m| m.mount_path.as_str()).collect();
             assert_eq!(paths, ["/workspace", "/tmp"], "{role}");
@@ -846,11 +782,11 @@ mod tests {
 
     #[test]
     fn agents_go_to_any_node_unless_a_node_selector_is_configured() {
-        let pod = agent_pod(&job(), Role::Builder, 1, &[], &settings());
+        let pod = agent_pod(Role::Builder, 1, &[], &settings());
         assert_eq!(pod.spec.unwrap().node_selector, None);
         let mut dedicated = settings();
         dedicated.node_selector = BTreeMap::from([("pool".to_owned(), "agents".to_owned())]);
-        let pod = agent_pod(&job(), Role::Checker, 1, &[], &dedicated);
+        let pod = agent_pod(Role::Checker, 1, &[], &dedicated);
         assert_eq!(
             pod.spec.unwrap().node_selector,
             Some(BTreeMap::from([("pool".to_owned(), "agents".to_owned())]))
@@ -860,13 +796,13 @@ mod tests {
     #[test]
     fn the_checker_mounts_the_workspace_claim_read_only_and_the_builder_read_write() {
         for (role, read_only) in [(Role::Builder, false), (Role::Checker, true)] {
-            let pod = agent_pod(&job(), role, 1, &[], &settings());
+            let pod = agent_pod(role, 1, &[], &settings());
             let spec = pod.spec.unwrap();
             let claim = spec.volumes.unwrap()[0]
                 .persistent_volume_claim
                 .clone()
                 .unwrap();
-            assert_eq!(claim.claim_name, "add-logging-workspace");
+            assert_eq!(claim.claim_name, format!("icarus-{JOB}-workspace"));
             assert_eq!(claim.read_only, Some(read_only), "{role}");
             let mount = &spec.containers[0].volume_mounts.as_ref().unwrap()[0];
             assert_eq!(mount.read_only, Some(read_only), "{role}");
@@ -874,26 +810,9 @@ mod tests {
     }
 
     #[test]
-    fn every_object_is_owned_by_its_job_and_named_deterministically() {
-        let job = job();
-        let pod = agent_pod(&job, Role::Checker, 2, &[], &settings());
-        assert_eq!(pod.metadata.name.as_deref(), Some("add-logging-checker-2"));
-        let owner = &pod.metadata.owner_references.unwrap()[0];
-        assert_eq!(owner.kind, "IcarusJob");
-        assert_eq!(owner.uid, "6b1f0b4e-1111-4222-8333-944444444444");
-        assert_eq!(owner.controller, Some(true));
-        let claim = workspace_claim(&job, &settings());
-        assert_eq!(
-            claim.metadata.owner_references.unwrap()[0].name,
-            "add-logging"
-        );
-        assert_eq!(claim.metadata.namespace.as_deref(), Some("icarus"));
-    }
-
-    #[test]
     fn images_limits_and_the_contract_come_from_the_job_and_the_configuration() {
         let env = [("JOB_ID".to_owned(), "x".to_owned())];
-        let pod = agent_pod(&job(), Role::Checker, 1, &env, &settings());
+        let pod = agent_pod(Role::Checker, 1, &env, &settings());
         let container = &pod.spec.unwrap().containers[0];
         assert_eq!(
             container.image.as_deref(),

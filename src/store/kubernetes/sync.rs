@@ -5,13 +5,11 @@
 //! again (a resync, a restart) leads to the same store change or none, and a
 //! status is written whenever the stored one differs from the resource's.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::Utc;
 use futures::StreamExt;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::watcher;
 use kube::{Api, Resource};
@@ -20,38 +18,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::bridge::{BridgeError, SpecChange, job_id, spec_change, status_patch, write_status};
-use super::crd::IcarusJob;
+use super::index::ResourceIndex;
+use crate::cluster::crd::IcarusJob;
 use crate::job::plan::Transition;
 use crate::job::{Job, JobId, Phase};
 use crate::store::{Store, StoreError, StoreEvent};
-
-/// The IcarusJobs seen, by job id: what the store→resource direction patches,
-/// and whom [`KubeRuntime`](super::runtime::KubeRuntime) makes the owner of a
-/// job's Pods and claim (so deleting the resource deletes them).
-#[derive(Clone, Default)]
-pub struct Seen(Arc<Mutex<HashMap<JobId, IcarusJob>>>);
-
-impl Seen {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, IcarusJob>> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    pub fn remember(&self, id: JobId, resource: IcarusJob) {
-        self.map().insert(id, resource);
-    }
-
-    /// The name of the job's resource, if this replica watched it.
-    pub fn name_of(&self, id: JobId) -> Option<String> {
-        self.map().get(&id)?.metadata.name.clone()
-    }
-
-    /// The owner reference to the job's resource, if it came from one.
-    pub fn owner_of(&self, id: JobId) -> Option<OwnerReference> {
-        self.map().get(&id)?.controller_owner_ref(&())
-    }
-}
 
 /// Starts both directions; they end with `shutdown`. `seen` is shared with
 /// the runtime, for owner references.
@@ -59,7 +30,7 @@ pub fn spawn(
     api: Api<IcarusJob>,
     recorder: Recorder,
     store: Store,
-    seen: Seen,
+    seen: ResourceIndex,
     shutdown: CancellationToken,
 ) -> Vec<JoinHandle<()>> {
     vec![
@@ -78,7 +49,7 @@ pub fn spawn(
 async fn resources_into_store(
     api: Api<IcarusJob>,
     store: Store,
-    seen: Seen,
+    seen: ResourceIndex,
     shutdown: CancellationToken,
 ) {
     let mut events = watcher(api, watcher::Config::default()).boxed();
@@ -93,7 +64,7 @@ async fn resources_into_store(
             }
             Some(Ok(watcher::Event::Delete(resource))) => {
                 if let Ok(id) = job_id(&resource) {
-                    seen.map().remove(&id);
+                    seen.forget(id);
                     if let Err(error) = cancel_deleted(&store, id).await {
                         tracing::warn!(job = %id, %error, "a deleted IcarusJob's job could not be cancelled");
                     }
@@ -154,7 +125,7 @@ async fn cancel_deleted(store: &Store, id: JobId) -> Result<(), BridgeError> {
 /// Creates or updates the job for `resource`, retrying a lost compare-and-swap.
 async fn bring_into_store(
     store: &Store,
-    seen: &Seen,
+    seen: &ResourceIndex,
     resource: IcarusJob,
 ) -> Result<(), BridgeError> {
     let id = job_id(&resource)?;
@@ -186,7 +157,7 @@ async fn statuses_onto_resources(
     api: Api<IcarusJob>,
     recorder: Recorder,
     store: Store,
-    seen: Seen,
+    seen: ResourceIndex,
     shutdown: CancellationToken,
 ) {
     let mut events = store.subscribe();
@@ -218,7 +189,7 @@ async fn statuses_onto_resources(
         let job = match event {
             Ok(StoreEvent::JobWritten(job)) => job,
             Ok(StoreEvent::Transitioned { job, transition }) => {
-                let resource = seen.map().get(&job.id).cloned();
+                let resource = seen.get(job.id);
                 if let Some(resource) = resource {
                     announce(&recorder, &resource, &transition).await;
                 }
@@ -245,11 +216,11 @@ const STATUS_RETRY_INTERVAL: Duration = Duration::from_secs(2);
 async fn write_status_of(
     api: &Api<IcarusJob>,
     store: &Store,
-    seen: &Seen,
+    seen: &ResourceIndex,
     job: &Job,
     unwritten: &mut HashSet<JobId>,
 ) {
-    let resource = seen.map().get(&job.id).cloned();
+    let resource = seen.get(job.id);
     let Some(resource) = resource else { return };
     if let Err(error) = write_back(api, store, seen, &resource, job).await {
         tracing::warn!(job = %job.id, %error, "IcarusJob status not written; trying again shortly");
@@ -286,7 +257,7 @@ async fn announce(recorder: &Recorder, resource: &IcarusJob, transition: &Transi
 async fn write_back(
     api: &Api<IcarusJob>,
     store: &Store,
-    seen: &Seen,
+    seen: &ResourceIndex,
     resource: &IcarusJob,
     job: &Job,
 ) -> Result<(), BridgeError> {
@@ -354,7 +325,7 @@ mod tests {
             api,
             recorder,
             store.clone(),
-            Seen::default(),
+            ResourceIndex::default(),
             shutdown.clone(),
         );
 

@@ -5,7 +5,7 @@
 //! runs `icarus source-step` from the orchestrator's own image — the same
 //! `LocalGit` code as local mode — and its last output line is the outcome.
 //! What each step's Pod mounts, and which get the token, is in
-//! [`super::workloads`]: the repository claim always, the workspace claim
+//! [`crate::runtime::kubernetes::workloads`]: the repository claim always, the workspace claim
 //! as the step needs it (not at all for a publish).
 //!
 //! A Pod's claims are made before the Pod (a 409 means they exist): the
@@ -31,14 +31,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::Api;
 use kube::api::{DeleteParams, LogParams, PostParams};
 
-use super::claims::Claims;
-use super::observe::{terminated, unstartable};
-use super::runtime::{is_pending, job_labels, status_of};
-use super::sync::Seen;
-use super::workloads::{JobClaim, WorkloadSettings, git_claims, source_pod};
+use super::step::{SourceStep, StepOutcome};
 use crate::job::{JobId, JobSource};
-use crate::source::step::{SourceStep, StepOutcome};
+use crate::runtime::kubernetes::claims::Claims;
+use crate::runtime::kubernetes::observe::{terminated, unstartable};
+use crate::runtime::kubernetes::workloads::{JobClaim, WorkloadSettings, git_claims, source_pod};
+use crate::runtime::kubernetes::{is_pending, job_labels, status_of};
 use crate::source::{PublishRequest, Published, Result, Snapshot, SourceControl, SourceError};
+use crate::store::kubernetes::ResourceIndex;
 
 /// How often a running git Pod is looked at.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -51,7 +51,7 @@ pub struct PodSourceControl {
     pods: Api<Pod>,
     claims: Claims,
     /// The IcarusJobs jobs came from: the owners of their git Pods and claims.
-    owners: Seen,
+    owners: ResourceIndex,
     settings: WorkloadSettings,
 }
 
@@ -59,7 +59,7 @@ impl PodSourceControl {
     pub fn new(
         pods: Api<Pod>,
         claims: Api<PersistentVolumeClaim>,
-        owners: Seen,
+        owners: ResourceIndex,
         settings: WorkloadSettings,
     ) -> Self {
         PodSourceControl {
@@ -73,9 +73,12 @@ impl PodSourceControl {
     /// Runs `step` in a Pod (or adopts the one a previous run started),
     /// waits for it, reads its outcome and deletes it.
     async fn run(&self, job: JobId, step: SourceStep) -> Result<StepOutcome> {
-        let name = format!("icarus-{job}-git-{}", step.name());
+        let name = crate::names::git_step(job, step.name());
         let mut labels = job_labels(job);
-        labels.insert("icarus.dev/step".to_owned(), step.name().to_owned());
+        labels.insert(
+            crate::names::kubernetes::STEP.to_owned(),
+            step.name().to_owned(),
+        );
         // Owned like the job's other objects; not created before its owner is known.
         let owner = self.owners.owner_of(job).ok_or_else(|| {
             SourceError::Transient(format!("the IcarusJob of job {job} has not been seen yet"))
@@ -270,9 +273,9 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
+    use crate::cluster::crd::{IcarusJob, IcarusJobSpec};
+    use crate::cluster::mock_api::{self, ApiServer, api_error, expect};
     use crate::config::Config;
-    use crate::k8s::crd::{IcarusJob, IcarusJobSpec};
-    use crate::k8s::mock_api::{self, ApiServer, api_error, expect};
 
     const CLAIMS: &str = "/api/v1/namespaces/icarus/persistentvolumeclaims";
     const PODS: &str = "/api/v1/namespaces/icarus/pods";
@@ -282,7 +285,7 @@ mod tests {
         let (client, server) = mock_api::client();
         let mut resource = IcarusJob::new("add-logging", IcarusJobSpec::new("t"));
         resource.metadata.uid = Some(job.to_string());
-        let owners = Seen::default();
+        let owners = ResourceIndex::default();
         owners.remember(job, resource);
         let settings = WorkloadSettings::from_config(&Config::embedded_default().unwrap());
         let git = PodSourceControl::new(

@@ -7,7 +7,11 @@
 //! adopts it, and `restartPolicy: Never` means a finished agent never reruns.
 //! A Pod watch (kube-runtime) wakes the controller on every change, and so
 //! does a watch of the job's claims. Agents mount only the workspace claim;
-//! the repository claim is the git Pods' ([`super::source_pods`]).
+//! the repository claim is the git Pods' ([`crate::source::pods`]).
+
+pub mod claims;
+pub mod observe;
+pub mod workloads;
 
 use std::sync::Arc;
 
@@ -23,18 +27,17 @@ use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::claims::Claims;
-use super::crd::IcarusJob;
-pub(super) use super::objects::{JOB_ID, MANAGED_BY, job_labels, status_of};
-use super::observe::observe_pod;
-use super::sync::Seen;
-use super::workloads::{JobClaim, PodTarget, WorkloadSettings, pod};
+use crate::cluster::crd::IcarusJob;
+pub(crate) use crate::cluster::objects::{JOB_ID, MANAGED_BY, job_labels, status_of};
 use crate::job::JobId;
 use crate::job::workload::{ObservedWorkload, WorkloadKey, WorkloadState};
 use crate::runtime::{Result, Runtime, RuntimeError, WorkloadSpec};
+use crate::store::kubernetes::ResourceIndex;
+use claims::Claims;
+use observe::observe_pod;
+use workloads::{JobClaim, PodTarget, WorkloadSettings, pod};
 
-const ROLE: &str = "icarus.dev/role";
-const ATTEMPT: &str = "icarus.dev/attempt";
+use crate::names::kubernetes::{ATTEMPT, MANAGER, ROLE};
 const LOG_TAIL_LINES: i64 = 20;
 const KEPT_LOG_LINES: i64 = 10_000;
 const KEPT_LOG_BYTES: i64 = 1024 * 1024;
@@ -46,7 +49,7 @@ pub struct KubeRuntime {
     settings: WorkloadSettings,
     changes: broadcast::Sender<JobId>,
     /// The IcarusJobs jobs came from: their owners.
-    owners: Seen,
+    owners: ResourceIndex,
     /// Whether every object must have its owner (set by [`KubeRuntime::owned_by`]).
     owner_required: bool,
     /// Stops the Pod watch when the runtime is dropped.
@@ -64,7 +67,7 @@ impl KubeRuntime {
             claims: Claims::new(Api::namespaced(client, namespace), settings.clone()),
             settings,
             changes,
-            owners: Seen::default(),
+            owners: ResourceIndex::default(),
             owner_required: false,
             _watch: None,
         }
@@ -72,7 +75,7 @@ impl KubeRuntime {
 
     /// Makes each job's Pods and claim owned by the IcarusJob it came from,
     /// as the sync loops learn them: deleting the resource deletes them.
-    pub fn owned_by(mut self, owners: Seen) -> Self {
+    pub fn owned_by(mut self, owners: ResourceIndex) -> Self {
         self.owners = owners;
         self.owner_required = true;
         self
@@ -149,7 +152,7 @@ fn follow<K>(
         + Send
         + 'static,
 {
-    let config = watcher::Config::default().labels(&format!("{MANAGED_BY}=icarus"));
+    let config = watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGER}"));
     let mut events = watcher(api, config).boxed();
     tokio::spawn(async move {
         loop {
@@ -193,7 +196,7 @@ fn job_of(metadata: &ObjectMeta) -> Option<JobId> {
 }
 
 /// Not yet running: being scheduled (or refused by the scheduler), or pulling its image.
-pub(super) fn is_pending(pod: &Pod) -> bool {
+pub(crate) fn is_pending(pod: &Pod) -> bool {
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     matches!(phase, None | Some("Pending"))
 }
@@ -323,7 +326,7 @@ impl Runtime for KubeRuntime {
     }
 
     async fn owners(&self) -> Result<Vec<JobId>> {
-        let selector = format!("{MANAGED_BY}=icarus");
+        let selector = format!("{MANAGED_BY}={MANAGER}");
         let pods = self
             .pods
             .list(&ListParams::default().labels(&selector))
@@ -356,9 +359,9 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::cluster::mock_api::{self, ApiServer, api_error, expect};
     use crate::config::Config;
     use crate::job::Role;
-    use crate::k8s::mock_api::{self, ApiServer, api_error, expect};
 
     fn runtime() -> (KubeRuntime, ApiServer) {
         let (client, server) = mock_api::client();
@@ -585,12 +588,12 @@ mod tests {
 
     #[tokio::test]
     async fn mock_api_pods_of_a_job_from_an_icarusjob_are_owned_by_it() {
-        use crate::k8s::crd::{IcarusJob, IcarusJobSpec};
+        use crate::cluster::crd::{IcarusJob, IcarusJobSpec};
         let (runtime, mut server) = runtime();
         let job = JobId::new_random();
         let mut resource = IcarusJob::new("add-logging", IcarusJobSpec::new("t"));
         resource.metadata.uid = Some(job.to_string());
-        let owners = Seen::default();
+        let owners = ResourceIndex::default();
         owners.remember(job, resource);
         let runtime = runtime.owned_by(owners);
         let call = tokio::spawn(async move { runtime.start(&spec(job, Role::Builder)).await });

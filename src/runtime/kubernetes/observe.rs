@@ -1,13 +1,10 @@
-//! Reading the cluster in the planner's terms, and writing its answer back:
-//! a Pod becomes an [`ObservedWorkload`] (so the same planner decides), and a
-//! domain [`JobStatus`] becomes the IcarusJob's `.status` with conditions.
+//! Reading Pods in the planner's terms: a Pod becomes an [`ObservedWorkload`],
+//! so the same planner decides as for local mode's containers.
 
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
 use kube::ResourceExt;
 
-use super::crd::{AgentStatus, IcarusJobStatus, JobCondition};
 use crate::job::workload::{ObservedWorkload, Role, WorkloadState};
-use crate::job::{JobStatus, Phase};
 
 /// The agent a Pod runs, from its labels and state; `None` for a Pod that is
 /// not an agent's or is being deleted (as good as gone).
@@ -16,8 +13,11 @@ pub fn observe_pod(pod: &Pod) -> Option<ObservedWorkload> {
         return None;
     }
     let labels = pod.labels();
-    let role = Role::parse(labels.get("icarus.dev/role")?)?;
-    let attempt = labels.get("icarus.dev/attempt")?.parse().ok()?;
+    let role = Role::parse(labels.get(crate::names::kubernetes::ROLE)?)?;
+    let attempt = labels
+        .get(crate::names::kubernetes::ATTEMPT)?
+        .parse()
+        .ok()?;
     let status = pod.status.as_ref();
     let terminated = terminated(pod);
     let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
@@ -60,7 +60,7 @@ pub fn observe_pod(pod: &Pod) -> Option<ObservedWorkload> {
 }
 
 /// How the Pod's (only) container ended, once it has.
-pub(super) fn terminated(pod: &Pod) -> Option<&ContainerStateTerminated> {
+pub(crate) fn terminated(pod: &Pod) -> Option<&ContainerStateTerminated> {
     pod.status
         .as_ref()?
         .container_statuses
@@ -73,7 +73,7 @@ pub(super) fn terminated(pod: &Pod) -> Option<&ContainerStateTerminated> {
 }
 
 /// Why the kubelet cannot start the agent's container, if it cannot.
-pub(super) fn unstartable(pod: &Pod) -> Option<String> {
+pub(crate) fn unstartable(pod: &Pod) -> Option<String> {
     const HOPELESS: [&str; 4] = [
         "ErrImagePull",
         "ImagePullBackOff",
@@ -100,65 +100,6 @@ pub(super) fn unstartable(pod: &Pod) -> Option<String> {
                 .unwrap_or("the container cannot start")
         )
     })
-}
-
-/// The IcarusJob status for a domain status, keeping the conditions' last
-/// transition times when their status did not change.
-pub fn resource_status(
-    status: &JobStatus,
-    previous: Option<&IcarusJobStatus>,
-    generation: Option<i64>,
-    now: &str,
-) -> IcarusJobStatus {
-    let phase = status.phase;
-    let conditions = [
-        ("Building", phase == Phase::Building),
-        ("Checking", phase == Phase::Checking),
-        ("AwaitingApproval", phase == Phase::AwaitingApproval),
-        ("Ready", phase == Phase::Completed),
-        ("Failed", phase == Phase::Failed),
-    ]
-    .into_iter()
-    .map(|(kind, holds)| {
-        let value = if holds { "True" } else { "False" };
-        let kept_time = previous
-            .and_then(|p| p.conditions.iter().find(|c| c.kind == kind))
-            .filter(|c| c.status == value)
-            .map(|c| c.last_transition_time.clone());
-        JobCondition {
-            kind: kind.to_owned(),
-            status: value.to_owned(),
-            reason: status.reason.clone(),
-            message: if holds {
-                status.error_message.clone().unwrap_or_default()
-            } else {
-                String::new()
-            },
-            last_transition_time: kept_time.unwrap_or_else(|| now.to_owned()),
-        }
-    })
-    .collect();
-    IcarusJobStatus {
-        phase: Some(phase.to_string()),
-        reason: Some(status.reason.clone()),
-        message: status.error_message.clone(),
-        conditions,
-        builder: AgentStatus {
-            pod_name: status.builder.workload_id.clone(),
-            exit_code: status.builder.exit_code,
-        },
-        checker: AgentStatus {
-            pod_name: status.checker.workload_id.clone(),
-            exit_code: status.checker.exit_code,
-        },
-        attempt: Some(status.attempt),
-        base_commit: status.source.base_commit.clone(),
-        snapshot: status.source.snapshot.clone(),
-        branch: status.source.branch.clone(),
-        commit: status.source.commit.clone(),
-        pull_request_url: status.source.pull_request_url.clone(),
-        observed_generation: generation,
-    }
 }
 
 #[cfg(test)]
@@ -266,56 +207,11 @@ mod tests {
     }
 
     #[test]
-    fn conditions_follow_the_phase_and_keep_their_time_while_unchanged() {
-        let mut status = JobStatus::new_pending();
-        status.phase = Phase::Building;
-        status.reason = "Admitted".to_owned();
-        let first = resource_status(&status, None, Some(1), "t1");
-        let building = first
-            .conditions
-            .iter()
-            .find(|c| c.kind == "Building")
-            .unwrap();
-        assert_eq!(
-            (
-                building.status.as_str(),
-                building.last_transition_time.as_str()
-            ),
-            ("True", "t1")
-        );
-
-        let again = resource_status(&status, Some(&first), Some(1), "t2");
-        let building = again
-            .conditions
-            .iter()
-            .find(|c| c.kind == "Building")
-            .unwrap();
-        assert_eq!(
-            building.last_transition_time, "t1",
-            "unchanged, so not re-stamped"
-        );
-
-        status.phase = Phase::Failed;
-        status.error_message = Some("builder exited with code 3".to_owned());
-        let failed = resource_status(&status, Some(&again), Some(2), "t3");
-        let condition = failed
-            .conditions
-            .iter()
-            .find(|c| c.kind == "Failed")
-            .unwrap();
-        assert_eq!(condition.status, "True");
-        assert_eq!(condition.message, "builder exited with code 3");
-        assert_eq!(condition.last_transition_time, "t3");
-        assert_eq!(failed.phase.as_deref(), Some("failed"));
-        assert_eq!(failed.observed_generation, Some(2));
-    }
-
-    #[test]
     fn the_local_planner_decides_from_pods_as_it_does_from_containers() {
-        use crate::job::Job;
         use crate::job::admission::Admission;
         use crate::job::plan::{Action, Deadlines, PlanInput, plan};
         use crate::job::workload::{Observed, SnapshotTaken, SourceFacts};
+        use crate::job::{Job, Phase};
 
         let now = crate::job::fixtures::at(0);
         let job = Job::pending().in_phase(Phase::Building, now);

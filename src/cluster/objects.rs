@@ -5,13 +5,12 @@
 use std::collections::BTreeMap;
 
 use crate::job::JobId;
-
-pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-pub const JOB_ID: &str = "icarus.dev/job-id";
+use crate::names::kubernetes::MANAGER;
+pub use crate::names::kubernetes::{JOB as JOB_ID, MANAGED_BY};
 
 pub fn job_labels(job: JobId) -> BTreeMap<String, String> {
     BTreeMap::from([
-        (MANAGED_BY.to_owned(), "icarus".to_owned()),
+        (MANAGED_BY.to_owned(), MANAGER.to_owned()),
         (JOB_ID.to_owned(), job.to_string()),
     ])
 }

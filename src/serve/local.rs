@@ -1,0 +1,64 @@
+//! Local mode's composition root: agents as Docker containers, state in SQL,
+//! git on this host.
+
+use std::sync::Arc;
+
+use super::{Orchestrator, Parts, ServerError};
+use crate::config::{Config, MountType};
+use crate::runtime::{Runtime, RuntimeError};
+use crate::source::{GitLayout, LocalGit, RemoteCredentials, SnapshotLimits, SourceControl};
+
+/// Connects to the container engine and starts the orchestrator on it.
+pub async fn start(config: &Config) -> anyhow::Result<Orchestrator> {
+    let runtime = docker_runtime(config).await?;
+    Ok(start_on(config, runtime).await?)
+}
+
+/// Local mode's runtime: the Docker engine, with agents named after the
+/// database (whoever holds the jobs owns their agents).
+pub async fn docker_runtime(config: &Config) -> Result<Arc<dyn Runtime>, RuntimeError> {
+    let agents = &config.agents;
+    let mut managed_networks: Vec<String> = [&agents.builder, &agents.checker]
+        .iter()
+        .map(|agent| agent.network_mode.clone())
+        .filter(|mode| !crate::runtime::docker::is_builtin_network(mode))
+        .collect();
+    managed_networks.dedup();
+    let settings = crate::runtime::docker::DockerSettings {
+        mount_type: config.workspace.mount_type,
+        base_path: config.workspace.base_path.clone(),
+        instance: crate::runtime::instance_name(&config.database.url),
+        network: agents.builder.network_mode.clone(),
+        managed_networks,
+        sandbox: crate::runtime::docker::Sandbox {
+            user: agents.user.clone(),
+            pids_limit: i64::from(agents.pids_limit),
+        },
+    };
+    Ok(Arc::new(
+        crate::runtime::docker::DockerRuntime::connect(settings).await?,
+    ))
+}
+
+/// Starts the orchestrator on `runtime` (tests give a fake or a shared one).
+pub async fn start_on(
+    config: &Config,
+    runtime: Arc<dyn Runtime>,
+) -> Result<Orchestrator, ServerError> {
+    Orchestrator::start(config, Parts::local(config, runtime)).await
+}
+
+/// Git on this host, for workspaces that are host directories (`bind`).
+pub fn source_control(config: &Config) -> Arc<dyn SourceControl> {
+    let workspace = &config.workspace;
+    let layout = GitLayout::new(workspace.base_path.clone(), workspace.repositories_path());
+    let credentials = RemoteCredentials::new(config.publish.token(), config.publish.token_hosts());
+    let limits = SnapshotLimits {
+        max_bytes: workspace.snapshot_max_bytes,
+        max_files: workspace.snapshot_max_files,
+    };
+    Arc::new(
+        LocalGit::new(layout, workspace.mount_type == MountType::Bind, credentials)
+            .with_limits(limits),
+    )
+}
