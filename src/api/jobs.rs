@@ -55,7 +55,7 @@ pub async fn spawn(
             "Host resources are critical (sentinel RED); no new job is accepted now".to_owned(),
         ));
     }
-    let job = create(&state, Job::new(spec, timestamp_now())).await?;
+    let job = create(&state, spec).await?;
     tracing::info!(job = %job.id, submitter = %caller.name, "job created");
     let response = SpawnResponse {
         job_id: job.id.to_string(),
@@ -65,12 +65,15 @@ pub async fn spawn(
     Ok((StatusCode::CREATED, Json(response)))
 }
 
-/// Records the job upstream first, if there is an upstream, then in the store.
-async fn create(state: &AppState, job: Job) -> ApiResult<Job> {
+/// Records the job upstream first, if there is an upstream (which names
+/// it), then in the store.
+async fn create(state: &AppState, spec: JobSpec) -> ApiResult<Job> {
     let Some(upstream) = &state.upstream else {
+        let job = Job::new(spec, timestamp_now());
         return Ok(state.store.create_job(&job).await?);
     };
-    let job = upstream.create(job).await?;
+    let id = upstream.create(&spec).await?;
+    let job = Job::with_id(id, spec, timestamp_now());
     match state.store.create_job(&job).await {
         Ok(stored) => Ok(stored),
         // The resource watch may have brought the new job in first.

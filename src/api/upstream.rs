@@ -11,7 +11,7 @@
 
 use async_trait::async_trait;
 
-use crate::job::{Job, JobSpec};
+use crate::job::{Job, JobId, JobSpec};
 
 /// Why the upstream record refused or could not take a write.
 #[derive(Debug, thiserror::Error)]
@@ -30,8 +30,9 @@ pub enum UpstreamError {
 /// The first record of jobs' desired state, ahead of the job store.
 #[async_trait]
 pub trait Upstream: Send + Sync + 'static {
-    /// Records a new job there and returns it with the id the record gave it.
-    async fn create(&self, job: Job) -> Result<Job, UpstreamError>;
+    /// Records a new job there; the record names it, so the id it returns
+    /// is the job's one and only id.
+    async fn create(&self, spec: &JobSpec) -> Result<JobId, UpstreamError>;
 
     /// Records what changed in a job's spec from `previous` (a decision, a
     /// cancel request, a publish retry).

@@ -248,7 +248,7 @@ async fn mock_api_the_role_grants_exactly_the_calls_kubernetes_mode_makes() {
     seen.remember(job, resource.clone());
     let upstream = ResourceUpstream::new(api.clone(), seen);
     let mut submitted = Job::new(IcarusJobSpec::new("t").to_job_spec(Utc::now()), Utc::now());
-    let _ = upstream.create(submitted.clone()).await;
+    let _ = upstream.create(&submitted.spec).await;
     submitted.id = job;
     let previous = submitted.spec.clone();
     submitted.spec.cancel_requested = true;

@@ -155,7 +155,11 @@ pub struct SourceStatus {
 /// What is known about one agent of the current attempt.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct WorkloadStatus {
-    /// The runtime's id (Docker container id, Pod uid) once the workload was seen.
+    /// The workload's id in its runtime once it was seen: the Docker
+    /// container id, or the Pod's name (deterministic, so it is the handle
+    /// the Pod API takes). The REST API calls it `builder_container_id` /
+    /// `checker_container_id` (the original service's names), the
+    /// IcarusJob status `podName`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -270,8 +274,14 @@ pub const PUBLISH_FAILED: &str = "PublishFailed";
 impl Job {
     /// A freshly submitted job: pending, version 0 until the store writes it.
     pub fn new(spec: JobSpec, now: DateTime<Utc>) -> Self {
+        Job::with_id(JobId::new_random(), spec, now)
+    }
+
+    /// A new job under an id its first record gave it (in Kubernetes mode,
+    /// its IcarusJob's uid).
+    pub fn with_id(id: JobId, spec: JobSpec, now: DateTime<Utc>) -> Self {
         Job {
-            id: JobId::new_random(),
+            id,
             created_at: now,
             spec,
             status: JobStatus::new_pending(),

@@ -2,7 +2,7 @@
 //! `kubectl wait` and GitOps tools read.
 
 use crate::cluster::crd::{AgentStatus, IcarusJobStatus, JobCondition};
-use crate::job::{JobStatus, Phase};
+use crate::job::{JobStatus, Phase, WorkloadStatus};
 
 /// The IcarusJob status for a domain status, keeping the conditions' last
 /// transition times when their status did not change.
@@ -45,14 +45,8 @@ pub fn resource_status(
         reason: Some(status.reason.clone()),
         message: status.error_message.clone(),
         conditions,
-        builder: AgentStatus {
-            pod_name: status.builder.workload_id.clone(),
-            exit_code: status.builder.exit_code,
-        },
-        checker: AgentStatus {
-            pod_name: status.checker.workload_id.clone(),
-            exit_code: status.checker.exit_code,
-        },
+        builder: AgentStatus::from(&status.builder),
+        checker: AgentStatus::from(&status.checker),
         attempt: Some(status.attempt),
         base_commit: status.source.base_commit.clone(),
         snapshot: status.source.snapshot.clone(),
@@ -60,6 +54,15 @@ pub fn resource_status(
         commit: status.source.commit.clone(),
         pull_request_url: status.source.pull_request_url.clone(),
         observed_generation: generation,
+    }
+}
+
+impl From<&WorkloadStatus> for AgentStatus {
+    fn from(workload: &WorkloadStatus) -> Self {
+        AgentStatus {
+            pod_name: workload.workload_id.clone(),
+            exit_code: workload.exit_code,
+        }
     }
 }
 

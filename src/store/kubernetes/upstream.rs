@@ -57,18 +57,18 @@ impl ResourceUpstream {
 
 #[async_trait]
 impl Upstream for ResourceUpstream {
-    async fn create(&self, mut job: Job) -> Result<Job, UpstreamError> {
-        let resource = new_resource(&job.spec);
+    async fn create(&self, spec: &JobSpec) -> Result<JobId, UpstreamError> {
+        let resource = new_resource(spec);
         let created = self
             .api
             .create(&PostParams::default(), &resource)
             .await
             .map_err(upstream_error)?;
-        job.id = job_id(&created).map_err(|e| UpstreamError::Unavailable(e.to_string()))?;
+        let id = job_id(&created).map_err(|e| UpstreamError::Unavailable(e.to_string()))?;
         // Known at once to this replica's runtime: its objects get their owner.
-        self.seen.remember(job.id, created.clone());
-        tracing::info!(job = %job.id, name = ?created.metadata.name, "IcarusJob created for a REST spawn");
-        Ok(job)
+        self.seen.remember(id, created.clone());
+        tracing::info!(job = %id, name = ?created.metadata.name, "IcarusJob created for a REST spawn");
+        Ok(id)
     }
 
     async fn write_spec(&self, job: &Job, previous: &JobSpec) -> Result<(), UpstreamError> {
