@@ -77,13 +77,16 @@ impl KubernetesMode {
         };
         let recorder = kube::runtime::events::Recorder::new(self.client.clone(), reporter);
         let index = self.index.clone();
-        Box::new(move |store: Store, shutdown: CancellationToken| {
-            Box::pin(async move {
-                let loops = sync::spawn(api, recorder, store, index, shutdown);
-                // Both run until shutdown; either ending is the loop's end.
-                let _ = futures::future::select_all(loops).await;
-            })
-        })
+        LeaderLoop {
+            name: "IcarusJob sync",
+            run: Box::new(move |store: Store, shutdown: CancellationToken| {
+                Box::pin(async move {
+                    let loops = sync::spawn(api, recorder, store, index, shutdown);
+                    // Both run until shutdown; either ending is the loop's end.
+                    let _ = futures::future::select_all(loops).await;
+                })
+            }),
+        }
     }
 
     /// This mode's parts: the Lease decides who reconciles, the REST routes

@@ -228,9 +228,9 @@ impl Orchestrator {
             tasks.watch("notifier", notifier);
         }
         for leader_loop in leader_loops {
-            let run = leader_loop(store.clone(), shutdown.child_token());
+            let run = (leader_loop.run)(store.clone(), shutdown.child_token());
             tasks.spawn(
-                "IcarusJob sync",
+                leader_loop.name,
                 supervisor::when_leading(leadership.clone(), shutdown.child_token(), run),
             );
         }

@@ -17,9 +17,13 @@ use tokio_util::sync::CancellationToken;
 use super::ServerError;
 use crate::store::Store;
 
-/// A loop a mode adds, run once this replica leads: given the store and the
-/// shutdown token, the future of the whole loop.
-pub type LeaderLoop = Box<dyn FnOnce(Store, CancellationToken) -> BoxFuture<'static, ()> + Send>;
+/// A loop a mode adds, run once this replica leads.
+pub struct LeaderLoop {
+    /// How logs and errors name it.
+    pub name: &'static str,
+    /// Given the store and the shutdown token, the future of the whole loop.
+    pub run: Box<dyn FnOnce(Store, CancellationToken) -> BoxFuture<'static, ()> + Send>,
+}
 
 type Ended = (&'static str, Result<(), ServerError>);
 

@@ -437,3 +437,39 @@ async fn a_replica_that_does_not_lead_serves_the_api_but_reconciles_nothing_unti
     ));
     orchestrator.abort();
 }
+
+#[tokio::test]
+async fn a_loop_that_ends_before_shutdown_is_named_and_tells_the_process_to_go() {
+    use icarus::runtime::Runtime;
+    use icarus::serve::{LeaderLoop, Orchestrator, Parts, ServerError};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config =
+        crate::support::test_config(&format!("sqlite://{}/icarus.db", dir.path().display()));
+    config.workspace.base_path = dir.path().join("workspaces");
+    let runtime: std::sync::Arc<dyn Runtime> =
+        std::sync::Arc::new(icarus::runtime::fake::FakeRuntime::new());
+    let (leading, leadership) = tokio::sync::watch::channel(false);
+    let quitter = LeaderLoop {
+        name: "quitter",
+        run: Box::new(|_, _| Box::pin(async {})),
+    };
+    let parts = Parts {
+        leadership: Some(leadership),
+        leader_loops: vec![quitter],
+        ..Parts::local(&config, runtime)
+    };
+    let mut orchestrator = Orchestrator::start(&config, parts).await.unwrap();
+    // A follower runs no leader loop: nothing has ended yet.
+    let early = tokio::time::timeout(Duration::from_millis(300), orchestrator.wait_for_failure());
+    assert!(early.await.is_err(), "nothing ends while following");
+
+    leading.send_replace(true);
+    let ended = tokio::time::timeout(Duration::from_secs(10), orchestrator.wait_for_failure())
+        .await
+        .expect("the loop's end is seen");
+    assert!(
+        matches!(ended, Err(ServerError::TaskEnded("quitter"))),
+        "{ended:?}"
+    );
+    orchestrator.abort();
+}
