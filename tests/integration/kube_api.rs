@@ -3,8 +3,9 @@
 //! cluster can run here).
 //!
 //! It keeps objects as JSON and answers the REST calls Kubernetes mode makes
-//! (`src/k8s/`) the way an API server does, for the resources it uses: Pods
-//! (with `status` and `log`), PersistentVolumeClaims (with `status`),
+//! (`src/runtime/kubernetes`, `src/store/kubernetes`, `src/source/pods.rs`)
+//! the way an API server does, for the resources it uses: Pods (with
+//! `status` and `log`), PersistentVolumeClaims (with `status`),
 //! Leases, Events (`events.k8s.io/v1` and core), and IcarusJobs (with
 //! `status`). What it models:
 //!
