@@ -131,3 +131,83 @@ fn the_example_jobs_are_valid_icarus_jobs() {
         assert!(!job.spec.task.is_empty(), "{}", path.display());
     }
 }
+
+/// The configuration the Deployment runs with: the embedded default with
+/// the rendered ConfigMap laid over it, as `icarus serve --config` loads it.
+fn deployed_config(objects: &[Value]) -> icarus::config::Config {
+    let map = find(objects, "ConfigMap");
+    let text = map["data"]["config.yaml"].as_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, text).unwrap();
+    icarus::config::Config::load(Some(&path)).unwrap()
+}
+
+/// Where each volume of the orchestrator's container is mounted, with its
+/// volume's definition.
+fn mounts(objects: &[Value]) -> Vec<(String, Value)> {
+    let pod = &find(objects, "Deployment")["spec"]["template"]["spec"];
+    let volumes = pod["volumes"].as_sequence().unwrap();
+    pod["containers"][0]["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|mount| {
+            let volume = volumes
+                .iter()
+                .find(|v| v["name"] == mount["name"])
+                .unwrap()
+                .clone();
+            (mount["mountPath"].as_str().unwrap().to_owned(), volume)
+        })
+        .collect()
+}
+
+fn volume_holding<'a>(mounts: &'a [(String, Value)], path: &std::path::Path) -> &'a Value {
+    mounts
+        .iter()
+        .find(|(mount, _)| path.starts_with(mount))
+        .map(|(_, volume)| volume)
+        .unwrap_or_else(|| panic!("{} is on no volume", path.display()))
+}
+
+#[test]
+fn every_replica_reads_the_callback_key_from_one_secret_and_never_makes_its_own() {
+    let objects = rendered();
+    let config = deployed_config(&objects);
+    let key = config.callback_key_file();
+    let mounts = mounts(&objects);
+    let volume = volume_holding(&mounts, &key);
+    assert_eq!(
+        volume["secret"]["secretName"], "icarus-agent-key",
+        "{key:?}"
+    );
+    assert_eq!(key.file_name().unwrap(), "key");
+}
+
+#[test]
+fn what_the_orchestrator_writes_is_on_a_writable_volume_not_the_read_only_root() {
+    let objects = rendered();
+    let config = deployed_config(&objects);
+    let mounts = mounts(&objects);
+    for path in [config.workspace.base_path.clone(), "/tmp".into()] {
+        let volume = volume_holding(&mounts, &path);
+        assert!(
+            volume["emptyDir"].is_mapping(),
+            "{}: {volume:?}",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn a_disruption_budget_keeps_one_replica_through_a_drain() {
+    let objects = rendered();
+    let budget = find(&objects, "PodDisruptionBudget");
+    assert_eq!(budget["spec"]["minAvailable"], 1);
+    let deployment = find(&objects, "Deployment");
+    assert_eq!(
+        budget["spec"]["selector"]["matchLabels"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
+}
