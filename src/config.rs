@@ -141,6 +141,12 @@ pub struct AgentConfig {
     pub image_name: String,
     pub cpu_limit: f64,
     pub memory_limit: u64,
+    /// What a Pod requests of a node (Kubernetes mode), at most the limit;
+    /// absent: the limit. Lower lets a node run more jobs at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_request: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_request: Option<u64>,
     pub timeout_seconds: u64,
     pub network_mode: String,
 }
@@ -330,6 +336,15 @@ pub struct KubernetesConfig {
     /// HTTPS remotes; empty: none.
     #[serde(default)]
     pub git_credentials_secret: String,
+    /// How long a cancelled or deleted job's Pods get between SIGTERM and
+    /// SIGKILL. Short: an agent is disposable, and one running as PID 1
+    /// ignores SIGTERM, so Kubernetes' 30 s default only keeps it running.
+    #[serde(default = "default_termination_grace_seconds")]
+    pub termination_grace_seconds: u64,
+}
+
+fn default_termination_grace_seconds() -> u64 {
+    5
 }
 
 fn default_git_image() -> String {

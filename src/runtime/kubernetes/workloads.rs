@@ -61,6 +61,8 @@ pub struct WorkloadSettings {
     pub git_image: String,
     pub git_timeout_seconds: u64,
     pub git_credentials_secret: Option<String>,
+    /// SIGTERM → SIGKILL for every Pod (`kubernetes.termination_grace_seconds`).
+    pub termination_grace_seconds: u64,
     /// The hosts git Pods may send the token to (`publish.token_hosts()`).
     pub token_hosts: Vec<String>,
     /// How much of a workspace a snapshot records (`workspace.snapshot_max_*`).
@@ -83,6 +85,7 @@ impl WorkloadSettings {
             git_timeout_seconds: config.kubernetes.git_timeout_seconds,
             git_credentials_secret: Some(config.kubernetes.git_credentials_secret.clone())
                 .filter(|s| !s.is_empty()),
+            termination_grace_seconds: config.kubernetes.termination_grace_seconds,
             token_hosts: config.publish.token_hosts(),
             snapshot_limits: SnapshotLimits {
                 max_bytes: config.workspace.snapshot_max_bytes,
@@ -158,16 +161,18 @@ pub fn pod(
         Role::Builder => &settings.builder,
         Role::Checker => &settings.checker,
     };
-    let limits = BTreeMap::from([
-        (
-            "cpu".to_owned(),
-            Quantity(format!("{}m", (agent.cpu_limit * 1000.0).round() as i64)),
-        ),
-        (
-            "memory".to_owned(),
-            Quantity(agent.memory_limit.to_string()),
-        ),
-    ]);
+    let limits = resources(agent.cpu_limit, agent.memory_limit);
+    // Never above the limit: the API server refuses a request over it.
+    let requests = resources(
+        agent
+            .cpu_request
+            .unwrap_or(agent.cpu_limit)
+            .min(agent.cpu_limit),
+        agent
+            .memory_request
+            .unwrap_or(agent.memory_limit)
+            .min(agent.memory_limit),
+    );
     let container = Container {
         name: "agent".to_owned(),
         image: Some(
@@ -187,7 +192,7 @@ pub fn pod(
                 .collect(),
         ),
         resources: Some(ResourceRequirements {
-            requests: Some(limits.clone()),
+            requests: Some(requests),
             limits: Some(limits),
             ..ResourceRequirements::default()
         }),
@@ -424,6 +429,9 @@ fn confined_pod(
         containers: vec![container],
         restart_policy: Some("Never".to_owned()),
         active_deadline_seconds: Some(i64::try_from(deadline_seconds).unwrap_or(i64::MAX)),
+        termination_grace_period_seconds: Some(
+            i64::try_from(settings.termination_grace_seconds).unwrap_or(i64::MAX),
+        ),
         node_selector: Some(settings.node_selector.clone()).filter(|s| !s.is_empty()),
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
@@ -441,6 +449,17 @@ fn confined_pod(
         volumes: Some(volumes(claims)),
         ..PodSpec::default()
     }
+}
+
+/// CPUs and bytes as a Pod's resource quantities.
+fn resources(cpus: f64, memory: u64) -> BTreeMap<String, Quantity> {
+    BTreeMap::from([
+        (
+            "cpu".to_owned(),
+            Quantity(format!("{}m", (cpus * 1000.0).round() as i64)),
+        ),
+        ("memory".to_owned(), Quantity(memory.to_string())),
+    ])
 }
 
 /// A claim (a workspace or a repository) with the given metadata: the
@@ -806,6 +825,58 @@ mod tests {
             assert_eq!(claim.read_only, Some(read_only), "{role}");
             let mount = &spec.containers[0].volume_mounts.as_ref().unwrap()[0];
             assert_eq!(mount.read_only, Some(read_only), "{role}");
+        }
+    }
+
+    #[test]
+    fn a_pod_requests_its_limits_unless_a_lower_request_is_configured() {
+        let pod = agent_pod(Role::Builder, 1, &[], &settings());
+        let resources = pod.spec.unwrap().containers[0].resources.clone().unwrap();
+        assert_eq!(resources.requests, resources.limits);
+
+        let mut lower = settings();
+        lower.builder.cpu_request = Some(0.25);
+        lower.builder.memory_request = Some(256 << 20);
+        let pod = agent_pod(Role::Builder, 1, &[], &lower);
+        let resources = pod.spec.unwrap().containers[0].resources.clone().unwrap();
+        let requests = resources.requests.unwrap();
+        assert_eq!(requests["cpu"], Quantity("250m".to_owned()));
+        assert_eq!(requests["memory"], Quantity((256u64 << 20).to_string()));
+        assert_eq!(
+            resources.limits.unwrap()["cpu"],
+            Quantity("1000m".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_request_above_the_limit_is_held_to_the_limit() {
+        let mut greedy = settings();
+        greedy.checker.cpu_request = Some(8.0);
+        let pod = agent_pod(Role::Checker, 1, &[], &greedy);
+        let requests = pod.spec.unwrap().containers[0]
+            .resources
+            .clone()
+            .unwrap()
+            .requests
+            .unwrap();
+        assert_eq!(requests["cpu"], Quantity("500m".to_owned()));
+    }
+
+    #[test]
+    fn every_pod_is_stopped_within_the_configured_grace_not_kubernetes_30_s() {
+        let mut settings = settings();
+        assert_eq!(settings.termination_grace_seconds, 5, "the default");
+        settings.termination_grace_seconds = 2;
+        let agent = agent_pod(Role::Builder, 1, &[], &settings).spec.unwrap();
+        assert_eq!(agent.termination_grace_period_seconds, Some(2));
+        for step in [checkout(), snapshot(), publish()] {
+            let git = git_pod(&step, &settings);
+            assert_eq!(
+                git.termination_grace_period_seconds,
+                Some(2),
+                "{}",
+                step.name()
+            );
         }
     }
 
