@@ -6,7 +6,8 @@
 //! observed, with conditions as Kubernetes tools expect them. The schema,
 //! including its validation, comes from these types (`icarus crd`).
 
-use kube::CustomResource;
+use kube::core::Rule;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -15,8 +16,11 @@ use crate::job::{ApprovalDecision, JobSource, JobSpec};
 /// A container image reference: `[registry[:port]/]name[:tag][@digest]`.
 pub const IMAGE_PATTERN: &str = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$";
 
-/// What the user asked for.
-#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// What the user asked for. The task, path, images and source are fixed at
+/// creation; the approval, the cancel and a publish retry are written later.
+// The API server refuses a change to what is fixed (CEL transition rules)
+// rather than accepting an edit the controller would never act on.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[kube(
     group = "icarus.dev",
     version = "v1alpha1",
@@ -29,6 +33,11 @@ pub const IMAGE_PATTERN: &str = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9
     printcolumn = r#"{"name":"Checker","type":"string","jsonPath":".status.checker.podName"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
+#[x_kube(validation = immutable("task"))]
+#[x_kube(validation = immutable("projectPath"))]
+#[x_kube(validation = immutable("builderImage"))]
+#[x_kube(validation = immutable("checkerImage"))]
+#[x_kube(validation = immutable("source"))]
 #[serde(rename_all = "camelCase")]
 pub struct IcarusJobSpec {
     /// What the builder should do.
@@ -60,6 +69,17 @@ pub struct IcarusJobSpec {
     #[serde(default, skip_serializing_if = "is_zero")]
     #[schemars(with = "i32", range(min = 0))]
     pub publish_requests: u32,
+}
+
+/// The rule that `field` of the spec keeps the value (or the absence) it
+/// was created with.
+fn immutable(field: &str) -> Rule {
+    Rule::new(format!(
+        "has(self.{field}) == has(oldSelf.{field}) && (!has(self.{field}) || self.{field} == oldSelf.{field})"
+    ))
+    .message(
+        format!("spec.{field} cannot change after creation: create a new IcarusJob").as_str(),
+    )
 }
 
 fn is_zero(value: &u32) -> bool {
@@ -203,6 +223,67 @@ mod tests {
         assert!(
             checked_in == crd_yaml(),
             "crds/icarusjob.yaml is stale: run `cargo run -- crd > crds/icarusjob.yaml`"
+        );
+    }
+
+    fn created(spec: IcarusJobSpec) -> IcarusJob {
+        IcarusJob::new("add-logging", spec)
+    }
+
+    fn update_refused(old: &IcarusJob, new: &IcarusJob) -> Option<String> {
+        kube::core::cel::validate_cel_update(new, old)
+            .err()
+            .map(|errors| errors.to_string())
+    }
+
+    #[test]
+    fn what_a_job_is_cannot_change_after_creation() {
+        let source = JobSource {
+            repository: "https://github.com/acme/api.git".to_owned(),
+            reference: None,
+        };
+        let old = created(IcarusJobSpec {
+            builder_image: Some("icarus-builder:1".to_owned()),
+            source: Some(source.clone()),
+            ..IcarusJobSpec::new("Add logging")
+        });
+        let edits: [(&str, fn(&mut IcarusJobSpec)); 5] = [
+            ("task", |s| s.task = "Delete everything".to_owned()),
+            ("projectPath", |s| s.project_path = "/elsewhere".to_owned()),
+            ("builderImage", |s| s.builder_image = None),
+            ("checkerImage", |s| {
+                s.checker_image = Some("evil:1".to_owned())
+            }),
+            ("source", |s| {
+                s.source.as_mut().unwrap().repository = "https://evil.example/x.git".to_owned()
+            }),
+        ];
+        for (field, edit) in edits {
+            let mut new = old.clone();
+            edit(&mut new.spec);
+            let refused = update_refused(&old, &new).unwrap_or_else(|| panic!("{field} changed"));
+            assert!(
+                refused.contains(&format!("spec.{field} cannot change")),
+                "{refused}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_decisions_are_written_after_creation() {
+        let old = created(IcarusJobSpec::new("Add logging"));
+        let mut new = old.clone();
+        new.spec.approval = Some(ApprovalSpec {
+            approved: true,
+            comment: "LGTM".to_owned(),
+            snapshot: None,
+        });
+        new.spec.cancel = true;
+        new.spec.publish_requests = 1;
+        assert_eq!(update_refused(&old, &new), None);
+        assert!(
+            kube::core::cel::validate_cel(&new).is_ok(),
+            "creation rules"
         );
     }
 
