@@ -247,7 +247,8 @@ mod tests {
             source: Some(source.clone()),
             ..IcarusJobSpec::new("Add logging")
         });
-        let edits: [(&str, fn(&mut IcarusJobSpec)); 5] = [
+        type Edit = fn(&mut IcarusJobSpec);
+        let edits: [(&str, Edit); 5] = [
             ("task", |s| s.task = "Delete everything".to_owned()),
             ("projectPath", |s| s.project_path = "/elsewhere".to_owned()),
             ("builderImage", |s| s.builder_image = None),
