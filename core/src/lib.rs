@@ -5,8 +5,9 @@
 //!
 //! - [`job`]: the domain (`JobSpec` = desired state, `JobStatus` = observed),
 //!   phases, the reasons a job is where it is ([`job::reason`]), what the
-//!   controller observes of workloads ([`job::workload`]), admission ([`job::admission`]) and the pure
-//!   planner ([`job::plan`]), specified by property tests.
+//!   controller observes of workloads ([`job::workload`]), admission
+//!   ([`job::admission`]) and the pure planner ([`job::plan`]), specified by
+//!   property tests.
 //!
 //! - [`names`]: the names and labels of every object Icarus makes.
 //!
