@@ -4,9 +4,10 @@
 //! the controller) is an adapter around it, in the `icarus` crate.
 //!
 //! - [`job`]: the domain (`JobSpec` = desired state, `JobStatus` = observed),
-//!   phases, what the controller observes of workloads
-//!   ([`job::workload`]), admission ([`job::admission`]) and the pure
-//!   planner ([`job::plan`]), specified by property tests.
+//!   phases, the reasons a job is where it is ([`job::reason`]), what the
+//!   controller observes of workloads ([`job::workload`]), admission
+//!   ([`job::admission`]) and the pure planner ([`job::plan`]), specified by
+//!   property tests.
 //!
 //! - [`names`]: the names and labels of every object Icarus makes.
 //!

@@ -153,7 +153,7 @@ impl From<&Job> for JobStatusResponse {
             created_at: job.created_at,
             completed_at: status.times.finished_at,
             error_message: status.error_message.clone(),
-            reason: status.reason.clone(),
+            reason: status.reason.to_string(),
             project_path: job.spec.project_path.clone(),
             builder_image: job.spec.builder_image.clone(),
             checker_image: job.spec.checker_image.clone(),
@@ -274,7 +274,7 @@ impl From<JobEvent> for EventView {
         EventView {
             from: event.from,
             to: event.to,
-            reason: event.reason,
+            reason: event.reason.to_string(),
             message: event.message,
             resource_version: event.resource_version,
             created_at: event.created_at,

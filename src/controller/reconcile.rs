@@ -40,10 +40,10 @@ pub async fn reconcile(context: &Context, id: JobId) -> Result<Option<Duration>,
         Phase::Pending => admit(context, &job).await?,
         _ => Admission::Admitted,
     };
-    let mut plan = make_plan(context, &job, &observed, admission);
+    let mut plan = make_plan(context, &job, &observed, &admission);
     if plan.fails_for_a_vanished_agent() && context.runtime.owner_gone(id).await? {
         observed.owner_gone = true;
-        plan = make_plan(context, &job, &observed, admission);
+        plan = make_plan(context, &job, &observed, &admission);
     }
     // Some actions report what they found (a checkout's base, a pushed
     // commit, a start that can never work); the planner then decides again
@@ -56,7 +56,7 @@ pub async fn reconcile(context: &Context, id: JobId) -> Result<Option<Duration>,
             break;
         };
         fact.teach(&mut observed);
-        plan = make_plan(context, &job, &observed, admission);
+        plan = make_plan(context, &job, &observed, &admission);
     }
     record(context, job, plan).await
 }
@@ -68,7 +68,7 @@ const LOOK_AGAIN_AFTER_ACTING: Duration = Duration::from_millis(100);
 /// ahead: the actions that can report a fact.
 const MAX_REPLANS: usize = 6;
 
-fn make_plan(context: &Context, job: &Job, observed: &Observed, admission: Admission) -> Plan {
+fn make_plan(context: &Context, job: &Job, observed: &Observed, admission: &Admission) -> Plan {
     plan::plan(&PlanInput {
         job,
         observed,

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::job::{Phase, Role};
+use crate::job::{Phase, Reason, Role};
 
 /// Which jobs to list: newest first, at most `limit`, optionally one phase only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +35,7 @@ pub struct AuditRecord {
 pub struct JobEvent {
     pub from: Option<Phase>,
     pub to: Phase,
-    pub reason: String,
+    pub reason: Reason,
     pub message: Option<String>,
     pub resource_version: i64,
     pub created_at: DateTime<Utc>,

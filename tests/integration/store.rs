@@ -2,7 +2,7 @@
 
 use chrono::TimeDelta;
 use icarus::job::plan::Transition;
-use icarus::job::{Phase, Role};
+use icarus::job::{Phase, Reason, Role};
 use icarus::store::{
     AgentReport, AuditRecord, JobFilter, ReportOutcome, Store, StoreError, StoreEvent,
     TelemetrySample,
@@ -67,7 +67,7 @@ async fn creating_a_job_logs_its_first_event(store: Store) {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].from, None);
     assert_eq!(events[0].to, Phase::Pending);
-    assert_eq!(events[0].reason, "Created");
+    assert_eq!(events[0].reason, Reason::Created);
 }
 
 async fn a_write_bumps_the_version_and_logs_the_transition(store: Store) {
@@ -76,7 +76,7 @@ async fn a_write_bumps_the_version_and_logs_the_transition(store: Store) {
     let transition = Transition {
         from: Phase::Pending,
         to: Phase::Building,
-        reason: "Admitted".to_owned(),
+        reason: Reason::Admitted,
         message: Some("slot free".to_owned()),
     };
     let written = store.update_job(&job, Some(&transition)).await.unwrap();

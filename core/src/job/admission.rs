@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{JobId, Phase};
+use super::{JobId, Phase, Reason};
 
 /// Host load, as the sentinel classifies it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,11 +19,11 @@ pub enum LoadLevel {
 }
 
 /// The answer for one pending job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
     Admitted,
-    /// Not now; the text becomes the pending job's status reason.
-    Waiting(&'static str),
+    /// Not now, for this reason, which becomes the pending job's status reason.
+    Waiting(Reason),
 }
 
 /// The facts admission needs about one unfinished job.
@@ -45,12 +45,12 @@ pub fn admit(
     load: LoadLevel,
 ) -> Admission {
     if load != LoadLevel::Green {
-        return Admission::Waiting("HostBusy");
+        return Admission::Waiting(Reason::HostBusy);
     }
     let active = unfinished.iter().filter(|e| e.phase.is_active()).count();
     let free_slots = max_active.saturating_sub(active);
     if free_slots == 0 {
-        return Admission::Waiting("ConcurrencyLimit");
+        return Admission::Waiting(Reason::ConcurrencyLimit);
     }
     let mut pending: Vec<&QueueEntry> = unfinished
         .iter()
@@ -60,7 +60,7 @@ pub fn admit(
     let position = pending.iter().position(|e| e.id == candidate);
     match position {
         Some(position) if position < free_slots => Admission::Admitted,
-        _ => Admission::Waiting("QueuedBehindOlderJobs"),
+        _ => Admission::Waiting(Reason::QueuedBehindOlderJobs),
     }
 }
 
@@ -95,7 +95,7 @@ mod tests {
         ];
         assert_eq!(
             admit(queue[2].id, &queue, 2, LoadLevel::Green),
-            Admission::Waiting("ConcurrencyLimit")
+            Admission::Waiting(Reason::ConcurrencyLimit)
         );
     }
 
@@ -112,7 +112,7 @@ mod tests {
         );
         assert_eq!(
             admit(queue[1].id, &queue, 2, LoadLevel::Green),
-            Admission::Waiting("QueuedBehindOlderJobs")
+            Admission::Waiting(Reason::QueuedBehindOlderJobs)
         );
     }
 
@@ -122,7 +122,7 @@ mod tests {
         for load in [LoadLevel::Yellow, LoadLevel::Red] {
             assert_eq!(
                 admit(job.id, &[job], 2, load),
-                Admission::Waiting("HostBusy")
+                Admission::Waiting(Reason::HostBusy)
             );
         }
     }

@@ -9,6 +9,7 @@
 pub mod admission;
 pub mod phase;
 pub mod plan;
+pub mod reason;
 pub mod workload;
 
 use std::fmt;
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use phase::Phase;
+pub use reason::Reason;
 pub use workload::{ObservedWorkload, Role, WorkloadState};
 
 /// The current time at the precision every store keeps (microseconds), so a
@@ -187,7 +189,8 @@ pub struct PhaseTimes {
 pub struct JobStatus {
     pub phase: Phase,
     /// A short machine-readable cause of the last transition (`Admitted`, `BuilderFailed`...).
-    pub reason: String,
+    #[schemars(with = "String")]
+    pub reason: Reason,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_message: Option<String>,
     #[serde(default)]
@@ -206,7 +209,7 @@ impl JobStatus {
     pub fn new_pending() -> Self {
         JobStatus {
             phase: Phase::Pending,
-            reason: "Created".to_owned(),
+            reason: Reason::Created,
             error_message: None,
             times: PhaseTimes::default(),
             builder: WorkloadStatus::default(),
@@ -264,12 +267,9 @@ pub enum TransitionError {
     NotPublishFailed {
         id: JobId,
         phase: Phase,
-        reason: String,
+        reason: Reason,
     },
 }
-
-/// The reason of a job that failed to publish, the one state a retry leaves.
-pub const PUBLISH_FAILED: &str = "PublishFailed";
 
 impl Job {
     /// A freshly submitted job: pending, version 0 until the store writes it.
@@ -355,7 +355,7 @@ impl Job {
     /// workspace and its commit were kept, so nothing is redone but the push.
     pub fn request_publish_retry(&self) -> Result<JobSpec, TransitionError> {
         let failed_to_publish =
-            self.status.phase == Phase::Failed && self.status.reason == PUBLISH_FAILED;
+            self.status.phase == Phase::Failed && self.status.reason == Reason::PublishFailed;
         let already_asked = self.spec.publish_requests > self.status.source.publish_requests_seen;
         if !failed_to_publish || already_asked {
             return Err(TransitionError::NotPublishFailed {
@@ -455,6 +455,49 @@ mod tests {
         let id = JobId::new_random();
         assert_eq!(id.to_string().parse::<JobId>().unwrap(), id);
         assert!("not-a-uuid".parse::<JobId>().is_err());
+    }
+
+    #[test]
+    fn a_status_with_a_reason_this_version_does_not_know_loads_and_keeps_it() {
+        let mut written = serde_json::to_value(JobStatus::new_pending()).unwrap();
+        written["reason"] = "ReasonOfANewerVersion".into();
+        let status: JobStatus = serde_json::from_value(written.clone()).unwrap();
+        assert!(
+            matches!(&status.reason, Reason::Unrecognized(text) if text.as_str() == "ReasonOfANewerVersion")
+        );
+        assert_eq!(serde_json::to_value(&status).unwrap(), written);
+    }
+
+    #[test]
+    fn a_status_reason_is_a_string_in_the_schema() {
+        let schema = schemars::schema_for!(JobStatus);
+        let reason = &schema.as_value()["properties"]["reason"];
+        assert_eq!(reason["type"], "string", "{reason}");
+    }
+
+    #[test]
+    fn only_a_failed_publish_can_publish_again() {
+        let failed = Job::pending().in_phase(Phase::Failed, at(1));
+        let mut publish_failed = failed.clone();
+        publish_failed.status.reason = Reason::PublishFailed;
+        assert_eq!(
+            publish_failed
+                .request_publish_retry()
+                .unwrap()
+                .publish_requests,
+            1
+        );
+        let err = failed.request_publish_retry().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TransitionError::NotPublishFailed {
+                    reason: Reason::Created,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]

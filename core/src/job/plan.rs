@@ -17,7 +17,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::admission::Admission;
 use super::workload::{Observed, ObservedWorkload, Role, SnapshotTaken, WorkloadState};
-use super::{Job, JobStatus, PUBLISH_FAILED, Phase};
+use super::{Job, JobStatus, Phase, Reason};
 
 /// How long agents and jobs may run. Measured from the start of the phase
 /// (an agent's deadline) or from the start of building (the job's deadline);
@@ -44,7 +44,7 @@ pub struct PlanInput<'a> {
     pub job: &'a Job,
     pub observed: &'a Observed,
     /// Consulted only for a pending job.
-    pub admission: Admission,
+    pub admission: &'a Admission,
     pub deadlines: &'a Deadlines,
     pub now: DateTime<Utc>,
 }
@@ -82,7 +82,7 @@ pub enum Action {
 pub struct Transition {
     pub from: Phase,
     pub to: Phase,
-    pub reason: String,
+    pub reason: Reason,
     pub message: Option<String>,
 }
 
@@ -97,9 +97,6 @@ pub struct Plan {
     pub requeue_after: Option<Duration>,
 }
 
-/// The end of the reason of a job failed because an agent disappeared.
-const VANISHED: &str = "Vanished";
-
 impl Plan {
     /// Whether this plan fails the job because an agent disappeared: the
     /// one decision that depends on whether the job's record still exists
@@ -107,7 +104,7 @@ impl Plan {
     pub fn fails_for_a_vanished_agent(&self) -> bool {
         self.transition
             .as_ref()
-            .is_some_and(|t| t.to == Phase::Failed && t.reason.ends_with(VANISHED))
+            .is_some_and(|t| t.to == Phase::Failed && matches!(t.reason, Reason::Vanished(_)))
     }
 }
 
@@ -139,14 +136,14 @@ fn decide(input: &PlanInput<'_>) -> (JobStatus, Option<Transition>) {
     if job.spec.cancel_requested {
         next.move_to(
             Phase::Cancelled,
-            "CancelRequested",
+            Reason::CancelRequested,
             Some("cancelled on request".to_owned()),
         );
         return next.finish();
     }
     if input.observed.owner_gone {
         let message = "its IcarusJob was deleted".to_owned();
-        next.move_to(Phase::Cancelled, "ResourceDeleted", Some(message));
+        next.move_to(Phase::Cancelled, Reason::ResourceDeleted, Some(message));
         return next.finish();
     }
     match phase {
@@ -174,21 +171,21 @@ fn fail_if_unstartable(next: &mut Next, input: &PlanInput<'_>) {
         .filter(|f| f.role == role)
     {
         let message = format!("{role} could not be started: {}", failure.message);
-        next.fail(format!("{}StartFailed", role.reason_prefix()), message);
+        next.fail(Reason::StartFailed(role), message);
     }
 }
 
-fn decide_pending(next: &mut Next, admission: Admission) {
+fn decide_pending(next: &mut Next, admission: &Admission) {
     match admission {
-        Admission::Admitted => next.move_to(Phase::Building, "Admitted", None),
-        Admission::Waiting(reason) => next.status.reason = reason.to_owned(),
+        Admission::Admitted => next.move_to(Phase::Building, Reason::Admitted, None),
+        Admission::Waiting(reason) => next.status.reason = reason.clone(),
     }
 }
 
 /// A failed publish that the user asked to try again (spec counter ahead of status).
 fn publish_retry_requested(job: &Job) -> bool {
     job.status.phase == Phase::Failed
-        && job.status.reason == PUBLISH_FAILED
+        && job.status.reason == Reason::PublishFailed
         && job.spec.publish_requests > job.status.source.publish_requests_seen
 }
 
@@ -210,14 +207,14 @@ fn decide_agent(next: &mut Next, input: &PlanInput<'_>, role: Role) {
         } else {
             if let Some(error) = &facts.failure {
                 let message = format!("the source could not be checked out: {error}");
-                next.fail("SourceCheckoutFailed".to_owned(), message);
+                next.fail(Reason::SourceCheckoutFailed, message);
             }
             return;
         }
     }
     if let Some(error) = input.observed.reports.error_of(role) {
         next.fail(
-            format!("{}ReportedError", role.reason_prefix()),
+            Reason::ReportedError(role),
             format!("{role} reported an error: {error}"),
         );
         return;
@@ -226,7 +223,7 @@ fn decide_agent(next: &mut Next, input: &PlanInput<'_>, role: Role) {
     let Some(workload) = find(&input.observed.workloads, role, attempt) else {
         if let Some(id) = &next.status.workload(role).workload_id {
             let message = format!("{role} workload {id} disappeared before it finished");
-            next.fail(format!("{}{VANISHED}", role.reason_prefix()), message);
+            next.fail(Reason::Vanished(role), message);
         }
         return;
     };
@@ -249,24 +246,24 @@ fn decide_exit(
     oom_killed: bool,
 ) {
     let role = workload.role;
-    let prefix = role.reason_prefix();
     if oom_killed {
         let message =
             format!("{role} was killed for running out of memory (exit code {exit_code})");
-        next.fail(
-            format!("{prefix}OOMKilled"),
-            with_log_tail(message, workload),
-        );
+        next.fail(Reason::OomKilled(role), with_log_tail(message, workload));
     } else if exit_code != 0 {
         let message = format!("{role} exited with code {exit_code}");
-        next.fail(format!("{prefix}Failed"), with_log_tail(message, workload));
+        next.fail(Reason::Failed(role), with_log_tail(message, workload));
     } else if role == Role::Builder {
         decide_builder_success(next, input);
     } else if input.observed.reports.audit_report_received {
-        next.move_to(Phase::AwaitingApproval, "CheckerSucceeded", None);
+        next.move_to(
+            Phase::AwaitingApproval,
+            Reason::Succeeded(Role::Checker),
+            None,
+        );
     } else {
         let message = "checker exited with code 0 without posting an audit report".to_owned();
-        next.fail("CheckerReportMissing".to_owned(), message);
+        next.fail(Reason::CheckerReportMissing, message);
     }
 }
 
@@ -279,12 +276,12 @@ fn decide_builder_success(next: &mut Next, input: &PlanInput<'_>) {
             if let SnapshotTaken::Tree(tree) = taken {
                 next.status.source.snapshot = Some(tree.clone());
             }
-            next.move_to(Phase::Checking, "BuilderSucceeded", None);
+            next.move_to(Phase::Checking, Reason::Succeeded(Role::Builder), None);
         }
         None => {
             if let Some(error) = &facts.failure {
                 let message = format!("the builder's work could not be recorded: {error}");
-                next.fail("SnapshotFailed".to_owned(), message);
+                next.fail(Reason::SnapshotFailed, message);
             }
         }
     }
@@ -315,12 +312,16 @@ fn with_log_tail(message: String, workload: &ObservedWorkload) -> String {
 fn decide_approved(next: &mut Next, input: &PlanInput<'_>) {
     if input.job.spec.source.is_none() {
         let message = "approved; the job has no source repository, so nothing was published and the workspace is kept";
-        next.move_to(Phase::Completed, "Completed", Some(message.to_owned()));
+        next.move_to(
+            Phase::Completed,
+            Reason::Completed,
+            Some(message.to_owned()),
+        );
         return;
     }
     if input.job.status.source.snapshot.is_none() {
         let message = "approved, but no snapshot of the builder's work was recorded, so there is nothing to publish";
-        next.fail("SnapshotMissing".to_owned(), message.to_owned());
+        next.fail(Reason::SnapshotMissing, message.to_owned());
         return;
     }
     let facts = &input.observed.source;
@@ -336,13 +337,13 @@ fn decide_approved(next: &mut Next, input: &PlanInput<'_>) {
             Some(Err(error)) => message.push_str(&format!("; no pull request: {error}")),
             None => {}
         }
-        next.move_to(Phase::Completed, "Published", Some(message));
+        next.move_to(Phase::Completed, Reason::Published, Some(message));
     } else if let Some(error) = &facts.failure {
         let message = format!(
             "publishing failed: {error}; the workspace and its commit are kept (POST /jobs/{}/publish to try again)",
             input.job.id
         );
-        next.fail(PUBLISH_FAILED.to_owned(), message);
+        next.fail(Reason::PublishFailed, message);
     }
 }
 
@@ -352,14 +353,14 @@ fn decide_awaiting_approval(next: &mut Next, job: &Job) {
     };
     // A decision about another snapshot is not a decision about this one.
     if decision.snapshot.is_some() && decision.snapshot != job.status.source.snapshot {
-        next.status.reason = "SnapshotMismatch".to_owned();
+        next.status.reason = Reason::SnapshotMismatch;
         return;
     }
     let comment = Some(decision.comment.clone()).filter(|c| !c.is_empty());
     if decision.approved {
-        next.move_to(Phase::Approved, "Approved", comment);
+        next.move_to(Phase::Approved, Reason::Approved, comment);
     } else {
-        next.move_to(Phase::Rejected, "Rejected", comment);
+        next.move_to(Phase::Rejected, Reason::Rejected, comment);
     }
 }
 
@@ -369,7 +370,7 @@ fn deadline_passed(
     deadlines: &Deadlines,
     role: Role,
     now: DateTime<Utc>,
-) -> Option<(String, String)> {
+) -> Option<(Reason, String)> {
     if let Some(started) = status.times.building_at
         && now >= started + deadlines.job
     {
@@ -377,13 +378,13 @@ fn deadline_passed(
             "job exceeded its deadline of {} s",
             deadlines.job.num_seconds()
         );
-        return Some(("JobTimedOut".to_owned(), message));
+        return Some((Reason::JobTimedOut, message));
     }
     let phase_started = phase_start(status, role)?;
     let limit = deadlines.of(role);
     (now >= phase_started + limit).then(|| {
         let message = format!("{role} exceeded its deadline of {} s", limit.num_seconds());
-        (format!("{}TimedOut", role.reason_prefix()), message)
+        (Reason::TimedOut(role), message)
     })
 }
 
@@ -527,7 +528,7 @@ impl Next {
         }
     }
 
-    fn move_to(&mut self, to: Phase, reason: &str, message: Option<String>) {
+    fn move_to(&mut self, to: Phase, reason: Reason, message: Option<String>) {
         // Two moves in one plan (admitted, then unstartable) are one transition.
         let from = self
             .transition
@@ -548,23 +549,23 @@ impl Next {
             self.status.error_message = message.clone();
         }
         self.status.phase = to;
-        self.status.reason = reason.to_owned();
+        self.status.reason = reason.clone();
         self.transition = Some(Transition {
             from,
             to,
-            reason: reason.to_owned(),
+            reason,
             message,
         });
     }
 
-    fn fail(&mut self, reason: String, message: String) {
-        self.move_to(Phase::Failed, &reason, Some(message));
+    fn fail(&mut self, reason: Reason, message: String) {
+        self.move_to(Phase::Failed, reason, Some(message));
     }
 
     /// The one way out of a terminal phase: a failed publish, asked to try
     /// again, goes back to `approved` with its error cleared.
     fn retry_publish(&mut self, requests: u32) {
-        self.move_to(Phase::Approved, "PublishRetried", None);
+        self.move_to(Phase::Approved, Reason::PublishRetried, None);
         self.status.error_message = None;
         self.status.times.finished_at = None;
         self.status.source.publish_requests_seen = requests;

@@ -27,14 +27,6 @@ impl Role {
         }
     }
 
-    /// CamelCase prefix for status reasons (`BuilderFailed`, `CheckerTimedOut`).
-    pub fn reason_prefix(self) -> &'static str {
-        match self {
-            Role::Builder => "Builder",
-            Role::Checker => "Checker",
-        }
-    }
-
     pub fn parse(text: &str) -> Option<Role> {
         Role::ALL.into_iter().find(|role| role.as_str() == text)
     }

@@ -231,7 +231,7 @@ mod tests {
         let next = plan(&PlanInput {
             job: &job,
             observed: &observed,
-            admission: Admission::Admitted,
+            admission: &Admission::Admitted,
             deadlines: &deadlines,
             now,
         });

@@ -164,7 +164,7 @@ mod tests {
 
     use super::*;
     use crate::cluster::crd::{ApprovalSpec, IcarusJobSpec};
-    use crate::job::Phase;
+    use crate::job::{Phase, Reason, Role};
 
     const UID: &str = "6b1f0b4e-1111-4222-8333-944444444444";
 
@@ -205,7 +205,7 @@ mod tests {
             SpecChange::Nothing
         );
         let mut failed = stored(Phase::Failed);
-        failed.status.reason = crate::job::PUBLISH_FAILED.to_owned();
+        failed.status.reason = Reason::PublishFailed;
         let SpecChange::Update(spec) = spec_change(&retried, Some(&failed), Utc::now()).unwrap()
         else {
             panic!("a retry after a failed publish is taken");
@@ -269,7 +269,7 @@ mod tests {
         let (service, mut server) = pair::<Request<Body>, Response<Body>>();
         let api: Api<IcarusJob> = Api::namespaced(Client::new(service, "icarus"), "icarus");
         let mut job = stored(Phase::Failed);
-        job.status.reason = "BuilderFailed".to_owned();
+        job.status.reason = Reason::Failed(Role::Builder);
         job.status.error_message = Some("builder exited with code 3".to_owned());
         let patch = status_patch(&job, None, Some(1), Utc::now());
         let call = tokio::spawn(async move { write_status(&api, "add-logging", &patch).await });

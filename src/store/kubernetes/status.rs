@@ -30,7 +30,7 @@ pub fn resource_status(
         JobCondition {
             kind: kind.to_owned(),
             status: value.to_owned(),
-            reason: status.reason.clone(),
+            reason: status.reason.to_string(),
             message: if holds {
                 status.error_message.clone().unwrap_or_default()
             } else {
@@ -42,7 +42,7 @@ pub fn resource_status(
     .collect();
     IcarusJobStatus {
         phase: Some(phase.to_string()),
-        reason: Some(status.reason.clone()),
+        reason: Some(status.reason.to_string()),
         message: status.error_message.clone(),
         conditions,
         builder: AgentStatus::from(&status.builder),
@@ -69,12 +69,13 @@ impl From<&WorkloadStatus> for AgentStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::Reason;
 
     #[test]
     fn conditions_follow_the_phase_and_keep_their_time_while_unchanged() {
         let mut status = JobStatus::new_pending();
         status.phase = Phase::Building;
-        status.reason = "Admitted".to_owned();
+        status.reason = Reason::Admitted;
         let first = resource_status(&status, None, Some(1), "t1");
         let building = first
             .conditions

@@ -238,7 +238,7 @@ async fn announce(recorder: &Recorder, resource: &IcarusJob, transition: &Transi
         } else {
             EventType::Normal
         },
-        reason: transition.reason.clone(),
+        reason: transition.reason.to_string(),
         note: Some(match &transition.message {
             Some(message) => format!("{} → {}: {message}", transition.from, transition.to),
             None => format!("{} → {}", transition.from, transition.to),
@@ -292,7 +292,7 @@ mod tests {
     use tower_test::mock::pair;
 
     use super::*;
-    use crate::job::Phase;
+    use crate::job::{Phase, Reason};
 
     const UID: &str = "6b1f0b4e-1111-4222-8333-944444444444";
 
@@ -391,11 +391,11 @@ mod tests {
         // The controller moves the job on; its status reaches the resource.
         let mut building = job.clone();
         building.status.phase = Phase::Building;
-        building.status.reason = "Admitted".to_owned();
+        building.status.reason = Reason::Admitted;
         let transition = Transition {
             from: Phase::Pending,
             to: Phase::Building,
-            reason: "Admitted".to_owned(),
+            reason: Reason::Admitted,
             message: None,
         };
         store

@@ -163,7 +163,7 @@ impl Store {
                 .bind(&id)
                 .bind(None::<&str>)
                 .bind(stored.status.phase.as_str())
-                .bind(&stored.status.reason)
+                .bind(stored.status.reason.to_string())
                 .bind(None::<&str>)
                 .bind(stored.resource_version)
                 .bind(now)
@@ -237,7 +237,7 @@ impl Store {
                     .bind(&id)
                     .bind(transition.from.as_str())
                     .bind(transition.to.as_str())
-                    .bind(&transition.reason)
+                    .bind(transition.reason.to_string())
                     .bind(transition.message.as_deref())
                     .bind(stored.resource_version)
                     .bind(now)
@@ -413,7 +413,7 @@ impl Store {
                 Ok(JobEvent {
                     from: row.from_phase.map(|p| parse_phase(job, &p)).transpose()?,
                     to: parse_phase(job, &row.to_phase)?,
-                    reason: row.reason,
+                    reason: row.reason.into(),
                     message: row.message,
                     resource_version: row.resource_version,
                     created_at: row.created_at,
@@ -531,7 +531,7 @@ impl Store {
             let event = JobEvent {
                 from: row.from_phase.map(|p| parse_phase(job, &p)).transpose()?,
                 to: parse_phase(job, &row.to_phase)?,
-                reason: row.reason,
+                reason: row.reason.into(),
                 message: row.message,
                 resource_version: row.resource_version,
                 created_at: row.created_at,

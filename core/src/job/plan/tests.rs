@@ -44,7 +44,7 @@ fn observed(workloads: Vec<ObservedWorkload>) -> Observed {
     }
 }
 
-fn plan_at(job: &Job, observed: &Observed, admission: Admission, now: i64) -> Plan {
+fn plan_at(job: &Job, observed: &Observed, admission: &Admission, now: i64) -> Plan {
     plan(&PlanInput {
         job,
         observed,
@@ -55,7 +55,7 @@ fn plan_at(job: &Job, observed: &Observed, admission: Admission, now: i64) -> Pl
 }
 
 fn plan_admitted(job: &Job, observed: &Observed, now: i64) -> Plan {
-    plan_at(job, observed, Admission::Admitted, now)
+    plan_at(job, observed, &Admission::Admitted, now)
 }
 
 #[test]
@@ -86,11 +86,11 @@ fn a_pending_job_that_is_not_admitted_waits_and_says_why() {
     let plan = plan_at(
         &Job::pending(),
         &Observed::default(),
-        Admission::Waiting("ConcurrencyLimit"),
+        &Admission::Waiting(Reason::ConcurrencyLimit),
         10,
     );
     assert_eq!(plan.status.phase, Phase::Pending);
-    assert_eq!(plan.status.reason, "ConcurrencyLimit");
+    assert_eq!(plan.status.reason, Reason::ConcurrencyLimit);
     assert!(plan.actions.is_empty());
     assert!(plan.transition.is_none());
 }
@@ -149,12 +149,12 @@ fn a_job_whose_icarusjob_was_deleted_is_cancelled_not_failed_for_its_vanished_bu
     seen.status.builder.workload_id = Some("builder-id".to_owned());
     assert_eq!(
         plan_admitted(&seen, &world, 10).status.reason,
-        "BuilderVanished"
+        Reason::Vanished(Role::Builder)
     );
     world.owner_gone = true;
     let plan = plan_admitted(&seen, &world, 10);
     assert_eq!(plan.status.phase, Phase::Cancelled);
-    assert_eq!(plan.status.reason, "ResourceDeleted");
+    assert_eq!(plan.status.reason, Reason::ResourceDeleted);
     assert!(plan.actions.contains(&Action::RemoveWorkspace));
 }
 
@@ -258,7 +258,7 @@ fn a_builder_that_exits_non_zero_fails_the_job_with_its_code() {
     let job = Job::pending().in_phase(Phase::Building, at(0));
     let plan = plan_admitted(&job, &observed(vec![exited(Role::Builder, 3)]), 10);
     assert_eq!(plan.status.phase, Phase::Failed);
-    assert_eq!(plan.status.reason, "BuilderFailed");
+    assert_eq!(plan.status.reason, Reason::Failed(Role::Builder));
     assert_eq!(
         plan.status.error_message.as_deref(),
         Some("builder exited with code 3")
@@ -284,7 +284,7 @@ fn an_out_of_memory_kill_is_named_as_such() {
         },
     );
     let plan = plan_admitted(&job, &observed(vec![oom]), 10);
-    assert_eq!(plan.status.reason, "CheckerOOMKilled");
+    assert_eq!(plan.status.reason, Reason::OomKilled(Role::Checker));
 }
 
 #[test]
@@ -294,7 +294,7 @@ fn an_error_callback_fails_the_job_and_stops_the_agent() {
     world.reports.builder_error = Some("model quota exhausted".to_owned());
     let plan = plan_admitted(&job, &world, 10);
     assert_eq!(plan.status.phase, Phase::Failed);
-    assert_eq!(plan.status.reason, "BuilderReportedError");
+    assert_eq!(plan.status.reason, Reason::ReportedError(Role::Builder));
     assert!(
         plan.status
             .error_message
@@ -325,7 +325,7 @@ fn a_snapshot_that_cannot_be_made_fails_the_job_and_starts_no_checker() {
     world.source.failure = Some("the workspace holds more than 10 files".to_owned());
     let plan = plan_admitted(&job, &world, 10);
     assert_eq!(plan.status.phase, Phase::Failed);
-    assert_eq!(plan.status.reason, "SnapshotFailed");
+    assert_eq!(plan.status.reason, Reason::SnapshotFailed);
     assert_eq!(starts(&plan).count(), 0);
 }
 
@@ -345,7 +345,7 @@ fn an_approved_job_with_a_source_but_no_snapshot_fails_instead_of_publishing() {
     job.status.source.snapshot = None;
     let plan = plan_admitted(&job, &Observed::default(), 10);
     assert_eq!(plan.status.phase, Phase::Failed);
-    assert_eq!(plan.status.reason, "SnapshotMissing");
+    assert_eq!(plan.status.reason, Reason::SnapshotMissing);
     assert!(!plan.actions.contains(&Action::Publish));
 }
 
@@ -357,7 +357,7 @@ fn a_decision_about_another_snapshot_is_not_acted_on() {
     }
     let plan = plan_admitted(&job, &Observed::default(), 10);
     assert_eq!(plan.status.phase, Phase::AwaitingApproval);
-    assert_eq!(plan.status.reason, "SnapshotMismatch");
+    assert_eq!(plan.status.reason, Reason::SnapshotMismatch);
     let bound = sourced(Phase::AwaitingApproval).with_approval(true);
     assert_eq!(
         plan_admitted(&bound, &Observed::default(), 10).status.phase,
@@ -369,7 +369,7 @@ fn a_decision_about_another_snapshot_is_not_acted_on() {
 fn a_checker_that_exits_zero_without_a_report_fails() {
     let job = Job::pending().in_phase(Phase::Checking, at(0));
     let plan = plan_admitted(&job, &observed(vec![exited(Role::Checker, 0)]), 10);
-    assert_eq!(plan.status.reason, "CheckerReportMissing");
+    assert_eq!(plan.status.reason, Reason::CheckerReportMissing);
 }
 
 #[test]
@@ -384,7 +384,7 @@ fn a_builder_that_cannot_be_started_fails_the_job_saying_why() {
     };
     let plan = plan_admitted(&job, &world, 1);
     assert_eq!(plan.status.phase, Phase::Failed);
-    assert_eq!(plan.status.reason, "BuilderStartFailed");
+    assert_eq!(plan.status.reason, Reason::StartFailed(Role::Builder));
     assert!(starts(&plan).next().is_none());
     assert!(plan.status.error_message.unwrap().contains("nope:latest"));
 }
@@ -399,7 +399,7 @@ fn a_pending_job_whose_builder_cannot_start_fails_in_one_transition() {
         ..Observed::default()
     };
     let plan = plan_admitted(&Job::pending(), &world, 1);
-    assert_eq!(plan.status.reason, "BuilderStartFailed");
+    assert_eq!(plan.status.reason, Reason::StartFailed(Role::Builder));
     let transition = plan.transition.unwrap();
     assert_eq!(
         (transition.from, transition.to),
@@ -412,7 +412,7 @@ fn a_builder_that_vanished_after_it_was_seen_fails_the_job() {
     let mut job = Job::pending().in_phase(Phase::Building, at(0));
     job.status.builder.workload_id = Some("abc".to_owned());
     let plan = plan_admitted(&job, &Observed::default(), 10);
-    assert_eq!(plan.status.reason, "BuilderVanished");
+    assert_eq!(plan.status.reason, Reason::Vanished(Role::Builder));
     assert!(plan.actions.is_empty());
 }
 
@@ -425,7 +425,7 @@ fn a_builder_past_its_deadline_fails_the_job_and_is_removed() {
         600,
     );
     assert_eq!(plan.status.phase, Phase::Failed);
-    assert_eq!(plan.status.reason, "BuilderTimedOut");
+    assert_eq!(plan.status.reason, Reason::TimedOut(Role::Builder));
     assert_eq!(plan.actions.len(), 1);
 }
 
@@ -438,7 +438,7 @@ fn the_job_deadline_counts_from_the_start_of_building() {
         &observed(vec![workload(Role::Checker, WorkloadState::Running)]),
         1800,
     );
-    assert_eq!(plan.status.reason, "JobTimedOut");
+    assert_eq!(plan.status.reason, Reason::JobTimedOut);
 }
 
 #[test]
@@ -485,7 +485,7 @@ fn cancelling_a_building_job_removes_its_builder_and_workspace() {
         10,
     );
     assert_eq!(plan.status.phase, Phase::Cancelled);
-    assert_eq!(plan.status.reason, "CancelRequested");
+    assert_eq!(plan.status.reason, Reason::CancelRequested);
     assert_eq!(
         plan.actions,
         vec![
@@ -580,7 +580,7 @@ fn a_checkout_that_cannot_work_fails_the_job_without_a_builder() {
     };
     let plan = plan_admitted(&sourced(Phase::Building), &with_source_facts(facts), 10);
     assert_eq!(plan.status.phase, Phase::Failed);
-    assert_eq!(plan.status.reason, "SourceCheckoutFailed");
+    assert_eq!(plan.status.reason, Reason::SourceCheckoutFailed);
     assert_eq!(starts(&plan).count(), 0);
 }
 
@@ -601,7 +601,7 @@ fn an_approved_job_with_a_source_publishes_then_completes_with_its_commit() {
     };
     let plan = plan_admitted(&job, &with_source_facts(facts), 10);
     assert_eq!(plan.status.phase, Phase::Completed);
-    assert_eq!(plan.status.reason, "Published");
+    assert_eq!(plan.status.reason, Reason::Published);
     assert_eq!(plan.status.source.commit.as_deref(), Some("def456"));
     assert_eq!(plan.status.source.pull_request_url, None);
 }
@@ -638,14 +638,14 @@ fn a_refused_push_fails_the_job_and_a_requested_retry_takes_it_back_to_approved(
     };
     let plan = plan_admitted(&sourced(Phase::Approved), &with_source_facts(facts), 10);
     assert_eq!(plan.status.phase, Phase::Failed);
-    assert_eq!(plan.status.reason, PUBLISH_FAILED);
+    assert_eq!(plan.status.reason, Reason::PublishFailed);
 
     let mut failed = sourced(Phase::Approved);
     failed.status = plan.status;
     failed.spec.publish_requests = 1;
     let retry = plan_admitted(&failed, &Observed::default(), 20);
     assert_eq!(retry.status.phase, Phase::Approved);
-    assert_eq!(retry.status.reason, "PublishRetried");
+    assert_eq!(retry.status.reason, Reason::PublishRetried);
     assert_eq!(retry.status.error_message, None);
     assert_eq!(retry.status.times.finished_at, None);
     assert_eq!(retry.status.source.publish_requests_seen, 1);
@@ -774,7 +774,7 @@ fn any_job() -> impl Strategy<Value = Job> {
                 job.spec.publish_requests = requests;
                 job.status.source.publish_requests_seen = requests;
                 if publish_failed && phase == Phase::Failed {
-                    job.status.reason = PUBLISH_FAILED.to_owned();
+                    job.status.reason = Reason::PublishFailed;
                     job.status.source.publish_requests_seen = seen.min(requests);
                 }
                 job.spec.source = sourced.then(|| JobSource {
@@ -798,7 +798,7 @@ fn any_job() -> impl Strategy<Value = Job> {
 fn any_admission() -> impl Strategy<Value = Admission> {
     prop_oneof![
         Just(Admission::Admitted),
-        Just(Admission::Waiting("ConcurrencyLimit"))
+        Just(Admission::Waiting(Reason::ConcurrencyLimit))
     ]
 }
 
@@ -821,7 +821,7 @@ fn any_agent_phase_input() -> impl Strategy<Value = (Job, Observed, Admission, i
 }
 
 fn run((job, observed, admission, now): &(Job, Observed, Admission, i64)) -> Plan {
-    plan_at(job, observed, *admission, *now)
+    plan_at(job, observed, admission, *now)
 }
 
 fn starts(plan: &Plan) -> impl Iterator<Item = (Role, u32)> + '_ {
@@ -869,7 +869,7 @@ proptest! {
         let job = &input.0;
         let before = job.status.phase;
         let retry = before == Phase::Failed
-            && job.status.reason == PUBLISH_FAILED
+            && job.status.reason == Reason::PublishFailed
             && job.spec.publish_requests > job.status.source.publish_requests_seen;
         if retry {
             prop_assert_eq!(plan.status.phase, Phase::Approved);
@@ -921,7 +921,10 @@ proptest! {
         prop_assume!(deadline_has_passed(job, *now));
         let plan = run(&input);
         prop_assert_eq!(plan.status.phase, Phase::Failed);
-        prop_assert!(plan.status.reason.ends_with("TimedOut"));
+        prop_assert!(matches!(
+            plan.status.reason,
+            Reason::TimedOut(_) | Reason::JobTimedOut
+        ));
         prop_assert!(plan.status.error_message.is_some());
     }
 
@@ -940,13 +943,13 @@ proptest! {
         let plan = run(&input);
         let before = input.0.status.phase;
         let decided = matches!(plan.status.phase, Phase::Approved | Phase::Rejected);
-        let retried = plan.status.reason == "PublishRetried";
+        let retried = plan.status.reason == Reason::PublishRetried;
         if decided && plan.status.phase != before && !retried {
             prop_assert_eq!(before, Phase::AwaitingApproval);
         }
         if retried && before != Phase::Approved {
             prop_assert_eq!(before, Phase::Failed);
-            prop_assert_eq!(input.0.status.reason.as_str(), PUBLISH_FAILED);
+            prop_assert_eq!(&input.0.status.reason, &Reason::PublishFailed);
         }
     }
 
@@ -972,7 +975,7 @@ proptest! {
         let (job, observed, admission, now) = &input;
         let first = run(&input);
         let written = Job { status: first.status.clone(), ..job.clone() };
-        let second = plan_at(&written, observed, *admission, *now);
+        let second = plan_at(&written, observed, admission, *now);
         let hops = [Phase::Building, Phase::Checking, Phase::Approved];
         if !hops.contains(&first.status.phase) {
             prop_assert_eq!(second.status.phase, first.status.phase);
