@@ -96,6 +96,9 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict { id, .. } => ApiError::Conflict(format!(
                 "Job {id} was changed concurrently; retry the request"
             )),
+            StoreError::KeptChanging { id, .. } => ApiError::Conflict(format!(
+                "Job {id} kept changing while the request was applied; retry it"
+            )),
             StoreError::Database(cause) if is_unavailable(&cause) => {
                 tracing::warn!(error = %error_chain(&cause), "database unavailable");
                 ApiError::Unavailable("The database is unavailable; retry later".to_owned())

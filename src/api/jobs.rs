@@ -23,14 +23,12 @@ use crate::config::AccessRole;
 use crate::job::admission::LoadLevel;
 use crate::job::{Job, JobId, JobSource, JobSpec, Phase, TransitionError, Verdict, timestamp_now};
 use crate::source::patch;
-use crate::store::{JobFilter, StoreError};
+use crate::store::{JobFilter, SpecChange, SpecUpdate};
 
 /// Longest task description accepted, in characters.
 pub const MAX_TASK_CHARS: usize = 32_768;
 /// Longest path or image name accepted, in characters.
 const MAX_NAME_CHARS: usize = 4096;
-/// Attempts at a compare-and-swap before answering 409.
-const SPEC_WRITE_ATTEMPTS: usize = 8;
 
 /// Create a job; it starts when admission allows.
 #[utoipa::path(post, path = "/jobs/spawn", tag = "jobs", request_body = SpawnRequest,
@@ -473,35 +471,48 @@ fn already_applied(current: &JobSpec, wanted: &JobSpec) -> bool {
         && current.publish_requests == wanted.publish_requests
 }
 
-/// Read, check, write with compare-and-swap; on a lost race read again and
-/// re-check, so a decision is never written over a state that forbids it.
+/// Changes the spec through the store's compare-and-swap, which decides
+/// again after a lost race, so a decision is never written over a state that
+/// forbids it.
 async fn change_spec(
     state: &AppState,
     id: JobId,
-    change: impl Fn(&Job) -> Result<JobSpec, TransitionError>,
+    change: impl Fn(&Job) -> Result<JobSpec, TransitionError> + Send,
 ) -> ApiResult<Job> {
-    let mut wanted: Option<JobSpec> = None;
-    for _ in 0..SPEC_WRITE_ATTEMPTS {
-        let mut job = load(state, id).await?;
-        // After a lost race: the winner may have been the resource watch
-        // bringing in this very change from upstream.
-        if let Some(wanted) = &wanted
+    let change = RouteChange {
+        state,
+        change,
+        wanted: None,
+    };
+    Ok(state.store.update_spec(id, change).await?.job)
+}
+
+/// A route's spec change, written upstream (if there is an upstream) before
+/// the store.
+struct RouteChange<'a, F> {
+    state: &'a AppState,
+    change: F,
+    /// The spec last decided: a write that lost its race may have lost it to
+    /// the resource watch bringing in this very change from upstream.
+    wanted: Option<JobSpec>,
+}
+
+impl<F> SpecChange<ApiError> for RouteChange<'_, F>
+where
+    F: Fn(&Job) -> Result<JobSpec, TransitionError> + Send,
+{
+    async fn decide(&mut self, job: &Job) -> ApiResult<SpecUpdate> {
+        if let Some(wanted) = &self.wanted
             && already_applied(&job.spec, wanted)
         {
-            return Ok(job);
+            return Ok(SpecUpdate::Unchanged);
         }
-        let changed = change(&job)?;
-        let previous = std::mem::replace(&mut job.spec, changed);
-        if let Some(upstream) = &state.upstream {
-            upstream.write_spec(&job, &previous).await?;
+        let mut changed = job.clone();
+        changed.spec = (self.change)(job)?;
+        if let Some(upstream) = &self.state.upstream {
+            upstream.write_spec(&changed, &job.spec).await?;
         }
-        match state.store.update_job(&job, None).await {
-            Ok(stored) => return Ok(stored),
-            Err(StoreError::Conflict { .. }) => wanted = Some(job.spec),
-            Err(other) => return Err(other.into()),
-        }
+        self.wanted = Some(changed.spec.clone());
+        Ok(SpecUpdate::write(changed.spec))
     }
-    Err(ApiError::Conflict(format!(
-        "Job {id} kept changing while the request was applied; retry it"
-    )))
 }

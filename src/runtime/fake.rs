@@ -239,10 +239,7 @@ impl Runtime for FakeRuntime {
     async fn start(&self, spec: &WorkloadSpec) -> Result<String> {
         let mut world = self.world();
         if let Some(detail) = world.start_failure.clone() {
-            return Err(RuntimeError::Failed {
-                operation: "start",
-                detail,
-            });
+            return Err(RuntimeError::failed("start", detail));
         }
         if world.missing_images.contains(&spec.image) {
             return Err(RuntimeError::ImageNotFound(spec.image.clone()));

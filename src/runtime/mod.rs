@@ -16,25 +16,43 @@ use futures::stream::BoxStream;
 use crate::job::JobId;
 use crate::job::workload::{ObservedWorkload, WorkloadKey};
 
+/// What the engine or the API server said, kept as the error's source so
+/// that logs print the whole chain (`controller::error_chain`).
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error("image '{0}' is not available to the runtime (nothing is pulled; build it locally)")]
     ImageNotFound(String),
-    #[error("the runtime is unreachable: {0}")]
-    Unavailable(String),
-    #[error("{operation} failed: {detail}")]
+    #[error("the runtime is unreachable ({operation})")]
+    Unavailable {
+        operation: &'static str,
+        #[source]
+        source: Cause,
+    },
+    #[error("{operation} failed")]
     Failed {
         operation: &'static str,
-        detail: String,
+        #[source]
+        source: Cause,
     },
 }
 
 impl RuntimeError {
-    /// An engine call that failed, with what the engine said.
-    pub fn failed(operation: &'static str, error: impl std::fmt::Display) -> RuntimeError {
+    /// An engine call that failed, with what the engine said (an error, or
+    /// a sentence where there is none).
+    pub fn failed(operation: &'static str, cause: impl Into<Cause>) -> RuntimeError {
         RuntimeError::Failed {
             operation,
-            detail: error.to_string(),
+            source: cause.into(),
+        }
+    }
+
+    /// An engine call that never reached the engine.
+    pub fn unavailable(operation: &'static str, cause: impl Into<Cause>) -> RuntimeError {
+        RuntimeError::Unavailable {
+            operation,
+            source: cause.into(),
         }
     }
 
@@ -128,4 +146,34 @@ pub fn instance_name(database_url: &str) -> String {
             (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
         });
     format!("{hash:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use super::*;
+    use crate::controller::error_chain;
+
+    #[test]
+    fn a_failed_call_keeps_what_the_engine_said_as_its_source() {
+        let engine = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "no access");
+        let error = RuntimeError::failed("create volume", engine);
+        assert_eq!(error.to_string(), "create volume failed");
+        let source = error.source().expect("the engine's error is kept");
+        assert!(source.downcast_ref::<std::io::Error>().is_some());
+        assert_eq!(error_chain(&error), "create volume failed: no access");
+        assert!(!error.is_permanent());
+    }
+
+    #[test]
+    fn an_unreachable_runtime_says_which_call_and_is_retried() {
+        let error = RuntimeError::unavailable("list pods", "connection refused");
+        assert_eq!(
+            error_chain(&error),
+            "the runtime is unreachable (list pods): connection refused"
+        );
+        assert!(!error.is_permanent());
+        assert!(RuntimeError::ImageNotFound("agent:1".to_owned()).is_permanent());
+    }
 }

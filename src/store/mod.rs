@@ -10,10 +10,12 @@
 //! names the version it read, and a write that lost a race fails with
 //! [`StoreError::Conflict`] instead of overwriting. After each successful write
 //! the store broadcasts a [`StoreEvent`], which wakes the controller and feeds
-//! the WebSocket streams, so nothing has to poll.
+//! the WebSocket streams, so nothing has to poll. Spec writes go through
+//! [`Store::update_spec`], which reads and decides again after a lost race.
 
 pub mod kubernetes;
 mod records;
+mod spec;
 pub mod sql;
 
 use std::sync::Arc;
@@ -25,6 +27,7 @@ pub use records::{
     AgentLog, AgentReport, AuditRecord, DiffRecord, JobEvent, JobFilter, ReportOutcome,
     TelemetrySample,
 };
+pub use spec::{SPEC_WRITE_ATTEMPTS, SpecChange, SpecUpdate, SpecWrite};
 pub use sql::Store;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +36,8 @@ pub enum StoreError {
     NotFound(JobId),
     #[error("job {id} was changed by another writer since version {expected}")]
     Conflict { id: JobId, expected: i64 },
+    #[error("job {id} kept changing: {attempts} writes of its spec lost their race")]
+    KeptChanging { id: JobId, attempts: u32 },
     #[error("cannot create the database directory {path}")]
     CreateDirectory {
         path: String,

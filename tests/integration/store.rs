@@ -1,11 +1,13 @@
 //! The store's specification, run twice: on a SQLite file and on PostgreSQL.
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use chrono::TimeDelta;
 use icarus::job::plan::Transition;
-use icarus::job::{Phase, Reason, Role};
+use icarus::job::{Job, JobId, Phase, Reason, Role, TransitionError, Verdict, timestamp_now};
 use icarus::store::{
-    AgentReport, AuditRecord, JobFilter, ReportOutcome, Store, StoreError, StoreEvent,
-    TelemetrySample,
+    AgentReport, AuditRecord, JobFilter, ReportOutcome, SPEC_WRITE_ATTEMPTS, SpecChange,
+    SpecUpdate, Store, StoreError, StoreEvent, TelemetrySample,
 };
 use serde_json::json;
 
@@ -50,6 +52,12 @@ on_both_databases!(
     running_the_migrations_again_changes_nothing,
     the_database_answers_a_ping,
     saving_an_agent_log_twice_keeps_the_latest,
+    a_spec_change_is_written_once_at_the_next_version,
+    a_spec_change_lost_to_a_status_write_is_decided_again_and_keeps_both,
+    a_spec_change_the_winner_of_a_race_made_illegal_is_refused,
+    a_spec_change_that_keeps_losing_gives_up_after_the_bound,
+    a_spec_change_with_nothing_to_change_writes_nothing,
+    a_spec_change_on_an_unknown_job_is_not_found,
 );
 
 async fn a_created_job_reads_back_equal_at_version_one(store: Store) {
@@ -334,4 +342,163 @@ async fn saving_an_agent_log_twice_keeps_the_latest(store: Store) {
     let logs = store.agent_logs(job.id).await.unwrap();
     assert_eq!(logs.len(), 1);
     assert_eq!(logs[0].log, "second");
+}
+
+/// A caller's own error beside the store's, as the API and the sync have.
+#[derive(Debug)]
+enum SpecError {
+    Refused(TransitionError),
+    Store(StoreError),
+}
+
+impl From<StoreError> for SpecError {
+    fn from(error: StoreError) -> Self {
+        SpecError::Store(error)
+    }
+}
+
+fn approval(comment: &str) -> Verdict {
+    Verdict {
+        approved: true,
+        comment: comment.to_owned(),
+        snapshot: None,
+    }
+}
+
+async fn awaiting_approval(store: &Store) -> Job {
+    let mut job = store.create_job(&new_job("t")).await.unwrap();
+    job.status.phase = Phase::AwaitingApproval;
+    store.update_job(&job, None).await.unwrap()
+}
+
+/// An approval whose first `races` attempts lose to `rival`, a write made
+/// between the read and the compare-and-swap.
+struct RacedApproval<'a> {
+    store: Store,
+    races: u32,
+    calls: &'a AtomicU32,
+    rival: fn(&mut Job),
+}
+
+impl SpecChange<SpecError> for RacedApproval<'_> {
+    async fn decide(&mut self, job: &Job) -> Result<SpecUpdate, SpecError> {
+        let call = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
+        let spec = job
+            .decide(approval("ship it"), "alice", timestamp_now())
+            .map_err(SpecError::Refused)?;
+        if call <= self.races {
+            let mut current = self.store.get_job(job.id).await?.unwrap();
+            (self.rival)(&mut current);
+            self.store.update_job(&current, None).await?;
+        }
+        Ok(SpecUpdate::write(spec))
+    }
+}
+
+fn raced<'a>(
+    store: &Store,
+    races: u32,
+    calls: &'a AtomicU32,
+    rival: fn(&mut Job),
+) -> RacedApproval<'a> {
+    RacedApproval {
+        store: store.clone(),
+        races,
+        calls,
+        rival,
+    }
+}
+
+async fn a_spec_change_is_written_once_at_the_next_version(store: Store) {
+    let job = store.create_job(&new_job("t")).await.unwrap();
+    let cancel = |job: &Job| Ok::<_, StoreError>(SpecUpdate::write(job.request_cancel().unwrap()));
+    let write = store.update_spec(job.id, cancel).await.unwrap();
+    assert!(write.written);
+    assert_eq!(write.job.resource_version, 2);
+    assert!(write.job.spec.cancel_requested);
+    assert_eq!(store.get_job(job.id).await.unwrap().unwrap(), write.job);
+}
+
+async fn a_spec_change_lost_to_a_status_write_is_decided_again_and_keeps_both(store: Store) {
+    let job = awaiting_approval(&store).await;
+    let calls = AtomicU32::new(0);
+    let change = raced(&store, 1, &calls, |job| {
+        job.status.error_message = Some("audited".to_owned())
+    });
+    let write = store.update_spec(job.id, change).await.unwrap();
+    assert_eq!(calls.into_inner(), 2, "the lost write was decided again");
+    assert_eq!(write.job.resource_version, job.resource_version + 2);
+    assert_eq!(
+        write.job.status.error_message.as_deref(),
+        Some("audited"),
+        "the winner's write is kept"
+    );
+    assert_eq!(write.job.spec.approval.unwrap().comment, "ship it");
+}
+
+async fn a_spec_change_the_winner_of_a_race_made_illegal_is_refused(store: Store) {
+    let job = awaiting_approval(&store).await;
+    let calls = AtomicU32::new(0);
+    let change = raced(&store, 1, &calls, |job| {
+        let mut rejection = approval("no");
+        rejection.approved = false;
+        job.spec = job.decide(rejection, "bob", timestamp_now()).unwrap();
+    });
+    let error = store.update_spec(job.id, change).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            SpecError::Refused(TransitionError::AlreadyDecided { .. })
+        ),
+        "{error:?}"
+    );
+    assert_eq!(calls.into_inner(), 2);
+    let stored = store.get_job(job.id).await.unwrap().unwrap();
+    let decision = stored.spec.approval.unwrap();
+    assert!(!decision.approved, "the winner's rejection stands");
+    assert_eq!(decision.decided_by.as_deref(), Some("bob"));
+}
+
+async fn a_spec_change_that_keeps_losing_gives_up_after_the_bound(store: Store) {
+    let job = awaiting_approval(&store).await;
+    let calls = AtomicU32::new(0);
+    let change = raced(&store, u32::MAX, &calls, |job| job.status.attempt += 1);
+    let error = store.update_spec(job.id, change).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            SpecError::Store(StoreError::KeptChanging { id, attempts })
+                if id == job.id && attempts == SPEC_WRITE_ATTEMPTS
+        ),
+        "{error:?}"
+    );
+    assert_eq!(calls.into_inner(), SPEC_WRITE_ATTEMPTS);
+    let stored = store.get_job(job.id).await.unwrap().unwrap();
+    assert_eq!(stored.spec.approval, None, "no lost write landed");
+}
+
+async fn a_spec_change_with_nothing_to_change_writes_nothing(store: Store) {
+    let job = store.create_job(&new_job("t")).await.unwrap();
+    let mut events = store.subscribe();
+    let unchanged = |_: &Job| Ok::<_, StoreError>(SpecUpdate::Unchanged);
+    let write = store.update_spec(job.id, unchanged).await.unwrap();
+    assert!(!write.written);
+    assert_eq!(write.job, job);
+    assert_eq!(
+        store
+            .get_job(job.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .resource_version,
+        1
+    );
+    assert!(events.try_recv().is_err(), "nothing was broadcast");
+}
+
+async fn a_spec_change_on_an_unknown_job_is_not_found(store: Store) {
+    let id = JobId::new_random();
+    let unreachable = |_: &Job| -> Result<SpecUpdate, StoreError> { panic!("no job to decide on") };
+    let error = store.update_spec(id, unreachable).await.unwrap_err();
+    assert!(matches!(error, StoreError::NotFound(missing) if missing == id));
 }

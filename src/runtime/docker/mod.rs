@@ -39,7 +39,7 @@ use crate::names::docker::{
 use events::{EventFollower, Exits};
 use networks::{ensure_network, network_gateway};
 
-use super::{Result, Runtime, RuntimeError, WorkloadSpec};
+use super::{Cause, Result, Runtime, RuntimeError, WorkloadSpec};
 use crate::config::MountType;
 use crate::job::JobId;
 use crate::job::workload::{ObservedWorkload, Role, WorkloadKey, WorkloadState};
@@ -537,9 +537,9 @@ fn is_status(error: &DockerError, code: u16) -> bool {
 }
 
 fn unavailable(error: DockerError) -> RuntimeError {
-    RuntimeError::Unavailable(format!("cannot reach the Docker engine: {error}"))
+    RuntimeError::unavailable("connect to the Docker engine", error)
 }
 
-fn failed(operation: &'static str, error: impl std::fmt::Display) -> RuntimeError {
+fn failed(operation: &'static str, error: impl Into<Cause>) -> RuntimeError {
     RuntimeError::failed(operation, error)
 }

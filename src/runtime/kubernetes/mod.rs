@@ -182,10 +182,10 @@ impl KubeRuntime {
     fn owner_references(&self, job: JobId) -> Result<Option<Vec<OwnerReference>>> {
         match self.owners.owner_of(job) {
             Some(owner) => Ok(Some(vec![owner])),
-            None if self.owner_required => Err(RuntimeError::Failed {
-                operation: "find the job's IcarusJob",
-                detail: format!("the IcarusJob of job {job} has not been seen yet"),
-            }),
+            None if self.owner_required => Err(RuntimeError::failed(
+                "find the job's IcarusJob",
+                format!("the IcarusJob of job {job} has not been seen yet"),
+            )),
             None => Ok(None),
         }
     }
@@ -201,14 +201,12 @@ pub(crate) fn is_pending(pod: &Pod) -> bool {
     matches!(phase, None | Some("Pending"))
 }
 
-/// The labels every object of a job carries.
+/// An API call that failed: refused by the API server, or (no HTTP status)
+/// never answered, which is worth retrying later.
 fn failed(operation: &'static str, error: kube::Error) -> RuntimeError {
     match status_of(&error) {
-        Some(_) => RuntimeError::Failed {
-            operation,
-            detail: error.to_string(),
-        },
-        None => RuntimeError::Unavailable(error.to_string()),
+        Some(_) => RuntimeError::failed(operation, error),
+        None => RuntimeError::unavailable(operation, error),
     }
 }
 

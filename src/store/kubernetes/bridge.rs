@@ -16,7 +16,8 @@ use serde_json::json;
 
 use super::status::resource_status;
 use crate::cluster::crd::{IcarusJob, IcarusJobStatus};
-use crate::job::{Job, JobId, JobSpec, JobStatus, Verdict};
+use crate::job::{Job, JobId, JobStatus, Verdict};
+use crate::store::SpecUpdate;
 
 /// Who submitted a job created through the REST API, kept on its resource.
 pub const SUBMITTED_BY_ANNOTATION: &str = "icarus.dev/submitted-by";
@@ -37,14 +38,6 @@ pub enum BridgeError {
     Store(#[from] crate::store::StoreError),
     #[error("a status could not be encoded: {0}")]
     Json(#[from] serde_json::Error),
-}
-
-/// What the store should do for a resource.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SpecChange {
-    Create(Box<Job>),
-    Update(Box<JobSpec>),
-    Nothing,
 }
 
 /// Who submitted or decided, as the REST route that wrote the resource
@@ -68,34 +61,32 @@ pub fn job_id(resource: &IcarusJob) -> Result<JobId, BridgeError> {
         .ok_or_else(|| BridgeError::NoUid(resource.metadata.name.clone().unwrap_or_default()))
 }
 
-/// Decides what the store should do for `resource`, given the job stored for it.
-pub fn spec_change(
-    resource: &IcarusJob,
-    stored: Option<&Job>,
-    now: DateTime<Utc>,
-) -> Result<SpecChange, BridgeError> {
+/// The job a resource not yet in the store becomes.
+pub fn new_job(resource: &IcarusJob, now: DateTime<Utc>) -> Result<Job, BridgeError> {
     let id = job_id(resource)?;
-    let Some(job) = stored else {
-        let mut spec = resource.spec.to_job_spec(now);
-        spec.submitted_by = Some(annotated(resource, SUBMITTED_BY_ANNOTATION).to_owned());
-        // A decision present at creation is applied when the job gets there.
-        spec.approval = None;
-        spec.cancel_requested = false;
-        spec.publish_requests = 0;
-        let created_at = resource
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .and_then(|t| DateTime::parse_from_rfc3339(&t.0.to_string()).ok())
-            .map_or(now, |t| t.with_timezone(&Utc));
-        return Ok(SpecChange::Create(Box::new(Job {
-            id,
-            created_at,
-            spec,
-            status: JobStatus::new_pending(),
-            resource_version: 0,
-        })));
-    };
+    let mut spec = resource.spec.to_job_spec(now);
+    spec.submitted_by = Some(annotated(resource, SUBMITTED_BY_ANNOTATION).to_owned());
+    // A decision present at creation is applied when the job gets there.
+    spec.approval = None;
+    spec.cancel_requested = false;
+    spec.publish_requests = 0;
+    let created_at = resource
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .and_then(|t| DateTime::parse_from_rfc3339(&t.0.to_string()).ok())
+        .map_or(now, |t| t.with_timezone(&Utc));
+    Ok(Job {
+        id,
+        created_at,
+        spec,
+        status: JobStatus::new_pending(),
+        resource_version: 0,
+    })
+}
+
+/// What the resource's spec changes in the stored `job`'s.
+pub fn spec_update(resource: &IcarusJob, job: &Job, now: DateTime<Utc>) -> SpecUpdate {
     // The domain decides what a cancel or an approval may do now; a refused
     // one (a finished job, an approval before awaiting_approval) is simply
     // tried again the next time the resource or the job changes.
@@ -126,11 +117,11 @@ pub fn spec_change(
     {
         spec.publish_requests = resource.spec.publish_requests;
     }
-    Ok(if spec == job.spec {
-        SpecChange::Nothing
+    if spec == job.spec {
+        SpecUpdate::Unchanged
     } else {
-        SpecChange::Update(Box::new(spec))
-    })
+        SpecUpdate::write(spec)
+    }
 }
 
 /// The merge patch that writes `job`'s status onto its resource.
@@ -176,19 +167,14 @@ mod tests {
     }
 
     fn stored(phase: Phase) -> Job {
-        let SpecChange::Create(job) = spec_change(&resource(), None, Utc::now()).unwrap() else {
-            panic!("a new resource creates a job");
-        };
-        let mut job = *job;
+        let mut job = new_job(&resource(), Utc::now()).unwrap();
         job.status.phase = phase;
         job
     }
 
     #[test]
     fn a_new_resource_becomes_a_pending_job_with_its_uid_as_id() {
-        let SpecChange::Create(job) = spec_change(&resource(), None, Utc::now()).unwrap() else {
-            panic!("expected a new job");
-        };
+        let job = new_job(&resource(), Utc::now()).unwrap();
         assert_eq!(job.id.to_string(), UID);
         assert_eq!(job.status.phase, Phase::Pending);
         assert_eq!(job.spec.task, "Add logging");
@@ -201,13 +187,12 @@ mod tests {
         retried.spec.publish_requests = 3;
         let building = stored(Phase::Building);
         assert_eq!(
-            spec_change(&retried, Some(&building), Utc::now()).unwrap(),
-            SpecChange::Nothing
+            spec_update(&retried, &building, Utc::now()),
+            SpecUpdate::Unchanged
         );
         let mut failed = stored(Phase::Failed);
         failed.status.reason = Reason::PublishFailed;
-        let SpecChange::Update(spec) = spec_change(&retried, Some(&failed), Utc::now()).unwrap()
-        else {
+        let SpecUpdate::Write(spec) = spec_update(&retried, &failed, Utc::now()) else {
             panic!("a retry after a failed publish is taken");
         };
         assert_eq!(spec.publish_requests, 3, "one raise by 2 is one retry");
@@ -223,12 +208,11 @@ mod tests {
         });
         let building = stored(Phase::Building);
         assert_eq!(
-            spec_change(&approved, Some(&building), Utc::now()).unwrap(),
-            SpecChange::Nothing
+            spec_update(&approved, &building, Utc::now()),
+            SpecUpdate::Unchanged
         );
         let waiting = stored(Phase::AwaitingApproval);
-        let SpecChange::Update(spec) = spec_change(&approved, Some(&waiting), Utc::now()).unwrap()
-        else {
+        let SpecUpdate::Write(spec) = spec_update(&approved, &waiting, Utc::now()) else {
             panic!("expected the decision to be written");
         };
         let decision = spec.approval.unwrap();
@@ -242,15 +226,14 @@ mod tests {
         let mut cancelled = resource();
         cancelled.spec.cancel = true;
         let running = stored(Phase::Checking);
-        let SpecChange::Update(spec) = spec_change(&cancelled, Some(&running), Utc::now()).unwrap()
-        else {
+        let SpecUpdate::Write(spec) = spec_update(&cancelled, &running, Utc::now()) else {
             panic!("expected a cancel request");
         };
         assert!(spec.cancel_requested);
         let done = stored(Phase::Completed);
         assert_eq!(
-            spec_change(&cancelled, Some(&done), Utc::now()).unwrap(),
-            SpecChange::Nothing
+            spec_update(&cancelled, &done, Utc::now()),
+            SpecUpdate::Unchanged
         );
     }
 
@@ -259,7 +242,7 @@ mod tests {
         let mut unsaved = resource();
         unsaved.metadata.uid = None;
         assert!(matches!(
-            spec_change(&unsaved, None, Utc::now()),
+            new_job(&unsaved, Utc::now()),
             Err(BridgeError::NoUid(_))
         ));
     }

@@ -17,12 +17,12 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::bridge::{BridgeError, SpecChange, job_id, spec_change, status_patch, write_status};
+use super::bridge::{BridgeError, job_id, new_job, spec_update, status_patch, write_status};
 use super::index::ResourceIndex;
 use crate::cluster::crd::IcarusJob;
 use crate::job::plan::Transition;
 use crate::job::{Job, JobId, Phase};
-use crate::store::{Store, StoreError, StoreEvent};
+use crate::store::{SpecUpdate, Store, StoreError, StoreEvent};
 
 /// Starts both directions; they end with `shutdown`. `seen` is shared with
 /// the runtime, for owner references.
@@ -97,32 +97,28 @@ async fn resources_into_store(
 
 /// A deleted resource is a job nobody wants any more: it is cancelled, so it
 /// ends as `cancelled` rather than failing when the garbage collector takes
-/// its Pods. A job that already finished is left as it is.
+/// its Pods. A job that already finished, or was never stored, is left as it is.
 async fn cancel_deleted(store: &Store, id: JobId) -> Result<(), BridgeError> {
-    for _ in 0..8 {
-        let Some(mut job) = store.get_job(id).await? else {
-            return Ok(());
-        };
-        let Ok(spec) = job.request_cancel() else {
-            return Ok(());
-        };
-        if spec == job.spec {
-            return Ok(());
-        }
-        job.spec = spec;
-        match store.update_job(&job, None).await {
-            Ok(_) => {
+    let cancel = |job: &Job| {
+        Ok(match job.request_cancel() {
+            Ok(spec) if spec != job.spec => SpecUpdate::write(spec),
+            // Finished, or already cancelled.
+            _ => SpecUpdate::Unchanged,
+        })
+    };
+    match store.update_spec(id, cancel).await {
+        Ok(write) => {
+            if write.written {
                 tracing::info!(job = %id, "IcarusJob deleted: job cancelled");
-                return Ok(());
             }
-            Err(StoreError::Conflict { .. }) => continue,
-            Err(error) => return Err(error.into()),
+            Ok(())
         }
+        Err(BridgeError::Store(StoreError::NotFound(_))) => Ok(()),
+        Err(error) => Err(error),
     }
-    Ok(())
 }
 
-/// Creates or updates the job for `resource`, retrying a lost compare-and-swap.
+/// Creates or updates the job for `resource`.
 async fn bring_into_store(
     store: &Store,
     seen: &ResourceIndex,
@@ -130,27 +126,16 @@ async fn bring_into_store(
 ) -> Result<(), BridgeError> {
     let id = job_id(&resource)?;
     seen.remember(id, resource.clone());
-    for _ in 0..8 {
-        let stored = store.get_job(id).await?;
-        match spec_change(&resource, stored.as_ref(), Utc::now())? {
-            SpecChange::Nothing => return Ok(()),
-            SpecChange::Create(job) => {
-                store.create_job(&job).await?;
-                tracing::info!(job = %id, name = ?resource.metadata.name, "IcarusJob accepted");
-                return Ok(());
-            }
-            SpecChange::Update(spec) => {
-                let Some(mut job) = stored else { continue };
-                job.spec = *spec;
-                match store.update_job(&job, None).await {
-                    Ok(_) => return Ok(()),
-                    Err(StoreError::Conflict { .. }) => continue,
-                    Err(error) => return Err(error.into()),
-                }
-            }
+    let update = |job: &Job| Ok(spec_update(&resource, job, Utc::now()));
+    match store.update_spec(id, update).await {
+        Ok(_) => Ok(()),
+        Err(BridgeError::Store(StoreError::NotFound(_))) => {
+            store.create_job(&new_job(&resource, Utc::now())?).await?;
+            tracing::info!(job = %id, name = ?resource.metadata.name, "IcarusJob accepted");
+            Ok(())
         }
+        Err(error) => Err(error),
     }
-    Ok(())
 }
 
 async fn statuses_onto_resources(
