@@ -31,6 +31,7 @@ use crate::source::{SourceControl, SourceError};
 use crate::store::{Store, StoreError, StoreEvent};
 
 pub use queue::WorkQueue;
+use reconcile::Requeue;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
@@ -89,9 +90,6 @@ pub struct Context {
 pub struct Controller {
     context: Arc<Context>,
 }
-
-/// How long to wait before retrying a job whose reconcile failed.
-const ERROR_BACKOFF: Duration = Duration::from_secs(2);
 
 impl Controller {
     pub fn new(
@@ -162,11 +160,15 @@ async fn work(context: Arc<Context>, worker: usize) {
         let outcome = tracing::Instrument::instrument(outcome, span).await;
         context.queue.done(id);
         match outcome {
-            Ok(Some(after)) => context.queue.add_after(id, after),
-            Ok(None) => {}
+            Ok(requeue) => {
+                context.queue.forget(id);
+                if let Requeue::After(after) = requeue {
+                    context.queue.add_after(id, after);
+                }
+            }
             Err(error) => {
-                tracing::warn!(job = %id, error = %error_chain(&error), "reconcile failed; will retry");
-                context.queue.add_after(id, ERROR_BACKOFF);
+                let after = context.queue.add_rate_limited(id);
+                tracing::warn!(job = %id, error = %error_chain(&error), ?after, "reconcile failed; will retry");
             }
         }
     }

@@ -5,6 +5,10 @@
 //!   progress, it runs again after the current run finishes.
 //! - `add_after` schedules a later visit; only the earliest pending timer per
 //!   key is kept, so repeated scheduling does not pile up tasks.
+//! - `add_rate_limited` retries a failed key after a backoff that doubles
+//!   with each failure of that key ([`ERROR_BACKOFF_BASE`] up to
+//!   [`ERROR_BACKOFF_CAP`]), so one broken job is not retried hot while
+//!   others are unaffected; `forget` (after a success) starts it over.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
@@ -21,7 +25,23 @@ struct State<K> {
     dirty: HashSet<K>,
     processing: HashSet<K>,
     timers: HashMap<K, Instant>,
+    /// Failures in a row per key, since it was last forgotten.
+    failures: HashMap<K, u32>,
     shut_down: bool,
+}
+
+/// The first retry of a failed key comes this soon.
+pub const ERROR_BACKOFF_BASE: Duration = Duration::from_millis(100);
+/// However often a key failed, it is retried at least this often.
+pub const ERROR_BACKOFF_CAP: Duration = Duration::from_secs(180);
+
+/// The wait before the retry after `failures` earlier failures in a row:
+/// the base, doubled for each, at most the cap.
+pub fn error_backoff(failures: u32) -> Duration {
+    let factor = 2u32.checked_pow(failures).unwrap_or(u32::MAX);
+    ERROR_BACKOFF_BASE
+        .checked_mul(factor)
+        .map_or(ERROR_BACKOFF_CAP, |wait| wait.min(ERROR_BACKOFF_CAP))
 }
 
 #[derive(Debug)]
@@ -38,6 +58,7 @@ impl<K: Copy + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
                 dirty: HashSet::new(),
                 processing: HashSet::new(),
                 timers: HashMap::new(),
+                failures: HashMap::new(),
                 shut_down: false,
             }),
             ready: Notify::new(),
@@ -94,6 +115,25 @@ impl<K: Copy + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
                 queue.add(key);
             }
         });
+    }
+
+    /// Queues `key` again after its failure backoff, which doubles with each
+    /// call until [`WorkQueue::forget`]; returns the wait.
+    pub fn add_rate_limited(self: &Arc<Self>, key: K) -> Duration {
+        let wait = {
+            let mut state = self.state();
+            let failures = state.failures.entry(key).or_insert(0);
+            let wait = error_backoff(*failures);
+            *failures = failures.saturating_add(1);
+            wait
+        };
+        self.add_after(key, wait);
+        wait
+    }
+
+    /// Forgets `key`'s failures: its next failure is retried after the base wait.
+    pub fn forget(&self, key: K) {
+        self.state().failures.remove(&key);
     }
 
     /// Waits for the next key and marks it in progress; `None` once shut down.
@@ -201,5 +241,79 @@ mod tests {
         queue.done(3);
         tokio::time::sleep(Duration::from_secs(120)).await;
         assert!(queue.is_empty(), "superseded timers must not fire");
+    }
+
+    /// Takes `key` as a worker does and reports that its reconcile failed;
+    /// returns the backoff the queue chose.
+    async fn fail(queue: &Arc<WorkQueue<u32>>, key: u32) -> Duration {
+        assert_eq!(queue.next().await, Some(key));
+        queue.done(key);
+        queue.add_rate_limited(key)
+    }
+
+    /// Fails `key` `times` in a row, taking each retry as it comes; the
+    /// last retry is left pending. Returns its wait.
+    async fn fail_in_a_row(queue: &Arc<WorkQueue<u32>>, key: u32, times: usize) -> Duration {
+        let mut wait = fail(queue, key).await;
+        for _ in 1..times {
+            tokio::time::sleep(wait).await;
+            wait = fail(queue, key).await;
+        }
+        wait
+    }
+
+    /// Whether a retry is ready a moment after `wait`, and not a moment before.
+    async fn arrives_after(queue: &Arc<WorkQueue<u32>>, wait: Duration) -> bool {
+        let moment = Duration::from_millis(1);
+        tokio::time::sleep(wait - moment).await;
+        let early = !queue.is_empty();
+        tokio::time::sleep(moment * 2).await;
+        !early && !queue.is_empty()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_failure_of_a_key_doubles_its_retry_wait() {
+        let queue = WorkQueue::new();
+        queue.add(1);
+        for expected in [100, 200, 400, 800] {
+            let wait = fail(&queue, 1).await;
+            assert_eq!(wait, Duration::from_millis(expected));
+            assert!(arrives_after(&queue, wait).await, "retried after {wait:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_keys_failures_do_not_slow_another_keys_retry() {
+        let queue = WorkQueue::new();
+        queue.add(1);
+        assert_eq!(
+            fail_in_a_row(&queue, 1, 3).await,
+            Duration::from_millis(400)
+        );
+        queue.add(2);
+        assert_eq!(fail(&queue, 2).await, ERROR_BACKOFF_BASE);
+        assert!(arrives_after(&queue, ERROR_BACKOFF_BASE).await);
+        assert_eq!(queue.next().await, Some(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_success_starts_a_keys_backoff_over() {
+        let queue = WorkQueue::new();
+        queue.add(1);
+        let wait = fail_in_a_row(&queue, 1, 3).await;
+        tokio::time::sleep(wait).await;
+        assert_eq!(queue.next().await, Some(1));
+        queue.done(1);
+        queue.forget(1);
+        queue.add(1);
+        assert_eq!(fail(&queue, 1).await, ERROR_BACKOFF_BASE);
+    }
+
+    #[test]
+    fn the_retry_wait_stops_growing_at_its_cap() {
+        assert_eq!(error_backoff(0), ERROR_BACKOFF_BASE);
+        assert!(error_backoff(10) < ERROR_BACKOFF_CAP);
+        assert_eq!(error_backoff(11), ERROR_BACKOFF_CAP);
+        assert_eq!(error_backoff(u32::MAX), ERROR_BACKOFF_CAP);
     }
 }

@@ -8,17 +8,36 @@ use crate::job::workload::{Observed, Role, StartFailure, WorkloadKey};
 use crate::job::{Job, JobId, Phase, timestamp_now};
 use crate::store::{AgentLog, StoreError};
 
-use super::fact::Fact;
+use super::fact::{Applied, Fact};
 use super::workload_spec::workload_spec;
 use super::{Context, ControllerError, source_actions};
 use crate::runtime::WorkloadSpec;
 
+/// When a reconciled job is to be looked at again (beyond the wake-ups
+/// every change brings), as kube-rs's `Action::requeue` / `await_change`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeue {
+    /// After this long, even if nothing changes: a deadline, or a look
+    /// at what an action did.
+    After(Duration),
+    /// Only when something changes (a store write, a workload event, the
+    /// resync): nothing is due until then.
+    OnChange,
+}
+
+impl From<Option<Duration>> for Requeue {
+    /// The planner's `requeue_after`: none means nothing is due.
+    fn from(after: Option<Duration>) -> Self {
+        after.map_or(Requeue::OnChange, Requeue::After)
+    }
+}
+
 /// Brings one job one step closer to its desired state.
-pub async fn reconcile(context: &Context, id: JobId) -> Result<Option<Duration>, ControllerError> {
+pub async fn reconcile(context: &Context, id: JobId) -> Result<Requeue, ControllerError> {
     tracing::trace!("reconcile starts");
     let Some(job) = context.store.get_job(id).await? else {
         collect_unowned(context, id).await?;
-        return Ok(None);
+        return Ok(Requeue::OnChange);
     };
     tracing::trace!(phase = %job.status.phase, "loaded");
     let mut observed = Observed {
@@ -50,15 +69,24 @@ pub async fn reconcile(context: &Context, id: JobId) -> Result<Option<Duration>,
     // with that knowledge, in the same reconcile. Each such action reports at
     // most once per reconcile, so this ends. An action is applied once per
     // reconcile: the plans after a fact repeat the ones before it.
-    let mut applied = Vec::new();
+    let mut acted = Acted::default();
     for _ in 0..MAX_REPLANS {
-        let Some(fact) = apply_all(context, &job, &plan, &mut applied).await? else {
+        let Some(fact) = apply_all(context, &job, &plan, &mut acted).await? else {
             break;
         };
         fact.teach(&mut observed);
         plan = make_plan(context, &job, &observed, &admission);
     }
-    record(context, job, plan).await
+    record(context, job, plan, acted.running).await
+}
+
+/// What this reconcile's actions have done so far.
+#[derive(Default)]
+struct Acted {
+    /// Each action is applied once per reconcile.
+    applied: Vec<Action>,
+    /// A step is still running elsewhere: it wakes the job when it changes.
+    running: bool,
 }
 
 /// How soon a job whose actions changed nothing recordable is looked at again.
@@ -78,21 +106,23 @@ fn make_plan(context: &Context, job: &Job, observed: &Observed, admission: &Admi
     })
 }
 
-/// Applies the plan's actions in order, but those in `applied` already;
-/// stops at the first that reports a fact.
+/// Applies the plan's actions in order, but those applied already; stops
+/// at the first that reports a fact.
 async fn apply_all(
     context: &Context,
     job: &Job,
     plan: &Plan,
-    applied: &mut Vec<Action>,
+    acted: &mut Acted,
 ) -> Result<Option<Fact>, ControllerError> {
     for action in &plan.actions {
-        if applied.contains(action) {
+        if acted.applied.contains(action) {
             continue;
         }
-        applied.push(action.clone());
-        if let Some(fact) = apply(context, job, action).await? {
-            return Ok(Some(fact));
+        acted.applied.push(action.clone());
+        match apply(context, job, action).await? {
+            Applied::Done => {}
+            Applied::Learned(fact) => return Ok(Some(fact)),
+            Applied::Running => acted.running = true,
         }
     }
     Ok(None)
@@ -119,18 +149,18 @@ async fn admit(context: &Context, job: &Job) -> Result<Admission, ControllerErro
     ))
 }
 
-async fn apply(
-    context: &Context,
-    job: &Job,
-    action: &Action,
-) -> Result<Option<Fact>, ControllerError> {
+async fn apply(context: &Context, job: &Job, action: &Action) -> Result<Applied, ControllerError> {
     tracing::debug!(?action, "applying");
     let runtime = &context.runtime;
     match action {
         Action::PrepareWorkspace => runtime.prepare_workspace(job.id).await?,
-        Action::Start { role, attempt } => return start(context, job, *role, *attempt).await,
+        Action::Start { role, attempt } => {
+            return start(context, job, *role, *attempt)
+                .await
+                .map(Applied::from);
+        }
         Action::CreateAhead { role, attempt } => {
-            return Ok(create_ahead(context, job, *role, *attempt).await);
+            return Ok(create_ahead(context, job, *role, *attempt).await.into());
         }
         Action::Remove { role, attempt, id } => {
             let key = WorkloadKey {
@@ -150,7 +180,7 @@ async fn apply(
         Action::TakeSnapshot => return source_actions::take_snapshot(context, job).await,
         Action::Publish => return source_actions::publish(context, job).await,
     }
-    Ok(None)
+    Ok(Applied::Done)
 }
 
 fn spec_for(context: &Context, job: &Job, role: Role, attempt: u32) -> WorkloadSpec {
@@ -207,19 +237,21 @@ async fn create_ahead(context: &Context, job: &Job, role: Role, attempt: u32) ->
 
 /// Writes the planned status if it changed. A lost compare-and-swap means
 /// someone else wrote first: plan again at once from what they wrote.
+/// `running`: a step is under way elsewhere, and its changes wake the job.
 async fn record(
     context: &Context,
     job: Job,
     plan: Plan,
-) -> Result<Option<Duration>, ControllerError> {
-    let retry_now = Some(Duration::ZERO);
+    running: bool,
+) -> Result<Requeue, ControllerError> {
     if plan.status == job.status {
         // Acted, nothing to record yet: look again soon (events usually come
-        // first), never in a tight loop if an action changes nothing.
-        return Ok(if plan.actions.is_empty() {
-            plan.requeue_after
+        // first), never in a tight loop if an action changes nothing. A step
+        // still running is not polled: its Pod's changes wake the job.
+        return Ok(if plan.actions.is_empty() || running {
+            plan.requeue_after.into()
         } else {
-            Some(LOOK_AGAIN_AFTER_ACTING)
+            Requeue::After(LOOK_AGAIN_AFTER_ACTING)
         });
     }
     let was_active = job.status.phase.is_active();
@@ -237,9 +269,9 @@ async fn record(
             if was_active && !stored.status.phase.is_active() {
                 wake_pending(context).await?;
             }
-            Ok(plan.requeue_after)
+            Ok(plan.requeue_after.into())
         }
-        Err(StoreError::Conflict { .. }) => Ok(retry_now),
+        Err(StoreError::Conflict { .. }) => Ok(Requeue::After(Duration::ZERO)),
         Err(error) => Err(error.into()),
     }
 }

@@ -2,17 +2,18 @@
 //! builder's work as a snapshot (and its diff for review), publish exactly
 //! that snapshot. Each returns a [`Fact`] for the planner when it learned
 //! something (a base commit, a snapshot, a pushed commit, a permanent
-//! failure).
+//! failure), or that the step is still running: then there is no fact, and
+//! the job is looked at again when the step changes. Nothing here waits.
 
 use crate::config::PublishConfig;
 use crate::job::workload::{PublishedChange, SnapshotTaken};
 use crate::job::{Job, timestamp_now};
 use crate::source::forge::{self, Forge, PullRequest};
 use crate::source::patch::NO_DIFF_MARKER;
-use crate::source::{CapturedDiff, PublishRequest, SourceError};
+use crate::source::{CapturedDiff, Progress, PublishRequest, SourceError};
 use crate::store::DiffRecord;
 
-use super::fact::Fact;
+use super::fact::{Applied, Fact};
 use super::{Context, ControllerError};
 
 /// The trailer naming the job a published commit is for.
@@ -24,22 +25,33 @@ pub const SNAPSHOT_TRAILER: &str = "Icarus-Snapshot";
 fn source_outcome<T>(
     result: Result<T, SourceError>,
     fact: impl FnOnce(T) -> Fact,
-) -> Result<Option<Fact>, ControllerError> {
+) -> Result<Applied, ControllerError> {
     match result {
-        Ok(value) => Ok(Some(fact(value))),
-        Err(error) if error.is_permanent() => Ok(Some(Fact::SourceFailed(error.to_string()))),
+        Ok(value) => Ok(Applied::Learned(fact(value))),
+        Err(error) if error.is_permanent() => {
+            Ok(Applied::Learned(Fact::SourceFailed(error.to_string())))
+        }
         Err(error) => Err(error.into()),
     }
 }
 
-pub(super) async fn checkout(
-    context: &Context,
-    job: &Job,
-) -> Result<Option<Fact>, ControllerError> {
+/// A step's answer once it has one; `None` while it runs.
+fn answered<T>(result: Result<Progress<T>, SourceError>) -> Option<Result<T, SourceError>> {
+    match result {
+        Ok(Progress::Done(value)) => Some(Ok(value)),
+        Ok(Progress::Running) => None,
+        Err(error) => Some(Err(error)),
+    }
+}
+
+pub(super) async fn checkout(context: &Context, job: &Job) -> Result<Applied, ControllerError> {
     let Some(source) = &job.spec.source else {
-        return Ok(None);
+        return Ok(Applied::Done);
     };
-    let result = context.source.checkout(job.id, source).await;
+    let Some(result) = answered(context.source.checkout(job.id, source).await) else {
+        tracing::debug!("the checkout is under way");
+        return Ok(Applied::Running);
+    };
     if let Ok(base) = &result {
         tracing::info!(repository = %source.repository, %base, "checked out the source");
     }
@@ -52,9 +64,13 @@ pub(super) async fn checkout(
 pub(super) async fn take_snapshot(
     context: &Context,
     job: &Job,
-) -> Result<Option<Fact>, ControllerError> {
+) -> Result<Applied, ControllerError> {
     let base = job.status.source.base_commit.as_deref();
-    let (record, taken) = match context.source.snapshot(job.id, base).await {
+    let Some(result) = answered(context.source.snapshot(job.id, base).await) else {
+        tracing::debug!("the snapshot is under way");
+        return Ok(Applied::Running);
+    };
+    let (record, taken) = match result {
         Ok(snapshot) => {
             tracing::info!(tree = %snapshot.tree, "recorded the builder's work");
             let tree = snapshot.tree;
@@ -74,13 +90,10 @@ pub(super) async fn take_snapshot(
             );
             (record, SnapshotTaken::Unreadable)
         }
-        Err(error) if error.is_permanent() => {
-            return Ok(Some(Fact::SourceFailed(error.to_string())));
-        }
-        Err(error) => return Err(error.into()),
+        Err(error) => return source_outcome(Err(error), Fact::Snapshot),
     };
     context.store.save_diff(job.id, &record).await?;
-    Ok(Some(Fact::Snapshot(taken)))
+    Ok(Applied::Learned(Fact::Snapshot(taken)))
 }
 
 fn diff_record(job: &Job, snapshot: Option<String>, diff: CapturedDiff) -> DiffRecord {
@@ -93,12 +106,15 @@ fn diff_record(job: &Job, snapshot: Option<String>, diff: CapturedDiff) -> DiffR
     }
 }
 
-pub(super) async fn publish(context: &Context, job: &Job) -> Result<Option<Fact>, ControllerError> {
+pub(super) async fn publish(context: &Context, job: &Job) -> Result<Applied, ControllerError> {
     let Some(request) = publish_request(job, &context.settings.publish) else {
         let why = "the job has no source, base or snapshot to publish".to_owned();
-        return Ok(Some(Fact::SourceFailed(why)));
+        return Ok(Applied::Learned(Fact::SourceFailed(why)));
     };
-    let result = context.source.publish(&request).await;
+    let Some(result) = answered(context.source.publish(&request).await) else {
+        tracing::debug!("the publish is under way");
+        return Ok(Applied::Running);
+    };
     match &result {
         Ok(published) => {
             tracing::info!(branch = %published.branch, commit = %published.commit, "published")

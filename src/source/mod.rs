@@ -12,7 +12,8 @@
 //! idempotent, so a crash at any point is repaired by doing it again:
 //! checking out an existing checkout returns its recorded base, a snapshot
 //! of the same files is the same tree, publishing again pushes the same
-//! commit.
+//! commit. A step may answer [`Progress::Running`] (a git Pod that has not
+//! finished): it is asked again when it changes, and never waited for.
 
 pub mod forge;
 mod git;
@@ -94,20 +95,42 @@ pub struct Published {
     pub commit: String,
 }
 
+/// How far a step asked for has got. Local git finishes before it answers;
+/// a step that runs elsewhere (a git Pod) is only started or looked at, so
+/// no caller waits for it: asking again, once it has changed, finds it done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress<T> {
+    Done(T),
+    /// Not finished yet; whoever runs it wakes the job when that changes.
+    Running,
+}
+
+impl<T> Progress<T> {
+    /// Turns a finished step's answer into its result; `Running` stays so.
+    pub fn try_map<U>(self, into: impl FnOnce(T) -> Result<U>) -> Result<Progress<U>> {
+        match self {
+            Progress::Done(value) => into(value).map(Progress::Done),
+            Progress::Running => Ok(Progress::Running),
+        }
+    }
+}
+
+/// Each step is asked for again until it answers `Done`: asking again for a
+/// running step must neither wait for it nor start it twice.
 #[async_trait]
 pub trait SourceControl: Send + Sync + 'static {
     /// Makes the job's workspace a checkout of `source` at its base commit,
-    /// unless it already is one; returns the base commit.
-    async fn checkout(&self, job: JobId, source: &JobSource) -> Result<String>;
+    /// unless it already is one; gives the base commit.
+    async fn checkout(&self, job: JobId, source: &JobSource) -> Result<Progress<String>>;
 
     /// Records the workspace as a tree in the job's own repository and
     /// diffs it against `base` (against nothing, for a job without a
     /// source: every file is new).
-    async fn snapshot(&self, job: JobId, base: Option<&str>) -> Result<Snapshot>;
+    async fn snapshot(&self, job: JobId, base: Option<&str>) -> Result<Progress<Snapshot>>;
 
     /// Commits the approved snapshot on the base and pushes it to the
     /// job's branch on the recorded remote.
-    async fn publish(&self, request: &PublishRequest) -> Result<Published>;
+    async fn publish(&self, request: &PublishRequest) -> Result<Progress<Published>>;
 
     /// Deletes the job's repository (a rejected or cancelled job).
     async fn discard(&self, job: JobId) -> Result<()>;

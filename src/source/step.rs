@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{PublishRequest, Published, Result, Snapshot, SourceControl, SourceError};
+use super::{LocalGit, PublishRequest, Published, Result, Snapshot, SourceError};
 use crate::job::{JobId, JobSource};
 
 /// The environment variable `icarus source-step` reads its step from.
@@ -72,8 +72,9 @@ pub enum StepOutcome {
     Unsupported(String),
 }
 
-/// Runs `step` on `job`'s workspace with `source` (where the workspace is).
-pub async fn perform(source: &dyn SourceControl, job: JobId, step: &SourceStep) -> StepOutcome {
+/// Runs `step` on `job`'s workspace with `source` (where the workspace is),
+/// to its end: this is what a git Pod runs.
+pub async fn perform(source: &LocalGit, job: JobId, step: &SourceStep) -> StepOutcome {
     let outcome = match step {
         SourceStep::Checkout { source: from } => source
             .checkout(job, from)

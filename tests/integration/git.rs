@@ -816,7 +816,6 @@ fn snapshot_entries(layout: &icarus::source::GitLayout, job: JobId, tree: &str) 
 
 #[tokio::test]
 async fn a_snapshot_records_modes_links_and_odd_names_exactly_and_lists_what_git_cannot_store() {
-    use icarus::source::SourceControl;
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::PermissionsExt;
     let root = tempfile::tempdir().unwrap();
@@ -882,7 +881,7 @@ async fn a_snapshot_records_modes_links_and_odd_names_exactly_and_lists_what_git
 
 #[tokio::test]
 async fn a_workspace_over_the_snapshot_limits_is_refused_with_the_limit_named() {
-    use icarus::source::{SnapshotLimits, SourceControl};
+    use icarus::source::SnapshotLimits;
     let root = tempfile::tempdir().unwrap();
     let (git, layout) = scratch_git(root.path());
     let job = JobId::new_random();
@@ -915,7 +914,6 @@ async fn a_workspace_over_the_snapshot_limits_is_refused_with_the_limit_named() 
 
 #[tokio::test]
 async fn a_workspace_nested_without_end_is_refused_not_walked_to_a_crash() {
-    use icarus::source::SourceControl;
     let root = tempfile::tempdir().unwrap();
     let (git, layout) = scratch_git(root.path());
     let job = JobId::new_random();

@@ -2267,6 +2267,104 @@ async fn mock_api_a_git_pod_whose_image_cannot_be_pulled_fails_the_job_saying_so
     cluster.shut_down().await;
 }
 
+/// More sourced jobs than the controller has workers (4), each with its
+/// checkout Pod running: a reconcile that waited for its Pod would hold
+/// every worker, and the job without a source would never get its builder.
+#[tokio::test]
+async fn mock_api_jobs_go_on_while_checkout_pods_run_and_a_finished_one_is_taken_on_its_next_wake()
+{
+    let remote = Remote::new();
+    let cluster = Cluster::start_with(|config| {
+        remote.allow_in(config);
+        config.orchestrator.max_concurrent_jobs = 10;
+    })
+    .await;
+    let mut sourced = Vec::new();
+    for n in 0..5 {
+        let id = cluster
+            .submit_sourced(&format!("sourced-{n}"), &remote)
+            .await;
+        let checkout = cluster.wait_for_pod(&git_pod_name(id, "checkout")).await;
+        cluster.run(&name_of(&checkout)).await;
+        sourced.push(id);
+    }
+
+    let plain = cluster.submit("plain", "Add logging").await;
+    cluster.wait_for_pod(&pod_name(plain, "builder")).await;
+    for &id in &sourced {
+        assert!(
+            cluster
+                .kube
+                .object(PODS, &pod_name(id, "builder"))
+                .is_none(),
+            "no builder before its checkout"
+        );
+    }
+
+    let first = sourced[0];
+    let base = json!({"base_commit": "a".repeat(40)});
+    cluster.finish_git_pod(first, "checkout", &base).await;
+    cluster.wait_for_pod(&pod_name(first, "builder")).await;
+    cluster
+        .until("the finished checkout Pod deleted", |kube| {
+            kube.object(PODS, &git_pod_name(first, "checkout"))
+                .is_none()
+                .then_some(())
+        })
+        .await;
+    assert!(
+        cluster
+            .kube
+            .object(PODS, &git_pod_name(sourced[1], "checkout"))
+            .is_some(),
+        "a running checkout Pod is left to run"
+    );
+    cluster.shut_down().await;
+}
+
+/// The kubelet stops a git Pod at its `activeDeadlineSeconds`
+/// (`kubernetes.git_timeout_seconds`): the job fails naming the step and
+/// the timeout, and the Pod is deleted.
+#[tokio::test]
+async fn mock_api_a_git_pod_stopped_at_its_deadline_fails_the_job_naming_the_step_and_the_timeout()
+{
+    let remote = Remote::new();
+    let cluster = Cluster::start_with(|config| {
+        remote.allow_in(config);
+        config.kubernetes.git_timeout_seconds = 45;
+    })
+    .await;
+    let id = cluster.submit_sourced("sourced", &remote).await;
+    let checkout = cluster.wait_for_pod(&git_pod_name(id, "checkout")).await;
+    assert_eq!(checkout["spec"]["activeDeadlineSeconds"], 45);
+    cluster.run(&name_of(&checkout)).await;
+    let stopped = json!({"status": {
+        "phase": "Failed",
+        "reason": "DeadlineExceeded",
+        "message": "Pod was active on the node longer than the specified deadline",
+    }});
+    cluster
+        .kubelet
+        .patch_status(
+            &name_of(&checkout),
+            &PatchParams::default(),
+            &Patch::Merge(&stopped),
+        )
+        .await
+        .unwrap();
+
+    let failed = cluster.wait_for_phase("sourced", "failed").await;
+    assert_eq!(failed["status"]["reason"], "SourceCheckoutFailed");
+    let message = failed["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("checkout step")
+            && message.contains("45 s (kubernetes.git_timeout_seconds)"),
+        "{message}"
+    );
+    cluster.wait_for_no_pods(id).await;
+    cluster.shut_down().await;
+}
+
 /// A `.git` in `workspace` whose config and hooks would write `ran` if any
 /// git command obeyed them.
 fn plant_git_traps(workspace: &Path, ran: &Path) {

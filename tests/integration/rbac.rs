@@ -254,8 +254,9 @@ async fn mock_api_the_role_grants_exactly_the_calls_kubernetes_mode_makes() {
     submitted.spec.cancel_requested = true;
     let _ = upstream.write_spec(&submitted, &previous).await;
 
-    // Git in this mode: its claims made first, a Pod per step, watched with
-    // gets until it ends; a discarded job's repository claim deleted.
+    // Git in this mode: a get of the step's Pod, its claims made first, the
+    // Pod created (and looked at with a get on later asks); a discarded
+    // job's repository claim deleted.
     let seen = icarus::store::kubernetes::ResourceIndex::default();
     seen.remember(job, resource.clone());
     let git = PodSourceControl::new(

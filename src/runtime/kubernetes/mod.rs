@@ -81,8 +81,9 @@ impl KubeRuntime {
         self
     }
 
-    /// Also follows the namespace's agent Pods and workspace claims, waking
-    /// their jobs on every change.
+    /// Also follows the namespace's Icarus Pods (agents and git Pods) and
+    /// claims, waking their jobs on every change: a git step that is still
+    /// running is looked at again only when this wakes its job.
     pub fn watching(mut self) -> Self {
         let stop = CancellationToken::new();
         follow(self.pods.clone(), "Pod", self.changes.clone(), stop.clone());
@@ -99,7 +100,7 @@ impl KubeRuntime {
     /// Pending agents whose workspace claim is gone or being deleted can
     /// never start (the scheduler refuses them): they are reported as
     /// ended, with the reason, instead of waiting for their deadline. Only
-    /// agents: a git Pod (which may mount no workspace at all) is watched
+    /// agents: a git Pod (which may mount no workspace at all) is looked at
     /// by the step that runs it.
     async fn fail_pending_without_claim(
         &self,
@@ -470,7 +471,7 @@ mod tests {
     }
 
     /// A git Pod may mount no workspace at all (a publish), and its step
-    /// watches it: the workspace claim is looked up for waiting agents only.
+    /// looks at it: the workspace claim is looked up for waiting agents only.
     #[tokio::test]
     async fn mock_api_a_pending_git_pod_does_not_make_observing_read_the_workspace_claim() {
         let (runtime, mut server) = runtime();

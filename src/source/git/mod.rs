@@ -29,7 +29,7 @@ use snapshot::{Excluded, SNAPSHOT_REF};
 
 use super::patch::{EXCLUDED_MARKER, TRUNCATION_MARKER};
 use super::{
-    CapturedDiff, PublishRequest, Published, Result, Snapshot, SourceControl, SourceError,
+    CapturedDiff, Progress, PublishRequest, Published, Result, Snapshot, SourceControl, SourceError,
 };
 use crate::job::{JobId, JobSource};
 
@@ -268,9 +268,11 @@ impl LocalGit {
     }
 }
 
-#[async_trait]
-impl SourceControl for LocalGit {
-    async fn checkout(&self, job: JobId, source: &JobSource) -> Result<String> {
+/// The steps themselves: local git finishes each before it answers (what
+/// a git Pod runs, and what [`SourceControl`] gives as `Done` in local mode).
+impl LocalGit {
+    /// See [`SourceControl::checkout`].
+    pub async fn checkout(&self, job: JobId, source: &JobSource) -> Result<String> {
         self.require_readable_workspaces()?;
         let repository = self.layout.repository(job);
         if let Some(base) = self.read_ref(&repository, BASE_REF).await {
@@ -288,7 +290,8 @@ impl SourceControl for LocalGit {
         Ok(base)
     }
 
-    async fn snapshot(&self, job: JobId, base: Option<&str>) -> Result<Snapshot> {
+    /// See [`SourceControl::snapshot`].
+    pub async fn snapshot(&self, job: JobId, base: Option<&str>) -> Result<Snapshot> {
         self.require_readable_workspaces()?;
         let repository = match base {
             Some(_) if self.layout.repository(job).exists() => self.layout.repository(job),
@@ -316,7 +319,8 @@ impl SourceControl for LocalGit {
         Ok(Snapshot { tree, diff })
     }
 
-    async fn publish(&self, request: &PublishRequest) -> Result<Published> {
+    /// See [`SourceControl::publish`].
+    pub async fn publish(&self, request: &PublishRequest) -> Result<Published> {
         let repository = self.layout.repository(request.job);
         if !repository.exists() {
             return Err(SourceError::Permanent(
@@ -339,6 +343,25 @@ impl SourceControl for LocalGit {
             branch: request.branch.clone(),
             commit,
         })
+    }
+}
+
+#[async_trait]
+impl SourceControl for LocalGit {
+    async fn checkout(&self, job: JobId, source: &JobSource) -> Result<Progress<String>> {
+        LocalGit::checkout(self, job, source)
+            .await
+            .map(Progress::Done)
+    }
+
+    async fn snapshot(&self, job: JobId, base: Option<&str>) -> Result<Progress<Snapshot>> {
+        LocalGit::snapshot(self, job, base)
+            .await
+            .map(Progress::Done)
+    }
+
+    async fn publish(&self, request: &PublishRequest) -> Result<Progress<Published>> {
+        LocalGit::publish(self, request).await.map(Progress::Done)
     }
 
     async fn discard(&self, job: JobId) -> Result<()> {
