@@ -24,6 +24,7 @@
 //! - [`notify`]: webhooks when a job needs a human or is done.
 //! - [`api`]: the HTTP and WebSocket API (axum), one error type mapped to JSON once.
 //! - [`credentials`]: the per-agent callback tokens.
+//! - [`errors`]: an error and its sources on one line.
 //! - [`sentinel`]: host load → admission level.
 //! - [`cluster`]: what the Kubernetes adapters share: the client, the
 //!   IcarusJob resource, object labels, leader election.
@@ -40,6 +41,7 @@ pub mod cluster;
 pub mod config;
 pub mod controller;
 pub mod credentials;
+pub mod errors;
 pub use icarus_core::{job, names};
 pub mod notify;
 pub mod runtime;

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::upstream::UpstreamError;
-use crate::controller::error_chain;
+use crate::errors::error_chain;
 use crate::job::{InvalidJobId, TransitionError};
 use crate::store::StoreError;
 

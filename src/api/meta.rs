@@ -50,7 +50,7 @@ pub async fn healthz() -> Json<Health> {
     responses((status = 200, body = Health), (status = 503, description = "Database unreachable", body = ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
     state.store.ping().await.map_err(|error| {
-        tracing::warn!(error = %crate::controller::error_chain(&error), "readiness check failed");
+        tracing::warn!(error = %crate::errors::error_chain(&error), "readiness check failed");
         ApiError::Unavailable("database unreachable".to_owned())
     })?;
     Ok(Json(Health {

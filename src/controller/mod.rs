@@ -30,6 +30,7 @@ use crate::runtime::{Runtime, RuntimeError};
 use crate::source::{SourceControl, SourceError};
 use crate::store::{Store, StoreError, StoreEvent};
 
+pub use crate::errors::error_chain;
 pub use queue::WorkQueue;
 use reconcile::Requeue;
 
@@ -233,16 +234,4 @@ async fn resync(context: &Context) {
             tracing::warn!(error = %error_chain(&error), "resync could not list workloads")
         }
     }
-}
-
-/// An error and its sources on one line, for logs.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -229,7 +229,7 @@ async fn create_ahead(context: &Context, job: &Job, role: Role, attempt: u32) ->
         }
         Ok(false) => Some(Fact::AheadDeclined),
         Err(error) => {
-            tracing::debug!(%role, attempt, %error, "could not create agent ahead of its turn");
+            tracing::debug!(%role, attempt, error = %super::error_chain(&error), "could not create agent ahead of its turn");
             Some(Fact::AheadDeclined)
         }
     }
@@ -310,7 +310,10 @@ async fn save_log(
 ) -> Result<(), ControllerError> {
     let log = match context.runtime.logs(id).await {
         Ok(log) => log,
-        Err(error) => format!("(the log could not be read: {error})"),
+        Err(error) => format!(
+            "(the log could not be read: {})",
+            super::error_chain(&error)
+        ),
     };
     let record = AgentLog {
         role: key.role,

@@ -119,7 +119,7 @@ pub(super) async fn publish(context: &Context, job: &Job) -> Result<Applied, Con
         Ok(published) => {
             tracing::info!(branch = %published.branch, commit = %published.commit, "published")
         }
-        Err(error) => tracing::warn!(%error, "publishing failed"),
+        Err(error) => tracing::warn!(error = %super::error_chain(error), "publishing failed"),
     }
     let pull_request = match &result {
         Ok(published) => open_pull_request(job, &published.branch, &context.settings.publish).await,
@@ -187,7 +187,7 @@ Opened by Icarus for job {}.",
         .await;
     match &opened {
         Ok(url) => tracing::info!(%url, "pull request open"),
-        Err(error) => tracing::warn!(%error, "pull request not opened"),
+        Err(error) => tracing::warn!(error = %super::error_chain(error), "pull request not opened"),
     }
     Some(opened.map_err(|e| e.to_string()))
 }

@@ -10,10 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::sync::broadcast;
-use tokio_stream::wrappers::BroadcastStream;
 
 use super::{Result, Runtime, RuntimeError, WorkloadSpec};
 use crate::job::JobId;
@@ -288,13 +286,12 @@ impl Runtime for FakeRuntime {
 
     async fn owners(&self) -> Result<Vec<JobId>> {
         let world = self.world();
-        let owners: BTreeSet<JobId> = world.workloads.values().map(|w| w.spec.key.job).collect();
-        Ok(owners.into_iter().collect())
+        Ok(super::distinct_jobs(
+            world.workloads.values().map(|w| w.spec.key.job),
+        ))
     }
 
     fn changes(&self) -> BoxStream<'static, JobId> {
-        BroadcastStream::new(self.changes.subscribe())
-            .filter_map(|item| async move { item.ok() })
-            .boxed()
+        super::wake_ups(&self.changes)
     }
 }

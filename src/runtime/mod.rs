@@ -11,7 +11,10 @@ pub mod fake;
 pub mod kubernetes;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use futures::stream::BoxStream;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
 
 use crate::job::JobId;
 use crate::job::workload::{ObservedWorkload, WorkloadKey};
@@ -137,6 +140,22 @@ pub trait Runtime: Send + Sync + 'static {
     fn changes(&self) -> BoxStream<'static, JobId>;
 }
 
+/// A runtime's wake-ups as the stream [`Runtime::changes`] returns. A
+/// subscriber that falls behind loses wake-ups rather than blocking the
+/// runtime; the controller's periodic resync makes up for them.
+pub fn wake_ups(changes: &broadcast::Sender<JobId>) -> BoxStream<'static, JobId> {
+    BroadcastStream::new(changes.subscribe())
+        .filter_map(|wake_up| async move { wake_up.ok() })
+        .boxed()
+}
+
+/// The jobs that own some workloads, each once, in order: what
+/// [`Runtime::owners`] returns.
+pub fn distinct_jobs(owners: impl IntoIterator<Item = JobId>) -> Vec<JobId> {
+    let owners: std::collections::BTreeSet<JobId> = owners.into_iter().collect();
+    owners.into_iter().collect()
+}
+
 /// Names this orchestrator's agents after its database: whoever holds the
 /// jobs owns their agents. FNV-1a, so the name is stable across builds.
 pub fn instance_name(database_url: &str) -> String {
@@ -153,7 +172,7 @@ mod tests {
     use std::error::Error;
 
     use super::*;
-    use crate::controller::error_chain;
+    use crate::errors::error_chain;
 
     #[test]
     fn a_failed_call_keeps_what_the_engine_said_as_its_source() {

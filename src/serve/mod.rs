@@ -113,7 +113,7 @@ async fn callback_endpoint(
     let gateway = match runtime.agent_gateway().await {
         Ok(gateway) => gateway,
         Err(error) => {
-            tracing::warn!(error = %error, "cannot find the agents' network gateway; agents call the API address");
+            tracing::warn!(error = %crate::errors::error_chain(&error), "cannot find the agents' network gateway; agents call the API address");
             None
         }
     };

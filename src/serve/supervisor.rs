@@ -81,7 +81,7 @@ impl Supervisor {
             Ok(()) if name == "controller" => ServerError::ControllerEnded,
             Ok(()) => ServerError::TaskEnded(name),
         };
-        tracing::error!(task = name, error = %crate::controller::error_chain(&error), "a task ended before shutdown");
+        tracing::error!(task = name, error = %crate::errors::error_chain(&error), "a task ended before shutdown");
         Err(error)
     }
 

@@ -34,16 +34,33 @@ pub enum SourceError {
     /// was refused...): the job fails with this message.
     #[error("{0}")]
     Permanent(String),
-    /// Something that may pass (an I/O error on the host).
-    #[error("{0}")]
-    Transient(String),
+    /// Something that may pass (an I/O error on the host, an API server
+    /// out of reach): what was being done, and the error that stopped it.
+    #[error("{what}")]
+    Transient {
+        what: String,
+        #[source]
+        source: Cause,
+    },
     /// Workspaces cannot be read where this runs (Docker volumes): the job
     /// goes on without a snapshot, and says so.
     #[error("{0}")]
     Unsupported(String),
 }
 
+/// The error under a [`SourceError::Transient`]: an error, or a sentence
+/// where there is none.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 impl SourceError {
+    /// `what` was stopped by `cause`, which may pass.
+    pub fn transient(what: impl Into<String>, cause: impl Into<Cause>) -> SourceError {
+        SourceError::Transient {
+            what: what.into(),
+            source: cause.into(),
+        }
+    }
+
     pub fn is_permanent(&self) -> bool {
         matches!(self, SourceError::Permanent(_))
     }

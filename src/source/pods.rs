@@ -101,13 +101,16 @@ impl PodSourceControl {
         };
         // Owned like the job's other objects; not created before its owner is known.
         let owner = self.owners.owner_of(job).ok_or_else(|| {
-            SourceError::Transient(format!("the IcarusJob of job {job} has not been seen yet"))
+            SourceError::transient(
+                "make a git Pod",
+                format!("the IcarusJob of job {job} has not been seen yet"),
+            )
         })?;
         let found = self
             .pods
             .get_opt(&target.name)
             .await
-            .map_err(|e| unreachable_api("read the git Pod", &e))?;
+            .map_err(|e| unreachable_api("read the git Pod", e))?;
         match found {
             Some(pod) => self.look_at(&target, &pod).await,
             None => self.start(&target, owner).await,
@@ -145,13 +148,16 @@ impl PodSourceControl {
                     .pods
                     .get_opt(&target.name)
                     .await
-                    .map_err(|e| unreachable_api("read the git Pod", &e))?
+                    .map_err(|e| unreachable_api("read the git Pod", e))?
                     .ok_or_else(|| {
-                        SourceError::Transient(format!("the git Pod {} disappeared", target.name))
+                        SourceError::transient(
+                            "read the git Pod",
+                            format!("the git Pod {} disappeared", target.name),
+                        )
                     })?;
                 self.look_at(target, &pod).await
             }
-            Err(error) => Err(unreachable_api("create the git Pod", &error)),
+            Err(error) => Err(unreachable_api("create the git Pod", error)),
         }
     }
 
@@ -212,14 +218,14 @@ impl PodSourceControl {
         let succeeded = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded");
         match StepOutcome::from_output(&output) {
             Some(outcome) => Ok(outcome),
-            None if succeeded => Err(SourceError::Transient(format!(
-                "the git Pod {name} gave no outcome; its output ended: {}",
-                last_lines(&output)
-            ))),
-            None => Err(SourceError::Transient(format!(
-                "the git Pod {name} failed: {}",
-                last_lines(&output)
-            ))),
+            None if succeeded => Err(SourceError::transient(
+                format!("the git Pod {name} gave no outcome"),
+                format!("its output ended: {}", last_lines(&output)),
+            )),
+            None => Err(SourceError::transient(
+                format!("the git Pod {name} failed"),
+                last_lines(&output),
+            )),
         }
     }
 
@@ -248,7 +254,7 @@ impl PodSourceControl {
             self.claims
                 .ensure(job, which, Some(vec![owner.clone()]))
                 .await
-                .map_err(|e| unreachable_api(&format!("create the {} claim", which.what()), &e))?;
+                .map_err(|e| unreachable_api(&format!("create the {} claim", which.what()), e))?;
         }
         Ok(())
     }
@@ -261,7 +267,7 @@ impl PodSourceControl {
                 .claims
                 .gone(job, which, "the git Pod")
                 .await
-                .map_err(|e| unreachable_api(&format!("read the {} claim", which.what()), &e))?;
+                .map_err(|e| unreachable_api(&format!("read the {} claim", which.what()), e))?;
             if gone.is_some() {
                 return Ok(gone);
             }
@@ -322,7 +328,7 @@ impl SourceControl for PodSourceControl {
         self.claims
             .delete(job, JobClaim::Repository)
             .await
-            .map_err(|e| unreachable_api("delete the repository claim", &e))
+            .map_err(|e| unreachable_api("delete the repository claim", e))
     }
 }
 
@@ -338,8 +344,8 @@ fn termination_message(pod: &Pod) -> Option<String> {
     terminated(pod)?.message.clone()
 }
 
-fn unreachable_api(what: &str, error: &kube::Error) -> SourceError {
-    SourceError::Transient(format!("cannot {what}: {error}"))
+fn unreachable_api(what: &str, error: kube::Error) -> SourceError {
+    SourceError::transient(format!("cannot {what}"), error)
 }
 
 fn last_lines(text: &str) -> String {
@@ -676,9 +682,7 @@ mod tests {
                 .expect("refused without a request");
         let error = answer.unwrap_err();
         assert!(!error.is_permanent(), "{error}");
-        assert!(
-            error.to_string().contains("has not been seen yet"),
-            "{error}"
-        );
+        let error = crate::errors::error_chain(&error);
+        assert!(error.contains("has not been seen yet"), "{error}");
     }
 }

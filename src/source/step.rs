@@ -92,7 +92,7 @@ pub async fn perform(source: &LocalGit, job: JobId, step: &SourceStep) -> StepOu
         SourceError::Unsupported(message) => StepOutcome::Unsupported(message),
         other => StepOutcome::Failed {
             permanent: other.is_permanent(),
-            message: other.to_string(),
+            message: crate::errors::error_chain(&other),
         },
     })
 }
@@ -104,9 +104,13 @@ impl StepOutcome {
                 message,
                 permanent: true,
             } => SourceError::Permanent(message),
-            StepOutcome::Failed { message, .. } => SourceError::Transient(message),
+            StepOutcome::Failed { message, .. } => {
+                SourceError::transient("the source step failed", message)
+            }
             StepOutcome::Unsupported(message) => SourceError::Unsupported(message),
-            other => SourceError::Transient(format!("a source step answered {other:?}")),
+            other => {
+                SourceError::transient("the source step answered out of turn", format!("{other:?}"))
+            }
         }
     }
 

@@ -27,7 +27,6 @@ use bollard::query_parameters::{
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::sync::broadcast;
-use tokio_stream::wrappers::BroadcastStream;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 mod events;
@@ -486,19 +485,15 @@ impl Runtime for DockerRuntime {
         let containers = self
             .list(format!("{LABEL_INSTANCE}={}", self.settings.instance))
             .await?;
-        let mut owners: Vec<JobId> = containers
-            .into_iter()
-            .filter_map(|c| c.labels?.get(LABEL_JOB)?.parse().ok())
-            .collect();
-        owners.sort();
-        owners.dedup();
-        Ok(owners)
+        Ok(super::distinct_jobs(
+            containers
+                .into_iter()
+                .filter_map(|c| c.labels?.get(LABEL_JOB)?.parse().ok()),
+        ))
     }
 
     fn changes(&self) -> BoxStream<'static, JobId> {
-        BroadcastStream::new(self.changes.subscribe())
-            .filter_map(|item| async move { item.ok() })
-            .boxed()
+        super::wake_ups(&self.changes)
     }
 }
 

@@ -24,7 +24,6 @@ use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio::sync::broadcast;
-use tokio_stream::wrappers::BroadcastStream;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::cluster::crd::IcarusJob;
@@ -331,20 +330,13 @@ impl Runtime for KubeRuntime {
             .list(&ListParams::default().labels(&selector))
             .await
             .map_err(|e| failed("list pods", e))?;
-        let mut owners: Vec<JobId> = pods
-            .items
-            .iter()
-            .filter_map(|pod| job_of(&pod.metadata))
-            .collect();
-        owners.sort();
-        owners.dedup();
-        Ok(owners)
+        Ok(super::distinct_jobs(
+            pods.items.iter().filter_map(|pod| job_of(&pod.metadata)),
+        ))
     }
 
     fn changes(&self) -> BoxStream<'static, JobId> {
-        BroadcastStream::new(self.changes.subscribe())
-            .filter_map(|item| async move { item.ok() })
-            .boxed()
+        super::wake_ups(&self.changes)
     }
 }
 

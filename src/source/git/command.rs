@@ -102,18 +102,18 @@ pub async fn run_with_input(command: Command, what: &str, input: Option<&[u8]>) 
     }
     let mut child = command
         .spawn()
-        .map_err(|e| SourceError::Transient(format!("{what}: cannot run git: {e}")))?;
+        .map_err(|e| SourceError::transient(format!("{what}: cannot run git"), e))?;
     if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
         use tokio::io::AsyncWriteExt;
         stdin
             .write_all(input)
             .await
-            .map_err(|e| SourceError::Transient(format!("{what}: cannot write to git: {e}")))?;
+            .map_err(|e| SourceError::transient(format!("{what}: cannot write to git"), e))?;
     }
     let output = child
         .wait_with_output()
         .await
-        .map_err(|e| SourceError::Transient(format!("{what}: {e}")))?;
+        .map_err(|e| SourceError::transient(what, e))?;
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {

@@ -308,11 +308,13 @@ impl LocalGit {
         let excluded =
             tokio::task::spawn_blocking(move || snapshot::record(&into, &workspace, limits))
                 .await
-                .map_err(|e| SourceError::Transient(format!("the snapshot stopped: {e}")))??;
+                .map_err(|e| SourceError::transient("the snapshot stopped", e))??;
         let tree = self
             .read_ref(&repository, &format!("{SNAPSHOT_REF}^{{tree}}"))
             .await
-            .ok_or_else(|| SourceError::Transient("the snapshot was not recorded".to_owned()))?;
+            .ok_or_else(|| {
+                SourceError::transient("record the snapshot", "no snapshot ref after the walk")
+            })?;
         let diff = self
             .diff(&repository, base.unwrap_or(EMPTY_TREE), &tree, &excluded)
             .await?;
@@ -397,7 +399,7 @@ fn cut(text: String, limit: usize) -> CapturedDiff {
 }
 
 fn transient(what: &'static str) -> impl Fn(std::io::Error) -> SourceError {
-    move |error| SourceError::Transient(format!("{what}: {error}"))
+    move |error| SourceError::transient(what, error)
 }
 
 async fn create_dir(path: &Path) -> Result<()> {

@@ -60,7 +60,7 @@ pub fn record(git_dir: &Path, workspace: &Path, limits: SnapshotLimits) -> Resul
         .stderr(Stdio::piped());
     let mut child = command
         .spawn()
-        .map_err(|e| SourceError::Transient(format!("cannot run git fast-import: {e}")))?;
+        .map_err(|e| SourceError::transient("cannot run git fast-import", e))?;
     let stdin = child.stdin.take().expect("stdin was piped");
     let mut writer = Writer {
         out: io::BufWriter::with_capacity(256 * 1024, stdin),
@@ -75,7 +75,7 @@ pub fn record(git_dir: &Path, workspace: &Path, limits: SnapshotLimits) -> Resul
     drop(out);
     let output = child
         .wait_with_output()
-        .map_err(|e| SourceError::Transient(format!("git fast-import: {e}")))?;
+        .map_err(|e| SourceError::transient("git fast-import", e))?;
     match written {
         // Our own refusal (a limit, an unreadable file) says most.
         Err(error @ SourceError::Permanent(_)) => Err(error),
@@ -213,10 +213,13 @@ impl Writer {
         self.entry_header(git_mode, path, length)?;
         let copied = copy_exactly(&mut file, &mut self.out, length).map_err(stream_error)?;
         if copied != length {
-            return Err(SourceError::Transient(format!(
-                "{} changed while it was being recorded",
-                String::from_utf8_lossy(path)
-            )));
+            return Err(SourceError::transient(
+                "record the snapshot",
+                format!(
+                    "{} changed while it was being recorded",
+                    String::from_utf8_lossy(path)
+                ),
+            ));
         }
         self.out.write_all(b"\n").map_err(stream_error)
     }
@@ -275,7 +278,7 @@ fn unreadable(path: &[u8], error: &io::Error) -> SourceError {
 }
 
 fn stream_error(error: io::Error) -> SourceError {
-    SourceError::Transient(format!("writing the snapshot to git: {error}"))
+    SourceError::transient("writing the snapshot to git", error)
 }
 
 #[cfg(test)]
