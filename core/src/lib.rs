@@ -10,6 +10,8 @@
 //!   property tests.
 //!
 //! - [`names`]: the names and labels of every object Icarus makes.
+//! - [`ports`]: the traits the adapters implement (runtime, source
+//!   control, upstream), with their errors and the workload specification.
 //!
 //! `cargo test -p icarus-core` runs the planner's specification without
 //! compiling any adapter.
@@ -17,3 +19,4 @@
 
 pub mod job;
 pub mod names;
+pub mod ports;

@@ -236,3 +236,50 @@ fn the_circle_check_sees_a_circle_when_there_is_one() {
         ]]
     );
 }
+
+#[test]
+fn the_core_depends_on_no_async_runtime_database_engine_or_cluster_client() {
+    let manifest =
+        std::fs::read_to_string(format!("{}/core/Cargo.toml", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let manifest: toml_like::Manifest = toml_like::parse(&manifest);
+    for forbidden in [
+        "tokio",
+        "sqlx",
+        "kube",
+        "k8s-openapi",
+        "bollard",
+        "axum",
+        "reqwest",
+    ] {
+        assert!(
+            !manifest.dependencies.iter().any(|d| d == forbidden),
+            "core/Cargo.toml depends on {forbidden}"
+        );
+    }
+    assert!(
+        manifest.dependencies.iter().any(|d| d == "serde"),
+        "the parse found the dependencies"
+    );
+}
+
+/// Just enough of a Cargo manifest: the names under `[dependencies]`.
+mod toml_like {
+    pub struct Manifest {
+        pub dependencies: Vec<String>,
+    }
+
+    pub fn parse(text: &str) -> Manifest {
+        let mut section = "";
+        let mut dependencies = Vec::new();
+        for line in text.lines().map(str::trim) {
+            if line.starts_with('[') {
+                section = line;
+            } else if section == "[dependencies]"
+                && let Some((name, _)) = line.split_once('=')
+            {
+                dependencies.push(name.trim().to_owned());
+            }
+        }
+        Manifest { dependencies }
+    }
+}
