@@ -42,7 +42,7 @@ pub mod config;
 pub mod controller;
 pub mod credentials;
 pub mod errors;
-pub use icarus_core::{job, names};
+pub use icarus_core::{job, names, ports};
 pub mod notify;
 pub mod runtime;
 pub mod sentinel;

@@ -6,31 +6,32 @@
 //! orchestrator finds what it made instead of making it twice. Labels say
 //! which job an object belongs to, so a resync can find every object of a
 //! job, and a job that no longer exists, from the objects alone.
+//!
+//! It takes the job id as anything that prints (a `JobId`), so that it
+//! depends on nothing of the domain and the domain may use it.
 
 use std::fmt::Display;
 
-use crate::job::JobId;
-
 /// An agent's container or Pod: `icarus-<job>-<role>-<attempt>`.
-pub fn agent(job: JobId, role: impl Display, attempt: u32) -> String {
+pub fn agent(job: impl Display, role: impl Display, attempt: u32) -> String {
     format!("icarus-{job}-{role}-{attempt}")
 }
 
 /// A job's workspace: the Docker volume (volume mode) or the
 /// PersistentVolumeClaim the agents mount.
-pub fn workspace(job: JobId) -> String {
+pub fn workspace(job: impl Display) -> String {
     format!("icarus-{job}-workspace")
 }
 
 /// The claim holding a job's bare Git repository (Kubernetes mode), which
 /// no agent mounts.
-pub fn repository(job: JobId) -> String {
+pub fn repository(job: impl Display) -> String {
     format!("icarus-{job}-repository")
 }
 
 /// A git step's Pod (Kubernetes mode): `icarus-<job>-git-<step>`, with
 /// `step` one of `checkout`, `snapshot`, `publish`.
-pub fn git_step(job: JobId, step: &str) -> String {
+pub fn git_step(job: impl Display, step: &str) -> String {
     format!("icarus-{job}-git-{step}")
 }
 
@@ -60,7 +61,7 @@ pub mod kubernetes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::Role;
+    use crate::job::{JobId, Role};
 
     const JOB: &str = "6b1f0b4e-1111-4222-8333-944444444444";
 

@@ -9,9 +9,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::upstream::UpstreamError;
 use crate::errors::error_chain;
 use crate::job::{InvalidJobId, TransitionError};
+use crate::ports::upstream::UpstreamError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]

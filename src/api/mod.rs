@@ -17,7 +17,6 @@ pub mod models;
 mod policy;
 pub mod report_limit;
 mod stream;
-pub mod upstream;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -39,6 +38,7 @@ pub use jobs::MAX_TASK_CHARS;
 
 use crate::credentials::AgentKeys;
 use crate::job::admission::LoadLevel;
+use crate::ports::upstream::Upstream;
 use crate::store::Store;
 pub use auth::Authenticator;
 pub use browser::AllowedHosts;
@@ -64,7 +64,7 @@ pub struct AppState {
     pub progress_reports: Arc<ReportLimiter>,
     /// Where jobs' desired state is written before the store, if anywhere
     /// (the IcarusJob resources in Kubernetes mode).
-    pub upstream: Option<Arc<dyn upstream::Upstream>>,
+    pub upstream: Option<Arc<dyn Upstream>>,
 }
 
 /// Limits applied to every request.

@@ -23,12 +23,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::report_limit::ReportLimiter;
-use crate::api::upstream::Upstream;
 use crate::api::{self, AllowedHosts, ApiLimits, AppState, Authenticator, SpawnPolicy};
 use crate::config::Config;
 use crate::controller::{Controller, ControllerSettings};
 use crate::credentials::{AgentKeys, CredentialsError};
 use crate::notify;
+use crate::ports::upstream::Upstream;
 use crate::runtime::Runtime;
 use crate::sentinel;
 use crate::source::SourceControl;

@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use chrono::Utc;
 use http::{Method, Request, Response};
-use icarus::api::upstream::Upstream;
 use icarus::cluster::crd::{IcarusJob, IcarusJobSpec};
 use icarus::cluster::lease::Elector;
 use icarus::config::Config;
 use icarus::job::workload::WorkloadKey;
 use icarus::job::{Job, JobId, Role};
+use icarus::ports::upstream::Upstream;
 use icarus::runtime::kubernetes::KubeRuntime;
 use icarus::runtime::kubernetes::workloads::WorkloadSettings;
 use icarus::runtime::{Runtime, WorkloadSpec};

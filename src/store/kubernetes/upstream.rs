@@ -15,9 +15,9 @@ use serde_json::{Map, Value, json};
 
 use super::bridge::{DECIDED_BY_ANNOTATION, SUBMITTED_BY_ANNOTATION, job_id};
 use super::index::ResourceIndex;
-use crate::api::upstream::{Upstream, UpstreamError};
 use crate::cluster::crd::{IcarusJob, IcarusJobSpec};
 use crate::job::{Job, JobId, JobSpec};
+use crate::ports::upstream::{Upstream, UpstreamError};
 
 /// Resources created through the REST API are named `job-<random suffix>`.
 const GENERATED_NAME_PREFIX: &str = "job-";
