@@ -18,7 +18,7 @@ use crate::cluster::{self, lease};
 use crate::config::Config;
 use crate::runtime::kubernetes::KubeRuntime;
 use crate::runtime::kubernetes::workloads::WorkloadSettings;
-use crate::source::pods::PodSourceControl;
+use crate::source::pods::{GitPodSettings, PodSourceControl};
 use crate::store::Store;
 use crate::store::kubernetes::upstream::ResourceUpstream;
 use crate::store::kubernetes::{ResourceIndex, sync};
@@ -30,6 +30,7 @@ pub struct KubernetesMode {
     namespace: String,
     index: ResourceIndex,
     settings: WorkloadSettings,
+    git: GitPodSettings,
 }
 
 impl KubernetesMode {
@@ -63,6 +64,7 @@ impl KubernetesMode {
             namespace,
             index,
             settings,
+            git: GitPodSettings::from_config(config),
         };
         (mode, Arc::new(runtime))
     }
@@ -106,6 +108,7 @@ impl KubernetesMode {
                 claims,
                 self.index.clone(),
                 self.settings.clone(),
+                self.git.clone(),
             )),
             upstream: Some(Arc::new(ResourceUpstream::new(jobs, self.index.clone()))),
             leadership: Some(leadership),

@@ -192,7 +192,13 @@ async fn the_builder_starts_on_a_checkout_of_the_source_at_its_recorded_base() {
         server.runtime.state_of(id, Role::Builder).map(|_| ())
     })
     .await;
-    let (_, status) = server.get(&format!("/jobs/{id}/status")).await;
+    // The builder starts in the reconcile that records the base, just before
+    // the status is written: wait for the write, not only the start.
+    let status = eventually(std::time::Duration::from_secs(10), || async {
+        let (_, status) = server.get(&format!("/jobs/{id}/status")).await;
+        (!status["base_commit"].is_null()).then_some(status)
+    })
+    .await;
     assert_eq!(status["base_commit"], remote.tip("main").unwrap());
     assert_eq!(status["source"]["ref"], "main");
     let readme = std::fs::read_to_string(workspace(&server, id).join("README.md")).unwrap();

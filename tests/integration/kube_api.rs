@@ -3,7 +3,7 @@
 //! cluster can run here).
 //!
 //! It keeps objects as JSON and answers the REST calls Kubernetes mode makes
-//! (`src/runtime/kubernetes`, `src/store/kubernetes`, `src/source/pods.rs`)
+//! (`src/runtime/kubernetes`, `src/store/kubernetes`, `src/source/pods`)
 //! the way an API server does, for the resources it uses: Pods (with
 //! `status` and `log`), PersistentVolumeClaims (with `status`),
 //! Leases, Events (`events.k8s.io/v1` and core), and IcarusJobs (with

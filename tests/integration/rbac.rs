@@ -19,7 +19,7 @@ use icarus::runtime::kubernetes::KubeRuntime;
 use icarus::runtime::kubernetes::workloads::WorkloadSettings;
 use icarus::runtime::{Runtime, WorkloadSpec};
 use icarus::source::SourceControl;
-use icarus::source::pods::PodSourceControl;
+use icarus::source::pods::{GitPodSettings, PodSourceControl};
 use icarus::store::kubernetes::upstream::ResourceUpstream;
 use kube::api::Api;
 use kube::client::Body;
@@ -264,6 +264,7 @@ async fn mock_api_the_role_grants_exactly_the_calls_kubernetes_mode_makes() {
         Api::namespaced(client.clone(), "icarus"),
         seen.clone(),
         settings(),
+        GitPodSettings::from_config(&Config::embedded_default().unwrap()),
     );
     let _ = git.snapshot(job, None).await;
     git.discard(job).await.unwrap();

@@ -30,6 +30,8 @@
 //! creation, plus time to be scheduled, so a restart gives it no new
 //! deadline). After a crash the next ask finds the Pod as it is.
 
+mod spec;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -43,12 +45,15 @@ use super::step::{SourceStep, StepOutcome};
 use crate::job::{JobId, JobSource};
 use crate::runtime::kubernetes::claims::Claims;
 use crate::runtime::kubernetes::observe::{terminated, unstartable};
-use crate::runtime::kubernetes::workloads::{JobClaim, WorkloadSettings, git_claims, source_pod};
+use crate::runtime::kubernetes::workloads::{JobClaim, WorkloadSettings};
+use spec::{git_claims, source_pod};
+
 use crate::runtime::kubernetes::{is_pending, job_labels, status_of};
 use crate::source::{
     Progress, PublishRequest, Published, Result, Snapshot, SourceControl, SourceError,
 };
 use crate::store::kubernetes::ResourceIndex;
+pub use spec::GitPodSettings;
 
 /// Time for scheduling and pulling the image, beyond the Pod's own deadline
 /// (`activeDeadlineSeconds` counts only from when a node took the Pod).
@@ -63,7 +68,9 @@ pub struct PodSourceControl {
     claims: Claims,
     /// The IcarusJobs jobs came from: the owners of their git Pods and claims.
     owners: ResourceIndex,
-    settings: WorkloadSettings,
+    /// What every Pod is given (the node selector, the grace period...).
+    pods_settings: WorkloadSettings,
+    settings: GitPodSettings,
 }
 
 /// One step's Pod, and what it mounts.
@@ -79,12 +86,14 @@ impl PodSourceControl {
         pods: Api<Pod>,
         claims: Api<PersistentVolumeClaim>,
         owners: ResourceIndex,
-        settings: WorkloadSettings,
+        pods_settings: WorkloadSettings,
+        settings: GitPodSettings,
     ) -> Self {
         PodSourceControl {
             pods,
-            claims: Claims::new(claims, settings.clone()),
+            claims: Claims::new(claims, pods_settings.clone()),
             owners,
+            pods_settings,
             settings,
         }
     }
@@ -137,7 +146,13 @@ impl PodSourceControl {
             owner_references: Some(vec![owner]),
             ..ObjectMeta::default()
         };
-        let pod = source_pod(metadata, target.job, target.step, &self.settings);
+        let pod = source_pod(
+            metadata,
+            target.job,
+            target.step,
+            &self.pods_settings,
+            &self.settings,
+        );
         match self.pods.create(&PostParams::default(), &pod).await {
             Ok(_) => {
                 tracing::info!(job = %target.job, step = target.step.name(), pod = %target.name, "git Pod started");
@@ -377,12 +392,13 @@ mod tests {
         resource.metadata.uid = Some(job.to_string());
         let owners = ResourceIndex::default();
         owners.remember(job, resource);
-        let settings = WorkloadSettings::from_config(&Config::embedded_default().unwrap());
+        let config = Config::embedded_default().unwrap();
         let git = PodSourceControl::new(
             Api::namespaced(client.clone(), "icarus"),
             Api::namespaced(client, "icarus"),
             owners,
-            settings,
+            WorkloadSettings::from_config(&config),
+            GitPodSettings::from_config(&config),
         );
         (git, server)
     }
