@@ -172,10 +172,13 @@ fn refuse_open_exposure(config: &Config, insecure: bool) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     init_logging(&config);
-    let sync_stop = CancellationToken::new();
+    // Kubernetes mode's Lease campaign: ended after the orchestrator has
+    // stopped, so the controller stops for the shutdown, not for a lost lead.
+    let campaign = CancellationToken::new();
+    let _campaign_ends = campaign.clone().drop_guard();
     let mut orchestrator = if config.kubernetes.enabled {
         let (mode, runtime) = KubernetesMode::connect(&config).await?;
-        mode.start(&config, runtime, sync_stop.clone()).await?
+        mode.start(&config, runtime, campaign.clone()).await?
     } else {
         crate::serve::local::start(&config).await?
     };
@@ -184,7 +187,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tokio::select! {
         _ = graceful.cancelled() => {
             tracing::info!("shutting down: no new requests, finishing work in flight; agents keep running");
-            sync_stop.cancel();
             tokio::select! {
                 stopped = orchestrator.stop() => stopped?,
                 _ = forced.cancelled() => {

@@ -141,9 +141,12 @@ impl Controller {
         match leadership.as_mut() {
             Some(leading) => tokio::select! {
                 _ = shutdown.cancelled() => {}
-                _ = leading.wait_for(|lead| !*lead) => {
-                    tracing::error!("leadership lost: the controller stops");
-                }
+                lost = leading.wait_for(|lead| !*lead) => match lost {
+                    Ok(_) => tracing::error!("leadership lost: the controller stops"),
+                    // The campaign ended (its sender is gone): a shutdown
+                    // under way, not a lost Lease.
+                    Err(_) => tracing::info!("the Lease campaign ended: the controller stops"),
+                },
             },
             None => shutdown.cancelled().await,
         }

@@ -890,7 +890,7 @@ async fn mock_api_a_deleted_workspace_claim_fails_the_agent_waiting_on_it_saying
         .await
         .unwrap();
     let failed = cluster.wait_for_phase("add-logging", "failed").await;
-    assert_eq!(failed["status"]["reason"], "CheckerFailed");
+    assert_eq!(failed["status"]["reason"], "CheckerStartFailed");
     let message = failed["status"]["message"].as_str().unwrap();
     assert!(
         message.contains(&format!(
@@ -2383,4 +2383,60 @@ fn plant_git_traps(workspace: &Path, ran: &Path) {
         std::fs::write(&path, format!("#!/bin/sh\n{command}\n")).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
+}
+
+#[tokio::test]
+async fn mock_api_an_agent_image_that_cannot_be_pulled_fails_the_start_saying_so_not_the_builder() {
+    const IMAGE: &str = "registry.example.com/agents/builder:no-such-tag";
+    let cluster = Cluster::start().await;
+    let id = cluster
+        .submit_spec(
+            "add-logging",
+            IcarusJobSpec {
+                builder_image: Some(IMAGE.to_owned()),
+                ..IcarusJobSpec::new("Add logging")
+            },
+        )
+        .await;
+    let builder = cluster.wait_for_pod(&pod_name(id, "builder")).await;
+    let container = &builder["spec"]["containers"][0];
+    assert_eq!(container["image"], IMAGE);
+
+    // A first failed pull is the kubelet's to retry: the job waits.
+    let pulling = |reason: &str| {
+        let state = json!({"waiting": {"reason": reason, "message": format!("pulling \"{IMAGE}\": not found")}});
+        json!({"status": {"phase": "Pending", "containerStatuses": [git_container_status(container, state)]}})
+    };
+    let patch = |status: Value| {
+        let kubelet = &cluster.kubelet;
+        let name = name_of(&builder);
+        async move {
+            kubelet
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                .await
+                .unwrap();
+        }
+    };
+    patch(pulling("ErrImagePull")).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, status) = cluster.rest.get(&format!("/jobs/{id}/status")).await;
+    assert_eq!(status["status"], "building", "{status}");
+
+    // Backing off, it has retried and failed: the start failed, nothing ran.
+    patch(pulling("ImagePullBackOff")).await;
+    let failed = cluster.wait_for_phase("add-logging", "failed").await;
+    assert_eq!(failed["status"]["reason"], "BuilderStartFailed");
+    let message = failed["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("builder cannot start")
+            && message.contains("ImagePullBackOff")
+            && message.contains(IMAGE),
+        "{message}"
+    );
+    assert!(
+        failed["status"]["builder"]["exitCode"].is_null(),
+        "nothing exited"
+    );
+    cluster.wait_for_no_pods(id).await;
+    cluster.shut_down().await;
 }

@@ -212,6 +212,13 @@ fn decide_agent(next: &mut Next, input: &PlanInput<'_>, role: Role) {
             return;
         }
     }
+    let attempt = next.status.attempt;
+    let workload = find(&input.observed.workloads, role, attempt);
+    // What was seen of the workload is recorded whatever decides the job,
+    // so a failure reported before the exit still shows the exit code.
+    if let Some(workload) = workload {
+        record_workload(next, workload);
+    }
     if let Some(error) = input.observed.reports.error_of(role) {
         next.fail(
             Reason::ReportedError(role),
@@ -219,22 +226,34 @@ fn decide_agent(next: &mut Next, input: &PlanInput<'_>, role: Role) {
         );
         return;
     }
-    let attempt = next.status.attempt;
-    let Some(workload) = find(&input.observed.workloads, role, attempt) else {
+    let Some(workload) = workload else {
         if let Some(id) = &next.status.workload(role).workload_id {
             let message = format!("{role} workload {id} disappeared before it finished");
             next.fail(Reason::Vanished(role), message);
         }
         return;
     };
-    next.status.workload_mut(role).workload_id = Some(workload.id.clone());
-    if let WorkloadState::Exited {
-        exit_code,
-        oom_killed,
-    } = workload.state
-    {
-        next.status.workload_mut(role).exit_code = Some(exit_code);
-        decide_exit(next, input, workload, exit_code, oom_killed);
+    match &workload.state {
+        WorkloadState::Exited {
+            exit_code,
+            oom_killed,
+        } => decide_exit(next, input, workload, *exit_code, *oom_killed),
+        WorkloadState::Unstartable { why } => {
+            next.fail(
+                Reason::StartFailed(role),
+                format!("{role} cannot start: {why}"),
+            );
+        }
+        WorkloadState::Created | WorkloadState::Running => {}
+    }
+}
+
+/// The workload's id, and its exit code once it exited.
+fn record_workload(next: &mut Next, workload: &ObservedWorkload) {
+    let status = next.status.workload_mut(workload.role);
+    status.workload_id = Some(workload.id.clone());
+    if let WorkloadState::Exited { exit_code, .. } = workload.state {
+        status.exit_code = Some(exit_code);
     }
 }
 

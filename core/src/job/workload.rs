@@ -64,6 +64,12 @@ pub enum WorkloadState {
         exit_code: i64,
         oom_killed: bool,
     },
+    /// Exists but can never run, for a reason the runtime found (an image
+    /// the node cannot pull, a workspace claim that was deleted): a start
+    /// that failed, not an agent that failed, and nothing to wait for.
+    Unstartable {
+        why: String,
+    },
 }
 
 /// One workload that exists in the runtime and carries this job's labels.

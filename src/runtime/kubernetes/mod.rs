@@ -128,11 +128,7 @@ impl KubeRuntime {
             .iter_mut()
             .filter(|w| waiting.contains(&w.id.as_str()))
         {
-            workload.state = WorkloadState::Exited {
-                exit_code: -1,
-                oom_killed: false,
-            };
-            workload.log_tail = Some(why.clone());
+            workload.state = WorkloadState::Unstartable { why: why.clone() };
         }
         Ok(())
     }
@@ -519,19 +515,10 @@ mod tests {
         )
         .await;
         let observed = call.await.unwrap().unwrap();
-        assert!(matches!(
-            observed[0].state,
-            WorkloadState::Exited { exit_code: -1, .. }
-        ));
-        assert_eq!(
-            observed[0].log_tail.as_deref(),
-            Some(
-                format!(
-                    "the workspace claim icarus-{job}-workspace was deleted: the agent cannot start"
-                )
-                .as_str()
-            )
+        let why = format!(
+            "the workspace claim icarus-{job}-workspace was deleted: the agent cannot start"
         );
+        assert_eq!(observed[0].state, WorkloadState::Unstartable { why });
     }
 
     #[tokio::test]

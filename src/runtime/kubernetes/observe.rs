@@ -21,18 +21,15 @@ pub fn observe_pod(pod: &Pod) -> Option<ObservedWorkload> {
     let status = pod.status.as_ref();
     let terminated = terminated(pod);
     let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
-    if let Some(message) = unstartable(pod) {
+    if let Some(why) = unstartable(pod) {
         // An image that cannot be pulled or run never becomes an exit: it
-        // would wait for its deadline. Report it as the failure it is.
+        // would wait for its deadline. Report it as the start failure it is.
         return Some(ObservedWorkload {
             role,
             attempt,
             id: pod.name_any(),
-            state: WorkloadState::Exited {
-                exit_code: -1,
-                oom_killed: false,
-            },
-            log_tail: Some(message),
+            state: WorkloadState::Unstartable { why },
+            log_tail: None,
         });
     }
     let state = match (phase, terminated) {
@@ -73,9 +70,12 @@ pub(crate) fn terminated(pod: &Pod) -> Option<&ContainerStateTerminated> {
 }
 
 /// Why the kubelet cannot start the agent's container, if it cannot.
+///
+/// A first failed pull (`ErrImagePull`) may be a registry's hiccup: the
+/// kubelet tries again. Once it backs off (`ImagePullBackOff`), it has
+/// retried and failed again, and the image is not coming.
 pub(crate) fn unstartable(pod: &Pod) -> Option<String> {
-    const HOPELESS: [&str; 4] = [
-        "ErrImagePull",
+    const HOPELESS: [&str; 3] = [
         "ImagePullBackOff",
         "InvalidImageName",
         "CreateContainerConfigError",
@@ -169,30 +169,40 @@ mod tests {
         );
     }
 
-    #[test]
-    fn an_image_that_cannot_be_pulled_is_a_failure_that_says_so() {
-        let mut stuck = pod("Pending", None);
-        let status = stuck.status.as_mut().unwrap();
+    /// A Pending Pod whose container waits, for `reason`.
+    fn waiting(reason: &str, message: &str) -> Pod {
+        let mut pending = pod("Pending", None);
+        let status = pending.status.as_mut().unwrap();
         status.container_statuses = Some(vec![ContainerStatus {
             name: "agent".to_owned(),
             state: Some(ContainerState {
                 waiting: Some(k8s_openapi::api::core::v1::ContainerStateWaiting {
-                    reason: Some("ImagePullBackOff".to_owned()),
-                    message: Some("pull access denied for ghost".to_owned()),
+                    reason: Some(reason.to_owned()),
+                    message: Some(message.to_owned()),
                 }),
                 ..ContainerState::default()
             }),
             ..ContainerStatus::default()
         }]);
+        pending
+    }
+
+    #[test]
+    fn an_image_that_cannot_be_pulled_is_a_start_failure_that_says_so() {
+        let stuck = waiting("ImagePullBackOff", "pull access denied for ghost");
         let observed = observe_pod(&stuck).unwrap();
-        assert!(matches!(
-            observed.state,
-            WorkloadState::Exited { exit_code: -1, .. }
-        ));
         assert_eq!(
-            observed.log_tail.as_deref(),
-            Some("ImagePullBackOff: pull access denied for ghost")
+            observed.state,
+            WorkloadState::Unstartable {
+                why: "ImagePullBackOff: pull access denied for ghost".to_owned()
+            }
         );
+    }
+
+    #[test]
+    fn a_first_failed_pull_is_waited_for_the_kubelet_tries_again() {
+        let pulling = waiting("ErrImagePull", "registry timed out");
+        assert_eq!(observe_pod(&pulling).unwrap().state, WorkloadState::Running);
     }
 
     #[test]

@@ -130,9 +130,18 @@ async fn bring_into_store(
     match store.update_spec(id, update).await {
         Ok(_) => Ok(()),
         Err(BridgeError::Store(StoreError::NotFound(_))) => {
-            store.create_job(&new_job(&resource, Utc::now())?).await?;
-            tracing::info!(job = %id, name = ?resource.metadata.name, "IcarusJob accepted");
-            Ok(())
+            match store.create_job(&new_job(&resource, Utc::now())?).await {
+                Ok(_) => {
+                    tracing::info!(job = %id, name = ?resource.metadata.name, "IcarusJob accepted");
+                    Ok(())
+                }
+                // Stored meanwhile: a REST spawn writes the store right after
+                // creating the resource. Bring the resource's spec over it.
+                Err(_) if store.get_job(id).await?.is_some() => {
+                    store.update_spec(id, update).await.map(|_| ())
+                }
+                Err(error) => Err(error.into()),
+            }
         }
         Err(error) => Err(error),
     }

@@ -288,6 +288,39 @@ fn an_out_of_memory_kill_is_named_as_such() {
 }
 
 #[test]
+fn an_agent_that_can_never_start_fails_the_job_as_a_start_saying_why() {
+    let job = Job::pending().in_phase(Phase::Building, at(0));
+    let stuck = workload(
+        Role::Builder,
+        WorkloadState::Unstartable {
+            why: "ImagePullBackOff: pull access denied for ghost".to_owned(),
+        },
+    );
+    let plan = plan_admitted(&job, &observed(vec![stuck]), 10);
+    assert_eq!(plan.status.phase, Phase::Failed);
+    assert_eq!(plan.status.reason, Reason::StartFailed(Role::Builder));
+    assert_eq!(
+        plan.status.error_message.as_deref(),
+        Some("builder cannot start: ImagePullBackOff: pull access denied for ghost")
+    );
+    assert_eq!(plan.status.builder.exit_code, None, "nothing ran");
+}
+
+#[test]
+fn an_agent_that_reported_an_error_and_exited_keeps_its_exit_code() {
+    let job = Job::pending().in_phase(Phase::Building, at(0));
+    let mut world = observed(vec![exited(Role::Builder, 3)]);
+    world.reports.builder_error = Some("builder was asked to fail".to_owned());
+    let plan = plan_admitted(&job, &world, 10);
+    assert_eq!(plan.status.reason, Reason::ReportedError(Role::Builder));
+    assert_eq!(plan.status.builder.exit_code, Some(3));
+    assert_eq!(
+        plan.status.builder.workload_id.as_deref(),
+        Some("builder-id")
+    );
+}
+
+#[test]
 fn an_error_callback_fails_the_job_and_stops_the_agent() {
     let job = Job::pending().in_phase(Phase::Building, at(0));
     let mut world = observed(vec![workload(Role::Builder, WorkloadState::Running)]);
@@ -683,6 +716,9 @@ fn any_state() -> impl Strategy<Value = WorkloadState> {
     prop_oneof![
         Just(WorkloadState::Created),
         Just(WorkloadState::Running),
+        Just(WorkloadState::Unstartable {
+            why: "ImagePullBackOff: not found".to_owned()
+        }),
         (-2i64..140, any::<bool>()).prop_map(|(exit_code, oom_killed)| WorkloadState::Exited {
             exit_code,
             oom_killed
