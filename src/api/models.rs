@@ -104,6 +104,9 @@ pub struct JobStatusResponse {
     pub error_message: Option<String>,
     /// Why the job is in this phase (`Admitted`, `BuilderFailed`, `ConcurrencyLimit`...).
     pub reason: String,
+    /// Why the current agent has not started yet, as its runtime says
+    /// (Kubernetes: the scheduler's message); null once it runs.
+    pub waiting: Option<String>,
     pub project_path: String,
     pub builder_image: Option<String>,
     pub checker_image: Option<String>,
@@ -154,6 +157,7 @@ impl From<&Job> for JobStatusResponse {
             completed_at: status.times.finished_at,
             error_message: status.error_message.clone(),
             reason: status.reason.to_string(),
+            waiting: status.waiting.clone(),
             project_path: job.spec.project_path.clone(),
             builder_image: job.spec.builder_image.clone(),
             checker_image: job.spec.checker_image.clone(),

@@ -2440,3 +2440,39 @@ async fn mock_api_an_agent_image_that_cannot_be_pulled_fails_the_start_saying_so
     cluster.wait_for_no_pods(id).await;
     cluster.shut_down().await;
 }
+
+#[tokio::test]
+async fn mock_api_a_pod_the_scheduler_cannot_place_keeps_the_job_waiting_and_says_why() {
+    let cluster = Cluster::start().await;
+    let id = cluster.submit("add-logging", "Add logging").await;
+    let builder = cluster.wait_for_pod(&pod_name(id, "builder")).await;
+    let why = "0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims";
+    let status = json!({"status": {
+        "phase": "Pending",
+        "conditions": [{"type": "PodScheduled", "status": "False",
+                        "reason": "Unschedulable", "message": why}],
+    }});
+    cluster
+        .kubelet
+        .patch_status(
+            &name_of(&builder),
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await
+        .unwrap();
+
+    let expected = format!("builder has not started: not scheduled: {why}");
+    let resource = cluster
+        .until("the IcarusJob says why the builder waits", |kube| {
+            let job = kube.object(JOBS, "add-logging")?;
+            (job["status"]["message"] == expected.as_str()).then_some(job)
+        })
+        .await;
+    assert_eq!(resource["status"]["phase"], "building");
+    let (_, status) = cluster.rest.get(&format!("/jobs/{id}/status")).await;
+    assert_eq!(status["status"], "building");
+    assert_eq!(status["waiting"], expected.as_str());
+    assert!(status["error_message"].is_null(), "waiting is not failing");
+    cluster.shut_down().await;
+}

@@ -203,6 +203,10 @@ pub struct JobStatus {
     pub attempt: u32,
     #[serde(default)]
     pub source: SourceStatus,
+    /// Why the current agent has not started yet, as its runtime says (the
+    /// scheduler's message, a claim not bound); none once it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }
 
 impl JobStatus {
@@ -216,6 +220,7 @@ impl JobStatus {
             checker: WorkloadStatus::default(),
             attempt: 1,
             source: SourceStatus::default(),
+            waiting: None,
         }
     }
 

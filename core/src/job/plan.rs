@@ -195,9 +195,23 @@ fn awaits_checkout(job: &Job, status: &JobStatus) -> bool {
 }
 
 fn decide_agent(next: &mut Next, input: &PlanInput<'_>, role: Role) {
+    let attempt = next.status.attempt;
+    let workload = find(&input.observed.workloads, role, attempt);
+    let waiting = workload.and_then(|w| match &w.state {
+        WorkloadState::Waiting { why } => Some(why.as_str()),
+        _ => None,
+    });
+    next.status.waiting = waiting.map(|why| format!("{role} has not started: {why}"));
     if let Some((reason, message)) = deadline_passed(&next.status, input.deadlines, role, input.now)
     {
-        next.fail(reason, message);
+        match waiting {
+            // It never ran: the start failed, and the runtime said why.
+            Some(why) => next.fail(
+                Reason::StartFailed(role),
+                format!("{message} without starting: {why}"),
+            ),
+            None => next.fail(reason, message),
+        }
         return;
     }
     if role == Role::Builder && awaits_checkout(input.job, &next.status) {
@@ -212,8 +226,6 @@ fn decide_agent(next: &mut Next, input: &PlanInput<'_>, role: Role) {
             return;
         }
     }
-    let attempt = next.status.attempt;
-    let workload = find(&input.observed.workloads, role, attempt);
     // What was seen of the workload is recorded whatever decides the job,
     // so a failure reported before the exit still shows the exit code.
     if let Some(workload) = workload {
@@ -244,7 +256,7 @@ fn decide_agent(next: &mut Next, input: &PlanInput<'_>, role: Role) {
                 format!("{role} cannot start: {why}"),
             );
         }
-        WorkloadState::Created | WorkloadState::Running => {}
+        WorkloadState::Created | WorkloadState::Running | WorkloadState::Waiting { .. } => {}
     }
 }
 
@@ -567,6 +579,8 @@ impl Next {
         if to == Phase::Failed {
             self.status.error_message = message.clone();
         }
+        // What an agent waited for belongs to the phase being left.
+        self.status.waiting = None;
         self.status.phase = to;
         self.status.reason = reason.clone();
         self.transition = Some(Transition {

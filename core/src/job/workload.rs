@@ -64,6 +64,13 @@ pub enum WorkloadState {
         exit_code: i64,
         oom_killed: bool,
     },
+    /// Exists and has not started yet, for a reason its runtime gives (a
+    /// Pod the scheduler cannot place, a claim not bound yet): still
+    /// expected to start, but the job says why it waits, and a deadline
+    /// that passes meanwhile is a start that failed, not an agent's.
+    Waiting {
+        why: String,
+    },
     /// Exists but can never run, for a reason the runtime found (an image
     /// the node cannot pull, a workspace claim that was deleted): a start
     /// that failed, not an agent that failed, and nothing to wait for.

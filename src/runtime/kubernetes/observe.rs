@@ -44,8 +44,12 @@ pub fn observe_pod(pod: &Pod) -> Option<ObservedWorkload> {
             oom_killed: false,
         },
         // A created Pod starts itself (scheduling, image pull): there is no
-        // start to ask for, so a pending one is as good as running.
-        _ => WorkloadState::Running,
+        // start to ask for, so a pending one is as good as running, unless
+        // the scheduler says why it cannot place it yet.
+        _ => match unscheduled(pod) {
+            Some(why) => WorkloadState::Waiting { why },
+            None => WorkloadState::Running,
+        },
     };
     Some(ObservedWorkload {
         role,
@@ -67,6 +71,24 @@ pub(crate) fn terminated(pod: &Pod) -> Option<&ContainerStateTerminated> {
         .as_ref()?
         .terminated
         .as_ref()
+}
+
+/// The scheduler's word on a Pod it has not placed (`PodScheduled` false,
+/// `Unschedulable`): no node fits, a claim is not bound... It may pass (a
+/// node frees up, a volume is provisioned), so the Pod waits, saying why.
+fn unscheduled(pod: &Pod) -> Option<String> {
+    let condition = pod
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")?;
+    let message = condition
+        .message
+        .as_deref()
+        .unwrap_or("no node fits it yet");
+    Some(format!("not scheduled: {message}"))
 }
 
 /// Why the kubelet cannot start the agent's container, if it cannot.
@@ -105,7 +127,7 @@ pub(crate) fn unstartable(pod: &Pod) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::core::v1::{
-        ContainerState, ContainerStateTerminated, ContainerStatus, PodStatus,
+        ContainerState, ContainerStateTerminated, ContainerStatus, PodCondition, PodStatus,
     };
 
     use super::*;
@@ -195,6 +217,29 @@ mod tests {
             observed.state,
             WorkloadState::Unstartable {
                 why: "ImagePullBackOff: pull access denied for ghost".to_owned()
+            }
+        );
+    }
+
+    #[test]
+    fn a_pod_the_scheduler_cannot_place_waits_saying_why() {
+        let mut pending = pod("Pending", None);
+        pending.status.as_mut().unwrap().conditions = Some(vec![PodCondition {
+            type_: "PodScheduled".to_owned(),
+            status: "False".to_owned(),
+            reason: Some("Unschedulable".to_owned()),
+            message: Some(
+                "0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims"
+                    .to_owned(),
+            ),
+            ..PodCondition::default()
+        }]);
+        assert_eq!(
+            observe_pod(&pending).unwrap().state,
+            WorkloadState::Waiting {
+                why: "not scheduled: 0/1 nodes are available: pod has unbound immediate \
+                      PersistentVolumeClaims"
+                    .to_owned()
             }
         );
     }

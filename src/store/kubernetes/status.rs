@@ -32,7 +32,11 @@ pub fn resource_status(
             status: value.to_owned(),
             reason: status.reason.to_string(),
             message: if holds {
-                status.error_message.clone().unwrap_or_default()
+                status
+                    .error_message
+                    .clone()
+                    .or_else(|| status.waiting.clone())
+                    .unwrap_or_default()
             } else {
                 String::new()
             },
@@ -43,7 +47,10 @@ pub fn resource_status(
     IcarusJobStatus {
         phase: Some(phase.to_string()),
         reason: Some(status.reason.to_string()),
-        message: status.error_message.clone(),
+        message: status
+            .error_message
+            .clone()
+            .or_else(|| status.waiting.clone()),
         conditions,
         builder: AgentStatus::from(&status.builder),
         checker: AgentStatus::from(&status.checker),

@@ -288,6 +288,58 @@ fn an_out_of_memory_kill_is_named_as_such() {
 }
 
 #[test]
+fn a_waiting_agent_says_why_in_the_status_and_goes_on_waiting() {
+    let job = Job::pending().in_phase(Phase::Building, at(0));
+    let pending = workload(
+        Role::Builder,
+        WorkloadState::Waiting {
+            why: "0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims"
+                .to_owned(),
+        },
+    );
+    let plan = plan_admitted(&job, &observed(vec![pending]), 10);
+    assert_eq!(plan.status.phase, Phase::Building);
+    assert_eq!(
+        plan.status.waiting.as_deref(),
+        Some(
+            "builder has not started: 0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims"
+        )
+    );
+    assert_eq!(
+        starts(&plan).count(),
+        0,
+        "no second start: {:?}",
+        plan.actions
+    );
+
+    let running = observed(vec![workload(Role::Builder, WorkloadState::Running)]);
+    let mut told = job.clone();
+    told.status = plan.status;
+    let plan = plan_admitted(&told, &running, 20);
+    assert_eq!(plan.status.waiting, None, "cleared once it runs");
+}
+
+#[test]
+fn a_deadline_that_passes_while_an_agent_waits_is_a_start_failure_saying_why() {
+    let job = Job::pending().in_phase(Phase::Building, at(0));
+    let pending = workload(
+        Role::Builder,
+        WorkloadState::Waiting {
+            why: "0/1 nodes are available: 1 Insufficient cpu".to_owned(),
+        },
+    );
+    let plan = plan_admitted(&job, &observed(vec![pending]), 601);
+    assert_eq!(plan.status.phase, Phase::Failed);
+    assert_eq!(plan.status.reason, Reason::StartFailed(Role::Builder));
+    let message = plan.status.error_message.unwrap();
+    assert!(
+        message.contains("without starting") && message.contains("Insufficient cpu"),
+        "{message}"
+    );
+    assert_eq!(plan.status.waiting, None);
+}
+
+#[test]
 fn an_agent_that_can_never_start_fails_the_job_as_a_start_saying_why() {
     let job = Job::pending().in_phase(Phase::Building, at(0));
     let stuck = workload(
@@ -719,6 +771,9 @@ fn any_state() -> impl Strategy<Value = WorkloadState> {
         Just(WorkloadState::Unstartable {
             why: "ImagePullBackOff: not found".to_owned()
         }),
+        Just(WorkloadState::Waiting {
+            why: "0/1 nodes are available".to_owned()
+        }),
         (-2i64..140, any::<bool>()).prop_map(|(exit_code, oom_killed)| WorkloadState::Exited {
             exit_code,
             oom_killed
@@ -953,14 +1008,20 @@ proptest! {
 
     #[test]
     fn a_passed_deadline_always_ends_in_failed_with_a_reason(input in any_agent_phase_input()) {
-        let (job, _, _, now) = &input;
+        let (job, observed, _, now) = &input;
         prop_assume!(deadline_has_passed(job, *now));
         let plan = run(&input);
         prop_assert_eq!(plan.status.phase, Phase::Failed);
-        prop_assert!(matches!(
-            plan.status.reason,
-            Reason::TimedOut(_) | Reason::JobTimedOut
-        ));
+        // An agent that was still waiting to start failed its start instead.
+        let waited = |role: Role| {
+            find(&observed.workloads, role, job.status.attempt)
+                .is_some_and(|w| matches!(w.state, WorkloadState::Waiting { .. }))
+        };
+        prop_assert!(match plan.status.reason {
+            Reason::TimedOut(_) | Reason::JobTimedOut => true,
+            Reason::StartFailed(role) => waited(role),
+            _ => false,
+        }, "{:?}", plan.status.reason);
         prop_assert!(plan.status.error_message.is_some());
     }
 
