@@ -93,6 +93,19 @@ fn validate_spawn(request: SpawnRequest, policy: &SpawnPolicy) -> ApiResult<JobS
             "task is {task_chars} characters long; the limit is {MAX_TASK_CHARS}"
         ));
     }
+    // The task reaches the agent as an environment variable, which cannot
+    // hold a NUL: such a job could never start. Other control characters
+    // are refused with it; a task is text, lines and tabs included.
+    if let Some(bad) = request
+        .task
+        .chars()
+        .find(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r'))
+    {
+        return invalid(format!(
+            "task must not contain control characters other than newline and tab (found U+{:04X})",
+            u32::from(bad)
+        ));
+    }
     check_name("project_path", &request.project_path)?;
     policy.check_project_path(&request.project_path)?;
     for (field, image) in [

@@ -83,6 +83,22 @@ async fn spawn_with_a_blank_task_is_422() {
 }
 
 #[tokio::test]
+async fn spawn_with_a_control_character_in_the_task_is_422_and_stores_nothing() {
+    let server = TestServer::sqlite().await;
+    for task in ["add\u{0}logging", "ring \u{7} the bell", "esc \u{1b}[31m"] {
+        let (code, body) = server.post("/jobs/spawn", json!({"task": task})).await;
+        assert_eq!(code, 422, "{task:?}");
+        assert!(detail(&body).contains("control characters"), "{body}");
+    }
+    let (_, jobs) = server.get("/jobs").await;
+    assert_eq!(jobs.as_array().map(Vec::len), Some(0), "{jobs}");
+    let (code, _) = server
+        .post("/jobs/spawn", json!({"task": "two lines\n\tand a tab\r\n"}))
+        .await;
+    assert_eq!(code, 201, "newlines and tabs are text");
+}
+
+#[tokio::test]
 async fn spawn_with_a_task_of_the_wrong_type_is_422() {
     let server = TestServer::sqlite().await;
     let (code, _) = server.post("/jobs/spawn", json!({"task": 42})).await;

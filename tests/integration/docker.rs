@@ -523,6 +523,40 @@ async fn a_missing_image_fails_the_job_without_pulling() {
 }
 
 #[tokio::test]
+async fn an_image_the_engine_refuses_fails_at_once_in_its_words_and_frees_its_slot() {
+    let server = DockerServer::start(|c| {
+        c.agents.allowed_images = vec!["icarus-test-nocommand:*".to_owned()];
+        c.orchestrator.max_concurrent_jobs = 1;
+    })
+    .await;
+    let (code, body) = server
+        .post(
+            "/jobs/spawn",
+            json!({"task": "No command", "builder_image": "icarus-test-nocommand:latest"}),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    let refused: JobId = body["job_id"].as_str().unwrap().parse().unwrap();
+    let (_, body) = server
+        .post("/jobs/spawn", json!({"task": "Next in line"}))
+        .await;
+    let next: JobId = body["job_id"].as_str().unwrap().parse().unwrap();
+
+    let status = server
+        .wait_for_within(refused, "failed", Duration::from_secs(30))
+        .await;
+    assert_eq!(status["reason"], "BuilderStartFailed", "{status}");
+    let message = status["error_message"].as_str().unwrap();
+    assert!(message.contains("No command specified"), "{message}");
+    // The slot it held goes to the job behind it.
+    server
+        .wait_for_within(next, "awaiting_approval", Duration::from_secs(60))
+        .await;
+    cancel_and_wait(&server, next).await;
+    server.assert_nothing_left().await;
+}
+
+#[tokio::test]
 async fn an_image_without_a_workspace_directory_can_write_its_volume_workspace() {
     let server = DockerServer::start(|c| {
         c.workspace.mount_type = icarus::config::MountType::Volume;

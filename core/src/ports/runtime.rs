@@ -21,6 +21,14 @@ pub type Cause = Box<dyn std::error::Error + Send + Sync>;
 pub enum RuntimeError {
     #[error("image '{0}' is not available to the runtime (nothing is pulled; build it locally)")]
     ImageNotFound(String),
+    /// The runtime refused the workload as specified (an image without a
+    /// command, a configuration the engine rejects): asking again cannot
+    /// help. The message is the runtime's own words.
+    #[error("the runtime refused to {operation}: {message}")]
+    Refused {
+        operation: &'static str,
+        message: String,
+    },
     #[error("the runtime is unreachable ({operation})")]
     Unavailable {
         operation: &'static str,
@@ -55,7 +63,10 @@ impl RuntimeError {
 
     /// Whether retrying cannot help, so the job should fail instead.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, RuntimeError::ImageNotFound(_))
+        matches!(
+            self,
+            RuntimeError::ImageNotFound(_) | RuntimeError::Refused { .. }
+        )
     }
 }
 

@@ -389,7 +389,7 @@ impl Runtime for DockerRuntime {
             Err(error) if is_status(&error, 404) => {
                 return Err(RuntimeError::ImageNotFound(spec.image.clone()));
             }
-            Err(error) => return Err(failed("create container", error)),
+            Err(error) => return Err(create_failed(error)),
         };
         tracing::debug!(container = %id, needs_start, "created or adopted");
         if needs_start {
@@ -400,7 +400,7 @@ impl Runtime for DockerRuntime {
             {
                 Ok(()) => {}
                 Err(error) if is_status(&error, 304) => {}
-                Err(error) => return Err(failed("start container", error)),
+                Err(error) => return Err(refused_or_failed("start container", error)),
             }
         }
         Ok(id)
@@ -422,7 +422,7 @@ impl Runtime for DockerRuntime {
             Err(error) if is_status(&error, 404) => {
                 Err(RuntimeError::ImageNotFound(spec.image.clone()))
             }
-            Err(error) => Err(failed("create container", error)),
+            Err(error) => Err(create_failed(error)),
         }
     }
 
@@ -525,6 +525,22 @@ fn keep_end(text: String, limit: usize) -> String {
 
 fn volume_name(job: JobId) -> String {
     crate::names::workspace(job)
+}
+
+/// A refused creation is the engine's verdict on the specification (400:
+/// "No command specified"), which no retry changes; anything else may pass.
+fn create_failed(error: DockerError) -> RuntimeError {
+    refused_or_failed("create container", error)
+}
+
+fn refused_or_failed(operation: &'static str, error: DockerError) -> RuntimeError {
+    match error {
+        DockerError::DockerResponseServerError {
+            status_code: 400,
+            message,
+        } => RuntimeError::Refused { operation, message },
+        other => failed(operation, other),
+    }
 }
 
 fn is_status(error: &DockerError, code: u16) -> bool {
