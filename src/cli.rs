@@ -237,10 +237,34 @@ async fn shutdown_signal() {
 
 /// Logs to stderr; `RUST_LOG` wins over `logging.level`.
 fn init_logging(config: &Config) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.logging.level));
+    let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| config.logging.level.clone());
+    let filter = EnvFilter::try_new(log_filter(&spec))
+        .unwrap_or_else(|_| EnvFilter::new(log_filter(&config.logging.level)));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// `spec` with the Docker client held at `info`: at `debug` it prints each
+/// container's configuration, agent tokens in its environment included. An
+/// operator who names `bollard` in the filter asks for it knowingly.
+fn log_filter(spec: &str) -> String {
+    if spec.contains("bollard") {
+        spec.to_owned()
+    } else {
+        format!("{spec},bollard=info")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn the_docker_client_never_logs_agents_environments_unless_asked_by_name() {
+        assert_eq!(log_filter("debug"), "debug,bollard=info");
+        assert_eq!(log_filter("icarus=trace"), "icarus=trace,bollard=info");
+        assert_eq!(log_filter("debug,bollard=trace"), "debug,bollard=trace");
+    }
 }

@@ -190,3 +190,20 @@ async fn spawning_is_rate_limited_per_token() {
     assert_eq!(code, 429, "{body}");
     spawn_as(&server.as_holder_of(SUE), "sue has her own budget").await;
 }
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive_as_http_says() {
+    let server = secured().await;
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let request = reqwest::Client::new()
+            .get(server.url("/jobs"))
+            .header("Authorization", format!("{scheme} {VIEWER}"));
+        let (code, body) = server.send(request).await;
+        assert_eq!(code, 200, "{scheme}: {body}");
+    }
+    let request = reqwest::Client::new()
+        .get(server.url("/jobs"))
+        .header("Authorization", format!("Basic {VIEWER}"));
+    let (code, _) = server.send(request).await;
+    assert_eq!(code, 401, "another scheme is no bearer token");
+}
