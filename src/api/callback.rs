@@ -1,6 +1,11 @@
 //! `POST /jobs/{job_id}/callback`: how agents report. Reports are observations
 //! kept as history (telemetry, audit report, completion or error); the
 //! controller reads them when it plans, and an error report wakes it.
+//!
+//! An agent is hostile input, so what one attempt can store is bounded: each
+//! field has a size limit, an agent reports its outcome once and the checker
+//! its audit once (a second is 409), and the store keeps only the newest
+//! [`TELEMETRY_KEPT`](crate::store::TELEMETRY_KEPT) progress samples per agent.
 
 use axum::Json;
 use axum::extract::State;
@@ -24,9 +29,9 @@ use crate::store::{AgentReport, AuditRecord, ReportOutcome, TelemetrySample};
         (status = 401, description = "No token, or not this agent's", body = ErrorBody),
         (status = 403, description = "Refused for browser safety: a foreign Origin", body = ErrorBody),
         (status = 404, body = ErrorBody),
-        (status = 409, description = "No agent of this job is running", body = ErrorBody),
+        (status = 409, description = "No agent of this job is running, or this agent already reported its outcome (or the checker its audit) for this attempt", body = ErrorBody),
         (status = 415, description = "The body is not sent as application/json", body = ErrorBody),
-        (status = 422, body = ErrorBody),
+        (status = 422, description = "Malformed, or a field over its size limit", body = ErrorBody),
         (status = 429, description = "Too many progress reports from this agent", body = ErrorBody),
     ))]
 pub async fn callback(
@@ -50,6 +55,7 @@ pub async fn callback(
         ));
     }
     check_numbers(&request)?;
+    check_sizes(&request)?;
     if request
         .audit_report
         .as_ref()
@@ -73,6 +79,14 @@ pub async fn callback(
         )));
     }
     let attempt = job.status.attempt;
+    refuse_a_second(
+        &state,
+        &job,
+        role,
+        outcome.is_some(),
+        request.audit_report.is_some(),
+    )
+    .await?;
     let now = timestamp_now();
     if has_telemetry {
         let sample = TelemetrySample {
@@ -111,6 +125,70 @@ pub async fn callback(
     Ok(Json(MessageResponse {
         message: format!("Callback for job {id} recorded"),
     }))
+}
+
+/// The longest `message` or `error`, in bytes: a sentence or a stack trace.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+/// The longest `current_tool`, in bytes: a name.
+pub const MAX_TOOL_BYTES: usize = 256;
+/// The largest audit report, serialised, in bytes.
+pub const MAX_AUDIT_REPORT_BYTES: usize = 256 * 1024;
+
+/// Every field within its limit, so one report stores a known amount.
+fn check_sizes(request: &CallbackRequest) -> ApiResult<()> {
+    let too_long = |field: &str, length: usize, limit: usize| {
+        Err(ApiError::Unprocessable(format!(
+            "{field} is {length} bytes; the limit is {limit}"
+        )))
+    };
+    for (field, value, limit) in [
+        ("message", &request.message, MAX_MESSAGE_BYTES),
+        ("error", &request.error, MAX_MESSAGE_BYTES),
+        ("current_tool", &request.current_tool, MAX_TOOL_BYTES),
+    ] {
+        if let Some(value) = value.as_deref().filter(|v| v.len() > limit) {
+            return too_long(field, value.len(), limit);
+        }
+    }
+    if let Some(report) = &request.audit_report {
+        let length = report.to_string().len();
+        if length > MAX_AUDIT_REPORT_BYTES {
+            return too_long("audit_report", length, MAX_AUDIT_REPORT_BYTES);
+        }
+    }
+    Ok(())
+}
+
+/// An agent reports its outcome once per attempt, and the checker its audit
+/// once: a second changes nothing the controller decides, and only grows the
+/// store.
+async fn refuse_a_second(
+    state: &AppState,
+    job: &Job,
+    role: Role,
+    outcome: bool,
+    audit: bool,
+) -> ApiResult<()> {
+    let attempt = job.status.attempt;
+    if outcome {
+        let reports = state.store.agent_reports(job.id, attempt).await?;
+        if reports.iter().any(|r| r.role == role) {
+            return Err(ApiError::Conflict(format!(
+                "Job {}: its {role} already reported its outcome for attempt {attempt}",
+                job.id
+            )));
+        }
+    }
+    if audit
+        && let Some(stored) = state.store.latest_audit(job.id).await?
+        && stored.attempt == attempt
+    {
+        return Err(ApiError::Conflict(format!(
+            "Job {}: the checker already posted its audit report for attempt {attempt}",
+            job.id
+        )));
+    }
+    Ok(())
 }
 
 /// Who is calling: the orchestrator puts `?role=...&attempt=...&token=...`

@@ -28,7 +28,7 @@ pub use records::{
     TelemetrySample,
 };
 pub use spec::{SPEC_WRITE_ATTEMPTS, SpecChange, SpecUpdate, SpecWrite};
-pub use sql::Store;
+pub use sql::{Store, TELEMETRY_KEPT};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

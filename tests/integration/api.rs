@@ -341,6 +341,83 @@ async fn callback_bodies_that_say_nothing_or_nonsense_are_422() {
 }
 
 #[tokio::test]
+async fn an_agent_reports_its_outcome_once_a_second_is_409_and_not_stored() {
+    let server = TestServer::sqlite().await;
+    let id = server.spawn("t").await;
+    server.wait_for(id, "building").await;
+    let path = server.agent_path(id, Role::Builder, 1);
+    let (code, _) = server
+        .post(&path, json!({"status": "completed", "message": "done"}))
+        .await;
+    assert_eq!(code, 200);
+    let (code, body) = server
+        .post(
+            &path,
+            json!({"status": "error", "error": "changed my mind"}),
+        )
+        .await;
+    assert_eq!(code, 409, "{body}");
+    assert!(detail(&body).contains("already reported"), "{body}");
+    let (_, status) = server.get(&format!("/jobs/{id}/status")).await;
+    assert_ne!(
+        status["status"], "failed",
+        "the refused error changed nothing"
+    );
+}
+
+#[tokio::test]
+async fn the_checker_posts_its_audit_once_a_second_is_409_and_the_first_stands() {
+    let server = TestServer::sqlite().await;
+    let id = server.spawn("t").await;
+    server.wait_for(id, "building").await;
+    server.runtime.exit(id, Role::Builder, 0);
+    server.wait_for(id, "checking").await;
+    let path = server.agent_path(id, Role::Checker, 1);
+    let (code, _) = server
+        .post(
+            &path,
+            json!({"current_tool": "audit", "audit_report": {"summary": "first"}}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let (code, body) = server
+        .post(
+            &path,
+            json!({"current_tool": "audit", "audit_report": {"summary": "second"}}),
+        )
+        .await;
+    assert_eq!(code, 409, "{body}");
+    let (_, audit) = server.get(&format!("/jobs/{id}/audit")).await;
+    assert_eq!(audit["audit_report"]["summary"], "first", "{audit}");
+}
+
+#[tokio::test]
+async fn report_fields_over_their_limits_are_422_and_name_the_field() {
+    let server = TestServer::sqlite().await;
+    let id = server.spawn("t").await;
+    server.wait_for(id, "building").await;
+    let path = server.agent_path(id, Role::Builder, 1);
+    let long = |bytes: usize| "x".repeat(bytes + 1);
+    for (field, body) in [
+        (
+            "message",
+            json!({"status": "completed", "message": long(16 * 1024)}),
+        ),
+        (
+            "error",
+            json!({"status": "error", "error": long(16 * 1024)}),
+        ),
+        ("current_tool", json!({"current_tool": long(256)})),
+    ] {
+        let (code, answer) = server.post(&path, body).await;
+        assert_eq!(code, 422, "{field}: {answer}");
+        assert!(detail(&answer).starts_with(field), "{answer}");
+    }
+    let (_, status) = server.get(&format!("/jobs/{id}/status")).await;
+    assert_eq!(status["status"], "building", "nothing was recorded");
+}
+
+#[tokio::test]
 async fn an_audit_report_from_the_builder_is_409() {
     let server = TestServer::sqlite().await;
     let id = server.spawn("t").await;

@@ -46,6 +46,7 @@ on_both_databases!(
     listing_is_newest_first_with_limit_and_phase_filter,
     unfinished_jobs_are_oldest_first_without_terminal_ones,
     the_latest_telemetry_sample_is_returned,
+    only_the_newest_progress_samples_of_an_agent_are_kept,
     the_latest_audit_report_round_trips,
     agent_errors_are_observed_per_role_and_attempt,
     every_write_is_broadcast_to_subscribers,
@@ -234,6 +235,38 @@ async fn the_latest_telemetry_sample_is_returned(store: Store) {
     let latest = store.latest_telemetry(job.id).await.unwrap().unwrap();
     assert_eq!(latest.cpu_usage, Some(45.2));
     assert_eq!(latest.current_tool.as_deref(), Some("web_search(fastapi)"));
+}
+
+async fn only_the_newest_progress_samples_of_an_agent_are_kept(store: Store) {
+    let job = store.create_job(&new_job("t")).await.unwrap();
+    let sample = |n: i64, role: Role| TelemetrySample {
+        timestamp: icarus::job::timestamp_now(),
+        cpu_usage: Some(n as f64),
+        ram_usage_mb: None,
+        current_tool: None,
+        role,
+        attempt: 1,
+    };
+    let kept = icarus::store::TELEMETRY_KEPT;
+    for n in 0..kept + 5 {
+        store
+            .record_telemetry(job.id, &sample(n, Role::Builder))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.telemetry_kept(job.id).await.unwrap(), kept);
+    let latest = store.latest_telemetry(job.id).await.unwrap().unwrap();
+    assert_eq!(
+        latest.cpu_usage,
+        Some((kept + 4) as f64),
+        "the newest stays"
+    );
+    // Each agent has its own allowance.
+    store
+        .record_telemetry(job.id, &sample(0, Role::Checker))
+        .await
+        .unwrap();
+    assert_eq!(store.telemetry_kept(job.id).await.unwrap(), kept + 1);
 }
 
 async fn the_latest_audit_report_round_trips(store: Store) {

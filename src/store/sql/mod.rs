@@ -6,6 +6,8 @@
 
 mod queries;
 
+pub use queries::TELEMETRY_KEPT;
+
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;

@@ -16,6 +16,9 @@ use crate::store::{
 };
 use crate::store::{Result, Store, StoreError, StoreEvent};
 
+/// Progress samples kept per agent (job, role and attempt); older ones go.
+pub const TELEMETRY_KEPT: i64 = 1000;
+
 const JOB_COLUMNS: &str = "job_id, created_at, spec, status_detail, resource_version";
 
 const INSERT_JOB: &str = "INSERT INTO jobs (task, project_path, status, builder_container_id, \
@@ -271,7 +274,14 @@ impl Store {
         let sql = "INSERT INTO telemetry \
                    (job_id, timestamp, cpu_usage, ram_usage_mb, current_tool, role, attempt) \
                    VALUES ($1, $2, $3, $4, $5, $6, $7)";
+        // Only the newest samples of an agent are kept: an agent reporting
+        // for hours cannot grow the store past a known size.
+        let prune = "DELETE FROM telemetry WHERE job_id = $1 AND role = $2 AND attempt = $3 \
+                     AND id <= (SELECT id FROM telemetry \
+                                WHERE job_id = $1 AND role = $2 AND attempt = $3 \
+                                ORDER BY id DESC LIMIT 1 OFFSET $4)";
         on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
             sqlx::query(sql)
                 .bind(job.to_string())
                 .bind(sample.timestamp)
@@ -280,10 +290,28 @@ impl Store {
                 .bind(sample.current_tool.as_deref())
                 .bind(sample.role.as_str())
                 .bind(attempt_column(sample.attempt))
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?;
+            sqlx::query(prune)
+                .bind(job.to_string())
+                .bind(sample.role.as_str())
+                .bind(attempt_column(sample.attempt))
+                .bind(TELEMETRY_KEPT)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
         });
         Ok(())
+    }
+
+    /// How many progress samples are kept for the job (at most
+    /// [`TELEMETRY_KEPT`] per agent and attempt).
+    pub async fn telemetry_kept(&self, job: JobId) -> Result<i64> {
+        let sql = "SELECT COUNT(*) FROM telemetry WHERE job_id = $1";
+        let (count,): (i64,) = on_pool!(self, pool => {
+            sqlx::query_as(sql).bind(job.to_string()).fetch_one(pool).await?
+        });
+        Ok(count)
     }
 
     /// The most recent progress report, if any.
