@@ -57,14 +57,17 @@ impl Contract {
         }
     }
 
-    /// Posts `body`, retrying a few times; an agent must not die of a hiccup.
-    /// A refusal (4xx: a report the orchestrator will not take, or too many
-    /// of them) is not retried: sending it again would not change the answer.
+    /// Posts `body`, retrying with backoff for up to [`REPORT_PATIENCE`]: an
+    /// agent must not lose its report to an orchestrator that is restarting
+    /// (the agent contract, README "Agents"). A refusal (4xx: a report the
+    /// orchestrator will not take, one it already has, too many) is not
+    /// retried: sending it again would not change the answer.
     pub fn report(&self, body: &serde_json::Value) {
         let Some(callback) = &self.callback else {
             return;
         };
-        for attempt in 1..=5u32 {
+        let started = std::time::Instant::now();
+        for wait in report_waits() {
             match callback.post_json(body) {
                 Ok(status) if (200..300).contains(&status) => return,
                 Ok(status) if (400..500).contains(&status) => {
@@ -74,7 +77,10 @@ impl Contract {
                 Ok(status) => log(&format!("callback answered {status}")),
                 Err(error) => log(&format!("callback failed: {error}")),
             }
-            std::thread::sleep(Duration::from_millis(200 * u64::from(attempt)));
+            if started.elapsed() + wait > REPORT_PATIENCE {
+                break;
+            }
+            std::thread::sleep(wait);
         }
         log("giving up on this callback");
     }
@@ -154,4 +160,62 @@ fn can_write(dir: &str) -> bool {
         let _ = std::fs::remove_file(&path);
     }
     created
+}
+
+/// How long an agent keeps trying to deliver one report: longer than an
+/// orchestrator takes to restart, short enough that a dead one is given up.
+pub const REPORT_PATIENCE: Duration = Duration::from_secs(60);
+
+/// The waits between tries: 200 ms doubling to 5 s, then 5 s.
+fn report_waits() -> impl Iterator<Item = Duration> {
+    (0u32..).map(|try_| Duration::from_millis((200u64 << try_.min(5)).min(5_000)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    use super::*;
+
+    #[test]
+    fn the_waits_between_tries_double_to_five_seconds_and_stay_there() {
+        let waits: Vec<u64> = report_waits()
+            .take(8)
+            .map(|w| w.as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
+    }
+
+    #[test]
+    fn a_report_sent_while_the_orchestrator_is_down_arrives_once_it_is_back() {
+        // A port nothing listens on yet: the orchestrator is restarting.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let orchestrator = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(700));
+            let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = vec![0u8; 4096];
+            let read = stream.read(&mut request).unwrap();
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            String::from_utf8_lossy(&request[..read]).into_owned()
+        });
+        let contract = Contract {
+            job_id: "j".to_owned(),
+            task: "t".to_owned(),
+            role: "checker".to_owned(),
+            callback: Some(
+                Callback::parse(&format!("http://127.0.0.1:{port}/jobs/j/callback")).unwrap(),
+            ),
+        };
+        contract.report(&serde_json::json!({"status": "completed"}));
+        let received = orchestrator.join().unwrap();
+        assert!(received.contains(r#"{"status":"completed"}"#), "{received}");
+    }
 }
