@@ -202,6 +202,7 @@ async fn raw_engine_run(
     for id in containers {
         let remove = RemoveContainerOptions {
             force: true,
+            v: true,
             ..Default::default()
         };
         docker.remove_container(&id, Some(remove)).await.unwrap();

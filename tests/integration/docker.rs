@@ -160,8 +160,7 @@ impl Drop for DockerServer {
                 .collect();
             if !ids.is_empty() {
                 let _ = std::process::Command::new("docker")
-                    .arg("rm")
-                    .arg("-f")
+                    .args(["rm", "-f", "-v"])
                     .args(&ids)
                     .output();
             }
@@ -365,20 +364,7 @@ async fn agents_run_unprivileged_on_a_read_only_root_with_only_their_workspace_w
     );
 
     cancel_and_wait(&server, id).await;
-    let (_, logs) = server.get(&format!("/jobs/{id}/logs")).await;
-    let builder_log = logs
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["role"] == "builder")
-        .and_then(|l| l["log"].as_str())
-        .unwrap()
-        .to_owned();
-    let line = builder_log
-        .lines()
-        .find_map(|l| l.split_once("probe: ").map(|(_, json)| json.to_owned()))
-        .expect("the builder printed its probe");
-    let builder: Value = serde_json::from_str(&line).unwrap();
+    let builder = builder_probe(&server, id).await;
     assert_eq!(builder["uid"], "65534");
     assert_eq!(builder["writable"]["/workspace"], true, "{builder}");
     assert_eq!(builder["writable"]["/"], false, "{builder}");
@@ -519,6 +505,31 @@ async fn a_missing_image_fails_the_job_without_pulling() {
             .unwrap()
             .contains("icarus-does-not-exist:1")
     );
+    server.assert_nothing_left().await;
+}
+
+#[tokio::test]
+async fn an_agent_can_write_tmp_even_when_its_image_gives_tmp_to_root_only() {
+    let server = DockerServer::start(|c| {
+        c.agents.allowed_images = vec!["icarus-test-bare:*".to_owned()];
+    })
+    .await;
+    let (code, body) = server
+        .post(
+            "/jobs/spawn",
+            json!({"task": "[builder:probe]", "builder_image": "icarus-test-bare:latest"}),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    let id: JobId = body["job_id"].as_str().unwrap().parse().unwrap();
+    server
+        .wait_for_within(id, "awaiting_approval", Duration::from_secs(30))
+        .await;
+    cancel_and_wait(&server, id).await;
+    let probe = builder_probe(&server, id).await;
+    assert_eq!(probe["uid"], "65534", "{probe}");
+    assert_eq!(probe["writable"]["/tmp"], true, "{probe}");
+    // Its private /tmp went with its container.
     server.assert_nothing_left().await;
 }
 
@@ -693,4 +704,22 @@ async fn the_volume_workspace_mode_runs_a_job_and_removes_the_volume_on_rejectio
         docker.inspect_volume(&volume).await.is_err().then_some(())
     })
     .await;
+}
+
+/// What a `[builder:probe]` builder saw of its sandbox, from its saved log.
+async fn builder_probe(server: &DockerServer, id: JobId) -> Value {
+    let (_, logs) = server.get(&format!("/jobs/{id}/logs")).await;
+    let builder_log = logs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["role"] == "builder")
+        .and_then(|l| l["log"].as_str())
+        .unwrap()
+        .to_owned();
+    builder_log
+        .lines()
+        .find_map(|l| l.split_once("probe: ").map(|(_, json)| json.to_owned()))
+        .map(|json| serde_json::from_str(&json).unwrap())
+        .expect("the builder printed its probe")
 }

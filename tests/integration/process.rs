@@ -164,7 +164,7 @@ fn remove_containers_under(dir: &Path) {
             .output()
         {
             for id in String::from_utf8_lossy(&output.stdout).split_whitespace() {
-                let _ = Command::new("docker").args(["rm", "-f", id]).output();
+                let _ = Command::new("docker").args(["rm", "-f", "-v", id]).output();
             }
         }
     }

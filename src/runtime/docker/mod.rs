@@ -18,7 +18,9 @@ use async_trait::async_trait;
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
-    ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, VolumeCreateRequest,
+    ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, Mount,
+    MountType as EngineMountType, MountVolumeOptions, MountVolumeOptionsDriverConfig,
+    VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
@@ -89,10 +91,35 @@ pub fn confinement(sandbox: &Sandbox, cpus: f64, memory: u64, network: &str) -> 
         cap_drop: Some(vec!["ALL".to_owned()]),
         security_opt: Some(vec!["no-new-privileges:true".to_owned()]),
         readonly_rootfs: Some(true),
-        tmpfs: Some(HashMap::from([(
-            "/tmp".to_owned(),
-            "rw,nosuid,nodev,size=64m".to_owned(),
-        )])),
+        mounts: Some(vec![private_tmp(HashMap::new())]),
+        ..Default::default()
+    }
+}
+
+/// The agent's `/tmp`: 64 MiB of memory, mode 1777 whatever the image's own
+/// `/tmp` is. Not a plain tmpfs mount: the engine gives one the mode of the
+/// image's directory (often 0755, root's), which an unprivileged agent
+/// cannot write. An anonymous local volume of type tmpfs, created empty
+/// (`NoCopy`), takes the mode asked; it goes with its container (`remove`
+/// deletes anonymous volumes), and `labels` say whose it is.
+pub fn private_tmp(labels: HashMap<String, String>) -> Mount {
+    let tmpfs = HashMap::from([
+        ("type".to_owned(), "tmpfs".to_owned()),
+        ("device".to_owned(), "tmpfs".to_owned()),
+        ("o".to_owned(), "size=64m,mode=1777,nosuid,nodev".to_owned()),
+    ]);
+    Mount {
+        target: Some("/tmp".to_owned()),
+        typ: Some(EngineMountType::VOLUME),
+        volume_options: Some(MountVolumeOptions {
+            no_copy: Some(true),
+            labels: Some(labels).filter(|labels| !labels.is_empty()),
+            driver_config: Some(MountVolumeOptionsDriverConfig {
+                name: Some("local".to_owned()),
+                options: Some(tmpfs),
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -227,6 +254,10 @@ impl DockerRuntime {
                 self.workspace_bind(spec.key.job, spec.workspace_read_only),
             ]),
             extra_hosts: Some(vec![format!("host.docker.internal:{host}")]),
+            mounts: Some(vec![private_tmp(HashMap::from([
+                (LABEL_JOB.to_owned(), spec.key.job.to_string()),
+                (LABEL_INSTANCE.to_owned(), self.settings.instance.clone()),
+            ]))]),
             ..confinement(sandbox, spec.cpu_limit, spec.memory_limit, network)
         };
         ContainerCreateBody {
@@ -432,8 +463,10 @@ impl Runtime for DockerRuntime {
     }
 
     async fn remove(&self, _key: WorkloadKey, id: &str) -> Result<()> {
+        // `v`: its anonymous volumes (the private `/tmp`) go with it.
         let options = RemoveContainerOptions {
             force: true,
+            v: true,
             ..Default::default()
         };
         match self.docker.remove_container(id, Some(options)).await {
