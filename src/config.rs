@@ -59,6 +59,21 @@ pub struct OrchestratorConfig {
     /// loopback ones and the host of `agents.callback_base_url`; empty: none.
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
+    /// A connection that has not sent a request's head within this long is
+    /// closed (slow clients cannot hold connections open).
+    #[serde(default = "default_header_read_timeout_seconds")]
+    pub header_read_timeout_seconds: u64,
+    /// Connections open at once, per listener; more are closed on arrival.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_header_read_timeout_seconds() -> u64 {
+    10
+}
+
+fn default_max_connections() -> usize {
+    1024
 }
 
 /// Who may call the API, and as what.

@@ -8,6 +8,7 @@
 //! requests and reconciles in flight finish, and leaves agents running for
 //! the next start to adopt.
 
+mod http;
 pub mod kubernetes;
 pub mod local;
 mod supervisor;
@@ -67,14 +68,23 @@ pub enum ServerError {
 fn serve(
     listener: TcpListener,
     app: Router,
+    limits: http::ConnectionLimits,
     stop: CancellationToken,
 ) -> JoinHandle<Result<(), ServerError>> {
     tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
+        http::serve(listener, app, limits, stop)
             .await
             .map_err(ServerError::Serve)
     })
+}
+
+fn connection_limits(config: &Config) -> http::ConnectionLimits {
+    http::ConnectionLimits {
+        header_read_timeout: std::time::Duration::from_secs(
+            config.orchestrator.header_read_timeout_seconds.max(1),
+        ),
+        max_connections: config.orchestrator.max_connections.max(1),
+    }
 }
 
 /// The default agent images are built locally (no registry is assumed), so
@@ -263,6 +273,7 @@ impl Orchestrator {
             serve(
                 listener,
                 api::router(state.clone(), limits.clone()),
+                connection_limits(config),
                 shutdown.child_token(),
             ),
         );
@@ -272,6 +283,7 @@ impl Orchestrator {
                 serve(
                     agent_listener,
                     api::agent_router(state, limits),
+                    connection_limits(config),
                     shutdown.child_token(),
                 ),
             );

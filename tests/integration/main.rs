@@ -14,6 +14,7 @@ mod deploy;
 mod docker;
 mod git;
 mod hostile;
+mod http_limits;
 mod kube_api;
 mod kube_scenarios;
 mod lifecycle;
