@@ -66,6 +66,19 @@ pub struct OrchestratorConfig {
     /// Connections open at once, per listener; more are closed on arrival.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// WebSocket streams open at once, in total and per caller; more get 429.
+    #[serde(default = "default_max_streams")]
+    pub max_streams: usize,
+    #[serde(default = "default_max_streams_per_caller")]
+    pub max_streams_per_caller: usize,
+}
+
+fn default_max_streams() -> usize {
+    512
+}
+
+fn default_max_streams_per_caller() -> usize {
+    64
 }
 
 fn default_header_read_timeout_seconds() -> u64 {

@@ -17,6 +17,7 @@ pub mod models;
 mod policy;
 pub mod report_limit;
 mod stream;
+pub mod stream_limit;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -62,6 +63,8 @@ pub struct AppState {
     pub agent_keys: Arc<AgentKeys>,
     /// Per-agent limit on progress reports.
     pub progress_reports: Arc<ReportLimiter>,
+    /// Open WebSocket streams, in total and per caller.
+    pub streams: Arc<stream_limit::StreamLimiter>,
     /// Where jobs' desired state is written before the store, if anywhere
     /// (the IcarusJob resources in Kubernetes mode).
     pub upstream: Option<Arc<dyn Upstream>>,

@@ -10,10 +10,11 @@ use tokio::sync::broadcast;
 
 use super::AppState;
 use super::auth::Caller;
-use super::error::ApiResult;
+use super::error::{ApiError, ApiResult};
 use super::extract::JobIdPath;
 use super::jobs::load;
 use super::models::JobStatusResponse;
+use super::stream_limit::StreamRefused;
 use crate::config::AccessRole;
 use crate::job::{Job, JobId};
 use crate::store::StoreEvent;
@@ -35,6 +36,7 @@ struct StatusUpdate<'a> {
         (status = 403, description = "Refused for browser safety: a foreign Origin, or a foreign Host with authentication off", body = super::error::ErrorBody),
         (status = 404, body = super::error::ErrorBody),
         (status = 422, body = super::error::ErrorBody),
+        (status = 429, description = "Too many streams open, in total or by this caller", body = super::error::ErrorBody),
     ))]
 pub async fn stream(
     State(state): State<AppState>,
@@ -43,10 +45,27 @@ pub async fn stream(
     upgrade: WebSocketUpgrade,
 ) -> ApiResult<Response> {
     caller.require(AccessRole::Viewer, "following a job")?;
+    let ticket = state.streams.admit(&caller.name).map_err(refused)?;
     // Subscribe before reading, so no transition falls between the two.
     let events = state.store.subscribe();
     let job = load(&state, id).await?;
-    Ok(upgrade.on_upgrade(move |socket| follow(socket, state, job, events)))
+    Ok(upgrade.on_upgrade(move |socket| async move {
+        follow(socket, state, job, events).await;
+        drop(ticket);
+    }))
+}
+
+/// A stream over a limit: 429, saying which and what to do.
+fn refused(why: StreamRefused) -> ApiError {
+    ApiError::TooManyRequests(match why {
+        StreamRefused::Full { max_total } => format!(
+            "the server holds {max_total} streams, its limit (orchestrator.max_streams); try again later"
+        ),
+        StreamRefused::CallerFull { max_per_caller } => format!(
+            "this caller holds {max_per_caller} streams, the limit per caller \
+             (orchestrator.max_streams_per_caller); close one first"
+        ),
+    })
 }
 
 async fn follow(

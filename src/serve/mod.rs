@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::report_limit::ReportLimiter;
+use crate::api::stream_limit::StreamLimiter;
 use crate::api::{self, AllowedHosts, ApiLimits, AppState, Authenticator, SpawnPolicy};
 use crate::config::Config;
 use crate::controller::{Controller, ControllerSettings};
@@ -260,6 +261,10 @@ impl Orchestrator {
             progress_reports: Arc::new(ReportLimiter::new(
                 NonZeroU32::new(config.agents.progress_reports_per_second)
                     .unwrap_or(NonZeroU32::MIN),
+            )),
+            streams: Arc::new(StreamLimiter::new(
+                config.orchestrator.max_streams,
+                config.orchestrator.max_streams_per_caller,
             )),
             upstream,
         };

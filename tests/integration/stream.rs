@@ -199,3 +199,34 @@ async fn a_stream_opened_from_the_apis_own_origin_is_accepted() {
         "status_update"
     );
 }
+
+#[tokio::test]
+async fn streams_beyond_the_limit_are_refused_with_429_until_one_closes() {
+    let server = TestServer::sqlite_with(|c| c.orchestrator.max_streams_per_caller = 2).await;
+    let id = server.spawn("t").await;
+    let path = format!("/jobs/{id}/stream");
+    let mut first = connect(&server, &path).await;
+    let _second = connect(&server, &path).await;
+    next_update(&mut first)
+        .await
+        .expect("the first stream is live");
+
+    let url = format!("{}{path}", server.base.replacen("http://", "ws://", 1));
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 429);
+            let body = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default())
+                .into_owned();
+            assert!(body.contains("max_streams_per_caller"), "{body}");
+        }
+        other => panic!("a third stream was not refused: {:?}", other.map(|_| ())),
+    }
+
+    first.close(None).await.unwrap();
+    drop(first);
+    crate::support::eventually(Duration::from_secs(5), || async {
+        let url = format!("{}{path}", server.base.replacen("http://", "ws://", 1));
+        tokio_tungstenite::connect_async(url).await.ok().map(|_| ())
+    })
+    .await;
+}
