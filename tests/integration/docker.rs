@@ -723,3 +723,48 @@ async fn builder_probe(server: &DockerServer, id: JobId) -> Value {
         .map(|json| serde_json::from_str(&json).unwrap())
         .expect("the builder printed its probe")
 }
+
+/// The bridge option that, off, keeps a network's containers from reaching
+/// each other.
+fn isolates(network: &bollard::models::NetworkInspect) -> bool {
+    network
+        .options
+        .as_ref()
+        .and_then(|o| o.get(icarus::runtime::docker::ISOLATING_OPTION))
+        .is_some_and(|value| value == "false")
+}
+
+#[tokio::test]
+async fn agents_of_different_jobs_share_a_network_that_keeps_them_apart() {
+    ensure_agent_images().await;
+    let docker = Docker::connect_with_defaults().unwrap();
+    let name = format!("icarus-test-isolation-{}", JobId::new_random());
+    // A network as an older version made it: containers on it may talk.
+    docker
+        .create_network(bollard::models::NetworkCreateRequest {
+            name: name.clone(),
+            driver: Some("bridge".to_owned()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut config = test_config("sqlite::memory:");
+    config.agents.builder.network_mode = name.clone();
+    config.agents.checker.network_mode = name.clone();
+    let runtime = icarus::serve::local::docker_runtime(&config).await.unwrap();
+    let network = docker
+        .inspect_network(
+            &name,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .unwrap();
+    let removed = docker.remove_network(&name).await;
+    drop(runtime);
+    assert!(
+        isolates(&network),
+        "made again, isolating: {:?}",
+        network.options
+    );
+    removed.unwrap();
+}

@@ -38,6 +38,7 @@ use crate::names::docker::{
     ATTEMPT as LABEL_ATTEMPT, INSTANCE as LABEL_INSTANCE, JOB as LABEL_JOB, ROLE as LABEL_ROLE,
 };
 use events::{EventFollower, Exits};
+pub use networks::ISOLATING_OPTION;
 use networks::{ensure_network, network_gateway};
 
 use super::{Cause, Result, Runtime, RuntimeError, WorkloadSpec};
@@ -431,7 +432,10 @@ impl Runtime for DockerRuntime {
             {
                 Ok(()) => {}
                 Err(error) if is_status(&error, 304) => {}
-                Err(error) => return Err(refused_or_failed("start container", error)),
+                // Not a refusal of the specification: a start can fail for a
+                // passing reason (two networks of one name while a duplicate
+                // is removed), so it is tried again.
+                Err(error) => return Err(failed("start container", error)),
             }
         }
         Ok(id)
@@ -563,16 +567,15 @@ fn volume_name(job: JobId) -> String {
 /// A refused creation is the engine's verdict on the specification (400:
 /// "No command specified"), which no retry changes; anything else may pass.
 fn create_failed(error: DockerError) -> RuntimeError {
-    refused_or_failed("create container", error)
-}
-
-fn refused_or_failed(operation: &'static str, error: DockerError) -> RuntimeError {
     match error {
         DockerError::DockerResponseServerError {
             status_code: 400,
             message,
-        } => RuntimeError::Refused { operation, message },
-        other => failed(operation, other),
+        } => RuntimeError::Refused {
+            operation: "create container",
+            message,
+        },
+        other => failed("create container", other),
     }
 }
 

@@ -11,13 +11,20 @@ use crate::runtime::{Result, RuntimeError};
 
 /// Creates the agents' own bridge network unless it exists, and returns its
 /// id. A network of their own keeps agents off the default bridge, away from
-/// other containers.
+/// other containers; with inter-container traffic off, agents on it cannot
+/// reach one another either (one job's builder cannot talk to another's),
+/// while each still reaches the host's gateway, where the callback is.
+///
+/// A network of that name made without that setting (by an older version)
+/// is made again when no container uses it; while one does, it is kept and
+/// a warning says agents on it can reach each other.
 ///
 /// Docker lets two networks share a name, so orchestrators starting at once
 /// may both create one: each then keeps the oldest of that name and removes
 /// the others it can, and containers name the network by id, never by the
 /// (possibly ambiguous) name.
 pub(super) async fn ensure_network(docker: &Docker, name: &str) -> Result<String> {
+    replace_if_agents_can_meet(docker, name).await?;
     if named_networks(docker, name).await?.is_empty() {
         let request = NetworkCreateRequest {
             name: name.to_owned(),
@@ -25,6 +32,10 @@ pub(super) async fn ensure_network(docker: &Docker, name: &str) -> Result<String
             labels: Some(HashMap::from([(
                 "icarus.managed".to_owned(),
                 "true".to_owned(),
+            )])),
+            options: Some(HashMap::from([(
+                ISOLATING_OPTION.to_owned(),
+                "false".to_owned(),
             )])),
             ..Default::default()
         };
@@ -47,6 +58,43 @@ pub(super) async fn ensure_network(docker: &Docker, name: &str) -> Result<String
         let _ = docker.remove_network(duplicate).await;
     }
     Ok(canonical)
+}
+
+/// The bridge driver's switch for traffic between its containers.
+pub const ISOLATING_OPTION: &str = "com.docker.network.bridge.enable_icc";
+
+/// Removes the networks called `name` that let containers talk to each
+/// other, where no container uses them (then [`ensure_network`] makes a new
+/// one); warns about those in use.
+async fn replace_if_agents_can_meet(docker: &Docker, name: &str) -> Result<()> {
+    for (_, id) in named_networks(docker, name).await? {
+        let network = docker
+            .inspect_network(&id, None::<InspectNetworkOptions>)
+            .await
+            .map_err(|e| RuntimeError::failed("inspect network", e))?;
+        let isolating = network
+            .options
+            .as_ref()
+            .and_then(|options| options.get(ISOLATING_OPTION))
+            .is_some_and(|value| value == "false");
+        if isolating {
+            continue;
+        }
+        let in_use = network.containers.as_ref().is_some_and(|c| !c.is_empty());
+        if in_use {
+            tracing::warn!(
+                network = name,
+                "the agents' network lets its containers reach each other (made by an older version \
+                 and in use); it is made again, isolating, once no container uses it"
+            );
+        } else if docker.remove_network(&id).await.is_ok() {
+            tracing::info!(
+                network = name,
+                "made the agents' network again, isolating agents from each other"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `(created, id)` of every network called exactly `name`.
