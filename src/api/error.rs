@@ -99,6 +99,12 @@ impl From<StoreError> for ApiError {
             StoreError::KeptChanging { id, .. } => ApiError::Conflict(format!(
                 "Job {id} kept changing while the request was applied; retry it"
             )),
+            StoreError::FileReplaced { path } => {
+                tracing::error!(%path, "the database file was removed or replaced after start; refusing to write");
+                ApiError::Unavailable(format!(
+                    "The database file {path} was removed or replaced after start; put it back or restart Icarus"
+                ))
+            }
             StoreError::Database(cause) if is_unavailable(&cause) => {
                 tracing::warn!(error = %error_chain(&cause), "database unavailable");
                 ApiError::Unavailable("The database is unavailable; retry later".to_owned())

@@ -48,6 +48,10 @@ pub enum StoreError {
     Corrupt { id: String, detail: String },
     #[error("database error")]
     Database(#[from] sqlx::Error),
+    /// The SQLite file the store opened is gone or is another file now:
+    /// writing on would go to a file no one will read, or to an empty one.
+    #[error("the database file {path} was removed or replaced after start")]
+    FileReplaced { path: String },
     #[error("database migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }

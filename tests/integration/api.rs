@@ -731,3 +731,31 @@ async fn a_replayed_callback_after_the_job_ended_is_refused() {
         .await;
     assert_eq!(code, 409);
 }
+
+#[tokio::test]
+async fn a_sqlite_file_moved_away_gives_503_writes_nothing_and_service_resumes_when_it_is_back() {
+    let server = TestServer::sqlite().await;
+    let kept = server.spawn("before").await;
+    let url = server.config.database.url.clone();
+    let file = std::path::PathBuf::from(url.trim_start_matches("sqlite://"));
+    let aside = file.with_extension("aside");
+    std::fs::rename(&file, &aside).unwrap();
+
+    let (code, body) = server.get("/readyz").await;
+    assert_eq!(code, 503, "{body}");
+    let (code, body) = server.post("/jobs/spawn", json!({"task": "lost?"})).await;
+    assert_eq!(code, 503, "{body}");
+    assert!(detail(&body).contains("removed or replaced"), "{body}");
+    assert!(
+        !file.exists(),
+        "no new, empty database was made in its place"
+    );
+
+    std::fs::rename(&aside, &file).unwrap();
+    let (code, _) = server.get("/readyz").await;
+    assert_eq!(code, 200);
+    let (code, status) = server.get(&format!("/jobs/{kept}/status")).await;
+    assert_eq!(code, 200, "{status}");
+    let (code, _) = server.post("/jobs/spawn", json!({"task": "after"})).await;
+    assert_eq!(code, 201);
+}

@@ -37,6 +37,36 @@ enum Pool {
 pub struct Store {
     pool: Pool,
     events: broadcast::Sender<StoreEvent>,
+    /// The SQLite file opened at start, to notice it removed or replaced.
+    file: Option<FileIdentity>,
+}
+
+/// Which file a path named when the store opened it.
+#[derive(Debug, Clone)]
+struct FileIdentity {
+    path: std::path::PathBuf,
+    device: u64,
+    inode: u64,
+}
+
+impl FileIdentity {
+    fn of(path: &Path) -> Option<FileIdentity> {
+        use std::os::unix::fs::MetadataExt;
+        let metadata = std::fs::metadata(path).ok()?;
+        Some(FileIdentity {
+            path: path.to_owned(),
+            device: metadata.dev(),
+            inode: metadata.ino(),
+        })
+    }
+
+    /// Whether the path still names the same file. SQLite keeps writing to a
+    /// file it has open even once it is deleted or renamed over: that would
+    /// lose every write from then on, silently.
+    fn still_there(&self) -> bool {
+        FileIdentity::of(&self.path)
+            .is_some_and(|now| now.device == self.device && now.inode == self.inode)
+    }
 }
 
 /// Runs `$body` with `$pool` bound to whichever pool the store holds. The body
@@ -44,7 +74,10 @@ pub struct Store {
 macro_rules! on_pool {
     ($store:expr, $pool:ident => $body:expr) => {
         match &$store.pool {
-            $crate::store::sql::Pool::Sqlite($pool) => $body,
+            $crate::store::sql::Pool::Sqlite($pool) => {
+                $store.check_file()?;
+                $body
+            }
             $crate::store::sql::Pool::Postgres($pool) => $body,
         }
     };
@@ -55,8 +88,11 @@ impl Store {
     /// Connects to `url` (`sqlite:PATH` or `postgres://...`). A SQLite file and
     /// its directory are created if missing, and WAL mode is switched on.
     pub async fn connect(url: &str) -> Result<Store> {
+        let mut file = None;
         let pool = if url.starts_with("sqlite:") {
-            Pool::Sqlite(connect_sqlite(url).await?)
+            let (pool, path) = connect_sqlite(url).await?;
+            file = path.as_deref().and_then(FileIdentity::of);
+            Pool::Sqlite(pool)
         } else {
             let pool = PgPoolOptions::new()
                 .max_connections(10)
@@ -66,7 +102,18 @@ impl Store {
             Pool::Postgres(pool)
         };
         let (events, _) = broadcast::channel(EVENT_BUFFER);
-        Ok(Store { pool, events })
+        Ok(Store { pool, events, file })
+    }
+
+    /// Refuses to go on when the SQLite file opened at start is gone or
+    /// replaced; it passes again once the file is put back.
+    fn check_file(&self) -> Result<()> {
+        match &self.file {
+            Some(file) if !file.still_there() => Err(StoreError::FileReplaced {
+                path: file.path.display().to_string(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Applies every pending migration for this database.
@@ -100,7 +147,11 @@ impl Store {
 
     /// Closes the pool, waiting for queries in flight.
     pub async fn close(&self) {
-        on_pool!(self, pool => pool.close().await);
+        // Whatever the file's fate, the pool closes.
+        match &self.pool {
+            Pool::Sqlite(pool) => pool.close().await,
+            Pool::Postgres(pool) => pool.close().await,
+        }
     }
 
     fn publish(&self, event: StoreEvent) {
@@ -109,19 +160,23 @@ impl Store {
     }
 }
 
-async fn connect_sqlite(url: &str) -> Result<SqlitePool> {
+/// The pool, and the file it opened (none for an in-memory database).
+async fn connect_sqlite(url: &str) -> Result<(SqlitePool, Option<std::path::PathBuf>)> {
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(true);
-    create_parent_directory(options.get_filename())?;
-    Ok(SqlitePoolOptions::new()
+    let file = options.get_filename().to_owned();
+    create_parent_directory(&file)?;
+    let pool = SqlitePoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options)
-        .await?)
+        .await?;
+    let on_disk = !url.contains(":memory:") && file.is_file();
+    Ok((pool, on_disk.then_some(file)))
 }
 
 fn create_parent_directory(file: &Path) -> Result<()> {
