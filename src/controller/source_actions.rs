@@ -28,9 +28,9 @@ fn source_outcome<T>(
 ) -> Result<Applied, ControllerError> {
     match result {
         Ok(value) => Ok(Applied::Learned(fact(value))),
-        Err(error) if error.is_permanent() => {
-            Ok(Applied::Learned(Fact::SourceFailed(error.to_string())))
-        }
+        Err(error) if error.is_permanent() => Ok(Applied::Learned(Fact::SourceFailed(
+            super::error_chain(&error),
+        ))),
         Err(error) => Err(error.into()),
     }
 }

@@ -744,6 +744,10 @@ async fn agents_of_different_jobs_share_a_network_that_keeps_them_apart() {
         .create_network(bollard::models::NetworkCreateRequest {
             name: name.clone(),
             driver: Some("bridge".to_owned()),
+            labels: Some(HashMap::from([(
+                "icarus.managed".to_owned(),
+                "true".to_owned(),
+            )])),
             ..Default::default()
         })
         .await
@@ -766,5 +770,40 @@ async fn agents_of_different_jobs_share_a_network_that_keeps_them_apart() {
         "made again, isolating: {:?}",
         network.options
     );
+    removed.unwrap();
+}
+
+#[tokio::test]
+async fn a_network_icarus_did_not_make_is_never_removed_or_changed() {
+    ensure_agent_images().await;
+    let docker = Docker::connect_with_defaults().unwrap();
+    let name = format!("icarus-test-operators-{}", JobId::new_random());
+    let created = docker
+        .create_network(bollard::models::NetworkCreateRequest {
+            name: name.clone(),
+            driver: Some("bridge".to_owned()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut config = test_config("sqlite::memory:");
+    config.agents.builder.network_mode = name.clone();
+    config.agents.checker.network_mode = name.clone();
+    let runtime = icarus::serve::local::docker_runtime(&config).await.unwrap();
+    let network = docker
+        .inspect_network(
+            &name,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .unwrap();
+    let removed = docker.remove_network(&name).await;
+    drop(runtime);
+    assert_eq!(
+        network.id,
+        Some(created.id),
+        "the operator's network is the same one"
+    );
+    assert!(!isolates(&network), "and unchanged: {:?}", network.options);
     removed.unwrap();
 }

@@ -62,3 +62,28 @@ async fn connections_beyond_the_limit_are_closed_on_arrival_and_the_limit_frees_
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_client_that_connects_and_sends_nothing_is_disconnected_too() {
+    let server = TestServer::sqlite_with(|c| c.orchestrator.header_read_timeout_seconds = 1).await;
+    let mut idle = connect(&server).await;
+    // Held open without a byte, it would keep a place under the connection
+    // limit forever.
+    until_closed(&mut idle, Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_that_goes_quiet_is_disconnected() {
+    let server = TestServer::sqlite_with(|c| c.orchestrator.header_read_timeout_seconds = 1).await;
+    let mut quiet = connect(&server).await;
+    quiet
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = until_closed(&mut quiet, Duration::from_secs(10)).await;
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"),
+        "answered, then let go: {}",
+        String::from_utf8_lossy(&answer)
+    );
+}

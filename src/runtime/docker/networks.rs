@@ -15,9 +15,11 @@ use crate::runtime::{Result, RuntimeError};
 /// reach one another either (one job's builder cannot talk to another's),
 /// while each still reaches the host's gateway, where the callback is.
 ///
-/// A network of that name made without that setting (by an older version)
-/// is made again when no container uses it; while one does, it is kept and
-/// a warning says agents on it can reach each other.
+/// A network of that name made without that setting by an older version
+/// (labelled `icarus.managed`) is made again when no container uses it;
+/// while one does, it is kept and a warning says agents on it can reach
+/// each other. A network Icarus did not make is the operator's: it is never
+/// removed, only warned about.
 ///
 /// Docker lets two networks share a name, so orchestrators starting at once
 /// may both create one: each then keeps the oldest of that name and removes
@@ -30,7 +32,7 @@ pub(super) async fn ensure_network(docker: &Docker, name: &str) -> Result<String
             name: name.to_owned(),
             driver: Some("bridge".to_owned()),
             labels: Some(HashMap::from([(
-                "icarus.managed".to_owned(),
+                MANAGED_LABEL.to_owned(),
                 "true".to_owned(),
             )])),
             options: Some(HashMap::from([(
@@ -63,9 +65,12 @@ pub(super) async fn ensure_network(docker: &Docker, name: &str) -> Result<String
 /// The bridge driver's switch for traffic between its containers.
 pub const ISOLATING_OPTION: &str = "com.docker.network.bridge.enable_icc";
 
-/// Removes the networks called `name` that let containers talk to each
-/// other, where no container uses them (then [`ensure_network`] makes a new
-/// one); warns about those in use.
+/// Marks the networks Icarus made, and may therefore make again.
+const MANAGED_LABEL: &str = "icarus.managed";
+
+/// Removes the networks called `name` that Icarus made and that let
+/// containers talk to each other, where no container uses them (then
+/// [`ensure_network`] makes a new one); warns about the others.
 async fn replace_if_agents_can_meet(docker: &Docker, name: &str) -> Result<()> {
     for (_, id) in named_networks(docker, name).await? {
         let network = docker
@@ -80,8 +85,18 @@ async fn replace_if_agents_can_meet(docker: &Docker, name: &str) -> Result<()> {
         if isolating {
             continue;
         }
+        let ours = network
+            .labels
+            .as_ref()
+            .is_some_and(|labels| labels.contains_key(MANAGED_LABEL));
         let in_use = network.containers.as_ref().is_some_and(|c| !c.is_empty());
-        if in_use {
+        if !ours {
+            tracing::warn!(
+                network = name,
+                "the agents' network was not made by Icarus and lets its containers reach each \
+                 other; it is left as it is"
+            );
+        } else if in_use {
             tracing::warn!(
                 network = name,
                 "the agents' network lets its containers reach each other (made by an older version \

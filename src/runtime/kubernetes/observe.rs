@@ -1,7 +1,7 @@
 //! Reading Pods in the planner's terms: a Pod becomes an [`ObservedWorkload`],
 //! so the same planner decides as for local mode's containers.
 
-use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
+use k8s_openapi::api::core::v1::{ContainerState, ContainerStateTerminated, Pod};
 use kube::ResourceExt;
 
 use crate::job::workload::{ObservedWorkload, Role, WorkloadState};
@@ -60,21 +60,24 @@ pub fn observe_pod(pod: &Pod) -> Option<ObservedWorkload> {
     })
 }
 
-/// How the Pod's (only) container ended, once it has.
-pub(crate) fn terminated(pod: &Pod) -> Option<&ContainerStateTerminated> {
+/// The state of the Pod's (only) container, once the kubelet reports one.
+fn container_state(pod: &Pod) -> Option<&ContainerState> {
     pod.status
         .as_ref()?
         .container_statuses
         .as_ref()?
         .first()?
         .state
-        .as_ref()?
-        .terminated
         .as_ref()
 }
 
-/// The scheduler's word on a Pod it has not placed (`PodScheduled` false,
-/// `Unschedulable`): no node fits, a claim is not bound... It may pass (a
+/// How the Pod's (only) container ended, once it has.
+pub(crate) fn terminated(pod: &Pod) -> Option<&ContainerStateTerminated> {
+    container_state(pod)?.terminated.as_ref()
+}
+
+/// The scheduler's word on a Pod it has not placed (condition `PodScheduled`
+/// false, usually for `Unschedulable`): no node fits, a claim is not bound... It may pass (a
 /// node frees up, a volume is provisioned), so the Pod waits, saying why.
 fn unscheduled(pod: &Pod) -> Option<String> {
     let condition = pod
@@ -102,16 +105,7 @@ pub(crate) fn unstartable(pod: &Pod) -> Option<String> {
         "InvalidImageName",
         "CreateContainerConfigError",
     ];
-    let waiting = pod
-        .status
-        .as_ref()?
-        .container_statuses
-        .as_ref()?
-        .first()?
-        .state
-        .as_ref()?
-        .waiting
-        .as_ref()?;
+    let waiting = container_state(pod)?.waiting.as_ref()?;
     let reason = waiting.reason.as_deref()?;
     HOPELESS.contains(&reason).then(|| {
         format!(
