@@ -734,76 +734,62 @@ fn isolates(network: &bollard::models::NetworkInspect) -> bool {
         .is_some_and(|value| value == "false")
 }
 
-#[tokio::test]
-async fn agents_of_different_jobs_share_a_network_that_keeps_them_apart() {
+/// Makes a bridge network called `name` (with `labels`), starts a runtime
+/// whose agents use it, and returns the network's id before, and the network
+/// as the engine holds it after; the network is removed again.
+async fn network_after_start(
+    name: &str,
+    labels: HashMap<String, String>,
+) -> (String, bollard::models::NetworkInspect) {
     ensure_agent_images().await;
     let docker = Docker::connect_with_defaults().unwrap();
-    let name = format!("icarus-test-isolation-{}", JobId::new_random());
-    // A network as an older version made it: containers on it may talk.
-    docker
+    let created = docker
         .create_network(bollard::models::NetworkCreateRequest {
-            name: name.clone(),
+            name: name.to_owned(),
             driver: Some("bridge".to_owned()),
-            labels: Some(HashMap::from([(
-                "icarus.managed".to_owned(),
-                "true".to_owned(),
-            )])),
+            labels: Some(labels),
             ..Default::default()
         })
         .await
         .unwrap();
     let mut config = test_config("sqlite::memory:");
-    config.agents.builder.network_mode = name.clone();
-    config.agents.checker.network_mode = name.clone();
+    config.agents.builder.network_mode = name.to_owned();
+    config.agents.checker.network_mode = name.to_owned();
     let runtime = icarus::serve::local::docker_runtime(&config).await.unwrap();
     let network = docker
         .inspect_network(
-            &name,
+            name,
             None::<bollard::query_parameters::InspectNetworkOptions>,
         )
         .await
         .unwrap();
-    let removed = docker.remove_network(&name).await;
+    let removed = docker.remove_network(name).await;
     drop(runtime);
+    removed.unwrap();
+    (created.id, network)
+}
+
+#[tokio::test]
+async fn agents_of_different_jobs_share_a_network_that_keeps_them_apart() {
+    let name = format!("icarus-test-isolation-{}", JobId::new_random());
+    // A network as an older version of Icarus made it: containers on it may talk.
+    let ours = HashMap::from([("icarus.managed".to_owned(), "true".to_owned())]);
+    let (_, network) = network_after_start(&name, ours).await;
     assert!(
         isolates(&network),
         "made again, isolating: {:?}",
         network.options
     );
-    removed.unwrap();
 }
 
 #[tokio::test]
 async fn a_network_icarus_did_not_make_is_never_removed_or_changed() {
-    ensure_agent_images().await;
-    let docker = Docker::connect_with_defaults().unwrap();
     let name = format!("icarus-test-operators-{}", JobId::new_random());
-    let created = docker
-        .create_network(bollard::models::NetworkCreateRequest {
-            name: name.clone(),
-            driver: Some("bridge".to_owned()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut config = test_config("sqlite::memory:");
-    config.agents.builder.network_mode = name.clone();
-    config.agents.checker.network_mode = name.clone();
-    let runtime = icarus::serve::local::docker_runtime(&config).await.unwrap();
-    let network = docker
-        .inspect_network(
-            &name,
-            None::<bollard::query_parameters::InspectNetworkOptions>,
-        )
-        .await
-        .unwrap();
-    let removed = docker.remove_network(&name).await;
-    drop(runtime);
+    let (created, network) = network_after_start(&name, HashMap::new()).await;
     assert_eq!(
         network.id,
-        Some(created.id),
+        Some(created),
         "the operator's network is the same one"
     );
     assert!(!isolates(&network), "and unchanged: {:?}", network.options);
-    removed.unwrap();
 }
