@@ -12,6 +12,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::Connection;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -163,13 +164,21 @@ impl Store {
 /// The pool, and the file it opened (none for an in-memory database).
 async fn connect_sqlite(url: &str) -> Result<(SqlitePool, Option<std::path::PathBuf>)> {
     let options = SqliteConnectOptions::from_str(url)?
-        .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(true);
     let file = options.get_filename().to_owned();
     create_parent_directory(&file)?;
+    // The file is created once, here, at start. The pool's own connections,
+    // opened later, never create it: a file gone after start is an error
+    // then, never a new empty database quietly written to.
+    let creating = options.clone().create_if_missing(true);
+    sqlx::SqliteConnection::connect_with(&creating)
+        .await?
+        .close()
+        .await?;
+    let options = options.create_if_missing(false);
     let pool = SqlitePoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(10))
