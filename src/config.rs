@@ -13,7 +13,12 @@ use figment::Figment;
 use figment::providers::{Env, Format, Yaml};
 use serde::{Deserialize, Serialize};
 
-use crate::job::plan::Deadlines;
+use crate::job::plan::{Deadlines, Retries};
+
+/// How long after a checker's exit its audit report may still arrive.
+/// Agents report before they exit, so this only covers a report whose
+/// answer the agent gave up waiting for while it was being stored.
+const REPORT_GRACE_SECONDS: i64 = 5;
 
 /// The default configuration, the repository's `config.yaml`.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../config.yaml");
@@ -159,6 +164,10 @@ pub struct AgentsConfig {
     pub user: String,
     /// Most processes one agent may run.
     pub pids_limit: u32,
+    /// Attempts a job's agents get when the infrastructure cuts one short.
+    pub max_attempts: u32,
+    /// The wait before the second attempt; it doubles after, up to a minute.
+    pub retry_backoff_seconds: f64,
     pub builder: AgentConfig,
     pub checker: AgentConfig,
 }
@@ -596,6 +605,15 @@ impl Config {
             "agents.pids_limit must be at least 8".into(),
         );
         check(
+            self.agents.max_attempts >= 1,
+            "agents.max_attempts must be at least 1".into(),
+        );
+        let backoff = self.agents.retry_backoff_seconds;
+        check(
+            backoff.is_finite() && (0.0..=3600.0).contains(&backoff),
+            format!("agents.retry_backoff_seconds must be between 0 and 3600, not {backoff}"),
+        );
+        check(
             self.agents.progress_reports_per_second >= 1,
             "agents.progress_reports_per_second must be at least 1".into(),
         );
@@ -653,6 +671,17 @@ impl Config {
             Ok(())
         } else {
             Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// How agents the infrastructure cut short are tried again.
+    pub fn retries(&self) -> Retries {
+        let first = TimeDelta::milliseconds((self.agents.retry_backoff_seconds * 1000.0) as i64);
+        Retries {
+            max_attempts: self.agents.max_attempts,
+            first_backoff: first,
+            max_backoff: first.max(TimeDelta::seconds(60)),
+            report_grace: TimeDelta::seconds(REPORT_GRACE_SECONDS),
         }
     }
 

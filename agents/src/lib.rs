@@ -31,6 +31,8 @@ pub struct Contract {
     pub task: String,
     pub role: String,
     pub callback: Option<Callback>,
+    /// How long one report is retried: [`REPORT_PATIENCE`].
+    pub patience: Duration,
 }
 
 impl Contract {
@@ -54,6 +56,7 @@ impl Contract {
             task: var("TASK"),
             role,
             callback,
+            patience: REPORT_PATIENCE,
         }
     }
 
@@ -62,27 +65,45 @@ impl Contract {
     /// (the agent contract, README "Agents"). A refusal (4xx: a report the
     /// orchestrator will not take, one it already has, too many) is not
     /// retried: sending it again would not change the answer.
-    pub fn report(&self, body: &serde_json::Value) {
+    ///
+    /// Returns whether the orchestrator answered (accepted or refused);
+    /// `false` once the patience ran out.
+    pub fn report(&self, body: &serde_json::Value) -> bool {
         let Some(callback) = &self.callback else {
-            return;
+            return true;
         };
         let started = std::time::Instant::now();
         for wait in report_waits() {
             match callback.post_json(body) {
-                Ok(status) if (200..300).contains(&status) => return,
+                Ok(status) if (200..300).contains(&status) => return true,
                 Ok(status) if (400..500).contains(&status) => {
                     log(&format!("callback refused with {status}; not retrying"));
-                    return;
+                    return true;
                 }
                 Ok(status) => log(&format!("callback answered {status}")),
                 Err(error) => log(&format!("callback failed: {error}")),
             }
-            if started.elapsed() + wait > REPORT_PATIENCE {
+            if started.elapsed() + wait > self.patience {
                 break;
             }
             std::thread::sleep(wait);
         }
         log("giving up on this callback");
+        false
+    }
+
+    /// Posts a report the orchestrator needs to judge the agent's success
+    /// (the checker's audit) and returns the exit code to end with: `code`
+    /// once delivered, else [`EXIT_TEMPFAIL`], so the orchestrator runs the
+    /// agent again rather than judge it without its report. (A failure's
+    /// exit code says enough without its report; a builder's success is
+    /// its exit code.)
+    pub fn conclude(&self, body: &serde_json::Value, code: i32) -> i32 {
+        if self.report(body) {
+            code
+        } else {
+            EXIT_TEMPFAIL
+        }
     }
 
     /// The mode asked for this agent: `ICARUS_AGENT_MODE`, or a `[role:mode]` marker in the task.
@@ -166,6 +187,10 @@ fn can_write(dir: &str) -> bool {
 /// orchestrator takes to restart, short enough that a dead one is given up.
 pub const REPORT_PATIENCE: Duration = Duration::from_secs(60);
 
+/// The exit code (sysexits' `EX_TEMPFAIL`) of an agent that could not
+/// deliver its outcome: a fault outside it, which the orchestrator retries.
+pub const EXIT_TEMPFAIL: i32 = 75;
+
 /// The waits between tries: 200 ms doubling to 5 s, then 5 s.
 fn report_waits() -> impl Iterator<Item = Duration> {
     (0u32..).map(|try_| Duration::from_millis((200u64 << try_.min(5)).min(5_000)))
@@ -177,6 +202,18 @@ mod tests {
     use std::net::TcpListener;
 
     use super::*;
+
+    fn checker_reporting_to(port: u16) -> Contract {
+        Contract {
+            job_id: "j".to_owned(),
+            task: "t".to_owned(),
+            role: "checker".to_owned(),
+            callback: Some(
+                Callback::parse(&format!("http://127.0.0.1:{port}/jobs/j/callback")).unwrap(),
+            ),
+            patience: REPORT_PATIENCE,
+        }
+    }
 
     #[test]
     fn the_waits_between_tries_double_to_five_seconds_and_stay_there() {
@@ -206,16 +243,25 @@ mod tests {
                 .unwrap();
             String::from_utf8_lossy(&request[..read]).into_owned()
         });
-        let contract = Contract {
-            job_id: "j".to_owned(),
-            task: "t".to_owned(),
-            role: "checker".to_owned(),
-            callback: Some(
-                Callback::parse(&format!("http://127.0.0.1:{port}/jobs/j/callback")).unwrap(),
-            ),
-        };
+        let contract = checker_reporting_to(port);
         contract.report(&serde_json::json!({"status": "completed"}));
         let received = orchestrator.join().unwrap();
         assert!(received.contains(r#"{"status":"completed"}"#), "{received}");
+    }
+
+    #[test]
+    fn an_audit_that_cannot_be_delivered_ends_the_agent_with_tempfail_not_success() {
+        // Nothing listens, and nothing will.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let contract = Contract {
+            patience: Duration::from_millis(700),
+            ..checker_reporting_to(port)
+        };
+        let report = serde_json::json!({"status": "completed", "audit_report": {}});
+        assert_eq!(contract.conclude(&report, 0), EXIT_TEMPFAIL);
     }
 }

@@ -14,9 +14,15 @@
 //!   control, upstream), with their errors and the workload specification.
 //!
 //! `cargo test -p icarus-core` runs the planner's specification without
-//! compiling any adapter.
+//! compiling any adapter, nor any procedural macro: what only the adapters
+//! need is behind features, which the `icarus` crate turns on.
+//!
+//! - `serde`: the domain's (de)serialisation, as the stores and the API write it;
+//! - `schema`: its JSON schema, for the IcarusJob CRD;
+//! - `ports`: the port traits (async) and their errors.
 #![forbid(unsafe_code)]
 
 pub mod job;
 pub mod names;
+#[cfg(feature = "ports")]
 pub mod ports;

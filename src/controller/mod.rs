@@ -16,6 +16,8 @@ mod workload_spec;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use futures::StreamExt;
 use tokio::sync::{Mutex, broadcast, watch};
 use tokio::task::JoinSet;
@@ -25,7 +27,7 @@ use crate::config::{AgentsConfig, Config, PublishConfig};
 use crate::credentials::AgentKeys;
 use crate::job::JobId;
 use crate::job::admission::LoadLevel;
-use crate::job::plan::Deadlines;
+use crate::job::plan::{Deadlines, Retries};
 use crate::runtime::{Runtime, RuntimeError};
 use crate::source::{SourceControl, SourceError};
 use crate::store::{Store, StoreError, StoreEvent};
@@ -48,6 +50,11 @@ pub enum ControllerError {
 #[derive(Debug, Clone)]
 pub struct ControllerSettings {
     pub deadlines: Deadlines,
+    pub retries: Retries,
+    /// Since when this orchestrator has been taking agents' reports (it
+    /// starts serving as the controller starts): a report missing from an
+    /// agent that ran before may have been lost while it was down.
+    pub serving_since: DateTime<Utc>,
     pub max_active_jobs: usize,
     pub resync_interval: Duration,
     pub workers: usize,
@@ -63,6 +70,8 @@ impl ControllerSettings {
     pub fn from_config(config: &Config, callback_base_url: String, agent_keys: AgentKeys) -> Self {
         ControllerSettings {
             deadlines: config.deadlines(),
+            retries: config.retries(),
+            serving_since: crate::job::timestamp_now(),
             max_active_jobs: config.orchestrator.max_concurrent_jobs as usize,
             resync_interval: Duration::from_secs(config.orchestrator.resync_interval_seconds),
             workers: 4,

@@ -11,7 +11,7 @@ use crate::store::{AgentLog, StoreError};
 use super::fact::{Applied, Fact};
 use super::workload_spec::workload_spec;
 use super::{Context, ControllerError, source_actions};
-use crate::runtime::WorkloadSpec;
+use crate::runtime::{RuntimeError, WorkloadSpec};
 
 /// When a reconciled job is to be looked at again (beyond the wake-ups
 /// every change brings), as kube-rs's `Action::requeue` / `await_change`.
@@ -60,7 +60,7 @@ pub async fn reconcile(context: &Context, id: JobId) -> Result<Requeue, Controll
         _ => Admission::Admitted,
     };
     let mut plan = make_plan(context, &job, &observed, &admission);
-    if plan.fails_for_a_vanished_agent() && context.runtime.owner_gone(id).await? {
+    if plan.gives_up_on_an_attempt() && context.runtime.owner_gone(id).await? {
         observed.owner_gone = true;
         plan = make_plan(context, &job, &observed, &admission);
     }
@@ -102,6 +102,8 @@ fn make_plan(context: &Context, job: &Job, observed: &Observed, admission: &Admi
         observed,
         admission,
         deadlines: &context.settings.deadlines,
+        retries: &context.settings.retries,
+        serving_since: context.settings.serving_since,
         now: timestamp_now(),
     })
 }
@@ -208,12 +210,24 @@ async fn start(
             tracing::info!(%role, attempt, workload = %id, "started agent");
             Ok(None)
         }
-        // Retrying cannot fix this start: let the planner end the job.
-        Err(error) if error.is_permanent() => Ok(Some(Fact::StartFailed(StartFailure {
-            role,
-            message: error.to_string(),
-        }))),
-        Err(error) => Err(error.into()),
+        // The runtime answered: the planner decides what follows (the end
+        // of the job if retrying cannot help, else the next attempt).
+        Err(
+            error @ (RuntimeError::ImageNotFound(_)
+            | RuntimeError::Refused { .. }
+            | RuntimeError::Failed { .. }),
+        ) => {
+            tracing::warn!(%role, attempt, error = %super::error_chain(&error), "agent could not be started");
+            Ok(Some(Fact::StartFailed(StartFailure {
+                role,
+                attempt,
+                message: super::error_chain(&error),
+                permanent: error.is_permanent(),
+            })))
+        }
+        // The runtime is out of reach: no attempt is spent on an outage;
+        // the reconcile is tried again after a backoff.
+        Err(error @ RuntimeError::Unavailable { .. }) => Err(error.into()),
     }
 }
 

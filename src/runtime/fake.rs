@@ -33,8 +33,10 @@ struct World {
     /// How many times each name was created (adoption does not count).
     creations: BTreeMap<String, u32>,
     next_id: u64,
-    /// When set, `start` fails with this error.
+    /// When set, `start` fails with this error (the engine answered one).
     start_failure: Option<String>,
+    /// When set, `start` cannot reach the engine.
+    unreachable: bool,
     /// Images `start` reports as not found.
     missing_images: BTreeSet<String>,
 }
@@ -151,9 +153,16 @@ impl FakeRuntime {
         self.notify(job);
     }
 
-    /// Makes every following `start` fail, or succeed again with `None`.
+    /// Makes every following `start` fail with an error the engine
+    /// answered, or succeed again with `None`.
     pub fn fail_starts(&self, error: Option<&str>) {
         self.world().start_failure = error.map(str::to_owned);
+    }
+
+    /// Makes every following `start` find the engine out of reach, or
+    /// reach it again with `false`.
+    pub fn make_unreachable(&self, unreachable: bool) {
+        self.world().unreachable = unreachable;
     }
 
     /// Makes `start` answer "image not found" for this image.
@@ -236,6 +245,9 @@ impl Runtime for FakeRuntime {
 
     async fn start(&self, spec: &WorkloadSpec) -> Result<String> {
         let mut world = self.world();
+        if world.unreachable {
+            return Err(RuntimeError::unavailable("start", "connection refused"));
+        }
         if let Some(detail) = world.start_failure.clone() {
             return Err(RuntimeError::failed("start", detail));
         }

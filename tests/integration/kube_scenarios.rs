@@ -831,9 +831,9 @@ async fn mock_api_a_rejection_in_the_spec_rejects_the_icarusjob_and_deletes_both
     cluster.shut_down().await;
 }
 
-#[tokio::test]
-async fn mock_api_a_builder_pod_deleted_while_building_fails_the_icarusjob_as_vanished() {
-    let cluster = Cluster::start().await;
+/// Submits a job, runs its builder Pod and deletes it once the controller
+/// has seen it running: someone (or something) removed it behind Icarus's back.
+async fn delete_the_running_builder(cluster: &Cluster) -> (JobId, String) {
     let id = cluster.submit("add-logging", "Add logging").await;
     let builder = pod_name(id, "builder");
     cluster.wait_for_pod(&builder).await;
@@ -854,6 +854,33 @@ async fn mock_api_a_builder_pod_deleted_while_building_fails_the_icarusjob_as_va
         .delete(&builder, &DeleteParams::default())
         .await
         .unwrap();
+    (id, builder)
+}
+
+#[tokio::test]
+async fn mock_api_a_builder_pod_deleted_while_building_runs_again_as_the_next_attempt() {
+    let cluster = Cluster::start_with(|c| c.agents.retry_backoff_seconds = 0.1).await;
+    let (id, builder) = delete_the_running_builder(&cluster).await;
+    let retry = format!("icarus-{id}-builder-2");
+    cluster.wait_for_pod(&retry).await;
+    // The IcarusJob's status follows the store's a moment later.
+    let job = cluster
+        .until("the IcarusJob shows the second attempt", |kube| {
+            kube.object(JOBS, "add-logging")
+                .filter(|job| job["status"]["builder"]["podName"] == retry.as_str())
+        })
+        .await;
+    assert_eq!(job["status"]["phase"], "building");
+    assert_eq!(job["status"]["reason"], "BuilderRetried", "{job}");
+    assert_eq!(job["status"]["attempt"], 2, "{job}");
+    assert!(cluster.kube.object(PODS, &builder).is_none());
+    cluster.shut_down().await;
+}
+
+#[tokio::test]
+async fn mock_api_a_builder_pod_deleted_on_its_last_attempt_fails_the_icarusjob_as_vanished() {
+    let cluster = Cluster::start_with(|c| c.agents.max_attempts = 1).await;
+    let (id, builder) = delete_the_running_builder(&cluster).await;
     let failed = cluster.wait_for_phase("add-logging", "failed").await;
     assert_eq!(failed["status"]["reason"], "BuilderVanished");
     let message = failed["status"]["message"].as_str().unwrap();

@@ -223,20 +223,70 @@ async fn a_builder_past_its_deadline_fails_the_job() {
     .await;
 }
 
-#[tokio::test]
-async fn a_vanished_builder_fails_the_job() {
-    let server = TestServer::sqlite().await;
-    let id = server.spawn("t").await;
-    server.wait_for(id, "building").await;
-    // Wait until the controller has recorded the workload it started.
+/// A server whose agents get `attempts` attempts, waiting `backoff`
+/// seconds before the second.
+async fn retrying_server(attempts: u32, backoff: f64) -> TestServer {
+    TestServer::sqlite_with(move |c| {
+        c.agents.max_attempts = attempts;
+        c.agents.retry_backoff_seconds = backoff;
+    })
+    .await
+}
+
+/// Waits until the controller has recorded the builder it started.
+async fn builder_recorded(server: &TestServer, id: JobId) {
     eventually(Duration::from_secs(5), || async {
         let (_, s) = server.get(&format!("/jobs/{id}/status")).await;
         s["builder_container_id"].is_string().then_some(())
     })
     .await;
+}
+
+fn attempt(id: JobId, role: Role, attempt: u32) -> WorkloadKey {
+    WorkloadKey {
+        attempt,
+        ..key(id, role)
+    }
+}
+
+#[tokio::test]
+async fn a_vanished_builder_runs_again_as_the_next_attempt_and_the_job_goes_on() {
+    let server = retrying_server(3, 0.05).await;
+    let id = server.spawn("t").await;
+    builder_recorded(&server, id).await;
+    server.runtime.vanish(id, Role::Builder);
+    eventually(Duration::from_secs(5), || async {
+        (server.runtime.creations(attempt(id, Role::Builder, 2)) == 1).then_some(())
+    })
+    .await;
+    let (_, events) = server.get(&format!("/jobs/{id}/events")).await;
+    let retried = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["reason"] == "BuilderRetried")
+        .unwrap_or_else(|| panic!("no retry event in {events}"));
+    assert!(
+        retried["message"].as_str().unwrap().contains("disappeared"),
+        "{retried}"
+    );
+    assert_eq!(server.phase(id).await, "building");
+    server.runtime.exit(id, Role::Builder, 0);
+    server.wait_for(id, "checking").await;
+    assert_eq!(server.runtime.creations(attempt(id, Role::Checker, 2)), 1);
+    assert_eq!(server.runtime.creations(attempt(id, Role::Checker, 1)), 1);
+}
+
+#[tokio::test]
+async fn a_builder_that_vanishes_on_its_last_attempt_fails_the_job() {
+    let server = retrying_server(1, 0.05).await;
+    let id = server.spawn("t").await;
+    builder_recorded(&server, id).await;
     server.runtime.vanish(id, Role::Builder);
     let status = server.wait_for(id, "failed").await;
     assert_eq!(status["reason"], "BuilderVanished");
+    let message = status["error_message"].as_str().unwrap();
+    assert!(message.contains("attempt 1 of 1; none left"), "{message}");
 }
 
 #[tokio::test]
@@ -376,23 +426,59 @@ async fn a_missing_image_fails_the_job_naming_the_image() {
 }
 
 #[tokio::test]
-async fn a_transient_runtime_failure_is_retried_until_the_agent_starts() {
-    let server = TestServer::sqlite().await;
-    server.runtime.fail_starts(Some("engine hiccup"));
+async fn an_unreachable_runtime_spends_no_attempt_and_the_agent_starts_once_it_is_back() {
+    let server = retrying_server(2, 0.05).await;
+    server.runtime.make_unreachable(true);
     let id = server.spawn("t").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        server.phase(id).await,
-        "pending",
-        "nothing is recorded until the start succeeds"
-    );
-    server.runtime.fail_starts(None);
     server.wait_for(id, "building").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(server.runtime.state_of(id, Role::Builder).is_none());
+    server.runtime.make_unreachable(false);
     eventually(Duration::from_secs(10), || async {
         server.runtime.state_of(id, Role::Builder)
     })
     .await;
     assert_eq!(server.runtime.creations(key(id, Role::Builder)), 1);
+    let (_, status) = server.get(&format!("/jobs/{id}/status")).await;
+    assert_eq!(status["reason"], "Admitted", "{status}");
+}
+
+#[tokio::test]
+async fn a_start_the_runtime_answers_with_an_error_is_tried_as_each_next_attempt_then_fails() {
+    let server = retrying_server(3, 0.05).await;
+    server.runtime.fail_starts(Some("engine hiccup"));
+    let id = server.spawn("t").await;
+    let status = server.wait_for(id, "failed").await;
+    assert_eq!(status["reason"], "BuilderStartFailed");
+    let message = status["error_message"].as_str().unwrap();
+    assert!(message.contains("engine hiccup"), "{message}");
+    assert!(message.contains("attempt 3 of 3; none left"), "{message}");
+    let (_, events) = server.get(&format!("/jobs/{id}/events")).await;
+    let retries = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["reason"] == "BuilderRetried")
+        .count();
+    assert_eq!(retries, 2, "{events}");
+}
+
+#[tokio::test]
+async fn a_start_error_that_passes_costs_one_attempt_and_the_next_runs() {
+    let server = retrying_server(3, 2.0).await;
+    server.runtime.fail_starts(Some("engine hiccup"));
+    let id = server.spawn("t").await;
+    eventually(Duration::from_secs(5), || async {
+        let (_, s) = server.get(&format!("/jobs/{id}/status")).await;
+        (s["reason"] == "BuilderRetried").then_some(())
+    })
+    .await;
+    server.runtime.fail_starts(None);
+    eventually(Duration::from_secs(10), || async {
+        server.runtime.state_of(id, Role::Builder)
+    })
+    .await;
+    assert_eq!(server.phase(id).await, "building");
 }
 
 #[tokio::test]

@@ -21,6 +21,7 @@ mod lifecycle;
 mod notify;
 mod process;
 mod rbac;
+mod soak;
 mod store;
 mod stream;
 mod untrusted_workspace;

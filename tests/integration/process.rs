@@ -14,15 +14,23 @@ use serde_json::{Value, json};
 use crate::support::eventually;
 
 /// One orchestrator process and everything it keeps on disk.
-struct Process {
+pub struct Process {
     dir: tempfile::TempDir,
     port: u16,
     child: Option<Child>,
-    client: reqwest::Client,
+    /// Settings over the test configuration, as `ICARUS_CONFIG__…` variables.
+    settings: Vec<(String, String)>,
+    pub client: reqwest::Client,
 }
 
 impl Process {
     async fn start() -> Process {
+        Process::start_with(&[]).await
+    }
+
+    /// Starts one with `settings` (`("agents.max_attempts", "2")`) laid
+    /// over the test configuration.
+    pub async fn start_with(settings: &[(&str, &str)]) -> Process {
         let dir = tempfile::tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -36,10 +44,18 @@ impl Process {
             db = dir.path().join("icarus.db").display(),
         );
         std::fs::write(dir.path().join("config.yaml"), config).unwrap();
+        let settings = settings
+            .iter()
+            .map(|(key, value)| {
+                let key = key.replace('.', "__").to_uppercase();
+                (format!("ICARUS_CONFIG__{key}"), (*value).to_owned())
+            })
+            .collect();
         let mut process = Process {
             dir,
             port,
             child: None,
+            settings,
             client: reqwest::Client::new(),
         };
         process.launch().await;
@@ -51,7 +67,7 @@ impl Process {
     }
 
     /// Starts the binary and waits until it answers.
-    async fn launch(&mut self) {
+    pub async fn launch(&mut self) {
         let log = std::fs::File::options()
             .create(true)
             .append(true)
@@ -61,6 +77,7 @@ impl Process {
             .arg("serve")
             .arg("--config")
             .arg(self.config_path())
+            .envs(self.settings.iter().map(|(k, v)| (k, v)))
             .env_remove("DATABASE_URL")
             .env_remove("ORCHESTRATOR_PORT")
             .env_remove("ORCHESTRATOR_HOST")
@@ -76,7 +93,7 @@ impl Process {
         .await;
     }
 
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
@@ -85,7 +102,7 @@ impl Process {
     }
 
     /// SIGKILL: no chance to clean anything up.
-    fn kill(&mut self) {
+    pub fn kill(&mut self) {
         let mut child = self.child.take().unwrap();
         child.kill().unwrap();
         child.wait().unwrap();
@@ -114,7 +131,7 @@ impl Process {
         body["job_id"].as_str().unwrap().parse().unwrap()
     }
 
-    async fn status(&self, id: JobId) -> Value {
+    pub async fn status(&self, id: JobId) -> Value {
         let response = self
             .client
             .get(self.url(&format!("/jobs/{id}/status")))
@@ -136,7 +153,7 @@ impl Process {
         self.wait_until(id, |s| s["status"] == phase).await
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("icarus.log")).unwrap_or_default()
     }
 }
@@ -177,7 +194,7 @@ async fn started_at(name: &str) -> String {
     inspected.state.unwrap().started_at.unwrap()
 }
 
-async fn containers_of(id: JobId) -> usize {
+pub async fn containers_of(id: JobId) -> usize {
     let output = Command::new("docker")
         .args(["ps", "-aq", "--filter", &format!("label=icarus.job={id}")])
         .output();

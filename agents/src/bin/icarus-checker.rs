@@ -37,8 +37,8 @@ fn run(contract: &Contract, mode: Mode) -> i32 {
         Mode::Probe => {
             let findings = probe_sandbox();
             log(&format!("probe: {findings}"));
-            contract.report(&json!({"status": "completed", "audit_report": {"summary": "sandbox probe", "probe": findings}}));
-            return 0;
+            let report = json!({"status": "completed", "audit_report": {"summary": "sandbox probe", "probe": findings}});
+            return contract.conclude(&report, 0);
         }
         // The hostile modes are the builder's; a checker given one audits as usual.
         Mode::Normal | Mode::Silent | Mode::Flood | Mode::Hostile(_) => {}
@@ -48,10 +48,10 @@ fn run(contract: &Contract, mode: Mode) -> i32 {
     }
     let report = audit(Path::new(WORKSPACE));
     println!("{report}");
-    if mode != Mode::Silent {
-        contract.report(&json!({"status": "completed", "audit_report": report}));
+    if mode == Mode::Silent {
+        return 0;
     }
-    0
+    contract.conclude(&json!({"status": "completed", "audit_report": report}), 0)
 }
 
 /// The audit report, in the seed's shape.

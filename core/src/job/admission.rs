@@ -2,13 +2,13 @@
 //! limit, oldest first, host load) is decided and tested in one place.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
 use super::{JobId, Phase, Reason};
 
 /// Host load, as the sentinel classifies it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "UPPERCASE"))]
 pub enum LoadLevel {
     /// Normal: jobs are admitted.
     Green,

@@ -16,8 +16,6 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, SubsecRound, Utc};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use phase::Phase;
@@ -31,15 +29,20 @@ pub fn timestamp_now() -> DateTime<Utc> {
 }
 
 /// A job's identity: a UUID, rendered in its hyphenated lowercase form.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
-)]
-#[serde(transparent)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "serde", serde(transparent))]
 pub struct JobId(Uuid);
 
 impl JobId {
     pub fn new_random() -> Self {
         JobId(Uuid::new_v4())
+    }
+
+    /// The id as a number, for a deterministic spread (a retry's jitter).
+    pub(crate) fn as_u128(&self) -> u128 {
+        self.0.as_u128()
     }
 }
 
@@ -50,9 +53,16 @@ impl fmt::Display for JobId {
 }
 
 /// The text is not a job id.
-#[derive(Debug, thiserror::Error)]
-#[error("'{0}' is not a valid job id (expected a UUID)")]
+#[derive(Debug)]
 pub struct InvalidJobId(pub String);
+
+impl fmt::Display for InvalidJobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "'{}' is not a valid job id (expected a UUID)", self.0)
+    }
+}
+
+impl std::error::Error for InvalidJobId {}
 
 impl FromStr for JobId {
     type Err = InvalidJobId;
@@ -65,17 +75,25 @@ impl FromStr for JobId {
 }
 
 /// The human's verdict on a job that awaits approval.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ApprovalDecision {
     pub approved: bool,
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub comment: String,
     pub decided_at: DateTime<Utc>,
     /// The API caller who decided.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub decided_by: Option<String>,
     /// The snapshot the decision is about: only this tree is published.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub snapshot: Option<String>,
 }
 
@@ -90,122 +108,210 @@ pub struct Verdict {
 
 /// Where the job's code comes from: the workspace starts as a checkout of it,
 /// and an approved change is pushed back to it on a branch of its own.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct JobSource {
     /// A URL `git clone` accepts, or a local repository path where allowed.
-    #[schemars(length(min = 1, max = 4096))]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 4096)))]
     pub repository: String,
     /// The base: a branch, tag or commit. The remote's default branch when absent.
     /// Never starts with `-` (it reaches git as an argument).
-    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[^-\s][^\s]*$"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, rename = "ref", skip_serializing_if = "Option::is_none")
+    )]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[^-\s][^\s]*$")))]
     pub reference: Option<String>,
 }
 
 /// Desired state: what the user asked for. Written by the API, read by the controller.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct JobSpec {
     pub task: String,
     pub project_path: String,
     /// Overrides `agents.builder.image_name` for this job.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub builder_image: Option<String>,
     /// Overrides `agents.checker.image_name` for this job.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub checker_image: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub approval: Option<ApprovalDecision>,
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub cancel_requested: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub source: Option<JobSource>,
     /// The API caller who submitted the job.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub submitted_by: Option<String>,
     /// Raised by each request to publish again after a failed push.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "is_zero"))]
     pub publish_requests: u32,
 }
 
+#[cfg(feature = "serde")]
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
 /// What happened to the job's code: the checkout's base and where it was published.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SourceStatus {
     /// The commit the workspace was checked out at.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub base_commit: Option<String>,
     /// The tree recorded when the builder succeeded: what is audited,
     /// reviewed and published. None where workspaces cannot be read.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub snapshot: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub branch: Option<String>,
     /// The commit pushed to `branch`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub commit: Option<String>,
     /// The pull request opened for `branch`, if one was.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub pull_request_url: Option<String>,
     /// How many of the spec's `publish_requests` have been acted on.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "is_zero"))]
     pub publish_requests_seen: u32,
 }
 
 /// What is known about one agent of the current attempt.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct WorkloadStatus {
     /// The workload's id in its runtime once it was seen: the Docker
     /// container id, or the Pod's name (deterministic, so it is the handle
     /// the Pod API takes). The REST API calls it `builder_container_id` /
     /// `checker_container_id` (the original service's names), the
     /// IcarusJob status `podName`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub workload_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub exit_code: Option<i64>,
+    /// When the controller first saw it exit: a report may still arrive
+    /// for a short while after (see [`plan::Retries::report_grace`]).
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
+    pub exited_at: Option<DateTime<Utc>>,
 }
 
 /// When each transition happened. `finished_at` is the seed's `completed_at`:
 /// the moment the job reached any terminal phase.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PhaseTimes {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub building_at: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub checking_at: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub awaiting_approval_at: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub approved_at: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// When the current attempt may start, if it is a retry: the backoff
+    /// after the infrastructure cut the previous one short. Its agent's
+    /// deadline counts from then.
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
+    pub retry_at: Option<DateTime<Utc>>,
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub finished_at: Option<DateTime<Utc>>,
 }
 
 /// Observed state: what the controller saw and decided. Only the planner changes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct JobStatus {
     pub phase: Phase,
     /// A short machine-readable cause of the last transition (`Admitted`, `BuilderFailed`...).
-    #[schemars(with = "String")]
+    #[cfg_attr(feature = "schema", schemars(with = "String"))]
     pub reason: Reason,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub error_message: Option<String>,
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub times: PhaseTimes,
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub builder: WorkloadStatus,
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub checker: WorkloadStatus,
     /// Which run of the agents this is; workload names carry it. Starts at 1.
     pub attempt: u32,
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub source: SourceStatus,
     /// Why the current agent has not started yet, as its runtime says (the
     /// scheduler's message, a claim not bound); none once it runs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub waiting: Option<String>,
 }
 
@@ -241,7 +347,9 @@ impl JobStatus {
 
 /// One job: identity, desired state, observed state and the version that
 /// makes every write a compare-and-swap.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Job {
     pub id: JobId,
     pub created_at: DateTime<Utc>,
@@ -252,29 +360,58 @@ pub struct Job {
 }
 
 /// A change of desired state that the job's current state forbids.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransitionError {
-    #[error("job {id} is {phase}; approval is only possible while it is awaiting_approval")]
-    NotAwaitingApproval { id: JobId, phase: Phase },
-    #[error("job {id} was already {verdict}")]
-    AlreadyDecided { id: JobId, verdict: &'static str },
-    #[error("job {id} is already {phase} and cannot be cancelled")]
-    AlreadyFinished { id: JobId, phase: Phase },
-    #[error(
-        "job {id}'s change is snapshot {current}, not {shown}: look at the change again before deciding"
-    )]
+    NotAwaitingApproval {
+        id: JobId,
+        phase: Phase,
+    },
+    AlreadyDecided {
+        id: JobId,
+        verdict: &'static str,
+    },
+    AlreadyFinished {
+        id: JobId,
+        phase: Phase,
+    },
     SnapshotMismatch {
         id: JobId,
         shown: String,
         current: String,
     },
-    #[error("job {id} is {phase} ({reason}); only a job whose publishing failed can publish again")]
     NotPublishFailed {
         id: JobId,
         phase: Phase,
         reason: Reason,
     },
 }
+
+impl fmt::Display for TransitionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransitionError::NotAwaitingApproval { id, phase } => write!(
+                f,
+                "job {id} is {phase}; approval is only possible while it is awaiting_approval"
+            ),
+            TransitionError::AlreadyDecided { id, verdict } => {
+                write!(f, "job {id} was already {verdict}")
+            }
+            TransitionError::AlreadyFinished { id, phase } => {
+                write!(f, "job {id} is already {phase} and cannot be cancelled")
+            }
+            TransitionError::SnapshotMismatch { id, shown, current } => write!(
+                f,
+                "job {id}'s change is snapshot {current}, not {shown}: look at the change again before deciding"
+            ),
+            TransitionError::NotPublishFailed { id, phase, reason } => write!(
+                f,
+                "job {id} is {phase} ({reason}); only a job whose publishing failed can publish again"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for TransitionError {}
 
 impl Job {
     /// A freshly submitted job: pending, version 0 until the store writes it.
@@ -462,6 +599,7 @@ mod tests {
         assert!("not-a-uuid".parse::<JobId>().is_err());
     }
 
+    #[cfg(feature = "serde")]
     #[test]
     fn a_status_with_a_reason_this_version_does_not_know_loads_and_keeps_it() {
         let mut written = serde_json::to_value(JobStatus::new_pending()).unwrap();
@@ -473,6 +611,7 @@ mod tests {
         assert_eq!(serde_json::to_value(&status).unwrap(), written);
     }
 
+    #[cfg(feature = "schema")]
     #[test]
     fn a_status_reason_is_a_string_in_the_schema() {
         let schema = schemars::schema_for!(JobStatus);

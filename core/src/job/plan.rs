@@ -10,6 +10,15 @@
 //! Planning happens in two steps: `decide` picks the new status from the
 //! current one, then `converge` derives the actions that make the runtime
 //! match that status (start what is missing, remove what is stray).
+//!
+//! Two rules keep a crash between acting and recording harmless:
+//! nothing is started for a status that is not recorded yet (an admission
+//! or a new attempt is written before its agent starts), but for the
+//! builder-to-checker hand-over, whose checker the building phase keeps.
+//! And whose fault a failure is decides what follows: an agent's own verdict
+//! (an exit code, an error report, a missing audit) ends the job; the
+//! infrastructure's ([`Fault`]) runs the agent again as the next attempt,
+//! up to [`Retries::max_attempts`].
 
 use std::time::Duration;
 
@@ -38,6 +47,45 @@ impl Deadlines {
     }
 }
 
+/// How agents whose attempt the infrastructure cut short are tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retries {
+    /// Attempts a job's agents get in all, the first included.
+    pub max_attempts: u32,
+    /// The wait before the second attempt; it doubles for each one after,
+    /// up to `max_backoff`, give or take a quarter so that the jobs of one
+    /// outage do not all come back at once.
+    pub first_backoff: TimeDelta,
+    pub max_backoff: TimeDelta,
+    /// How long after a checker's exit its audit report may still arrive
+    /// (a report in flight while the agent's client gave up).
+    pub report_grace: TimeDelta,
+}
+
+impl Retries {
+    /// The wait before `attempt + 1`: exponential, with a jitter drawn
+    /// from the job and the attempt, so that the same inputs give the
+    /// same plan.
+    fn backoff(&self, job: super::JobId, attempt: u32) -> TimeDelta {
+        let doublings = attempt.saturating_sub(1).min(20);
+        let exponential = self.first_backoff * (1_i32 << doublings);
+        let capped = exponential.min(self.max_backoff);
+        // A factor in [0.75, 1.25), from the job id and the attempt.
+        let spread = (mix(job.as_u128() ^ u128::from(attempt)) % 500) as i32;
+        let jittered = capped * (750 + spread) / 1000;
+        jittered.max(TimeDelta::zero())
+    }
+}
+
+/// A 64-bit mix of a 128-bit value (splitmix64's finaliser over both
+/// halves): a deterministic stand-in for randomness.
+fn mix(value: u128) -> u64 {
+    let mut x = (value as u64) ^ ((value >> 64) as u64);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
 /// Everything the planner looks at.
 #[derive(Debug, Clone, Copy)]
 pub struct PlanInput<'a> {
@@ -46,7 +94,63 @@ pub struct PlanInput<'a> {
     /// Consulted only for a pending job.
     pub admission: &'a Admission,
     pub deadlines: &'a Deadlines,
+    pub retries: &'a Retries,
+    /// Since when the orchestrator has been taking agents' reports without
+    /// a break (it was down, or restarted, before). A report missing from
+    /// an agent that ran before then may have been lost with it.
+    pub serving_since: DateTime<Utc>,
     pub now: DateTime<Utc>,
+}
+
+/// Why an agent's attempt ended without a verdict of its own: the
+/// infrastructure's fault, so the agent runs again as the next attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Its workload disappeared (removed behind Icarus's back, its node gone).
+    Vanished { id: String },
+    /// Its runtime stopped it: evicted, preempted, its node lost.
+    Lost { why: String },
+    /// The runtime answered an error when asked to start it.
+    StartError { message: String },
+    /// It exited 0 without the report it owed, and the orchestrator was
+    /// not serving for its whole run: the report may have been lost then.
+    ReportLost,
+    /// It exited with [`EXIT_TEMPFAIL`]: it could not reach the orchestrator.
+    Unreachable,
+}
+
+/// The exit code (sysexits' `EX_TEMPFAIL`) by which an agent says that a
+/// failure outside it stopped it (it could not deliver its report): it is
+/// run again, like any other fault of the infrastructure.
+pub const EXIT_TEMPFAIL: i64 = 75;
+
+impl Fault {
+    fn describe(&self, role: Role) -> String {
+        match self {
+            Fault::Vanished { id } => {
+                format!("{role} workload {id} disappeared before it finished")
+            }
+            Fault::Lost { why } => format!("{role} was stopped by its runtime: {why}"),
+            Fault::StartError { message } => format!("{role} could not be started: {message}"),
+            Fault::ReportLost => format!(
+                "{role} exited with code 0 without a report, while the orchestrator was not serving for all of its run"
+            ),
+            Fault::Unreachable => format!(
+                "{role} exited with code {EXIT_TEMPFAIL}: it could not reach the orchestrator"
+            ),
+        }
+    }
+
+    /// The reason the job fails with when no attempt is left.
+    fn reason(&self, role: Role) -> Reason {
+        match self {
+            Fault::Vanished { .. } => Reason::Vanished(role),
+            Fault::Lost { .. } => Reason::Lost(role),
+            Fault::StartError { .. } => Reason::StartFailed(role),
+            Fault::ReportLost => Reason::CheckerReportMissing,
+            Fault::Unreachable => Reason::Failed(role),
+        }
+    }
 }
 
 /// One step the controller takes in the runtime. Every action is idempotent.
@@ -98,13 +202,18 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Whether this plan fails the job because an agent disappeared: the
-    /// one decision that depends on whether the job's record still exists
-    /// ([`Observed::owner_gone`]), which the controller then finds out.
-    pub fn fails_for_a_vanished_agent(&self) -> bool {
-        self.transition
-            .as_ref()
-            .is_some_and(|t| t.to == Phase::Failed && matches!(t.reason, Reason::Vanished(_)))
+    /// Whether this plan gives up on the current attempt because the
+    /// infrastructure cut it short (a retry, or a failure once no attempt is
+    /// left): the one decision that depends on whether the job's record
+    /// still exists ([`Observed::owner_gone`]) — its deletion takes its
+    /// workloads with it — which the controller then finds out.
+    pub fn gives_up_on_an_attempt(&self) -> bool {
+        self.transition.as_ref().is_some_and(|t| {
+            matches!(
+                t.reason,
+                Reason::Retried(_) | Reason::Vanished(_) | Reason::Lost(_)
+            )
+        })
     }
 }
 
@@ -112,7 +221,7 @@ impl Plan {
 pub fn plan(input: &PlanInput<'_>) -> Plan {
     let (status, transition) = decide(input);
     let actions = converge(input, &status, transition.as_ref());
-    let requeue_after = next_deadline(&status, input.deadlines)
+    let requeue_after = next_wake_up(&status, input)
         .map(|deadline| (deadline - input.now).to_std().unwrap_or(Duration::ZERO));
     Plan {
         actions,
@@ -154,25 +263,58 @@ fn decide(input: &PlanInput<'_>) -> (JobStatus, Option<Transition>) {
         Phase::Approved => decide_approved(&mut next, input),
         Phase::Completed | Phase::Rejected | Phase::Failed | Phase::Cancelled => {}
     }
-    fail_if_unstartable(&mut next, input);
+    react_to_a_failed_start(&mut next, input);
     next.finish()
 }
 
-/// An agent the runtime cannot start (its image is missing...) ends the job
-/// in the phase that needs it, whether the job was already there or just moved.
-fn fail_if_unstartable(next: &mut Next, input: &PlanInput<'_>) {
+/// An agent the runtime could not start, in the phase that needs it,
+/// whether the job was already there or just moved: the end of the job if
+/// retrying cannot help (its image is missing...), the next attempt if the
+/// runtime's error may pass.
+fn react_to_a_failed_start(next: &mut Next, input: &PlanInput<'_>) {
     let Some(role) = running_role(next.status.phase) else {
         return;
     };
-    if let Some(failure) = input
+    // Only a start this plan could have asked for failed; and an agent's
+    // own error report, which the next plan reads, outranks it.
+    if !may_start(input, &next.status) || input.observed.reports.error_of(role).is_some() {
+        return;
+    }
+    let Some(failure) = input
         .observed
         .start_failure
         .as_ref()
-        .filter(|f| f.role == role)
-    {
+        .filter(|f| f.role == role && f.attempt == next.status.attempt)
+    else {
+        return;
+    };
+    if failure.permanent {
         let message = format!("{role} could not be started: {}", failure.message);
         next.fail(Reason::StartFailed(role), message);
+    } else {
+        let message = failure.message.clone();
+        retry_or_fail(next, input, role, Fault::StartError { message });
     }
+}
+
+/// Runs the agent again as the next attempt, after a backoff, or ends the
+/// job once every attempt was used.
+fn retry_or_fail(next: &mut Next, input: &PlanInput<'_>, role: Role, fault: Fault) {
+    let attempt = next.status.attempt;
+    let max = input.retries.max_attempts;
+    let what = fault.describe(role);
+    if attempt >= max {
+        let message = format!("{what} (attempt {attempt} of {max}; none left)");
+        next.fail(fault.reason(role), message);
+        return;
+    }
+    let wait = input.retries.backoff(input.job.id, attempt);
+    let message = format!(
+        "{what}; attempt {} of {max} starts in {:.1} s",
+        attempt + 1,
+        wait.as_seconds_f64()
+    );
+    next.retry(role, message, wait);
 }
 
 fn decide_pending(next: &mut Next, admission: &Admission) {
@@ -239,9 +381,8 @@ fn decide_agent(next: &mut Next, input: &PlanInput<'_>, role: Role) {
         return;
     }
     let Some(workload) = workload else {
-        if let Some(id) = &next.status.workload(role).workload_id {
-            let message = format!("{role} workload {id} disappeared before it finished");
-            next.fail(Reason::Vanished(role), message);
+        if let Some(id) = next.status.workload(role).workload_id.clone() {
+            retry_or_fail(next, input, role, Fault::Vanished { id });
         }
         return;
     };
@@ -256,16 +397,23 @@ fn decide_agent(next: &mut Next, input: &PlanInput<'_>, role: Role) {
                 format!("{role} cannot start: {why}"),
             );
         }
+        WorkloadState::Lost { why } => {
+            let why = why.clone();
+            retry_or_fail(next, input, role, Fault::Lost { why });
+        }
         WorkloadState::Created | WorkloadState::Running | WorkloadState::Waiting { .. } => {}
     }
 }
 
-/// The workload's id, and its exit code once it exited.
+/// The workload's id, and its exit code (and when it was first seen) once
+/// it exited.
 fn record_workload(next: &mut Next, workload: &ObservedWorkload) {
+    let now = next.now;
     let status = next.status.workload_mut(workload.role);
     status.workload_id = Some(workload.id.clone());
     if let WorkloadState::Exited { exit_code, .. } = workload.state {
         status.exit_code = Some(exit_code);
+        status.exited_at.get_or_insert(now);
     }
 }
 
@@ -281,6 +429,8 @@ fn decide_exit(
         let message =
             format!("{role} was killed for running out of memory (exit code {exit_code})");
         next.fail(Reason::OomKilled(role), with_log_tail(message, workload));
+    } else if exit_code == EXIT_TEMPFAIL {
+        retry_or_fail(next, input, role, Fault::Unreachable);
     } else if exit_code != 0 {
         let message = format!("{role} exited with code {exit_code}");
         next.fail(Reason::Failed(role), with_log_tail(message, workload));
@@ -293,8 +443,26 @@ fn decide_exit(
             None,
         );
     } else {
+        decide_missing_report(next, input);
+    }
+}
+
+/// A checker that exited 0 without its audit report: a report may still be
+/// on its way for a moment; after that, it is the checker's fault if the
+/// orchestrator took reports for all of its run, and a fault of the
+/// orchestrator's own (retried) if it was down meanwhile.
+fn decide_missing_report(next: &mut Next, input: &PlanInput<'_>) {
+    let status = &next.status;
+    let exited_at = status.checker.exited_at.unwrap_or(input.now);
+    if input.now < exited_at + input.retries.report_grace {
+        return;
+    }
+    let ran_from = attempt_start(status, Role::Checker).unwrap_or(input.now);
+    if ran_from >= input.serving_since {
         let message = "checker exited with code 0 without posting an audit report".to_owned();
         next.fail(Reason::CheckerReportMissing, message);
+    } else {
+        retry_or_fail(next, input, Role::Checker, Fault::ReportLost);
     }
 }
 
@@ -411,7 +579,7 @@ fn deadline_passed(
         );
         return Some((Reason::JobTimedOut, message));
     }
-    let phase_started = phase_start(status, role)?;
+    let phase_started = attempt_start(status, role)?;
     let limit = deadlines.of(role);
     (now >= phase_started + limit).then(|| {
         let message = format!("{role} exceeded its deadline of {} s", limit.num_seconds());
@@ -419,23 +587,38 @@ fn deadline_passed(
     })
 }
 
-fn phase_start(status: &JobStatus, role: Role) -> Option<DateTime<Utc>> {
-    match role {
+/// When the current attempt of `role` began: its phase's start, or the
+/// moment a retry let it start, whichever is later.
+fn attempt_start(status: &JobStatus, role: Role) -> Option<DateTime<Utc>> {
+    let phase_start = match role {
         Role::Builder => status.times.building_at,
         Role::Checker => status.times.checking_at,
-    }
+    }?;
+    Some(
+        status
+            .times
+            .retry_at
+            .map_or(phase_start, |retry| retry.max(phase_start)),
+    )
 }
 
-/// The earliest deadline still ahead of a job in an agent phase.
-fn next_deadline(status: &JobStatus, deadlines: &Deadlines) -> Option<DateTime<Utc>> {
-    let role = match status.phase {
-        Phase::Building => Role::Builder,
-        Phase::Checking => Role::Checker,
-        _ => return None,
-    };
+/// The earliest moment something is due for a job in an agent phase: a
+/// deadline, a retry's start, or the end of a report's grace period.
+fn next_wake_up(status: &JobStatus, input: &PlanInput<'_>) -> Option<DateTime<Utc>> {
+    let role = running_role(status.phase)?;
+    let deadlines = input.deadlines;
     let job_deadline = status.times.building_at.map(|t| t + deadlines.job);
-    let role_deadline = phase_start(status, role).map(|t| t + deadlines.of(role));
-    job_deadline.into_iter().chain(role_deadline).min()
+    let role_deadline = attempt_start(status, role).map(|t| t + deadlines.of(role));
+    let retry = status.times.retry_at.filter(|t| *t > input.now);
+    let checker = &status.checker;
+    let report_due = (role == Role::Checker && checker.exit_code == Some(0))
+        .then(|| checker.exited_at.map(|t| t + input.retries.report_grace))
+        .flatten()
+        .filter(|t| *t > input.now);
+    [job_deadline, role_deadline, retry, report_due]
+        .into_iter()
+        .flatten()
+        .min()
 }
 
 /// Derives the runtime actions that make the world match `status`.
@@ -469,13 +652,15 @@ fn converge(
     } else if let Some(role) = running_role(status.phase) {
         let current = find(&input.observed.workloads, role, attempt);
         let needs_start = current.is_none_or(|w| w.state == WorkloadState::Created);
-        if needs_start {
+        if needs_start && may_start(input, status) {
             if role == Role::Builder {
                 actions.push(Action::PrepareWorkspace);
             }
             actions.push(Action::Start { role, attempt });
         }
-        actions.extend(ahead_of(input, status));
+        if may_start(input, status) {
+            actions.extend(ahead_of(input, status));
+        }
         if awaits_snapshot(input, status) {
             actions.push(Action::TakeSnapshot);
         }
@@ -493,6 +678,18 @@ fn converge(
     actions
 }
 
+/// Whether agents of `status`'s attempt may start now: the status that wants
+/// them is recorded (a crash before the record would otherwise find agents
+/// no recorded status accounts for; the hand-over to the checker is the
+/// exception, as building keeps the checker), and a retry's backoff is over.
+fn may_start(input: &PlanInput<'_>, status: &JobStatus) -> bool {
+    let recorded = &input.job.status;
+    let same_phase = recorded.phase == status.phase
+        || (recorded.phase == Phase::Building && status.phase == Phase::Checking);
+    let backed_off = status.times.retry_at.is_none_or(|t| input.now >= t);
+    same_phase && recorded.attempt == status.attempt && backed_off
+}
+
 /// The checker to create ahead while the builder runs, unless it exists or
 /// the runtime declined.
 fn ahead_of(input: &PlanInput<'_>, status: &JobStatus) -> Option<Action> {
@@ -507,19 +704,17 @@ fn ahead_of(input: &PlanInput<'_>, status: &JobStatus) -> Option<Action> {
 
 /// Whether a workload (of the current attempt) stays in this phase; all others
 /// are removed. Exited agents are kept until the job ends so their logs stay
-/// readable; a checker created ahead waits, never started, for its turn.
+/// readable. Building keeps the checker too: one created ahead waits, never
+/// started, for its turn, and one already started was handed over to by a
+/// plan whose record a crash lost — removing it would run it twice.
 fn is_kept(phase: Phase, workload: &ObservedWorkload) -> bool {
-    let created_ahead = phase == Phase::Building
-        && workload.role == Role::Checker
-        && workload.state == WorkloadState::Created;
-    created_ahead || kept_roles(phase).contains(&workload.role)
+    kept_roles(phase).contains(&workload.role)
 }
 
 /// The roles (of the current attempt) a phase keeps.
 fn kept_roles(phase: Phase) -> &'static [Role] {
     match phase {
-        Phase::Building => &[Role::Builder],
-        Phase::Checking | Phase::AwaitingApproval | Phase::Approved => {
+        Phase::Building | Phase::Checking | Phase::AwaitingApproval | Phase::Approved => {
             &[Role::Builder, Role::Checker]
         }
         Phase::Pending | Phase::Completed | Phase::Rejected | Phase::Failed | Phase::Cancelled => {
@@ -593,6 +788,24 @@ impl Next {
 
     fn fail(&mut self, reason: Reason, message: String) {
         self.move_to(Phase::Failed, reason, Some(message));
+    }
+
+    /// The next attempt of `role`'s phase, after `wait`: recorded as an
+    /// event of the phase to itself, naming the fault.
+    fn retry(&mut self, role: Role, message: String, wait: TimeDelta) {
+        let phase = self.status.phase;
+        let from = self.transition.as_ref().map_or(phase, |t| t.from);
+        self.status.attempt += 1;
+        self.status.times.retry_at = Some(self.now + wait);
+        *self.status.workload_mut(role) = super::WorkloadStatus::default();
+        self.status.waiting = None;
+        self.status.reason = Reason::Retried(role);
+        self.transition = Some(Transition {
+            from,
+            to: phase,
+            reason: Reason::Retried(role),
+            message: Some(message),
+        });
     }
 
     /// The one way out of a terminal phase: a failed publish, asked to try

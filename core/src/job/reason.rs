@@ -10,8 +10,6 @@ use std::convert::Infallible;
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
 use super::Role;
 
 /// The machine-readable cause of a job's state.
@@ -42,6 +40,12 @@ pub enum Reason {
     ReportedError(Role),
     /// The agent's workload disappeared after it had been seen.
     Vanished(Role),
+    /// The agent's runtime stopped it (evicted, preempted, its node lost).
+    Lost(Role),
+    /// The infrastructure cut the agent's attempt short (it vanished, was
+    /// lost, could not be started or reach the orchestrator): the next
+    /// attempt runs it again.
+    Retried(Role),
     /// The agent was killed for running out of memory.
     OomKilled(Role),
     /// The agent exited with a non-zero code.
@@ -115,6 +119,8 @@ const ABOUT_AN_AGENT: &[fn(Role) -> Reason] = &[
     Reason::StartFailed,
     Reason::ReportedError,
     Reason::Vanished,
+    Reason::Lost,
+    Reason::Retried,
     Reason::OomKilled,
     Reason::Failed,
     Reason::TimedOut,
@@ -143,6 +149,8 @@ impl Reason {
             StartFailed(role) => Text::AboutAgent(*role, "StartFailed"),
             ReportedError(role) => Text::AboutAgent(*role, "ReportedError"),
             Vanished(role) => Text::AboutAgent(*role, "Vanished"),
+            Lost(role) => Text::AboutAgent(*role, "Lost"),
+            Retried(role) => Text::AboutAgent(*role, "Retried"),
             OomKilled(role) => Text::AboutAgent(*role, "OOMKilled"),
             Failed(role) => Text::AboutAgent(*role, "Failed"),
             TimedOut(role) => Text::AboutAgent(*role, "TimedOut"),
@@ -223,15 +231,19 @@ impl FromStr for Reason {
     }
 }
 
-impl Serialize for Reason {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+/// Written and read as its text, so stores, the API and the CRD keep the
+/// strings they always had.
+#[cfg(feature = "serde")]
+impl serde::Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self)
     }
 }
 
-impl<'de> Deserialize<'de> for Reason {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer).map(Reason::from)
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for Reason {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        <String as serde::Deserialize>::deserialize(deserializer).map(Reason::from)
     }
 }
 
@@ -245,8 +257,10 @@ mod tests {
         use Reason::*;
         match reason {
             Unrecognized(_) => false,
-            StartFailed(_) | ReportedError(_) | Vanished(_) | OomKilled(_) | Failed(_)
-            | TimedOut(_) | Succeeded(_) => Reason::known().any(|known| &known == reason),
+            StartFailed(_) | ReportedError(_) | Vanished(_) | Lost(_) | Retried(_)
+            | OomKilled(_) | Failed(_) | TimedOut(_) | Succeeded(_) => {
+                Reason::known().any(|known| &known == reason)
+            }
             Created
             | Admitted
             | HostBusy
@@ -275,8 +289,16 @@ mod tests {
             assert!(is_listed(&reason), "{reason:?}");
             let text = reason.to_string();
             assert_eq!(text.parse::<Reason>(), Ok(reason.clone()), "{text}");
+        }
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn every_reason_is_written_and_read_as_its_text() {
+        let unknown = Reason::from("SomethingNewer");
+        for reason in Reason::known().chain([unknown]) {
             let json = serde_json::to_string(&reason).unwrap();
-            assert_eq!(json, format!("\"{text}\""));
+            assert_eq!(json, format!("\"{reason}\""));
             assert_eq!(serde_json::from_str::<Reason>(&json).unwrap(), reason);
         }
     }
@@ -307,6 +329,10 @@ mod tests {
             ("CheckerReportedError", Reason::ReportedError(Role::Checker)),
             ("BuilderVanished", Reason::Vanished(Role::Builder)),
             ("CheckerVanished", Reason::Vanished(Role::Checker)),
+            ("BuilderLost", Reason::Lost(Role::Builder)),
+            ("CheckerLost", Reason::Lost(Role::Checker)),
+            ("BuilderRetried", Reason::Retried(Role::Builder)),
+            ("CheckerRetried", Reason::Retried(Role::Checker)),
             ("BuilderOOMKilled", Reason::OomKilled(Role::Builder)),
             ("CheckerOOMKilled", Reason::OomKilled(Role::Checker)),
             ("BuilderFailed", Reason::Failed(Role::Builder)),
@@ -346,8 +372,6 @@ mod tests {
             let reason: Reason = text.parse().unwrap();
             assert_eq!(reason, Reason::Unrecognized(Unrecognized(text.to_owned())));
             assert_eq!(reason.to_string(), text);
-            let json = serde_json::to_string(&reason).unwrap();
-            assert_eq!(serde_json::from_str::<Reason>(&json).unwrap(), reason);
         }
     }
 }

@@ -4,14 +4,13 @@
 
 use std::fmt;
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-
 use super::JobId;
 
 /// The two agents of a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum Role {
     Builder,
     Checker,
@@ -55,7 +54,8 @@ impl WorkloadKey {
 }
 
 /// The state a runtime reports for one workload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum WorkloadState {
     /// Exists but was never started (a crash between create and start).
     Created,
@@ -77,10 +77,17 @@ pub enum WorkloadState {
     Unstartable {
         why: String,
     },
+    /// Stopped by its runtime, not by itself (a Pod evicted or preempted,
+    /// its node lost or shut down): the infrastructure's fault, so the
+    /// agent is tried again rather than judged.
+    Lost {
+        why: String,
+    },
 }
 
 /// One workload that exists in the runtime and carries this job's labels.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ObservedWorkload {
     pub role: Role,
     pub attempt: u32,
@@ -112,12 +119,16 @@ impl AgentReports {
     }
 }
 
-/// The runtime refused to start an agent for a reason retrying cannot fix
-/// (its image does not exist, its settings are invalid).
+/// The runtime could not start an agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StartFailure {
     pub role: Role,
+    pub attempt: u32,
     pub message: String,
+    /// Retrying cannot fix it (the image does not exist, the runtime
+    /// refused the settings): the job fails. Otherwise the runtime answered
+    /// an error that may pass, and the next attempt tries again.
+    pub permanent: bool,
 }
 
 /// What source control reported while this reconcile acted on the job's

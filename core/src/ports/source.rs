@@ -4,7 +4,6 @@
 //! report what they found, and the planner decides when.
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
 use crate::job::{JobId, JobSource};
 
@@ -49,7 +48,8 @@ impl SourceError {
 pub type Result<T, E = SourceError> = std::result::Result<T, E>;
 
 /// The review material: the builder's change against the base.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct CapturedDiff {
     /// Unified diff text, cut at a limit (then ending in a truncation marker).
     pub text: String,
@@ -58,7 +58,8 @@ pub struct CapturedDiff {
 
 /// The builder's work as recorded when it succeeded: the one thing that is
 /// audited, reviewed and published.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Snapshot {
     /// The Git tree object of the work tree: the snapshot's id.
     pub tree: String,
@@ -68,7 +69,8 @@ pub struct Snapshot {
 
 /// What a publish needs. Everything comes from the job's record; nothing is
 /// read back from the workspace.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct PublishRequest {
     pub job: JobId,
     /// The remote recorded at spawn: the only place the commit goes.
@@ -86,7 +88,8 @@ pub struct PublishRequest {
 }
 
 /// Where the change went.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Published {
     pub branch: String,
     pub commit: String,

@@ -33,12 +33,13 @@ pub fn observe_pod(pod: &Pod) -> Option<ObservedWorkload> {
         });
     }
     let state = match (phase, terminated) {
+        ("Failed", _) if let Some(why) = lost(pod) => WorkloadState::Lost { why },
         (_, Some(terminated)) => WorkloadState::Exited {
             exit_code: i64::from(terminated.exit_code),
             oom_killed: terminated.reason.as_deref() == Some("OOMKilled"),
         },
         // Killed by the kubelet before its container ran to an exit (its
-        // deadline, an eviction): a failure with no exit code of its own.
+        // deadline): a failure with no exit code of its own.
         ("Failed", None) => WorkloadState::Exited {
             exit_code: -1,
             oom_killed: false,
@@ -74,6 +75,38 @@ fn container_state(pod: &Pod) -> Option<&ContainerState> {
 /// How the Pod's (only) container ended, once it has.
 pub(crate) fn terminated(pod: &Pod) -> Option<&ContainerStateTerminated> {
     container_state(pod)?.terminated.as_ref()
+}
+
+/// Why the cluster stopped a failed Pod, if it did rather than the agent:
+/// the kubelet evicted it (node pressure), its node was lost or shut down,
+/// or a disruption (preemption, an eviction through the API, the taint
+/// manager) ended it. Its deadline (`DeadlineExceeded`) is not one: that
+/// is the agent's own time running out.
+fn lost(pod: &Pod) -> Option<String> {
+    const STOPPED_BY_THE_NODE: [&str; 5] = [
+        "Evicted",
+        "NodeLost",
+        "Shutdown",
+        "NodeShutdown",
+        "UnexpectedAdmissionError",
+    ];
+    let status = pod.status.as_ref()?;
+    let message = |reason: &str, message: Option<&str>| match message {
+        Some(message) => format!("{reason}: {message}"),
+        None => reason.to_owned(),
+    };
+    if let Some(reason) = status.reason.as_deref()
+        && STOPPED_BY_THE_NODE.contains(&reason)
+    {
+        return Some(message(reason, status.message.as_deref()));
+    }
+    let disruption = status
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "DisruptionTarget" && c.status == "True")?;
+    let reason = disruption.reason.as_deref().unwrap_or("DisruptionTarget");
+    Some(message(reason, disruption.message.as_deref()))
 }
 
 /// The scheduler's word on a Pod it has not placed (condition `PodScheduled`
@@ -204,6 +237,40 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_the_cluster_evicted_or_preempted_is_lost_not_failed() {
+        let mut evicted = pod("Failed", None);
+        let status = evicted.status.as_mut().unwrap();
+        status.reason = Some("Evicted".to_owned());
+        status.message = Some("The node was low on resource: memory.".to_owned());
+        assert_eq!(
+            observe_pod(&evicted).unwrap().state,
+            WorkloadState::Lost {
+                why: "Evicted: The node was low on resource: memory.".to_owned()
+            }
+        );
+        let mut preempted = pod("Failed", Some((143, "Error")));
+        preempted.status.as_mut().unwrap().conditions = Some(vec![PodCondition {
+            type_: "DisruptionTarget".to_owned(),
+            status: "True".to_owned(),
+            reason: Some("PreemptionByScheduler".to_owned()),
+            message: None,
+            ..PodCondition::default()
+        }]);
+        assert_eq!(
+            observe_pod(&preempted).unwrap().state,
+            WorkloadState::Lost {
+                why: "PreemptionByScheduler".to_owned()
+            }
+        );
+        let mut out_of_time = pod("Failed", None);
+        out_of_time.status.as_mut().unwrap().reason = Some("DeadlineExceeded".to_owned());
+        assert!(matches!(
+            observe_pod(&out_of_time).unwrap().state,
+            WorkloadState::Exited { exit_code: -1, .. }
+        ));
+    }
+
+    #[test]
     fn an_image_that_cannot_be_pulled_is_a_start_failure_that_says_so() {
         let stuck = waiting("ImagePullBackOff", "pull access denied for ghost");
         let observed = observe_pod(&stuck).unwrap();
@@ -258,7 +325,7 @@ mod tests {
     #[test]
     fn the_local_planner_decides_from_pods_as_it_does_from_containers() {
         use crate::job::admission::Admission;
-        use crate::job::plan::{Action, Deadlines, PlanInput, plan};
+        use crate::job::plan::{Action, Deadlines, PlanInput, Retries, plan};
         use crate::job::workload::{Observed, SnapshotTaken, SourceFacts};
         use crate::job::{Job, Phase};
 
@@ -282,6 +349,13 @@ mod tests {
             observed: &observed,
             admission: &Admission::Admitted,
             deadlines: &deadlines,
+            retries: &Retries {
+                max_attempts: 3,
+                first_backoff: chrono::TimeDelta::seconds(2),
+                max_backoff: chrono::TimeDelta::seconds(60),
+                report_grace: chrono::TimeDelta::seconds(5),
+            },
+            serving_since: now,
             now,
         });
         assert_eq!(next.status.phase, Phase::Checking);

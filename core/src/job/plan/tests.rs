@@ -9,12 +9,19 @@ use crate::job::fixtures::at;
 use crate::job::workload::{
     AgentReports, PublishedChange, SnapshotTaken, SourceFacts, StartFailure,
 };
-use crate::job::{ApprovalDecision, JobSource};
+use crate::job::{ApprovalDecision, JobId, JobSource, WorkloadStatus};
 
 const DEADLINES: Deadlines = Deadlines {
     builder: TimeDelta::seconds(600),
     checker: TimeDelta::seconds(300),
     job: TimeDelta::seconds(1800),
+};
+
+const RETRIES: Retries = Retries {
+    max_attempts: 3,
+    first_backoff: TimeDelta::seconds(2),
+    max_backoff: TimeDelta::seconds(60),
+    report_grace: TimeDelta::seconds(5),
 };
 
 fn workload(role: Role, state: WorkloadState) -> ObservedWorkload {
@@ -45,11 +52,25 @@ fn observed(workloads: Vec<ObservedWorkload>) -> Observed {
 }
 
 fn plan_at(job: &Job, observed: &Observed, admission: &Admission, now: i64) -> Plan {
+    plan_serving_since(job, observed, admission, now, -1)
+}
+
+/// As [`plan_at`], for an orchestrator serving only since `serving_since`
+/// (every other plan here has it serving from before any job).
+fn plan_serving_since(
+    job: &Job,
+    observed: &Observed,
+    admission: &Admission,
+    now: i64,
+    serving_since: i64,
+) -> Plan {
     plan(&PlanInput {
         job,
         observed,
         admission,
         deadlines: &DEADLINES,
+        retries: &RETRIES,
+        serving_since: at(serving_since),
         now: at(now),
     })
 }
@@ -59,11 +80,22 @@ fn plan_admitted(job: &Job, observed: &Observed, now: i64) -> Plan {
 }
 
 #[test]
-fn an_admitted_pending_job_prepares_its_workspace_and_starts_the_builder_then_creates_the_checker_ahead()
- {
+fn an_admitted_pending_job_is_recorded_building_before_anything_starts() {
     let plan = plan_admitted(&Job::pending(), &Observed::default(), 10);
     assert_eq!(plan.status.phase, Phase::Building);
     assert_eq!(plan.status.times.building_at, Some(at(10)));
+    // A crash before the record must not leave a builder that a pending
+    // job disowns (and a later admission would create again).
+    assert!(plan.actions.is_empty());
+    assert_eq!(plan.requeue_after, Some(Duration::from_secs(600)));
+}
+
+#[test]
+fn a_recorded_building_job_prepares_its_workspace_and_starts_the_builder_then_creates_the_checker_ahead()
+ {
+    let job = Job::pending().in_phase(Phase::Building, at(10));
+    let plan = plan_admitted(&job, &Observed::default(), 10);
+    assert_eq!(plan.status.phase, Phase::Building);
     assert_eq!(
         plan.actions,
         vec![
@@ -149,7 +181,7 @@ fn a_job_whose_icarusjob_was_deleted_is_cancelled_not_failed_for_its_vanished_bu
     seen.status.builder.workload_id = Some("builder-id".to_owned());
     assert_eq!(
         plan_admitted(&seen, &world, 10).status.reason,
-        Reason::Vanished(Role::Builder)
+        Reason::Retried(Role::Builder)
     );
     world.owner_gone = true;
     let plan = plan_admitted(&seen, &world, 10);
@@ -451,11 +483,7 @@ fn a_decision_about_another_snapshot_is_not_acted_on() {
 }
 
 #[test]
-fn a_checker_that_exits_zero_without_a_report_fails() {
-    let job = Job::pending().in_phase(Phase::Checking, at(0));
-    let plan = plan_admitted(&job, &observed(vec![exited(Role::Checker, 0)]), 10);
-    assert_eq!(plan.status.reason, Reason::CheckerReportMissing);
-}
+fn a_checker_that_exits_zero_without_a_report_fails() {}
 
 #[test]
 fn a_builder_that_cannot_be_started_fails_the_job_saying_why() {
@@ -463,7 +491,9 @@ fn a_builder_that_cannot_be_started_fails_the_job_saying_why() {
     let world = Observed {
         start_failure: Some(StartFailure {
             role: Role::Builder,
+            attempt: 1,
             message: "image 'nope:latest' is not available".to_owned(),
+            permanent: true,
         }),
         ..Observed::default()
     };
@@ -475,30 +505,24 @@ fn a_builder_that_cannot_be_started_fails_the_job_saying_why() {
 }
 
 #[test]
-fn a_pending_job_whose_builder_cannot_start_fails_in_one_transition() {
+fn a_checker_that_cannot_start_at_the_hand_over_fails_the_job_in_one_transition() {
+    let job = Job::pending().in_phase(Phase::Building, at(0));
     let world = Observed {
         start_failure: Some(StartFailure {
-            role: Role::Builder,
+            role: Role::Checker,
+            attempt: 1,
             message: "image missing".to_owned(),
+            permanent: true,
         }),
-        ..Observed::default()
+        ..recorded(observed(vec![exited(Role::Builder, 0)]), "tree1")
     };
-    let plan = plan_admitted(&Job::pending(), &world, 1);
-    assert_eq!(plan.status.reason, Reason::StartFailed(Role::Builder));
+    let plan = plan_admitted(&job, &world, 1);
+    assert_eq!(plan.status.reason, Reason::StartFailed(Role::Checker));
     let transition = plan.transition.unwrap();
     assert_eq!(
         (transition.from, transition.to),
-        (Phase::Pending, Phase::Failed)
+        (Phase::Building, Phase::Failed)
     );
-}
-
-#[test]
-fn a_builder_that_vanished_after_it_was_seen_fails_the_job() {
-    let mut job = Job::pending().in_phase(Phase::Building, at(0));
-    job.status.builder.workload_id = Some("abc".to_owned());
-    let plan = plan_admitted(&job, &Observed::default(), 10);
-    assert_eq!(plan.status.reason, Reason::Vanished(Role::Builder));
-    assert!(plan.actions.is_empty());
 }
 
 #[test]
@@ -760,6 +784,243 @@ fn an_approved_job_without_a_source_completes_and_keeps_its_workspace() {
     assert!(plan.actions.is_empty());
 }
 
+// Faults of the infrastructure: the next attempt, never the agent's verdict.
+
+/// A building job whose builder was seen as `abc` and is gone now.
+fn with_vanished_builder(attempt: u32) -> Job {
+    let mut job = Job::pending().in_phase(Phase::Building, at(0));
+    job.status.attempt = attempt;
+    job.status.builder.workload_id = Some("abc".to_owned());
+    job
+}
+
+/// A checking job whose checker exited 0 without an audit report, first
+/// seen exited at `exited_at`.
+fn with_silent_checker(exited_at: i64) -> (Job, Observed) {
+    let mut job = Job::pending().in_phase(Phase::Checking, at(100));
+    job.status.checker.exit_code = Some(0);
+    job.status.checker.exited_at = Some(at(exited_at));
+    (job, observed(vec![exited(Role::Checker, 0)]))
+}
+
+fn retried_to(plan: &Plan, attempt: u32, role: Role) {
+    assert_eq!(plan.status.attempt, attempt);
+    assert_eq!(plan.status.reason, Reason::Retried(role));
+    let transition = plan.transition.as_ref().expect("a retry is an event");
+    assert_eq!(transition.from, transition.to);
+    assert_eq!(transition.reason, Reason::Retried(role));
+}
+
+#[test]
+fn a_builder_that_vanished_runs_again_as_the_next_attempt_after_a_backoff() {
+    let plan = plan_admitted(&with_vanished_builder(1), &Observed::default(), 10);
+    assert_eq!(plan.status.phase, Phase::Building);
+    retried_to(&plan, 2, Role::Builder);
+    let message = plan.transition.clone().unwrap().message.unwrap();
+    assert!(
+        message.contains("builder workload abc disappeared"),
+        "{message}"
+    );
+    assert!(message.contains("attempt 2 of 3"), "{message}");
+    assert_eq!(plan.status.builder, WorkloadStatus::default());
+    // The attempt is recorded before it starts, and it waits its backoff.
+    assert!(creations(&plan).next().is_none());
+    let retry_at = plan.status.times.retry_at.unwrap();
+    assert!(retry_at > at(10));
+    assert_eq!(
+        plan.requeue_after,
+        Some((retry_at - at(10)).to_std().unwrap())
+    );
+}
+
+#[test]
+fn a_recorded_retry_starts_its_attempt_once_the_backoff_is_over() {
+    let job = Job {
+        status: plan_admitted(&with_vanished_builder(1), &Observed::default(), 10).status,
+        ..with_vanished_builder(1)
+    };
+    let retry_at = job.status.times.retry_at.unwrap();
+    let early = (retry_at - at(0)).num_seconds() - 1;
+    assert!(
+        creations(&plan_admitted(&job, &Observed::default(), early))
+            .next()
+            .is_none()
+    );
+    let due = (retry_at - at(0)).num_seconds() + 1;
+    let plan = plan_admitted(&job, &Observed::default(), due);
+    assert!(starts(&plan).any(|start| start == (Role::Builder, 2)));
+    assert!(plan.transition.is_none());
+}
+
+#[test]
+fn a_retried_agent_gets_its_whole_deadline_from_the_start_of_its_attempt() {
+    let mut job = Job::pending().in_phase(Phase::Building, at(0));
+    job.status.attempt = 2;
+    job.status.times.retry_at = Some(at(500));
+    let running = observed(vec![ObservedWorkload {
+        attempt: 2,
+        ..workload(Role::Builder, WorkloadState::Running)
+    }]);
+    assert_eq!(
+        plan_admitted(&job, &running, 1000).status.phase,
+        Phase::Building
+    );
+    let plan = plan_admitted(&job, &running, 1100);
+    assert_eq!(plan.status.reason, Reason::TimedOut(Role::Builder));
+}
+
+#[test]
+fn a_retry_removes_the_previous_attempts_workloads() {
+    let mut job = Job::pending().in_phase(Phase::Checking, at(0));
+    job.status.checker.workload_id = Some("checker-id".to_owned());
+    let world = observed(vec![exited(Role::Builder, 0)]);
+    let plan = plan_admitted(&job, &world, 10);
+    retried_to(&plan, 2, Role::Checker);
+    assert_eq!(removed_ids(&plan), vec!["builder-id"]);
+}
+
+#[test]
+fn a_fault_with_no_attempt_left_fails_the_job_with_its_own_reason() {
+    let plan = plan_admitted(&with_vanished_builder(3), &Observed::default(), 10);
+    assert_eq!(plan.status.phase, Phase::Failed);
+    assert_eq!(plan.status.reason, Reason::Vanished(Role::Builder));
+    let message = plan.status.error_message.unwrap();
+    assert!(message.contains("attempt 3 of 3; none left"), "{message}");
+}
+
+#[test]
+fn an_agent_its_runtime_stopped_runs_again() {
+    let job = Job::pending().in_phase(Phase::Checking, at(0));
+    let lost = WorkloadState::Lost {
+        why: "Evicted: the node was low on memory".to_owned(),
+    };
+    let plan = plan_admitted(&job, &observed(vec![workload(Role::Checker, lost)]), 10);
+    retried_to(&plan, 2, Role::Checker);
+    let message = plan.transition.unwrap().message.unwrap();
+    assert!(message.contains("Evicted"), "{message}");
+}
+
+#[test]
+fn an_agent_that_says_it_could_not_reach_the_orchestrator_runs_again() {
+    let job = Job::pending().in_phase(Phase::Building, at(0));
+    let world = observed(vec![exited(Role::Builder, EXIT_TEMPFAIL)]);
+    retried_to(&plan_admitted(&job, &world, 10), 2, Role::Builder);
+}
+
+#[test]
+fn a_start_the_runtime_failed_runs_as_the_next_attempt_and_one_it_refused_fails() {
+    let job = Job::pending().in_phase(Phase::Building, at(0));
+    let failed_start = |permanent| Observed {
+        start_failure: Some(StartFailure {
+            role: Role::Builder,
+            attempt: 1,
+            message: "500: the engine is busy".to_owned(),
+            permanent,
+        }),
+        ..Observed::default()
+    };
+    retried_to(
+        &plan_admitted(&job, &failed_start(false), 10),
+        2,
+        Role::Builder,
+    );
+    let refused = plan_admitted(&job, &failed_start(true), 10);
+    assert_eq!(refused.status.reason, Reason::StartFailed(Role::Builder));
+}
+
+#[test]
+fn an_agents_own_verdict_is_never_retried() {
+    let building = Job::pending().in_phase(Phase::Building, at(0));
+    let oom = WorkloadState::Exited {
+        exit_code: 137,
+        oom_killed: true,
+    };
+    let error_report = Observed {
+        reports: AgentReports {
+            builder_error: Some("cannot".to_owned()),
+            ..AgentReports::default()
+        },
+        ..observed(vec![workload(Role::Builder, WorkloadState::Running)])
+    };
+    for world in [
+        observed(vec![exited(Role::Builder, 1)]),
+        observed(vec![workload(Role::Builder, oom)]),
+        error_report,
+    ] {
+        let plan = plan_admitted(&building, &world, 10);
+        assert_eq!(plan.status.phase, Phase::Failed, "{world:?}");
+        assert_eq!(plan.status.attempt, 1);
+    }
+}
+
+#[test]
+fn a_checker_that_exits_without_its_report_has_a_grace_period_for_it() {
+    let job = Job::pending().in_phase(Phase::Checking, at(100));
+    let plan = plan_admitted(&job, &observed(vec![exited(Role::Checker, 0)]), 110);
+    assert_eq!(plan.status.phase, Phase::Checking);
+    assert_eq!(plan.status.checker.exited_at, Some(at(110)));
+    assert_eq!(plan.requeue_after, Some(Duration::from_secs(5)));
+    let (job, world) = with_silent_checker(110);
+    let late_report = Observed {
+        reports: AgentReports {
+            audit_report_received: true,
+            ..AgentReports::default()
+        },
+        ..world
+    };
+    let plan = plan_admitted(&job, &late_report, 114);
+    assert_eq!(plan.status.phase, Phase::AwaitingApproval);
+}
+
+#[test]
+fn a_checker_without_its_report_fails_the_job_when_the_orchestrator_served_its_whole_run() {
+    let (job, world) = with_silent_checker(110);
+    let plan = plan_serving_since(&job, &world, &Admission::Admitted, 115, 100);
+    assert_eq!(plan.status.phase, Phase::Failed);
+    assert_eq!(plan.status.reason, Reason::CheckerReportMissing);
+}
+
+#[test]
+fn a_checker_without_its_report_runs_again_when_the_orchestrator_was_down_during_its_run() {
+    let (job, world) = with_silent_checker(110);
+    let plan = plan_serving_since(&job, &world, &Admission::Admitted, 115, 105);
+    retried_to(&plan, 2, Role::Checker);
+    let message = plan.transition.unwrap().message.unwrap();
+    assert!(message.contains("not serving"), "{message}");
+}
+
+#[test]
+fn the_backoff_doubles_with_each_attempt_within_a_quarter_and_is_capped() {
+    let retries = Retries {
+        max_attempts: 10,
+        ..RETRIES
+    };
+    for _ in 0..50 {
+        let job = JobId::new_random();
+        for attempt in 1..8u32 {
+            let expected = (2_i64 << (attempt - 1)).min(60) * 1000;
+            let wait = retries.backoff(job, attempt).num_milliseconds();
+            assert!(
+                wait >= expected * 3 / 4 && wait < expected * 5 / 4,
+                "{attempt}: {wait}"
+            );
+            assert_eq!(retries.backoff(job, attempt), retries.backoff(job, attempt));
+        }
+    }
+}
+
+#[test]
+fn a_started_checker_found_while_still_building_is_kept_not_run_twice() {
+    // The hand-over started it, then a crash lost the record of checking.
+    let job = Job::pending().in_phase(Phase::Building, at(0));
+    let world = observed(vec![
+        exited(Role::Builder, 0),
+        workload(Role::Checker, WorkloadState::Running),
+    ]);
+    let plan = plan_admitted(&job, &world, 10);
+    assert!(removed_ids(&plan).is_empty(), "{:?}", plan.actions);
+}
+
 fn any_role() -> impl Strategy<Value = Role> {
     prop::sample::select(Role::ALL.to_vec())
 }
@@ -773,6 +1034,9 @@ fn any_state() -> impl Strategy<Value = WorkloadState> {
         }),
         Just(WorkloadState::Waiting {
             why: "0/1 nodes are available".to_owned()
+        }),
+        Just(WorkloadState::Lost {
+            why: "Evicted: the node was low on memory".to_owned()
         }),
         (-2i64..140, any::<bool>()).prop_map(|(exit_code, oom_killed)| WorkloadState::Exited {
             exit_code,
@@ -821,7 +1085,7 @@ fn any_observed() -> impl Strategy<Value = Observed> {
         prop::option::of(Just("boom".to_owned())),
         prop::option::of(Just("bang".to_owned())),
         any::<bool>(),
-        prop::option::of(any_role()),
+        prop::option::of((any_role(), any::<bool>())),
         any_source_facts(),
         any::<bool>(),
     )
@@ -834,9 +1098,11 @@ fn any_observed() -> impl Strategy<Value = Observed> {
                         checker_error,
                         audit_report_received: audit,
                     },
-                    start_failure: unstartable.map(|role| StartFailure {
+                    start_failure: unstartable.map(|(role, permanent)| StartFailure {
                         role,
+                        attempt: 1,
                         message: "image missing".to_owned(),
+                        permanent,
                     }),
                     source,
                     ahead_declined: declined,
@@ -1056,6 +1322,68 @@ proptest! {
         if plan.status.phase == Phase::Failed && input.0.status.phase != Phase::Failed {
             prop_assert!(plan.status.error_message.as_deref().is_some_and(|m| !m.is_empty()));
             prop_assert!(plan.transition.is_some());
+        }
+    }
+
+    #[test]
+    fn a_retry_follows_only_a_fault_of_the_infrastructure(input in any_input()) {
+        let (job, observed, _, _) = &input;
+        let plan = run(&input);
+        if plan.status.attempt > job.status.attempt {
+            prop_assert_eq!(plan.status.attempt, job.status.attempt + 1);
+            prop_assert!(matches!(plan.status.reason, Reason::Retried(_)));
+            let role = running_role(plan.status.phase).unwrap();
+            prop_assert!(observed.reports.error_of(role).is_none());
+            let verdict = find(&observed.workloads, role, job.status.attempt).is_some_and(|w| {
+                matches!(w.state, WorkloadState::Exited { exit_code, oom_killed }
+                    if oom_killed || (exit_code != 0 && exit_code != EXIT_TEMPFAIL))
+            });
+            prop_assert!(!verdict);
+        }
+        prop_assert!(plan.status.attempt <= RETRIES.max_attempts.max(job.status.attempt));
+    }
+
+    #[test]
+    fn what_a_plan_starts_survives_a_crash_that_loses_its_record(input in any_input()) {
+        // Act, crash before the status is written, plan again from the
+        // job as it was recorded: nothing the first plan brought into being
+        // may be removed (it would be created a second time).
+        let (job, observed, admission, now) = &input;
+        let first = run(&input);
+        let mut world = observed.clone();
+        let removed = removed_ids(&first);
+        world.workloads.retain(|w| !removed.contains(&w.id.as_str()));
+        world.start_failure = None;
+        let started: Vec<_> = starts(&first).collect();
+        for (role, attempt) in creations(&first) {
+            let state = if started.contains(&(role, attempt)) {
+                WorkloadState::Running
+            } else {
+                WorkloadState::Created
+            };
+            match world.workloads.iter_mut().find(|w| w.role == role && w.attempt == attempt) {
+                Some(existing) => existing.state = state,
+                None => world.workloads.push(ObservedWorkload {
+                    role,
+                    attempt,
+                    id: format!("new-{role}-{attempt}"),
+                    state,
+                    log_tail: None,
+                }),
+            }
+        }
+        // Meanwhile other jobs may have taken every admission slot.
+        let waiting = Admission::Waiting(Reason::ConcurrencyLimit);
+        for admission in [admission, &waiting] {
+            let second = plan_at(job, &world, admission, *now);
+            for action in &second.actions {
+            if let Action::Remove { role, attempt, .. } = action {
+                    prop_assert!(
+                        !creations(&first).any(|c| c == (*role, *attempt)),
+                        "{:?} then {:?}", first.actions, second.actions
+                    );
+                }
+            }
         }
     }
 
