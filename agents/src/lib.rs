@@ -8,6 +8,8 @@
 //!   `attributes`, `symlink`, `all`) to test the orchestrator's trust boundary;
 //!   [`hostile::objects`] writes git objects without git.
 //! - [`callback`]: the HTTP client for `ORCHESTRATOR_CALLBACK`.
+//! - [`neighbours`]: the `listen=PORT` and `connect=IP:PORT` modes, for
+//!   testing that agents of different jobs cannot reach one another.
 //!
 //! The agents are static binaries in `FROM scratch` images, so there is no
 //! libc resolver to rely on: the callback host is looked up in `/etc/hosts`
@@ -18,6 +20,7 @@ pub mod callback;
 pub mod hostile;
 pub mod markers;
 pub mod mode;
+pub mod neighbours;
 
 use std::time::Duration;
 

@@ -31,6 +31,11 @@ pub enum Mode {
     /// Do the work, then plant this attack on the host in the workspace
     /// (see [`crate::hostile`]); report and exit 0 as if nothing happened.
     Hostile(Attack),
+    /// Serve a line on this TCP port until killed (see [`crate::neighbours`]).
+    Listen(u16),
+    /// Try to reach a listener at this address, then exit: 0 if it answered,
+    /// [`crate::neighbours::UNREACHABLE`] if not.
+    Connect(std::net::SocketAddr),
 }
 
 impl Mode {
@@ -47,6 +52,8 @@ impl Mode {
                 ("exit", code) => code.parse().ok().map(Mode::Exit),
                 ("sleep", seconds) => seconds.parse().ok().map(Mode::Sleep),
                 ("hostile", attack) => Attack::parse(attack).map(Mode::Hostile),
+                ("listen", port) => port.parse().ok().map(Mode::Listen),
+                ("connect", address) => address.parse().ok().map(Mode::Connect),
                 _ => None,
             },
         }

@@ -793,3 +793,93 @@ async fn a_network_icarus_did_not_make_is_never_removed_or_changed() {
     );
     assert!(!isolates(&network), "and unchanged: {:?}", network.options);
 }
+
+/// Spawns a job whose builder serves a line on port 7070 and never ends;
+/// returns it and its builder's address on the agents' network.
+async fn listening_neighbour(server: &DockerServer) -> (JobId, String) {
+    let id = server.spawn("neighbour [builder:listen=7070]").await;
+    let name = format!("icarus-{id}-builder-1");
+    let docker = Docker::connect_with_defaults().unwrap();
+    let ip = eventually(Duration::from_secs(20), || async {
+        let inspected = docker.inspect_container(&name, None).await.ok()?;
+        let networks = inspected.network_settings?.networks?;
+        let ip = networks.into_values().find_map(|n| n.ip_address)?;
+        (!ip.is_empty()).then_some(ip)
+    })
+    .await;
+    (id, format!("{ip}:7070"))
+}
+
+/// A job whose builder tries to read from `address`: it exits 0 if it
+/// could and 7 if it could not.
+async fn neighbour_reached(server: &DockerServer, address: &str) -> bool {
+    let prober = server
+        .spawn(&format!("probe [builder:connect={address}]"))
+        .await;
+    let status = eventually(Duration::from_secs(60), || async {
+        let (_, status) = server.get(&format!("/jobs/{prober}/status")).await;
+        matches!(
+            status["status"].as_str(),
+            Some("awaiting_approval" | "failed")
+        )
+        .then_some(status)
+    })
+    .await;
+    if status["status"] == "failed" {
+        assert!(
+            status["error_message"]
+                .as_str()
+                .is_some_and(|m| m.contains("exited with code 7")),
+            "{status}"
+        );
+    }
+    server
+        .post(&format!("/jobs/{prober}/cancel"), json!({}))
+        .await;
+    status["status"] == "awaiting_approval"
+}
+
+#[tokio::test]
+async fn an_agent_cannot_reach_another_jobs_agent_on_the_agents_network() {
+    let server = DockerServer::start(|_| {}).await;
+    let (listener, address) = listening_neighbour(&server).await;
+    assert!(
+        !neighbour_reached(&server, &address).await,
+        "an agent read what another job's agent served at {address}"
+    );
+    server
+        .post(&format!("/jobs/{listener}/cancel"), json!({}))
+        .await;
+    server.assert_nothing_left().await;
+}
+
+/// The control for the test above: the same two agents on a network that
+/// lets containers talk (an operator's, as Docker makes it by default) do
+/// reach each other, so "not reached" there means isolation, not a probe
+/// that cannot succeed.
+#[tokio::test]
+async fn on_a_network_that_lets_containers_talk_the_same_probe_reaches_its_neighbour() {
+    let name = format!("icarus-test-talkative-{}", JobId::new_random());
+    let docker = Docker::connect_with_defaults().unwrap();
+    docker
+        .create_network(bollard::models::NetworkCreateRequest {
+            name: name.clone(),
+            driver: Some("bridge".to_owned()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let server = DockerServer::start(|c| {
+        c.agents.builder.network_mode = name.clone();
+        c.agents.checker.network_mode = name.clone();
+    })
+    .await;
+    let (listener, address) = listening_neighbour(&server).await;
+    let reached = neighbour_reached(&server, &address).await;
+    server
+        .post(&format!("/jobs/{listener}/cancel"), json!({}))
+        .await;
+    server.assert_nothing_left().await;
+    let _ = docker.remove_network(&name).await;
+    assert!(reached, "the probe did not reach {address} on {name}");
+}

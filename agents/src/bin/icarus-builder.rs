@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use icarus_agents::hostile::{self, Attack, Targets};
-use icarus_agents::{Contract, Mode, exhaust_memory, log, probe_sandbox, ram_usage_mb};
+use icarus_agents::{Contract, Mode, exhaust_memory, log, neighbours, probe_sandbox, ram_usage_mb};
 use serde_json::json;
 
 const WORKSPACE: &str = "/workspace";
@@ -31,6 +31,8 @@ fn run(contract: &Contract, mode: Mode) -> i32 {
             std::thread::sleep(Duration::from_secs(3600));
         },
         Mode::Exit(code) => return code,
+        Mode::Listen(port) => return neighbours::listen(port),
+        Mode::Connect(address) => return neighbours::connect(address),
         Mode::Fail => {
             contract.report(&json!({"status": "error", "error": "builder was asked to fail"}));
             return 3;
