@@ -118,7 +118,11 @@ pub struct JobStatusResponse {
     pub checking_at: Option<DateTime<Utc>>,
     pub awaiting_approval_at: Option<DateTime<Utc>>,
     pub approved_at: Option<DateTime<Utc>>,
+    /// Which run of the agents this is: raised when the infrastructure cut
+    /// one short (see `retry_at`). Starts at 1.
     pub attempt: u32,
+    /// When the current attempt may start, if it is a retry.
+    pub retry_at: Option<DateTime<Utc>>,
     /// Who submitted the job (`anonymous` when authentication is off).
     pub submitted_by: Option<String>,
     pub source: Option<SourceBody>,
@@ -170,6 +174,7 @@ impl From<&Job> for JobStatusResponse {
             awaiting_approval_at: status.times.awaiting_approval_at,
             approved_at: status.times.approved_at,
             attempt: status.attempt,
+            retry_at: status.times.retry_at,
             submitted_by: job.spec.submitted_by.clone(),
             source: job.spec.source.as_ref().map(|source| SourceBody {
                 repository: source.repository.clone(),

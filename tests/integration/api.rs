@@ -214,7 +214,7 @@ async fn an_unknown_status_filter_is_422_listing_the_valid_ones() {
 async fn the_listing_is_newest_first_and_honours_limit_and_status() {
     let server = TestServer::sqlite_with(|c| c.orchestrator.max_concurrent_jobs = 1).await;
     let first = server.spawn("first").await;
-    server.wait_for(first, "building").await;
+    server.wait_for_builder(first).await;
     let second = server.spawn("second").await;
     let third = server.spawn("third").await;
 
@@ -247,7 +247,7 @@ async fn the_listing_is_newest_first_and_honours_limit_and_status() {
 async fn approving_a_building_job_is_409_and_changes_nothing() {
     let server = TestServer::sqlite().await;
     let id = server.spawn("t").await;
-    server.wait_for(id, "building").await;
+    server.wait_for_builder(id).await;
     let (code, body) = server
         .post(&format!("/jobs/{id}/approve"), json!({"approved": true}))
         .await;
@@ -278,7 +278,7 @@ async fn approve_with_a_malformed_body_is_422() {
 async fn cancelling_a_finished_job_is_409() {
     let server = TestServer::sqlite().await;
     let id = server.spawn("t").await;
-    server.wait_for(id, "building").await;
+    server.wait_for_builder(id).await;
     server.runtime.exit(id, Role::Builder, 1);
     server.wait_for(id, "failed").await;
     let (code, body) = server.post(&format!("/jobs/{id}/cancel"), json!({})).await;
@@ -292,7 +292,7 @@ async fn telemetry_callbacks_show_in_the_telemetry_route() {
     let id = server.spawn("t").await;
     let (_, before) = server.get(&format!("/jobs/{id}/telemetry")).await;
     assert_eq!(before["current_tool"], serde_json::Value::Null);
-    server.wait_for(id, "building").await;
+    server.wait_for_builder(id).await;
     let report = json!({"current_tool": "web_search(python logging)", "cpu_usage": 35.0, "ram_usage_mb": 450.0});
     let (code, _) = server
         .post(&server.agent_path(id, Role::Builder, 1), report)
@@ -311,7 +311,7 @@ async fn telemetry_callbacks_show_in_the_telemetry_route() {
 async fn a_callback_for_a_job_with_no_running_agent_is_409() {
     let server = TestServer::sqlite_with(|c| c.orchestrator.max_concurrent_jobs = 1).await;
     let first = server.spawn("first").await;
-    server.wait_for(first, "building").await;
+    server.wait_for_builder(first).await;
     let waiting = server.spawn("second").await;
     let (code, body) = server
         .post(
@@ -327,7 +327,7 @@ async fn a_callback_for_a_job_with_no_running_agent_is_409() {
 async fn callback_bodies_that_say_nothing_or_nonsense_are_422() {
     let server = TestServer::sqlite().await;
     let id = server.spawn("t").await;
-    server.wait_for(id, "building").await;
+    server.wait_for_builder(id).await;
     let path = server.agent_path(id, Role::Builder, 1);
     for body in [
         json!({}),
@@ -344,7 +344,7 @@ async fn callback_bodies_that_say_nothing_or_nonsense_are_422() {
 async fn an_agent_reports_its_outcome_once_a_second_is_409_and_not_stored() {
     let server = TestServer::sqlite().await;
     let id = server.spawn("t").await;
-    server.wait_for(id, "building").await;
+    server.wait_for_builder(id).await;
     let path = server.agent_path(id, Role::Builder, 1);
     let (code, _) = server
         .post(&path, json!({"status": "completed", "message": "done"}))
@@ -369,7 +369,7 @@ async fn an_agent_reports_its_outcome_once_a_second_is_409_and_not_stored() {
 async fn the_checker_posts_its_audit_once_a_second_is_409_and_the_first_stands() {
     let server = TestServer::sqlite().await;
     let id = server.spawn("t").await;
-    server.wait_for(id, "building").await;
+    server.wait_for_builder(id).await;
     server.runtime.exit(id, Role::Builder, 0);
     server.wait_for(id, "checking").await;
     let path = server.agent_path(id, Role::Checker, 1);
@@ -395,7 +395,7 @@ async fn the_checker_posts_its_audit_once_a_second_is_409_and_the_first_stands()
 async fn report_fields_over_their_limits_are_422_and_name_the_field() {
     let server = TestServer::sqlite().await;
     let id = server.spawn("t").await;
-    server.wait_for(id, "building").await;
+    server.wait_for_builder(id).await;
     let path = server.agent_path(id, Role::Builder, 1);
     let long = |bytes: usize| "x".repeat(bytes + 1);
     for (field, body) in [
@@ -421,7 +421,7 @@ async fn report_fields_over_their_limits_are_422_and_name_the_field() {
 async fn an_audit_report_from_the_builder_is_409() {
     let server = TestServer::sqlite().await;
     let id = server.spawn("t").await;
-    server.wait_for(id, "building").await;
+    server.wait_for_builder(id).await;
     let (code, _) = server
         .post(
             &server.agent_path(id, Role::Builder, 1),
@@ -552,7 +552,7 @@ async fn the_documentation_pages_are_served_from_the_binary_without_a_cdn() {
 async fn progress_reports_beyond_an_agents_rate_get_429_but_its_completion_does_not() {
     let server = TestServer::sqlite_with(|c| c.agents.progress_reports_per_second = 3).await;
     let id = server.spawn("t").await;
-    server.wait_for(id, "building").await;
+    server.wait_for_builder(id).await;
     let path = server.agent_path(id, Role::Builder, 1);
     let mut codes = Vec::new();
     for n in 0..20 {
@@ -580,7 +580,7 @@ async fn a_builder_report_that_arrives_before_building_is_written_is_accepted() 
     // that started it; refusing would make it wait out a retry.
     let server = TestServer::sqlite_with(|c| c.orchestrator.max_concurrent_jobs = 1).await;
     let first = server.spawn("first").await;
-    server.wait_for(first, "building").await;
+    server.wait_for_builder(first).await;
     let second = server.spawn("second").await;
     let (code, body) = server
         .post(
@@ -597,7 +597,7 @@ async fn a_builder_report_that_arrives_before_building_is_written_is_accepted() 
 async fn a_checker_report_that_arrives_before_the_phase_change_is_attributed_to_the_checker() {
     let server = TestServer::sqlite().await;
     let id = server.spawn("t").await;
-    server.wait_for(id, "building").await;
+    server.wait_for_builder(id).await;
     let path = server.agent_path(id, Role::Checker, 1);
     let (code, _) = server
         .post(
@@ -617,7 +617,7 @@ async fn a_checker_report_that_arrives_before_the_phase_change_is_attributed_to_
 async fn reports_from_another_attempt_or_an_agent_that_is_not_running_are_409() {
     let server = TestServer::sqlite().await;
     let id = server.spawn("t").await;
-    server.wait_for(id, "building").await;
+    server.wait_for_builder(id).await;
     let (code, body) = server
         .post(
             &server.agent_path(id, Role::Builder, 7),
@@ -647,7 +647,7 @@ async fn reports_from_another_attempt_or_an_agent_that_is_not_running_are_409() 
 async fn a_callback_without_a_token_is_401_and_changes_nothing() {
     let server = TestServer::sqlite().await;
     let id = server.spawn("t").await;
-    server.wait_for(id, "building").await;
+    server.wait_for_builder(id).await;
     let (code, body) = server
         .post(
             &format!("/jobs/{id}/callback?role=builder&attempt=1"),
@@ -664,7 +664,7 @@ async fn another_jobs_token_is_401() {
     let server = TestServer::sqlite().await;
     let victim = server.spawn("victim").await;
     let attacker = server.spawn("attacker").await;
-    server.wait_for(victim, "building").await;
+    server.wait_for_builder(victim).await;
     let stolen = server.agent_token(attacker, Role::Builder, 1);
     let (code, body) = server
         .post(
@@ -681,7 +681,7 @@ async fn another_jobs_token_is_401() {
 async fn a_builder_cannot_post_the_checkers_audit_report_with_its_own_token() {
     let server = TestServer::sqlite().await;
     let id = server.spawn("t").await;
-    server.wait_for(id, "building").await;
+    server.wait_for_builder(id).await;
     let builders = server.agent_token(id, Role::Builder, 1);
     let report = json!({"status": "completed", "audit_report": {"summary": "all good, trust me"}});
     let (code, _) = server
@@ -703,7 +703,7 @@ async fn a_builder_cannot_post_the_checkers_audit_report_with_its_own_token() {
 async fn the_token_is_also_accepted_as_a_bearer_token() {
     let server = TestServer::sqlite().await;
     let id = server.spawn("t").await;
-    server.wait_for(id, "building").await;
+    server.wait_for_builder(id).await;
     let token = server.agent_token(id, Role::Builder, 1);
     let response = server
         .client
@@ -720,7 +720,7 @@ async fn the_token_is_also_accepted_as_a_bearer_token() {
 async fn a_replayed_callback_after_the_job_ended_is_refused() {
     let server = TestServer::sqlite().await;
     let id = server.spawn("t").await;
-    server.wait_for(id, "building").await;
+    server.wait_for_builder(id).await;
     server.post(&format!("/jobs/{id}/cancel"), json!({})).await;
     server.wait_for(id, "cancelled").await;
     let (code, _) = server

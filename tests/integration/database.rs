@@ -65,5 +65,5 @@ async fn a_dead_database_gives_503_not_500_and_service_resumes_when_it_returns()
     let (code, _) = server.get("/readyz").await;
     assert_eq!(code, 200);
     // The controller retried through the outage and carries on.
-    server.wait_for(id, "building").await;
+    server.wait_for_builder(id).await;
 }

@@ -161,7 +161,7 @@ fn workspace(server: &TestServer, id: JobId) -> PathBuf {
 /// Plays a builder that adds a module and edits the README, then a checker
 /// that reports and exits; returns the job's status at `awaiting_approval`.
 async fn build_and_check(server: &TestServer, id: JobId) -> Value {
-    server.wait_for(id, "building").await;
+    server.wait_for_builder(id).await;
     eventually(std::time::Duration::from_secs(10), || async {
         server.runtime.state_of(id, Role::Builder).map(|_| ())
     })
@@ -210,7 +210,7 @@ async fn the_diff_shows_exactly_the_builders_change_as_text_and_as_json() {
     let remote = Remote::new();
     let server = TestServer::sqlite_with(|c| remote.allow_in(c)).await;
     let id = spawn_from(&server, &remote, "Add login").await;
-    server.wait_for(id, "building").await;
+    server.wait_for_builder(id).await;
     let (code, body) = server.get(&format!("/jobs/{id}/diff")).await;
     assert_eq!(code, 409, "no diff before awaiting_approval: {body}");
 
@@ -525,7 +525,7 @@ async fn a_ref_that_looks_like_an_option_is_refused_at_spawn() {
 async fn a_job_without_a_source_shows_every_file_it_wrote_as_added() {
     let server = TestServer::sqlite().await;
     let id = server.spawn("Write notes").await;
-    server.wait_for(id, "building").await;
+    server.wait_for_builder(id).await;
     let dir = workspace(&server, id);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("NOTES.md"), "one\ntwo\n").unwrap();

@@ -13,7 +13,7 @@ use crate::support::{TestServer, eventually};
 /// Drives a job from spawn to `awaiting_approval`, playing both agents.
 async fn to_awaiting_approval(server: &TestServer) -> JobId {
     let id = server.spawn("Add logging to the API endpoints").await;
-    server.wait_for(id, "building").await;
+    server.wait_for_builder(id).await;
     assert!(server.runtime.exit(id, Role::Builder, 0));
     server.wait_for(id, "checking").await;
     let audit = json!({"status": "completed", "audit_report": {"summary": "clean", "logic_verification": {"files_created": 1}}});
@@ -141,7 +141,7 @@ async fn rejection_removes_the_workspace_and_the_agents() {
 async fn a_builder_that_exits_non_zero_fails_the_job_with_its_exit_code() {
     let server = TestServer::sqlite().await;
     let id = server.spawn("t").await;
-    server.wait_for(id, "building").await;
+    server.wait_for_builder(id).await;
     server
         .runtime
         .exit_with_output(id, Role::Builder, 2, "compiling...\nerror: no space left\n");
@@ -169,7 +169,7 @@ async fn a_builder_that_exits_non_zero_fails_the_job_with_its_exit_code() {
 async fn a_checker_killed_for_memory_fails_the_job_saying_so() {
     let server = TestServer::sqlite().await;
     let id = server.spawn("t").await;
-    server.wait_for(id, "building").await;
+    server.wait_for_builder(id).await;
     server.runtime.exit(id, Role::Builder, 0);
     server.wait_for(id, "checking").await;
     server.runtime.oom_kill(id, Role::Checker);
@@ -187,7 +187,7 @@ async fn a_checker_killed_for_memory_fails_the_job_saying_so() {
 async fn an_error_callback_fails_the_job_and_stops_the_agent() {
     let server = TestServer::sqlite().await;
     let id = server.spawn("t").await;
-    server.wait_for(id, "building").await;
+    server.wait_for_builder(id).await;
     let (code, _) = server
         .post(
             &server.agent_path(id, Role::Builder, 1),
@@ -210,7 +210,7 @@ async fn an_error_callback_fails_the_job_and_stops_the_agent() {
 async fn a_builder_past_its_deadline_fails_the_job() {
     let server = TestServer::sqlite_with(|c| c.agents.builder.timeout_seconds = 1).await;
     let id = server.spawn("hang").await;
-    server.wait_for(id, "building").await;
+    server.wait_for_builder(id).await;
     let status = server.wait_for(id, "failed").await;
     assert_eq!(status["reason"], "BuilderTimedOut");
     assert_eq!(
@@ -270,7 +270,10 @@ async fn a_vanished_builder_runs_again_as_the_next_attempt_and_the_job_goes_on()
         retried["message"].as_str().unwrap().contains("disappeared"),
         "{retried}"
     );
-    assert_eq!(server.phase(id).await, "building");
+    let (_, status) = server.get(&format!("/jobs/{id}/status")).await;
+    assert_eq!(status["status"], "building");
+    assert_eq!(status["attempt"], 2);
+    assert!(status["retry_at"].is_string(), "{status}");
     server.runtime.exit(id, Role::Builder, 0);
     server.wait_for(id, "checking").await;
     assert_eq!(server.runtime.creations(attempt(id, Role::Checker, 2)), 1);
@@ -294,7 +297,7 @@ async fn cancel_stops_the_job_in_each_phase() {
     let server = TestServer::sqlite_with(|c| c.orchestrator.max_concurrent_jobs = 1).await;
     // building
     let building = server.spawn("building").await;
-    server.wait_for(building, "building").await;
+    server.wait_for_builder(building).await;
     // pending (the only slot is taken)
     let pending = server.spawn("pending").await;
     for id in [pending, building] {
@@ -306,7 +309,7 @@ async fn cancel_stops_the_job_in_each_phase() {
     }
     // checking and awaiting approval
     let checking = server.spawn("checking").await;
-    server.wait_for(checking, "building").await;
+    server.wait_for_builder(checking).await;
     server.runtime.exit(checking, Role::Builder, 0);
     server.wait_for(checking, "checking").await;
     server
@@ -363,8 +366,8 @@ async fn jobs_survive_a_crash_and_continue_without_starting_agents_twice() {
     let server = TestServer::sqlite().await;
     let building = server.spawn("building").await;
     let checking = server.spawn("checking").await;
-    server.wait_for(building, "building").await;
-    server.wait_for(checking, "building").await;
+    server.wait_for_builder(building).await;
+    server.wait_for_builder(checking).await;
     server.runtime.exit(checking, Role::Builder, 0);
     server.wait_for(checking, "checking").await;
     let (config, runtime, _dir) = server.crash();
@@ -387,7 +390,7 @@ async fn jobs_survive_a_crash_and_continue_without_starting_agents_twice() {
 async fn a_graceful_stop_leaves_agents_running_for_the_next_start() {
     let server = TestServer::sqlite().await;
     let id = server.spawn("t").await;
-    server.wait_for(id, "building").await;
+    server.wait_for_builder(id).await;
     let (config, runtime, _dir) = server.stop().await;
     assert_eq!(runtime.running_count(), 1);
     let server = TestServer::start(config, runtime).await;

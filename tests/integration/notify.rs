@@ -66,7 +66,7 @@ async fn record(
 
 async fn run_to_approval(server: &TestServer, task: &str) -> icarus::job::JobId {
     let id = server.spawn(task).await;
-    server.wait_for(id, "building").await;
+    server.wait_for_builder(id).await;
     server.pass_build_and_check(id).await;
     id
 }
@@ -105,7 +105,7 @@ async fn a_discord_webhook_gets_a_discord_message_and_failures_are_announced() {
     })
     .await;
     let id = server.spawn("Break things").await;
-    server.wait_for(id, "building").await;
+    server.wait_for_builder(id).await;
     server.runtime.exit(id, Role::Builder, 7);
     server.wait_for(id, "failed").await;
     let bodies = receiver.wait_for("discord", 1).await;

@@ -57,7 +57,7 @@ async fn next_update(socket: &mut Socket) -> Option<Value> {
 async fn the_stream_sends_the_current_status_then_every_transition_then_closes() {
     let server = TestServer::sqlite().await;
     let id = server.spawn("t").await;
-    server.wait_for(id, "building").await;
+    server.wait_for_builder(id).await;
     let mut socket = connect(&server, &format!("/jobs/{id}/stream")).await;
 
     let first = next_update(&mut socket).await.unwrap();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use icarus::config::Config;
 use icarus::credentials::AgentKeys;
-use icarus::job::{Job, JobId, JobSpec, Role, timestamp_now};
+use icarus::job::{Job, JobId, JobSpec, Role, WorkloadState, timestamp_now};
 use icarus::runtime::Runtime;
 use icarus::runtime::fake::FakeRuntime;
 use icarus::serve::Orchestrator;
@@ -281,7 +281,19 @@ impl TestServer {
 
     /// Plays a builder that exits 0, then a checker that posts its audit
     /// report and exits 0; returns the status at `awaiting_approval`.
+    /// Waits until the job is building and its builder was started: the
+    /// controller records the phase first, then starts the agent.
+    pub async fn wait_for_builder(&self, id: JobId) -> Value {
+        eventually(Duration::from_secs(10), || async {
+            let running = self.runtime.state_of(id, Role::Builder) == Some(WorkloadState::Running);
+            running.then_some(())
+        })
+        .await;
+        self.wait_for(id, "building").await
+    }
+
     pub async fn pass_build_and_check(&self, id: JobId) -> Value {
+        self.wait_for_builder(id).await;
         self.runtime.exit(id, Role::Builder, 0);
         self.wait_for(id, "checking").await;
         let (code, body) = self
