@@ -275,9 +275,9 @@ fn react_to_a_failed_start(next: &mut Next, input: &PlanInput<'_>) {
     let Some(role) = running_role(next.status.phase) else {
         return;
     };
-    // Only a start this plan could have asked for failed; and an agent's
-    // own error report, which the next plan reads, outranks it.
-    if !may_start(input, &next.status) || input.observed.reports.error_of(role).is_some() {
+    // Only a start this plan asks for can have failed; and an agent's own
+    // error report, which the next plan reads, outranks it.
+    if !starts_agent(input, &next.status, role) || input.observed.reports.error_of(role).is_some() {
         return;
     }
     let Some(failure) = input
@@ -631,7 +631,8 @@ fn converge(
     let mut actions = Vec::new();
     let mut seen: Vec<Role> = Vec::new();
     for workload in &input.observed.workloads {
-        let wanted = workload.attempt == attempt && is_kept(status.phase, workload);
+        let wanted =
+            workload.attempt == attempt && kept_roles(status.phase).contains(&workload.role);
         if wanted && !seen.contains(&workload.role) {
             seen.push(workload.role);
         } else {
@@ -650,9 +651,7 @@ fn converge(
             actions.push(Action::CheckoutSource);
         }
     } else if let Some(role) = running_role(status.phase) {
-        let current = find(&input.observed.workloads, role, attempt);
-        let needs_start = current.is_none_or(|w| w.state == WorkloadState::Created);
-        if needs_start && may_start(input, status) {
+        if starts_agent(input, status, role) {
             if role == Role::Builder {
                 actions.push(Action::PrepareWorkspace);
             }
@@ -676,6 +675,17 @@ fn converge(
         actions.push(Action::RemoveWorkspace);
     }
     actions
+}
+
+/// Whether the plan starts `role`'s agent of `status`'s attempt: it is
+/// missing or was never started, the checkout it builds on is done, and
+/// agents may start now.
+fn starts_agent(input: &PlanInput<'_>, status: &JobStatus, role: Role) -> bool {
+    if role == Role::Builder && awaits_checkout(input.job, status) {
+        return false;
+    }
+    let current = find(&input.observed.workloads, role, status.attempt);
+    current.is_none_or(|w| w.state == WorkloadState::Created) && may_start(input, status)
 }
 
 /// Whether agents of `status`'s attempt may start now: the status that wants
@@ -702,16 +712,12 @@ fn ahead_of(input: &PlanInput<'_>, status: &JobStatus) -> Option<Action> {
     })
 }
 
-/// Whether a workload (of the current attempt) stays in this phase; all others
-/// are removed. Exited agents are kept until the job ends so their logs stay
-/// readable. Building keeps the checker too: one created ahead waits, never
-/// started, for its turn, and one already started was handed over to by a
-/// plan whose record a crash lost — removing it would run it twice.
-fn is_kept(phase: Phase, workload: &ObservedWorkload) -> bool {
-    kept_roles(phase).contains(&workload.role)
-}
-
-/// The roles (of the current attempt) a phase keeps.
+/// The roles whose workloads (of the current attempt) a phase keeps; all
+/// others are removed. Exited agents are kept until the job ends so their
+/// logs stay readable. Building keeps the checker too: one created ahead
+/// waits, never started, for its turn, and one already started was handed
+/// over to by a plan whose record a crash lost — removing it would run it
+/// twice.
 fn kept_roles(phase: Phase) -> &'static [Role] {
     match phase {
         Phase::Building | Phase::Checking | Phase::AwaitingApproval | Phase::Approved => {

@@ -1090,7 +1090,23 @@ fn any_observed() -> impl Strategy<Value = Observed> {
         any::<bool>(),
     )
         .prop_map(
-            |(workloads, builder_error, checker_error, audit, unstartable, source, declined)| {
+            |(
+                mut workloads,
+                builder_error,
+                checker_error,
+                audit,
+                unstartable,
+                source,
+                declined,
+            )| {
+                // A runtime's ids are unique: two workloads may share a
+                // role and attempt, never an id.
+                let mut ids = Vec::new();
+                workloads.retain(|w| {
+                    let new = !ids.contains(&w.id);
+                    ids.push(w.id.clone());
+                    new
+                });
                 Observed {
                     workloads,
                     reports: AgentReports {
