@@ -627,21 +627,26 @@ fn converge(
     status: &JobStatus,
     transition: Option<&Transition>,
 ) -> Vec<Action> {
-    let attempt = status.attempt;
     let mut actions = Vec::new();
-    let mut seen: Vec<Role> = Vec::new();
+    let mut seen: Vec<(Role, u32)> = Vec::new();
     for workload in &input.observed.workloads {
-        let wanted =
-            workload.attempt == attempt && kept_roles(status.phase).contains(&workload.role);
-        if wanted && !seen.contains(&workload.role) {
-            seen.push(workload.role);
-        } else {
+        let key = (workload.role, workload.attempt);
+        let duplicate = seen.contains(&key);
+        seen.push(key);
+        if keeps(status, workload) && !duplicate {
+            continue;
+        }
+        if duplicate || discards_workspace(status) || !keeps(&input.job.status, workload) {
             actions.push(Action::Remove {
                 role: workload.role,
                 attempt: workload.attempt,
                 id: workload.id.clone(),
             });
         }
+        // Else the recorded status still wants it: it goes once the new
+        // status is recorded (the record wakes the job), so a crash in
+        // between loses no agent's verdict (an exit it was judged by) and
+        // brings nothing back twice (an attempt's agents, retried).
     }
     let was = input.job.status.phase;
     if status.phase == Phase::Building && awaits_checkout(input.job, status) {
@@ -655,7 +660,10 @@ fn converge(
             if role == Role::Builder {
                 actions.push(Action::PrepareWorkspace);
             }
-            actions.push(Action::Start { role, attempt });
+            actions.push(Action::Start {
+                role,
+                attempt: status.attempt,
+            });
         }
         if may_start(input, status) {
             actions.extend(ahead_of(input, status));
@@ -670,11 +678,18 @@ fn converge(
     if publishes {
         actions.push(Action::Publish);
     }
-    let discards_workspace = matches!(status.phase, Phase::Rejected | Phase::Cancelled);
-    if discards_workspace && transition.is_some() {
+    // After its agents, which must not be using it (a volume) any more.
+    if discards_workspace(status) && transition.is_some() {
         actions.push(Action::RemoveWorkspace);
     }
     actions
+}
+
+/// Whether the job ends by a decision of its spec (a rejection, a cancel,
+/// its resource deleted), so the work is discarded. Planning again after a
+/// crash comes to the same end, so its agents may go before it is recorded.
+fn discards_workspace(status: &JobStatus) -> bool {
+    matches!(status.phase, Phase::Rejected | Phase::Cancelled)
 }
 
 /// Whether the plan starts `role`'s agent of `status`'s attempt: it is
@@ -710,6 +725,12 @@ fn ahead_of(input: &PlanInput<'_>, status: &JobStatus) -> Option<Action> {
         role: Role::Checker,
         attempt,
     })
+}
+
+/// Whether `status` wants `workload` to stay: one of its attempt, in a role
+/// its phase keeps.
+fn keeps(status: &JobStatus, workload: &ObservedWorkload) -> bool {
+    workload.attempt == status.attempt && kept_roles(status.phase).contains(&workload.role)
 }
 
 /// The roles whose workloads (of the current attempt) a phase keeps; all

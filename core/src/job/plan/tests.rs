@@ -79,6 +79,26 @@ fn plan_admitted(job: &Job, observed: &Observed, now: i64) -> Plan {
     plan_at(job, observed, &Admission::Admitted, now)
 }
 
+/// `job` once `plan`'s status is recorded.
+fn as_recorded(job: &Job, plan: &Plan) -> Job {
+    Job {
+        status: plan.status.clone(),
+        ..job.clone()
+    }
+}
+
+/// What `job` removes of `world` once it has recorded the plan made of
+/// them: the workloads the recorded status still wanted go only then.
+fn removed_once_recorded(job: &Job, world: &Observed, now: i64) -> Vec<String> {
+    let first = plan_admitted(job, world, now);
+    let second = plan_admitted(&as_recorded(job, &first), world, now);
+    removed_ids(&first)
+        .into_iter()
+        .chain(removed_ids(&second))
+        .map(str::to_owned)
+        .collect()
+}
+
 #[test]
 fn an_admitted_pending_job_is_recorded_building_before_anything_starts() {
     let plan = plan_admitted(&Job::pending(), &Observed::default(), 10);
@@ -227,7 +247,7 @@ fn when_the_builder_fails_the_checker_created_ahead_is_removed() {
     ]);
     let plan = plan_admitted(&job, &world, 10);
     assert_eq!(plan.status.phase, Phase::Failed);
-    assert!(removed_ids(&plan).contains(&"checker-id"));
+    assert!(removed_once_recorded(&job, &world, 10).contains(&"checker-id".to_owned()));
 }
 
 #[test]
@@ -295,8 +315,12 @@ fn a_builder_that_exits_non_zero_fails_the_job_with_its_code() {
         plan.status.error_message.as_deref(),
         Some("builder exited with code 3")
     );
+    // The exited builder stays until its verdict is recorded: a crash
+    // before that must find it, not a builder that vanished.
+    assert!(plan.actions.is_empty());
+    let world = observed(vec![exited(Role::Builder, 3)]);
     assert_eq!(
-        plan.actions,
+        plan_admitted(&as_recorded(&job, &plan), &world, 10).actions,
         vec![Action::Remove {
             role: Role::Builder,
             attempt: 1,
@@ -418,7 +442,7 @@ fn an_error_callback_fails_the_job_and_stops_the_agent() {
             .unwrap()
             .contains("model quota exhausted")
     );
-    assert_eq!(plan.actions.len(), 1);
+    assert_eq!(removed_once_recorded(&job, &world, 10), ["builder-id"]);
 }
 
 #[test]
@@ -528,14 +552,11 @@ fn a_checker_that_cannot_start_at_the_hand_over_fails_the_job_in_one_transition(
 #[test]
 fn a_builder_past_its_deadline_fails_the_job_and_is_removed() {
     let job = Job::pending().in_phase(Phase::Building, at(0));
-    let plan = plan_admitted(
-        &job,
-        &observed(vec![workload(Role::Builder, WorkloadState::Running)]),
-        600,
-    );
+    let world = observed(vec![workload(Role::Builder, WorkloadState::Running)]);
+    let plan = plan_admitted(&job, &world, 600);
     assert_eq!(plan.status.phase, Phase::Failed);
     assert_eq!(plan.status.reason, Reason::TimedOut(Role::Builder));
-    assert_eq!(plan.actions.len(), 1);
+    assert_eq!(removed_once_recorded(&job, &world, 600), ["builder-id"]);
 }
 
 #[test]
@@ -579,7 +600,7 @@ fn rejection_removes_the_agents_and_the_workspace() {
     let world = observed(vec![exited(Role::Builder, 0), exited(Role::Checker, 0)]);
     let plan = plan_admitted(&job, &world, 10);
     assert_eq!(plan.status.phase, Phase::Rejected);
-    assert_eq!(plan.actions.len(), 3);
+    assert_eq!(removed_ids(&plan), ["builder-id", "checker-id"]);
     assert_eq!(plan.actions.last(), Some(&Action::RemoveWorkspace));
 }
 
@@ -588,13 +609,12 @@ fn cancelling_a_building_job_removes_its_builder_and_workspace() {
     let job = Job::pending()
         .in_phase(Phase::Building, at(0))
         .with_cancel_requested();
-    let plan = plan_admitted(
-        &job,
-        &observed(vec![workload(Role::Builder, WorkloadState::Running)]),
-        10,
-    );
+    let world = observed(vec![workload(Role::Builder, WorkloadState::Running)]);
+    let plan = plan_admitted(&job, &world, 10);
     assert_eq!(plan.status.phase, Phase::Cancelled);
     assert_eq!(plan.status.reason, Reason::CancelRequested);
+    // A decision of the spec, taken again after a crash: the agents go at
+    // once, then their workspace.
     assert_eq!(
         plan.actions,
         vec![
@@ -876,7 +896,7 @@ fn a_retry_removes_the_previous_attempts_workloads() {
     let world = observed(vec![exited(Role::Builder, 0)]);
     let plan = plan_admitted(&job, &world, 10);
     retried_to(&plan, 2, Role::Checker);
-    assert_eq!(removed_ids(&plan), vec!["builder-id"]);
+    assert_eq!(removed_once_recorded(&job, &world, 10), ["builder-id"]);
 }
 
 #[test]
@@ -1315,6 +1335,29 @@ proptest! {
         prop_assert_eq!(plan.status.phase, Phase::Cancelled);
         prop_assert_eq!(removed_ids(&plan).len(), observed.workloads.len());
         prop_assert_eq!(starts(&plan).count(), 0);
+    }
+
+    #[test]
+    fn what_a_plan_removes_a_crash_that_loses_its_record_never_brings_back(input in any_input()) {
+        // Act, crash before the status is written, plan again from the job
+        // as it was recorded: nothing the first plan removed is created
+        // again (it would be a second run of the same agent).
+        let (job, observed, admission, now) = &input;
+        let first = run(&input);
+        let removed = removed_ids(&first);
+        let mut world = observed.clone();
+        world.workloads.retain(|w| !removed.contains(&w.id.as_str()));
+        let gone: Vec<(Role, u32)> = observed
+            .workloads
+            .iter()
+            .filter(|w| removed.contains(&w.id.as_str()))
+            .filter(|w| !world.workloads.iter().any(|kept| kept.role == w.role && kept.attempt == w.attempt))
+            .map(|w| (w.role, w.attempt))
+            .collect();
+        let second = plan_at(job, &world, admission, *now);
+        for created in creations(&second) {
+            prop_assert!(!gone.contains(&created), "{:?} then {:?}", first.actions, second.actions);
+        }
     }
 
     #[test]
