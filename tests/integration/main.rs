@@ -21,6 +21,7 @@ mod lifecycle;
 mod notify;
 mod process;
 mod rbac;
+mod sqlite_storage;
 mod store;
 mod stream;
 mod untrusted_workspace;
