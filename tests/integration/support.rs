@@ -1,5 +1,7 @@
 //! Shared test helpers: fresh databases, jobs, waiting with a bound.
 
+pub mod postgres_server;
+
 use std::time::Duration;
 
 use std::sync::Arc;
