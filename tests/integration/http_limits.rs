@@ -96,8 +96,8 @@ fn oversized_head(length: u64) -> String {
     )
 }
 
-/// Sends a whole request with an 8 MiB body, as a simple client does, and
-/// only then reads; what it read, or how it failed.
+/// Sends a whole request with a body of `length` bytes and only then
+/// reads, as a simple client does; what it read, or how it failed.
 async fn send_then_read(server: &TestServer, length: usize) -> std::io::Result<String> {
     let mut client = connect(server).await;
     client
@@ -129,18 +129,16 @@ fn parse_response(answer: &str) -> (u16, serde_json::Value) {
 const EIGHT_MIB: usize = 8 * 1024 * 1024;
 const ROUNDS: usize = 10;
 
-#[tokio::test]
-async fn a_body_over_the_limit_reaches_a_client_that_sends_it_all_as_a_413_every_time() {
-    let server = TestServer::sqlite().await;
+/// Runs `round` [`ROUNDS`] times; fails naming every round that got no 413.
+async fn every_round<F, Fut>(mut round: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
     let mut failures = Vec::new();
-    for round in 0..ROUNDS {
-        match send_then_read(&server, EIGHT_MIB).await {
-            Ok(answer) => {
-                let (code, body) = parse_response(&answer);
-                assert_eq!(code, 413, "{answer}");
-                assert_eq!(body["detail"], "request body is too large");
-            }
-            Err(error) => failures.push(format!("round {round}: {error}")),
+    for n in 0..ROUNDS {
+        if let Err(error) = round().await {
+            failures.push(format!("round {n}: {error}"));
         }
     }
     assert!(
@@ -148,6 +146,19 @@ async fn a_body_over_the_limit_reaches_a_client_that_sends_it_all_as_a_413_every
         "{} of {ROUNDS} got no 413: {failures:?}",
         failures.len()
     );
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_reaches_a_client_that_sends_it_all_as_a_413_every_time() {
+    let server = TestServer::sqlite().await;
+    every_round(|| async {
+        let answer = send_then_read(&server, EIGHT_MIB).await;
+        let (code, body) = parse_response(&answer.map_err(|error| error.to_string())?);
+        assert_eq!(code, 413, "{body}");
+        assert_eq!(body["detail"], "request body is too large");
+        Ok(())
+    })
+    .await;
     let (_, jobs) = server.get("/jobs").await;
     assert_eq!(jobs, serde_json::json!([]), "none was stored");
 }
@@ -155,27 +166,19 @@ async fn a_body_over_the_limit_reaches_a_client_that_sends_it_all_as_a_413_every
 #[tokio::test]
 async fn a_body_over_the_limit_reaches_an_http_client_as_a_413_every_time() {
     let server = TestServer::sqlite().await;
-    let mut failures = Vec::new();
-    for round in 0..ROUNDS {
+    every_round(|| async {
         let request = server
             .client
             .post(server.url("/jobs/spawn"))
             .header("content-type", "application/json")
             .body(vec![b' '; EIGHT_MIB]);
-        match request.send().await {
-            Ok(response) => {
-                assert_eq!(response.status(), 413);
-                let body: serde_json::Value = response.json().await.unwrap();
-                assert_eq!(body["detail"], "request body is too large");
-            }
-            Err(error) => failures.push(format!("round {round}: {error:?}")),
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {ROUNDS} got no 413: {failures:?}",
-        failures.len()
-    );
+        let response = request.send().await.map_err(|error| format!("{error:?}"))?;
+        assert_eq!(response.status(), 413);
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["detail"], "request body is too large");
+        Ok(())
+    })
+    .await;
 }
 
 /// Writes `chunk` again and again until the server cuts the connection

@@ -102,20 +102,29 @@ fn written_files(database: &Path) -> Vec<PathBuf> {
     files
 }
 
-async fn until_ready(server: &TestServer) {
+/// Ready again by itself, and a spawn is created; of the jobs, only the
+/// one spawned before ("before") and this one are stored.
+async fn service_resumes_without_the_refused_job(server: &TestServer) {
     eventually(Duration::from_secs(15), || async {
         let (code, _) = server.get("/readyz").await;
         (code == 200).then_some(())
     })
     .await;
-}
-
-async fn tasks(server: &TestServer) -> Vec<String> {
+    server.spawn("after").await;
     let (code, jobs) = server.get("/jobs").await;
     assert_eq!(code, 200, "{jobs}");
-    let jobs = jobs.as_array().unwrap().iter();
-    jobs.map(|job| job["task"].as_str().unwrap().to_owned())
-        .collect()
+    let mut stored: Vec<&str> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|job| job["task"].as_str().unwrap())
+        .collect();
+    stored.sort_unstable();
+    assert_eq!(
+        stored,
+        ["after", "before"],
+        "a refused spawn stores nothing"
+    );
 }
 
 #[tokio::test]
@@ -141,17 +150,9 @@ async fn an_unwritable_sqlite_file_makes_writes_answer_503_and_service_resumes_b
     assert!(why.iter().any(|why| why == detail(&body)), "{body}");
 
     drop(frozen);
-    until_ready(&server).await;
-    server.spawn("after").await;
+    service_resumes_without_the_refused_job(&server).await;
     let (code, body) = server.get(&format!("/jobs/{before}/status")).await;
     assert_eq!(code, 200, "{body}");
-    let mut stored = tasks(&server).await;
-    stored.sort();
-    assert_eq!(
-        stored,
-        ["after", "before"],
-        "the refused spawn stored nothing"
-    );
 }
 
 #[tokio::test]
@@ -172,15 +173,7 @@ async fn a_full_disk_makes_writes_answer_503_and_service_resumes_once_there_is_s
     assert_eq!(detail(&body), "database full");
 
     std::fs::remove_file(filler).unwrap();
-    until_ready(&server).await;
-    server.spawn("after").await;
-    let mut stored = tasks(&server).await;
-    stored.sort();
-    assert_eq!(
-        stored,
-        ["after", "before"],
-        "the refused spawn stored nothing"
-    );
+    service_resumes_without_the_refused_job(&server).await;
 }
 
 /// SQLite opens a file it cannot open for writing read-only, without a
