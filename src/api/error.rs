@@ -105,43 +105,13 @@ impl From<StoreError> for ApiError {
                     "The database file {path} was removed or replaced after start; put it back or restart Icarus"
                 ))
             }
-            StoreError::Database(cause) if is_unavailable(&cause) => {
-                tracing::warn!(error = %error_chain(&cause), "database unavailable");
-                ApiError::Unavailable("The database is unavailable; retry later".to_owned())
+            StoreError::Unavailable { why, source } => {
+                tracing::warn!(error = %error_chain(&source), database = %why, "database unavailable");
+                ApiError::Unavailable(why.message().to_owned())
             }
             other => ApiError::Internal(Box::new(other)),
         }
     }
-}
-
-/// Connection-level failures mean "try again later", not a bug: lost or refused
-/// connections, an exhausted pool, an operator shutting the database down, a
-/// busy or unopenable SQLite file.
-fn is_unavailable(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| is_unavailable_code(&code)),
-        _ => false,
-    }
-}
-
-/// PostgreSQL SQLSTATE classes 08 (connection), 53 (resources), 57 (operator
-/// intervention) and 55000 (e.g. connections disallowed); SQLite's BUSY (5),
-/// LOCKED (6), IOERR (10), FULL (13) and CANTOPEN (14) primary codes.
-fn is_unavailable_code(code: &str) -> bool {
-    ["08", "53", "57"]
-        .iter()
-        .any(|class| code.starts_with(class))
-        || code == "55000"
-        || matches!(
-            code.parse::<i32>().map(|c| c & 0xff),
-            Ok(5 | 6 | 10 | 13 | 14)
-        )
 }
 
 impl From<UpstreamError> for ApiError {

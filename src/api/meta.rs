@@ -7,6 +7,8 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
+use crate::errors::error_chain;
+use crate::store::StoreError;
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ServiceInfo {
@@ -45,16 +47,27 @@ pub async fn healthz() -> Json<Health> {
     })
 }
 
-/// Readiness: the database answers.
+/// Readiness: the database answers, and a SQLite file can be written.
 #[utoipa::path(get, path = "/readyz", tag = "service",
-    responses((status = 200, body = Health), (status = 503, description = "Database unreachable", body = ErrorBody)))]
+    responses((status = 200, body = Health), (status = 503, description = "The database is unreachable, busy, read-only, full or failing", body = ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
-    state.store.ping().await.map_err(|error| {
-        tracing::warn!(error = %crate::errors::error_chain(&error), "readiness check failed");
-        ApiError::Unavailable("database unreachable".to_owned())
-    })?;
+    state.store.ping().await.map_err(not_ready)?;
     Ok(Json(Health {
         status: "ready".to_owned(),
         database: Some(state.store.backend_name().to_owned()),
     }))
+}
+
+/// Why the service is not ready, in a few words: `database unreachable`,
+/// `database read-only`, `database full`... The cause goes to the log.
+fn not_ready(error: StoreError) -> ApiError {
+    tracing::warn!(error = %error_chain(&error), "readiness check failed");
+    let detail = match error {
+        StoreError::Unavailable { why, .. } => format!("database {why}"),
+        StoreError::FileReplaced { .. } => {
+            "database file removed or replaced after start".to_owned()
+        }
+        _ => "database check failed".to_owned(),
+    };
+    ApiError::Unavailable(detail)
 }

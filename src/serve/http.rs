@@ -6,7 +6,11 @@
 //! and beyond `orchestrator.max_connections` open at once a new one is
 //! closed as soon as it is accepted, so the orchestrator's memory and file
 //! descriptors stay bounded. Shutdown stops accepting, then waits for the
-//! connections in flight to finish their requests.
+//! connections in flight to finish their requests. A connection answered
+//! before its request body was read closes lingeringly ([`linger`]), so the
+//! client reads that answer (a 413) instead of a reset.
+
+mod linger;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +23,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tower_http::map_request_body::MapRequestBody;
+
+use linger::{LingeringClose, UnreadBody};
 
 /// What one listener allows.
 #[derive(Debug, Clone, Copy)]
@@ -94,9 +101,14 @@ async fn connection(
     permit: OwnedSemaphorePermit,
     stop: CancellationToken,
 ) {
-    let service = TowerToHyperService::new(app);
+    let unread = UnreadBody::default();
+    let app = MapRequestBody::new(app, {
+        let unread = unread.clone();
+        move |body| unread.watch(body)
+    });
+    let socket = LingeringClose::new(stream, unread);
     let connection = builder
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(socket), TowerToHyperService::new(app))
         .with_upgrades();
     let mut connection = std::pin::pin!(connection);
     // A client that went away or timed out is not the server's error.

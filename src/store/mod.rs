@@ -17,6 +17,7 @@ pub mod kubernetes;
 mod records;
 mod spec;
 pub mod sql;
+mod unavailable;
 
 use std::sync::Arc;
 
@@ -29,6 +30,7 @@ pub use records::{
 };
 pub use spec::{SPEC_WRITE_ATTEMPTS, SpecChange, SpecUpdate, SpecWrite};
 pub use sql::{Store, TELEMETRY_KEPT};
+pub use unavailable::Unavailable;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -46,8 +48,15 @@ pub enum StoreError {
     },
     #[error("stored job {id} cannot be read: {detail}")]
     Corrupt { id: String, detail: String },
+    /// An outage: the same call succeeds once the database is back.
+    #[error("the database is {why}")]
+    Unavailable {
+        why: Unavailable,
+        #[source]
+        source: sqlx::Error,
+    },
     #[error("database error")]
-    Database(#[from] sqlx::Error),
+    Database(#[source] sqlx::Error),
     /// The SQLite file the store opened is gone or is another file now:
     /// writing on would go to a file no one will read, or to an empty one.
     #[error("the database file {path} was removed or replaced after start")]
@@ -57,6 +66,16 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Every database error is sorted here, once: an outage, or a fault.
+impl From<sqlx::Error> for StoreError {
+    fn from(source: sqlx::Error) -> Self {
+        match Unavailable::of(&source) {
+            Some(why) => StoreError::Unavailable { why, source },
+            None => StoreError::Database(source),
+        }
+    }
+}
 
 /// Something changed; subscribers re-read what they care about.
 #[derive(Debug, Clone)]

@@ -4,15 +4,9 @@
 use icarus::job::Role;
 use serde_json::json;
 
-use crate::support::TestServer;
+use crate::support::{TestServer, detail};
 
 const UNKNOWN_ID: &str = "550e8400-e29b-41d4-a716-446655440000";
-
-fn detail(body: &serde_json::Value) -> &str {
-    body["detail"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no detail in {body}"))
-}
 
 #[tokio::test]
 async fn spawn_answers_201_with_the_seed_shape() {
@@ -736,8 +730,7 @@ async fn a_replayed_callback_after_the_job_ended_is_refused() {
 async fn a_sqlite_file_moved_away_gives_503_writes_nothing_and_service_resumes_when_it_is_back() {
     let server = TestServer::sqlite().await;
     let kept = server.spawn("before").await;
-    let url = server.config.database.url.clone();
-    let file = std::path::PathBuf::from(url.trim_start_matches("sqlite://"));
+    let file = server.sqlite_file();
     let aside = file.with_extension("aside");
     std::fs::rename(&file, &aside).unwrap();
 

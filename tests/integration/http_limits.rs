@@ -87,3 +87,133 @@ async fn a_kept_alive_connection_that_goes_quiet_is_disconnected() {
         String::from_utf8_lossy(&answer)
     );
 }
+
+/// A request head announcing a JSON body of `length` bytes.
+fn oversized_head(length: u64) -> String {
+    format!(
+        "POST /jobs/spawn HTTP/1.1\r\nHost: localhost\r\n\
+         Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+    )
+}
+
+/// Sends a whole request with a body of `length` bytes and only then
+/// reads, as a simple client does; what it read, or how it failed.
+async fn send_then_read(server: &TestServer, length: usize) -> std::io::Result<String> {
+    let mut client = connect(server).await;
+    client
+        .write_all(oversized_head(length as u64).as_bytes())
+        .await?;
+    let body = vec![b' '; length];
+    client.write_all(&body).await?;
+    let mut answer = Vec::new();
+    client.read_to_end(&mut answer).await?;
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// The status code and the JSON body of a whole HTTP/1.1 response.
+fn parse_response(answer: &str) -> (u16, serde_json::Value) {
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a complete head");
+    let code = head.split(' ').nth(1).and_then(|code| code.parse().ok());
+    let length: usize = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .expect("a Content-Length");
+    assert_eq!(body.len(), length, "the whole body arrived: {answer}");
+    (code.expect("a status"), serde_json::from_str(body).unwrap())
+}
+
+const EIGHT_MIB: usize = 8 * 1024 * 1024;
+const ROUNDS: usize = 10;
+
+/// Runs `round` [`ROUNDS`] times; fails naming every round that got no 413.
+async fn every_round<F, Fut>(mut round: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let mut failures = Vec::new();
+    for n in 0..ROUNDS {
+        if let Err(error) = round().await {
+            failures.push(format!("round {n}: {error}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {ROUNDS} got no 413: {failures:?}",
+        failures.len()
+    );
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_reaches_a_client_that_sends_it_all_as_a_413_every_time() {
+    let server = TestServer::sqlite().await;
+    every_round(|| async {
+        let answer = send_then_read(&server, EIGHT_MIB).await;
+        let (code, body) = parse_response(&answer.map_err(|error| error.to_string())?);
+        assert_eq!(code, 413, "{body}");
+        assert_eq!(body["detail"], "request body is too large");
+        Ok(())
+    })
+    .await;
+    let (_, jobs) = server.get("/jobs").await;
+    assert_eq!(jobs, serde_json::json!([]), "none was stored");
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_reaches_an_http_client_as_a_413_every_time() {
+    let server = TestServer::sqlite().await;
+    every_round(|| async {
+        let request = server
+            .client
+            .post(server.url("/jobs/spawn"))
+            .header("content-type", "application/json")
+            .body(vec![b' '; EIGHT_MIB]);
+        let response = request.send().await.map_err(|error| format!("{error:?}"))?;
+        assert_eq!(response.status(), 413);
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["detail"], "request body is too large");
+        Ok(())
+    })
+    .await;
+}
+
+/// Writes `chunk` again and again until the server cuts the connection
+/// off; fails the test if it has not within `patience`.
+async fn send_until_cut_off(client: &mut TcpStream, chunk: &[u8], pause: Duration) {
+    let patience = Duration::from_secs(60);
+    let sending = async {
+        loop {
+            if client.write_all(chunk).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(pause).await;
+        }
+    };
+    tokio::time::timeout(patience, sending)
+        .await
+        .expect("the server stopped reading and closed the connection");
+}
+
+#[tokio::test]
+async fn a_client_that_keeps_sending_after_its_413_is_cut_off() {
+    let server = TestServer::sqlite().await;
+    let mut endless = connect(&server).await;
+    let head = oversized_head(1 << 40);
+    endless.write_all(head.as_bytes()).await.unwrap();
+    send_until_cut_off(&mut endless, &[b' '; 64 * 1024], Duration::ZERO).await;
+}
+
+#[tokio::test]
+async fn a_client_that_trickles_after_its_413_is_cut_off() {
+    let server = TestServer::sqlite_with(|c| c.orchestrator.max_request_bytes = 1024).await;
+    let mut trickle = connect(&server).await;
+    let head = oversized_head(1 << 30);
+    trickle.write_all(head.as_bytes()).await.unwrap();
+    trickle.write_all(&[b' '; 2048]).await.unwrap();
+    // A byte now and then: never enough to reach a byte limit.
+    send_until_cut_off(&mut trickle, b" ", Duration::from_millis(50)).await;
+}

@@ -22,6 +22,7 @@ mod notify;
 mod process;
 mod rbac;
 mod soak;
+mod sqlite_storage;
 mod store;
 mod stream;
 mod untrusted_workspace;

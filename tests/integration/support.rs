@@ -1,5 +1,7 @@
 //! Shared test helpers: fresh databases, jobs, waiting with a bound.
 
+pub mod postgres_server;
+
 use std::time::Duration;
 
 use std::sync::Arc;
@@ -184,6 +186,13 @@ impl Api {
     }
 }
 
+/// The `detail` of an error body in the API's (FastAPI's) format.
+pub fn detail(body: &Value) -> &str {
+    body["detail"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no detail in {body}"))
+}
+
 async fn decode(response: reqwest::Response) -> (u16, Value) {
     let code = response.status().as_u16();
     let text = response.text().await.unwrap();
@@ -240,12 +249,25 @@ impl TestServer {
 
     /// On a new PostgreSQL database.
     pub async fn postgres() -> TestServer {
+        Self::on_database(&postgres_database_url().await, |_| {}).await
+    }
+
+    /// On the database at `url`, with workspaces in a directory of its own.
+    pub async fn on_database(url: &str, adjust: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = test_config(&postgres_database_url().await);
+        let mut config = test_config(url);
         config.workspace.base_path = dir.path().join("workspaces");
+        adjust(&mut config);
         let mut server = Self::start(config, FakeRuntime::new()).await;
         server.dir = Some(dir);
         server
+    }
+
+    /// The SQLite file it serves from.
+    pub fn sqlite_file(&self) -> std::path::PathBuf {
+        let url = &self.config.database.url;
+        let path = url.strip_prefix("sqlite://").expect("a SQLite database");
+        std::path::PathBuf::from(path)
     }
 
     /// With a given configuration and runtime (share a runtime to "restart").

@@ -126,11 +126,19 @@ impl Store {
         Ok(())
     }
 
-    /// Answers whether the database is reachable now.
+    /// Answers whether the database serves now: PostgreSQL answers a query;
+    /// a SQLite file takes a write, since one that can be read but not
+    /// written (read-only, full, failing) is not ready either.
     pub async fn ping(&self) -> Result<()> {
-        on_pool!(self, pool => {
-            sqlx::query("SELECT 1").execute(pool).await?;
-        });
+        match &self.pool {
+            Pool::Sqlite(pool) => {
+                self.check_file()?;
+                sqlx::query(&mark_as_icarus()).execute(pool).await?;
+            }
+            Pool::Postgres(pool) => {
+                sqlx::query("SELECT 1").execute(pool).await?;
+            }
+        }
         Ok(())
     }
 
@@ -163,11 +171,17 @@ impl Store {
 
 /// The pool, and the file it opened (none for an in-memory database).
 async fn connect_sqlite(url: &str) -> Result<(SqlitePool, Option<std::path::PathBuf>)> {
+    // Every connection writes when it opens. SQLite opens a file it cannot
+    // open for writing read-only, silently, and such a connection stays
+    // read-only when the file is writable again: in the pool it would fail
+    // writes for good. With a write at open, it fails to connect instead,
+    // and the request that wanted it is told why (503).
     let options = SqliteConnectOptions::from_str(url)?
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(10))
-        .foreign_keys(true);
+        .foreign_keys(true)
+        .pragma("application_id", APPLICATION_ID.to_string());
     let file = options.get_filename().to_owned();
     create_parent_directory(&file)?;
     // The file is created once, here, at start. The pool's own connections,
@@ -186,6 +200,16 @@ async fn connect_sqlite(url: &str) -> Result<(SqlitePool, Option<std::path::Path
         .await?;
     let on_disk = !url.contains(":memory:") && file.is_file();
     Ok((pool, on_disk.then_some(file)))
+}
+
+/// The file's application id (`PRAGMA application_id`): "ICAR".
+const APPLICATION_ID: i32 = 0x4943_4152;
+
+/// Writes the application id into the file's header: a real write (a frame
+/// in the WAL) that changes nothing once it is there, so it fails exactly
+/// when any write would (SQLITE_READONLY, SQLITE_FULL, SQLITE_IOERR).
+fn mark_as_icarus() -> String {
+    format!("PRAGMA application_id = {APPLICATION_ID}")
 }
 
 fn create_parent_directory(file: &Path) -> Result<()> {
