@@ -139,7 +139,7 @@ impl Campaign {
             tracing::info!(%holder, "following: another replica holds the lease");
             self.holder = Some(holder);
         }
-        self.sender.send_replace(None);
+        self.sender.send_if_modified(|now| now.take().is_some());
     }
 
     /// Stops leading once the last renewal is no longer to be trusted.
@@ -151,7 +151,7 @@ impl Campaign {
         if due {
             self.held = None;
             tracing::warn!("the lease was not renewed in time: no longer leading");
-            self.sender.send_replace(None);
+            self.sender.send_if_modified(|now| now.take().is_some());
         }
     }
 }

@@ -117,8 +117,10 @@ impl Leadership {
         self.terms.borrow().clone()
     }
 
-    /// Waits until this replica leads; `None` if the campaign ended first.
+    /// Waits until this replica leads; `None` once the campaign has ended
+    /// (its last term, if any, is over with it).
     pub async fn next_term(&mut self) -> Option<Term> {
+        self.terms.has_changed().ok()?;
         let term = self.terms.wait_for(Option::is_some).await.ok()?;
         term.clone()
     }

@@ -121,6 +121,7 @@ pub async fn while_leading(
     };
     loop {
         let term = tokio::select! {
+            biased;
             _ = shutdown.cancelled() => return,
             term = leadership.next_term() => term,
         };

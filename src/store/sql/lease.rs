@@ -12,7 +12,7 @@
 //! The fence: a store made by [`Store::fenced`] checks, in the transaction of
 //! each job write, that its lease still has the holder and version it was
 //! acquired with and has not expired, and refuses the write
-//! ([`StoreError::Fenced`]) otherwise. On PostgreSQL the check locks the lease
+//! ([`crate::store::StoreError::Fenced`]) otherwise. On PostgreSQL the check locks the lease
 //! row (`FOR SHARE`), so a takeover waits for a write under way and no write
 //! of the old term commits after the takeover has. A leader paused past its
 //! lease (a stopped VM, a long GC, a debugger) therefore cannot overwrite what
@@ -119,21 +119,9 @@ impl Store {
     /// Ends `holder`'s lease now, if it still holds it at `version`, so the
     /// next candidate need not wait for it to expire. True if it did.
     pub async fn release_lease(&self, name: &str, holder: &str, version: i64) -> Result<bool> {
-        let now = self.now_ms();
-        let sql = format!(
-            "UPDATE leases SET expires_at_ms = {now} \
-             WHERE name = $1 AND holder = $2 AND version = $3 AND expires_at_ms > {now}"
-        );
-        let released = super::on_pool!(self, pool => {
-            sqlx::query(&sql)
-                .bind(name)
-                .bind(holder)
-                .bind(version)
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
-        Ok(released == 1)
+        // A renewal for no time: it expires as it is written.
+        self.renew_lease(name, holder, version, Duration::ZERO)
+            .await
     }
 
     /// Lease `name` as stored, if it was ever taken.
