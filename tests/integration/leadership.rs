@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use icarus::config::Config;
 use icarus::job::workload::WorkloadKey;
-use icarus::job::{JobId, Role};
+use icarus::job::{JobId, Role, WorkloadState};
+use icarus::leadership::sql::LEASE_NAME as LEASE;
 use icarus::leadership::{Election, Leadership, Term};
 use icarus::runtime::Runtime;
 use icarus::runtime::fake::FakeRuntime;
 use icarus::serve::{LeaderLoop, Orchestrator, Parts, ServerError};
-use icarus::store::{Fence, StoreError};
+use icarus::store::{Fence, Store, StoreError};
 use tempfile::TempDir;
 use tokio::sync::watch;
 
@@ -25,6 +26,14 @@ fn term(version: i64) -> Option<Term> {
         version,
         fence: None,
     })
+}
+
+/// Waits until the job's builder runs (the phase may be recorded first).
+async fn builder_running(runtime: &FakeRuntime, id: JobId) {
+    eventually(Duration::from_secs(10), || async {
+        (runtime.state_of(id, Role::Builder) == Some(WorkloadState::Running)).then_some(())
+    })
+    .await;
 }
 
 fn key(job: JobId, role: Role) -> WorkloadKey {
@@ -41,6 +50,7 @@ struct Given {
     api: Api,
     runtime: FakeRuntime,
     leading: watch::Sender<Option<Term>>,
+    database_url: String,
     _dir: TempDir,
 }
 
@@ -64,6 +74,7 @@ impl Given {
             orchestrator,
             runtime,
             leading,
+            database_url: config.database.url,
             _dir: dir,
         }
     }
@@ -147,34 +158,47 @@ async fn a_loop_that_ends_before_shutdown_is_named_and_tells_the_process_to_go()
 }
 
 #[tokio::test]
-async fn a_controller_whose_term_is_not_the_lease_s_acts_but_has_its_status_writes_refused() {
+async fn a_leader_that_still_believes_in_a_term_its_lease_lost_records_nothing_and_its_successor_does()
+ {
     let replica = Given::start(Vec::new()).await;
-    // A term of a lease this replica does not hold (never acquired here):
-    // what a leader paused past its lease still believes it has.
-    let stale = Term {
-        version: 7,
-        fence: Some(Fence {
-            lease: "icarus-controller".to_owned(),
-            holder: "paused".to_owned(),
-            version: 7,
-        }),
+    let store = Store::connect(&replica.database_url).await.unwrap();
+    let fenced_by = |holder: &str, version| {
+        Some(Term {
+            version,
+            fence: Some(Fence {
+                lease: LEASE.to_owned(),
+                holder: holder.to_owned(),
+                version,
+            }),
+        })
     };
-    let id = replica.api.spawn("t").await;
-    replica.leading.send_replace(Some(stale));
-    eventually(Duration::from_secs(10), || async {
-        (replica.runtime.creations(key(id, Role::Builder)) == 1).then_some(())
-    })
-    .await;
-    replica.a_moment().await;
-    let (_, status) = replica.api.get(&format!("/jobs/{id}/status")).await;
+    let long = Duration::from_secs(60);
     assert_eq!(
-        (
-            status["status"].as_str(),
-            status["resource_version"].as_i64()
-        ),
-        (Some("pending"), Some(1)),
-        "it started the builder (adopted by the real leader), and recorded nothing"
+        store.acquire_lease(LEASE, "paused", long).await.unwrap(),
+        Some(1)
     );
+    replica.leading.send_replace(fenced_by("paused", 1));
+    let id = replica.api.spawn("t").await;
+    replica.api.wait_for(id, "building").await;
+    builder_running(&replica.runtime, id).await;
+
+    // The lease passes on; the replica, as if paused meanwhile, still
+    // believes in its term and reconciles on.
+    assert!(store.release_lease(LEASE, "paused", 1).await.unwrap());
+    assert_eq!(
+        store.acquire_lease(LEASE, "successor", long).await.unwrap(),
+        Some(2)
+    );
+    replica.runtime.exit(id, Role::Builder, 0);
+    replica.a_moment().await;
+    assert_eq!(
+        replica.api.phase(id).await,
+        "building",
+        "the builder's exit is not recorded under the lost term"
+    );
+
+    replica.leading.send_replace(fenced_by("successor", 2));
+    replica.api.wait_for(id, "checking").await;
     replica.orchestrator.abort();
 }
 
@@ -240,6 +264,7 @@ async fn postgres_two_replicas_elect_one_leader_and_jobs_spawned_on_either_run_o
     for id in [on_leader, on_standby] {
         leader.wait_for(id, "building").await;
         standby.wait_for(id, "building").await;
+        builder_running(&leader.runtime, id).await;
         assert_eq!(leader.runtime.creations(key(id, Role::Builder)), 1);
     }
     assert!(leads(&leader) && !leads(&standby), "still one leader");
@@ -255,6 +280,7 @@ async fn postgres_a_job_spawned_through_the_standby_is_reconciled_by_the_leader_
     tokio::time::sleep(Duration::from_millis(300)).await;
     let id = standby.spawn("wake the leader").await;
     standby.wait_for(id, "building").await;
+    builder_running(&leader.runtime, id).await;
     leader.runtime.exit(id, Role::Builder, 0);
     standby.wait_for(id, "checking").await;
 }
@@ -265,6 +291,7 @@ async fn postgres_a_standby_takes_over_from_a_crashed_leader_and_adopts_its_agen
     let (leader, standby) = leader_and_standby(a, b).await;
     let id = standby.spawn("outlive the leader").await;
     standby.wait_for(id, "building").await;
+    builder_running(&leader.runtime, id).await;
     let (_, runtime, _) = leader.crash();
 
     eventually(Duration::from_secs(20), || async {
