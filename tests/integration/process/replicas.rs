@@ -13,73 +13,16 @@
 //! `scripts/test` starts); without it the replica test says so and passes.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::Docker;
-use bollard::query_parameters::EventsOptions;
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use icarus::job::JobId;
 use serde_json::{Value, json};
 
 use super::{Process, containers_of, free_port, started_at};
 use crate::support::eventually;
-
-/// The engine's container events for one orchestrator instance, as they happen.
-#[derive(Clone, Default)]
-struct EngineEvents {
-    /// (action, container name)
-    seen: Arc<Mutex<Vec<(String, String)>>>,
-}
-
-impl EngineEvents {
-    /// Follows create and start events of the instance's containers until
-    /// the returned task is aborted.
-    async fn follow(instance: &str) -> (EngineEvents, tokio::task::JoinHandle<()>) {
-        let docker = Docker::connect_with_defaults().unwrap();
-        let filters = HashMap::from([
-            ("type".to_owned(), vec!["container".to_owned()]),
-            (
-                "event".to_owned(),
-                vec!["create".to_owned(), "start".to_owned()],
-            ),
-            (
-                "label".to_owned(),
-                vec![format!("icarus.instance={instance}")],
-            ),
-        ]);
-        let options = EventsOptions {
-            filters: Some(filters),
-            ..Default::default()
-        };
-        let events = EngineEvents::default();
-        let seen = events.seen.clone();
-        let mut stream = docker.events(Some(options));
-        // The stream is open once the engine answers its first poll.
-        let task = tokio::spawn(async move {
-            while let Some(Ok(event)) = stream.next().await {
-                let actor = event.actor.unwrap_or_default();
-                let name = actor
-                    .attributes
-                    .unwrap_or_default()
-                    .remove("name")
-                    .unwrap_or_default();
-                seen.lock()
-                    .unwrap()
-                    .push((event.action.unwrap_or_default(), name));
-            }
-        });
-        (events, task)
-    }
-
-    fn count(&self, action: &str, name: &str) -> usize {
-        let seen = self.seen.lock().unwrap();
-        seen.iter()
-            .filter(|(a, n)| a == action && n == name)
-            .count()
-    }
-}
 
 /// Two replicas on one new PostgreSQL database.
 struct Replicas {
@@ -222,7 +165,7 @@ async fn postgres_two_replicas_serve_the_api_one_reconciles_and_the_other_takes_
         return;
     };
     let instance = replicas.instance();
-    let (engine, follower) = EngineEvents::follow(&instance).await;
+    let created = crate::soak::count_creations(Docker::connect_with_defaults().unwrap());
     let (leader_at, standby_at) = replicas.leader_and_standby().await;
     let (leader, standby) = (
         &replicas.processes[leader_at],
@@ -301,8 +244,12 @@ async fn postgres_two_replicas_serve_the_api_one_reconciles_and_the_other_takes_
     );
     assert_eq!(containers_of(id).await, 2);
     for name in [&builder, &checker] {
-        assert_eq!(engine.count("create", name), 1, "{name} created once");
-        assert_eq!(engine.count("start", name), 1, "{name} started once");
+        let creations = created.lock().unwrap().get(name).copied();
+        assert_eq!(
+            creations,
+            Some(1),
+            "{name} created once, by the engine's events"
+        );
     }
 
     assert_eq!(
@@ -319,7 +266,6 @@ async fn postgres_two_replicas_serve_the_api_one_reconciles_and_the_other_takes_
         (containers_of_instance(&instance) == 0).then_some(())
     })
     .await;
-    follower.abort();
 }
 
 #[tokio::test]
