@@ -286,6 +286,25 @@ async fn postgres_a_job_spawned_through_the_standby_is_reconciled_by_the_leader_
 }
 
 #[tokio::test]
+async fn postgres_a_stream_on_the_standby_follows_the_transitions_the_leader_records() {
+    // An hour between resyncs, and streams never poll: only the leader's
+    // notification can bring its write to the standby's stream.
+    let (a, b, _dir) =
+        replicas_on_postgres(|c| c.orchestrator.resync_interval_seconds = 3600).await;
+    let (leader, standby) = leader_and_standby(a, b).await;
+    let id = standby.spawn("watched on the standby").await;
+    builder_running(&leader.runtime, id).await;
+    let mut stream = crate::stream::connect(&standby, &format!("/jobs/{id}/stream")).await;
+    assert_eq!(
+        crate::stream::next_update(&mut stream).await.unwrap()["status"],
+        "building"
+    );
+    leader.runtime.exit(id, Role::Builder, 0);
+    let update = crate::stream::next_update(&mut stream).await.unwrap();
+    assert_eq!(update["status"], "checking", "{update}");
+}
+
+#[tokio::test]
 async fn postgres_a_standby_takes_over_from_a_crashed_leader_and_adopts_its_agents() {
     let (a, b, _dir) = replicas_on_postgres(short_lease).await;
     let (leader, standby) = leader_and_standby(a, b).await;
