@@ -172,13 +172,9 @@ fn refuse_open_exposure(config: &Config, insecure: bool) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     init_logging(&config);
-    // Kubernetes mode's Lease campaign: ended after the orchestrator has
-    // stopped, so the controller stops for the shutdown, not for a lost lead.
-    let campaign = CancellationToken::new();
-    let _campaign_ends = campaign.clone().drop_guard();
     let mut orchestrator = if config.kubernetes.enabled {
         let (mode, runtime) = KubernetesMode::connect(&config).await?;
-        mode.start(&config, runtime, campaign.clone()).await?
+        mode.start(&config, runtime).await?
     } else {
         crate::serve::local::start(&config).await?
     };

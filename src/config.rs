@@ -76,6 +76,26 @@ pub struct OrchestratorConfig {
     pub max_streams: usize,
     #[serde(default = "default_max_streams_per_caller")]
     pub max_streams_per_caller: usize,
+    /// Replicas: a leader that has not renewed its lease for this long is
+    /// replaced (a standby takes over within it after the leader dies).
+    #[serde(default = "default_lease_duration_seconds")]
+    pub lease_duration_seconds: u64,
+    /// Replicas: how often the leader renews its lease, and standbys try it.
+    #[serde(default = "default_lease_renew_seconds")]
+    pub lease_renew_seconds: u64,
+    /// Bind the API's and the agents' listeners with `SO_REUSEPORT`, so
+    /// replicas on one host share one port (the kernel spreads connections
+    /// among them; when one dies the others get them all).
+    #[serde(default)]
+    pub reuse_port: bool,
+}
+
+fn default_lease_duration_seconds() -> u64 {
+    8
+}
+
+fn default_lease_renew_seconds() -> u64 {
+    2
 }
 
 fn default_max_streams() -> usize {
@@ -546,6 +566,12 @@ impl Config {
         check(
             o.max_request_bytes >= 1024,
             "orchestrator.max_request_bytes must be at least 1024".into(),
+        );
+        check(
+            o.lease_renew_seconds >= 1
+                && o.lease_duration_seconds >= 2 * o.lease_renew_seconds
+                && i32::try_from(o.lease_duration_seconds).is_ok(),
+            "orchestrator.lease_renew_seconds must be at least 1, and orchestrator.lease_duration_seconds at least twice it".into(),
         );
         for host in &o.allowed_hosts {
             check(

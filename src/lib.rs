@@ -26,8 +26,11 @@
 //! - [`credentials`]: the per-agent callback tokens.
 //! - [`errors`]: an error and its sources on one line.
 //! - [`sentinel`]: host load → admission level.
+//! - [`leadership`]: which replica reconciles: a lease campaigned for, with
+//!   two backends (a row in the job store's database, a Kubernetes Lease),
+//!   and the terms that gate and fence the leader loops.
 //! - [`cluster`]: what the Kubernetes adapters share: the client, the
-//!   IcarusJob resource, object labels, leader election.
+//!   IcarusJob resource, object labels, the Kubernetes Lease.
 //! - [`serve`]: the composition roots, one per mode ([`serve::local`],
 //!   [`serve::kubernetes`]), wiring the adapters into a supervised
 //!   orchestrator that shuts down gracefully.
@@ -43,6 +46,7 @@ pub mod controller;
 pub mod credentials;
 pub mod errors;
 pub use icarus_core::{job, names, ports};
+pub mod leadership;
 pub mod notify;
 pub mod runtime;
 pub mod sentinel;

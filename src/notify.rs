@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tokio::sync::{broadcast, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::broadcast;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::NotificationsConfig;
@@ -60,59 +60,77 @@ impl Target {
     }
 }
 
-/// Starts one sender per configured target; none if there is no target.
-/// With `leadership`, senders wait to lead: one replica notifies.
-pub fn spawn(
-    store: &Store,
-    config: &NotificationsConfig,
-    leadership: Option<watch::Receiver<bool>>,
-    shutdown: CancellationToken,
-) -> Vec<JoinHandle<()>> {
-    let mut targets: Vec<Target> = config
-        .webhooks
-        .iter()
-        .map(|url| Target {
-            url: url.clone(),
-            format: Format::Generic,
-        })
-        .collect();
-    if let Some(url) = config.discord_webhook_url() {
-        targets.push(Target {
-            url,
-            format: Format::Discord,
-        });
-    }
-    let Ok(client) = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-    else {
-        tracing::error!("no HTTP client for notifications; none will be sent");
-        return Vec::new();
-    };
-    targets
-        .into_iter()
-        .map(|target| {
-            let sender = Sender {
-                store: store.clone(),
-                client: client.clone(),
-                max_attempts: config.max_attempts.max(1),
-                first_delay: Duration::from_millis(config.retry_delay_ms),
-                target,
-            };
-            let wakes = store.subscribe();
-            let shutdown = shutdown.clone();
-            let mut leadership = leadership.clone();
-            tokio::spawn(async move {
-                if let Some(leading) = leadership.as_mut() {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = leading.wait_for(|lead| *lead) => {}
-                    }
-                }
-                sender.run(wakes, shutdown).await
+/// The configured targets' senders: run while this replica leads, so one
+/// replica notifies (a handover may send a message twice; at-least-once).
+#[derive(Clone)]
+pub struct Notifier {
+    targets: Vec<Target>,
+    client: reqwest::Client,
+    max_attempts: u32,
+    first_delay: Duration,
+}
+
+impl Notifier {
+    /// The notifier `config` asks for; none if it names no target.
+    pub fn from_config(config: &NotificationsConfig) -> Option<Notifier> {
+        let mut targets: Vec<Target> = config
+            .webhooks
+            .iter()
+            .map(|url| Target {
+                url: url.clone(),
+                format: Format::Generic,
             })
+            .collect();
+        if let Some(url) = config.discord_webhook_url() {
+            targets.push(Target {
+                url,
+                format: Format::Discord,
+            });
+        }
+        if targets.is_empty() {
+            return None;
+        }
+        let Ok(client) = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+        else {
+            tracing::error!("no HTTP client for notifications; none will be sent");
+            return None;
+        };
+        Some(Notifier {
+            targets,
+            client,
+            max_attempts: config.max_attempts.max(1),
+            first_delay: Duration::from_millis(config.retry_delay_ms),
         })
-        .collect()
+    }
+
+    /// One sender per target on `store`, until `shutdown`; returns early if
+    /// a sender ends before it (a failure, which the caller reports).
+    pub fn run(
+        &self,
+        store: Store,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let notifier = self.clone();
+        async move {
+            let mut senders = JoinSet::new();
+            for target in notifier.targets {
+                let sender = Sender {
+                    store: store.clone(),
+                    client: notifier.client.clone(),
+                    max_attempts: notifier.max_attempts,
+                    first_delay: notifier.first_delay,
+                    target,
+                };
+                senders.spawn(sender.run(store.subscribe(), shutdown.clone()));
+            }
+            senders.join_next().await;
+            if shutdown.is_cancelled() {
+                while senders.join_next().await.is_some() {}
+            }
+        }
+    }
 }
 
 /// Sends one target's messages, in order, from its cursor.

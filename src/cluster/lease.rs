@@ -1,21 +1,25 @@
-//! Leader election on a `coordination.k8s.io` Lease: every replica serves the
-//! API, exactly one reconciles (and syncs, and notifies).
+//! Leader election on a `coordination.k8s.io` Lease: Kubernetes mode's
+//! backend of [`crate::leadership::Lease`] (the campaign, the terms and what
+//! they gate are [`crate::leadership`]'s, shared with local mode).
 //!
-//! The holder renews the Lease every third of its duration; a candidate takes
-//! it over once it has gone unrenewed for a whole duration. Every write names
-//! the `resourceVersion` it read, so two candidates racing for an expired
-//! Lease cannot both win: the second gets 409 and stays a follower.
+//! The holder renews the Lease at every step of the campaign; a candidate
+//! takes it over once it has gone unrenewed for a whole duration. Every write
+//! names the `resourceVersion` it read, so two candidates racing for an
+//! expired Lease cannot both win: the second gets 409 and stays a follower.
+//! A term's version is the Lease's `leaseTransitions` after the acquisition.
+//! The terms carry no fence: the job store is not where the Lease is.
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::PostParams;
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
+
+use crate::leadership::{Lease as LeaderLease, LeaseError, Standing, Term};
 
 /// What to do about the Lease, decided from what it says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +84,11 @@ impl Elector {
 
     /// Reads the Lease and takes the next step; true while we hold it.
     pub async fn step(&self) -> Result<bool, kube::Error> {
+        Ok(matches!(self.standing().await?, Standing::Leading(_)))
+    }
+
+    /// Reads the Lease and takes the next step: where we stand after it.
+    async fn standing(&self) -> Result<Standing, kube::Error> {
         let now = Utc::now();
         let current = self.api.get_opt(&self.name).await?;
         let step = next_step(current.as_ref(), &self.me, now);
@@ -91,8 +100,8 @@ impl Elector {
             lease_transitions: Some(transitions),
             ..LeaseSpec::default()
         };
-        let written = match (step, current) {
-            (LeaseStep::Follow { .. }, _) => return Ok(false),
+        let (written, transitions) = match (step, current) {
+            (LeaseStep::Follow { holder }, _) => return Ok(following(holder)),
             (LeaseStep::Create, _) => {
                 let lease = Lease {
                     metadata: ObjectMeta {
@@ -101,60 +110,54 @@ impl Elector {
                     },
                     spec: Some(spec(0, None)),
                 };
-                self.api.create(&PostParams::default(), &lease).await
+                (self.api.create(&PostParams::default(), &lease).await, 0)
             }
             (step, Some(mut lease)) => {
                 let old = lease.spec.clone().unwrap_or_default();
                 let transitions = old.lease_transitions.unwrap_or(0);
-                lease.spec = Some(match step {
-                    LeaseStep::Renew => spec(transitions, old.acquire_time),
-                    _ => spec(transitions + 1, None),
-                });
+                let (new_spec, transitions) = match step {
+                    LeaseStep::Renew => (spec(transitions, old.acquire_time), transitions),
+                    _ => (spec(transitions + 1, None), transitions + 1),
+                };
+                lease.spec = Some(new_spec);
                 // Names the resourceVersion it read: a racing writer gets 409.
-                self.api
+                let written = self
+                    .api
                     .replace(&self.name, &PostParams::default(), &lease)
-                    .await
+                    .await;
+                (written, transitions)
             }
-            (_, None) => return Ok(false),
+            (_, None) => return Ok(following(String::new())),
         };
         match written {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+            Ok(_) => Ok(Standing::Leading(Term {
+                version: i64::from(transitions),
+                fence: None,
+            })),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(following(String::new())),
             Err(error) => Err(error),
         }
     }
+}
 
-    /// Campaigns until `shutdown`; the receiver says whether we lead now.
-    pub fn spawn(self, shutdown: CancellationToken) -> watch::Receiver<bool> {
-        let (leading, receiver) = watch::channel(false);
-        let every = self.duration / 3;
-        tokio::spawn(async move {
-            let mut renewed_at: Option<tokio::time::Instant> = None;
-            loop {
-                let lead = match self.step().await {
-                    Ok(lead) => {
-                        renewed_at = lead.then(tokio::time::Instant::now);
-                        lead
-                    }
-                    // A failed renewal keeps the lead while the Lease we last
-                    // wrote still holds, with a margin: no one else can take
-                    // it before it expires.
-                    Err(error) => {
-                        tracing::warn!(%error, "leader election step failed");
-                        renewed_at.is_some_and(|at| at.elapsed() < self.duration - every)
-                    }
-                };
-                if *leading.borrow() != lead {
-                    tracing::info!(leader = lead, me = %self.me, "leadership changed");
-                }
-                leading.send_replace(lead);
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(every) => {}
-                }
-            }
-        });
-        receiver
+/// Another holds the Lease (unnamed: it won a race we lost); when it
+/// expires is not known here, so candidates retry at their pace.
+fn following(holder: String) -> Standing {
+    Standing::Following {
+        holder,
+        expires_in: None,
+    }
+}
+
+#[async_trait]
+impl LeaderLease for Elector {
+    async fn hold(&self, _held: Option<&Term>) -> Result<Standing, LeaseError> {
+        Ok(self.standing().await?)
+    }
+
+    /// Not released: a standby takes over once it expires.
+    async fn release(&self, _term: &Term) -> Result<(), LeaseError> {
+        Ok(())
     }
 }
 
@@ -166,7 +169,10 @@ mod tests {
     use serde_json::json;
     use tower_test::mock::pair;
 
+    use std::sync::Arc;
+
     use super::*;
+    use crate::leadership::LeaseTiming;
     use tokio_util::sync::CancellationToken;
 
     fn lease(holder: &str, renewed: DateTime<Utc>, seconds: i32) -> Lease {
@@ -295,15 +301,23 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn mock_api_a_failed_renewal_keeps_the_lead_while_our_lease_holds_then_lets_go() {
         let (elector, mut server) = elector();
-        let leading = elector.spawn(CancellationToken::new());
+        let timing = LeaseTiming {
+            duration: Duration::from_secs(15),
+            renew_every: Duration::from_secs(5),
+        };
+        let (leadership, campaign) =
+            crate::leadership::campaign(Arc::new(elector), timing, CancellationToken::new());
+        tokio::spawn(campaign);
         answer(&mut server, Method::GET, 404, not_found()).await;
         let ours = serde_json::to_value(lease("pod-a", Utc::now(), 15)).unwrap();
         answer(&mut server, Method::POST, 201, ours).await;
         let unavailable = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "ServiceUnavailable", "code": 503});
         // 5 s after the Lease was written: a renewal fails.
-        answer(&mut server, Method::GET, 503, unavailable.clone()).await;
         let (request, respond) = server.next_request().await.unwrap();
-        assert!(*leading.borrow(), "5 s into a 15 s Lease, we still lead");
+        assert!(
+            leadership.current().is_some(),
+            "5 s into a 15 s Lease, we still lead"
+        );
         respond.send_response(
             Response::builder()
                 .status(503)
@@ -311,8 +325,11 @@ mod tests {
                 .unwrap(),
         );
         drop(request);
-        // 10 s in, the second failure: with the next renewal due at 15 s, let go.
+        // 10 s in, with no renewal since the first: let go before asking again.
         let _next = server.next_request().await.unwrap();
-        assert!(!*leading.borrow(), "no longer sure to hold the Lease");
+        assert!(
+            leadership.current().is_none(),
+            "no longer sure to hold the Lease"
+        );
     }
 }

@@ -9,9 +9,15 @@
 //! connections in flight to finish their requests. A connection answered
 //! before its request body was read closes lingeringly ([`linger`]), so the
 //! client reads that answer (a 413) instead of a reset.
+//!
+//! With `orchestrator.reuse_port`, listeners are bound with `SO_REUSEPORT`:
+//! replicas on one host then listen on the same port, the kernel spreads new
+//! connections among them, and when one dies the others receive them all,
+//! so clients and agents keep one address through a takeover.
 
 mod linger;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +25,7 @@ use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +40,38 @@ pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     /// Connections open at once; more are closed on arrival.
     pub max_connections: usize,
+}
+
+/// Connections a listener queues before accepting them.
+const BACKLOG: u32 = 1024;
+
+/// Listens on `address`; with `reuse_port`, beside other processes that
+/// listen on it with the option too.
+pub fn bind(address: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(address)?;
+    socket.listen(BACKLOG)
+}
+
+/// [`bind`] on `host:port`, a name resolved first (the first address that binds).
+pub async fn bind_named(address: &str, reuse_port: bool) -> std::io::Result<TcpListener> {
+    let mut failed = None;
+    for resolved in tokio::net::lookup_host(address).await? {
+        match bind(resolved, reuse_port) {
+            Ok(listener) => return Ok(listener),
+            Err(error) => failed = Some(error),
+        }
+    }
+    Err(failed.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::AddrNotAvailable, "no address to bind")
+    }))
 }
 
 /// Serves `app` on `listener` until `stop`, then lets requests in flight finish.

@@ -10,12 +10,12 @@
 use std::sync::Arc;
 
 use kube::Api;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{LeaderLoop, Orchestrator, Parts, ServerError};
 use crate::cluster::{self, lease};
 use crate::config::Config;
+use crate::leadership::Election;
 use crate::runtime::kubernetes::KubeRuntime;
 use crate::runtime::kubernetes::workloads::WorkloadSettings;
 use crate::source::pods::{GitPodSettings, PodSourceControl};
@@ -70,9 +70,9 @@ impl KubernetesMode {
     }
 
     /// The IcarusJob ↔ store loops, which also record transitions as
-    /// Kubernetes Events: run once this replica leads.
+    /// Kubernetes Events: run while this replica leads.
     fn sync_loops(&self) -> LeaderLoop {
-        let api = Api::namespaced(self.client.clone(), &self.namespace);
+        let api: Api<_> = Api::namespaced(self.client.clone(), &self.namespace);
         let reporter = kube::runtime::events::Reporter {
             controller: "icarus".to_owned(),
             instance: Some(cluster::identity()),
@@ -82,22 +82,27 @@ impl KubernetesMode {
         LeaderLoop {
             name: "IcarusJob sync",
             run: Box::new(move |store: Store, shutdown: CancellationToken| {
+                let loops = sync::spawn(
+                    api.clone(),
+                    recorder.clone(),
+                    store,
+                    index.clone(),
+                    shutdown.clone(),
+                );
                 Box::pin(async move {
-                    let loops = sync::spawn(api, recorder, store, index, shutdown);
-                    // Both run until shutdown; either ending is the loop's end.
-                    let _ = futures::future::select_all(loops).await;
+                    // Both run until the term ends; either ending first is
+                    // the loop's end, and the other is stopped with it.
+                    let (_, _, others) = futures::future::select_all(loops).await;
+                    shutdown.cancel();
+                    futures::future::join_all(others).await;
                 })
             }),
         }
     }
 
-    /// This mode's parts: the Lease decides who reconciles, the REST routes
-    /// write IcarusJobs, git runs in Pods, the sync loops run when leading.
-    pub fn parts(
-        &self,
-        runtime: Arc<dyn crate::runtime::Runtime>,
-        leadership: watch::Receiver<bool>,
-    ) -> Parts {
+    /// This mode's parts: the REST routes write IcarusJobs, git runs in
+    /// Pods, the sync loops run while `election` makes this replica lead.
+    pub fn parts(&self, runtime: Arc<dyn crate::runtime::Runtime>, election: Election) -> Parts {
         let jobs = Api::namespaced(self.client.clone(), &self.namespace);
         let pods = Api::namespaced(self.client.clone(), &self.namespace);
         let claims = Api::namespaced(self.client.clone(), &self.namespace);
@@ -111,33 +116,31 @@ impl KubernetesMode {
                 self.git.clone(),
             )),
             upstream: Some(Arc::new(ResourceUpstream::new(jobs, self.index.clone()))),
-            leadership: Some(leadership),
+            election,
             leader_loops: vec![self.sync_loops()],
         }
     }
 
-    /// Campaigns for the controller's Lease as this Pod (`POD_NAME`, else the
-    /// host name); the receiver says whether this replica leads.
-    pub fn campaign(&self, shutdown: CancellationToken) -> watch::Receiver<bool> {
+    /// The campaign for the controller's Lease as this Pod (`POD_NAME`, else
+    /// the host name).
+    pub fn election(&self, config: &Config) -> Election {
         let api = Api::namespaced(self.client.clone(), &self.namespace);
-        lease::Elector::new(api, LEASE_NAME, &cluster::identity(), LEASE_DURATION).spawn(shutdown)
+        let timing = super::lease_timing(config);
+        let elector = lease::Elector::new(api, LEASE_NAME, &cluster::identity(), timing.duration);
+        Election::Campaign(Arc::new(elector), timing)
     }
 
     /// Starts the orchestrator as `icarus serve` does in this mode: a Lease
-    /// campaign (ended by `stop`), the API, and the Lease-gated controller
-    /// and sync loops.
+    /// campaign, the API, and the Lease-gated controller and sync loops.
     pub async fn start(
         self,
         config: &Config,
         runtime: Arc<dyn crate::runtime::Runtime>,
-        stop: CancellationToken,
     ) -> Result<Orchestrator, ServerError> {
-        let leadership = self.campaign(stop);
-        Orchestrator::start(config, self.parts(runtime, leadership)).await
+        let election = self.election(config);
+        Orchestrator::start(config, self.parts(runtime, election)).await
     }
 }
 
 /// The Lease replicas campaign for.
 const LEASE_NAME: &str = "icarus-controller";
-/// A holder that has not renewed for this long is replaced.
-const LEASE_DURATION: std::time::Duration = std::time::Duration::from_secs(15);

@@ -1,10 +1,16 @@
 //! Local mode's composition root: agents as Docker containers, state in SQL,
 //! git on this host.
+//!
+//! Replicas: several `icarus serve` on one PostgreSQL each serve the API and
+//! campaign for the lease in the database; the holder reconciles (see
+//! [`crate::leadership`]). A SQLite file serves one process, which leads
+//! alone; a second `icarus serve` on it refuses to start.
 
 use std::sync::Arc;
 
 use super::{Orchestrator, Parts, ServerError};
 use crate::config::{Config, MountType};
+use crate::leadership::Election;
 use crate::runtime::{Runtime, RuntimeError};
 use crate::source::{GitLayout, LocalGit, RemoteCredentials, SnapshotLimits, SourceControl};
 
@@ -46,6 +52,16 @@ pub async fn start_on(
     runtime: Arc<dyn Runtime>,
 ) -> Result<Orchestrator, ServerError> {
     Orchestrator::start(config, Parts::local(config, runtime)).await
+}
+
+/// Who reconciles: on PostgreSQL, whichever replica holds the lease in it;
+/// on SQLite, this process alone.
+pub fn election(config: &Config) -> Election {
+    if config.database.url.starts_with("sqlite:") {
+        Election::Sole
+    } else {
+        Election::StoreLease(super::lease_timing(config))
+    }
 }
 
 /// Git on this host, for workspaces that are host directories (`bind`).

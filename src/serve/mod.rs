@@ -29,12 +29,15 @@ use crate::api::{self, AllowedHosts, ApiLimits, AppState, Authenticator, SpawnPo
 use crate::config::Config;
 use crate::controller::{Controller, ControllerSettings};
 use crate::credentials::{AgentKeys, CredentialsError};
-use crate::notify;
+use crate::job::admission::LoadLevel;
+use crate::leadership::sql::StoreLease;
+use crate::leadership::{self, Election, Leadership, Lease, LeaseTiming};
+use crate::notify::Notifier;
 use crate::ports::upstream::Upstream;
 use crate::runtime::Runtime;
 use crate::sentinel;
 use crate::source::SourceControl;
-use crate::store::{Store, StoreError};
+use crate::store::{SoleUse, Store, StoreError};
 
 pub use supervisor::LeaderLoop;
 use supervisor::Supervisor;
@@ -57,9 +60,7 @@ pub enum ServerError {
     Credentials(#[from] CredentialsError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
-    #[error(
-        "the controller stopped (leadership lost); exiting so a fresh start can campaign again"
-    )]
+    #[error("the controller stopped unexpectedly; exiting so a fresh start can begin again")]
     ControllerEnded,
     #[error("the {0} stopped unexpectedly; exiting so a fresh start can begin again")]
     TaskEnded(&'static str),
@@ -114,6 +115,7 @@ async fn callback_endpoint(
     api: SocketAddr,
     runtime: &dyn Runtime,
 ) -> Result<(String, Option<TcpListener>), ServerError> {
+    let reuse_port = config.orchestrator.reuse_port;
     let configured = config.agents.callback_base_url.trim_end_matches('/');
     if !configured.is_empty() {
         return Ok((configured.to_owned(), None));
@@ -131,14 +133,17 @@ async fn callback_endpoint(
     let Some(gateway) = gateway else {
         return Ok((format!("http://{api}"), None));
     };
-    let listener = match TcpListener::bind((gateway, api.port())).await {
+    let listener = match http::bind(SocketAddr::new(gateway, api.port()), reuse_port) {
         Ok(listener) => listener,
-        Err(_) => TcpListener::bind((gateway, 0))
-            .await
-            .map_err(|source| ServerError::Bind {
+        Err(error) => {
+            if reuse_port {
+                tracing::warn!(%gateway, port = api.port(), %error, "the agents' port cannot be shared; agents of this replica call another port, which dies with it");
+            }
+            http::bind(SocketAddr::new(gateway, 0), false).map_err(|source| ServerError::Bind {
                 address: gateway.to_string(),
                 source,
-            })?,
+            })?
+        }
     };
     let port = listener
         .local_addr()
@@ -163,24 +168,136 @@ pub struct Parts {
     /// Where the API writes a job's desired state first; `None`: the store
     /// is the only record (local mode).
     pub upstream: Option<Arc<dyn Upstream>>,
-    /// Whether this replica may reconcile and notify; `None`: it always may
-    /// (one replica). The API serves either way.
-    pub leadership: Option<watch::Receiver<bool>>,
-    /// Loops that run beside the controller once this replica leads
+    /// How this replica comes to lead, and so reconcile and notify. The
+    /// API serves either way.
+    pub election: Election,
+    /// Loops that run beside the controller while this replica leads
     /// (Kubernetes mode: the IcarusJob sync).
     pub leader_loops: Vec<LeaderLoop>,
 }
 
 impl Parts {
-    /// Local mode's parts: `runtime`, git on this host, no upstream, one replica.
+    /// Local mode's parts: `runtime`, git on this host, no upstream; on
+    /// PostgreSQL a campaign for the lease in the database (replicas), on
+    /// SQLite the only process.
     pub fn local(config: &Config, runtime: Arc<dyn Runtime>) -> Parts {
         Parts {
             runtime,
             source: local::source_control(config),
             upstream: None,
-            leadership: None,
+            election: local::election(config),
             leader_loops: Vec::new(),
         }
+    }
+}
+
+/// How replicas hold the lease that says which one reconciles.
+pub fn lease_timing(config: &Config) -> LeaseTiming {
+    let o = &config.orchestrator;
+    LeaseTiming {
+        duration: std::time::Duration::from_secs(o.lease_duration_seconds),
+        renew_every: std::time::Duration::from_secs(o.lease_renew_seconds),
+    }
+}
+
+/// What the leader loops are run with.
+struct Leading {
+    /// `None`: this replica leads from start to shutdown.
+    leadership: Option<Leadership>,
+    /// The lease campaigned for, to release at a graceful stop.
+    lease: Option<Arc<dyn Lease>>,
+    /// A SQLite file this process alone serves, for as long as it runs.
+    _sole_use: Option<SoleUse>,
+}
+
+impl Leading {
+    /// Releases the lease if this replica holds it, once the leader loops
+    /// have stopped: a standby takes over at once instead of waiting for it
+    /// to expire.
+    async fn release(&self) {
+        let (Some(lease), Some(leadership)) = (&self.lease, &self.leadership) else {
+            return;
+        };
+        let Some(term) = leadership.current() else {
+            return;
+        };
+        match lease.release(&term).await {
+            Ok(()) => tracing::info!(term = term.version, "lease released"),
+            Err(error) => {
+                tracing::warn!(error = %crate::errors::error_chain(&error), "the lease could not be released; a standby takes over when it expires")
+            }
+        }
+    }
+}
+
+/// Starts `election`'s campaign under `tasks`, if it has one; a sole
+/// replica claims its SQLite file instead.
+fn elect(
+    election: Election,
+    store: &Store,
+    tasks: &mut Supervisor,
+    shutdown: CancellationToken,
+) -> Result<Leading, ServerError> {
+    let (lease, timing) = match election {
+        Election::Sole => {
+            return Ok(Leading {
+                leadership: None,
+                lease: None,
+                _sole_use: store.claim_sole_use()?,
+            });
+        }
+        Election::Given(leadership) => {
+            return Ok(Leading {
+                leadership: Some(leadership),
+                lease: None,
+                _sole_use: None,
+            });
+        }
+        Election::StoreLease(timing) => {
+            let holder = leadership::holder_identity();
+            tracing::info!(%holder, "campaigning for the lease in the database");
+            let lease: Arc<dyn Lease> =
+                Arc::new(StoreLease::new(store.clone(), holder, timing.duration));
+            (lease, timing)
+        }
+        Election::Campaign(lease, timing) => (lease, timing),
+    };
+    let (leadership, campaign) = leadership::campaign(lease.clone(), timing, shutdown);
+    tasks.spawn("lease campaign", campaign);
+    Ok(Leading {
+        leadership: Some(leadership),
+        lease: Some(lease),
+        _sole_use: None,
+    })
+}
+
+/// The controller as a leader loop: a fresh one, on the term's store, in
+/// each term.
+fn controller_loop(
+    runtime: Arc<dyn Runtime>,
+    source: Arc<dyn SourceControl>,
+    settings: ControllerSettings,
+    load: watch::Receiver<LoadLevel>,
+) -> LeaderLoop {
+    LeaderLoop {
+        name: "controller",
+        run: Box::new(move |store, stop| {
+            let controller = Controller::new(
+                store,
+                runtime.clone(),
+                source.clone(),
+                settings.clone(),
+                load.clone(),
+            );
+            Box::pin(controller.run(stop, None))
+        }),
+    }
+}
+
+fn notifier_loop(notifier: Notifier) -> LeaderLoop {
+    LeaderLoop {
+        name: "notifier",
+        run: Box::new(move |store, stop| Box::pin(notifier.run(store, stop))),
     }
 }
 
@@ -190,6 +307,7 @@ pub struct Orchestrator {
     store: Store,
     shutdown: CancellationToken,
     tasks: Supervisor,
+    leading: Leading,
 }
 
 impl Orchestrator {
@@ -200,13 +318,16 @@ impl Orchestrator {
             runtime,
             source,
             upstream,
-            leadership,
+            election,
             leader_loops,
         } = parts;
         let store = Store::connect(&config.database.url).await?;
         store.migrate().await?;
+        let mut tasks = Supervisor::new();
+        let shutdown = CancellationToken::new();
+        let leading = elect(election, &store, &mut tasks, shutdown.child_token())?;
         let address = format!("{}:{}", config.orchestrator.host, config.orchestrator.port);
-        let listener = TcpListener::bind(&address)
+        let listener = http::bind_named(&address, config.orchestrator.reuse_port)
             .await
             .map_err(|source| ServerError::Bind {
                 address: address.clone(),
@@ -217,32 +338,27 @@ impl Orchestrator {
             .map_err(|source| ServerError::Bind { address, source })?;
 
         warn_about_missing_images(config, runtime.as_ref()).await;
-        let shutdown = CancellationToken::new();
         let load = sentinel::spawn(config.sentinel.clone(), shutdown.child_token());
         let (callback_base, agent_listener) =
             callback_endpoint(config, address, runtime.as_ref()).await?;
         let agent_keys = AgentKeys::load_or_create(&config.callback_key_file())?;
         let settings =
             ControllerSettings::from_config(config, callback_base.clone(), agent_keys.clone());
-        let mut tasks = Supervisor::new();
-        let controller = Controller::new(store.clone(), runtime, source, settings, load.clone());
-        tasks.spawn(
-            "controller",
-            controller.run(shutdown.child_token(), leadership.clone()),
-        );
-        for notifier in notify::spawn(
-            &store,
-            &config.notifications,
-            leadership.clone(),
-            shutdown.child_token(),
-        ) {
-            tasks.watch("notifier", notifier);
+        if let Some(relay) = store.relay_changes(shutdown.child_token()) {
+            tasks.spawn("relay of other replicas' changes", relay);
         }
-        for leader_loop in leader_loops {
-            let run = (leader_loop.run)(store.clone(), shutdown.child_token());
+        let mut loops = vec![controller_loop(runtime, source, settings, load.clone())];
+        loops.extend(Notifier::from_config(&config.notifications).map(notifier_loop));
+        loops.extend(leader_loops);
+        for leader_loop in loops {
             tasks.spawn(
                 leader_loop.name,
-                supervisor::when_leading(leadership.clone(), shutdown.child_token(), run),
+                supervisor::while_leading(
+                    leading.leadership.clone(),
+                    store.clone(),
+                    shutdown.child_token(),
+                    leader_loop,
+                ),
             );
         }
 
@@ -299,6 +415,7 @@ impl Orchestrator {
             store,
             shutdown,
             tasks,
+            leading,
         })
     }
 
@@ -311,17 +428,27 @@ impl Orchestrator {
         &self.store
     }
 
-    /// Returns when a task ends on its own: the HTTP server failed, the
-    /// controller lost its leadership, a loop stopped. Either way this
-    /// process should go, and a fresh start takes over.
+    /// Returns when a task ends on its own: the HTTP server failed, a loop
+    /// stopped. Either way this process should go, and a fresh start takes
+    /// over.
     pub async fn wait_for_failure(&mut self) -> Result<(), ServerError> {
         self.tasks.first_end().await
     }
 
-    /// Graceful shutdown: stop accepting, finish in-flight work, close the database.
+    /// Whether this replica leads now (always, without an election).
+    pub fn leads(&self) -> bool {
+        self.leading
+            .leadership
+            .as_ref()
+            .is_none_or(|leadership| leadership.current().is_some())
+    }
+
+    /// Graceful shutdown: stop accepting, finish in-flight work, hand the
+    /// lease over, close the database.
     pub async fn stop(self) -> Result<(), ServerError> {
         self.shutdown.cancel();
         let ended = self.tasks.join_all().await;
+        self.leading.release().await;
         self.store.close().await;
         tracing::info!("Icarus stopped");
         ended

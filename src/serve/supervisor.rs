@@ -1,28 +1,34 @@
 //! Every task the orchestrator starts, watched in one place.
 //!
 //! No task of a running orchestrator is meant to end before shutdown: the
-//! HTTP servers, the controller, the notifiers, the IcarusJob sync. So the
-//! first that ends on its own — failed, panicked, or lost its leadership —
-//! is logged by name and ends [`Orchestrator::wait_for_failure`](super::Orchestrator::wait_for_failure),
+//! HTTP servers, the lease campaign, the leader loops (the controller, the
+//! notifiers, the IcarusJob sync). So the first that ends on its own — failed
+//! or panicked — is logged by name and ends [`Orchestrator::wait_for_failure`](super::Orchestrator::wait_for_failure),
 //! and `icarus serve` exits for a fresh start (the process supervisor, a
 //! Deployment or systemd, restarts it). Nothing is left running unseen.
+//!
+//! A lost lease is not such an end: [`while_leading`] stops the leader loops
+//! of the term that ended, and starts them again in the next one.
 
 use std::future::Future;
 
 use futures::future::BoxFuture;
-use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use super::ServerError;
+use crate::leadership::{Leadership, Term};
 use crate::store::Store;
 
-/// A loop a mode adds, run once this replica leads.
+/// A loop that runs only while this replica leads, started afresh in each
+/// term.
 pub struct LeaderLoop {
     /// How logs and errors name it.
     pub name: &'static str,
-    /// Given the store and the shutdown token, the future of the whole loop.
-    pub run: Box<dyn FnOnce(Store, CancellationToken) -> BoxFuture<'static, ()> + Send>,
+    /// Given the term's store (fenced by the term, if its lease can) and a
+    /// token cancelled when the term or the process ends, the future of the
+    /// whole loop for that term.
+    pub run: Box<dyn Fn(Store, CancellationToken) -> BoxFuture<'static, ()> + Send + Sync>,
 }
 
 type Ended = (&'static str, Result<(), ServerError>);
@@ -48,13 +54,6 @@ impl Supervisor {
             task.await;
             (name, Ok(()))
         });
-    }
-
-    /// Watches a task spawned elsewhere.
-    pub fn watch(&mut self, name: &'static str, task: JoinHandle<()>) {
-        self.foreign.push(task.abort_handle());
-        self.tasks
-            .spawn(async move { (name, task.await.map_err(ServerError::from)) });
     }
 
     /// Watches a task spawned elsewhere whose end carries an error.
@@ -107,21 +106,50 @@ impl Supervisor {
     }
 }
 
-/// `task` once `leadership` says this replica leads (at once without one);
-/// nothing if shutdown comes first.
-pub async fn when_leading(
-    leadership: Option<watch::Receiver<bool>>,
+/// Runs `leader_loop` in every term `leadership` grants (from start to
+/// shutdown without one), on `store` fenced by the term; stops it as soon
+/// as the term is over and waits for the next. Returns at shutdown, or when
+/// the loop ends by itself, which the supervisor reports as a failure.
+pub async fn while_leading(
+    leadership: Option<Leadership>,
+    store: Store,
     shutdown: CancellationToken,
-    task: impl Future<Output = ()>,
+    leader_loop: LeaderLoop,
 ) {
-    if let Some(mut leadership) = leadership {
-        let leading = tokio::select! {
-            _ = shutdown.cancelled() => false,
-            leading = leadership.wait_for(|lead| *lead) => leading.is_ok(),
+    let Some(mut leadership) = leadership else {
+        return (leader_loop.run)(store, shutdown).await;
+    };
+    loop {
+        let term = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            term = leadership.next_term() => term,
         };
-        if !leading {
-            return;
+        // The campaign ended: at shutdown, or it failed (reported by itself).
+        let Some(term) = term else { return };
+        let stop = shutdown.child_token();
+        let run = (leader_loop.run)(store_for(&store, &term), stop.clone());
+        tokio::pin!(run);
+        tokio::select! {
+            _ = &mut run => return,
+            _ = leadership.term_over(&term) => {}
         }
+        if !shutdown.is_cancelled() {
+            tracing::warn!(
+                task = leader_loop.name,
+                term = term.version,
+                "the term is over: stopped until this replica leads again"
+            );
+        }
+        stop.cancel();
+        run.await;
     }
-    task.await;
+}
+
+/// The store a term writes through: refusing its writes once it is over.
+fn store_for(store: &Store, term: &Term) -> Store {
+    match &term.fence {
+        Some(fence) => store.fenced(fence.clone()),
+        None => store.clone(),
+    }
 }

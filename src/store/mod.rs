@@ -29,7 +29,7 @@ pub use records::{
     TelemetrySample,
 };
 pub use spec::{SPEC_WRITE_ATTEMPTS, SpecChange, SpecUpdate, SpecWrite};
-pub use sql::{Store, TELEMETRY_KEPT};
+pub use sql::{Fence, LeaseRecord, SoleUse, Store, TELEMETRY_KEPT};
 pub use unavailable::Unavailable;
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +63,22 @@ pub enum StoreError {
     FileReplaced { path: String },
     #[error("database migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A fenced write (a leader's) found its lease lost or expired: another
+    /// replica may lead now, and this write must not land over its writes.
+    #[error("the write was refused: lease {lease} is no longer held at version {version}")]
+    Fenced { lease: String, version: i64 },
+    /// Another process serves this SQLite file already.
+    #[error(
+        "the SQLite database {path} is already served by another icarus process; \
+         SQLite serves one process (run replicas on PostgreSQL)"
+    )]
+    InUse { path: String },
+    #[error("cannot lock {path}")]
+    Lock {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -23,7 +23,6 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 use crate::kube_scenarios::{ClaimDirs, run_source_step};
 use crate::support;
@@ -39,7 +38,6 @@ struct Cluster {
     pods: Api<Pod>,
     rest: support::Api,
     orchestrator: Option<Orchestrator>,
-    stop: CancellationToken,
     _dir: tempfile::TempDir,
 }
 
@@ -72,10 +70,9 @@ impl Cluster {
         config.agents.callback_base_url = String::new();
         adjust(&mut config);
 
-        let stop = CancellationToken::new();
         // As `icarus serve` starts it in this mode.
         let (mode, runtime) = KubernetesMode::with_client(client.clone(), &config);
-        let orchestrator = mode.start(&config, runtime, stop.clone()).await.unwrap();
+        let orchestrator = mode.start(&config, runtime).await.unwrap();
         Cluster {
             jobs: Api::namespaced(client.clone(), &namespace),
             pods: Api::namespaced(client.clone(), &namespace),
@@ -83,7 +80,6 @@ impl Cluster {
             client,
             namespace,
             orchestrator: Some(orchestrator),
-            stop,
             _dir: dir,
         }
     }
@@ -212,7 +208,6 @@ impl Cluster {
     }
 
     async fn finish(mut self) {
-        self.stop.cancel();
         if let Some(orchestrator) = self.orchestrator.take() {
             orchestrator.stop().await.unwrap();
         }

@@ -15,6 +15,7 @@ use std::time::Duration;
 use icarus::cluster::crd::{IcarusJob, IcarusJobSpec};
 use icarus::config::{AccessRole, Config};
 use icarus::job::{JobId, JobSource};
+use icarus::leadership::{Election, Leadership, Term};
 use icarus::serve::Orchestrator;
 use icarus::serve::kubernetes::KubernetesMode;
 use icarus::source::EMPTY_TREE;
@@ -23,7 +24,6 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 use crate::git::Remote;
 use crate::kube_api::{Fault, KubeApi, ORCHESTRATOR, Recorded};
@@ -61,7 +61,6 @@ struct Cluster {
     kubelet: Api<Pod>,
     rest: support::Api,
     orchestrator: Option<Orchestrator>,
-    stop: CancellationToken,
     /// What the orchestrator was started with (a second replica shares it).
     config: Config,
     _dir: TempDir,
@@ -88,17 +87,15 @@ impl Cluster {
         config.agents.callback_base_url = String::new();
         adjust(&mut config);
 
-        let stop = CancellationToken::new();
         // As `icarus serve` starts it in this mode.
         let (mode, runtime) = KubernetesMode::with_client(kube.client(), &config);
-        let orchestrator = mode.start(&config, runtime, stop.clone()).await.unwrap();
+        let orchestrator = mode.start(&config, runtime).await.unwrap();
         Cluster {
             jobs: Api::default_namespaced(kube.client_as("kubectl")),
             kubelet: Api::default_namespaced(kube.client_as("kubelet")),
             rest: support::Api::new(&orchestrator),
             kube,
             orchestrator: Some(orchestrator),
-            stop,
             config,
             _dir: dir,
         }
@@ -110,8 +107,9 @@ impl Cluster {
     /// its registry of resources is empty.
     async fn follower(&self) -> Follower {
         let (mode, runtime) = KubernetesMode::with_client(self.kube.client(), &self.config);
-        let (leading, leadership) = watch::channel(false);
-        let orchestrator = Orchestrator::start(&self.config, mode.parts(runtime, leadership))
+        let (leading, terms) = watch::channel(None);
+        let election = Election::Given(Leadership::given(terms));
+        let orchestrator = Orchestrator::start(&self.config, mode.parts(runtime, election))
             .await
             .unwrap();
         Follower {
@@ -388,7 +386,6 @@ impl Cluster {
     }
 
     async fn shut_down(mut self) {
-        self.stop.cancel();
         if let Some(orchestrator) = self.orchestrator.take() {
             orchestrator.stop().await.unwrap();
         }
@@ -399,7 +396,7 @@ impl Cluster {
 struct Follower {
     rest: support::Api,
     orchestrator: Option<Orchestrator>,
-    _leading: watch::Sender<bool>,
+    _leading: watch::Sender<Option<Term>>,
 }
 
 impl Follower {
@@ -420,7 +417,6 @@ impl Drop for Follower {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        self.stop.cancel();
         if let Some(orchestrator) = self.orchestrator.take() {
             orchestrator.abort();
         }

@@ -17,6 +17,7 @@ mod hostile;
 mod http_limits;
 mod kube_api;
 mod kube_scenarios;
+mod leadership;
 mod lifecycle;
 mod notify;
 mod process;

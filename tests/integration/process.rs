@@ -1,10 +1,14 @@
 //! The real `icarus` binary on the real Docker engine: killed with SIGKILL in
 //! the middle of a build and of a check, or stopped with SIGTERM, then started
 //! again. Every job continues; no agent is started twice or left behind.
+//! Several of them on one database: [`replicas`].
+
+mod replicas;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::Docker;
@@ -13,10 +17,23 @@ use serde_json::{Value, json};
 
 use crate::support::eventually;
 
-/// One orchestrator process and everything it keeps on disk.
+/// A port free now, for a configuration to name.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One orchestrator process and everything it keeps on disk (a directory
+/// replicas share; each has its own configuration and log in it).
 pub struct Process {
-    dir: tempfile::TempDir,
-    port: u16,
+    dir: Arc<tempfile::TempDir>,
+    /// Names its configuration and log files in `dir`.
+    name: String,
+    /// Where its API listens.
+    address: String,
     child: Option<Child>,
     /// Settings over the test configuration, as `ICARUS_CONFIG__…` variables.
     settings: Vec<(String, String)>,
@@ -24,6 +41,7 @@ pub struct Process {
 }
 
 impl Process {
+    /// One orchestrator on a SQLite file of its own.
     async fn start() -> Process {
         Process::start_with(&[]).await
     }
@@ -31,49 +49,63 @@ impl Process {
     /// Starts one with `settings` (`("agents.max_attempts", "2")`) laid
     /// over the test configuration.
     pub async fn start_with(settings: &[(&str, &str)]) -> Process {
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let port = free_port();
         let config = format!(
             "orchestrator:\n  port: {port}\n  resync_interval_seconds: 1\nsentinel:\n  enabled: false\n\
              workspace:\n  base_path: {workspaces}\ndatabase:\n  url: sqlite://{db}\n",
             workspaces = dir.path().join("workspaces").display(),
             db = dir.path().join("icarus.db").display(),
         );
-        std::fs::write(dir.path().join("config.yaml"), config).unwrap();
-        let settings = settings
+        let mut process = Process::prepare(dir, "icarus", &format!("127.0.0.1:{port}"), &config);
+        process.settings = settings
             .iter()
             .map(|(key, value)| {
                 let key = key.replace('.', "__").to_uppercase();
                 (format!("ICARUS_CONFIG__{key}"), (*value).to_owned())
             })
             .collect();
-        let mut process = Process {
-            dir,
-            port,
-            child: None,
-            settings,
-            client: reqwest::Client::new(),
-        };
         process.launch().await;
         process
     }
 
-    fn config_path(&self) -> PathBuf {
-        self.dir.path().join("config.yaml")
+    /// The orchestrator `name` in `dir`, run with `config`, whose API is at `address`.
+    async fn start_in(
+        dir: Arc<tempfile::TempDir>,
+        name: &str,
+        address: &str,
+        config: &str,
+    ) -> Process {
+        let mut process = Process::prepare(dir, name, address, config);
+        process.launch().await;
+        process
     }
 
-    /// Starts the binary and waits until it answers.
-    pub async fn launch(&mut self) {
+    /// As [`Process::start_in`], not started yet.
+    fn prepare(dir: Arc<tempfile::TempDir>, name: &str, address: &str, config: &str) -> Process {
+        std::fs::write(dir.path().join(format!("{name}.yaml")), config).unwrap();
+        Process {
+            dir,
+            name: name.to_owned(),
+            address: address.to_owned(),
+            child: None,
+            settings: Vec::new(),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join(format!("{}.yaml", self.name))
+    }
+
+    fn command(&self) -> Command {
         let log = std::fs::File::options()
             .create(true)
             .append(true)
-            .open(self.dir.path().join("icarus.log"))
+            .open(self.log_path())
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_icarus"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_icarus"));
+        command
             .arg("serve")
             .arg("--config")
             .arg(self.config_path())
@@ -81,11 +113,15 @@ impl Process {
             .env_remove("DATABASE_URL")
             .env_remove("ORCHESTRATOR_PORT")
             .env_remove("ORCHESTRATOR_HOST")
+            .env_remove("RUST_LOG")
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
+            .stderr(log);
+        command
+    }
+
+    /// Starts the binary and waits until it answers.
+    pub async fn launch(&mut self) {
+        self.child = Some(self.command().spawn().unwrap());
         eventually(Duration::from_secs(20), || async {
             let answered = self.client.get(self.url("/readyz")).send().await;
             answered.is_ok_and(|r| r.status() == 200).then_some(())
@@ -93,8 +129,26 @@ impl Process {
         .await;
     }
 
+    /// Starts the binary expecting it to refuse to run: its exit status
+    /// once it has (within 20 s).
+    async fn launch_refused(&self) -> ExitStatus {
+        let mut child = self.command().spawn().unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("it did not exit within 20 s; log:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("http://{}{path}", self.address)
     }
 
     fn pid(&self) -> u32 {
@@ -153,8 +207,12 @@ impl Process {
         self.wait_until(id, |s| s["status"] == phase).await
     }
 
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join(format!("{}.log", self.name))
+    }
+
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("icarus.log")).unwrap_or_default()
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 }
 

@@ -87,7 +87,7 @@ fn setting(name: &str, default: u64) -> u64 {
 }
 
 /// Every container the engine created for a job label, by name, counted.
-fn count_creations(docker: Docker) -> Arc<Mutex<BTreeMap<String, u32>>> {
+pub fn count_creations(docker: Docker) -> Arc<Mutex<BTreeMap<String, u32>>> {
     let created = Arc::new(Mutex::new(BTreeMap::new()));
     let sink = created.clone();
     let filters = HashMap::from([

@@ -36,6 +36,8 @@ macro_rules! on_both_databases {
     };
 }
 
+mod lease;
+
 on_both_databases!(
     a_created_job_reads_back_equal_at_version_one,
     creating_a_job_logs_its_first_event,

@@ -11,10 +11,10 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::support::TestServer;
 
-type Socket =
+pub type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(server: &TestServer, path: &str) -> Socket {
+pub async fn connect(server: &TestServer, path: &str) -> Socket {
     let url = format!("{}{path}", server.base.replacen("http://", "ws://", 1));
     tokio_tungstenite::connect_async(url).await.unwrap().0
 }
@@ -40,7 +40,7 @@ async fn connect_as(
 }
 
 /// The next JSON message, or `None` when the server closed the stream.
-async fn next_update(socket: &mut Socket) -> Option<Value> {
+pub async fn next_update(socket: &mut Socket) -> Option<Value> {
     loop {
         let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
             .await

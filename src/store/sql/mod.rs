@@ -3,13 +3,22 @@
 //!
 //! The same queries serve both databases: [`Store`] holds one of two pools and
 //! the `on_pool!` macro compiles each query once per database.
+//!
+//! Several processes may share one PostgreSQL database (replicas: [`lease`]
+//! decides which one reconciles, [`changes`] carries each one's writes to
+//! the others). A SQLite file serves one process: [`Store::claim_sole_use`]
+//! makes a second `icarus serve` on the same file refuse to start.
 
+pub mod changes;
+pub mod lease;
 mod queries;
 
+pub use lease::{Fence, LeaseRecord};
 pub use queries::TELEMETRY_KEPT;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::Connection;
@@ -40,6 +49,17 @@ pub struct Store {
     events: broadcast::Sender<StoreEvent>,
     /// The SQLite file opened at start, to notice it removed or replaced.
     file: Option<FileIdentity>,
+    /// Set on a leader's store: job writes are refused once its term is over.
+    fence: Option<Arc<lease::FenceCheck>>,
+    /// Names this connected store in its change notifications.
+    origin: Arc<str>,
+}
+
+/// Held while this process serves a SQLite file: an exclusive lock on a
+/// file beside it, which the kernel drops when the process ends, however.
+#[derive(Debug)]
+pub struct SoleUse {
+    _lock: std::fs::File,
 }
 
 /// Which file a path named when the store opened it.
@@ -103,7 +123,46 @@ impl Store {
             Pool::Postgres(pool)
         };
         let (events, _) = broadcast::channel(EVENT_BUFFER);
-        Ok(Store { pool, events, file })
+        Ok(Store {
+            pool,
+            events,
+            file,
+            fence: None,
+            origin: changes::new_origin(),
+        })
+    }
+
+    /// On a SQLite file, makes sure no other process serves it: SQLite is
+    /// one process's database, and a second `icarus serve` on the same file
+    /// would run a second controller beside the first. Takes an exclusive
+    /// lock on `<file>.serve-lock` for as long as the returned guard lives,
+    /// or fails with [`StoreError::InUse`]. The kernel drops the lock when the
+    /// process ends, so a restart after a crash starts at once. `None` on
+    /// PostgreSQL (replicas share it through a lease) and in memory.
+    pub fn claim_sole_use(&self) -> Result<Option<SoleUse>> {
+        let Some(file) = &self.file else {
+            return Ok(None);
+        };
+        let mut path = file.path.clone().into_os_string();
+        path.push(".serve-lock");
+        let path = std::path::PathBuf::from(path);
+        let lock_error = |source| StoreError::Lock {
+            path: path.display().to_string(),
+            source,
+        };
+        let lock = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(lock_error)?;
+        match lock.try_lock() {
+            Ok(()) => Ok(Some(SoleUse { _lock: lock })),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::InUse {
+                path: file.path.display().to_string(),
+            }),
+            Err(std::fs::TryLockError::Error(source)) => Err(lock_error(source)),
+        }
     }
 
     /// Refuses to go on when the SQLite file opened at start is gone or

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
+use super::changes::{Change, announce};
+use super::lease::check_fence;
 use super::on_pool;
 use crate::job::plan::Transition;
 use crate::job::workload::AgentReports;
@@ -172,6 +174,7 @@ impl Store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+            announce!(self, tx, Change::Job, stored.id);
             tx.commit().await?;
         });
         self.publish(StoreEvent::JobWritten(stored.clone().into()));
@@ -221,7 +224,8 @@ impl Store {
 
     /// Writes `job` if the stored version is still `job.resource_version`, and
     /// logs `transition` in the same transaction. Returns the job as stored,
-    /// with its new version; a lost race returns [`StoreError::Conflict`].
+    /// with its new version; a lost race returns [`StoreError::Conflict`],
+    /// and on a fenced store a lost lease [`StoreError::Fenced`].
     pub async fn update_job(&self, job: &Job, transition: Option<&Transition>) -> Result<Job> {
         let now = Utc::now();
         let id = job.id.to_string();
@@ -229,6 +233,7 @@ impl Store {
         stored.resource_version += 1;
         let updated = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
+            check_fence!(self, tx);
             let result = bind_job_columns!(sqlx::query(UPDATE_JOB), job, now)
                 .bind(&id)
                 .bind(job.resource_version)
@@ -246,6 +251,9 @@ impl Store {
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
+            }
+            if updated {
+                announce!(self, tx, Change::Job, job.id);
             }
             tx.commit().await?;
             updated
@@ -367,6 +375,7 @@ impl Store {
         let sql = "INSERT INTO agent_reports (job_id, role, attempt, outcome, message, created_at) \
                    VALUES ($1, $2, $3, $4, $5, $6)";
         on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
             sqlx::query(sql)
                 .bind(job.to_string())
                 .bind(report.role.as_str())
@@ -374,8 +383,10 @@ impl Store {
                 .bind(report.outcome.as_str())
                 .bind(report.message.as_deref())
                 .bind(report.created_at)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?;
+            announce!(self, tx, Change::Report, job);
+            tx.commit().await?;
         });
         self.publish(StoreEvent::AgentReported(job));
         Ok(())

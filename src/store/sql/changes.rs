@@ -1,0 +1,176 @@
+//! Changes across processes: what another replica wrote, into this one's
+//! change broadcast.
+//!
+//! In one process every write is broadcast as a [`StoreEvent`] (it wakes the
+//! controller, feeds the WebSocket streams). Several `icarus serve` on one
+//! PostgreSQL need the same across processes: a job spawned through a
+//! standby's API must wake the leader's controller now, not at the next
+//! resync, and a standby's stream must see the leader's transitions. So on
+//! PostgreSQL each job write and agent report also sends a `NOTIFY` on
+//! [`CHANNEL`] in its own transaction (delivered only if it commits), naming
+//! the writing store, and [`Store::relay_changes`] `LISTEN`s and rebroadcasts
+//! the others' writes as this process's own events. A notification lost while
+//! the listening connection was down is made up for by the controller's
+//! periodic resync; SQLite serves one process and needs none of this.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgListener, PgPool};
+use tokio_util::sync::CancellationToken;
+
+use super::{Pool, Store};
+use crate::job::JobId;
+use crate::store::StoreEvent;
+
+/// The channel every replica's writes are announced on.
+pub const CHANNEL: &str = "icarus_changes";
+
+/// How long to wait before listening again after the connection failed.
+const RECONNECT_AFTER: Duration = Duration::from_secs(1);
+
+/// What a notification says was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Change {
+    /// A job was created or written.
+    Job,
+    /// An agent reported its outcome.
+    Report,
+}
+
+impl Change {
+    fn as_str(self) -> &'static str {
+        match self {
+            Change::Job => "job",
+            Change::Report => "report",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Change> {
+        match text {
+            "job" => Some(Change::Job),
+            "report" => Some(Change::Report),
+            _ => None,
+        }
+    }
+}
+
+/// `origin:kind:job`, the notification's payload.
+pub(super) fn payload(origin: &str, change: Change, job: JobId) -> String {
+    format!("{origin}:{}:{job}", change.as_str())
+}
+
+fn parse_payload(payload: &str) -> Option<(&str, Change, JobId)> {
+    let mut parts = payload.splitn(3, ':');
+    let origin = parts.next()?;
+    let change = Change::parse(parts.next()?)?;
+    let job = parts.next()?.parse().ok()?;
+    Some((origin, change, job))
+}
+
+/// A name for one connected store: its own notifications are not relayed back.
+pub(super) fn new_origin() -> Arc<str> {
+    uuid::Uuid::new_v4().simple().to_string().into()
+}
+
+/// Announces a change in the write's transaction, on PostgreSQL only.
+macro_rules! announce {
+    ($store:expr, $tx:expr, $change:expr, $job:expr) => {
+        if $store.announces_changes() {
+            let payload = $crate::store::sql::changes::payload(&$store.origin, $change, $job);
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind($crate::store::sql::changes::CHANNEL)
+                .bind(payload)
+                .execute(&mut *$tx)
+                .await?;
+        }
+    };
+}
+pub(super) use announce;
+
+impl Store {
+    /// Whether writes are announced to other processes (PostgreSQL).
+    pub(super) fn announces_changes(&self) -> bool {
+        matches!(self.pool, Pool::Postgres(_))
+    }
+
+    /// On PostgreSQL, the loop that rebroadcasts other processes' writes as
+    /// this store's events, until `shutdown`; `None` on SQLite.
+    pub fn relay_changes(
+        &self,
+        shutdown: CancellationToken,
+    ) -> Option<impl Future<Output = ()> + Send + 'static> {
+        let Pool::Postgres(pool) = &self.pool else {
+            return None;
+        };
+        Some(relay(self.clone(), pool.clone(), shutdown))
+    }
+
+    /// Rebroadcasts one notification, unless it is this store's own.
+    async fn relay_one(&self, payload: &str) {
+        let Some((origin, change, job)) = parse_payload(payload) else {
+            tracing::warn!(payload, "an unreadable change notification was ignored");
+            return;
+        };
+        if origin == &*self.origin {
+            return;
+        }
+        match change {
+            Change::Report => self.publish(StoreEvent::AgentReported(job)),
+            Change::Job => match self.get_job(job).await {
+                Ok(Some(job)) => self.publish(StoreEvent::JobWritten(Arc::new(job))),
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(%job, error = %crate::errors::error_chain(&error), "a job another replica wrote could not be read")
+                }
+            },
+        }
+    }
+}
+
+async fn relay(store: Store, pool: PgPool, shutdown: CancellationToken) {
+    loop {
+        if let Err(error) = listen(&store, &pool, &shutdown).await {
+            tracing::warn!(error = %crate::errors::error_chain(&error), "listening for other replicas' changes failed; listening again");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(RECONNECT_AFTER) => {}
+        }
+    }
+}
+
+/// Relays notifications until `shutdown` (`Ok`) or a failure (`Err`).
+async fn listen(store: &Store, pool: &PgPool, shutdown: &CancellationToken) -> sqlx::Result<()> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(CHANNEL).await?;
+    loop {
+        let notification = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            notification = listener.try_recv() => notification?,
+        };
+        match notification {
+            Some(notification) => store.relay_one(notification.payload()).await,
+            // The connection was lost; the next receive connects again.
+            None => tracing::warn!(
+                "the connection for other replicas' changes was lost; changes until it is back wait for the resync"
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payload_reads_back_as_what_was_announced() {
+        let job = JobId::new_random();
+        let text = payload("origin-1", Change::Report, job);
+        assert_eq!(
+            parse_payload(&text),
+            Some(("origin-1", Change::Report, job))
+        );
+        assert_eq!(parse_payload("origin:bogus:x"), None);
+    }
+}
