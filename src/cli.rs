@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 use crate::config::Config;
 use crate::serve::kubernetes::KubernetesMode;
@@ -84,7 +83,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate { config } => {
             let config = Config::load(config.as_deref())?;
-            init_logging(&config);
+            crate::logging::init(&config.logging);
             let store = Store::connect(&config.database.url).await?;
             store.migrate().await?;
             store.close().await;
@@ -162,7 +161,7 @@ fn refuse_open_exposure(config: &Config, insecure: bool) -> anyhow::Result<()> {
             config.orchestrator.host
         );
     }
-    init_logging(config);
+    crate::logging::init(&config.logging);
     tracing::warn!(
         host = %config.orchestrator.host,
         "serving WITHOUT authentication on a reachable address (--insecure): anyone can approve anything"
@@ -171,7 +170,7 @@ fn refuse_open_exposure(config: &Config, insecure: bool) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    init_logging(&config);
+    crate::logging::init(&config.logging);
     let mut orchestrator = if config.kubernetes.enabled {
         let (mode, runtime) = KubernetesMode::connect(&config).await?;
         mode.start(&config, runtime).await?
@@ -229,38 +228,4 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
-}
-
-/// Logs to stderr; `RUST_LOG` wins over `logging.level`.
-fn init_logging(config: &Config) {
-    let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| config.logging.level.clone());
-    let filter = EnvFilter::try_new(log_filter(&spec))
-        .unwrap_or_else(|_| EnvFilter::new(log_filter(&config.logging.level)));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
-/// `spec` with the Docker client held at `info`: at `debug` it prints each
-/// container's configuration, agent tokens in its environment included. An
-/// operator who names `bollard` in the filter asks for it knowingly.
-fn log_filter(spec: &str) -> String {
-    if spec.contains("bollard") {
-        spec.to_owned()
-    } else {
-        format!("{spec},bollard=info")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::log_filter;
-
-    #[test]
-    fn the_docker_client_never_logs_agents_environments_unless_asked_by_name() {
-        assert_eq!(log_filter("debug"), "debug,bollard=info");
-        assert_eq!(log_filter("icarus=trace"), "icarus=trace,bollard=info");
-        assert_eq!(log_filter("debug,bollard=trace"), "debug,bollard=trace");
-    }
 }

@@ -441,6 +441,18 @@ impl NotificationsConfig {
 #[serde(deny_unknown_fields)]
 pub struct LoggingConfig {
     pub level: String,
+    /// `text` for people (colour only on a terminal), `json` lines for machines.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -25,6 +25,7 @@
 //! - [`api`]: the HTTP and WebSocket API (axum), one error type mapped to JSON once.
 //! - [`credentials`]: the per-agent callback tokens.
 //! - [`errors`]: an error and its sources on one line.
+//! - [`logging`]: the log's format (text for a terminal, JSON lines).
 //! - [`sentinel`]: host load → admission level.
 //! - [`leadership`]: which replica reconciles: a lease campaigned for, with
 //!   two backends (a row in the job store's database, a Kubernetes Lease),
@@ -47,6 +48,7 @@ pub mod credentials;
 pub mod errors;
 pub use icarus_core::{job, names, ports};
 pub mod leadership;
+pub mod logging;
 pub mod notify;
 pub mod runtime;
 pub mod sentinel;

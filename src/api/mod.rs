@@ -16,6 +16,7 @@ mod meta;
 pub mod models;
 mod policy;
 pub mod report_limit;
+mod request_id;
 mod stream;
 pub mod stream_limit;
 
@@ -25,7 +26,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::middleware::from_fn_with_state;
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::sync::watch;
@@ -130,6 +131,7 @@ pub fn router(state: AppState, limits: ApiLimits) -> Router {
         .layer(cors(&limits.cors_allowed_origins))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(from_fn(request_id::tag))
 }
 
 /// The router for the agents' own listener: the callback route only, so a
@@ -147,12 +149,26 @@ pub fn agent_router(state: AppState, limits: ApiLimits) -> Router {
         .layer(DefaultBodyLimit::max(limits.max_request_bytes))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(from_fn(request_id::tag))
 }
 
-/// A request's log span: method and path only. Query strings can carry
-/// credentials (an agent's callback token), and logs never show those.
+/// A request's log span: its id (also in the `x-request-id` response
+/// header), method, path and the job it is about. Never the query string:
+/// it can carry credentials (an agent's callback token).
 fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
-    tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
+    let path = request.uri().path();
+    let job = path
+        .strip_prefix("/jobs/")
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|id| id.parse::<crate::job::JobId>().ok());
+    let job = tracing::field::display(job.map(|id| id.to_string()).unwrap_or_default());
+    tracing::info_span!(
+        "request",
+        request_id = %request_id::of(request),
+        method = %request.method(),
+        path = %path,
+        job = job,
+    )
 }
 
 async fn not_found() -> ApiError {

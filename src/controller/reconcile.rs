@@ -151,8 +151,11 @@ async fn admit(context: &Context, job: &Job) -> Result<Admission, ControllerErro
     ))
 }
 
+/// One action, in a span of its own inside the reconcile's (which names
+/// the job), so whatever it logs (a git step, an engine call) says which.
+#[tracing::instrument(level = "info", skip_all, fields(action = ?action))]
 async fn apply(context: &Context, job: &Job, action: &Action) -> Result<Applied, ControllerError> {
-    tracing::debug!(?action, "applying");
+    tracing::debug!("applying");
     let runtime = &context.runtime;
     match action {
         Action::PrepareWorkspace => runtime.prepare_workspace(job.id).await?,

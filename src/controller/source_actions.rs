@@ -44,6 +44,7 @@ fn answered<T>(result: Result<Progress<T>, SourceError>) -> Option<Result<T, Sou
     }
 }
 
+#[tracing::instrument(level = "info", name = "git", skip_all, fields(step = "checkout"))]
 pub(super) async fn checkout(context: &Context, job: &Job) -> Result<Applied, ControllerError> {
     let Some(source) = &job.spec.source else {
         return Ok(Applied::Done);
@@ -61,6 +62,7 @@ pub(super) async fn checkout(context: &Context, job: &Job) -> Result<Applied, Co
 /// Records the builder's work and keeps its diff for review. Where
 /// workspaces cannot be read (Docker volumes) the job goes on without a
 /// snapshot, and the diff record says why.
+#[tracing::instrument(level = "info", name = "git", skip_all, fields(step = "take_snapshot"))]
 pub(super) async fn take_snapshot(
     context: &Context,
     job: &Job,
@@ -106,6 +108,7 @@ fn diff_record(job: &Job, snapshot: Option<String>, diff: CapturedDiff) -> DiffR
     }
 }
 
+#[tracing::instrument(level = "info", name = "git", skip_all, fields(step = "publish"))]
 pub(super) async fn publish(context: &Context, job: &Job) -> Result<Applied, ControllerError> {
     let Some(request) = publish_request(job, &context.settings.publish) else {
         let why = "the job has no source, base or snapshot to publish".to_owned();

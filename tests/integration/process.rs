@@ -391,3 +391,91 @@ async fn jobs_and_their_history_survive_a_restart_of_the_binary() {
         .unwrap();
     process.wait_for(done, "cancelled").await;
 }
+
+#[tokio::test]
+async fn json_logs_carry_the_request_id_the_response_names_and_the_job() {
+    super::docker::ensure_agent_images().await;
+    let process = Process::start_with(&[("logging.format", "json")]).await;
+    let response = process
+        .client
+        .post(process.url("/jobs/spawn"))
+        .header("x-request-id", "spawn-under-test.1")
+        .json(&json!({"task": "logged [builder:hang]"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    assert_eq!(response.headers()["x-request-id"], "spawn-under-test.1");
+    let body: Value = response.json().await.unwrap();
+    let id = body["job_id"].as_str().unwrap().to_owned();
+    let created = eventually(Duration::from_secs(10), || async {
+        process
+            .log()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|event| event["fields"]["message"] == "job created")
+    })
+    .await;
+    let request = &created["span"];
+    assert_eq!(request["name"], "request", "{created}");
+    assert_eq!(request["request_id"], "spawn-under-test.1", "{created}");
+    assert_eq!(request["job"], "", "the spawn's path names no job yet");
+    // The controller's lines name the job in their reconcile span.
+    let started = eventually(Duration::from_secs(20), || async {
+        process
+            .log()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|event| event["fields"]["message"] == "started agent")
+    })
+    .await;
+    let spans = started["spans"].as_array().unwrap();
+    assert!(
+        spans
+            .iter()
+            .any(|s| s["name"] == "reconcile" && s["job"] == id.as_str()),
+        "{started}"
+    );
+    assert!(
+        process
+            .log()
+            .lines()
+            .all(|line| serde_json::from_str::<Value>(line).is_ok()),
+        "every line is a JSON object:\n{}",
+        process.log()
+    );
+    let cancel = process
+        .client
+        .post(process.url(&format!("/jobs/{id}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 200);
+}
+
+#[tokio::test]
+async fn a_log_written_to_a_file_has_no_colour_codes_and_a_forged_request_id_is_replaced() {
+    super::docker::ensure_agent_images().await;
+    let process = Process::start().await;
+    let response = process
+        .client
+        .get(process.url("/jobs"))
+        .header("x-request-id", "forged\" level=error msg=owned")
+        .send()
+        .await
+        .unwrap();
+    let given = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        given.parse::<uuid::Uuid>().is_ok(),
+        "replaced by a new id: {given}"
+    );
+    let log = eventually(Duration::from_secs(10), || async {
+        let log = process.log();
+        log.contains("INFO").then_some(log)
+    })
+    .await;
+    assert!(!log.contains('\u{1b}'), "no escape codes in a file:\n{log}");
+}
