@@ -126,19 +126,11 @@ impl Controller {
     /// Runs until `shutdown` is cancelled, then lets workers finish the
     /// reconcile in hand. Agents keep running for the next start to adopt.
     ///
-    /// With `leadership` (several replicas), it waits to lead before doing
-    /// anything and stops when it no longer leads, so one replica reconciles.
-    pub async fn run(self, shutdown: CancellationToken, leadership: Option<watch::Receiver<bool>>) {
-        let mut leadership = leadership;
-        if let Some(leading) = leadership.as_mut() {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = leading.wait_for(|lead| *lead) => {}
-            }
-            tracing::info!("leading: the controller starts");
-        }
+    /// Which replica runs it, and for how long, is the supervisor's
+    /// business: it runs the controller once per term this replica leads
+    /// and cancels `shutdown` when the term ends (`serve::supervisor`).
+    pub async fn run(self, shutdown: CancellationToken) {
         let context = self.context;
-        // Ends the loops on shutdown, or when the lead is lost.
         let stop = shutdown.child_token();
         let mut tasks = JoinSet::new();
         tasks.spawn(follow_store(Arc::clone(&context), stop.clone()));
@@ -147,18 +139,7 @@ impl Controller {
         for worker in 0..context.settings.workers.max(1) {
             tasks.spawn(work(Arc::clone(&context), worker));
         }
-        match leadership.as_mut() {
-            Some(leading) => tokio::select! {
-                _ = shutdown.cancelled() => {}
-                lost = leading.wait_for(|lead| !*lead) => match lost {
-                    Ok(_) => tracing::error!("leadership lost: the controller stops"),
-                    // The campaign ended (its sender is gone): a shutdown
-                    // under way, not a lost Lease.
-                    Err(_) => tracing::info!("the Lease campaign ended: the controller stops"),
-                },
-            },
-            None => shutdown.cancelled().await,
-        }
+        shutdown.cancelled().await;
         stop.cancel();
         context.queue.shut_down();
         while tasks.join_next().await.is_some() {}

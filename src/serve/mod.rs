@@ -289,7 +289,7 @@ fn controller_loop(
                 settings.clone(),
                 load.clone(),
             );
-            Box::pin(controller.run(stop, None))
+            Box::pin(controller.run(stop))
         }),
     }
 }

@@ -336,8 +336,8 @@ async fn at_most_max_concurrent_jobs_run_and_the_oldest_waiting_goes_next() {
         server.spawn("c").await,
         server.spawn("d").await,
     ];
-    server.wait_for(jobs[0], "building").await;
-    server.wait_for(jobs[1], "building").await;
+    server.wait_for_builder(jobs[0]).await;
+    server.wait_for_builder(jobs[1]).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(server.phase(jobs[2]).await, "pending");
     assert_eq!(server.phase(jobs[3]).await, "pending");
@@ -345,7 +345,7 @@ async fn at_most_max_concurrent_jobs_run_and_the_oldest_waiting_goes_next() {
     assert_eq!(status["reason"], "ConcurrencyLimit");
 
     server.runtime.exit(jobs[1], Role::Builder, 1);
-    server.wait_for(jobs[2], "building").await;
+    server.wait_for_builder(jobs[2]).await;
     assert_eq!(server.phase(jobs[3]).await, "pending");
     assert!(server.runtime.running_count() <= 2);
 }
