@@ -186,6 +186,7 @@ fn line(terminal: &Terminal, cells: &[(String, Colour)], widths: &[usize]) -> St
             text.push_str(&" ".repeat(pad + 3));
         }
     }
+    let mut text = text.trim_end().to_owned();
     text.push('\n');
     text
 }

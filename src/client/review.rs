@@ -104,6 +104,10 @@ fn log_text(session: &Session, log: &Value, header: bool) -> Result<String> {
         text.push_str(&session.terminal.paint(Colour::Bold, &title));
         text.push('\n');
     }
+    if header && log.log.is_empty() {
+        text.push_str(&session.terminal.paint(Colour::Dim, "(no output)"));
+        text.push('\n');
+    }
     text.push_str(&log.log);
     if !log.log.is_empty() && !log.log.ends_with('\n') {
         text.push('\n');

@@ -23,9 +23,14 @@ use crate::job::{JobId, Phase};
 const SPINNER: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
 const FRAME: Duration = Duration::from_millis(100);
 
-/// Whether following stops here: a human must decide, or nothing more will happen.
-pub fn settled(phase: Phase) -> bool {
-    phase == Phase::AwaitingApproval || phase.is_terminal()
+/// Whether following stops here: a human must decide, or nothing more will
+/// happen. A decision or a cancel already recorded but not yet acted on
+/// (`approve` then `watch`) is followed to its end.
+pub fn settled(status: &JobStatusResponse) -> bool {
+    match status.status {
+        Phase::AwaitingApproval => status.approval.is_none() && !status.cancel_requested,
+        phase => phase.is_terminal(),
+    }
 }
 
 /// What a settled job means for the command: success, or the
@@ -61,7 +66,7 @@ pub async fn watch(client: &Client, id: JobId, format: Format, terminal: Termina
         drawn: 0,
     };
     view.start(client).await?;
-    if !settled(view.status.status) {
+    if !settled(&view.status) {
         follow_until_settled(client, id, &mut view).await?;
     }
     view.finish()?;
@@ -77,7 +82,7 @@ async fn follow_until_settled(client: &Client, id: JobId, view: &mut View) -> Re
             update = following.updates.recv() => match update {
                 Some(Update::Status(status)) => {
                     view.reached(*status, client).await?;
-                    if settled(view.status.status) {
+                    if settled(&view.status) {
                         return Ok(());
                     }
                 }
@@ -211,7 +216,7 @@ impl View {
         let paint = |colour, text: &str| self.terminal.paint(colour, text);
         match self.status.status {
             Phase::AwaitingApproval => format!(
-                "{} review it with `icarus diff {id}`, then `icarus approve {id}` or `icarus reject {id} -m REASON`\n",
+                "{} `icarus diff {id}`, then `icarus approve {id}` or `icarus reject {id} -m REASON`\n",
                 paint(Colour::Yellow, "awaiting approval:"),
             ),
             Phase::Failed => {
@@ -285,7 +290,10 @@ impl View {
                     duration((end - start).num_milliseconds() as f64 / 1000.0)
                 })
                 .unwrap_or_default();
-            let line = if current && !settled(stage.phase) {
+            let line = if current
+                && !stage.phase.is_terminal()
+                && stage.phase != Phase::AwaitingApproval
+            {
                 let mark = SPINNER[self.frame].to_string();
                 let why = waiting(status);
                 format!(
@@ -416,6 +424,8 @@ async fn last_log_line(client: &Client, job: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn status_json(phase: &str, extra: Value) -> JobStatusResponse {
@@ -499,7 +509,10 @@ mod tests {
         let view = plain_view(status.clone());
         let lines = view.render(Utc::now());
         assert_eq!(lines[2], "  ✗ building             4.0s");
-        assert_eq!(lines[3], "  ✗ failed                        BuilderFailed");
+        assert_eq!(
+            lines[3],
+            format!("  ✗ {:<17} {:>7}  BuilderFailed", "failed", "")
+        );
         let id: JobId = status.job_id.parse().unwrap();
         let error = outcome(&status, id).unwrap_err();
         assert_eq!(error.exit_code(), 3);
@@ -512,9 +525,21 @@ mod tests {
 
     #[test]
     fn following_stops_where_a_human_must_decide_or_nothing_more_happens() {
-        assert!(settled(Phase::AwaitingApproval));
-        assert!(settled(Phase::Completed));
-        assert!(!settled(Phase::Approved));
-        assert!(!settled(Phase::Pending));
+        let settles = |phase: &str, extra| settled(&status_json(phase, extra));
+        assert!(settles("awaiting_approval", json!({})));
+        assert!(settles("completed", json!({})));
+        assert!(!settles("approved", json!({})));
+        assert!(!settles("pending", json!({})));
+        let decided = json!({"approval": {
+            "approved": true, "comment": "", "decided_at": "2024-05-01T12:01:00Z", "decided_by": "ann"
+        }});
+        assert!(
+            !settles("awaiting_approval", decided),
+            "an approval not yet acted on is followed"
+        );
+        assert!(!settles(
+            "awaiting_approval",
+            json!({"cancel_requested": true})
+        ));
     }
 }
