@@ -79,6 +79,8 @@ pub enum Error {
     },
     #[error("--server {server} is not an http:// or https:// address: {cause}")]
     BadServer { server: String, cause: String },
+    #[error("the API token holds characters an HTTP header cannot carry")]
+    BadToken,
     #[error("the token file {path}: {cause}")]
     TokenFile { path: String, cause: String },
     #[error("cannot write the output: {0}")]

@@ -19,6 +19,8 @@ use crate::job::{JobId, Phase};
 
 /// How often the status is read when there is no stream.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How long the stream may take to open.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many reads in a row may fail for want of the server (a restart)
 /// before following gives up.
 const UNREACHABLE_POLLS: u32 = 30;
@@ -81,9 +83,11 @@ async fn stream(
         Ok(request) => request,
         Err(error) => return Ended::Broke(error.to_string()),
     };
-    let mut socket = match tokio_tungstenite::connect_async(request).await {
-        Ok((socket, _)) => socket,
-        Err(error) => return Ended::Broke(refused(client, id, error)),
+    let connecting = tokio::time::timeout(OPEN_TIMEOUT, tokio_tungstenite::connect_async(request));
+    let mut socket = match connecting.await {
+        Ok(Ok((socket, _))) => socket,
+        Ok(Err(error)) => return Ended::Broke(refused(client, id, error)),
+        Err(_) => return Ended::Broke("the live stream did not open in time".to_owned()),
     };
     while let Some(message) = socket.next().await {
         let text = match message {

@@ -67,10 +67,7 @@ impl Client {
         if let Some(token) = &token
             && token.header().is_none()
         {
-            return Err(Error::TokenFile {
-                path: "(the token given)".to_owned(),
-                cause: "it holds characters an HTTP header cannot carry".to_owned(),
-            });
+            return Err(Error::BadToken);
         }
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)

@@ -87,10 +87,7 @@ async fn follow_until_settled(client: &Client, id: JobId, view: &mut View) -> Re
                     }
                 }
                 Some(Update::Polling(why)) => view.noted(why)?,
-                Some(Update::Failed(error)) => {
-                    view.abandon()?;
-                    return Err(error);
-                }
+                Some(Update::Failed(error)) => return Err(error),
                 // The follower ends only at a terminal phase, which it sent.
                 None => return Ok(()),
             },
@@ -186,12 +183,6 @@ impl View {
             eprintln!("icarus: {note}");
         }
         self.note = Some(note);
-        Ok(())
-    }
-
-    /// Leaves the view as it is, with a newline after it.
-    fn abandon(&mut self) -> Result<()> {
-        self.drawn = 0;
         Ok(())
     }
 

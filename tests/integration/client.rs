@@ -67,6 +67,32 @@ pub async fn finish(child: tokio::process::Child) -> Run {
     }
 }
 
+/// `command` run by `script`, so that its standard output is a terminal.
+pub async fn on_a_terminal(server: &TestServer, command: &str, no_color: bool) -> Option<String> {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: `script` (util-linux) is not installed");
+        return None;
+    }
+    let binary = env!("CARGO_BIN_EXE_icarus");
+    let mut script = tokio::process::Command::new("script");
+    script
+        .args(["--quiet", "--return", "--command"])
+        .arg(format!("{binary} {command} --server {}", server.api.base))
+        .arg("/dev/null")
+        .env_remove("NO_COLOR")
+        .env("TERM", "xterm");
+    if no_color {
+        script.env("NO_COLOR", "1");
+    }
+    let output = script.output().await.unwrap();
+    assert!(output.status.success(), "{output:?}");
+    Some(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
 /// The one job the server has, once it has one.
 async fn only_job(server: &TestServer) -> JobId {
     eventually(Duration::from_secs(10), || async {
@@ -327,4 +353,24 @@ async fn completions_are_generated_for_bash() {
     for command in ["submit", "watch", "approve", "--token-file"] {
         assert!(run.stdout.contains(command), "{command} completes");
     }
+}
+
+#[tokio::test]
+async fn watch_on_a_terminal_draws_the_phases_in_place() {
+    let server = TestServer::sqlite().await;
+    let id = server.spawn("Add login").await;
+    server.pass_build_and_check(id).await;
+    let Some(screen) = on_a_terminal(&server, &format!("watch {id}"), false).await else {
+        return;
+    };
+    for expected in [
+        format!("job\x1b[0m {id}  Add login"),
+        "✓\x1b[0m pending".to_owned(),
+        "✓\x1b[0m checking".to_owned(),
+        "\x1b[33m●\x1b[0m \x1b[33mawaiting_approval".to_owned(),
+        format!("`icarus approve {id}`"),
+    ] {
+        assert!(screen.contains(&expected), "{expected:?} in {screen:?}");
+    }
+    assert!(screen.contains("\r\x1b[2K"), "lines are redrawn in place");
 }

@@ -5,7 +5,7 @@
 
 use icarus::config::AccessRole;
 
-use super::{icarus, run};
+use super::{icarus, on_a_terminal, run};
 use crate::support::{TestServer, token};
 
 const VIEWER: &str = "viewer-token-0123456789";
@@ -162,32 +162,6 @@ async fn an_unreadable_or_empty_token_file_is_named() {
         run_.stderr,
         format!("icarus: the token file {}: it is empty\n", empty.display())
     );
-}
-
-/// `command` run by `script`, so that its standard output is a terminal.
-async fn on_a_terminal(server: &TestServer, command: &str, no_color: bool) -> Option<String> {
-    if std::process::Command::new("script")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped: `script` (util-linux) is not installed");
-        return None;
-    }
-    let binary = env!("CARGO_BIN_EXE_icarus");
-    let mut script = tokio::process::Command::new("script");
-    script
-        .args(["--quiet", "--return", "--command"])
-        .arg(format!("{binary} {command} --server {}", server.api.base))
-        .arg("/dev/null")
-        .env_remove("NO_COLOR")
-        .env("TERM", "xterm");
-    if no_color {
-        script.env("NO_COLOR", "1");
-    }
-    let output = script.output().await.unwrap();
-    assert!(output.status.success(), "{output:?}");
-    Some(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 #[tokio::test]
