@@ -100,7 +100,9 @@ pub async fn list(args: ListArgs) -> Result<()> {
     // changes phase (oldest change first), until interrupted.
     let table = jobs_table(&jobs);
     let mut widths = table.widths();
+    // Room for any phase and a few digits of age, as rows come and go.
     widths[1] = widths[1].max("awaiting_approval".len());
+    widths[2] = widths[2].max(4);
     let mut seen: HashMap<String, Value> = HashMap::new();
     let mut first = true;
     loop {

@@ -287,11 +287,7 @@ async fn decide(args: &JobArgs, action: &str, body: &Value) -> Result<()> {
         let decision: DecisionResponse = session
             .client
             .decode(&format!("POST {path}"), value.clone())?;
-        Ok(format!(
-            "{} (now {})\n",
-            decision.message,
-            session.terminal.phase(decision.status)
-        ))
+        Ok(format!("{}\n", decision.message))
     })
 }
 
