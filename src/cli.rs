@@ -1,8 +1,10 @@
-//! The command line: `icarus serve`, `migrate`, `config`, `crd` and `source-step`.
+//! The command line: `icarus serve`, `migrate`, `config`, `crd` and
+//! `source-step`, the client commands ([`crate::client`]: `submit`, `list`,
+//! `get`, `watch`, ...) and `completion`.
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -71,6 +73,13 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         outcome_file: Option<PathBuf>,
     },
+    #[command(flatten)]
+    Client(crate::client::ClientCommand),
+    /// Print a shell completion script: `icarus completion bash > /etc/bash_completion.d/icarus`.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Runs the parsed command to completion.
@@ -119,6 +128,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 max_files: snapshot_max_files,
             });
             source_step(&git, job, outcome_file).await
+        }
+        Command::Client(command) => Ok(crate::client::run(command).await?),
+        Command::Completion { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "icarus", &mut std::io::stdout());
+            Ok(())
         }
     }
 }

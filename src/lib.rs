@@ -35,12 +35,15 @@
 //! - [`serve`]: the composition roots, one per mode ([`serve::local`],
 //!   [`serve::kubernetes`]), wiring the adapters into a supervised
 //!   orchestrator that shuts down gracefully.
+//! - [`client`]: the client commands (`submit`, `list`, `get`, `watch`,
+//!   `logs`, `diff`, `approve`, ...), talking to an Icarus over its API.
 //! - [`cli`]: the command line (`serve`, `migrate`, `config`, `crd`,
-//!   `source-step`): it parses and dispatches.
+//!   `source-step`, the client commands, `completion`): it parses and dispatches.
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod cli;
+pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod controller;

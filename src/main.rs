@@ -7,7 +7,11 @@ async fn main() -> std::process::ExitCode {
         Err(error) if error.is::<icarus::cli::Interrupted>() => std::process::ExitCode::from(130),
         Err(error) => {
             eprintln!("icarus: {error:#}");
-            std::process::ExitCode::FAILURE
+            // A client command's failure says how it failed (`icarus watch --help`).
+            let code = error
+                .downcast_ref::<icarus::client::Error>()
+                .map_or(1, icarus::client::Error::exit_code);
+            std::process::ExitCode::from(code)
         }
     }
 }

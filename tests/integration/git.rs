@@ -113,7 +113,7 @@ impl Remote {
     }
 
     /// Makes every push fail, with the hook's words on stderr.
-    fn refuse_pushes(&self) {
+    pub(crate) fn refuse_pushes(&self) {
         let hook = self.path().join("hooks/pre-receive");
         std::fs::write(
             &hook,
@@ -123,7 +123,7 @@ impl Remote {
         Command::new("chmod").arg("+x").arg(&hook).status().unwrap();
     }
 
-    fn accept_pushes(&self) {
+    pub(crate) fn accept_pushes(&self) {
         std::fs::remove_file(self.path().join("hooks/pre-receive")).unwrap();
     }
 }
@@ -160,7 +160,7 @@ fn workspace(server: &TestServer, id: JobId) -> PathBuf {
 
 /// Plays a builder that adds a module and edits the README, then a checker
 /// that reports and exits; returns the job's status at `awaiting_approval`.
-async fn build_and_check(server: &TestServer, id: JobId) -> Value {
+pub(crate) async fn build_and_check(server: &TestServer, id: JobId) -> Value {
     server.wait_for_builder(id).await;
     eventually(std::time::Duration::from_secs(10), || async {
         server.runtime.state_of(id, Role::Builder).map(|_| ())

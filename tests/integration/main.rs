@@ -8,6 +8,7 @@ mod api;
 mod architecture;
 mod auth;
 mod cli;
+mod client;
 mod cluster;
 mod database;
 mod deploy;

@@ -306,18 +306,29 @@ impl TestServer {
     /// Waits until the job is building and its builder was started: the
     /// controller records the phase first, then starts the agent.
     pub async fn wait_for_builder(&self, id: JobId) -> Value {
+        self.wait_for_builder_as(&self.api, id).await
+    }
+
+    /// The same, reading the job through `api` (with a token, when
+    /// authentication is on).
+    pub async fn wait_for_builder_as(&self, api: &Api, id: JobId) -> Value {
         eventually(Duration::from_secs(10), || async {
             let running = self.runtime.state_of(id, Role::Builder) == Some(WorkloadState::Running);
             running.then_some(())
         })
         .await;
-        self.wait_for(id, "building").await
+        api.wait_for(id, "building").await
     }
 
     pub async fn pass_build_and_check(&self, id: JobId) -> Value {
-        self.wait_for_builder(id).await;
+        self.pass_build_and_check_as(&self.api, id).await
+    }
+
+    /// The same, reading the job through `api`.
+    pub async fn pass_build_and_check_as(&self, api: &Api, id: JobId) -> Value {
+        self.wait_for_builder_as(api, id).await;
         self.runtime.exit(id, Role::Builder, 0);
-        self.wait_for(id, "checking").await;
+        api.wait_for(id, "checking").await;
         let (code, body) = self
             .post(
                 &self.agent_path(id, Role::Checker, 1),
@@ -326,7 +337,7 @@ impl TestServer {
             .await;
         assert_eq!(code, 200, "{body}");
         self.runtime.exit(id, Role::Checker, 0);
-        self.wait_for(id, "awaiting_approval").await
+        api.wait_for(id, "awaiting_approval").await
     }
 
     /// Stops gracefully and returns what a restart needs.
