@@ -26,6 +26,8 @@
 //! - [`credentials`]: the per-agent callback tokens.
 //! - [`errors`]: an error and its sources on one line.
 //! - [`sentinel`]: host load → admission level.
+//! - [`metrics`]: the Prometheus registry every part records into, and the
+//!   process metrics; served at `/metrics`.
 //! - [`leadership`]: which replica reconciles: a lease campaigned for, with
 //!   two backends (a row in the job store's database, a Kubernetes Lease),
 //!   and the terms that gate and fence the leader loops.
@@ -47,6 +49,7 @@ pub mod credentials;
 pub mod errors;
 pub use icarus_core::{job, names, ports};
 pub mod leadership;
+pub mod metrics;
 pub mod notify;
 pub mod runtime;
 pub mod sentinel;
