@@ -348,6 +348,33 @@ mod tests {
         assert_eq!(fail(&queue, 1).await, ERROR_BACKOFF_BASE);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn the_queue_records_how_long_a_key_waited_for_a_worker_and_its_depth() {
+        use crate::metrics::{Format, Metrics};
+        let metrics = Metrics::new();
+        let queue = WorkQueue::with_metrics(metrics.queue.clone());
+        queue.add(1);
+        queue.add(1);
+        queue.add(2);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(queue.next().await, Some(1));
+        let text = metrics.encode(Format::Prometheus);
+        for line in [
+            "icarus_workqueue_adds_total 2",
+            "icarus_workqueue_depth 1",
+            "icarus_workqueue_queue_duration_seconds_sum 2.0",
+            "icarus_workqueue_queue_duration_seconds_count 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
+        queue.done(1);
+        queue.add_rate_limited(1);
+        queue.shut_down();
+        let text = metrics.encode(Format::Prometheus);
+        assert!(text.lines().any(|l| l == "icarus_workqueue_retries_total 1"));
+        assert!(text.lines().any(|l| l == "icarus_workqueue_depth 0"));
+    }
+
     #[test]
     fn the_retry_wait_stops_growing_at_its_cap() {
         assert_eq!(error_backoff(0), ERROR_BACKOFF_BASE);
