@@ -627,7 +627,9 @@ impl Config {
         let listen = &self.metrics.listen;
         check(
             listen.is_empty() || listen.parse::<std::net::SocketAddr>().is_ok(),
-            format!("metrics.listen: '{listen}' is not an address:port (e.g. 0.0.0.0:9090), nor empty"),
+            format!(
+                "metrics.listen: '{listen}' is not an address:port (e.g. 0.0.0.0:9090), nor empty"
+            ),
         );
         for url in &self.notifications.webhooks {
             check(

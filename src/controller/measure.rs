@@ -64,7 +64,10 @@ pub(super) fn measure(
         .into_iter()
         .filter(|role| first_to_record_exit(job, next, *role))
         .filter_map(|role| {
-            let ran = between(job.status.attempt_start(role), exit_of(job, next, observed, role))?;
+            let ran = between(
+                job.status.attempt_start(role),
+                exit_of(job, next, observed, role),
+            )?;
             Some((role, ran))
         })
         .collect();

@@ -371,7 +371,10 @@ mod tests {
         queue.add_rate_limited(1);
         queue.shut_down();
         let text = metrics.encode(Format::Prometheus);
-        assert!(text.lines().any(|l| l == "icarus_workqueue_retries_total 1"));
+        assert!(
+            text.lines()
+                .any(|l| l == "icarus_workqueue_retries_total 1")
+        );
         assert!(text.lines().any(|l| l == "icarus_workqueue_depth 0"));
     }
 

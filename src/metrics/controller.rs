@@ -146,14 +146,21 @@ impl ControllerMetrics {
 
     /// A reconcile that ended with `outcome` after `took`; a failed one's
     /// `error_kind` is counted too.
-    pub fn reconciled(&self, took: Duration, outcome: ReconcileOutcome, error_kind: Option<&'static str>) {
+    pub fn reconciled(
+        &self,
+        took: Duration,
+        outcome: ReconcileOutcome,
+        error_kind: Option<&'static str>,
+    ) {
         self.reconcile_duration
             .get_or_create(&OutcomeLabels {
                 outcome: outcome.as_str(),
             })
             .observe(took.as_secs_f64());
         if let Some(kind) = error_kind {
-            self.reconcile_errors.get_or_create(&KindLabels { kind }).inc();
+            self.reconcile_errors
+                .get_or_create(&KindLabels { kind })
+                .inc();
         }
     }
 
@@ -258,7 +265,13 @@ mod tests {
 
     #[test]
     fn a_reason_another_version_wrote_is_one_label_value() {
-        assert_eq!(reason_label(&Reason::from("SomethingNew: with text")), "Unrecognized");
-        assert_eq!(reason_label(&Reason::Failed(Role::Builder)), "BuilderFailed");
+        assert_eq!(
+            reason_label(&Reason::from("SomethingNew: with text")),
+            "Unrecognized"
+        );
+        assert_eq!(
+            reason_label(&Reason::Failed(Role::Builder)),
+            "BuilderFailed"
+        );
     }
 }

@@ -53,7 +53,10 @@ impl ProcessStats {
 fn parse_stat(stat: &str, boot_time: f64, units: Units) -> Option<ProcessStats> {
     // The command name, in parentheses, may hold spaces and parentheses:
     // the fields that follow start after the last `)`, at field 3 (state).
-    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .collect();
     let field = |number: usize| -> Option<f64> { fields.get(number - 3)?.parse().ok() };
     let cpu_ticks = field(14)? + field(15)?;
     Some(ProcessStats {
@@ -196,7 +199,8 @@ mod tests {
         let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
                       Max open files            1024                 524288               files\n";
         assert_eq!(max_open_files(limits), Some(1024.0));
-        let unlimited = "Max open files            unlimited            unlimited            files\n";
+        let unlimited =
+            "Max open files            unlimited            unlimited            files\n";
         assert_eq!(max_open_files(unlimited), None);
     }
 

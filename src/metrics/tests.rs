@@ -37,8 +37,15 @@ fn parse(text: &str) -> Vec<Sample> {
                 "TYPE" => {
                     let kind = words.next().unwrap_or_default();
                     assert!(
-                        ["counter", "gauge", "histogram", "info", "untyped", "unknown"]
-                            .contains(&kind),
+                        [
+                            "counter",
+                            "gauge",
+                            "histogram",
+                            "info",
+                            "untyped",
+                            "unknown"
+                        ]
+                        .contains(&kind),
                         "bad type in {line:?}"
                     );
                     typed.push(name.to_owned());
@@ -113,10 +120,9 @@ fn recorded() -> Metrics {
     metrics
         .callbacks
         .report(ReportKind::Audit, CallbackOutcome::Accepted);
-    metrics.notifications.message(
-        NotificationTarget::Webhook,
-        NotificationOutcome::Delivered,
-    );
+    metrics
+        .notifications
+        .message(NotificationTarget::Webhook, NotificationOutcome::Delivered);
     metrics.database.error("unreachable");
     metrics.queue.added(1);
     metrics.set_jobs_by_phase(Some(&[(Phase::Checking, 1), (Phase::Completed, 4)]));
@@ -151,12 +157,20 @@ fn the_prometheus_exposition_parses_and_names_families_by_convention() {
         Some(1.0)
     );
     assert_eq!(
-        value(&samples, "icarus_job_handover_seconds_bucket", &[("le", "0.16")]),
+        value(
+            &samples,
+            "icarus_job_handover_seconds_bucket",
+            &[("le", "0.16")]
+        ),
         Some(1.0),
         "85 ms falls in the 160 ms bucket"
     );
     assert_eq!(
-        value(&samples, "icarus_job_handover_seconds_bucket", &[("le", "0.08")]),
+        value(
+            &samples,
+            "icarus_job_handover_seconds_bucket",
+            &[("le", "0.08")]
+        ),
         Some(0.0)
     );
     assert_eq!(
@@ -215,7 +229,10 @@ fn the_openmetrics_exposition_parses_and_ends_with_eof() {
         ),
         Some(1.0)
     );
-    assert_eq!(value(&samples, "icarus_workqueue_adds_total", &[]), Some(1.0));
+    assert_eq!(
+        value(&samples, "icarus_workqueue_adds_total", &[]),
+        Some(1.0)
+    );
 }
 
 #[test]
@@ -223,7 +240,10 @@ fn jobs_that_could_not_be_counted_are_left_out_not_shown_stale() {
     let metrics = recorded();
     metrics.set_jobs_by_phase(None);
     let samples = parse(&metrics.encode(Format::Prometheus));
-    assert_eq!(value(&samples, "icarus_jobs", &[("phase", "completed")]), None);
+    assert_eq!(
+        value(&samples, "icarus_jobs", &[("phase", "completed")]),
+        None
+    );
     metrics.set_jobs_by_phase(Some(&[]));
     let samples = parse(&metrics.encode(Format::Prometheus));
     assert_eq!(

@@ -101,8 +101,8 @@ impl FakeRuntime {
                 .workloads
                 .values_mut()
                 .rfind(|w| w.spec.key.job == job && w.spec.key.role == role);
-            let finished_at = matches!(state, WorkloadState::Exited { .. })
-                .then(crate::job::timestamp_now);
+            let finished_at =
+                matches!(state, WorkloadState::Exited { .. }).then(crate::job::timestamp_now);
             found
                 .map(|w| {
                     w.state = state;

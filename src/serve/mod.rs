@@ -25,7 +25,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::report_limit::ReportLimiter;
 use crate::api::stream_limit::StreamLimiter;
-use crate::api::{self, AllowedHosts, ApiLimits, AppState, Authenticator, MetricsState, SpawnPolicy};
+use crate::api::{
+    self, AllowedHosts, ApiLimits, AppState, Authenticator, MetricsState, SpawnPolicy,
+};
 use crate::config::Config;
 use crate::controller::{Controller, ControllerSettings};
 use crate::credentials::{AgentKeys, CredentialsError};

@@ -253,5 +253,8 @@ fn the_service_monitor_scrapes_each_replicas_metrics_listener() {
         Some(u64::from(listened.port())),
         "metrics.listen is the port the Service reaches"
     );
-    assert!(listened.ip().is_unspecified(), "reachable from the Pod's IP");
+    assert!(
+        listened.ip().is_unspecified(),
+        "reachable from the Pod's IP"
+    );
 }

@@ -587,7 +587,6 @@ fn deadline_passed(
     })
 }
 
-
 /// The earliest moment something is due for a job in an agent phase: a
 /// deadline, a retry's start, or the end of a report's grace period.
 fn next_wake_up(status: &JobStatus, input: &PlanInput<'_>) -> Option<DateTime<Utc>> {

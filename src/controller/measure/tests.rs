@@ -46,23 +46,34 @@ fn an_admission_measures_the_wait_since_submission() {
     assert!(measures.runs.is_empty());
 }
 
-#[test]
-fn the_hand_over_runs_from_the_builders_exit_as_the_runtime_saw_it_to_the_checkers_start() {
+/// A job building since 10 s hands over to its checker at `checking_at`,
+/// the controller having seen the builder's exit at `seen`, the runtime
+/// reporting it at `exit`.
+fn hand_over(
+    exit: Option<DateTime<Utc>>,
+    seen: DateTime<Utc>,
+    checking_at: DateTime<Utc>,
+) -> Measures {
     let job = Job::pending().in_phase(Phase::Building, at(10));
-    let exit = at(40) + millis(85);
-    let mut next = job.clone().in_phase(Phase::Checking, at(40) + millis(200)).status;
-    next.builder.exited_at = Some(at(40) + millis(190));
+    let mut next = job.clone().in_phase(Phase::Checking, checking_at).status;
+    next.builder.exited_at = Some(seen);
     let handed_over = transition(
         Phase::Building,
         Phase::Checking,
         Reason::Succeeded(Role::Builder),
     );
-    let measures = measure(
+    measure(
         &job,
         &next,
         Some(&handed_over),
-        &exited(Role::Builder, 1, Some(exit)),
-    );
+        &exited(Role::Builder, 1, exit),
+    )
+}
+
+#[test]
+fn the_hand_over_runs_from_the_builders_exit_as_the_runtime_saw_it_to_the_checkers_start() {
+    let exit = at(40) + millis(85);
+    let measures = hand_over(Some(exit), at(40) + millis(190), at(40) + millis(200));
     assert_eq!(measures.handover, Some(Duration::from_millis(115)));
     assert_eq!(
         measures.runs,
@@ -73,15 +84,7 @@ fn the_hand_over_runs_from_the_builders_exit_as_the_runtime_saw_it_to_the_checke
 
 #[test]
 fn an_exit_the_runtime_gave_no_time_for_counts_from_when_the_controller_saw_it() {
-    let job = Job::pending().in_phase(Phase::Building, at(10));
-    let mut next = job.clone().in_phase(Phase::Checking, at(41)).status;
-    next.builder.exited_at = Some(at(40));
-    let handed_over = transition(
-        Phase::Building,
-        Phase::Checking,
-        Reason::Succeeded(Role::Builder),
-    );
-    let measures = measure(&job, &next, Some(&handed_over), &exited(Role::Builder, 1, None));
+    let measures = hand_over(None, at(40), at(41));
     assert_eq!(measures.handover, Some(Duration::from_secs(1)));
 }
 
@@ -102,8 +105,17 @@ fn an_agent_retried_after_its_exit_is_counted_for_the_attempt_it_ran() {
     let mut next = job.status.clone();
     next.attempt = 2;
     next.reason = Reason::Retried(Role::Builder);
-    let retried = transition(Phase::Building, Phase::Building, Reason::Retried(Role::Builder));
-    let measures = measure(&job, &next, Some(&retried), &exited(Role::Builder, 1, Some(at(25))));
+    let retried = transition(
+        Phase::Building,
+        Phase::Building,
+        Reason::Retried(Role::Builder),
+    );
+    let measures = measure(
+        &job,
+        &next,
+        Some(&retried),
+        &exited(Role::Builder, 1, Some(at(25))),
+    );
     assert_eq!(measures.runs, [(Role::Builder, Duration::from_secs(15))]);
     assert_eq!(measures.handover, None);
 }

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::Docker;
-use chrono::{DateTime, Utc};
 use bollard::errors::Error as DockerError;
 use bollard::query_parameters::{EventsOptions, InspectContainerOptions, WaitContainerOptions};
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;

@@ -16,7 +16,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bollard::Docker;
-use chrono::{DateTime, Utc};
 use bollard::errors::Error as DockerError;
 use bollard::models::{
     ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, Mount,
@@ -27,6 +26,7 @@ use bollard::query_parameters::{
     CreateContainerOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
     RemoveContainerOptions, RemoveVolumeOptions, StartContainerOptions,
 };
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::sync::broadcast;
