@@ -46,6 +46,8 @@ pub struct Config {
     pub kubernetes: KubernetesConfig,
     pub logging: LoggingConfig,
     pub database: DatabaseConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -461,6 +463,16 @@ pub struct DatabaseConfig {
     pub url: String,
 }
 
+/// Where the Prometheus metrics are served besides the API's `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `address:port` of a listener serving `/metrics` alone, without
+    /// authentication (a scraper needs no token); empty: none.
+    #[serde(default)]
+    pub listen: String,
+}
+
 /// Environment variables the original service read, and the key each overrides.
 const SEED_ENVIRONMENT: [(&str, &str); 3] = [
     ("ORCHESTRATOR_HOST", "orchestrator.host"),
@@ -623,6 +635,13 @@ impl Config {
         check(
             s.poll_interval_seconds >= 1,
             "sentinel.poll_interval_seconds must be at least 1".into(),
+        );
+        let listen = &self.metrics.listen;
+        check(
+            listen.is_empty() || listen.parse::<std::net::SocketAddr>().is_ok(),
+            format!(
+                "metrics.listen: '{listen}' is not an address:port (e.g. 0.0.0.0:9090), nor empty"
+            ),
         );
         for url in &self.notifications.webhooks {
             check(

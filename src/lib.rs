@@ -27,6 +27,8 @@
 //! - [`errors`]: an error and its sources on one line.
 //! - [`logging`]: the log's format (text for a terminal, JSON lines).
 //! - [`sentinel`]: host load → admission level.
+//! - [`metrics`]: the Prometheus registry every part records into, and the
+//!   process metrics; served at `/metrics`.
 //! - [`leadership`]: which replica reconciles: a lease campaigned for, with
 //!   two backends (a row in the job store's database, a Kubernetes Lease),
 //!   and the terms that gate and fence the leader loops.
@@ -52,6 +54,7 @@ pub mod errors;
 pub use icarus_core::{job, names, ports};
 pub mod leadership;
 pub mod logging;
+pub mod metrics;
 pub mod notify;
 pub mod runtime;
 pub mod sentinel;

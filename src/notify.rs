@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::NotificationsConfig;
 use crate::job::{Job, JobId, Phase};
+use crate::metrics::{NotificationMetrics, NotificationOutcome, NotificationTarget};
 use crate::store::{JobEvent, Store, StoreError, StoreEvent};
 
 /// The phases someone wants to hear about.
@@ -42,6 +43,16 @@ enum Format {
     Generic,
     /// `{"content": "..."}`, what a Discord webhook accepts.
     Discord,
+}
+
+impl Format {
+    /// The kind of target messages in this format go to, for the metrics.
+    fn target(self) -> NotificationTarget {
+        match self {
+            Format::Generic => NotificationTarget::Webhook,
+            Format::Discord => NotificationTarget::Discord,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -68,11 +79,16 @@ pub struct Notifier {
     client: reqwest::Client,
     max_attempts: u32,
     first_delay: Duration,
+    metrics: NotificationMetrics,
 }
 
 impl Notifier {
-    /// The notifier `config` asks for; none if it names no target.
-    pub fn from_config(config: &NotificationsConfig) -> Option<Notifier> {
+    /// The notifier `config` asks for, counting its messages in `metrics`;
+    /// none if it names no target.
+    pub fn from_config(
+        config: &NotificationsConfig,
+        metrics: NotificationMetrics,
+    ) -> Option<Notifier> {
         let mut targets: Vec<Target> = config
             .webhooks
             .iter()
@@ -102,6 +118,7 @@ impl Notifier {
             client,
             max_attempts: config.max_attempts.max(1),
             first_delay: Duration::from_millis(config.retry_delay_ms),
+            metrics,
         })
     }
 
@@ -122,6 +139,7 @@ impl Notifier {
                     max_attempts: notifier.max_attempts,
                     first_delay: notifier.first_delay,
                     target,
+                    metrics: notifier.metrics.clone(),
                 };
                 senders.spawn(sender.run(store.subscribe(), shutdown.clone()));
             }
@@ -140,6 +158,7 @@ struct Sender {
     max_attempts: u32,
     first_delay: Duration,
     target: Target,
+    metrics: NotificationMetrics,
 }
 
 impl Sender {
@@ -201,9 +220,13 @@ impl Sender {
     /// rest. False only when shutdown interrupted it (it is still owed).
     async fn deliver(&self, body: &Value, shutdown: &CancellationToken) -> bool {
         let mut delay = self.first_delay;
+        let target = self.target.format.target();
         for attempt in 1..=self.max_attempts {
             match self.client.post(&self.target.url).json(body).send().await {
-                Ok(response) if response.status().is_success() => return true,
+                Ok(response) if response.status().is_success() => {
+                    self.metrics.message(target, NotificationOutcome::Delivered);
+                    return true;
+                }
                 Ok(response) => {
                     tracing::warn!(attempt, status = %response.status(), "webhook refused a notification")
                 }
@@ -221,6 +244,7 @@ impl Sender {
             }
         }
         tracing::error!(attempts = self.max_attempts, "gave up on a notification");
+        self.metrics.message(target, NotificationOutcome::Failed);
         true
     }
 }

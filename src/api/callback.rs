@@ -18,7 +18,8 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{JobIdPath, JsonBody, QueryParams};
 use super::jobs::load;
 use super::models::{CallbackRequest, MessageResponse};
-use crate::job::{Job, Phase, Role, timestamp_now};
+use crate::job::{Job, JobId, Phase, Role, timestamp_now};
+use crate::metrics::{CallbackOutcome, ReportKind};
 use crate::store::{AgentReport, AuditRecord, ReportOutcome, TelemetrySample};
 
 /// (Internal) An agent reports progress, completion, its audit report or an error.
@@ -41,10 +42,51 @@ pub async fn callback(
     headers: HeaderMap,
     JsonBody(request): JsonBody<CallbackRequest>,
 ) -> ApiResult<Json<MessageResponse>> {
-    let job = load(&state, id).await?;
-    let authenticated = authenticate(&state, &job, &caller, &headers)?;
+    let kind = report_kind(&request);
+    let answer = record(&state, id, &caller, &headers, &request).await;
+    state.metrics.callbacks.report(kind, counted_as(&answer));
+    answer
+}
+
+/// What a report carries, as counted.
+fn report_kind(request: &CallbackRequest) -> ReportKind {
+    if request.audit_report.is_some() {
+        return ReportKind::Audit;
+    }
+    match request.status.as_deref() {
+        None => ReportKind::Progress,
+        Some("completed") => ReportKind::Completed,
+        Some("error") => ReportKind::Error,
+        Some(_) => ReportKind::Unknown,
+    }
+}
+
+/// How a report was answered, as counted.
+fn counted_as<T>(answer: &ApiResult<T>) -> CallbackOutcome {
+    match answer {
+        Ok(_) => CallbackOutcome::Accepted,
+        Err(ApiError::Unauthorized(_)) => CallbackOutcome::Unauthorized,
+        Err(ApiError::Conflict(_)) => CallbackOutcome::Conflict,
+        Err(ApiError::TooManyRequests(_)) => CallbackOutcome::RateLimited,
+        Err(ApiError::Unprocessable(_)) => CallbackOutcome::Invalid,
+        Err(ApiError::NotFound(_)) => CallbackOutcome::NotFound,
+        Err(ApiError::Unavailable(_)) => CallbackOutcome::Unavailable,
+        Err(_) => CallbackOutcome::Failed,
+    }
+}
+
+/// Checks a report and stores what it carries.
+async fn record(
+    state: &AppState,
+    id: JobId,
+    caller: &CallerQuery,
+    headers: &HeaderMap,
+    request: &CallbackRequest,
+) -> ApiResult<Json<MessageResponse>> {
+    let job = load(state, id).await?;
+    let authenticated = authenticate(state, &job, caller, headers)?;
     let role = reporting_role(&job, authenticated, caller.attempt)?;
-    let outcome = parse_outcome(&request)?;
+    let outcome = parse_outcome(request)?;
     let has_telemetry = request.current_tool.is_some()
         || request.cpu_usage.is_some()
         || request.ram_usage_mb.is_some();
@@ -54,8 +96,8 @@ pub async fn callback(
                 .to_owned(),
         ));
     }
-    check_numbers(&request)?;
-    check_sizes(&request)?;
+    check_numbers(request)?;
+    check_sizes(request)?;
     if request
         .audit_report
         .as_ref()
@@ -80,7 +122,7 @@ pub async fn callback(
     }
     let attempt = job.status.attempt;
     refuse_a_second(
-        &state,
+        state,
         &job,
         role,
         outcome.is_some(),

@@ -13,6 +13,7 @@ pub mod error;
 mod extract;
 mod jobs;
 mod meta;
+mod metrics;
 pub mod models;
 mod policy;
 pub mod report_limit;
@@ -37,9 +38,11 @@ use tower_http::trace::TraceLayer;
 
 pub use docs::ApiDoc;
 pub use jobs::MAX_TASK_CHARS;
+pub use metrics::{MetricsState, metrics_router};
 
 use crate::credentials::AgentKeys;
 use crate::job::admission::LoadLevel;
+use crate::leadership::Leadership;
 use crate::ports::upstream::Upstream;
 use crate::store::Store;
 pub use auth::Authenticator;
@@ -69,6 +72,10 @@ pub struct AppState {
     /// Where jobs' desired state is written before the store, if anywhere
     /// (the IcarusJob resources in Kubernetes mode).
     pub upstream: Option<Arc<dyn Upstream>>,
+    /// The registry every part records into; `/metrics` encodes it.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Whether this replica leads, for `/metrics`; `None`: it always does.
+    pub leadership: Option<Leadership>,
 }
 
 /// Limits applied to every request.
@@ -113,6 +120,7 @@ pub fn router(state: AppState, limits: ApiLimits) -> Router {
         .route("/jobs/{job_id}/approve", post(jobs::approve))
         .route("/jobs/{job_id}/cancel", post(jobs::cancel))
         .route("/jobs/{job_id}/stream", get(stream::stream))
+        .route("/metrics", get(metrics::metrics))
         .route("/", get(meta::root))
         .with_state(state.clone())
         .merge(docs::routes())

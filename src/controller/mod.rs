@@ -8,6 +8,7 @@
 //! same next step.
 
 mod fact;
+mod measure;
 mod queue;
 mod reconcile;
 mod source_actions;
@@ -28,6 +29,7 @@ use crate::credentials::AgentKeys;
 use crate::job::JobId;
 use crate::job::admission::LoadLevel;
 use crate::job::plan::{Deadlines, Retries};
+use crate::metrics::{ControllerMetrics, Metrics, ReconcileOutcome};
 use crate::runtime::{Runtime, RuntimeError};
 use crate::source::{SourceControl, SourceError};
 use crate::store::{Store, StoreError, StoreEvent};
@@ -44,6 +46,21 @@ pub enum ControllerError {
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
     Source(#[from] SourceError),
+}
+
+impl ControllerError {
+    /// What a failed reconcile is counted as (`icarus_reconcile_errors_total`):
+    /// which port failed, and whether it was an outage.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ControllerError::Store(StoreError::Fenced { .. }) => "fenced",
+            ControllerError::Store(error) if error.database_error_kind().is_some() => "database",
+            ControllerError::Store(_) => "store",
+            ControllerError::Runtime(RuntimeError::Unavailable { .. }) => "runtime_unavailable",
+            ControllerError::Runtime(_) => "runtime",
+            ControllerError::Source(_) => "source",
+        }
+    }
 }
 
 /// What the controller needs to know from the configuration.
@@ -94,6 +111,7 @@ pub struct Context {
     /// Held from reading the queue to writing the status of a pending job, so
     /// two workers never hand out the same free slot.
     pub(crate) admission: Mutex<()>,
+    pub(crate) metrics: ControllerMetrics,
 }
 
 /// The running controller's handle.
@@ -108,15 +126,17 @@ impl Controller {
         source: Arc<dyn SourceControl>,
         settings: ControllerSettings,
         load: watch::Receiver<LoadLevel>,
+        metrics: &Metrics,
     ) -> Self {
         let context = Context {
             store,
             runtime,
             source,
             settings,
-            queue: WorkQueue::new(),
+            queue: WorkQueue::with_metrics(metrics.queue.clone()),
             load,
             admission: Mutex::new(()),
+            metrics: metrics.controller.clone(),
         };
         Controller {
             context: Arc::new(context),
@@ -150,8 +170,16 @@ impl Controller {
 async fn work(context: Arc<Context>, worker: usize) {
     while let Some(id) = context.queue.next().await {
         let span = tracing::info_span!("reconcile", job = %id, worker);
+        let started = tokio::time::Instant::now();
         let outcome = reconcile::reconcile(&context, id);
         let outcome = tracing::Instrument::instrument(outcome, span).await;
+        let (ended, error_kind) = match &outcome {
+            Ok(_) => (ReconcileOutcome::Success, None),
+            Err(error) => (ReconcileOutcome::Error, Some(error.kind())),
+        };
+        context
+            .metrics
+            .reconciled(started.elapsed(), ended, error_kind);
         context.queue.done(id);
         match outcome {
             Ok(requeue) => {

@@ -9,6 +9,8 @@
 //!   with each failure of that key ([`ERROR_BACKOFF_BASE`] up to
 //!   [`ERROR_BACKOFF_CAP`]), so one broken job is not retried hot while
 //!   others are unaffected; `forget` (after a success) starts it over.
+//! - With [`WorkQueue::with_metrics`], its depth, adds, retries and how long
+//!   each key waited for a worker are recorded, as client-go's `workqueue_*`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
@@ -17,6 +19,8 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
+
+use crate::metrics::QueueMetrics;
 
 #[derive(Debug)]
 struct State<K> {
@@ -27,7 +31,20 @@ struct State<K> {
     timers: HashMap<K, Instant>,
     /// Failures in a row per key, since it was last forgotten.
     failures: HashMap<K, u32>,
+    /// When each key in `queue` was put there.
+    queued_at: HashMap<K, Instant>,
     shut_down: bool,
+}
+
+impl<K: Copy + Eq + Hash> State<K> {
+    /// Puts `key` at the back of the queue, noting when.
+    fn push(&mut self, key: K, metrics: Option<&QueueMetrics>) {
+        self.queue.push_back(key);
+        self.queued_at.insert(key, Instant::now());
+        if let Some(metrics) = metrics {
+            metrics.added(self.queue.len());
+        }
+    }
 }
 
 /// The first retry of a failed key comes this soon.
@@ -48,10 +65,20 @@ pub fn error_backoff(failures: u32) -> Duration {
 pub struct WorkQueue<K> {
     state: Mutex<State<K>>,
     ready: Notify,
+    metrics: Option<QueueMetrics>,
 }
 
 impl<K: Copy + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
     pub fn new() -> Arc<Self> {
+        Self::with(None)
+    }
+
+    /// A queue that records its depth, adds, retries and waits in `metrics`.
+    pub fn with_metrics(metrics: QueueMetrics) -> Arc<Self> {
+        Self::with(Some(metrics))
+    }
+
+    fn with(metrics: Option<QueueMetrics>) -> Arc<Self> {
         Arc::new(WorkQueue {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
@@ -59,9 +86,11 @@ impl<K: Copy + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
                 processing: HashSet::new(),
                 timers: HashMap::new(),
                 failures: HashMap::new(),
+                queued_at: HashMap::new(),
                 shut_down: false,
             }),
             ready: Notify::new(),
+            metrics,
         })
     }
 
@@ -80,7 +109,7 @@ impl<K: Copy + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
             return;
         }
         if !state.processing.contains(&key) {
-            state.queue.push_back(key);
+            state.push(key, self.metrics.as_ref());
             drop(state);
             self.ready.notify_one();
         }
@@ -127,6 +156,9 @@ impl<K: Copy + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
             *failures = failures.saturating_add(1);
             wait
         };
+        if let Some(metrics) = &self.metrics {
+            metrics.retried();
+        }
         self.add_after(key, wait);
         wait
     }
@@ -150,6 +182,10 @@ impl<K: Copy + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
                 if let Some(key) = state.queue.pop_front() {
                     state.dirty.remove(&key);
                     state.processing.insert(key);
+                    let queued_at = state.queued_at.remove(&key);
+                    if let (Some(metrics), Some(at)) = (&self.metrics, queued_at) {
+                        metrics.taken(at.elapsed(), state.queue.len());
+                    }
                     if !state.queue.is_empty() {
                         self.ready.notify_one();
                     }
@@ -165,7 +201,7 @@ impl<K: Copy + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
         let mut state = self.state();
         state.processing.remove(&key);
         if state.dirty.contains(&key) && !state.shut_down {
-            state.queue.push_back(key);
+            state.push(key, self.metrics.as_ref());
             drop(state);
             self.ready.notify_one();
         }
@@ -174,6 +210,9 @@ impl<K: Copy + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
     /// Wakes every waiting worker with `None`; later adds are ignored.
     pub fn shut_down(&self) {
         self.state().shut_down = true;
+        if let Some(metrics) = &self.metrics {
+            metrics.set_depth(0);
+        }
         self.ready.notify_waiters();
     }
 
@@ -307,6 +346,36 @@ mod tests {
         queue.forget(1);
         queue.add(1);
         assert_eq!(fail(&queue, 1).await, ERROR_BACKOFF_BASE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_queue_records_how_long_a_key_waited_for_a_worker_and_its_depth() {
+        use crate::metrics::{Format, Metrics};
+        let metrics = Metrics::new();
+        let queue = WorkQueue::with_metrics(metrics.queue.clone());
+        queue.add(1);
+        queue.add(1);
+        queue.add(2);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(queue.next().await, Some(1));
+        let text = metrics.encode(Format::Prometheus);
+        for line in [
+            "icarus_workqueue_adds_total 2",
+            "icarus_workqueue_depth 1",
+            "icarus_workqueue_queue_duration_seconds_sum 2.0",
+            "icarus_workqueue_queue_duration_seconds_count 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
+        queue.done(1);
+        queue.add_rate_limited(1);
+        queue.shut_down();
+        let text = metrics.encode(Format::Prometheus);
+        assert!(
+            text.lines()
+                .any(|l| l == "icarus_workqueue_retries_total 1")
+        );
+        assert!(text.lines().any(|l| l == "icarus_workqueue_depth 0"));
     }
 
     #[test]

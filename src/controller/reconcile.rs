@@ -9,6 +9,7 @@ use crate::job::{Job, JobId, Phase, timestamp_now};
 use crate::store::{AgentLog, StoreError};
 
 use super::fact::{Applied, Fact};
+use super::measure::measure;
 use super::workload_spec::workload_spec;
 use super::{Context, ControllerError, source_actions};
 use crate::runtime::{RuntimeError, WorkloadSpec};
@@ -77,7 +78,7 @@ pub async fn reconcile(context: &Context, id: JobId) -> Result<Requeue, Controll
         fact.teach(&mut observed);
         plan = make_plan(context, &job, &observed, &admission);
     }
-    record(context, job, plan, acted.running).await
+    record(context, job, plan, &observed, acted.running).await
 }
 
 /// What this reconcile's actions have done so far.
@@ -208,8 +209,10 @@ async fn start(
     attempt: u32,
 ) -> Result<Option<Fact>, ControllerError> {
     let spec = spec_for(context, job, role, attempt);
+    let starting = tokio::time::Instant::now();
     match context.runtime.start(&spec).await {
         Ok(id) => {
+            context.metrics.agent_started(role, starting.elapsed());
             tracing::info!(%role, attempt, workload = %id, "started agent");
             Ok(None)
         }
@@ -255,10 +258,13 @@ async fn create_ahead(context: &Context, job: &Job, role: Role, attempt: u32) ->
 /// Writes the planned status if it changed. A lost compare-and-swap means
 /// someone else wrote first: plan again at once from what they wrote.
 /// `running`: a step is under way elsewhere, and its changes wake the job.
+/// What the write completes (a transition, a hand-over...) is counted once
+/// it has landed.
 async fn record(
     context: &Context,
     job: Job,
     plan: Plan,
+    observed: &Observed,
     running: bool,
 ) -> Result<Requeue, ControllerError> {
     if plan.status == job.status {
@@ -272,6 +278,7 @@ async fn record(
         });
     }
     let was_active = job.status.phase.is_active();
+    let measures = measure(&job, &plan.status, plan.transition.as_ref(), observed);
     let mut next = job;
     next.status = plan.status;
     match context
@@ -283,6 +290,7 @@ async fn record(
             if let Some(transition) = &plan.transition {
                 tracing::info!(from = %transition.from, to = %transition.to, reason = %transition.reason, "transition");
             }
+            measures.report(&context.metrics);
             if was_active && !stored.status.phase.is_active() {
                 wake_pending(context).await?;
             }

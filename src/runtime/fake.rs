@@ -23,6 +23,8 @@ struct FakeWorkload {
     id: String,
     state: WorkloadState,
     log_tail: Option<String>,
+    /// When it was made to exit.
+    finished_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Default)]
@@ -53,6 +55,7 @@ impl World {
             id: id.clone(),
             state,
             log_tail: None,
+            finished_at: None,
         };
         self.workloads.insert(name, workload);
         id
@@ -98,7 +101,14 @@ impl FakeRuntime {
                 .workloads
                 .values_mut()
                 .rfind(|w| w.spec.key.job == job && w.spec.key.role == role);
-            found.map(|w| w.state = state).is_some()
+            let finished_at =
+                matches!(state, WorkloadState::Exited { .. }).then(crate::job::timestamp_now);
+            found
+                .map(|w| {
+                    w.state = state;
+                    w.finished_at = finished_at;
+                })
+                .is_some()
         };
         if changed {
             self.notify(job);
@@ -234,6 +244,7 @@ impl Runtime for FakeRuntime {
                 id: w.id.clone(),
                 state: w.state.clone(),
                 log_tail: w.log_tail.clone(),
+                finished_at: w.finished_at,
             })
             .collect())
     }

@@ -25,13 +25,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::report_limit::ReportLimiter;
 use crate::api::stream_limit::StreamLimiter;
-use crate::api::{self, AllowedHosts, ApiLimits, AppState, Authenticator, SpawnPolicy};
+use crate::api::{
+    self, AllowedHosts, ApiLimits, AppState, Authenticator, MetricsState, SpawnPolicy,
+};
 use crate::config::Config;
 use crate::controller::{Controller, ControllerSettings};
 use crate::credentials::{AgentKeys, CredentialsError};
 use crate::job::admission::LoadLevel;
 use crate::leadership::sql::StoreLease;
 use crate::leadership::{self, Election, Leadership, Lease, LeaseTiming};
+use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::ports::upstream::Upstream;
 use crate::runtime::Runtime;
@@ -158,6 +161,25 @@ async fn callback_endpoint(
     ))
 }
 
+/// The listener of `metrics.listen`, if one is configured. Never shared
+/// with `SO_REUSEPORT`: each replica is scraped on its own.
+async fn metrics_listener(config: &Config) -> Result<Option<TcpListener>, ServerError> {
+    let address = &config.metrics.listen;
+    if address.is_empty() {
+        return Ok(None);
+    }
+    let listener = http::bind_named(address, false)
+        .await
+        .map_err(|source| ServerError::Bind {
+            address: address.clone(),
+            source,
+        })?;
+    if let Ok(bound) = listener.local_addr() {
+        tracing::info!(address = %bound, "metrics served at /metrics without authentication");
+    }
+    Ok(Some(listener))
+}
+
 /// What a mode plugs into the orchestrator: the one parameters struct both
 /// composition roots build.
 pub struct Parts {
@@ -278,6 +300,7 @@ fn controller_loop(
     source: Arc<dyn SourceControl>,
     settings: ControllerSettings,
     load: watch::Receiver<LoadLevel>,
+    metrics: Arc<Metrics>,
 ) -> LeaderLoop {
     LeaderLoop {
         name: "controller",
@@ -288,6 +311,7 @@ fn controller_loop(
                 source.clone(),
                 settings.clone(),
                 load.clone(),
+                &metrics,
             );
             Box::pin(controller.run(stop))
         }),
@@ -304,6 +328,7 @@ fn notifier_loop(notifier: Notifier) -> LeaderLoop {
 /// A running orchestrator: API, controller, notifier and sentinel.
 pub struct Orchestrator {
     address: SocketAddr,
+    metrics_address: Option<SocketAddr>,
     store: Store,
     shutdown: CancellationToken,
     tasks: Supervisor,
@@ -321,7 +346,10 @@ impl Orchestrator {
             election,
             leader_loops,
         } = parts;
-        let store = Store::connect(&config.database.url).await?;
+        let metrics = Arc::new(Metrics::new());
+        let store = Store::connect(&config.database.url)
+            .await?
+            .with_metrics(metrics.database.clone());
         store.migrate().await?;
         let mut tasks = Supervisor::new();
         let shutdown = CancellationToken::new();
@@ -347,8 +375,15 @@ impl Orchestrator {
         if let Some(relay) = store.relay_changes(shutdown.child_token()) {
             tasks.spawn("relay of other replicas' changes", relay);
         }
-        let mut loops = vec![controller_loop(runtime, source, settings, load.clone())];
-        loops.extend(Notifier::from_config(&config.notifications).map(notifier_loop));
+        let mut loops = vec![controller_loop(
+            runtime,
+            source,
+            settings,
+            load.clone(),
+            metrics.clone(),
+        )];
+        let notifier = Notifier::from_config(&config.notifications, metrics.notifications.clone());
+        loops.extend(notifier.map(notifier_loop));
         loops.extend(leader_loops);
         for leader_loop in loops {
             tasks.spawn(
@@ -383,6 +418,8 @@ impl Orchestrator {
                 config.orchestrator.max_streams_per_caller,
             )),
             upstream,
+            metrics,
+            leadership: leading.leadership.clone(),
         };
         let limits = ApiLimits {
             max_request_bytes: config.orchestrator.max_request_bytes,
@@ -398,6 +435,21 @@ impl Orchestrator {
                 shutdown.child_token(),
             ),
         );
+        let metrics_listener = metrics_listener(config).await?;
+        let metrics_address = metrics_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok());
+        if let Some(listener) = metrics_listener {
+            tasks.watch_result(
+                "metrics server",
+                serve(
+                    listener,
+                    api::metrics_router(MetricsState::from(&state)),
+                    connection_limits(config),
+                    shutdown.child_token(),
+                ),
+            );
+        }
         if let Some(agent_listener) = agent_listener {
             tasks.watch_result(
                 "agents' callback server",
@@ -412,6 +464,7 @@ impl Orchestrator {
         tracing::info!(%address, callbacks = %callback_base, database = store.backend_name(), "Icarus is listening");
         Ok(Orchestrator {
             address,
+            metrics_address,
             store,
             shutdown,
             tasks,
@@ -422,6 +475,11 @@ impl Orchestrator {
     /// Where the API listens (useful when the configured port was 0).
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// Where `metrics.listen` serves `/metrics`, if it is set.
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.metrics_address
     }
 
     pub fn store(&self) -> &Store {

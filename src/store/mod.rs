@@ -83,6 +83,20 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+impl StoreError {
+    /// What a database error is counted as (`icarus_database_errors_total`):
+    /// an outage by its kind, a file replaced, or a fault. `None` for what is
+    /// not the database's failure (a lost race, a fenced write, a missing job).
+    pub fn database_error_kind(&self) -> Option<&'static str> {
+        match self {
+            StoreError::Unavailable { why, .. } => Some(why.label()),
+            StoreError::FileReplaced { .. } => Some("file_replaced"),
+            StoreError::Database(_) => Some("fault"),
+            _ => None,
+        }
+    }
+}
+
 /// Every database error is sorted here, once: an outage, or a fault.
 impl From<sqlx::Error> for StoreError {
     fn from(source: sqlx::Error) -> Self {

@@ -47,6 +47,17 @@ impl Unavailable {
         }
     }
 
+    /// The outage as a metric's label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Unavailable::Unreachable => "unreachable",
+            Unavailable::Busy => "busy",
+            Unavailable::ReadOnly => "read_only",
+            Unavailable::Full => "full",
+            Unavailable::Failing => "failing",
+        }
+    }
+
     /// What a client is told: what is wrong, never the database's own words.
     pub fn message(self) -> &'static str {
         match self {

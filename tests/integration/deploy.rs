@@ -211,3 +211,50 @@ fn a_disruption_budget_keeps_one_replica_through_a_drain() {
         deployment["spec"]["selector"]["matchLabels"]
     );
 }
+
+#[test]
+fn the_service_monitor_scrapes_each_replicas_metrics_listener() {
+    let objects = rendered();
+    let text = std::fs::read_to_string(format!("{ROOT}/deploy/servicemonitor.yaml")).unwrap();
+    let monitor: Value = serde_yaml::from_str(&text).unwrap();
+    assert_eq!(monitor["kind"], "ServiceMonitor");
+    assert_eq!(monitor["metadata"]["namespace"], "icarus");
+    let selector = monitor["spec"]["selector"]["matchLabels"]
+        .as_mapping()
+        .unwrap();
+    let service = objects
+        .iter()
+        .find(|o| {
+            o["kind"] == "Service"
+                && selector
+                    .iter()
+                    .all(|(key, value)| &o["metadata"]["labels"][key] == value)
+        })
+        .expect("a Service the ServiceMonitor selects");
+    let endpoint = &monitor["spec"]["endpoints"][0];
+    assert_eq!(endpoint["path"], "/metrics");
+    let port = service["spec"]["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == endpoint["port"])
+        .expect("the Service has the port the ServiceMonitor names");
+    let container = &find(&objects, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+    let container_port = container["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == port["targetPort"])
+        .expect("the container has the port the Service targets");
+    let listen = deployed_config(&objects).metrics.listen;
+    let listened: std::net::SocketAddr = listen.parse().unwrap();
+    assert_eq!(
+        container_port["containerPort"].as_u64(),
+        Some(u64::from(listened.port())),
+        "metrics.listen is the port the Service reaches"
+    );
+    assert!(
+        listened.ip().is_unspecified(),
+        "reachable from the Pod's IP"
+    );
+}

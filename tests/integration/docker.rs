@@ -883,3 +883,40 @@ async fn on_a_network_that_lets_containers_talk_the_same_probe_reaches_its_neigh
     let _ = docker.remove_network(&name).await;
     assert!(reached, "the probe did not reach {address} on {name}");
 }
+
+#[tokio::test]
+async fn a_real_jobs_metrics_show_its_hand_over_from_the_engines_exit_time_and_its_agents() {
+    let server = DockerServer::start(|_| {}).await;
+    let (id, _) = spawn_until(&server, "Add metrics", "awaiting_approval").await;
+    let scraped = server.metrics().await;
+    assert_eq!(
+        scraped.value("icarus_jobs{phase=\"awaiting_approval\"}"),
+        1.0
+    );
+    assert_eq!(scraped.value("icarus_job_handover_seconds_count"), 1.0);
+    let handover = scraped.value("icarus_job_handover_seconds_sum");
+    assert!(
+        handover > 0.0 && handover < 5.0,
+        "builder exit (the engine's die event) to checker start: {handover} s"
+    );
+    for role in ["builder", "checker"] {
+        let runs = format!("icarus_agent_run_duration_seconds_count{{role=\"{role}\"}}");
+        assert_eq!(scraped.value(&runs), 1.0, "{role}");
+        let starts = format!("icarus_agent_start_duration_seconds_count{{role=\"{role}\"}}");
+        assert_eq!(scraped.value(&starts), 1.0, "{role}");
+    }
+    let accepted = |kind: &str| {
+        scraped.value(&format!(
+            "icarus_callback_reports_total{{kind=\"{kind}\",outcome=\"accepted\"}}"
+        ))
+    };
+    assert_eq!(accepted("audit"), 1.0);
+    assert!(accepted("progress") >= 1.0);
+    assert_eq!(
+        scraped.value(
+            "icarus_job_transitions_total{from=\"checking\",to=\"awaiting_approval\",reason=\"CheckerSucceeded\"}"
+        ),
+        1.0
+    );
+    cancel_and_wait(&server, id).await;
+}

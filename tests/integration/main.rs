@@ -20,6 +20,7 @@ mod kube_api;
 mod kube_scenarios;
 mod leadership;
 mod lifecycle;
+mod metrics;
 mod notify;
 mod process;
 mod rbac;

@@ -168,3 +168,32 @@ async fn a_new_webhook_does_not_replay_history() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.bodies("generic").len(), 1, "only the new job's");
 }
+
+#[tokio::test]
+async fn messages_delivered_and_given_up_are_counted_in_the_metrics() {
+    let (receiver, base) = Receiver::start(0).await;
+    let server = TestServer::sqlite_with(|c| {
+        c.notifications.webhooks = vec![
+            format!("{base}/generic"),
+            // Nothing listens on port 9 (discard) here.
+            "http://127.0.0.1:9/hook".to_owned(),
+        ];
+        c.notifications.max_attempts = 2;
+        c.notifications.retry_delay_ms = 10;
+    })
+    .await;
+    run_to_approval(&server, "Count me").await;
+    receiver.wait_for("generic", 1).await;
+    let counted = |outcome: &'static str| {
+        let server = &server;
+        async move {
+            let series =
+                format!("icarus_notifications_total{{target=\"webhook\",outcome=\"{outcome}\"}}");
+            server.metrics().await.value(&series)
+        }
+    };
+    eventually(Duration::from_secs(10), || async {
+        (counted("delivered").await == 1.0 && counted("failed").await == 1.0).then_some(())
+    })
+    .await;
+}

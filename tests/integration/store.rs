@@ -47,6 +47,7 @@ on_both_databases!(
     writing_an_unknown_job_is_not_found,
     listing_is_newest_first_with_limit_and_phase_filter,
     unfinished_jobs_are_oldest_first_without_terminal_ones,
+    jobs_are_counted_by_phase,
     the_latest_telemetry_sample_is_returned,
     only_the_newest_progress_samples_of_an_agent_are_kept,
     the_latest_audit_report_round_trips,
@@ -189,6 +190,18 @@ async fn listing_is_newest_first_with_limit_and_phase_filter(store: Store) {
         .unwrap();
     assert_eq!(failed.len(), 3);
     assert!(failed.iter().all(|j| j.status.phase == Phase::Failed));
+}
+
+async fn jobs_are_counted_by_phase(store: Store) {
+    assert!(store.count_jobs_by_phase().await.unwrap().is_empty());
+    for phase in [Phase::Checking, Phase::Failed, Phase::Checking] {
+        let mut job = new_job("t");
+        job.status.phase = phase;
+        store.create_job(&job).await.unwrap();
+    }
+    let mut counts = store.count_jobs_by_phase().await.unwrap();
+    counts.sort();
+    assert_eq!(counts, [(Phase::Checking, 2), (Phase::Failed, 1)]);
 }
 
 async fn unfinished_jobs_are_oldest_first_without_terminal_ones(store: Store) {

@@ -153,6 +153,13 @@ impl Api {
         decode(request.send().await.unwrap()).await
     }
 
+    /// Scrapes `/metrics` (the Prometheus text format).
+    pub async fn metrics(&self) -> Metrics {
+        let response = self.client.get(self.url("/metrics")).send().await.unwrap();
+        assert_eq!(response.status(), 200, "GET /metrics");
+        Metrics(response.text().await.unwrap())
+    }
+
     /// Submits a job and returns its id.
     pub async fn spawn(&self, task: &str) -> JobId {
         let (code, body) = self
@@ -183,6 +190,32 @@ impl Api {
             (body["status"] == phase).then_some(body)
         })
         .await
+    }
+}
+
+/// One scrape of `/metrics`.
+#[derive(Debug)]
+pub struct Metrics(pub String);
+
+impl Metrics {
+    /// The value of `series` as written, `name{label="value",...}` with the
+    /// labels in the order the family declares them; 0 for a series not
+    /// there (a counter or histogram nothing has been counted in yet).
+    pub fn value(&self, series: &str) -> f64 {
+        let prefix = format!("{series} ");
+        self.0
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .map_or(0.0, |value| {
+                value
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{series}: {value}"))
+            })
+    }
+
+    /// Whether any line holds `series`.
+    pub fn has(&self, series: &str) -> bool {
+        self.0.lines().any(|line| line.starts_with(series))
     }
 }
 

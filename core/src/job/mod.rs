@@ -337,6 +337,20 @@ impl JobStatus {
         }
     }
 
+    /// When the current attempt of `role` began: its phase's start, or the
+    /// moment a retry let it start, whichever is later.
+    pub fn attempt_start(&self, role: Role) -> Option<DateTime<Utc>> {
+        let phase_start = match role {
+            Role::Builder => self.times.building_at,
+            Role::Checker => self.times.checking_at,
+        }?;
+        Some(
+            self.times
+                .retry_at
+                .map_or(phase_start, |retry| retry.max(phase_start)),
+        )
+    }
+
     pub fn workload_mut(&mut self, role: Role) -> &mut WorkloadStatus {
         match role {
             Role::Builder => &mut self.builder,

@@ -457,7 +457,7 @@ fn decide_missing_report(next: &mut Next, input: &PlanInput<'_>) {
     if input.now < exited_at + input.retries.report_grace {
         return;
     }
-    let ran_from = attempt_start(status, Role::Checker).unwrap_or(input.now);
+    let ran_from = status.attempt_start(Role::Checker).unwrap_or(input.now);
     if ran_from >= input.serving_since {
         let message = "checker exited with code 0 without posting an audit report".to_owned();
         next.fail(Reason::CheckerReportMissing, message);
@@ -579,27 +579,12 @@ fn deadline_passed(
         );
         return Some((Reason::JobTimedOut, message));
     }
-    let phase_started = attempt_start(status, role)?;
+    let phase_started = status.attempt_start(role)?;
     let limit = deadlines.of(role);
     (now >= phase_started + limit).then(|| {
         let message = format!("{role} exceeded its deadline of {} s", limit.num_seconds());
         (Reason::TimedOut(role), message)
     })
-}
-
-/// When the current attempt of `role` began: its phase's start, or the
-/// moment a retry let it start, whichever is later.
-fn attempt_start(status: &JobStatus, role: Role) -> Option<DateTime<Utc>> {
-    let phase_start = match role {
-        Role::Builder => status.times.building_at,
-        Role::Checker => status.times.checking_at,
-    }?;
-    Some(
-        status
-            .times
-            .retry_at
-            .map_or(phase_start, |retry| retry.max(phase_start)),
-    )
 }
 
 /// The earliest moment something is due for a job in an agent phase: a
@@ -608,7 +593,7 @@ fn next_wake_up(status: &JobStatus, input: &PlanInput<'_>) -> Option<DateTime<Ut
     let role = running_role(status.phase)?;
     let deadlines = input.deadlines;
     let job_deadline = status.times.building_at.map(|t| t + deadlines.job);
-    let role_deadline = attempt_start(status, role).map(|t| t + deadlines.of(role));
+    let role_deadline = status.attempt_start(role).map(|t| t + deadlines.of(role));
     let retry = status.times.retry_at.filter(|t| *t > input.now);
     let checker = &status.checker;
     let report_due = (role == Role::Checker && checker.exit_code == Some(0))

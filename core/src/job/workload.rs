@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use chrono::{DateTime, Utc};
+
 use super::JobId;
 
 /// The two agents of a job.
@@ -97,6 +99,11 @@ pub struct ObservedWorkload {
     /// The last lines of its output, kept for agents that failed so the
     /// job's error message can show them.
     pub log_tail: Option<String>,
+    /// When it exited, as its runtime tells (the engine's or the kubelet's
+    /// clock): what the hand-over and an agent's run are measured from.
+    /// None while it runs, or where the runtime does not say.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub finished_at: Option<DateTime<Utc>>,
 }
 
 /// What agents of the current attempt said through the callback.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
 use bollard::query_parameters::{EventsOptions, InspectContainerOptions, WaitContainerOptions};
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -19,35 +20,63 @@ const WATCHED_EVENTS: [&str; 5] = ["create", "start", "die", "oom", "destroy"];
 use crate::job::JobId;
 use crate::job::workload::WorkloadState;
 
-/// Exit codes and OOM kills of this runtime's containers, by container id.
+/// How one container ended, as far as its events told.
+#[derive(Clone, Copy)]
+struct Exit {
+    /// -1 until the exit is settled.
+    code: i64,
+    oom_killed: bool,
+    /// The `die` event's time.
+    at: Option<DateTime<Utc>>,
+}
+
+impl Default for Exit {
+    fn default() -> Self {
+        Exit {
+            code: -1,
+            oom_killed: false,
+            at: None,
+        }
+    }
+}
+
+/// Exit codes, OOM kills and exit times of this runtime's containers, by
+/// container id.
 #[derive(Clone, Default)]
-pub(super) struct Exits(Arc<std::sync::Mutex<HashMap<String, (i64, bool)>>>);
+pub(super) struct Exits(Arc<std::sync::Mutex<HashMap<String, Exit>>>);
 
 impl Exits {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, (i64, bool)>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Exit>> {
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub(super) fn get(&self, id: &str) -> Option<WorkloadState> {
-        let (exit_code, oom_killed) = *self.map().get(id)?;
-        (exit_code >= 0).then_some(WorkloadState::Exited {
-            exit_code,
-            oom_killed,
-        })
+    /// The settled exit of container `id`, and when it died.
+    pub(super) fn get(&self, id: &str) -> Option<(WorkloadState, Option<DateTime<Utc>>)> {
+        let exit = *self.map().get(id)?;
+        (exit.code >= 0).then_some((
+            WorkloadState::Exited {
+                exit_code: exit.code,
+                oom_killed: exit.oom_killed,
+            },
+            exit.at,
+        ))
     }
 
     fn is_oom(&self, id: &str) -> bool {
-        self.map().get(id).is_some_and(|(_, oom)| *oom)
+        self.map().get(id).is_some_and(|exit| exit.oom_killed)
     }
 
     fn record_oom(&self, id: &str) {
-        self.map().entry(id.to_owned()).or_insert((-1, false)).1 = true;
+        self.map().entry(id.to_owned()).or_default().oom_killed = true;
     }
 
-    fn record_exit(&self, id: &str, exit_code: i64) {
-        self.map().entry(id.to_owned()).or_insert((-1, false)).0 = exit_code;
+    fn record_exit(&self, id: &str, code: i64, at: Option<DateTime<Utc>>) {
+        let mut map = self.map();
+        let exit = map.entry(id.to_owned()).or_default();
+        exit.code = code;
+        exit.at = at;
     }
 
     fn forget(&self, id: &str) {
@@ -115,7 +144,10 @@ impl EventFollower {
         };
         tracing::trace!(%job, action, container = %id, "engine event");
         match action.as_str() {
-            "die" => self.settle_exit(job, id),
+            "die" => {
+                let at = message.time_nano.map(DateTime::from_timestamp_nanos);
+                self.settle_exit(job, id, at)
+            }
             "oom" => self.exits.record_oom(&id),
             "destroy" => {
                 self.exits.forget(&id);
@@ -134,7 +166,7 @@ impl EventFollower {
     /// the same engine locks and starts slower than it would a moment later,
     /// as the benchmark showed. The wait API answers when the container is
     /// fully stopped, which is also when its list state stops saying "running".
-    fn settle_exit(&self, job: JobId, id: String) {
+    fn settle_exit(&self, job: JobId, id: String, at: Option<DateTime<Utc>>) {
         let docker = self.docker.clone();
         let exits = self.exits.clone();
         let changes = self.changes.clone();
@@ -150,7 +182,7 @@ impl EventFollower {
                 if code == SIGKILL_EXIT && !exits.is_oom(&id) {
                     await_oom_verdict(&docker, &exits, &id).await;
                 }
-                exits.record_exit(&id, code);
+                exits.record_exit(&id, code, at);
             }
             let _ = changes.send(job);
         });

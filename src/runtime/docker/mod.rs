@@ -26,6 +26,7 @@ use bollard::query_parameters::{
     CreateContainerOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
     RemoveContainerOptions, RemoveVolumeOptions, StartContainerOptions,
 };
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::sync::broadcast;
@@ -288,7 +289,11 @@ impl DockerRuntime {
         ))
     }
 
-    async fn exited_state(&self, id: &str) -> Result<Option<WorkloadState>> {
+    /// How an exited container ended, and when (the engine's `FinishedAt`).
+    async fn exited_state(
+        &self,
+        id: &str,
+    ) -> Result<Option<(WorkloadState, Option<DateTime<Utc>>)>> {
         let inspected = match self
             .docker
             .inspect_container(id, None::<InspectContainerOptions>)
@@ -299,10 +304,18 @@ impl DockerRuntime {
             Err(error) => return Err(failed("inspect container", error)),
         };
         let state = inspected.state.unwrap_or_default();
-        Ok(Some(WorkloadState::Exited {
+        let finished_at = state
+            .finished_at
+            .as_deref()
+            .and_then(|at| DateTime::parse_from_rfc3339(at).ok())
+            .map(|at| at.with_timezone(&Utc))
+            // The engine's zero time: never finished.
+            .filter(|at| at.timestamp() > 0);
+        let exited = WorkloadState::Exited {
             exit_code: state.exit_code.unwrap_or(-1),
             oom_killed: state.oom_killed.unwrap_or(false),
-        }))
+        };
+        Ok(Some((exited, finished_at)))
     }
 
     async fn list(&self, label: String) -> Result<Vec<bollard::models::ContainerSummary>> {
@@ -336,15 +349,15 @@ impl Runtime for DockerRuntime {
             ) else {
                 continue;
             };
-            let state = match container.state {
-                _ if self.exits.get(&id).is_some() => self.exits.get(&id),
-                Some(ContainerSummaryStateEnum::CREATED) => Some(WorkloadState::Created),
+            let (state, finished_at) = match container.state {
+                _ if self.exits.get(&id).is_some() => self.exits.get(&id).unzip(),
+                Some(ContainerSummaryStateEnum::CREATED) => (Some(WorkloadState::Created), None),
                 Some(ContainerSummaryStateEnum::EXITED | ContainerSummaryStateEnum::DEAD) => {
-                    self.exited_state(&id).await?
+                    self.exited_state(&id).await?.unzip()
                 }
                 // Being removed on our own request: as good as gone.
-                Some(ContainerSummaryStateEnum::REMOVING) => None,
-                _ => Some(WorkloadState::Running),
+                Some(ContainerSummaryStateEnum::REMOVING) => (None, None),
+                _ => (Some(WorkloadState::Running), None),
             };
             if let Some(state) = state {
                 let log_tail = match state {
@@ -362,6 +375,7 @@ impl Runtime for DockerRuntime {
                     id,
                     state,
                     log_tail,
+                    finished_at: finished_at.flatten(),
                 });
             }
         }

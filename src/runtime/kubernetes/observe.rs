@@ -30,6 +30,7 @@ pub fn observe_pod(pod: &Pod) -> Option<ObservedWorkload> {
             id: pod.name_any(),
             state: WorkloadState::Unstartable { why },
             log_tail: None,
+            finished_at: None,
         });
     }
     let state = match (phase, terminated) {
@@ -52,12 +53,21 @@ pub fn observe_pod(pod: &Pod) -> Option<ObservedWorkload> {
             None => WorkloadState::Running,
         },
     };
+    let finished_at = terminated
+        .and_then(|terminated| terminated.finished_at.as_ref())
+        .and_then(|time| {
+            let nanos = time.0.as_nanosecond();
+            let seconds = i64::try_from(nanos.div_euclid(1_000_000_000)).ok()?;
+            let rest = u32::try_from(nanos.rem_euclid(1_000_000_000)).ok()?;
+            chrono::DateTime::from_timestamp(seconds, rest)
+        });
     Some(ObservedWorkload {
         role,
         attempt,
         id: pod.name_any(),
         state,
         log_tail: None,
+        finished_at,
     })
 }
 

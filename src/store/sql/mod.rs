@@ -29,6 +29,7 @@ use sqlx::sqlite::{
 use tokio::sync::broadcast;
 
 use super::{Result, StoreError, StoreEvent};
+use crate::metrics::DatabaseMetrics;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -53,6 +54,8 @@ pub struct Store {
     fence: Option<Arc<lease::FenceCheck>>,
     /// Names this connected store in its change notifications.
     origin: Arc<str>,
+    /// Counts the database's errors, when given.
+    metrics: Option<DatabaseMetrics>,
 }
 
 /// Held while this process serves a SQLite file: an exclusive lock on a
@@ -91,17 +94,26 @@ impl FileIdentity {
 }
 
 /// Runs `$body` with `$pool` bound to whichever pool the store holds. The body
-/// is compiled once per database, so one query text serves both.
+/// is compiled once per database, so one query text serves both. An error
+/// it returns (`?` inside it converts a database error into a
+/// [`StoreError`]) is counted, then returned from the calling method.
 macro_rules! on_pool {
-    ($store:expr, $pool:ident => $body:expr) => {
-        match &$store.pool {
-            $crate::store::sql::Pool::Sqlite($pool) => {
-                $store.check_file()?;
-                $body
-            }
-            $crate::store::sql::Pool::Postgres($pool) => $body,
+    ($store:expr, $pool:ident => $body:expr) => {{
+        let outcome = async {
+            Ok::<_, $crate::store::StoreError>(match &$store.pool {
+                $crate::store::sql::Pool::Sqlite($pool) => {
+                    $store.check_file()?;
+                    $body
+                }
+                $crate::store::sql::Pool::Postgres($pool) => $body,
+            })
         }
-    };
+        .await;
+        match outcome {
+            Ok(value) => value,
+            Err(error) => return Err($store.counted(error)),
+        }
+    }};
 }
 pub(crate) use on_pool;
 
@@ -129,7 +141,24 @@ impl Store {
             file,
             fence: None,
             origin: changes::new_origin(),
+            metrics: None,
         })
+    }
+
+    /// The same store, counting its database errors into `metrics`.
+    pub fn with_metrics(self, metrics: DatabaseMetrics) -> Store {
+        Store {
+            metrics: Some(metrics),
+            ..self
+        }
+    }
+
+    /// Counts `error` if it came from the database, and hands it back.
+    fn counted(&self, error: StoreError) -> StoreError {
+        if let (Some(metrics), Some(kind)) = (&self.metrics, error.database_error_kind()) {
+            metrics.error(kind);
+        }
+        error
     }
 
     /// On a SQLite file, makes sure no other process serves it: SQLite is
@@ -189,15 +218,13 @@ impl Store {
     /// a SQLite file takes a write, since one that can be read but not
     /// written (read-only, full, failing) is not ready either.
     pub async fn ping(&self) -> Result<()> {
-        match &self.pool {
-            Pool::Sqlite(pool) => {
-                self.check_file()?;
-                sqlx::query(&mark_as_icarus()).execute(pool).await?;
-            }
-            Pool::Postgres(pool) => {
-                sqlx::query("SELECT 1").execute(pool).await?;
-            }
-        }
+        let query = match &self.pool {
+            Pool::Sqlite(_) => mark_as_icarus(),
+            Pool::Postgres(_) => "SELECT 1".to_owned(),
+        };
+        on_pool!(self, pool => {
+            sqlx::query(&query).execute(pool).await?;
+        });
         Ok(())
     }
 

@@ -31,6 +31,7 @@ fn workload(role: Role, state: WorkloadState) -> ObservedWorkload {
         id: format!("{role}-id"),
         state,
         log_tail: None,
+        finished_at: None,
     }
 }
 
@@ -1073,6 +1074,7 @@ fn any_workload() -> impl Strategy<Value = ObservedWorkload> {
             id: format!("{role}-{attempt}-{n}"),
             state,
             log_tail: None,
+            finished_at: None,
         }
     })
 }
@@ -1428,6 +1430,7 @@ proptest! {
                     id: format!("new-{role}-{attempt}"),
                     state,
                     log_tail: None,
+                    finished_at: None,
                 }),
             }
         }
