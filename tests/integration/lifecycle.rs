@@ -154,7 +154,11 @@ async fn a_builder_that_exits_non_zero_fails_the_job_with_its_exit_code() {
     assert_eq!(status["builder_exit_code"], 2);
     // The checker created ahead goes once the failure is recorded.
     eventually(Duration::from_secs(5), || async {
-        server.runtime.spec_of(id, Role::Checker).is_none().then_some(())
+        server
+            .runtime
+            .spec_of(id, Role::Checker)
+            .is_none()
+            .then_some(())
     })
     .await;
     let logs = eventually(Duration::from_secs(5), || async {
