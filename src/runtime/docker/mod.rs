@@ -53,6 +53,10 @@ const KEPT_LOG_LINES: usize = 10_000;
 const KEPT_LOG_BYTES: usize = 1024 * 1024;
 /// How much of a failed agent's output goes into the job's error message.
 const LOG_TAIL_LINES: usize = 20;
+/// How often one start is asked of the engine before it counts as failed.
+const START_TRIES: u32 = 3;
+/// The wait before the second try; the third waits twice as long.
+const START_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Where workspaces live and whose agents these are.
 #[derive(Debug, Clone)]
@@ -273,6 +277,31 @@ impl DockerRuntime {
     }
 
     /// The id of the container named `name`, and whether it was never started.
+    /// Starts a created container. A start can fail for a passing reason
+    /// (two networks of one name while a duplicate is removed, an engine
+    /// slow under load), so the call is made again a few times, a moment
+    /// apart, before the failure is reported — and the planner spends an
+    /// attempt on it.
+    async fn start_container(&self, id: &str) -> Result<()> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self
+                .docker
+                .start_container(id, None::<StartContainerOptions>)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(error) if is_status(&error, 304) => return Ok(()),
+                Err(error) if tries < START_TRIES => {
+                    tracing::debug!(container = %id, tries, %error, "start failed; trying again");
+                    tokio::time::sleep(START_RETRY_DELAY * tries).await;
+                }
+                Err(error) => return Err(failed("start container", error)),
+            }
+        }
+    }
+
     async fn existing(&self, name: &str) -> Result<(String, bool)> {
         let inspected = self
             .docker
@@ -439,18 +468,7 @@ impl Runtime for DockerRuntime {
         };
         tracing::debug!(container = %id, needs_start, "created or adopted");
         if needs_start {
-            match self
-                .docker
-                .start_container(&id, None::<StartContainerOptions>)
-                .await
-            {
-                Ok(()) => {}
-                Err(error) if is_status(&error, 304) => {}
-                // Not a refusal of the specification: a start can fail for a
-                // passing reason (two networks of one name while a duplicate
-                // is removed), so it is tried again.
-                Err(error) => return Err(failed("start container", error)),
-            }
+            self.start_container(&id).await?;
         }
         Ok(id)
     }
