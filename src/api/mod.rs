@@ -16,6 +16,7 @@ mod meta;
 pub mod models;
 mod policy;
 pub mod report_limit;
+mod rules;
 mod stream;
 pub mod stream_limit;
 
@@ -35,7 +36,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 pub use docs::ApiDoc;
-pub use jobs::MAX_TASK_CHARS;
+pub use policy::MAX_TASK_CHARS;
 
 use crate::credentials::AgentKeys;
 use crate::job::admission::LoadLevel;
@@ -99,6 +100,11 @@ fn cors(origins: &[String]) -> CorsLayer {
 /// check covers all.
 pub fn router(state: AppState, limits: ApiLimits) -> Router {
     let guard = BrowserGuard::new(limits.allowed_hosts.clone(), &limits.cors_allowed_origins);
+    let document = docs::document(&docs::Deployment {
+        policy: &state.policy,
+        authenticated: state.auth.enabled(),
+        max_request_bytes: limits.max_request_bytes,
+    });
     let named_host = Router::new()
         .route("/jobs", get(jobs::list))
         .route("/jobs/spawn", post(jobs::spawn))
@@ -114,7 +120,7 @@ pub fn router(state: AppState, limits: ApiLimits) -> Router {
         .route("/jobs/{job_id}/stream", get(stream::stream))
         .route("/", get(meta::root))
         .with_state(state.clone())
-        .merge(docs::routes())
+        .merge(docs::routes(document))
         .route_layer(from_fn_with_state(guard.clone(), browser::host_check));
     let any_host = Router::new()
         .route("/jobs/{job_id}/callback", post(callback::callback))
@@ -159,11 +165,8 @@ async fn not_found() -> ApiError {
     ApiError::NotFound("Not Found".to_owned())
 }
 
-async fn method_not_allowed() -> Response {
-    let body = error::ErrorBody {
-        detail: "Method Not Allowed".to_owned(),
-    };
-    (StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed("Method Not Allowed".to_owned())
 }
 
 /// The last line of defence: a bug answers 500 in the API's format and is logged.

@@ -1,13 +1,57 @@
 //! Request and response bodies, in the shapes the seed documents. Fields the
 //! seed names keep its names; fields Icarus adds come after them.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 
-use crate::job::{Job, Phase};
+use crate::job::{Job, Phase, Role};
 use crate::store::{AgentLog, JobEvent, TelemetrySample};
+
+/// A string schema that allows these values only.
+fn string_enum<'a>(values: impl IntoIterator<Item = &'a str>) -> RefOr<Schema> {
+    let values: Vec<&str> = values.into_iter().collect();
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(values))
+        .into()
+}
+
+/// The schema of a job's phase (`Phase` in the document): its strings,
+/// spelled once in the core.
+pub struct PhaseName;
+
+impl PartialSchema for PhaseName {
+    fn schema() -> RefOr<Schema> {
+        string_enum(Phase::ALL.map(Phase::as_str))
+    }
+}
+
+impl ToSchema for PhaseName {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("Phase")
+    }
+}
+
+/// The schema of an agent's role (`Role` in the document).
+pub struct RoleName;
+
+impl PartialSchema for RoleName {
+    fn schema() -> RefOr<Schema> {
+        string_enum(Role::ALL.map(Role::as_str))
+    }
+}
+
+impl ToSchema for RoleName {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("Role")
+    }
+}
 
 /// `POST /jobs/spawn`. Unknown fields are refused: a typo must not pass
 /// silently as a default.
@@ -17,9 +61,10 @@ pub struct SpawnRequest {
     /// What the builder should do.
     #[schema(example = "Create a FastAPI endpoint for user authentication")]
     pub task: String,
-    /// The workspace path the task is about.
+    /// The workspace path the task is about: an absolute path under one of
+    /// `workspace.allowed_project_roots`.
     #[serde(default = "default_project_path")]
-    #[schema(example = "/workspace")]
+    #[schema(example = "/workspace", default = "/workspace")]
     pub project_path: String,
     /// Overrides the configured builder image for this job.
     #[serde(default)]
@@ -64,7 +109,7 @@ fn default_project_path() -> String {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SpawnResponse {
     pub job_id: String,
-    #[schema(value_type = String, example = "pending")]
+    #[schema(value_type = PhaseName, example = "pending")]
     pub status: Phase,
     pub message: String,
 }
@@ -87,7 +132,7 @@ pub struct ApproveRequest {
 pub struct DecisionResponse {
     pub message: String,
     /// The phase the decision moves the job to.
-    #[schema(value_type = String, example = "approved")]
+    #[schema(value_type = PhaseName, example = "approved")]
     pub status: Phase,
 }
 
@@ -95,7 +140,7 @@ pub struct DecisionResponse {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct JobStatusResponse {
     pub job_id: String,
-    #[schema(value_type = String, example = "building")]
+    #[schema(value_type = PhaseName, example = "building")]
     pub status: Phase,
     pub task: String,
     pub created_at: DateTime<Utc>,
@@ -202,7 +247,7 @@ impl From<&Job> for JobStatusResponse {
 pub struct JobSummary {
     pub job_id: String,
     pub task: String,
-    #[schema(value_type = String, example = "completed")]
+    #[schema(value_type = PhaseName, example = "completed")]
     pub status: Phase,
     pub created_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
@@ -228,6 +273,7 @@ pub struct ListQuery {
     #[param(minimum = 1, maximum = 1000, default = 50)]
     pub limit: Option<i64>,
     /// Only jobs in this phase.
+    #[param(value_type = Option<PhaseName>)]
     pub status: Option<String>,
 }
 
@@ -235,7 +281,7 @@ pub struct ListQuery {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TelemetryResponse {
     pub job_id: String,
-    #[schema(value_type = String, example = "building")]
+    #[schema(value_type = PhaseName, example = "building")]
     pub status: Phase,
     pub cpu_usage: Option<f64>,
     pub ram_usage_mb: Option<f64>,
@@ -268,9 +314,9 @@ pub struct AuditResponse {
 /// `GET /jobs/{job_id}/events`: one transition.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct EventView {
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<PhaseName>)]
     pub from: Option<Phase>,
-    #[schema(value_type = String)]
+    #[schema(value_type = PhaseName)]
     pub to: Phase,
     pub reason: String,
     pub message: Option<String>,
@@ -295,16 +341,34 @@ impl From<JobEvent> for EventView {
 /// progress (`current_tool`, `cpu_usage`, `ram_usage_mb`), completion
 /// (`status: "completed"`, optionally with `message` or `audit_report`) and
 /// failure (`status: "error"`, `error`).
+///
+/// A body must hold `status` or at least one of the progress fields.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct CallbackRequest {
+    /// The agent's outcome; absent in a progress report.
     #[schema(example = "completed")]
-    pub status: Option<String>,
+    pub status: Option<ReportStatus>,
     pub message: Option<String>,
+    /// Why the agent failed, with `status: "error"`.
     pub error: Option<String>,
+    /// The checker's findings, with `status: "completed"`: a JSON object of
+    /// at most 256 KiB, serialised.
+    #[schema(value_type = Option<Object>)]
     pub audit_report: Option<Value>,
     pub current_tool: Option<String>,
+    /// Percent of a CPU.
+    #[schema(minimum = 0, maximum = 1.7976931348623157e308)]
     pub cpu_usage: Option<f64>,
+    #[schema(minimum = 0, maximum = 1.7976931348623157e308)]
     pub ram_usage_mb: Option<f64>,
+}
+
+/// An agent's outcome, in a callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportStatus {
+    Completed,
+    Error,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -315,7 +379,7 @@ pub struct MessageResponse {
 /// `GET /jobs/{job_id}/logs`: one agent's saved output.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AgentLogView {
-    #[schema(example = "builder")]
+    #[schema(value_type = RoleName, example = "builder")]
     pub role: String,
     pub attempt: u32,
     pub container_id: String,
