@@ -20,6 +20,7 @@ mod kube_scenarios;
 mod leadership;
 mod lifecycle;
 mod notify;
+mod openapi_contract;
 mod process;
 mod rbac;
 mod soak;
