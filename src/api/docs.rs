@@ -148,39 +148,23 @@ fn link_to_jobs(doc: &mut Value) {
 
 /// Each request field's rule, by component schema and property.
 fn field_rules(policy: &SpawnPolicy) -> Vec<(&'static str, &'static str, TextRule)> {
-    vec![
+    let mut rules = vec![
         ("SpawnRequest", "task", policy.task.clone()),
         ("SpawnRequest", "project_path", policy.project_path.clone()),
         ("SpawnRequest", "builder_image", policy.image.clone()),
         ("SpawnRequest", "checker_image", policy.image.clone()),
         ("SourceBody", "repository", policy.repository.clone()),
         ("SourceBody", "ref", policy.reference.clone()),
-        (
-            "ApproveRequest",
-            "comment",
-            TextRule::length(MAX_COMMENT_CHARS),
-        ),
-        (
-            "ApproveRequest",
-            "snapshot",
-            TextRule::length(MAX_SNAPSHOT_CHARS),
-        ),
-        (
-            "CallbackRequest",
-            "message",
-            TextRule::length(MAX_MESSAGE_CHARS),
-        ),
-        (
-            "CallbackRequest",
-            "error",
-            TextRule::length(MAX_MESSAGE_CHARS),
-        ),
-        (
-            "CallbackRequest",
-            "current_tool",
-            TextRule::length(MAX_TOOL_CHARS),
-        ),
-    ]
+    ];
+    let lengths = [
+        ("ApproveRequest", "comment", MAX_COMMENT_CHARS),
+        ("ApproveRequest", "snapshot", MAX_SNAPSHOT_CHARS),
+        ("CallbackRequest", "message", MAX_MESSAGE_CHARS),
+        ("CallbackRequest", "error", MAX_MESSAGE_CHARS),
+        ("CallbackRequest", "current_tool", MAX_TOOL_CHARS),
+    ];
+    rules.extend(lengths.map(|(schema, field, max)| (schema, field, TextRule::length(max))));
+    rules
 }
 
 /// A callback must carry an outcome or some progress (the handler's 422

@@ -404,7 +404,6 @@ pub async fn diff(
 #[into_params(parameter_in = Query)]
 pub struct DiffQuery {
     /// `text` (the default) or `json`.
-    #[param(inline)]
     pub format: Option<DiffFormat>,
 }
 

@@ -22,36 +22,40 @@ fn string_enum<'a>(values: impl IntoIterator<Item = &'a str>) -> RefOr<Schema> {
         .into()
 }
 
-/// The schema of a job's phase (`Phase` in the document): its strings,
-/// spelled once in the core.
-pub struct PhaseName;
+/// A schema-only stand-in for an enum of the core (whose crate knows
+/// nothing of utoipa): a string schema named `$name` in the document,
+/// allowing the core's own spellings.
+macro_rules! core_enum_schema {
+    ($(#[$doc:meta])* $stand_in:ident, $name:literal, $values:expr) => {
+        $(#[$doc])*
+        pub struct $stand_in;
 
-impl PartialSchema for PhaseName {
-    fn schema() -> RefOr<Schema> {
-        string_enum(Phase::ALL.map(Phase::as_str))
-    }
+        impl PartialSchema for $stand_in {
+            fn schema() -> RefOr<Schema> {
+                string_enum($values)
+            }
+        }
+
+        impl ToSchema for $stand_in {
+            fn name() -> Cow<'static, str> {
+                Cow::Borrowed($name)
+            }
+        }
+    };
 }
 
-impl ToSchema for PhaseName {
-    fn name() -> Cow<'static, str> {
-        Cow::Borrowed("Phase")
-    }
-}
-
-/// The schema of an agent's role (`Role` in the document).
-pub struct RoleName;
-
-impl PartialSchema for RoleName {
-    fn schema() -> RefOr<Schema> {
-        string_enum(Role::ALL.map(Role::as_str))
-    }
-}
-
-impl ToSchema for RoleName {
-    fn name() -> Cow<'static, str> {
-        Cow::Borrowed("Role")
-    }
-}
+core_enum_schema!(
+    /// A job's phase (`Phase` in the document).
+    PhaseName,
+    "Phase",
+    Phase::ALL.map(Phase::as_str)
+);
+core_enum_schema!(
+    /// An agent's role (`Role` in the document).
+    RoleName,
+    "Role",
+    Role::ALL.map(Role::as_str)
+);
 
 /// `POST /jobs/spawn`. Unknown fields are refused: a typo must not pass
 /// silently as a default.
@@ -93,6 +97,7 @@ pub struct SourceBody {
 /// `GET /jobs/{job_id}/diff?format=json`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DiffResponse {
+    #[schema(format = Uuid)]
     pub job_id: String,
     /// The commit the change is against; none for a job without a source.
     pub base_commit: Option<String>,
@@ -108,6 +113,7 @@ fn default_project_path() -> String {
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SpawnResponse {
+    #[schema(format = Uuid)]
     pub job_id: String,
     #[schema(value_type = PhaseName, example = "pending")]
     pub status: Phase,
@@ -139,6 +145,7 @@ pub struct DecisionResponse {
 /// `GET /jobs/{job_id}/status`, and each WebSocket message.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct JobStatusResponse {
+    #[schema(format = Uuid)]
     pub job_id: String,
     #[schema(value_type = PhaseName, example = "building")]
     pub status: Phase,
@@ -245,6 +252,7 @@ impl From<&Job> for JobStatusResponse {
 /// One row of `GET /jobs`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct JobSummary {
+    #[schema(format = Uuid)]
     pub job_id: String,
     pub task: String,
     #[schema(value_type = PhaseName, example = "completed")]
@@ -280,6 +288,7 @@ pub struct ListQuery {
 /// `GET /jobs/{job_id}/telemetry`: the latest progress report.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TelemetryResponse {
+    #[schema(format = Uuid)]
     pub job_id: String,
     #[schema(value_type = PhaseName, example = "building")]
     pub status: Phase,
@@ -306,7 +315,10 @@ impl TelemetryResponse {
 /// `GET /jobs/{job_id}/audit`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AuditResponse {
+    #[schema(format = Uuid)]
     pub job_id: String,
+    /// The report the checker posted: a JSON object.
+    #[schema(value_type = Object)]
     pub audit_report: Value,
     pub created_at: DateTime<Utc>,
 }

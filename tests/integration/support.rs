@@ -55,6 +55,16 @@ pub async fn postgres_database_url() -> String {
     format!("{base}/{name}")
 }
 
+/// The phases an approved job passes through, in order.
+pub const APPROVED_JOB_PHASES: [&str; 6] = [
+    "pending",
+    "building",
+    "checking",
+    "awaiting_approval",
+    "approved",
+    "completed",
+];
+
 pub fn spec(task: &str) -> JobSpec {
     JobSpec {
         task: task.to_owned(),
