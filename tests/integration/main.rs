@@ -12,6 +12,7 @@ mod cluster;
 mod database;
 mod deploy;
 mod docker;
+mod document;
 mod git;
 mod hostile;
 mod http_limits;
