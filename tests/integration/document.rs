@@ -3,12 +3,11 @@
 //! whole of it is checked against the real binary by Schemathesis, in
 //! `openapi_contract`.)
 
-use icarus::config::AccessRole;
 use icarus::job::Role;
 use regex::Regex;
 use serde_json::{Value, json};
 
-use crate::support::{TestServer, detail, token};
+use crate::support::{TestServer, detail, with_a_viewer};
 
 const UNKNOWN_ID: &str = "550e8400-e29b-41d4-a716-446655440000";
 
@@ -91,11 +90,7 @@ async fn with_authentication_off_no_operation_asks_for_a_token() {
 
 #[tokio::test]
 async fn with_authentication_on_the_operations_that_take_a_caller_ask_for_the_token_and_list_401() {
-    let server = TestServer::sqlite_with(|c| {
-        c.auth.enabled = true;
-        c.auth.tokens = vec![token("vic", AccessRole::Viewer, "viewer-token-0123456789")];
-    })
-    .await;
+    let server = TestServer::sqlite_with(with_a_viewer).await;
     let doc = document(&server).await;
     assert_eq!(
         doc["components"]["securitySchemes"]["api_token"]["scheme"],
@@ -188,32 +183,16 @@ async fn a_request_to_the_stream_that_is_not_a_websocket_handshake_is_400_in_the
 }
 
 #[tokio::test]
-async fn an_empty_status_filter_is_422() {
-    let server = TestServer::sqlite().await;
-    let (code, body) = server.get("/jobs?status=").await;
-    assert_eq!(code, 422);
-    assert!(detail(&body).contains("awaiting_approval"), "{body}");
-}
-
-#[tokio::test]
 async fn an_approval_comment_or_snapshot_over_its_limit_is_422() {
     let server = TestServer::sqlite().await;
     let id = server.spawn("t").await;
     let path = format!("/jobs/{id}/approve");
-    let long = "x".repeat(16 * 1024 + 1);
-    let (code, body) = server
-        .post(&path, json!({"approved": true, "comment": long}))
-        .await;
-    assert_eq!(code, 422);
-    assert!(detail(&body).starts_with("comment"), "{body}");
-    let (code, body) = server
-        .post(
-            &path,
-            json!({"approved": true, "snapshot": "a".repeat(257)}),
-        )
-        .await;
-    assert_eq!(code, 422);
-    assert!(detail(&body).starts_with("snapshot"), "{body}");
+    for (field, value) in [("comment", 16 * 1024 + 1), ("snapshot", 257)] {
+        let decision = json!({"approved": true, field: "x".repeat(value)});
+        let (code, body) = server.post(&path, decision).await;
+        assert_eq!(code, 422, "{field}");
+        assert!(detail(&body).starts_with(field), "{body}");
+    }
 }
 
 #[tokio::test]

@@ -374,6 +374,16 @@ pub fn init_test_logging() {
     }
 }
 
+/// Authentication on, with one token: a viewer's, `vic`.
+pub fn with_a_viewer(config: &mut Config) {
+    config.auth.enabled = true;
+    config.auth.tokens = vec![token(
+        "vic",
+        icarus::config::AccessRole::Viewer,
+        "viewer-token-0123456789",
+    )];
+}
+
 /// A configured API token for `name` with `role`, whose secret is `secret`.
 pub fn token(
     name: &str,
