@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::docker::ensure_agent_images;
-use crate::process::{Process, containers_labelled, containers_of};
+use crate::process::{Process, containers_labelled, containers_of, remove_containers_labelled};
 use crate::support::{APPROVED_JOB_PHASES, eventually};
 
 /// The admin token configured (by its SHA-256) when authentication is on.
@@ -99,12 +99,12 @@ async fn serve(auth: bool) -> Process {
     process
 }
 
-/// Stops the server, removes what its jobs left on the engine, and checks
-/// that nothing of its own is left behind.
+/// Stops the server (SIGKILL: its agents stay, as after a crash), removes
+/// every container of its own, and checks that none is left behind.
 async fn finish(process: Process) {
-    let instance = process.instance();
+    let label = format!("icarus.instance={}", process.instance());
     drop(process);
-    let label = format!("icarus.instance={instance}");
+    remove_containers_labelled(&label);
     assert_eq!(
         containers_labelled(&label).await,
         0,

@@ -240,14 +240,19 @@ fn remove_containers_under(dir: &Path) {
     };
     for entry in entries.flatten() {
         let job = entry.file_name().to_string_lossy().into_owned();
-        let filter = format!("label=icarus.job={job}");
-        if let Ok(output) = Command::new("docker")
-            .args(["ps", "-aq", "--filter", &filter])
-            .output()
-        {
-            for id in String::from_utf8_lossy(&output.stdout).split_whitespace() {
-                let _ = Command::new("docker").args(["rm", "-f", "-v", id]).output();
-            }
+        remove_containers_labelled(&format!("icarus.job={job}"));
+    }
+}
+
+/// Removes every container carrying `label` (`name=value`), volumes too.
+pub fn remove_containers_labelled(label: &str) {
+    let filter = format!("label={label}");
+    if let Ok(output) = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &filter])
+        .output()
+    {
+        for id in String::from_utf8_lossy(&output.stdout).split_whitespace() {
+            let _ = Command::new("docker").args(["rm", "-f", "-v", id]).output();
         }
     }
 }
