@@ -182,17 +182,11 @@ fn a_report_that_says_nothing() -> Value {
 /// and of a fault, and its security as the deployment has it.
 fn surround(path: &str, operation: &mut Map<String, Value>, deployment: &Deployment) {
     let parameters = operation.get("parameters").and_then(Value::as_array);
-    let has = |place: &str, name: Option<&str>| {
-        parameters.is_some_and(|list| {
-            list.iter()
-                .any(|p| p["in"] == place && name.is_none_or(|name| p["name"] == name))
-        })
-    };
-    let job_id = has("path", Some("job_id"));
-    let query = parameters.is_some_and(|list| {
-        list.iter()
-            .any(|p| p["in"] == "query" && p["name"] != "access_token")
-    });
+    let any_parameter =
+        |test: &dyn Fn(&Value) -> bool| parameters.is_some_and(|list| list.iter().any(test));
+    let job_id = any_parameter(&|p| p["in"] == "path" && p["name"] == "job_id");
+    // The stream's `access_token` is the authenticator's, not parsed as a query.
+    let query = any_parameter(&|p| p["in"] == "query" && p["name"] != "access_token");
     let body = operation.contains_key("requestBody");
     let secured = operation.contains_key("security");
 
@@ -230,6 +224,7 @@ fn surround(path: &str, operation: &mut Map<String, Value>, deployment: &Deploym
         500,
         "An internal error: a bug, whose cause is logged".to_owned(),
     ));
+    // Every job route reads or writes the store.
     if path.starts_with("/jobs") {
         answers.push((
             503,
