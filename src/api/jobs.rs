@@ -118,7 +118,7 @@ fn validate_spawn(request: SpawnRequest, policy: &SpawnPolicy) -> ApiResult<JobS
     security(("api_token" = [])),
     responses(
         (status = 200, description = "Jobs, newest first", body = [JobSummary]),
-        (status = 403, description = "The role may not read jobs (authentication on); or a foreign Host with authentication off", body = ErrorBody),
+        (status = 403, description = "Refused: a foreign Host with authentication off (every role may read)", body = ErrorBody),
     ))]
 pub async fn list(
     State(state): State<AppState>,
@@ -149,7 +149,7 @@ pub async fn list(
     params(JobIdPath), security(("api_token" = [])),
     responses(
         (status = 200, description = "The job's status", body = JobStatusResponse),
-        (status = 403, description = "The role may not read jobs (authentication on); or a foreign Host with authentication off", body = ErrorBody),
+        (status = 403, description = "Refused: a foreign Host with authentication off (every role may read)", body = ErrorBody),
     ))]
 pub async fn status(
     State(state): State<AppState>,
@@ -166,7 +166,7 @@ pub async fn status(
     params(JobIdPath), security(("api_token" = [])),
     responses(
         (status = 200, description = "The latest progress report, if any", body = TelemetryResponse),
-        (status = 403, description = "The role may not read jobs (authentication on); or a foreign Host with authentication off", body = ErrorBody),
+        (status = 403, description = "Refused: a foreign Host with authentication off (every role may read)", body = ErrorBody),
     ))]
 pub async fn telemetry(
     State(state): State<AppState>,
@@ -184,7 +184,7 @@ pub async fn telemetry(
     params(JobIdPath), security(("api_token" = [])),
     responses(
         (status = 200, description = "The checker's latest report", body = AuditResponse),
-        (status = 403, description = "The role may not read jobs (authentication on); or a foreign Host with authentication off", body = ErrorBody),
+        (status = 403, description = "Refused: a foreign Host with authentication off (every role may read)", body = ErrorBody),
         (status = 404, description = "Unknown job, or no report yet", body = ErrorBody),
     ))]
 pub async fn audit(
@@ -211,7 +211,7 @@ pub async fn audit(
     params(JobIdPath), security(("api_token" = [])),
     responses(
         (status = 200, description = "Every transition, oldest first", body = [EventView]),
-        (status = 403, description = "The role may not read jobs (authentication on); or a foreign Host with authentication off", body = ErrorBody),
+        (status = 403, description = "Refused: a foreign Host with authentication off (every role may read)", body = ErrorBody),
     ))]
 pub async fn events(
     State(state): State<AppState>,
@@ -229,7 +229,7 @@ pub async fn events(
     params(JobIdPath), security(("api_token" = [])),
     responses(
         (status = 200, description = "The saved output of the job's removed agents", body = [AgentLogView]),
-        (status = 403, description = "The role may not read jobs (authentication on); or a foreign Host with authentication off", body = ErrorBody),
+        (status = 403, description = "Refused: a foreign Host with authentication off (every role may read)", body = ErrorBody),
     ))]
 pub async fn logs(
     State(state): State<AppState>,
@@ -365,7 +365,7 @@ pub const SNAPSHOT_HEADER: &str = "x-icarus-snapshot";
                 (String = "text/plain"),
                 (DiffResponse = "application/json"),
             )),
-        (status = 403, description = "The role may not read jobs (authentication on); or a foreign Host with authentication off", body = ErrorBody),
+        (status = 403, description = "Refused: a foreign Host with authentication off (every role may read)", body = ErrorBody),
         (status = 409, description = "The job has no diff yet: it is recorded when the builder succeeds", body = ErrorBody),
     ))]
 pub async fn diff(
