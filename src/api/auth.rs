@@ -45,6 +45,11 @@ impl Authenticator {
         }
     }
 
+    /// Whether callers must present a token (`auth.enabled`).
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     fn identify(&self, token: Option<&str>) -> ApiResult<Caller> {
         if !self.enabled {
             return Ok(Caller {

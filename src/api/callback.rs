@@ -17,22 +17,19 @@ use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{JobIdPath, JsonBody, QueryParams};
 use super::jobs::load;
-use super::models::{CallbackRequest, MessageResponse};
+use super::models::{CallbackRequest, MessageResponse, ReportStatus, RoleName};
 use crate::job::{Job, JobId, Phase, Role, timestamp_now};
 use crate::metrics::{CallbackOutcome, ReportKind};
 use crate::store::{AgentReport, AuditRecord, ReportOutcome, TelemetrySample};
 
 /// (Internal) An agent reports progress, completion, its audit report or an error.
-#[utoipa::path(post, path = "/jobs/{job_id}/callback", tag = "agents", request_body = CallbackRequest,
-    params(("job_id" = String, Path, description = "The job's UUID"), CallerQuery),
+#[utoipa::path(post, path = "/jobs/{job_id}/callback", tag = "agents", operation_id = "report_from_agent", request_body = CallbackRequest,
+    params(JobIdPath, CallerQuery),
     responses(
-        (status = 200, body = MessageResponse),
+        (status = 200, description = "The report is recorded", body = MessageResponse),
         (status = 401, description = "No token, or not this agent's", body = ErrorBody),
         (status = 403, description = "Refused for browser safety: a foreign Origin", body = ErrorBody),
-        (status = 404, body = ErrorBody),
         (status = 409, description = "No agent of this job is running, or this agent already reported its outcome (or the checker its audit) for this attempt", body = ErrorBody),
-        (status = 415, description = "The body is not sent as application/json", body = ErrorBody),
-        (status = 422, description = "Malformed, or a field over its size limit", body = ErrorBody),
         (status = 429, description = "Too many progress reports from this agent", body = ErrorBody),
     ))]
 pub async fn callback(
@@ -53,11 +50,10 @@ fn report_kind(request: &CallbackRequest) -> ReportKind {
     if request.audit_report.is_some() {
         return ReportKind::Audit;
     }
-    match request.status.as_deref() {
+    match request.status {
         None => ReportKind::Progress,
-        Some("completed") => ReportKind::Completed,
-        Some("error") => ReportKind::Error,
-        Some(_) => ReportKind::Unknown,
+        Some(ReportStatus::Completed) => ReportKind::Completed,
+        Some(ReportStatus::Error) => ReportKind::Error,
     }
 }
 
@@ -86,7 +82,10 @@ async fn record(
     let job = load(state, id).await?;
     let authenticated = authenticate(state, &job, caller, headers)?;
     let role = reporting_role(&job, authenticated, caller.attempt)?;
-    let outcome = parse_outcome(request)?;
+    let outcome = request.status.map(|status| match status {
+        ReportStatus::Completed => ReportOutcome::Completed,
+        ReportStatus::Error => ReportOutcome::Error,
+    });
     let has_telemetry = request.current_tool.is_some()
         || request.cpu_usage.is_some()
         || request.ram_usage_mb.is_some();
@@ -169,33 +168,35 @@ async fn record(
     }))
 }
 
-/// The longest `message` or `error`, in bytes: a sentence or a stack trace.
-pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
-/// The longest `current_tool`, in bytes: a name.
-pub const MAX_TOOL_BYTES: usize = 256;
+/// The longest `message` or `error`, in characters: a sentence or a stack trace.
+pub const MAX_MESSAGE_CHARS: usize = 16 * 1024;
+/// The longest `current_tool`, in characters: a name.
+pub const MAX_TOOL_CHARS: usize = 256;
 /// The largest audit report, serialised, in bytes.
 pub const MAX_AUDIT_REPORT_BYTES: usize = 256 * 1024;
 
 /// Every field within its limit, so one report stores a known amount.
+/// Text is counted in characters, as the OpenAPI document's `maxLength` is.
 fn check_sizes(request: &CallbackRequest) -> ApiResult<()> {
-    let too_long = |field: &str, length: usize, limit: usize| {
+    let too_long = |field: &str, length: usize, limit: usize, unit: &str| {
         Err(ApiError::Unprocessable(format!(
-            "{field} is {length} bytes; the limit is {limit}"
+            "{field} is {length} {unit} long; the limit is {limit}"
         )))
     };
     for (field, value, limit) in [
-        ("message", &request.message, MAX_MESSAGE_BYTES),
-        ("error", &request.error, MAX_MESSAGE_BYTES),
-        ("current_tool", &request.current_tool, MAX_TOOL_BYTES),
+        ("message", &request.message, MAX_MESSAGE_CHARS),
+        ("error", &request.error, MAX_MESSAGE_CHARS),
+        ("current_tool", &request.current_tool, MAX_TOOL_CHARS),
     ] {
-        if let Some(value) = value.as_deref().filter(|v| v.len() > limit) {
-            return too_long(field, value.len(), limit);
+        let length = value.as_deref().map_or(0, |v| v.chars().count());
+        if length > limit {
+            return too_long(field, length, limit, "characters");
         }
     }
     if let Some(report) = &request.audit_report {
         let length = report.to_string().len();
         if length > MAX_AUDIT_REPORT_BYTES {
-            return too_long("audit_report", length, MAX_AUDIT_REPORT_BYTES);
+            return too_long("audit_report", length, MAX_AUDIT_REPORT_BYTES, "bytes");
         }
     }
     Ok(())
@@ -239,8 +240,10 @@ async fn refuse_a_second(
 #[into_params(parameter_in = Query)]
 pub struct CallerQuery {
     /// `builder` or `checker`.
+    #[param(value_type = Option<RoleName>)]
     pub role: Option<String>,
     /// The attempt the agent belongs to.
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4294967295.0)]
     pub attempt: Option<u32>,
     /// The agent's credential (or send it as `Authorization: Bearer ...`).
     pub token: Option<String>,
@@ -302,17 +305,6 @@ fn reporting_role(job: &Job, role: Role, attempt: Option<u32>) -> ApiResult<Role
             tracing::warn!(job = %job.id, %role, %phase, "report from an agent that is not running refused");
             Err(not_running(&format!("its {role} is not running")))
         }
-    }
-}
-
-fn parse_outcome(request: &CallbackRequest) -> ApiResult<Option<ReportOutcome>> {
-    match request.status.as_deref() {
-        None => Ok(None),
-        Some("completed") => Ok(Some(ReportOutcome::Completed)),
-        Some("error") => Ok(Some(ReportOutcome::Error)),
-        Some(other) => Err(ApiError::Unprocessable(format!(
-            "status must be 'completed' or 'error', not '{other}'"
-        ))),
     }
 }
 

@@ -8,6 +8,10 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
+use utoipa::IntoParams;
+use utoipa::openapi::Required;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
 
 use super::error::ApiError;
 use crate::job::JobId;
@@ -104,8 +108,26 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
 }
 
 /// The `{job_id}` path segment, parsed; anything but a UUID is a 422.
+/// Documents itself: `params(JobIdPath)` in a route's `utoipa::path`.
 #[derive(Debug, Clone, Copy)]
 pub struct JobIdPath(pub JobId);
+
+impl IntoParams for JobIdPath {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let uuid = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)));
+        vec![
+            ParameterBuilder::new()
+                .name("job_id")
+                .parameter_in(ParameterIn::Path)
+                .required(Required::True)
+                .description(Some("The job's UUID"))
+                .schema(Some(uuid))
+                .build(),
+        ]
+    }
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for JobIdPath {
     type Rejection = ApiError;

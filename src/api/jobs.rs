@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::auth::Caller;
@@ -15,8 +15,7 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{JobIdPath, JsonBody, QueryParams};
 use super::models::{
     AgentLogView, ApproveRequest, AuditResponse, DecisionResponse, DiffResponse, EventView,
-    JobStatusResponse, JobSummary, ListQuery, SourceBody, SpawnRequest, SpawnResponse,
-    TelemetryResponse,
+    JobStatusResponse, JobSummary, ListQuery, SpawnRequest, SpawnResponse, TelemetryResponse,
 };
 use super::policy::SpawnPolicy;
 use crate::config::AccessRole;
@@ -25,19 +24,14 @@ use crate::job::{Job, JobId, JobSource, JobSpec, Phase, TransitionError, Verdict
 use crate::source::patch;
 use crate::store::{JobFilter, SpecChange, SpecUpdate};
 
-/// Longest task description accepted, in characters.
-pub const MAX_TASK_CHARS: usize = 32_768;
-/// Longest path or image name accepted, in characters.
-const MAX_NAME_CHARS: usize = 4096;
-
 /// Create a job; it starts when admission allows.
-#[utoipa::path(post, path = "/jobs/spawn", tag = "jobs", request_body = SpawnRequest,
+#[utoipa::path(post, path = "/jobs/spawn", tag = "jobs", operation_id = "spawn_job", request_body = SpawnRequest,
+    security(("api_token" = [])),
     responses(
-        (status = 201, body = SpawnResponse),
+        (status = 201, description = "Created; it starts when admission allows", body = SpawnResponse),
         (status = 403, description = "The role may not submit; or refused for browser safety: a foreign Origin, or a foreign Host with authentication off", body = ErrorBody),
-        (status = 415, description = "The body is not sent as application/json", body = ErrorBody),
-        (status = 422, description = "Malformed body or invalid field", body = ErrorBody),
-        (status = 503, description = "Host load is critical (sentinel RED)", body = ErrorBody),
+        (status = 429, description = "This token submitted more than auth.spawns_per_minute jobs in the last minute (authentication on)", body = ErrorBody),
+        (status = 503, description = "Host load is critical (sentinel RED), or the database is unavailable", body = ErrorBody),
     ))]
 pub async fn spawn(
     State(state): State<AppState>,
@@ -83,46 +77,28 @@ async fn create(state: &AppState, spec: JobSpec) -> ApiResult<Job> {
 }
 
 fn validate_spawn(request: SpawnRequest, policy: &SpawnPolicy) -> ApiResult<JobSpec> {
-    let invalid = |message: String| Err(ApiError::Unprocessable(message));
-    if request.task.trim().is_empty() {
-        return invalid("task must not be empty".to_owned());
-    }
-    let task_chars = request.task.chars().count();
-    if task_chars > MAX_TASK_CHARS {
-        return invalid(format!(
-            "task is {task_chars} characters long; the limit is {MAX_TASK_CHARS}"
-        ));
-    }
-    // The task reaches the agent as an environment variable, which cannot
-    // hold a NUL: such a job could never start. Other control characters
-    // are refused with it; a task is text, lines and tabs included.
-    if let Some(bad) = request
-        .task
-        .chars()
-        .find(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r'))
-    {
-        return invalid(format!(
-            "task must not contain control characters other than newline and tab (found U+{:04X})",
-            u32::from(bad)
-        ));
-    }
-    check_name("project_path", &request.project_path)?;
+    policy.check_task(&request.task)?;
     policy.check_project_path(&request.project_path)?;
     for (field, image) in [
         ("builder_image", &request.builder_image),
         ("checker_image", &request.checker_image),
     ] {
         if let Some(image) = image {
-            check_name(field, image)?;
-            if image.chars().any(char::is_whitespace) {
-                return invalid(format!("{field} must not contain whitespace"));
-            }
             policy.check_image(field, image)?;
         }
     }
     let source = request
         .source
-        .map(|source| validate_source(source, policy))
+        .map(|source| {
+            policy.check_repository(&source.repository)?;
+            if let Some(reference) = &source.reference {
+                policy.check_reference(reference)?;
+            }
+            Ok::<_, ApiError>(JobSource {
+                repository: source.repository,
+                reference: source.reference,
+            })
+        })
         .transpose()?;
     Ok(JobSpec {
         task: request.task,
@@ -137,49 +113,12 @@ fn validate_spawn(request: SpawnRequest, policy: &SpawnPolicy) -> ApiResult<JobS
     })
 }
 
-fn validate_source(source: SourceBody, policy: &SpawnPolicy) -> ApiResult<JobSource> {
-    check_name("source.repository", &source.repository)?;
-    policy.check_repository(&source.repository)?;
-    if let Some(reference) = &source.reference {
-        check_name("source.ref", reference)?;
-        // Refs reach git as arguments: one that looks like an option is refused.
-        let looks_like_option = reference.starts_with('-');
-        if looks_like_option
-            || reference
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control())
-        {
-            return Err(ApiError::Unprocessable(format!(
-                "source.ref '{reference}' is not a branch, tag or commit name"
-            )));
-        }
-    }
-    Ok(JobSource {
-        repository: source.repository,
-        reference: source.reference,
-    })
-}
-
-fn check_name(field: &str, value: &str) -> ApiResult<()> {
-    if value.trim().is_empty() {
-        return Err(ApiError::Unprocessable(format!(
-            "{field} must not be empty"
-        )));
-    }
-    if value.chars().count() > MAX_NAME_CHARS || value.contains('\0') {
-        return Err(ApiError::Unprocessable(format!(
-            "{field} must be at most {MAX_NAME_CHARS} characters with no NUL byte"
-        )));
-    }
-    Ok(())
-}
-
 /// List jobs, newest first.
-#[utoipa::path(get, path = "/jobs", tag = "jobs", params(ListQuery),
+#[utoipa::path(get, path = "/jobs", tag = "jobs", operation_id = "list_jobs", params(ListQuery),
+    security(("api_token" = [])),
     responses(
-        (status = 200, body = [JobSummary]),
-        (status = 403, description = "Refused: a foreign Host with authentication off", body = ErrorBody),
-        (status = 422, body = ErrorBody),
+        (status = 200, description = "Jobs, newest first", body = [JobSummary]),
+        (status = 403, description = "Refused: a foreign Host with authentication off (every role may read)", body = ErrorBody),
     ))]
 pub async fn list(
     State(state): State<AppState>,
@@ -195,7 +134,7 @@ pub async fn list(
             ApiError::Unprocessable(format!("limit must be between 1 and 1000, not {limit}"))
         })?;
     let phase = match query.status.as_deref() {
-        None | Some("") => None,
+        None => None,
         Some(text) => Some(
             text.parse::<Phase>()
                 .map_err(|e| ApiError::Unprocessable(e.to_string()))?,
@@ -206,13 +145,11 @@ pub async fn list(
 }
 
 /// A job's current status.
-#[utoipa::path(get, path = "/jobs/{job_id}/status", tag = "jobs",
-    params(("job_id" = String, Path, description = "The job's UUID")),
+#[utoipa::path(get, path = "/jobs/{job_id}/status", tag = "jobs", operation_id = "get_job_status",
+    params(JobIdPath), security(("api_token" = [])),
     responses(
-        (status = 200, body = JobStatusResponse),
-        (status = 403, description = "Refused: a foreign Host with authentication off", body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 422, body = ErrorBody),
+        (status = 200, description = "The job's status", body = JobStatusResponse),
+        (status = 403, description = "Refused: a foreign Host with authentication off (every role may read)", body = ErrorBody),
     ))]
 pub async fn status(
     State(state): State<AppState>,
@@ -225,12 +162,11 @@ pub async fn status(
 }
 
 /// The latest progress an agent reported.
-#[utoipa::path(get, path = "/jobs/{job_id}/telemetry", tag = "jobs",
-    params(("job_id" = String, Path, description = "The job's UUID")),
+#[utoipa::path(get, path = "/jobs/{job_id}/telemetry", tag = "jobs", operation_id = "get_job_telemetry",
+    params(JobIdPath), security(("api_token" = [])),
     responses(
-        (status = 200, body = TelemetryResponse),
-        (status = 403, description = "Refused: a foreign Host with authentication off", body = ErrorBody),
-        (status = 404, body = ErrorBody),
+        (status = 200, description = "The latest progress report, if any", body = TelemetryResponse),
+        (status = 403, description = "Refused: a foreign Host with authentication off (every role may read)", body = ErrorBody),
     ))]
 pub async fn telemetry(
     State(state): State<AppState>,
@@ -244,11 +180,11 @@ pub async fn telemetry(
 }
 
 /// The checker's audit report.
-#[utoipa::path(get, path = "/jobs/{job_id}/audit", tag = "jobs",
-    params(("job_id" = String, Path, description = "The job's UUID")),
+#[utoipa::path(get, path = "/jobs/{job_id}/audit", tag = "jobs", operation_id = "get_job_audit",
+    params(JobIdPath), security(("api_token" = [])),
     responses(
-        (status = 200, body = AuditResponse),
-        (status = 403, description = "Refused: a foreign Host with authentication off", body = ErrorBody),
+        (status = 200, description = "The checker's latest report", body = AuditResponse),
+        (status = 403, description = "Refused: a foreign Host with authentication off (every role may read)", body = ErrorBody),
         (status = 404, description = "Unknown job, or no report yet", body = ErrorBody),
     ))]
 pub async fn audit(
@@ -271,12 +207,11 @@ pub async fn audit(
 }
 
 /// Every phase transition of a job, oldest first.
-#[utoipa::path(get, path = "/jobs/{job_id}/events", tag = "jobs",
-    params(("job_id" = String, Path, description = "The job's UUID")),
+#[utoipa::path(get, path = "/jobs/{job_id}/events", tag = "jobs", operation_id = "list_job_events",
+    params(JobIdPath), security(("api_token" = [])),
     responses(
-        (status = 200, body = [EventView]),
-        (status = 403, description = "Refused: a foreign Host with authentication off", body = ErrorBody),
-        (status = 404, body = ErrorBody),
+        (status = 200, description = "Every transition, oldest first", body = [EventView]),
+        (status = 403, description = "Refused: a foreign Host with authentication off (every role may read)", body = ErrorBody),
     ))]
 pub async fn events(
     State(state): State<AppState>,
@@ -290,12 +225,11 @@ pub async fn events(
 }
 
 /// The saved output of the job's agents (kept when their containers are removed).
-#[utoipa::path(get, path = "/jobs/{job_id}/logs", tag = "jobs",
-    params(("job_id" = String, Path, description = "The job's UUID")),
+#[utoipa::path(get, path = "/jobs/{job_id}/logs", tag = "jobs", operation_id = "get_job_logs",
+    params(JobIdPath), security(("api_token" = [])),
     responses(
-        (status = 200, body = [AgentLogView]),
-        (status = 403, description = "Refused: a foreign Host with authentication off", body = ErrorBody),
-        (status = 404, body = ErrorBody),
+        (status = 200, description = "The saved output of the job's removed agents", body = [AgentLogView]),
+        (status = 403, description = "Refused: a foreign Host with authentication off (every role may read)", body = ErrorBody),
     ))]
 pub async fn logs(
     State(state): State<AppState>,
@@ -309,15 +243,12 @@ pub async fn logs(
 }
 
 /// Approve or reject a job that awaits approval.
-#[utoipa::path(post, path = "/jobs/{job_id}/approve", tag = "jobs", request_body = ApproveRequest,
-    params(("job_id" = String, Path, description = "The job's UUID")),
+#[utoipa::path(post, path = "/jobs/{job_id}/approve", tag = "jobs", operation_id = "approve_job", request_body = ApproveRequest,
+    params(JobIdPath), security(("api_token" = [])),
     responses(
-        (status = 200, body = DecisionResponse),
+        (status = 200, description = "The decision is recorded", body = DecisionResponse),
         (status = 403, description = "The role may not approve; or refused for browser safety: a foreign Origin, or a foreign Host with authentication off", body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 409, description = "The job is not awaiting approval, or was already decided", body = ErrorBody),
-        (status = 415, description = "The body is not sent as application/json", body = ErrorBody),
-        (status = 422, body = ErrorBody),
+        (status = 409, description = "The job is not awaiting approval, was already decided, or shows another snapshot", body = ErrorBody),
     ))]
 pub async fn approve(
     State(state): State<AppState>,
@@ -326,6 +257,7 @@ pub async fn approve(
     JsonBody(request): JsonBody<ApproveRequest>,
 ) -> ApiResult<Json<DecisionResponse>> {
     caller.require(AccessRole::Approver, "approving or rejecting a job")?;
+    check_verdict(&request)?;
     let approved = request.approved;
     let verdict = Verdict {
         approved,
@@ -348,13 +280,32 @@ pub async fn approve(
     }))
 }
 
+/// The longest approval comment, in characters.
+pub const MAX_COMMENT_CHARS: usize = 16 * 1024;
+/// The longest snapshot an approval may quote, in characters.
+pub const MAX_SNAPSHOT_CHARS: usize = 256;
+
+fn check_verdict(request: &ApproveRequest) -> ApiResult<()> {
+    for (field, value, limit) in [
+        ("comment", &request.comment, MAX_COMMENT_CHARS),
+        ("snapshot", &request.snapshot, MAX_SNAPSHOT_CHARS),
+    ] {
+        let length = value.as_deref().map_or(0, |v| v.chars().count());
+        if length > limit {
+            return Err(ApiError::Unprocessable(format!(
+                "{field} is {length} characters long; the limit is {limit}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Cancel a job that has not finished; its agents are stopped and removed.
-#[utoipa::path(post, path = "/jobs/{job_id}/cancel", tag = "jobs",
-    params(("job_id" = String, Path, description = "The job's UUID")),
+#[utoipa::path(post, path = "/jobs/{job_id}/cancel", tag = "jobs", operation_id = "cancel_job",
+    params(JobIdPath), security(("api_token" = [])),
     responses(
-        (status = 200, body = DecisionResponse),
+        (status = 200, description = "The cancel is recorded", body = DecisionResponse),
         (status = 403, description = "The role may not cancel this job; or refused for browser safety: a foreign Origin, or a foreign Host with authentication off", body = ErrorBody),
-        (status = 404, body = ErrorBody),
         (status = 409, description = "The job already finished", body = ErrorBody),
     ))]
 pub async fn cancel(
@@ -377,12 +328,11 @@ pub async fn cancel(
 }
 
 /// Publish again after a push failed; the kept commit is pushed, not redone.
-#[utoipa::path(post, path = "/jobs/{job_id}/publish", tag = "jobs",
-    params(("job_id" = String, Path, description = "The job's UUID")),
+#[utoipa::path(post, path = "/jobs/{job_id}/publish", tag = "jobs", operation_id = "publish_job",
+    params(JobIdPath), security(("api_token" = [])),
     responses(
-        (status = 200, body = DecisionResponse),
+        (status = 200, description = "The publish retry is recorded", body = DecisionResponse),
         (status = 403, description = "The role may not publish; or refused for browser safety: a foreign Origin, or a foreign Host with authentication off", body = ErrorBody),
-        (status = 404, body = ErrorBody),
         (status = 409, description = "The job is not one whose publishing failed", body = ErrorBody),
     ))]
 pub async fn publish(
@@ -406,17 +356,17 @@ pub const SNAPSHOT_HEADER: &str = "x-icarus-snapshot";
 /// (default) or, with `?format=json`, files with their status, line counts
 /// and hunks. Either way the `X-Icarus-Snapshot` header names the snapshot
 /// shown, which an approval may quote.
-#[utoipa::path(get, path = "/jobs/{job_id}/diff", tag = "jobs",
-    params(("job_id" = String, Path, description = "The job's UUID"), DiffQuery),
+#[utoipa::path(get, path = "/jobs/{job_id}/diff", tag = "jobs", operation_id = "get_job_diff",
+    params(JobIdPath, DiffQuery), security(("api_token" = [])),
     responses(
-        (status = 200, description = "The diff", content(
-            (String = "text/plain"),
-            (DiffResponse = "application/json"),
-        )),
-        (status = 403, description = "Refused: a foreign Host with authentication off", body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 409, description = "The job has not reached awaiting_approval yet", body = ErrorBody),
-        (status = 422, body = ErrorBody),
+        (status = 200, description = "The diff: unified diff text, or with `format=json` its files and hunks",
+            headers(("X-Icarus-Snapshot" = String, description = "The snapshot shown (empty where there is none), which an approval may quote")),
+            content(
+                (String = "text/plain"),
+                (DiffResponse = "application/json"),
+            )),
+        (status = 403, description = "Refused: a foreign Host with authentication off (every role may read)", body = ErrorBody),
+        (status = 409, description = "The job has no diff yet: it is recorded when the builder succeeds", body = ErrorBody),
     ))]
 pub async fn diff(
     State(state): State<AppState>,
@@ -433,24 +383,19 @@ pub async fn diff(
         )));
     };
     let snapshot_header = record.snapshot.clone().unwrap_or_default();
-    let body = match query.format.as_deref() {
-        None | Some("text") => (
+    let body = match query.format.unwrap_or(DiffFormat::Text) {
+        DiffFormat::Text => (
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             record.diff,
         )
             .into_response(),
-        Some("json") => Json(DiffResponse {
+        DiffFormat::Json => Json(DiffResponse {
             job_id: id.to_string(),
             base_commit: record.base_commit,
             summary: patch::parse(&record.diff),
             snapshot: record.snapshot,
         })
         .into_response(),
-        Some(other) => {
-            return Err(ApiError::Unprocessable(format!(
-                "format must be 'text' or 'json', not '{other}'"
-            )));
-        }
     };
     Ok(([(SNAPSHOT_HEADER, snapshot_header)], body).into_response())
 }
@@ -458,8 +403,18 @@ pub async fn diff(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct DiffQuery {
-    /// `text` (default) or `json`.
-    pub format: Option<String>,
+    /// `text` (the default) or `json`.
+    pub format: Option<DiffFormat>,
+}
+
+/// How a diff is shown.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DiffFormat {
+    /// Unified diff text.
+    Text,
+    /// Files with their status, line counts and hunks.
+    Json,
 }
 
 pub(super) async fn load(state: &AppState, id: JobId) -> ApiResult<Job> {

@@ -26,8 +26,8 @@ pub struct Health {
 }
 
 /// Name and version of the service.
-#[utoipa::path(get, path = "/", tag = "service", responses(
-    (status = 200, body = ServiceInfo),
+#[utoipa::path(get, path = "/", tag = "service", operation_id = "get_service_info", responses(
+    (status = 200, description = "The service's name and version", body = ServiceInfo),
     (status = 403, description = "Refused: a foreign Host with authentication off", body = ErrorBody),
 ))]
 pub async fn root() -> Json<ServiceInfo> {
@@ -39,7 +39,8 @@ pub async fn root() -> Json<ServiceInfo> {
 }
 
 /// Liveness: the process answers.
-#[utoipa::path(get, path = "/healthz", tag = "service", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/healthz", tag = "service", operation_id = "healthz",
+    responses((status = 200, description = "The process answers", body = Health)))]
 pub async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok".to_owned(),
@@ -48,8 +49,11 @@ pub async fn healthz() -> Json<Health> {
 }
 
 /// Readiness: the database answers, and a SQLite file can be written.
-#[utoipa::path(get, path = "/readyz", tag = "service",
-    responses((status = 200, body = Health), (status = 503, description = "The database is unreachable, busy, read-only, full or failing", body = ErrorBody)))]
+#[utoipa::path(get, path = "/readyz", tag = "service", operation_id = "readyz",
+    responses(
+        (status = 200, description = "The database answers", body = Health),
+        (status = 503, description = "The database is unreachable, busy, read-only, full or failing", body = ErrorBody),
+    ))]
 pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
     state.store.ping().await.map_err(not_ready)?;
     Ok(Json(Health {

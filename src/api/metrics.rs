@@ -72,6 +72,13 @@ impl MetricsState {
 
 /// `GET /metrics` on the API: any caller with a token (everyone with
 /// authentication off).
+#[utoipa::path(get, path = "/metrics", tag = "service", operation_id = "get_metrics",
+    security(("api_token" = [])),
+    responses(
+        (status = 200, description = "Every metric, in the Prometheus text format (0.0.4), or OpenMetrics 1.0 when `Accept` asks for it",
+            content((String = "text/plain"), (String = "application/openmetrics-text"))),
+        (status = 403, description = "Refused: a foreign Host with authentication off", body = super::error::ErrorBody),
+    ))]
 pub async fn metrics(
     State(state): State<AppState>,
     caller: Caller,

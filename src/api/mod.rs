@@ -18,6 +18,7 @@ pub mod models;
 mod policy;
 pub mod report_limit;
 mod request_id;
+mod rules;
 mod stream;
 pub mod stream_limit;
 
@@ -37,8 +38,8 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 pub use docs::ApiDoc;
-pub use jobs::MAX_TASK_CHARS;
 pub use metrics::{MetricsState, metrics_router};
+pub use policy::MAX_TASK_CHARS;
 
 use crate::credentials::AgentKeys;
 use crate::job::admission::LoadLevel;
@@ -107,6 +108,11 @@ fn cors(origins: &[String]) -> CorsLayer {
 /// check covers all.
 pub fn router(state: AppState, limits: ApiLimits) -> Router {
     let guard = BrowserGuard::new(limits.allowed_hosts.clone(), &limits.cors_allowed_origins);
+    let document = docs::document(&docs::Deployment {
+        policy: &state.policy,
+        authenticated: state.auth.enabled(),
+        max_request_bytes: limits.max_request_bytes,
+    });
     let named_host = Router::new()
         .route("/jobs", get(jobs::list))
         .route("/jobs/spawn", post(jobs::spawn))
@@ -123,7 +129,7 @@ pub fn router(state: AppState, limits: ApiLimits) -> Router {
         .route("/metrics", get(metrics::metrics))
         .route("/", get(meta::root))
         .with_state(state.clone())
-        .merge(docs::routes())
+        .merge(docs::routes(document))
         .route_layer(from_fn_with_state(guard.clone(), browser::host_check));
     let any_host = Router::new()
         .route("/jobs/{job_id}/callback", post(callback::callback))
@@ -183,11 +189,8 @@ async fn not_found() -> ApiError {
     ApiError::NotFound("Not Found".to_owned())
 }
 
-async fn method_not_allowed() -> Response {
-    let body = error::ErrorBody {
-        detail: "Method Not Allowed".to_owned(),
-    };
-    (StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed("Method Not Allowed".to_owned())
 }
 
 /// The last line of defence: a bug answers 500 in the API's format and is logged.

@@ -1,13 +1,61 @@
 //! Request and response bodies, in the shapes the seed documents. Fields the
 //! seed names keep its names; fields Icarus adds come after them.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 
-use crate::job::{Job, Phase};
+use crate::job::{Job, Phase, Role};
 use crate::store::{AgentLog, JobEvent, TelemetrySample};
+
+/// A string schema that allows these values only.
+fn string_enum<'a>(values: impl IntoIterator<Item = &'a str>) -> RefOr<Schema> {
+    let values: Vec<&str> = values.into_iter().collect();
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(values))
+        .into()
+}
+
+/// A schema-only stand-in for an enum of the core (whose crate knows
+/// nothing of utoipa): a string schema named `$name` in the document,
+/// allowing the core's own spellings.
+macro_rules! core_enum_schema {
+    ($(#[$doc:meta])* $stand_in:ident, $name:literal, $values:expr) => {
+        $(#[$doc])*
+        pub struct $stand_in;
+
+        impl PartialSchema for $stand_in {
+            fn schema() -> RefOr<Schema> {
+                string_enum($values)
+            }
+        }
+
+        impl ToSchema for $stand_in {
+            fn name() -> Cow<'static, str> {
+                Cow::Borrowed($name)
+            }
+        }
+    };
+}
+
+core_enum_schema!(
+    /// A job's phase (`Phase` in the document).
+    PhaseName,
+    "Phase",
+    Phase::ALL.map(Phase::as_str)
+);
+core_enum_schema!(
+    /// An agent's role (`Role` in the document).
+    RoleName,
+    "Role",
+    Role::ALL.map(Role::as_str)
+);
 
 /// `POST /jobs/spawn`. Unknown fields are refused: a typo must not pass
 /// silently as a default.
@@ -17,9 +65,10 @@ pub struct SpawnRequest {
     /// What the builder should do.
     #[schema(example = "Create a FastAPI endpoint for user authentication")]
     pub task: String,
-    /// The workspace path the task is about.
+    /// The workspace path the task is about: an absolute path under one of
+    /// `workspace.allowed_project_roots`.
     #[serde(default = "default_project_path")]
-    #[schema(example = "/workspace")]
+    #[schema(example = "/workspace", default = "/workspace")]
     pub project_path: String,
     /// Overrides the configured builder image for this job.
     #[serde(default)]
@@ -48,6 +97,7 @@ pub struct SourceBody {
 /// `GET /jobs/{job_id}/diff?format=json`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DiffResponse {
+    #[schema(format = Uuid)]
     pub job_id: String,
     /// The commit the change is against; none for a job without a source.
     pub base_commit: Option<String>,
@@ -63,8 +113,9 @@ fn default_project_path() -> String {
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SpawnResponse {
+    #[schema(format = Uuid)]
     pub job_id: String,
-    #[schema(value_type = String, example = "pending")]
+    #[schema(value_type = PhaseName, example = "pending")]
     pub status: Phase,
     pub message: String,
 }
@@ -87,15 +138,16 @@ pub struct ApproveRequest {
 pub struct DecisionResponse {
     pub message: String,
     /// The phase the decision moves the job to.
-    #[schema(value_type = String, example = "approved")]
+    #[schema(value_type = PhaseName, example = "approved")]
     pub status: Phase,
 }
 
 /// `GET /jobs/{job_id}/status`, and each WebSocket message.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct JobStatusResponse {
+    #[schema(format = Uuid)]
     pub job_id: String,
-    #[schema(value_type = String, example = "building")]
+    #[schema(value_type = PhaseName, example = "building")]
     pub status: Phase,
     pub task: String,
     pub created_at: DateTime<Utc>,
@@ -200,9 +252,10 @@ impl From<&Job> for JobStatusResponse {
 /// One row of `GET /jobs`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct JobSummary {
+    #[schema(format = Uuid)]
     pub job_id: String,
     pub task: String,
-    #[schema(value_type = String, example = "completed")]
+    #[schema(value_type = PhaseName, example = "completed")]
     pub status: Phase,
     pub created_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
@@ -228,14 +281,16 @@ pub struct ListQuery {
     #[param(minimum = 1, maximum = 1000, default = 50)]
     pub limit: Option<i64>,
     /// Only jobs in this phase.
+    #[param(value_type = Option<PhaseName>)]
     pub status: Option<String>,
 }
 
 /// `GET /jobs/{job_id}/telemetry`: the latest progress report.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TelemetryResponse {
+    #[schema(format = Uuid)]
     pub job_id: String,
-    #[schema(value_type = String, example = "building")]
+    #[schema(value_type = PhaseName, example = "building")]
     pub status: Phase,
     pub cpu_usage: Option<f64>,
     pub ram_usage_mb: Option<f64>,
@@ -260,7 +315,10 @@ impl TelemetryResponse {
 /// `GET /jobs/{job_id}/audit`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AuditResponse {
+    #[schema(format = Uuid)]
     pub job_id: String,
+    /// The report the checker posted: a JSON object.
+    #[schema(value_type = Object)]
     pub audit_report: Value,
     pub created_at: DateTime<Utc>,
 }
@@ -268,9 +326,9 @@ pub struct AuditResponse {
 /// `GET /jobs/{job_id}/events`: one transition.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct EventView {
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<PhaseName>)]
     pub from: Option<Phase>,
-    #[schema(value_type = String)]
+    #[schema(value_type = PhaseName)]
     pub to: Phase,
     pub reason: String,
     pub message: Option<String>,
@@ -295,16 +353,34 @@ impl From<JobEvent> for EventView {
 /// progress (`current_tool`, `cpu_usage`, `ram_usage_mb`), completion
 /// (`status: "completed"`, optionally with `message` or `audit_report`) and
 /// failure (`status: "error"`, `error`).
+///
+/// A body must hold `status` or at least one of the progress fields.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct CallbackRequest {
+    /// The agent's outcome; absent in a progress report.
     #[schema(example = "completed")]
-    pub status: Option<String>,
+    pub status: Option<ReportStatus>,
     pub message: Option<String>,
+    /// Why the agent failed, with `status: "error"`.
     pub error: Option<String>,
+    /// The checker's findings, with `status: "completed"`: a JSON object of
+    /// at most 256 KiB, serialised.
+    #[schema(value_type = Option<Object>)]
     pub audit_report: Option<Value>,
     pub current_tool: Option<String>,
+    /// Percent of a CPU.
+    #[schema(minimum = 0, maximum = 1.7976931348623157e308)]
     pub cpu_usage: Option<f64>,
+    #[schema(minimum = 0, maximum = 1.7976931348623157e308)]
     pub ram_usage_mb: Option<f64>,
+}
+
+/// An agent's outcome, in a callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportStatus {
+    Completed,
+    Error,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -315,7 +391,7 @@ pub struct MessageResponse {
 /// `GET /jobs/{job_id}/logs`: one agent's saved output.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AgentLogView {
-    #[schema(example = "builder")]
+    #[schema(value_type = RoleName, example = "builder")]
     pub role: String,
     pub attempt: u32,
     pub container_id: String,

@@ -1,101 +1,170 @@
-//! What a submitted job may ask for: which images, which project path, which
-//! Git source. Checked at the door, so a hostile request is refused with 422
-//! before anything runs.
+//! What a submitted job may ask for: its task, which images, which project
+//! path, which Git source. Checked at the door, so a hostile request is
+//! refused with 422 before anything runs. Each field's rule is a
+//! [`TextRule`], which the OpenAPI document states as it is (see
+//! `docs::document`): the images, project roots and source roots come from
+//! the configuration, so the document does too.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use super::error::{ApiError, ApiResult};
-use crate::config::{AgentsConfig, Config};
+use super::rules::{
+    self, BLANK, CONTROL_BUT_LINE_BREAKS, NOTHING, SPACE_OR_CONTROL, TextRule, escape,
+};
+use crate::config::Config;
 
+/// Longest task description accepted, in characters.
+pub const MAX_TASK_CHARS: usize = 32_768;
+/// Longest path, image name, repository or ref accepted, in characters.
+pub const MAX_NAME_CHARS: usize = 4096;
+
+/// The rules of a spawn request's fields.
 pub struct SpawnPolicy {
-    agents: AgentsConfig,
+    pub task: TextRule,
+    pub project_path: TextRule,
+    /// `builder_image` and `checker_image`.
+    pub image: TextRule,
+    pub repository: TextRule,
+    /// `source.ref`.
+    pub reference: TextRule,
     project_roots: Vec<String>,
     /// Canonical forms of `workspace.allowed_source_roots` that exist.
     source_roots: Vec<PathBuf>,
+    /// The shape of a local repository path, when any source root exists.
+    local_repository: Option<TextRule>,
 }
 
 impl SpawnPolicy {
-    pub fn from_config(config: &Config) -> SpawnPolicy {
-        SpawnPolicy {
-            agents: config.agents.clone(),
+    pub fn from_config(config: &Config) -> Result<SpawnPolicy, regex::Error> {
+        let source_roots: Vec<PathBuf> = config
+            .workspace
+            .allowed_source_roots
+            .iter()
+            .filter_map(|root| root.canonicalize().ok())
+            .collect();
+        let local_roots: Vec<String> = source_roots
+            .iter()
+            .filter_map(|root| rules::plain_absolute(&root.to_string_lossy()))
+            .collect();
+        let local_repository = (!local_roots.is_empty())
+            .then(|| format!("(?:file://)?{}", rules::paths_under(&local_roots)));
+        let project_roots: Vec<String> = config
+            .workspace
+            .allowed_project_roots
+            .iter()
+            .filter_map(|root| rules::plain_absolute(root))
+            .collect();
+        let project_path = if project_roots.is_empty() {
+            NOTHING.to_owned()
+        } else {
+            format!("^{}$", rules::paths_under(&project_roots))
+        };
+        Ok(SpawnPolicy {
+            task: TextRule::matching(
+                MAX_TASK_CHARS,
+                &format!("^[{BLANK}]*[^{SPACE_OR_CONTROL}][^{CONTROL_BUT_LINE_BREAKS}]*$"),
+            )?,
+            project_path: TextRule::matching(MAX_NAME_CHARS, &project_path)?,
+            image: TextRule::matching(MAX_NAME_CHARS, &image_pattern(config))?,
+            repository: TextRule::matching(
+                MAX_NAME_CHARS,
+                &repository_pattern(local_repository.as_deref()),
+            )?,
+            reference: TextRule::matching(
+                MAX_NAME_CHARS,
+                &format!(r"^[^{SPACE_OR_CONTROL}\-][^{SPACE_OR_CONTROL}]*$"),
+            )?,
             project_roots: config.workspace.allowed_project_roots.clone(),
-            source_roots: config
-                .workspace
-                .allowed_source_roots
-                .iter()
-                .filter_map(|root| root.canonicalize().ok())
-                .collect(),
-        }
+            local_repository: local_repository
+                .map(|pattern| TextRule::matching(MAX_NAME_CHARS, &format!("^{pattern}$")))
+                .transpose()?,
+            source_roots,
+        })
     }
 
+    /// Text with something to read in it: lines and tabs, but no other
+    /// control character. (The task reaches the agent as an environment
+    /// variable, which cannot hold a NUL: such a job could never start.)
+    pub fn check_task(&self, task: &str) -> ApiResult<()> {
+        if self.task.allows(task) {
+            return Ok(());
+        }
+        let length = task.chars().count();
+        Err(invalid(if task.trim().is_empty() {
+            "task must not be empty".to_owned()
+        } else if length > MAX_TASK_CHARS {
+            format!("task is {length} characters long; the limit is {MAX_TASK_CHARS}")
+        } else if let Some(bad) = task
+            .chars()
+            .find(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r'))
+        {
+            format!(
+                "task must not contain control characters other than newline and tab (found U+{:04X})",
+                u32::from(bad)
+            )
+        } else {
+            mismatch("task", &self.task)
+        }))
+    }
+
+    /// One of the configured images, or one `agents.allowed_images` allows.
     pub fn check_image(&self, field: &str, image: &str) -> ApiResult<()> {
-        if self.agents.allows_image(image) {
-            Ok(())
-        } else {
-            Err(invalid(format!(
-                "{field} '{image}' is not allowed here: add it to agents.allowed_images \
-                 (e.g. ICARUS_CONFIG__AGENTS__ALLOWED_IMAGES='[\"{image}\"]') or make it \
-                 agents.builder.image_name / agents.checker.image_name"
-            )))
-        }
-    }
-
-    /// An absolute path without `..`, under one of the allowed roots.
-    pub fn check_project_path(&self, path: &str) -> ApiResult<()> {
-        let candidate = Path::new(path);
-        let plain = candidate.is_absolute()
-            && candidate
-                .components()
-                .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
-        let inside = self
-            .project_roots
-            .iter()
-            .any(|root| candidate.starts_with(Path::new(root)));
-        if plain && inside {
-            Ok(())
-        } else {
-            Err(invalid(format!(
-                "project_path '{path}' must be an absolute path without '..' under one of {:?}",
-                self.project_roots
-            )))
-        }
-    }
-
-    /// A network URL Git knows (https, http, ssh, git, or `user@host:path`),
-    /// or a local repository inside an allowed source root, symlinks resolved.
-    pub fn check_repository(&self, repository: &str) -> ApiResult<()> {
-        let lower = repository.to_ascii_lowercase();
-        let network = ["https://", "http://", "ssh://", "git://"]
-            .iter()
-            .any(|scheme| lower.starts_with(scheme));
-        if network {
-            let authority = lower.split("://").nth(1).unwrap_or_default();
-            let authority = authority.split('/').next().unwrap_or_default();
-            let user = authority.rsplit_once('@').map(|(user, _)| user);
-            // HTTP(S) and git:// take no user at all; ssh:// a user name but
-            // never a password.
-            let carries_credentials = match user {
-                None => false,
-                Some(user) => !lower.starts_with("ssh://") || user.contains(':'),
-            };
-            if carries_credentials {
-                return Err(credentials_refused(repository));
+        check_name(field, image, &self.image, || {
+            if image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                format!("{field} must not contain whitespace or control characters")
+            } else {
+                format!(
+                    "{field} '{image}' is not allowed here: add it to agents.allowed_images \
+                     (e.g. ICARUS_CONFIG__AGENTS__ALLOWED_IMAGES='[\"{image}\"]') or make it \
+                     agents.builder.image_name / agents.checker.image_name"
+                )
             }
+        })
+    }
+
+    /// An absolute path under one of the allowed roots, its segments joined
+    /// by single slashes, none of them `.` or `..`.
+    pub fn check_project_path(&self, path: &str) -> ApiResult<()> {
+        check_name("project_path", path, &self.project_path, || {
+            format!(
+                "project_path '{path}' must be an absolute path without '.' or '..' segments \
+                 under one of {:?}",
+                self.project_roots
+            )
+        })
+    }
+
+    /// A branch, tag or commit name: no white space or control character,
+    /// and not starting with `-` (refs reach git as arguments).
+    pub fn check_reference(&self, reference: &str) -> ApiResult<()> {
+        check_name("source.ref", reference, &self.reference, || {
+            format!("source.ref '{reference}' is not a branch, tag or commit name")
+        })
+    }
+
+    /// A network URL Git knows (https, http, ssh, git, or `user@host:path`)
+    /// carrying no credentials, or a local repository inside an allowed
+    /// source root, symlinks resolved.
+    pub fn check_repository(&self, repository: &str) -> ApiResult<()> {
+        check_name("source.repository", repository, &self.repository, || {
+            if carries_credentials(repository) {
+                credentials_message(repository)
+            } else {
+                format!(
+                    "source.repository '{repository}' is neither an https/ssh/git URL nor an \
+                     absolute path under workspace.allowed_source_roots"
+                )
+            }
+        })?;
+        let local = self
+            .local_repository
+            .as_ref()
+            .is_some_and(|rule| rule.allows(repository));
+        if !local {
             return Ok(());
         }
-        if is_scp_like(repository) {
-            return Ok(());
-        }
-        if repository.contains('@') && repository.contains(':') && !repository.starts_with('/') {
-            return Err(credentials_refused(repository));
-        }
-        let local = repository.strip_prefix("file://").unwrap_or(repository);
-        if !local.starts_with('/') {
-            return Err(invalid(format!(
-                "source.repository '{repository}' is neither an https/ssh/git URL nor an absolute path"
-            )));
-        }
-        let resolved = Path::new(local).canonicalize().map_err(|_| {
+        let path = repository.strip_prefix("file://").unwrap_or(repository);
+        let resolved = Path::new(path).canonicalize().map_err(|_| {
             invalid(format!(
                 "source.repository '{repository}' does not exist here"
             ))
@@ -114,14 +183,89 @@ impl SpawnPolicy {
     }
 }
 
+/// `Ok` if `rule` allows `value`; otherwise 422 saying why: empty, too long,
+/// a NUL, or what `explain` says.
+fn check_name(
+    field: &str,
+    value: &str,
+    rule: &TextRule,
+    explain: impl FnOnce() -> String,
+) -> ApiResult<()> {
+    if rule.allows(value) {
+        return Ok(());
+    }
+    let length = value.chars().count();
+    Err(invalid(if value.trim().is_empty() {
+        format!("{field} must not be empty")
+    } else if length > rule.max_chars() {
+        format!(
+            "{field} is {length} characters long; the limit is {}",
+            rule.max_chars()
+        )
+    } else if value.contains('\0') {
+        format!("{field} must not contain a NUL byte")
+    } else {
+        explain()
+    }))
+}
+
+fn mismatch(field: &str, rule: &TextRule) -> String {
+    format!(
+        "{field} does not match {}",
+        rule.pattern().unwrap_or_default()
+    )
+}
+
+/// The configured images exactly, and anything with no white space or
+/// control character after a `prefix*` of `agents.allowed_images`.
+fn image_pattern(config: &Config) -> String {
+    let agents = &config.agents;
+    let named = [&agents.builder.image_name, &agents.checker.image_name]
+        .into_iter()
+        .chain(&agents.allowed_images);
+    let mut alternatives: Vec<String> = named
+        .map(|image| match image.strip_suffix('*') {
+            Some(prefix) => format!("{}[^{SPACE_OR_CONTROL}]*", escape(prefix)),
+            None => escape(image),
+        })
+        .collect();
+    alternatives.sort();
+    alternatives.dedup();
+    format!("^(?:{})$", alternatives.join("|"))
+}
+
+/// https, http and git URLs with no user in their authority; ssh URLs with
+/// at most a user name (never a password); `user@host:path`; and local
+/// paths of the given shape.
+fn repository_pattern(local: Option<&str>) -> String {
+    let rest = r"(?:/[^\x00]*)?";
+    let mut alternatives = vec![
+        format!(r"(?:[Hh][Tt][Tt][Pp][Ss]?|[Gg][Ii][Tt])://[^/@\x00]+{rest}"),
+        format!(r"[Ss][Ss][Hh]://(?:[^/@:\x00]+@)?[^/@\x00]+{rest}"),
+        r"[A-Za-z0-9._\-]+@[A-Za-z0-9._\-]+:[^\-\x00][^\x00]*".to_owned(),
+    ];
+    alternatives.extend(local.map(str::to_owned));
+    format!("^(?:{})$", alternatives.join("|"))
+}
+
+/// A user (and maybe a password) where the authority of a URL is, or before
+/// the host of `user@host:path`.
+fn carries_credentials(repository: &str) -> bool {
+    let authority = match repository.split_once("://") {
+        Some((_, rest)) => rest.split('/').next().unwrap_or_default(),
+        None => repository.split('/').next().unwrap_or_default(),
+    };
+    authority.contains('@')
+}
+
 /// A token in the URL would come back in every status response and every
 /// git error message, and would go wherever the URL points.
-fn credentials_refused(repository: &str) -> ApiError {
-    invalid(format!(
+fn credentials_message(repository: &str) -> String {
+    format!(
         "source.repository must not carry credentials; configure publish.token \
          (or GITHUB_TOKEN) and publish.token_hosts instead of '{}'",
         redact_userinfo(repository)
-    ))
+    )
 }
 
 /// The URL with whatever stands before `@` in its authority replaced, so
@@ -132,22 +276,6 @@ fn redact_userinfo(url: &str) -> String {
         (None, Some(at)) => format!("***{}", &url[at..]),
         _ => url.to_owned(),
     }
-}
-
-/// `git@github.com:acme/api.git`: a user, a host, a colon, a path.
-fn is_scp_like(repository: &str) -> bool {
-    let Some((user_host, path)) = repository.split_once(':') else {
-        return false;
-    };
-    let Some((user, host)) = user_host.split_once('@') else {
-        return false;
-    };
-    let word = |s: &str| {
-        !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-    };
-    word(user) && word(host) && !path.is_empty() && !path.starts_with('-')
 }
 
 fn invalid(message: String) -> ApiError {
@@ -161,7 +289,7 @@ mod tests {
     fn policy() -> SpawnPolicy {
         let mut config = Config::embedded_default().unwrap();
         config.agents.allowed_images = vec!["registry.example.com/agents/*".to_owned()];
-        SpawnPolicy::from_config(&config)
+        SpawnPolicy::from_config(&config).unwrap()
     }
 
     #[test]
@@ -245,5 +373,101 @@ mod tests {
             assert!(refused.contains("credentials"), "{url}: {refused}");
             assert!(!refused.contains("ghp_secret"), "{url}: {refused}");
         }
+    }
+
+    /// Every character of the Basic Multilingual Plane but the surrogates.
+    fn characters() -> impl Iterator<Item = char> {
+        (0..=0xFFFF_u32).filter_map(char::from_u32)
+    }
+
+    #[test]
+    fn a_task_is_refused_for_a_control_character_but_a_line_break_and_when_blank() {
+        let policy = policy();
+        for c in characters() {
+            let line_break = matches!(c, '\n' | '\t' | '\r');
+            let control = c.is_control() && !line_break;
+            assert_eq!(
+                policy.check_task(&format!("a{c}")).is_ok(),
+                !control,
+                "U+{:04X}",
+                c as u32
+            );
+            assert_eq!(
+                policy.check_task(&c.to_string()).is_ok(),
+                !c.is_whitespace() && !c.is_control(),
+                "U+{:04X} alone",
+                c as u32
+            );
+        }
+        assert!(policy.check_task(" \t\n  add logging\r\n").is_ok());
+        let long = "x".repeat(MAX_TASK_CHARS + 1);
+        assert!(
+            policy
+                .check_task(&long)
+                .unwrap_err()
+                .to_string()
+                .contains("limit")
+        );
+    }
+
+    #[test]
+    fn a_ref_is_refused_for_white_space_a_control_character_or_a_leading_dash() {
+        let policy = policy();
+        for c in characters() {
+            let refused = c.is_whitespace() || c.is_control();
+            assert_eq!(
+                policy.check_reference(&format!("v1{c}")).is_ok(),
+                !refused,
+                "U+{:04X}",
+                c as u32
+            );
+        }
+        for reference in ["main", "v1.2", "feature/x-y", "0123abc"] {
+            assert!(policy.check_reference(reference).is_ok(), "{reference}");
+        }
+        for reference in ["", "-x", "--upload-pack=x", "a b"] {
+            assert!(policy.check_reference(reference).is_err(), "{reference:?}");
+        }
+    }
+
+    #[test]
+    fn an_allowed_prefix_takes_no_white_space_and_other_images_nothing_at_all() {
+        let policy = policy();
+        for image in [
+            "registry.example.com/agents/coder:2 --privileged",
+            "registry.example.com/agents/a\tb",
+            "registry.example.comXagents/coder",
+            "icarus-builder:latest2",
+            "",
+        ] {
+            assert!(
+                policy.check_image("builder_image", image).is_err(),
+                "{image:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn local_repositories_must_exist_under_a_source_root() {
+        let roots = tempfile::tempdir().unwrap();
+        let inside = roots.path().join("api");
+        std::fs::create_dir(&inside).unwrap();
+        let mut config = Config::embedded_default().unwrap();
+        config.workspace.allowed_source_roots = vec![roots.path().to_owned()];
+        let policy = SpawnPolicy::from_config(&config).unwrap();
+        let root = roots.path().canonicalize().unwrap();
+        let root = root.display();
+        assert!(policy.check_repository(&format!("{root}/api")).is_ok());
+        assert!(
+            policy
+                .check_repository(&format!("file://{root}/api"))
+                .is_ok()
+        );
+        let missing = policy
+            .check_repository(&format!("{root}/nope"))
+            .unwrap_err();
+        assert!(missing.to_string().contains("does not exist"), "{missing}");
+        assert!(policy.check_repository(&format!("{root}/../etc")).is_err());
+        assert!(policy.check_repository("/etc").is_err());
     }
 }

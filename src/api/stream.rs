@@ -2,15 +2,21 @@
 //! per transition, pushed from the store's change broadcast (nothing polls),
 //! and a close once the job reaches a terminal phase.
 
-use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::{FromRequestParts, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::Response;
 use serde::Serialize;
 use tokio::sync::broadcast;
+use utoipa::IntoParams;
+use utoipa::openapi::Required;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 
 use super::AppState;
 use super::auth::Caller;
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::JobIdPath;
 use super::jobs::load;
 use super::models::JobStatusResponse;
@@ -28,21 +34,26 @@ struct StatusUpdate<'a> {
     status: JobStatusResponse,
 }
 
-/// Live status updates for one job.
-#[utoipa::path(get, path = "/jobs/{job_id}/stream", tag = "jobs",
-    params(("job_id" = String, Path, description = "The job's UUID")),
+/// Live status updates for one job: a WebSocket (RFC 6455) whose messages
+/// are `{"type": "status_update", ...the status fields}`, the first on
+/// connect, then one per transition; closed once the job ends.
+#[utoipa::path(get, path = "/jobs/{job_id}/stream", tag = "jobs", operation_id = "stream_job",
+    params(
+        JobIdPath, Handshake,
+        ("access_token" = Option<String>, Query, description = "The API token, for clients that cannot set `Authorization` on a WebSocket (browsers); only on this route"),
+    ),
+    security(("api_token" = [])),
     responses(
-        (status = 101, description = "WebSocket: `status_update` messages until the job ends"),
-        (status = 403, description = "Refused for browser safety: a foreign Origin, or a foreign Host with authentication off", body = super::error::ErrorBody),
-        (status = 404, body = super::error::ErrorBody),
-        (status = 422, body = super::error::ErrorBody),
-        (status = 429, description = "Too many streams open, in total or by this caller", body = super::error::ErrorBody),
+        (status = 101, description = "Switching to the WebSocket: `status_update` messages until the job ends"),
+        (status = 400, description = "Not a WebSocket handshake: a header it needs is missing or wrong", body = ErrorBody),
+        (status = 403, description = "Refused for browser safety: a foreign Origin, or a foreign Host with authentication off", body = ErrorBody),
+        (status = 429, description = "Too many streams open, in total or by this caller", body = ErrorBody),
     ))]
 pub async fn stream(
     State(state): State<AppState>,
     caller: Caller,
     JobIdPath(id): JobIdPath,
-    upgrade: WebSocketUpgrade,
+    Handshake(upgrade): Handshake,
 ) -> ApiResult<Response> {
     caller.require(AccessRole::Viewer, "following a job")?;
     let ticket = state.streams.admit(&caller.name).map_err(refused)?;
@@ -53,6 +64,65 @@ pub async fn stream(
         follow(socket, state, job, events).await;
         drop(ticket);
     }))
+}
+
+/// The WebSocket handshake of a request. A request that is not one is
+/// answered in the API's error format (400, naming what is missing), and
+/// the headers it needs are documented as the route's parameters.
+pub struct Handshake(WebSocketUpgrade);
+
+impl<S: Send + Sync> FromRequestParts<S> for Handshake {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        WebSocketUpgrade::from_request_parts(parts, state)
+            .await
+            .map(Handshake)
+            .map_err(|rejection| {
+                let why = rejection.body_text();
+                if rejection.status() == StatusCode::METHOD_NOT_ALLOWED {
+                    ApiError::MethodNotAllowed(why)
+                } else {
+                    ApiError::BadRequest(format!("not a WebSocket handshake: {why}"))
+                }
+            })
+    }
+}
+
+impl IntoParams for Handshake {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let header = |name: &str, description: &str, schema: ObjectBuilder| {
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Header)
+                .required(Required::True)
+                .description(Some(description))
+                .schema(Some(schema.schema_type(Type::String)))
+                .build()
+        };
+        vec![
+            header(
+                "Connection",
+                "Must include `upgrade` (any case)",
+                ObjectBuilder::new().pattern(Some("[Uu][Pp][Gg][Rr][Aa][Dd][Ee]")),
+            ),
+            header(
+                "Upgrade",
+                "`websocket` (any case)",
+                ObjectBuilder::new().pattern(Some("^[Ww][Ee][Bb][Ss][Oo][Cc][Kk][Ee][Tt]$")),
+            ),
+            header(
+                "Sec-WebSocket-Version",
+                "The protocol's version",
+                ObjectBuilder::new().enum_values(Some(["13"])),
+            ),
+            header(
+                "Sec-WebSocket-Key",
+                "The client's nonce (16 random bytes in base64), whose hash the answer carries",
+                ObjectBuilder::new(),
+            ),
+        ]
+    }
 }
 
 /// A stream over a limit: 429, saying which and what to do.

@@ -17,8 +17,6 @@ pub enum ReportKind {
     Error,
     /// The checker's audit report.
     Audit,
-    /// A `status` that is neither (refused as invalid).
-    Unknown,
 }
 
 impl ReportKind {
@@ -28,7 +26,6 @@ impl ReportKind {
             ReportKind::Completed => "completed",
             ReportKind::Error => "error",
             ReportKind::Audit => "audit",
-            ReportKind::Unknown => "unknown",
         }
     }
 }

@@ -63,6 +63,10 @@ pub enum ServerError {
     Credentials(#[from] CredentialsError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error(
+        "the allowed images and roots of the configuration make a pattern too large to compile"
+    )]
+    Policy(#[from] regex::Error),
     #[error("the controller stopped unexpectedly; exiting so a fresh start can begin again")]
     ControllerEnded,
     #[error("the {0} stopped unexpectedly; exiting so a fresh start can begin again")]
@@ -404,7 +408,7 @@ impl Orchestrator {
         );
         let state = AppState {
             auth: Arc::new(auth),
-            policy: Arc::new(SpawnPolicy::from_config(config)),
+            policy: Arc::new(SpawnPolicy::from_config(config)?),
             store: store.clone(),
             load,
             shutdown: shutdown.child_token(),

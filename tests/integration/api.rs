@@ -197,11 +197,13 @@ async fn a_limit_outside_one_to_a_thousand_is_422() {
 }
 
 #[tokio::test]
-async fn an_unknown_status_filter_is_422_listing_the_valid_ones() {
+async fn an_unknown_or_empty_status_filter_is_422_listing_the_valid_ones() {
     let server = TestServer::sqlite().await;
-    let (code, body) = server.get("/jobs?status=done").await;
-    assert_eq!(code, 422);
-    assert!(detail(&body).contains("awaiting_approval"), "{body}");
+    for filter in ["done", ""] {
+        let (code, body) = server.get(&format!("/jobs?status={filter}")).await;
+        assert_eq!(code, 422, "{filter:?}");
+        assert!(detail(&body).contains("awaiting_approval"), "{body}");
+    }
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{TestServer, token};
+use crate::support::{TestServer, token, with_a_viewer};
 
 const SPAWN: &str = r#"{"task": "t", "project_path": "/workspace"}"#;
 
@@ -237,11 +237,7 @@ async fn a_rebound_page_cannot_spawn_even_from_its_own_origin() {
 
 #[tokio::test]
 async fn a_foreign_host_is_not_refused_for_its_name_when_authentication_is_on() {
-    let server = TestServer::sqlite_with(|c| {
-        c.auth.enabled = true;
-        c.auth.tokens = vec![token("vic", AccessRole::Viewer, "viewer-token-0123456789")];
-    })
-    .await;
+    let server = TestServer::sqlite_with(with_a_viewer).await;
     let (code, body) = list_as_host(&server, "attacker.example").await;
     assert_eq!(
         code, 401,

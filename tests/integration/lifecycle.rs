@@ -8,7 +8,7 @@ use icarus::job::workload::WorkloadKey;
 use icarus::job::{JobId, Role};
 use serde_json::json;
 
-use crate::support::{TestServer, eventually};
+use crate::support::{APPROVED_JOB_PHASES, TestServer, eventually};
 
 /// Drives a job from spawn to `awaiting_approval`, playing both agents.
 async fn to_awaiting_approval(server: &TestServer) -> JobId {
@@ -82,17 +82,7 @@ async fn a_job_runs_builder_then_checker_then_completes_on_approval() {
     assert!(done["completed_at"].is_string());
     assert_eq!(done["approval"]["comment"], "LGTM!");
 
-    assert_eq!(
-        transitions(&server, id).await,
-        [
-            "pending",
-            "building",
-            "checking",
-            "awaiting_approval",
-            "approved",
-            "completed"
-        ]
-    );
+    assert_eq!(transitions(&server, id).await, APPROVED_JOB_PHASES);
     assert_eq!(server.runtime.creations(key(id, Role::Builder)), 1);
     assert_eq!(server.runtime.creations(key(id, Role::Checker)), 1);
     eventually(Duration::from_secs(5), || async {

@@ -172,7 +172,7 @@ impl Process {
         self.child.take().unwrap().wait().unwrap()
     }
 
-    async fn spawn(&self, task: &str) -> JobId {
+    pub async fn spawn(&self, task: &str) -> JobId {
         let response = self
             .client
             .post(self.url("/jobs/spawn"))
@@ -195,7 +195,7 @@ impl Process {
         response.json().await.unwrap()
     }
 
-    async fn wait_until(&self, id: JobId, done: impl Fn(&Value) -> bool) -> Value {
+    pub async fn wait_until(&self, id: JobId, done: impl Fn(&Value) -> bool) -> Value {
         eventually(Duration::from_secs(30), || async {
             let status = self.status(id).await;
             done(&status).then_some(status)
@@ -203,8 +203,15 @@ impl Process {
         .await
     }
 
-    async fn wait_for(&self, id: JobId, phase: &str) -> Value {
+    pub async fn wait_for(&self, id: JobId, phase: &str) -> Value {
         self.wait_until(id, |s| s["status"] == phase).await
+    }
+
+    /// The `icarus.instance` label of its agents, for one started with
+    /// [`Process::start_with`] (on its own SQLite file).
+    pub fn instance(&self) -> String {
+        let database = self.dir.path().join("icarus.db");
+        icarus::runtime::instance_name(&format!("sqlite://{}", database.display()))
     }
 
     fn log_path(&self) -> PathBuf {
@@ -233,14 +240,19 @@ fn remove_containers_under(dir: &Path) {
     };
     for entry in entries.flatten() {
         let job = entry.file_name().to_string_lossy().into_owned();
-        let filter = format!("label=icarus.job={job}");
-        if let Ok(output) = Command::new("docker")
-            .args(["ps", "-aq", "--filter", &filter])
-            .output()
-        {
-            for id in String::from_utf8_lossy(&output.stdout).split_whitespace() {
-                let _ = Command::new("docker").args(["rm", "-f", "-v", id]).output();
-            }
+        remove_containers_labelled(&format!("icarus.job={job}"));
+    }
+}
+
+/// Removes every container carrying `label` (`name=value`), volumes too.
+pub fn remove_containers_labelled(label: &str) {
+    let filter = format!("label={label}");
+    if let Ok(output) = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &filter])
+        .output()
+    {
+        for id in String::from_utf8_lossy(&output.stdout).split_whitespace() {
+            let _ = Command::new("docker").args(["rm", "-f", "-v", id]).output();
         }
     }
 }
@@ -253,8 +265,13 @@ async fn started_at(name: &str) -> String {
 }
 
 pub async fn containers_of(id: JobId) -> usize {
+    containers_labelled(&format!("icarus.job={id}")).await
+}
+
+/// Containers on the engine carrying `label` (`name=value`).
+pub async fn containers_labelled(label: &str) -> usize {
     let output = Command::new("docker")
-        .args(["ps", "-aq", "--filter", &format!("label=icarus.job={id}")])
+        .args(["ps", "-aq", "--filter", &format!("label={label}")])
         .output();
     String::from_utf8_lossy(&output.unwrap().stdout)
         .split_whitespace()

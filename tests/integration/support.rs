@@ -55,6 +55,16 @@ pub async fn postgres_database_url() -> String {
     format!("{base}/{name}")
 }
 
+/// The phases an approved job passes through, in order.
+pub const APPROVED_JOB_PHASES: [&str; 6] = [
+    "pending",
+    "building",
+    "checking",
+    "awaiting_approval",
+    "approved",
+    "completed",
+];
+
 pub fn spec(task: &str) -> JobSpec {
     JobSpec {
         task: task.to_owned(),
@@ -406,6 +416,16 @@ pub fn init_test_logging() {
             .with_test_writer()
             .try_init();
     }
+}
+
+/// Authentication on, with one token: a viewer's, `vic`.
+pub fn with_a_viewer(config: &mut Config) {
+    config.auth.enabled = true;
+    config.auth.tokens = vec![token(
+        "vic",
+        icarus::config::AccessRole::Viewer,
+        "viewer-token-0123456789",
+    )];
 }
 
 /// A configured API token for `name` with `role`, whose secret is `secret`.
