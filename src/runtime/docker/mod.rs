@@ -34,6 +34,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 mod events;
 mod networks;
+mod stats;
 
 use crate::names::docker::{
     ATTEMPT as LABEL_ATTEMPT, INSTANCE as LABEL_INSTANCE, JOB as LABEL_JOB, ROLE as LABEL_ROLE,
@@ -496,6 +497,10 @@ impl Runtime for DockerRuntime {
     async fn logs(&self, id: &str) -> Result<String> {
         let log = self.logs_tail(id, KEPT_LOG_LINES).await?;
         Ok(keep_end(log, KEPT_LOG_BYTES))
+    }
+
+    async fn usage(&self, id: &str) -> Result<Option<crate::runtime::Usage>> {
+        self.one_shot_usage(id).await
     }
 
     async fn remove(&self, _key: WorkloadKey, id: &str) -> Result<()> {
