@@ -190,6 +190,9 @@ pub struct AgentsConfig {
     pub max_attempts: u32,
     /// The wait before the second attempt; it doubles after, up to a minute.
     pub retry_backoff_seconds: f64,
+    /// How often the leader measures each running agent's CPU and memory
+    /// through the runtime; 0: never.
+    pub usage_interval_seconds: u64,
     pub builder: AgentConfig,
     pub checker: AgentConfig,
 }
