@@ -920,3 +920,42 @@ async fn a_real_jobs_metrics_show_its_hand_over_from_the_engines_exit_time_and_i
     );
     cancel_and_wait(&server, id).await;
 }
+
+#[tokio::test]
+async fn a_running_agent_s_cpu_and_memory_are_measured_and_kept_after_it_is_gone() {
+    let server = DockerServer::start(|c| c.agents.usage_interval_seconds = 1).await;
+    let id = spawn(&server, "forever [builder:hang]").await;
+    server
+        .wait_for_within(id, "building", Duration::from_secs(30))
+        .await;
+    let measured = eventually(Duration::from_secs(15), || async {
+        let (_, status) = server.get(&format!("/jobs/{id}/status")).await;
+        let usage = status["builder_usage"].clone();
+        usage.is_object().then_some(usage)
+    })
+    .await;
+    let peak = measured["memory_peak_bytes"].as_u64().unwrap();
+    assert!(peak > 0, "the engine measured no memory: {measured}");
+    assert!(peak >= measured["memory_bytes"].as_u64().unwrap());
+    assert!(
+        measured["cpu_seconds"].as_f64().unwrap() > 0.0,
+        "starting the agent took CPU: {measured}"
+    );
+    let (_, telemetry) = server.get(&format!("/jobs/{id}/telemetry")).await;
+    assert_eq!(telemetry["measured"]["source"], "icarus", "{telemetry}");
+    assert_eq!(telemetry["measured"]["role"], "builder");
+    assert!(telemetry["measured"]["ram_usage_mb"].as_f64().unwrap() > 0.0);
+
+    cancel_and_wait(&server, id).await;
+    let (_, status) = server.get(&format!("/jobs/{id}/status")).await;
+    let kept = status["builder_usage"]["memory_peak_bytes"].as_u64();
+    assert!(
+        kept.is_some_and(|kept| kept >= peak),
+        "the peak outlives the agent: {status}"
+    );
+    // A container that is gone has no usage, and asking is no error.
+    let runtime = icarus::serve::local::docker_runtime(&server.config)
+        .await
+        .unwrap();
+    assert_eq!(runtime.usage("icarus-no-such-container").await.unwrap(), None);
+}
