@@ -134,3 +134,16 @@ async fn sampling_off_measures_nothing() {
         .is_none()
     );
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_measured_usage() {
+    let server = TestServer::sqlite().await;
+    let (_, doc) = server.get("/openapi.json").await;
+    let schemas = &doc["components"]["schemas"];
+    for name in ["UsageView", "MeasuredSample"] {
+        assert!(schemas[name].is_object(), "{name} is not described");
+    }
+    let status = &schemas["JobStatusResponse"]["properties"];
+    assert!(status["builder_usage"].is_object() && status["checker_usage"].is_object());
+    assert!(schemas["TelemetryResponse"]["properties"]["measured"].is_object());
+}
