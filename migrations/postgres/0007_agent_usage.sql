@@ -10,6 +10,10 @@ CREATE TABLE agent_usage (
     memory_bytes      BIGINT NOT NULL,
     memory_peak_bytes BIGINT NOT NULL,
     sampled_at        TIMESTAMPTZ NOT NULL,
+    -- The reading before, for the CPU used in between (the upsert moves
+    -- the latest here, so one write does it: no read first).
+    previous_cpu_seconds DOUBLE PRECISION,
+    previous_sampled_at  TIMESTAMPTZ,
     PRIMARY KEY (job_id, role, attempt)
 );
 

@@ -10,6 +10,10 @@ CREATE TABLE agent_usage (
     memory_bytes      INTEGER NOT NULL,
     memory_peak_bytes INTEGER NOT NULL,
     sampled_at        TEXT NOT NULL,
+    -- The reading before, for the CPU used in between (the upsert moves
+    -- the latest here, so one write does it: no read first).
+    previous_cpu_seconds REAL,
+    previous_sampled_at  TEXT,
     PRIMARY KEY (job_id, role, attempt)
 );
 

@@ -12,15 +12,21 @@ use crate::store::{AgentUsage, Result, Store, TelemetrySample, TelemetrySource};
 const USAGE_COLUMNS: &str =
     "role, attempt, cpu_seconds, memory_bytes, memory_peak_bytes, sampled_at";
 
-/// Keeps the higher peak, in words both databases read (`max(a, b)` is
-/// SQLite's, `GREATEST` PostgreSQL's).
+/// One write, no read before it (a SQLite transaction that reads first and
+/// writes after fails as busy when another writer came in between): the
+/// latest reading moves to `previous_*`, the higher peak stays (`CASE`:
+/// `max(a, b)` is SQLite's, `GREATEST` PostgreSQL's), and the row comes back.
 const UPSERT_USAGE: &str = "INSERT INTO agent_usage (job_id, role, attempt, cpu_seconds, \
      memory_bytes, memory_peak_bytes, sampled_at) VALUES ($1, $2, $3, $4, $5, $5, $6) \
      ON CONFLICT (job_id, role, attempt) DO UPDATE SET \
+     previous_cpu_seconds = agent_usage.cpu_seconds, \
+     previous_sampled_at = agent_usage.sampled_at, \
      cpu_seconds = excluded.cpu_seconds, memory_bytes = excluded.memory_bytes, \
      memory_peak_bytes = CASE WHEN excluded.memory_peak_bytes > agent_usage.memory_peak_bytes \
      THEN excluded.memory_peak_bytes ELSE agent_usage.memory_peak_bytes END, \
-     sampled_at = excluded.sampled_at";
+     sampled_at = excluded.sampled_at \
+     RETURNING role, attempt, cpu_seconds, memory_bytes, memory_peak_bytes, sampled_at, \
+     previous_cpu_seconds, previous_sampled_at";
 
 /// One reading of an agent, as the sampler hands it to the store.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -42,6 +48,15 @@ struct UsageRow {
     sampled_at: DateTime<Utc>,
 }
 
+/// The upserted row, with the reading it replaced.
+#[derive(sqlx::FromRow)]
+struct UpsertedRow {
+    #[sqlx(flatten)]
+    row: UsageRow,
+    previous_cpu_seconds: Option<f64>,
+    previous_sampled_at: Option<DateTime<Utc>>,
+}
+
 impl UsageRow {
     fn into_usage(self, job: JobId) -> Result<AgentUsage> {
         let bytes = |value: i64| {
@@ -58,12 +73,12 @@ impl UsageRow {
     }
 }
 
-/// Percent of one CPU used between two readings; none without an earlier
+/// Percent of one CPU used since the reading before; none for the first
 /// reading, or when the clock did not move forward.
-fn cpu_percent(previous: Option<&UsageRow>, reading: &UsageReading) -> Option<f64> {
-    let previous = previous?;
-    let elapsed = (reading.sampled_at - previous.sampled_at).as_seconds_f64();
-    let used = reading.cpu_seconds - previous.cpu_seconds;
+fn cpu_percent(row: &UpsertedRow) -> Option<f64> {
+    let (previous_cpu, previous_at) = (row.previous_cpu_seconds?, row.previous_sampled_at?);
+    let elapsed = (row.row.sampled_at - previous_at).as_seconds_f64();
+    let used = row.row.cpu_seconds - previous_cpu;
     (elapsed > 0.0 && used >= 0.0).then(|| used / elapsed * 100.0)
 }
 
@@ -72,30 +87,21 @@ impl Store {
     /// memory only rises) and a measured telemetry sample, whose CPU is the
     /// percent of one CPU since the previous reading. Returns the row.
     pub async fn record_usage(&self, job: JobId, reading: &UsageReading) -> Result<AgentUsage> {
-        let select = format!(
-            "SELECT {USAGE_COLUMNS} FROM agent_usage WHERE job_id = $1 AND role = $2 AND attempt = $3"
-        );
         let memory = i64::try_from(reading.memory_bytes).unwrap_or(i64::MAX);
-        let row: UsageRow = on_pool!(self, pool => {
+        let row: UpsertedRow = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let previous: Option<UsageRow> = sqlx::query_as(&select)
-                .bind(job.to_string())
-                .bind(reading.role.as_str())
-                .bind(attempt_column(reading.attempt))
-                .fetch_optional(&mut *tx)
-                .await?;
-            sqlx::query(UPSERT_USAGE)
+            let row: UpsertedRow = sqlx::query_as(UPSERT_USAGE)
                 .bind(job.to_string())
                 .bind(reading.role.as_str())
                 .bind(attempt_column(reading.attempt))
                 .bind(reading.cpu_seconds)
                 .bind(memory)
                 .bind(reading.sampled_at)
-                .execute(&mut *tx)
+                .fetch_one(&mut *tx)
                 .await?;
             let sample = TelemetrySample {
                 timestamp: reading.sampled_at,
-                cpu_usage: cpu_percent(previous.as_ref(), reading),
+                cpu_usage: cpu_percent(&row),
                 ram_usage_mb: Some(reading.memory_bytes as f64 / (1024.0 * 1024.0)),
                 current_tool: None,
                 role: reading.role,
@@ -103,16 +109,10 @@ impl Store {
                 source: TelemetrySource::Icarus,
             };
             insert_telemetry!(&mut *tx, job, &sample);
-            let row = sqlx::query_as(&select)
-                .bind(job.to_string())
-                .bind(reading.role.as_str())
-                .bind(attempt_column(reading.attempt))
-                .fetch_one(&mut *tx)
-                .await?;
             tx.commit().await?;
             row
         });
-        row.into_usage(job)
+        row.row.into_usage(job)
     }
 
     /// What was measured of the job's agents in `attempt`, builder first.

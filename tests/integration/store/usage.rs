@@ -13,6 +13,7 @@ on_both_databases!(
     each_agent_and_attempt_has_its_own_usage,
     a_reading_adds_a_measured_sample_with_the_cpu_percent_since_the_last,
     measured_samples_leave_the_agents_reports_alone,
+    readings_of_many_agents_at_once_are_all_stored,
 );
 
 fn reading(role: Role, attempt: u32, cpu_seconds: f64, memory_mb: u64) -> UsageReading {
@@ -112,4 +113,27 @@ async fn measured_samples_leave_the_agents_reports_alone(store: Store) {
         None,
         "a measured sample is not the agent's report"
     );
+}
+
+/// The sampler stores its readings concurrently: on SQLite, a transaction
+/// that read before writing would fail as busy when another came between.
+async fn readings_of_many_agents_at_once_are_all_stored(store: Store) {
+    let mut jobs = Vec::new();
+    for i in 0..20 {
+        jobs.push(store.create_job(&new_job(&format!("t{i}"))).await.unwrap().id);
+    }
+    for round in 1u32..=3 {
+        let writes = jobs.iter().map(|job| {
+            let store = store.clone();
+            let reading = reading(Role::Builder, 1, f64::from(round), 10 * u64::from(round));
+            async move { store.record_usage(*job, &reading).await }
+        });
+        for written in futures::future::join_all(writes).await {
+            written.unwrap();
+        }
+    }
+    for job in jobs {
+        let usage = store.agent_usage(job, 1).await.unwrap();
+        assert_eq!(usage[0].memory_peak_bytes, 30 << 20);
+    }
 }
