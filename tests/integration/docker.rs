@@ -957,5 +957,8 @@ async fn a_running_agent_s_cpu_and_memory_are_measured_and_kept_after_it_is_gone
     let runtime = icarus::serve::local::docker_runtime(&server.config)
         .await
         .unwrap();
-    assert_eq!(runtime.usage("icarus-no-such-container").await.unwrap(), None);
+    assert_eq!(
+        runtime.usage("icarus-no-such-container").await.unwrap(),
+        None
+    );
 }

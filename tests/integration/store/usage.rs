@@ -120,7 +120,13 @@ async fn measured_samples_leave_the_agents_reports_alone(store: Store) {
 async fn readings_of_many_agents_at_once_are_all_stored(store: Store) {
     let mut jobs = Vec::new();
     for i in 0..20 {
-        jobs.push(store.create_job(&new_job(&format!("t{i}"))).await.unwrap().id);
+        jobs.push(
+            store
+                .create_job(&new_job(&format!("t{i}")))
+                .await
+                .unwrap()
+                .id,
+        );
     }
     for round in 1u32..=3 {
         let writes = jobs.iter().map(|job| {
