@@ -36,12 +36,15 @@ impl DockerRuntime {
 fn usage_of(stats: &ContainerStatsResponse) -> Option<Usage> {
     let memory = stats.memory_stats.as_ref()?;
     let used = memory.usage?;
-    let cache = memory.stats.as_ref().and_then(|counters| {
-        counters
-            .get("inactive_file")
-            .or_else(|| counters.get("total_inactive_file"))
-            .copied()
-    });
+    // As the Docker CLI counts it: cgroup v1 reports both counters (the
+    // `total_` one includes nested groups), v2 only `inactive_file`; a
+    // counter not below the usage is not subtracted.
+    let counters = memory.stats.as_ref();
+    let counter = |name: &str| counters.and_then(|counters| counters.get(name).copied());
+    let cache = counter("total_inactive_file")
+        .filter(|cache| *cache < used)
+        .or_else(|| counter("inactive_file").filter(|cache| *cache < used))
+        .unwrap_or(0);
     let cpu_nanoseconds = stats
         .cpu_stats
         .as_ref()
@@ -50,7 +53,7 @@ fn usage_of(stats: &ContainerStatsResponse) -> Option<Usage> {
         .unwrap_or(0);
     Some(Usage {
         cpu_seconds: cpu_nanoseconds as f64 / 1e9,
-        memory_bytes: used.saturating_sub(cache.unwrap_or(0)),
+        memory_bytes: used - cache,
     })
 }
 
@@ -99,8 +102,21 @@ mod tests {
                 memory_bytes: 70 << 20
             })
         );
-        let v1 = usage_of(&stats(0, 100 << 20, &[("total_inactive_file", 60 << 20)]));
+        let v1 = usage_of(&stats(
+            0,
+            100 << 20,
+            &[
+                ("total_inactive_file", 60 << 20),
+                ("inactive_file", 50 << 20),
+            ],
+        ));
         assert_eq!(v1.map(|usage| usage.memory_bytes), Some(40 << 20));
+        let odd = usage_of(&stats(0, 10 << 20, &[("inactive_file", 20 << 20)]));
+        assert_eq!(
+            odd.map(|usage| usage.memory_bytes),
+            Some(10 << 20),
+            "a cache over the usage is not subtracted"
+        );
     }
 
     #[test]
