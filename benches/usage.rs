@@ -6,8 +6,10 @@
 //!
 //! - the baseline: one `observe` per job (the engine's list of the job's
 //!   containers, what the controller's resync already asks of every job);
-//! - a sampling round: [`UsageSampler::round`], one one-shot stats call per
-//!   agent and its reading stored (SQLite).
+//! - a sampling round: [`UsageSampler::round`], each agent read and its
+//!   reading stored (SQLite): from its cgroup files (the default where this
+//!   host shows them), and, in a round of its own, from the engine's one-shot
+//!   stats API (`agents.usage_cgroup_root: ""`).
 //!
 //! Each round's wall time, the CPU this process used (every thread's
 //! `schedstat`), and the engine's (dockerd, containerd and the shims). The
@@ -50,10 +52,17 @@ async fn main() {
     // Let the agents settle before anything is timed.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let sampler = UsageSampler::new(runtime.clone(), 5, Metrics::new().usage).unwrap();
+    let mut engine_only = config.clone();
+    engine_only.agents.usage_cgroup_root = Default::default();
+    let engine_runtime = icarus::serve::local::docker_runtime(&engine_only)
+        .await
+        .unwrap();
+    let engine_sampler = UsageSampler::new(engine_runtime, 5, Metrics::new().usage).unwrap();
     let jobs: Vec<JobId> = started.iter().map(|(key, _)| key.job).collect();
 
     let mut baseline = Vec::new();
     let mut sampling = Vec::new();
+    let mut stats_api = Vec::new();
     let mut failed = 0;
     for _ in 0..rounds {
         baseline.push(
@@ -78,6 +87,13 @@ async fn main() {
             })
             .await,
         );
+        stats_api.push(
+            measure(|| async {
+                let round = engine_sampler.round(&store).await;
+                failed += round.failed + round.unmeasured;
+            })
+            .await,
+        );
     }
     for (key, id) in &started {
         runtime.remove(*key, id).await.unwrap();
@@ -86,36 +102,33 @@ async fn main() {
 
     println!(
         "observations and readings that failed or measured nothing: {failed} of {}\n",
-        2 * agents * rounds
+        3 * agents * rounds
     );
     let base = Cost::median(&baseline);
-    let sample = Cost::median(&sampling);
+    let files = Cost::median(&sampling);
+    let api = Cost::median(&stats_api);
     println!(
-        "| measure ({agents} idle agents, median of {rounds} rounds) | baseline: observe each job | sampling round | ratio |"
+        "| {agents} idle agents, median of {rounds} rounds | baseline: observe each job | sampling: cgroup files | ratio | sampling: stats API | ratio |"
     );
-    println!("|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
+    let row = |what: &str, pick: fn(&Cost) -> f64| {
+        println!(
+            "| {what} | {:.1} ms | {:.1} ms | {:.2}x | {:.1} ms | {:.2}x |",
+            pick(&base),
+            pick(&files),
+            pick(&files) / pick(&base),
+            pick(&api),
+            pick(&api) / pick(&base)
+        );
+    };
+    row("wall time of a round", |c| c.wall_ms);
+    row("Icarus's CPU per round", |c| c.own_cpu_ms);
+    row("the engine's CPU per round", |c| c.engine_cpu_ms);
     println!(
-        "| wall time of a round | {:.1} ms | {:.1} ms | {:.2}x |",
-        base.wall_ms,
-        sample.wall_ms,
-        sample.wall_ms / base.wall_ms
-    );
-    println!(
-        "| Icarus's CPU per round | {:.1} ms | {:.1} ms | {:.2}x |",
-        base.own_cpu_ms,
-        sample.own_cpu_ms,
-        sample.own_cpu_ms / base.own_cpu_ms
-    );
-    println!(
-        "| the engine's CPU per round | {:.1} ms | {:.1} ms | {:.2}x |",
-        base.engine_cpu_ms,
-        sample.engine_cpu_ms,
-        sample.engine_cpu_ms / base.engine_cpu_ms
-    );
-    println!(
-        "| share of one CPU at a round every {INTERVAL_SECONDS} s (Icarus + engine) | {:.2} % | {:.2} % | |",
+        "| share of one CPU at a round every {INTERVAL_SECONDS} s (Icarus + engine) | {:.2} % | {:.2} % | | {:.2} % | |",
         base.share(),
-        sample.share()
+        files.share(),
+        api.share()
     );
 }
 

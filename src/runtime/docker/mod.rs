@@ -32,6 +32,7 @@ use futures::stream::BoxStream;
 use tokio::sync::broadcast;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+mod cgroups;
 mod events;
 mod networks;
 mod stats;
@@ -73,6 +74,10 @@ pub struct DockerSettings {
     /// own `bridge`, `host`, `none`).
     pub managed_networks: Vec<String>,
     pub sandbox: Sandbox,
+    /// Where this host shows the engine's cgroup tree, to read containers'
+    /// usage from their files; `None`, or a container not found there: the
+    /// engine's stats API.
+    pub cgroup_root: Option<PathBuf>,
 }
 
 /// How tightly agents are confined, beyond CPU and memory limits.
@@ -500,6 +505,11 @@ impl Runtime for DockerRuntime {
     }
 
     async fn usage(&self, id: &str) -> Result<Option<crate::runtime::Usage>> {
+        if let Some(root) = &self.settings.cgroup_root
+            && let Some(usage) = cgroups::usage(root, id).await
+        {
+            return Ok(Some(usage));
+        }
         self.one_shot_usage(id).await
     }
 

@@ -1,6 +1,9 @@
 //! What a container uses, read from the engine's stats API once per call
-//! (`stream=false, one-shot=true`: the engine answers at once instead of
-//! waiting a second for a second reading to compute a CPU percentage).
+//! (`stream=false, one-shot=true`: no second reading for a CPU percentage).
+//! Where this host shows the engine's cgroups, [`super::cgroups`] answers
+//! first at no cost to the engine: a stats call costs the engine several
+//! milliseconds of CPU, and Docker 20.10 answers them one at a time, about
+//! one a second (README "Benchmark").
 //!
 //! Memory is counted as `docker stats` counts it: the cgroup's usage less
 //! the page cache the kernel can reclaim (`inactive_file` on cgroup v2,
