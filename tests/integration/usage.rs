@@ -81,6 +81,26 @@ async fn the_status_shows_measured_usage_and_keeps_its_peak_after_the_agent_ends
 }
 
 #[tokio::test]
+async fn the_stream_carries_the_measured_usage_with_each_status() {
+    let server = TestServer::sqlite_with(|c| c.agents.usage_interval_seconds = 1).await;
+    let id = running_builder(&server).await;
+    assert!(server.runtime.set_usage(id, Role::Builder, usage(3.0, 200)));
+    usage_when(&server, id, "builder", |u| u.is_object()).await;
+    let mut socket = crate::stream::connect(&server, &format!("/jobs/{id}/stream")).await;
+    let now = crate::stream::next_update(&mut socket).await.unwrap();
+    assert_eq!(now["status"], "building");
+    assert_eq!(now["builder_usage"]["memory_peak_bytes"], 200 * MB, "{now}");
+    assert!(server.runtime.exit(id, Role::Builder, 0));
+    let next = crate::stream::next_update(&mut socket).await.unwrap();
+    assert_eq!(next["status"], "checking");
+    assert_eq!(
+        next["builder_usage"]["memory_peak_bytes"],
+        200 * MB,
+        "{next}"
+    );
+}
+
+#[tokio::test]
 async fn a_failing_reading_is_counted_and_the_next_round_measures_again() {
     let server = TestServer::sqlite_with(|c| c.agents.usage_interval_seconds = 0).await;
     let id = running_builder(&server).await;
