@@ -483,7 +483,7 @@ impl From<&AgentUsage> for UsageView {
 pub struct MeasuredSample {
     #[schema(example = "icarus")]
     pub source: String,
-    #[schema(example = "builder")]
+    #[schema(value_type = RoleName, example = "builder")]
     pub role: String,
     pub attempt: u32,
     /// Percent of one CPU over the last sampling interval; null for an
