@@ -190,6 +190,14 @@ pub struct AgentsConfig {
     pub max_attempts: u32,
     /// The wait before the second attempt; it doubles after, up to a minute.
     pub retry_backoff_seconds: f64,
+    /// How often the leader measures each running agent's CPU and memory
+    /// through the runtime; 0: never.
+    pub usage_interval_seconds: u64,
+    /// Local mode: where this host shows the engine's cgroup tree, to read
+    /// agents' usage from their cgroup files instead of asking the engine;
+    /// empty, or an agent not found there: the engine's stats API.
+    #[serde(default)]
+    pub usage_cgroup_root: PathBuf,
     pub builder: AgentConfig,
     pub checker: AgentConfig,
 }

@@ -27,6 +27,8 @@
 //! - [`errors`]: an error and its sources on one line.
 //! - [`logging`]: the log's format (text for a terminal, JSON lines).
 //! - [`sentinel`]: host load → admission level.
+//! - [`usage`]: the leader's sampler of what running agents use, measured
+//!   through the runtime (CPU time, memory and its peak).
 //! - [`metrics`]: the Prometheus registry every part records into, and the
 //!   process metrics; served at `/metrics`.
 //! - [`leadership`]: which replica reconciles: a lease campaigned for, with
@@ -61,3 +63,4 @@ pub mod sentinel;
 pub mod serve;
 pub mod source;
 pub mod store;
+pub mod usage;

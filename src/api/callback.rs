@@ -20,7 +20,7 @@ use super::jobs::load;
 use super::models::{CallbackRequest, MessageResponse, ReportStatus, RoleName};
 use crate::job::{Job, JobId, Phase, Role, timestamp_now};
 use crate::metrics::{CallbackOutcome, ReportKind};
-use crate::store::{AgentReport, AuditRecord, ReportOutcome, TelemetrySample};
+use crate::store::{AgentReport, AuditRecord, ReportOutcome, TelemetrySample, TelemetrySource};
 
 /// (Internal) An agent reports progress, completion, its audit report or an error.
 #[utoipa::path(post, path = "/jobs/{job_id}/callback", tag = "agents", operation_id = "report_from_agent", request_body = CallbackRequest,
@@ -137,6 +137,7 @@ async fn record(
             current_tool: request.current_tool.clone(),
             role,
             attempt,
+            source: TelemetrySource::Agent,
         };
         state.store.record_telemetry(id, &sample).await?;
     }

@@ -22,7 +22,7 @@ use crate::config::AccessRole;
 use crate::job::admission::LoadLevel;
 use crate::job::{Job, JobId, JobSource, JobSpec, Phase, TransitionError, Verdict, timestamp_now};
 use crate::source::patch;
-use crate::store::{JobFilter, SpecChange, SpecUpdate};
+use crate::store::{JobFilter, SpecChange, SpecUpdate, TelemetrySource};
 
 /// Create a job; it starts when admission allows.
 #[utoipa::path(post, path = "/jobs/spawn", tag = "jobs", operation_id = "spawn_job", request_body = SpawnRequest,
@@ -158,10 +158,11 @@ pub async fn status(
 ) -> ApiResult<Json<JobStatusResponse>> {
     caller.require(AccessRole::Viewer, "reading jobs")?;
     let job = load(&state, id).await?;
-    Ok(Json(JobStatusResponse::from(&job)))
+    let usage = state.store.agent_usage(id, job.status.attempt).await?;
+    Ok(Json(JobStatusResponse::from(&job).with_usage(&usage)))
 }
 
-/// The latest progress an agent reported.
+/// The latest progress an agent reported, and the latest usage Icarus measured.
 #[utoipa::path(get, path = "/jobs/{job_id}/telemetry", tag = "jobs", operation_id = "get_job_telemetry",
     params(JobIdPath), security(("api_token" = [])),
     responses(
@@ -175,8 +176,17 @@ pub async fn telemetry(
 ) -> ApiResult<Json<TelemetryResponse>> {
     caller.require(AccessRole::Viewer, "reading jobs")?;
     let job = load(&state, id).await?;
-    let sample = state.store.latest_telemetry(id).await?;
-    Ok(Json(TelemetryResponse::new(&job, sample)))
+    let reported = state
+        .store
+        .latest_telemetry(id, TelemetrySource::Agent)
+        .await?;
+    let measured = state
+        .store
+        .latest_telemetry(id, TelemetrySource::Icarus)
+        .await?;
+    Ok(Json(
+        TelemetryResponse::new(&job, reported).with_measured(measured),
+    ))
 }
 
 /// The checker's audit report.

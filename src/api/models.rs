@@ -11,7 +11,7 @@ use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 use crate::job::{Job, Phase, Role};
-use crate::store::{AgentLog, JobEvent, TelemetrySample};
+use crate::store::{AgentLog, AgentUsage, JobEvent, TelemetrySample};
 
 /// A string schema that allows these values only.
 fn string_enum<'a>(values: impl IntoIterator<Item = &'a str>) -> RefOr<Schema> {
@@ -191,6 +191,12 @@ pub struct JobStatusResponse {
     pub cancel_requested: bool,
     /// Bumped on every write of the job.
     pub resource_version: i64,
+    /// What Icarus measured of the builder in this attempt; kept after it ends.
+    #[serde(default)]
+    pub builder_usage: Option<UsageView>,
+    /// What Icarus measured of the checker in this attempt; kept after it ends.
+    #[serde(default)]
+    pub checker_usage: Option<UsageView>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -245,7 +251,24 @@ impl From<&Job> for JobStatusResponse {
             }),
             cancel_requested: job.spec.cancel_requested,
             resource_version: job.resource_version,
+            builder_usage: None,
+            checker_usage: None,
         }
+    }
+}
+
+impl JobStatusResponse {
+    /// Adds what was measured of the agents (the current attempt's rows).
+    pub fn with_usage(mut self, usage: &[AgentUsage]) -> Self {
+        let of = |role: Role| {
+            usage
+                .iter()
+                .find(|u| u.role == role && u.attempt == self.attempt)
+                .map(UsageView::from)
+        };
+        self.builder_usage = of(Role::Builder);
+        self.checker_usage = of(Role::Checker);
+        self
     }
 }
 
@@ -297,6 +320,13 @@ pub struct TelemetryResponse {
     pub current_tool: Option<String>,
     /// When the agent sent it; null if no report arrived yet.
     pub timestamp: Option<DateTime<Utc>>,
+    /// The fields above are the agent's own report (`agent`).
+    #[serde(default)]
+    pub source: Option<String>,
+    /// The latest sample Icarus measured itself through the runtime (source
+    /// `icarus`); null until one was taken or where the runtime cannot say.
+    #[serde(default)]
+    pub measured: Option<MeasuredSample>,
 }
 
 impl TelemetryResponse {
@@ -307,8 +337,22 @@ impl TelemetryResponse {
             cpu_usage: sample.as_ref().and_then(|s| s.cpu_usage),
             ram_usage_mb: sample.as_ref().and_then(|s| s.ram_usage_mb),
             current_tool: sample.as_ref().and_then(|s| s.current_tool.clone()),
+            source: sample.as_ref().map(|s| s.source.as_str().to_owned()),
             timestamp: sample.map(|s| s.timestamp),
+            measured: None,
         }
+    }
+
+    pub fn with_measured(mut self, sample: Option<TelemetrySample>) -> Self {
+        self.measured = sample.map(|s| MeasuredSample {
+            source: s.source.as_str().to_owned(),
+            role: s.role.to_string(),
+            attempt: s.attempt,
+            cpu_usage: s.cpu_usage,
+            ram_usage_mb: s.ram_usage_mb,
+            timestamp: s.timestamp,
+        });
+        self
     }
 }
 
@@ -409,4 +453,42 @@ impl From<AgentLog> for AgentLogView {
             saved_at: log.created_at,
         }
     }
+}
+
+/// What Icarus measured of one agent (`/jobs/{job_id}/status`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UsageView {
+    /// CPU time the agent used, in seconds, as of `sampled_at`.
+    pub cpu_seconds: f64,
+    /// The highest memory in use at any sample, in bytes (page cache left out).
+    pub memory_peak_bytes: u64,
+    /// Memory in use at the latest sample, in bytes.
+    pub memory_bytes: u64,
+    pub sampled_at: DateTime<Utc>,
+}
+
+impl From<&AgentUsage> for UsageView {
+    fn from(usage: &AgentUsage) -> Self {
+        UsageView {
+            cpu_seconds: usage.cpu_seconds,
+            memory_peak_bytes: usage.memory_peak_bytes,
+            memory_bytes: usage.memory_bytes,
+            sampled_at: usage.sampled_at,
+        }
+    }
+}
+
+/// A telemetry sample Icarus measured (`/jobs/{job_id}/telemetry`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MeasuredSample {
+    #[schema(example = "icarus")]
+    pub source: String,
+    #[schema(value_type = RoleName, example = "builder")]
+    pub role: String,
+    pub attempt: u32,
+    /// Percent of one CPU over the last sampling interval; null for an
+    /// agent's first sample.
+    pub cpu_usage: Option<f64>,
+    pub ram_usage_mb: Option<f64>,
+    pub timestamp: DateTime<Utc>,
 }

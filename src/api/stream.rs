@@ -148,7 +148,7 @@ async fn follow(
     let mut current = job;
     loop {
         if sent != Some(current.status.phase) {
-            if send(&mut socket, &current).await.is_err() {
+            if send(&mut socket, &state, &current).await.is_err() {
                 return;
             }
             sent = Some(current.status.phase);
@@ -202,10 +202,17 @@ async fn next_version(
     }
 }
 
-async fn send(socket: &mut WebSocket, job: &Job) -> Result<(), axum::Error> {
+/// Sends the job's status, with what was measured of its agents (left out
+/// when the database cannot say: the status still goes).
+async fn send(socket: &mut WebSocket, state: &AppState, job: &Job) -> Result<(), axum::Error> {
+    let usage = state
+        .store
+        .agent_usage(job.id, job.status.attempt)
+        .await
+        .unwrap_or_default();
     let update = StatusUpdate {
         kind: "status_update",
-        status: JobStatusResponse::from(job),
+        status: JobStatusResponse::from(job).with_usage(&usage),
     };
     let text = serde_json::to_string(&update).unwrap_or_default();
     socket.send(Message::Text(text.into())).await

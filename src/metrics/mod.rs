@@ -3,7 +3,8 @@
 //! [`Metrics::new`] registers every family; each part of the orchestrator is
 //! handed the part it records into (the controller [`ControllerMetrics`] and
 //! [`QueueMetrics`], the callback route [`CallbackMetrics`], the notifier
-//! [`NotificationMetrics`], the store [`DatabaseMetrics`]), all cheap clones
+//! [`NotificationMetrics`], the store [`DatabaseMetrics`], the usage sampler
+//! [`UsageMetrics`]), all cheap clones
 //! of the same families, as kube-rs's controller-rs carries its metrics in its
 //! context. The API's `/metrics` route encodes the whole registry.
 //!
@@ -23,6 +24,7 @@ mod controller;
 mod database;
 mod notifications;
 mod process;
+mod usage;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
@@ -34,6 +36,7 @@ pub use callbacks::{CallbackMetrics, CallbackOutcome, ReportKind};
 pub use controller::{ControllerMetrics, QueueMetrics, ReconcileOutcome};
 pub use database::DatabaseMetrics;
 pub use notifications::{NotificationMetrics, NotificationOutcome, NotificationTarget};
+pub use usage::{UsageMetrics, UsageOutcome};
 
 use crate::job::Phase;
 
@@ -87,6 +90,7 @@ pub struct Metrics {
     pub callbacks: CallbackMetrics,
     pub notifications: NotificationMetrics,
     pub database: DatabaseMetrics,
+    pub usage: UsageMetrics,
     jobs: Family<PhaseLabels, Gauge>,
     leader: Gauge,
 }
@@ -134,6 +138,7 @@ impl Metrics {
             callbacks: CallbackMetrics::register(registry),
             notifications: NotificationMetrics::register(registry),
             database: DatabaseMetrics::register(registry),
+            usage: UsageMetrics::register(registry),
             jobs,
             leader,
             registry: root,

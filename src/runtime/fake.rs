@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use tokio::sync::broadcast;
 
-use super::{Result, Runtime, RuntimeError, WorkloadSpec};
+use super::{Result, Runtime, RuntimeError, Usage, WorkloadSpec};
 use crate::job::JobId;
 use crate::job::workload::{ObservedWorkload, Role, WorkloadKey, WorkloadState};
 
@@ -25,6 +25,8 @@ struct FakeWorkload {
     log_tail: Option<String>,
     /// When it was made to exit.
     finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// What `usage` answers while it runs.
+    usage: Option<Usage>,
 }
 
 #[derive(Debug, Default)]
@@ -41,6 +43,8 @@ struct World {
     unreachable: bool,
     /// Images `start` reports as not found.
     missing_images: BTreeSet<String>,
+    /// When set, `usage` fails as an engine error would.
+    usage_failure: bool,
 }
 
 impl World {
@@ -56,6 +60,7 @@ impl World {
             state,
             log_tail: None,
             finished_at: None,
+            usage: None,
         };
         self.workloads.insert(name, workload);
         id
@@ -175,6 +180,22 @@ impl FakeRuntime {
         self.world().unreachable = unreachable;
     }
 
+    /// Sets what the agent uses, as `usage` answers while it runs.
+    /// Returns false if no such workload exists.
+    pub fn set_usage(&self, job: JobId, role: Role, usage: Usage) -> bool {
+        let mut world = self.world();
+        let found = world
+            .workloads
+            .values_mut()
+            .rfind(|w| w.spec.key.job == job && w.spec.key.role == role);
+        found.map(|w| w.usage = Some(usage)).is_some()
+    }
+
+    /// Makes every following `usage` fail, or answer again with `false`.
+    pub fn fail_usage(&self, failing: bool) {
+        self.world().usage_failure = failing;
+    }
+
     /// Makes `start` answer "image not found" for this image.
     pub fn forget_image(&self, image: &str) {
         self.world().missing_images.insert(image.to_owned());
@@ -292,6 +313,20 @@ impl Runtime for FakeRuntime {
         Ok(workload
             .and_then(|w| w.log_tail.clone())
             .unwrap_or_default())
+    }
+
+    async fn usage(&self, id: &str) -> Result<Option<Usage>> {
+        let world = self.world();
+        if world.usage_failure {
+            return Err(RuntimeError::failed(
+                "read usage",
+                "the engine answered 500",
+            ));
+        }
+        let workload = world.workloads.values().find(|w| w.id == id);
+        Ok(workload
+            .filter(|w| w.state == WorkloadState::Running)
+            .and_then(|w| w.usage))
     }
 
     async fn remove(&self, key: WorkloadKey, _id: &str) -> Result<()> {

@@ -40,6 +40,9 @@ pub async fn docker_runtime(config: &Config) -> Result<Arc<dyn Runtime>, Runtime
             user: agents.user.clone(),
             pids_limit: i64::from(agents.pids_limit),
         },
+        cgroup_root: Some(&agents.usage_cgroup_root)
+            .filter(|root| !root.as_os_str().is_empty())
+            .cloned(),
     };
     Ok(Arc::new(
         crate::runtime::docker::DockerRuntime::connect(settings).await?,

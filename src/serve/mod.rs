@@ -41,6 +41,7 @@ use crate::runtime::Runtime;
 use crate::sentinel;
 use crate::source::SourceControl;
 use crate::store::{SoleUse, Store, StoreError};
+use crate::usage::UsageSampler;
 
 pub use supervisor::LeaderLoop;
 use supervisor::Supervisor;
@@ -329,6 +330,13 @@ fn notifier_loop(notifier: Notifier) -> LeaderLoop {
     }
 }
 
+fn usage_loop(sampler: UsageSampler) -> LeaderLoop {
+    LeaderLoop {
+        name: "usage sampler",
+        run: Box::new(move |store, stop| Box::pin(sampler.clone().run(store, stop))),
+    }
+}
+
 /// A running orchestrator: API, controller, notifier and sentinel.
 pub struct Orchestrator {
     address: SocketAddr,
@@ -379,6 +387,11 @@ impl Orchestrator {
         if let Some(relay) = store.relay_changes(shutdown.child_token()) {
             tasks.spawn("relay of other replicas' changes", relay);
         }
+        let sampler = UsageSampler::new(
+            runtime.clone(),
+            config.agents.usage_interval_seconds,
+            metrics.usage.clone(),
+        );
         let mut loops = vec![controller_loop(
             runtime,
             source,
@@ -388,6 +401,7 @@ impl Orchestrator {
         )];
         let notifier = Notifier::from_config(&config.notifications, metrics.notifications.clone());
         loops.extend(notifier.map(notifier_loop));
+        loops.extend(sampler.map(usage_loop));
         loops.extend(leader_loops);
         for leader_loop in loops {
             tasks.spawn(

@@ -25,11 +25,11 @@ use crate::job::plan::Transition;
 use crate::job::{Job, JobId};
 
 pub use records::{
-    AgentLog, AgentReport, AuditRecord, DiffRecord, JobEvent, JobFilter, ReportOutcome,
-    TelemetrySample,
+    AgentLog, AgentReport, AgentUsage, AuditRecord, DiffRecord, JobEvent, JobFilter, ReportOutcome,
+    TelemetrySample, TelemetrySource,
 };
 pub use spec::{SPEC_WRITE_ATTEMPTS, SpecChange, SpecUpdate, SpecWrite};
-pub use sql::{Fence, LeaseRecord, SoleUse, Store, TELEMETRY_KEPT};
+pub use sql::{Fence, LeaseRecord, SoleUse, Store, TELEMETRY_KEPT, UsageReading};
 pub use unavailable::Unavailable;
 
 #[derive(Debug, thiserror::Error)]

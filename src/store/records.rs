@@ -11,7 +11,8 @@ pub struct JobFilter {
     pub limit: u32,
 }
 
-/// One progress report from an agent (the seed's `telemetry` row).
+/// One telemetry row (the seed's `telemetry` table): a progress report
+/// from an agent, or a sample Icarus measured itself.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TelemetrySample {
     pub timestamp: DateTime<Utc>,
@@ -20,6 +21,47 @@ pub struct TelemetrySample {
     pub current_tool: Option<String>,
     pub role: Role,
     pub attempt: u32,
+    pub source: TelemetrySource,
+}
+
+/// Who a telemetry row comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TelemetrySource {
+    /// The agent's own progress report (callback).
+    Agent,
+    /// Icarus's measurement through the runtime: `cpu_usage` is the percent
+    /// of one CPU over the last sampling interval, `ram_usage_mb` the memory
+    /// in use then.
+    Icarus,
+}
+
+impl TelemetrySource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TelemetrySource::Agent => "agent",
+            TelemetrySource::Icarus => "icarus",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<TelemetrySource> {
+        match text {
+            "agent" => Some(TelemetrySource::Agent),
+            "icarus" => Some(TelemetrySource::Icarus),
+            _ => None,
+        }
+    }
+}
+
+/// What Icarus measured of one agent (job, role and attempt): the latest
+/// reading and the peak memory over every reading, kept after it ends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AgentUsage {
+    pub role: Role,
+    pub attempt: u32,
+    pub cpu_seconds: f64,
+    pub memory_bytes: u64,
+    pub memory_peak_bytes: u64,
+    pub sampled_at: DateTime<Utc>,
 }
 
 /// The checker's audit report (the seed's `audit_logs` row).

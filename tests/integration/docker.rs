@@ -920,3 +920,76 @@ async fn a_real_jobs_metrics_show_its_hand_over_from_the_engines_exit_time_and_i
     );
     cancel_and_wait(&server, id).await;
 }
+
+#[tokio::test]
+async fn a_running_agent_s_usage_is_read_from_its_cgroup_files_and_kept_after_it_is_gone() {
+    let server = DockerServer::start(|c| c.agents.usage_interval_seconds = 1).await;
+    measures_a_running_agent(&server, |id| {
+        let root = std::path::Path::new("/sys/fs/cgroup");
+        let found = [
+            format!("docker/{id}"),
+            format!("system.slice/docker-{id}.scope"),
+            format!("memory/docker/{id}"),
+            format!("memory/system.slice/docker-{id}.scope"),
+        ]
+        .iter()
+        .any(|group| root.join(group).is_dir());
+        assert!(found, "this host shows no cgroup of container {id}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_running_agent_s_usage_is_read_from_the_engine_s_stats_and_kept_after_it_is_gone() {
+    let server = DockerServer::start(|c| {
+        c.agents.usage_interval_seconds = 1;
+        c.agents.usage_cgroup_root = Default::default();
+    })
+    .await;
+    measures_a_running_agent(&server, |_| {}).await;
+}
+
+/// Runs a job whose builder idles, checks what was measured of it, cancels
+/// the job and checks the measure outlives the agent. `check_container` is
+/// given the builder's container id while it runs.
+async fn measures_a_running_agent(server: &DockerServer, check_container: impl Fn(&str)) {
+    let id = spawn(server, "forever [builder:hang]").await;
+    server
+        .wait_for_within(id, "building", Duration::from_secs(30))
+        .await;
+    let measured = eventually(Duration::from_secs(15), || async {
+        let (_, status) = server.get(&format!("/jobs/{id}/status")).await;
+        let usage = status["builder_usage"].clone();
+        usage.is_object().then_some((usage, status))
+    })
+    .await;
+    let (measured, status) = measured;
+    check_container(status["builder_container_id"].as_str().unwrap());
+    let peak = measured["memory_peak_bytes"].as_u64().unwrap();
+    assert!(peak > 0, "no memory measured: {measured}");
+    assert!(peak >= measured["memory_bytes"].as_u64().unwrap());
+    assert!(
+        measured["cpu_seconds"].as_f64().unwrap() > 0.0,
+        "starting the agent took CPU: {measured}"
+    );
+    let (_, telemetry) = server.get(&format!("/jobs/{id}/telemetry")).await;
+    assert_eq!(telemetry["measured"]["source"], "icarus", "{telemetry}");
+    assert_eq!(telemetry["measured"]["role"], "builder");
+    assert!(telemetry["measured"]["ram_usage_mb"].as_f64().unwrap() > 0.0);
+
+    cancel_and_wait(server, id).await;
+    let (_, status) = server.get(&format!("/jobs/{id}/status")).await;
+    let kept = status["builder_usage"]["memory_peak_bytes"].as_u64();
+    assert!(
+        kept.is_some_and(|kept| kept >= peak),
+        "the peak outlives the agent: {status}"
+    );
+    // A container that is gone has no usage, and asking is no error.
+    let runtime = icarus::serve::local::docker_runtime(&server.config)
+        .await
+        .unwrap();
+    assert_eq!(
+        runtime.usage("icarus-no-such-container").await.unwrap(),
+        None
+    );
+}

@@ -31,3 +31,4 @@ mod sqlite_storage;
 mod store;
 mod stream;
 mod untrusted_workspace;
+mod usage;

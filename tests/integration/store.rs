@@ -7,7 +7,7 @@ use icarus::job::plan::Transition;
 use icarus::job::{Job, JobId, Phase, Reason, Role, TransitionError, Verdict, timestamp_now};
 use icarus::store::{
     AgentReport, AuditRecord, JobFilter, ReportOutcome, SPEC_WRITE_ATTEMPTS, SpecChange,
-    SpecUpdate, Store, StoreError, StoreEvent, TelemetrySample,
+    SpecUpdate, Store, StoreError, StoreEvent, TelemetrySample, TelemetrySource,
 };
 use serde_json::json;
 
@@ -37,6 +37,7 @@ macro_rules! on_both_databases {
 }
 
 mod lease;
+mod usage;
 
 on_both_databases!(
     a_created_job_reads_back_equal_at_version_one,
@@ -235,7 +236,13 @@ async fn unfinished_jobs_are_oldest_first_without_terminal_ones(store: Store) {
 
 async fn the_latest_telemetry_sample_is_returned(store: Store) {
     let job = store.create_job(&new_job("t")).await.unwrap();
-    assert_eq!(store.latest_telemetry(job.id).await.unwrap(), None);
+    assert_eq!(
+        store
+            .latest_telemetry(job.id, TelemetrySource::Agent)
+            .await
+            .unwrap(),
+        None
+    );
     for (cpu, tool) in [(10.0, "read_file"), (45.2, "web_search(fastapi)")] {
         let sample = TelemetrySample {
             timestamp: icarus::job::timestamp_now(),
@@ -244,10 +251,15 @@ async fn the_latest_telemetry_sample_is_returned(store: Store) {
             current_tool: Some(tool.to_owned()),
             role: Role::Builder,
             attempt: 1,
+            source: TelemetrySource::Agent,
         };
         store.record_telemetry(job.id, &sample).await.unwrap();
     }
-    let latest = store.latest_telemetry(job.id).await.unwrap().unwrap();
+    let latest = store
+        .latest_telemetry(job.id, TelemetrySource::Agent)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(latest.cpu_usage, Some(45.2));
     assert_eq!(latest.current_tool.as_deref(), Some("web_search(fastapi)"));
 }
@@ -261,6 +273,7 @@ async fn only_the_newest_progress_samples_of_an_agent_are_kept(store: Store) {
         current_tool: None,
         role,
         attempt: 1,
+        source: TelemetrySource::Agent,
     };
     let kept = icarus::store::TELEMETRY_KEPT;
     for n in 0..kept + 5 {
@@ -270,7 +283,11 @@ async fn only_the_newest_progress_samples_of_an_agent_are_kept(store: Store) {
             .unwrap();
     }
     assert_eq!(store.telemetry_kept(job.id).await.unwrap(), kept);
-    let latest = store.latest_telemetry(job.id).await.unwrap().unwrap();
+    let latest = store
+        .latest_telemetry(job.id, TelemetrySource::Agent)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         latest.cpu_usage,
         Some((kept + 4) as f64),

@@ -86,6 +86,17 @@ pub struct WorkloadSpec {
     pub workspace_read_only: bool,
 }
 
+/// What a running workload uses, as its runtime measures it (not as the
+/// agent says).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Usage {
+    /// CPU time used since the workload started, over all its processes.
+    pub cpu_seconds: f64,
+    /// Memory in use now, without the page cache the kernel can reclaim
+    /// (what `docker stats` shows).
+    pub memory_bytes: u64,
+}
+
 /// The actual state of the world, as seen and changed by the controller.
 #[async_trait]
 pub trait Runtime: Send + Sync + 'static {
@@ -118,6 +129,13 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// The workload's output so far (stdout and stderr), up to a runtime-defined cap.
     async fn logs(&self, id: &str) -> Result<String>;
+
+    /// What the workload with runtime id `id` uses now; `None` when this
+    /// runtime cannot measure it (the default) or the workload is not
+    /// running.
+    async fn usage(&self, _id: &str) -> Result<Option<Usage>> {
+        Ok(None)
+    }
 
     /// Stops and deletes a workload; one already gone is not an error.
     async fn remove(&self, key: WorkloadKey, id: &str) -> Result<()>;

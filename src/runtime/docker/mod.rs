@@ -32,8 +32,10 @@ use futures::stream::BoxStream;
 use tokio::sync::broadcast;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+mod cgroups;
 mod events;
 mod networks;
+mod stats;
 
 use crate::names::docker::{
     ATTEMPT as LABEL_ATTEMPT, INSTANCE as LABEL_INSTANCE, JOB as LABEL_JOB, ROLE as LABEL_ROLE,
@@ -72,6 +74,10 @@ pub struct DockerSettings {
     /// own `bridge`, `host`, `none`).
     pub managed_networks: Vec<String>,
     pub sandbox: Sandbox,
+    /// Where this host shows the engine's cgroup tree, to read containers'
+    /// usage from their files; `None`, or a container not found there: the
+    /// engine's stats API.
+    pub cgroup_root: Option<PathBuf>,
 }
 
 /// How tightly agents are confined, beyond CPU and memory limits.
@@ -496,6 +502,15 @@ impl Runtime for DockerRuntime {
     async fn logs(&self, id: &str) -> Result<String> {
         let log = self.logs_tail(id, KEPT_LOG_LINES).await?;
         Ok(keep_end(log, KEPT_LOG_BYTES))
+    }
+
+    async fn usage(&self, id: &str) -> Result<Option<crate::runtime::Usage>> {
+        if let Some(root) = &self.settings.cgroup_root
+            && let Some(usage) = cgroups::usage(root, id).await
+        {
+            return Ok(Some(usage));
+        }
+        self.one_shot_usage(id).await
     }
 
     async fn remove(&self, _key: WorkloadKey, id: &str) -> Result<()> {

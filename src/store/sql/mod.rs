@@ -12,9 +12,11 @@
 pub mod changes;
 pub mod lease;
 mod queries;
+mod usage;
 
 pub use lease::{Fence, LeaseRecord};
 pub use queries::TELEMETRY_KEPT;
+pub use usage::UsageReading;
 
 use std::path::Path;
 use std::str::FromStr;

@@ -14,11 +14,12 @@ use crate::job::workload::AgentReports;
 use crate::job::{Job, JobId, JobSpec, JobStatus, Phase, Role};
 use crate::store::{
     AgentLog, AgentReport, AuditRecord, DiffRecord, JobEvent, JobFilter, ReportOutcome,
-    TelemetrySample,
+    TelemetrySample, TelemetrySource,
 };
 use crate::store::{Result, Store, StoreError, StoreEvent};
 
-/// Progress samples kept per agent (job, role and attempt); older ones go.
+/// Telemetry samples kept per agent (job, role and attempt) and source;
+/// older ones go.
 pub const TELEMETRY_KEPT: i64 = 1000;
 
 const JOB_COLUMNS: &str = "job_id, created_at, spec, status_detail, resource_version";
@@ -96,6 +97,7 @@ struct TelemetryRow {
     current_tool: Option<String>,
     role: String,
     attempt: i32,
+    source: String,
 }
 
 #[derive(sqlx::FromRow)]
@@ -129,14 +131,14 @@ struct ReportRow {
     created_at: DateTime<Utc>,
 }
 
-fn corrupt(job: JobId, detail: impl Into<String>) -> StoreError {
+pub(super) fn corrupt(job: JobId, detail: impl Into<String>) -> StoreError {
     StoreError::Corrupt {
         id: job.to_string(),
         detail: detail.into(),
     }
 }
 
-fn parse_role(job: JobId, text: &str) -> Result<Role> {
+pub(super) fn parse_role(job: JobId, text: &str) -> Result<Role> {
     Role::parse(text).ok_or_else(|| corrupt(job, format!("unknown role '{text}'")))
 }
 
@@ -145,7 +147,43 @@ fn parse_phase(job: JobId, text: &str) -> Result<Phase> {
         .map_err(|_| corrupt(job, format!("unknown phase '{text}'")))
 }
 
-fn attempt_column(attempt: u32) -> i32 {
+/// Inserts one telemetry row in transaction `$tx` and prunes the agent's
+/// oldest rows of the same source past [`TELEMETRY_KEPT`]: an agent
+/// reporting for hours cannot grow the store past a known size.
+macro_rules! insert_telemetry {
+    ($tx:expr, $job:expr, $sample:expr) => {{
+        let sample: &TelemetrySample = $sample;
+        sqlx::query(
+            "INSERT INTO telemetry (job_id, timestamp, cpu_usage, ram_usage_mb, current_tool, \
+             role, attempt, source) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind($job.to_string())
+        .bind(sample.timestamp)
+        .bind(sample.cpu_usage)
+        .bind(sample.ram_usage_mb)
+        .bind(sample.current_tool.as_deref())
+        .bind(sample.role.as_str())
+        .bind($crate::store::sql::queries::attempt_column(sample.attempt))
+        .bind(sample.source.as_str())
+        .execute($tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM telemetry WHERE job_id = $1 AND role = $2 AND attempt = $3 \
+             AND source = $4 AND id <= (SELECT id FROM telemetry WHERE job_id = $1 \
+             AND role = $2 AND attempt = $3 AND source = $4 ORDER BY id DESC LIMIT 1 OFFSET $5)",
+        )
+        .bind($job.to_string())
+        .bind(sample.role.as_str())
+        .bind($crate::store::sql::queries::attempt_column(sample.attempt))
+        .bind(sample.source.as_str())
+        .bind($crate::store::sql::queries::TELEMETRY_KEPT)
+        .execute($tx)
+        .await?;
+    }};
+}
+pub(super) use insert_telemetry;
+
+pub(super) fn attempt_column(attempt: u32) -> i32 {
     i32::try_from(attempt).unwrap_or(i32::MAX)
 }
 
@@ -292,34 +330,9 @@ impl Store {
     }
 
     pub async fn record_telemetry(&self, job: JobId, sample: &TelemetrySample) -> Result<()> {
-        let sql = "INSERT INTO telemetry \
-                   (job_id, timestamp, cpu_usage, ram_usage_mb, current_tool, role, attempt) \
-                   VALUES ($1, $2, $3, $4, $5, $6, $7)";
-        // Only the newest samples of an agent are kept: an agent reporting
-        // for hours cannot grow the store past a known size.
-        let prune = "DELETE FROM telemetry WHERE job_id = $1 AND role = $2 AND attempt = $3 \
-                     AND id <= (SELECT id FROM telemetry \
-                                WHERE job_id = $1 AND role = $2 AND attempt = $3 \
-                                ORDER BY id DESC LIMIT 1 OFFSET $4)";
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            sqlx::query(sql)
-                .bind(job.to_string())
-                .bind(sample.timestamp)
-                .bind(sample.cpu_usage)
-                .bind(sample.ram_usage_mb)
-                .bind(sample.current_tool.as_deref())
-                .bind(sample.role.as_str())
-                .bind(attempt_column(sample.attempt))
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(prune)
-                .bind(job.to_string())
-                .bind(sample.role.as_str())
-                .bind(attempt_column(sample.attempt))
-                .bind(TELEMETRY_KEPT)
-                .execute(&mut *tx)
-                .await?;
+            insert_telemetry!(&mut *tx, job, sample);
             tx.commit().await?;
         });
         Ok(())
@@ -335,12 +348,20 @@ impl Store {
         Ok(count)
     }
 
-    /// The most recent progress report, if any.
-    pub async fn latest_telemetry(&self, job: JobId) -> Result<Option<TelemetrySample>> {
-        let sql = "SELECT timestamp, cpu_usage, ram_usage_mb, current_tool, role, attempt \
-                   FROM telemetry WHERE job_id = $1 ORDER BY id DESC LIMIT 1";
+    /// The most recent telemetry row from `source`, if any.
+    pub async fn latest_telemetry(
+        &self,
+        job: JobId,
+        source: TelemetrySource,
+    ) -> Result<Option<TelemetrySample>> {
+        let sql = "SELECT timestamp, cpu_usage, ram_usage_mb, current_tool, role, attempt, source \
+                   FROM telemetry WHERE job_id = $1 AND source = $2 ORDER BY id DESC LIMIT 1";
         let row: Option<TelemetryRow> = on_pool!(self, pool => {
-            sqlx::query_as(sql).bind(job.to_string()).fetch_optional(pool).await?
+            sqlx::query_as(sql)
+                .bind(job.to_string())
+                .bind(source.as_str())
+                .fetch_optional(pool)
+                .await?
         });
         row.map(|row| {
             Ok(TelemetrySample {
@@ -350,6 +371,8 @@ impl Store {
                 current_tool: row.current_tool,
                 role: parse_role(job, &row.role)?,
                 attempt: u32::try_from(row.attempt).unwrap_or(0),
+                source: TelemetrySource::parse(&row.source)
+                    .ok_or_else(|| corrupt(job, format!("unknown source '{}'", row.source)))?,
             })
         })
         .transpose()
