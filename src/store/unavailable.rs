@@ -40,7 +40,14 @@ impl Unavailable {
                 if error.try_downcast_ref::<PgDatabaseError>().is_some() {
                     of_sqlstate(&code)
                 } else {
-                    code.parse().ok().and_then(of_sqlite)
+                    let outage = code.parse().ok().and_then(of_sqlite);
+                    if matches!(
+                        outage,
+                        Some(Unavailable::ReadOnly | Unavailable::Full | Unavailable::Failing)
+                    ) {
+                        super::sql::pooled_sqlite::write_failed();
+                    }
+                    outage
                 }
             }
             _ => None,

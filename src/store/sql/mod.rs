@@ -11,6 +11,7 @@
 
 pub mod changes;
 pub mod lease;
+pub(crate) mod pooled_sqlite;
 mod queries;
 mod usage;
 
@@ -23,11 +24,11 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::Connection;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::{Connection, Executor};
 use tokio::sync::broadcast;
 
 use super::{Result, StoreError, StoreEvent};
@@ -284,6 +285,20 @@ async fn connect_sqlite(url: &str) -> Result<(SqlitePool, Option<std::path::Path
     let pool = SqlitePoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(10))
+        .after_release(|connection, _| {
+            Box::pin(async move {
+                if !pooled_sqlite::checking() {
+                    return Ok(true);
+                }
+                if connection.execute("BEGIN").await.is_err() {
+                    tracing::warn!(
+                        "a pooled SQLite connection was left inside a transaction: closed"
+                    );
+                    return Ok(false);
+                }
+                Ok(connection.execute("ROLLBACK").await.is_ok())
+            })
+        })
         .connect_with(options)
         .await?;
     let on_disk = !url.contains(":memory:") && file.is_file();
