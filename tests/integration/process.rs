@@ -409,6 +409,18 @@ async fn jobs_and_their_history_survive_a_restart_of_the_binary() {
     process.wait_for(done, "cancelled").await;
 }
 
+/// The first JSON log event with this message, once the process logged it.
+async fn logged_event(process: &Process, message: &str) -> Value {
+    eventually(Duration::from_secs(20), || async {
+        process
+            .log()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|event| event["fields"]["message"] == message)
+    })
+    .await
+}
+
 #[tokio::test]
 async fn json_logs_carry_the_request_id_the_response_names_and_the_job() {
     super::docker::ensure_agent_images().await;
@@ -425,27 +437,13 @@ async fn json_logs_carry_the_request_id_the_response_names_and_the_job() {
     assert_eq!(response.headers()["x-request-id"], "spawn-under-test.1");
     let body: Value = response.json().await.unwrap();
     let id = body["job_id"].as_str().unwrap().to_owned();
-    let created = eventually(Duration::from_secs(10), || async {
-        process
-            .log()
-            .lines()
-            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .find(|event| event["fields"]["message"] == "job created")
-    })
-    .await;
+    let created = logged_event(&process, "job created").await;
     let request = &created["span"];
     assert_eq!(request["name"], "request", "{created}");
     assert_eq!(request["request_id"], "spawn-under-test.1", "{created}");
     assert_eq!(request["job"], "", "the spawn's path names no job yet");
     // The controller's lines name the job in their reconcile span.
-    let started = eventually(Duration::from_secs(20), || async {
-        process
-            .log()
-            .lines()
-            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .find(|event| event["fields"]["message"] == "started agent")
-    })
-    .await;
+    let started = logged_event(&process, "started agent").await;
     let spans = started["spans"].as_array().unwrap();
     assert!(
         spans
