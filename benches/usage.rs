@@ -148,17 +148,7 @@ async fn start_agents(
 ) -> Vec<(WorkloadKey, String)> {
     let mut started = Vec::new();
     for i in 0..n {
-        let spec = JobSpec {
-            task: format!("idle {i} [builder:hang]"),
-            project_path: "/workspace".to_owned(),
-            builder_image: None,
-            checker_image: None,
-            approval: None,
-            cancel_requested: false,
-            source: None,
-            publish_requests: 0,
-            submitted_by: None,
-        };
+        let spec = JobSpec::new(format!("idle {i} [builder:hang]"), "/workspace");
         let mut job = store
             .create_job(&Job::new(spec, timestamp_now()))
             .await

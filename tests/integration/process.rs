@@ -185,6 +185,13 @@ impl Process {
         body["job_id"].as_str().unwrap().parse().unwrap()
     }
 
+    /// `POST /jobs/{id}/cancel`, which must be accepted.
+    pub async fn cancel(&self, id: JobId) {
+        let url = self.url(&format!("/jobs/{id}/cancel"));
+        let answer = self.client.post(url).send().await.unwrap();
+        assert_eq!(answer.status(), 200);
+    }
+
     pub async fn status(&self, id: JobId) -> Value {
         let response = self
             .client
@@ -365,13 +372,7 @@ async fn sigterm_stops_gracefully_and_leaves_the_agent_for_the_next_start() {
 
     process.launch().await;
     process.wait_for(id, "awaiting_approval").await;
-    let cancel = process
-        .client
-        .post(process.url(&format!("/jobs/{id}/cancel")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(cancel.status(), 200);
+    process.cancel(id).await;
     process.wait_for(id, "cancelled").await;
     eventually(Duration::from_secs(10), || async {
         (containers_of(id).await == 0).then_some(())
@@ -436,7 +437,7 @@ async fn json_logs_carry_the_request_id_the_response_names_and_the_job() {
     assert_eq!(response.status(), 201);
     assert_eq!(response.headers()["x-request-id"], "spawn-under-test.1");
     let body: Value = response.json().await.unwrap();
-    let id = body["job_id"].as_str().unwrap().to_owned();
+    let id: JobId = body["job_id"].as_str().unwrap().parse().unwrap();
     let created = logged_event(&process, "job created").await;
     let request = &created["span"];
     assert_eq!(request["name"], "request", "{created}");
@@ -448,7 +449,7 @@ async fn json_logs_carry_the_request_id_the_response_names_and_the_job() {
     assert!(
         spans
             .iter()
-            .any(|s| s["name"] == "reconcile" && s["job"] == id.as_str()),
+            .any(|s| s["name"] == "reconcile" && s["job"] == id.to_string().as_str()),
         "{started}"
     );
     assert!(
@@ -459,13 +460,7 @@ async fn json_logs_carry_the_request_id_the_response_names_and_the_job() {
         "every line is a JSON object:\n{}",
         process.log()
     );
-    let cancel = process
-        .client
-        .post(process.url(&format!("/jobs/{id}/cancel")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(cancel.status(), 200);
+    process.cancel(id).await;
 }
 
 #[tokio::test]

@@ -66,17 +66,7 @@ pub const APPROVED_JOB_PHASES: [&str; 6] = [
 ];
 
 pub fn spec(task: &str) -> JobSpec {
-    JobSpec {
-        task: task.to_owned(),
-        project_path: "/workspace".to_owned(),
-        builder_image: None,
-        checker_image: None,
-        approval: None,
-        cancel_requested: false,
-        source: None,
-        publish_requests: 0,
-        submitted_by: None,
-    }
+    JobSpec::new(task, "/workspace")
 }
 
 pub fn new_job(task: &str) -> Job {

@@ -167,6 +167,24 @@ pub struct JobSpec {
     pub publish_requests: u32,
 }
 
+impl JobSpec {
+    /// A spec asking only for `task` in `project_path`: the configured
+    /// images, no source, no decision yet.
+    pub fn new(task: impl Into<String>, project_path: impl Into<String>) -> Self {
+        JobSpec {
+            task: task.into(),
+            project_path: project_path.into(),
+            builder_image: None,
+            checker_image: None,
+            approval: None,
+            cancel_requested: false,
+            source: None,
+            submitted_by: None,
+            publish_requests: 0,
+        }
+    }
+}
+
 #[cfg(feature = "serde")]
 fn is_zero(n: &u32) -> bool {
     *n == 0
@@ -538,18 +556,7 @@ pub mod fixtures {
 
     impl Job {
         pub fn pending() -> Job {
-            let spec = JobSpec {
-                task: "add logging to the API".to_owned(),
-                project_path: "/workspace".to_owned(),
-                builder_image: None,
-                checker_image: None,
-                approval: None,
-                cancel_requested: false,
-                source: None,
-                publish_requests: 0,
-                submitted_by: None,
-            };
-            Job::new(spec, at(0))
+            Job::new(JobSpec::new("add logging to the API", "/workspace"), at(0))
         }
 
         pub fn in_phase(mut self, phase: Phase, since: DateTime<Utc>) -> Job {
