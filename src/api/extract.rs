@@ -47,6 +47,24 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// The body of a route that takes none, read and thrown away. A handler that
+/// answered without reading it would leave it in the connection, and hyper
+/// then closes a kept-alive connection whose body has not arrived yet (a
+/// client that sends its body in a segment after its head loses the
+/// connection under its next request). Nothing is refused: a body over the
+/// limit is left unread, and that connection closes after the answer.
+#[derive(Debug)]
+pub struct IgnoredBody;
+
+impl<S: Send + Sync> FromRequest<S> for IgnoredBody {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let _unread_past_the_limit = Bytes::from_request(request, state).await;
+        Ok(IgnoredBody)
+    }
+}
+
 /// Refuses with 415 unless the content type is JSON.
 fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {

@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{JobIdPath, JsonBody, QueryParams};
+use super::extract::{IgnoredBody, JobIdPath, JsonBody, QueryParams};
 use super::models::{
     AgentLogView, ApproveRequest, AuditResponse, DecisionResponse, DiffResponse, EventView,
     JobStatusResponse, JobSummary, ListQuery, SpawnRequest, SpawnResponse, TelemetryResponse,
@@ -322,6 +322,7 @@ pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
     JobIdPath(id): JobIdPath,
+    _body: IgnoredBody,
 ) -> ApiResult<Json<DecisionResponse>> {
     caller.require(AccessRole::Submitter, "cancelling a job")?;
     let job = load(&state, id).await?;
@@ -349,6 +350,7 @@ pub async fn publish(
     State(state): State<AppState>,
     caller: Caller,
     JobIdPath(id): JobIdPath,
+    _body: IgnoredBody,
 ) -> ApiResult<Json<DecisionResponse>> {
     caller.require(AccessRole::Approver, "publishing a job")?;
     change_spec(&state, id, Job::request_publish_retry).await?;

@@ -110,18 +110,20 @@ async fn send_then_read(server: &TestServer, length: usize) -> std::io::Result<S
     Ok(String::from_utf8_lossy(&answer).into_owned())
 }
 
+/// The `Content-Length` a response head gives, if any.
+fn content_length(head: &str) -> Option<usize> {
+    head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse().ok())?
+    })
+}
+
 /// The status code and the JSON body of a whole HTTP/1.1 response.
 fn parse_response(answer: &str) -> (u16, serde_json::Value) {
     let (head, body) = answer.split_once("\r\n\r\n").expect("a complete head");
     let code = head.split(' ').nth(1).and_then(|code| code.parse().ok());
-    let length: usize = head
-        .lines()
-        .find_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse().ok())?
-        })
-        .expect("a Content-Length");
+    let length = content_length(head).expect("a Content-Length");
     assert_eq!(body.len(), length, "the whole body arrived: {answer}");
     (code.expect("a status"), serde_json::from_str(body).unwrap())
 }
@@ -216,4 +218,61 @@ async fn a_client_that_trickles_after_its_413_is_cut_off() {
     trickle.write_all(&[b' '; 2048]).await.unwrap();
     // A byte now and then: never enough to reach a byte limit.
     send_until_cut_off(&mut trickle, b" ", Duration::from_millis(50)).await;
+}
+
+/// Reads one response from a kept-alive connection: its head, then as many
+/// body bytes as its `Content-Length` says. Fails the test if the server
+/// closes the connection first.
+async fn next_response(stream: &mut TcpStream) -> String {
+    let reading = async {
+        let mut received = Vec::new();
+        let mut byte = [0u8; 1];
+        while !received.ends_with(b"\r\n\r\n") {
+            let read = stream.read(&mut byte).await.unwrap();
+            assert!(
+                read > 0,
+                "the server closed the connection mid-way: {received:?}"
+            );
+            received.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&received).into_owned();
+        let length = content_length(&head).unwrap_or(0);
+        let mut body = vec![0u8; length];
+        stream.read_exact(&mut body).await.unwrap();
+        head
+    };
+    tokio::time::timeout(Duration::from_secs(10), reading)
+        .await
+        .expect("a response in time")
+}
+
+/// A client whose body arrives in a segment after its head (as with
+/// `Expect`-less clients on a busy network) gets its answer and may send its
+/// next request on the same connection: a route that ignores the body still
+/// reads it, so the server never closes a kept-alive connection under it.
+#[tokio::test]
+async fn a_body_that_arrives_after_its_head_keeps_the_connection_alive_on_routes_that_ignore_it() {
+    let server = TestServer::sqlite().await;
+    let id = server.spawn("answer me twice").await;
+    for action in ["publish", "cancel"] {
+        let mut client = connect(&server).await;
+        let head = format!(
+            "POST /jobs/{id}/{action} HTTP/1.1\r\nHost: localhost\r\n\
+             Content-Type: application/json\r\nContent-Length: 2\r\n\r\n"
+        );
+        client.write_all(head.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        client.write_all(b"{}").await.unwrap();
+        let first = next_response(&mut client).await;
+        assert!(first.starts_with("HTTP/1.1 "), "{action}: {first}");
+        client
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let second = next_response(&mut client).await;
+        assert!(
+            second.starts_with("HTTP/1.1 200"),
+            "{action}: the next request on the connection: {second}"
+        );
+    }
 }
