@@ -24,6 +24,8 @@
 //! - [`notify`]: webhooks when a job needs a human or is done.
 //! - [`api`]: the HTTP and WebSocket API (axum), one error type mapped to JSON once.
 //! - [`credentials`]: the per-agent callback tokens.
+//! - [`egress`]: the egress proxy, agents' one way out where their network
+//!   has none: allow-listed names only, no private destination, a byte budget.
 //! - [`errors`]: an error and its sources on one line.
 //! - [`logging`]: the log's format (text for a terminal, JSON lines).
 //! - [`sentinel`]: host load → admission level.
@@ -52,6 +54,7 @@ pub mod cluster;
 pub mod config;
 pub mod controller;
 pub mod credentials;
+pub mod egress;
 pub mod errors;
 pub use icarus_core::{job, names, ports};
 pub mod leadership;

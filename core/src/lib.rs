@@ -9,6 +9,8 @@
 //!   ([`job::admission`]) and the pure planner ([`job::plan`]), specified by
 //!   property tests.
 //!
+//! - [`egress`]: where agents may connect to: the allow-list's rules and
+//!   the addresses no agent reaches, which the egress proxy applies.
 //! - [`names`]: the names and labels of every object Icarus makes.
 //! - [`ports`]: the traits the adapters implement (runtime, source
 //!   control, upstream), with their errors and the workload specification.
@@ -22,6 +24,7 @@
 //! - `ports`: the port traits (async) and their errors.
 #![forbid(unsafe_code)]
 
+pub mod egress;
 pub mod job;
 pub mod names;
 #[cfg(feature = "ports")]

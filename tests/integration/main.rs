@@ -14,6 +14,7 @@ mod database;
 mod deploy;
 mod docker;
 mod document;
+mod egress;
 mod git;
 mod hostile;
 mod http_limits;
