@@ -5,6 +5,7 @@
 //! keys, and [`Config::validate`] checks values, so a typo or a bad value stops
 //! start-up with a message that names the key.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -14,6 +15,7 @@ use figment::providers::{Env, Format, Yaml};
 use serde::{Deserialize, Serialize};
 
 use crate::job::plan::{Deadlines, Retries};
+use icarus_core::egress::{AllowList, Destination};
 
 /// How long after a checker's exit its audit report may still arrive.
 /// Agents report before they exit, so this only covers a report whose
@@ -198,8 +200,66 @@ pub struct AgentsConfig {
     /// empty, or an agent not found there: the engine's stats API.
     #[serde(default)]
     pub usage_cgroup_root: PathBuf,
+    /// Where agents may connect to, and how that is enforced.
+    #[serde(default)]
+    pub egress: EgressConfig,
     pub builder: AgentConfig,
     pub checker: AgentConfig,
+}
+
+/// How far agents reach beyond their network (see the README's egress model).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EgressMode {
+    /// Agents reach whatever their network does (the behaviour before
+    /// egress control; stated, never implied).
+    Open,
+    /// Agents' network has no route out; the egress proxy lets them reach
+    /// the names on their role's `allowed_domains` only.
+    AllowList,
+    /// Agents' network has no route out and there is no proxy: they reach
+    /// the orchestrator's callback and nothing else.
+    #[serde(rename = "none")]
+    Sealed,
+}
+
+impl EgressMode {
+    /// Whether agents' network must have no route out.
+    pub fn seals_the_network(self) -> bool {
+        self != EgressMode::Open
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressConfig {
+    pub mode: EgressMode,
+    /// Names the proxy resolves to these addresses instead of asking DNS,
+    /// like `/etc/hosts` (a package mirror on a private network): the
+    /// operator's word, so the addresses are not checked.
+    #[serde(default)]
+    pub hosts: BTreeMap<String, IpAddr>,
+    /// Bytes, both ways together, one agent may move through the proxy.
+    pub max_bytes_per_agent: u64,
+    /// Connections one agent may hold open through the proxy at once.
+    pub max_connections_per_agent: u32,
+    /// The proxy's port on the agents' gateway; 0: any free one. Fix it,
+    /// with `orchestrator.reuse_port`, when replicas share the work, so
+    /// that adopted agents keep reaching a proxy after a takeover.
+    #[serde(default)]
+    pub proxy_port: u16,
+}
+
+impl Default for EgressConfig {
+    fn default() -> Self {
+        EgressConfig {
+            mode: EgressMode::Open,
+            hosts: BTreeMap::new(),
+            max_bytes_per_agent: 1024 * 1024 * 1024,
+            max_connections_per_agent: 32,
+            proxy_port: 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -216,6 +276,11 @@ pub struct AgentConfig {
     pub memory_request: Option<u64>,
     pub timeout_seconds: u64,
     pub network_mode: String,
+    /// What this role's agents may reach through the egress proxy:
+    /// `name`, `*.name` (any name below it), each with an optional `:port`
+    /// (else 80 and 443). Used in `agents.egress.mode: allow-list`.
+    #[serde(default)]
+    pub allowed_domains: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -690,6 +755,9 @@ impl Config {
                 check(false, format!("agents.{role}.{problem}"));
             }
         }
+        for problem in self.agents.egress_problems(self.kubernetes.enabled) {
+            check(false, format!("agents.egress.{problem}"));
+        }
         let callback = &self.agents.callback_base_url;
         check(
             callback.is_empty()
@@ -759,6 +827,42 @@ impl Config {
     }
 }
 
+impl AgentsConfig {
+    fn egress_problems(&self, kubernetes: bool) -> Vec<String> {
+        let egress = &self.egress;
+        let mut problems = Vec::new();
+        for name in egress.hosts.keys() {
+            if Destination::parse(name).is_err() {
+                problems.push(format!("hosts: '{name}' is not a DNS name"));
+            }
+        }
+        if egress.max_bytes_per_agent == 0 || egress.max_connections_per_agent == 0 {
+            problems.push(
+                "max_bytes_per_agent and max_connections_per_agent must be at least 1".to_owned(),
+            );
+        }
+        if egress.mode.seals_the_network() && !kubernetes {
+            for (role, agent) in [("builder", &self.builder), ("checker", &self.checker)] {
+                if has_a_route_out(&agent.network_mode) {
+                    problems.push(format!(
+                        "mode: {} needs agents on a network with no route out, and \
+                         agents.{role}.network_mode '{}' has one: name a network for Icarus to \
+                         make (the default, icarus-agents), an internal one of yours, or none",
+                        serde_json::to_string(&egress.mode).unwrap_or_default(),
+                        agent.network_mode
+                    ));
+                }
+            }
+        }
+        problems
+    }
+}
+
+/// Docker's network modes that route out of the host whatever Icarus does.
+fn has_a_route_out(network_mode: &str) -> bool {
+    matches!(network_mode, "bridge" | "host" | "default") || network_mode.starts_with("container:")
+}
+
 impl AgentConfig {
     fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -783,6 +887,9 @@ impl AgentConfig {
         }
         if self.network_mode.trim().is_empty() {
             problems.push("network_mode must not be empty".to_owned());
+        }
+        if let Err(error) = AllowList::parse(&self.allowed_domains) {
+            problems.push(format!("allowed_domains: {error}"));
         }
         problems
     }

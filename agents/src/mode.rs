@@ -36,6 +36,9 @@ pub enum Mode {
     /// Try to reach a listener at this address, then exit: 0 if it answered,
     /// [`crate::neighbours::UNREACHABLE`] if not.
     Connect(std::net::SocketAddr),
+    /// The same through the egress proxy of `HTTPS_PROXY`, to this
+    /// `name:port` (see [`crate::neighbours::fetch`]).
+    Fetch(&'static str),
 }
 
 impl Mode {
@@ -54,6 +57,8 @@ impl Mode {
                 ("hostile", attack) => Attack::parse(attack).map(Mode::Hostile),
                 ("listen", port) => port.parse().ok().map(Mode::Listen),
                 ("connect", address) => address.parse().ok().map(Mode::Connect),
+                // Parsed once per process: leaking the text keeps `Mode` `Copy`.
+                ("fetch", target) => Some(Mode::Fetch(target.to_owned().leak())),
                 _ => None,
             },
         }

@@ -1,7 +1,9 @@
-//! The network test modes: whether one job's agent can reach another's.
-//! `listen=PORT` serves a line on a TCP port until killed; `connect=IP:PORT`
-//! tries to read that line and exits 0 if it could, [`UNREACHABLE`] if not.
-//! The orchestrator's isolation test runs one of each, in two jobs.
+//! The network test modes: whether one job's agent can reach another's,
+//! and what it can reach out there. `listen=PORT` serves a line on a TCP
+//! port until killed; `connect=IP:PORT` tries to read that line and exits 0
+//! if it could, [`UNREACHABLE`] if not; `fetch=NAME:PORT` does the same
+//! through the egress proxy its environment names. The orchestrator's
+//! isolation and egress tests run them.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -63,6 +65,92 @@ fn greeting_from(address: SocketAddr) -> std::io::Result<()> {
     }
 }
 
+/// Asks the proxy of `HTTPS_PROXY` (or `HTTP_PROXY`) for a tunnel to
+/// `target` (`name:port`) and reads [`GREETING`] through it: 0 if it did,
+/// [`UNREACHABLE`] if the proxy refused (its answer is logged) or there is
+/// no proxy.
+pub fn fetch(target: &str) -> i32 {
+    let proxy = ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok());
+    let Some(proxy) = proxy else {
+        log(&format!("fetch {target}: no proxy in the environment"));
+        return UNREACHABLE;
+    };
+    match greeting_through(&proxy, target) {
+        Ok(()) => {
+            log(&format!("fetch {target}: reached"));
+            0
+        }
+        Err(error) => {
+            log(&format!("fetch {target}: {error}"));
+            UNREACHABLE
+        }
+    }
+}
+
+fn greeting_through(proxy: &str, target: &str) -> std::io::Result<()> {
+    let invalid = || std::io::Error::other(format!("not a proxy URL: {proxy:?}"));
+    let rest = proxy.strip_prefix("http://").ok_or_else(invalid)?;
+    let (credentials, address) = rest
+        .trim_end_matches('/')
+        .rsplit_once('@')
+        .ok_or_else(invalid)?;
+    let mut stream = TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let request = format!(
+        "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nProxy-Authorization: Basic {}\r\n\r\n",
+        base64(credentials.as_bytes())
+    );
+    stream.write_all(request.as_bytes())?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte)? == 1 {
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    let status = head.lines().next().unwrap_or_default();
+    if !status.starts_with("HTTP/1.1 200") {
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        return Err(std::io::Error::other(format!(
+            "{status}: {}",
+            answer.trim()
+        )));
+    }
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    if answer == GREETING {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "unexpected answer {answer:?}"
+        )))
+    }
+}
+
+/// Standard base64 with padding, for a `Basic` credential.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut encoded = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                encoded.push(char::from(ALPHABET[(n >> shift & 63) as usize]));
+            } else {
+                encoded.push('=');
+            }
+        }
+    }
+    encoded
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,5 +165,16 @@ mod tests {
         assert_eq!(connect(([127, 0, 0, 1], port).into()), UNREACHABLE);
         std::thread::spawn(move || listen(port));
         assert_eq!(connect(([127, 0, 0, 1], port).into()), 0);
+    }
+
+    #[test]
+    fn credentials_are_encoded_as_standard_base64() {
+        assert_eq!(base64(b"a"), "YQ==");
+        assert_eq!(base64(b"ab"), "YWI=");
+        assert_eq!(base64(b"abc"), "YWJj");
+        assert_eq!(
+            base64(b"job.builder.1:t0k-en_"),
+            "am9iLmJ1aWxkZXIuMTp0MGstZW5f"
+        );
     }
 }

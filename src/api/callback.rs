@@ -18,7 +18,7 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{JobIdPath, JsonBody, QueryParams};
 use super::jobs::load;
 use super::models::{CallbackRequest, MessageResponse, ReportStatus, RoleName};
-use crate::job::{Job, JobId, Phase, Role, timestamp_now};
+use crate::job::{Job, JobId, Role, timestamp_now};
 use crate::metrics::{CallbackOutcome, ReportKind};
 use crate::store::{AgentReport, AuditRecord, ReportOutcome, TelemetrySample, TelemetrySource};
 
@@ -299,13 +299,11 @@ fn reporting_role(job: &Job, role: Role, attempt: Option<u32>) -> ApiResult<Role
     if attempt.is_some_and(|attempt| attempt != job.status.attempt) {
         return Err(not_running("the report is from another attempt"));
     }
-    match (phase, role) {
-        (Phase::Pending | Phase::Building, Role::Builder)
-        | (Phase::Building | Phase::Checking, Role::Checker) => Ok(role),
-        (_, role) => {
-            tracing::warn!(job = %job.id, %role, %phase, "report from an agent that is not running refused");
-            Err(not_running(&format!("its {role} is not running")))
-        }
+    if job.may_be_running(role, job.status.attempt) {
+        Ok(role)
+    } else {
+        tracing::warn!(job = %job.id, %role, %phase, "report from an agent that is not running refused");
+        Err(not_running(&format!("its {role} is not running")))
     }
 }
 

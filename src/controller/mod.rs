@@ -81,6 +81,9 @@ pub struct ControllerSettings {
     pub publish: PublishConfig,
     /// Signs each agent's callback token.
     pub agent_keys: AgentKeys,
+    /// `host:port` of the egress proxy as agents reach it, where one serves
+    /// them; their proxy variables point there.
+    pub egress_proxy: Option<String>,
 }
 
 impl ControllerSettings {
@@ -96,6 +99,7 @@ impl ControllerSettings {
             callback_base_url,
             publish: config.publish.clone(),
             agent_keys,
+            egress_proxy: None,
         }
     }
 }

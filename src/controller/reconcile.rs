@@ -199,6 +199,7 @@ fn spec_for(context: &Context, job: &Job, role: Role, attempt: u32) -> WorkloadS
         &settings.agents,
         &settings.callback_base_url,
         &token,
+        settings.egress_proxy.as_deref(),
     )
 }
 

@@ -23,12 +23,14 @@
 //! against the list (a listed CDN could front for another site). Plain HTTP
 //! is forwarded with its `Host` set to the name that was checked.
 
+mod gatekeeper;
 mod proxy;
 mod request;
 
 use async_trait::async_trait;
 use icarus_core::egress::AllowList;
 
+pub use gatekeeper::{AgentGate, proxy_user};
 pub use proxy::{EgressProxy, ProxySettings};
 
 /// What the proxy asks of the orchestrator: who an agent is, what it may

@@ -36,6 +36,7 @@ pub async fn docker_runtime(config: &Config) -> Result<Arc<dyn Runtime>, Runtime
         instance: crate::runtime::instance_name(&config.database.url),
         network: agents.builder.network_mode.clone(),
         managed_networks,
+        sealed_networks: agents.egress.mode.seals_the_network(),
         sandbox: crate::runtime::docker::Sandbox {
             user: agents.user.clone(),
             pids_limit: i64::from(agents.pids_limit),

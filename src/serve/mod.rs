@@ -8,6 +8,7 @@
 //! requests and reconciles in flight finish, and leaves agents running for
 //! the next start to adopt.
 
+mod egress;
 mod http;
 pub mod kubernetes;
 pub mod local;
@@ -68,6 +69,8 @@ pub enum ServerError {
         "the allowed images and roots of the configuration make a pattern too large to compile"
     )]
     Policy(#[from] regex::Error),
+    #[error(transparent)]
+    Egress(#[from] icarus_core::egress::RuleError),
     #[error("the controller stopped unexpectedly; exiting so a fresh start can begin again")]
     ControllerEnded,
     #[error("the {0} stopped unexpectedly; exiting so a fresh start can begin again")]
@@ -382,8 +385,17 @@ impl Orchestrator {
         let (callback_base, agent_listener) =
             callback_endpoint(config, address, runtime.as_ref()).await?;
         let agent_keys = AgentKeys::load_or_create(&config.callback_key_file())?;
-        let settings =
+        let proxy_parts = egress::ProxyParts {
+            config,
+            runtime: runtime.as_ref(),
+            store: &store,
+            keys: &agent_keys,
+        };
+        let egress_proxy =
+            egress::start_proxy(proxy_parts, &mut tasks, shutdown.child_token()).await?;
+        let mut settings =
             ControllerSettings::from_config(config, callback_base.clone(), agent_keys.clone());
+        settings.egress_proxy = egress_proxy;
         if let Some(relay) = store.relay_changes(shutdown.child_token()) {
             tasks.spawn("relay of other replicas' changes", relay);
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bollard::Docker;
 use bollard::query_parameters::ListContainersOptions;
-use icarus::config::Config;
+use icarus::config::{Config, EgressMode};
 use icarus::job::JobId;
 use icarus::runtime::instance_name;
 use icarus::serve::Orchestrator;
@@ -755,6 +755,9 @@ async fn network_after_start(
     let mut config = test_config("sqlite::memory:");
     config.agents.builder.network_mode = name.to_owned();
     config.agents.checker.network_mode = name.to_owned();
+    // These networks have a route out, which only the open egress mode
+    // accepts (egress_agents tests the others).
+    config.agents.egress.mode = EgressMode::Open;
     let runtime = icarus::serve::local::docker_runtime(&config).await.unwrap();
     let network = docker
         .inspect_network(
@@ -872,6 +875,7 @@ async fn on_a_network_that_lets_containers_talk_the_same_probe_reaches_its_neigh
     let server = DockerServer::start(|c| {
         c.agents.builder.network_mode = name.clone();
         c.agents.checker.network_mode = name.clone();
+        c.agents.egress.mode = EgressMode::Open;
     })
     .await;
     let (listener, address) = listening_neighbour(&server).await;

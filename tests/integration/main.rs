@@ -15,6 +15,7 @@ mod deploy;
 mod docker;
 mod document;
 mod egress;
+mod egress_agents;
 mod git;
 mod hostile;
 mod http_limits;

@@ -33,6 +33,7 @@ fn run(contract: &Contract, mode: Mode) -> i32 {
         Mode::Exit(code) => return code,
         Mode::Listen(port) => return neighbours::listen(port),
         Mode::Connect(address) => return neighbours::connect(address),
+        Mode::Fetch(target) => return neighbours::fetch(target),
         Mode::Fail => {
             contract.report(&json!({"status": "error", "error": "builder was asked to fail"}));
             return 3;

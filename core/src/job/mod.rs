@@ -463,6 +463,19 @@ impl Job {
         }
     }
 
+    /// Whether this job's `role` agent of `attempt` may be running now: the
+    /// phase's own agent, or one started just before the write of the phase
+    /// that started it (a fast agent acts between the two). What an agent's
+    /// credentials open — its reports, its egress — is open only then.
+    pub fn may_be_running(&self, role: Role, attempt: u32) -> bool {
+        attempt == self.status.attempt
+            && matches!(
+                (self.status.phase, role),
+                (Phase::Pending | Phase::Building, Role::Builder)
+                    | (Phase::Building | Phase::Checking, Role::Checker)
+            )
+    }
+
     /// Records the human's decision. Only a job awaiting approval, and not yet
     /// decided, accepts one; the controller then moves it on.
     /// The decision is bound to the job's snapshot: a decider who names

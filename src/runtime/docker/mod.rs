@@ -73,6 +73,9 @@ pub struct DockerSettings {
     /// Networks agents join that Icarus creates when missing (not Docker's
     /// own `bridge`, `host`, `none`).
     pub managed_networks: Vec<String>,
+    /// Whether those networks must have no route out (`internal`): agents
+    /// then reach the gateway (callback, egress proxy) and nothing beyond.
+    pub sealed_networks: bool,
     pub sandbox: Sandbox,
     /// Where this host shows the engine's cgroup tree, to read containers'
     /// usage from their files; `None`, or a container not found there: the
@@ -170,7 +173,7 @@ impl DockerRuntime {
         }
         let mut network_ids = HashMap::new();
         for network in &settings.managed_networks {
-            let id = ensure_network(&docker, network).await?;
+            let id = ensure_network(&docker, network, settings.sealed_networks).await?;
             network_ids.insert(network.clone(), id);
         }
         let gateway_network = network_ids

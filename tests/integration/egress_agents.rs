@@ -1,0 +1,287 @@
+//! Egress control on the real engine, from inside agent containers: what
+//! an agent reaches in each `agents.egress.mode`.
+//!
+//! "Out there" is a server in a network namespace of its own, joined to the
+//! host by a veth pair: reaching it takes a route out of the agents'
+//! network through the host, as the internet would (this machine has no
+//! internet to try). The control test shows an agent on an open network
+//! does reach it, so that "no route" in the sealed test means something.
+//! A listed name is a server on the host's loopback, which the proxy's
+//! host map (the operator's word) resolves the name to.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use icarus::config::EgressMode;
+use icarus::job::JobId;
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+
+use crate::docker::DockerServer;
+use crate::support::eventually;
+
+/// What the reference agents' `connect` and `fetch` modes expect to read.
+const GREETING: &str = "icarus-neighbour\n";
+
+/// A server outside the host's own addresses (see the module's doc);
+/// removed, with its namespace and link, when dropped.
+struct Outside {
+    namespace: String,
+    link: String,
+    address: String,
+    server: Child,
+}
+
+impl Outside {
+    fn start() -> Outside {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = (std::process::id() + NEXT.fetch_add(1, Ordering::Relaxed)) % 200 + 20;
+        let namespace = format!("icarus-out-{n}");
+        let link = format!("icarus-o{n}h");
+        let inside = format!("icarus-o{n}n");
+        let _ = Command::new("ip")
+            .args(["netns", "del", &namespace])
+            .status();
+        let _ = Command::new("ip").args(["link", "del", &link]).status();
+        let host_ip = format!("10.213.{n}.1/30");
+        let outside_ip = format!("10.213.{n}.2");
+        let in_ns = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", namespace.as_str(), "ip"];
+            all.extend_from_slice(args);
+            run("ip", &all);
+        };
+        run("ip", &["netns", "add", &namespace]);
+        run(
+            "ip",
+            &[
+                "link", "add", &link, "type", "veth", "peer", "name", &inside,
+            ],
+        );
+        run("ip", &["link", "set", &inside, "netns", &namespace]);
+        run("ip", &["addr", "add", &host_ip, "dev", &link]);
+        run("ip", &["link", "set", &link, "up"]);
+        in_ns(&["addr", "add", &format!("{outside_ip}/30"), "dev", &inside]);
+        in_ns(&["link", "set", &inside, "up"]);
+        in_ns(&["link", "set", "lo", "up"]);
+        let serve = format!(
+            "import socket\n\
+             s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+             s.bind(('{outside_ip}', 7070)); s.listen()\n\
+             while True:\n    c, _ = s.accept(); c.sendall({GREETING:?}.encode()); c.close()\n"
+        );
+        let server = Command::new("ip")
+            .args(["netns", "exec", &namespace, "python3", "-c", &serve])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("python3 serves in the namespace");
+        Outside {
+            namespace,
+            link,
+            address: format!("{outside_ip}:7070"),
+            server,
+        }
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.link])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.namespace])
+            .status();
+    }
+}
+
+fn run(program: &str, args: &[&str]) {
+    let status = Command::new(program).args(args).status().unwrap();
+    assert!(status.success(), "{program} {args:?}: {status}");
+}
+
+/// A server on the host's loopback answering [`GREETING`]; its port.
+async fn server_on_loopback() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut connection, _)) = listener.accept().await {
+            let _ = connection.write_all(GREETING.as_bytes()).await;
+        }
+    });
+    port
+}
+
+/// Runs a job whose builder is in test `mode`; its status once the builder
+/// has ended: `awaiting_approval` if it exited 0, `failed` if not.
+async fn builder_outcome(server: &DockerServer, mode: &str) -> Value {
+    let id: JobId = server.spawn(&format!("egress [builder:{mode}]")).await;
+    let status = eventually(Duration::from_secs(90), || async {
+        let (_, status) = server.get(&format!("/jobs/{id}/status")).await;
+        matches!(
+            status["status"].as_str(),
+            Some("awaiting_approval" | "failed")
+        )
+        .then_some(status)
+    })
+    .await;
+    server.post(&format!("/jobs/{id}/cancel"), json!({})).await;
+    status
+}
+
+/// The job's saved agent output, once it holds `expected` (the builder's
+/// is saved when its container goes).
+async fn builder_output(server: &DockerServer, status: &Value, expected: &str) -> String {
+    let id = status["job_id"].as_str().unwrap();
+    eventually(Duration::from_secs(30), || async {
+        let (_, logs) = server.get(&format!("/jobs/{id}/logs")).await;
+        let text = logs.to_string();
+        text.contains(expected).then_some(text)
+    })
+    .await
+}
+
+fn reached(status: &Value) -> bool {
+    if status["status"] == "failed" {
+        let message = status["error_message"].as_str().unwrap_or_default();
+        assert!(message.contains("exited with code 7"), "{status}");
+        return false;
+    }
+    true
+}
+
+#[tokio::test]
+async fn on_an_open_network_an_agent_reaches_a_server_out_there() {
+    let outside = Outside::start();
+    let network = format!("icarus-test-open-{}", JobId::new_random());
+    let server = DockerServer::start(|c| {
+        c.agents.egress.mode = EgressMode::Open;
+        c.agents.builder.network_mode = network.clone();
+        c.agents.checker.network_mode = network.clone();
+    })
+    .await;
+    let status = builder_outcome(&server, &format!("connect={}", outside.address)).await;
+    server.assert_nothing_left().await;
+    let docker = bollard::Docker::connect_with_defaults().unwrap();
+    let _ = docker.remove_network(&network).await;
+    assert!(reached(&status), "the control failed: {status}");
+}
+
+#[tokio::test]
+async fn in_allow_list_mode_an_agent_has_no_route_out() {
+    let outside = Outside::start();
+    let server = DockerServer::start(|c| c.agents.egress.mode = EgressMode::AllowList).await;
+    let status = builder_outcome(&server, &format!("connect={}", outside.address)).await;
+    assert!(!reached(&status), "{status}");
+}
+
+#[tokio::test]
+async fn in_allow_list_mode_an_agent_reaches_a_listed_name_through_the_proxy() {
+    let port = server_on_loopback().await;
+    let server = DockerServer::start(|c| {
+        c.agents.egress.mode = EgressMode::AllowList;
+        c.agents.builder.allowed_domains = vec![format!("allowed.test:{port}")];
+        let loopback = std::net::Ipv4Addr::LOCALHOST.into();
+        c.agents
+            .egress
+            .hosts
+            .insert("allowed.test".to_owned(), loopback);
+    })
+    .await;
+    let status = builder_outcome(&server, &format!("fetch=allowed.test:{port}")).await;
+    assert!(reached(&status), "{status}");
+}
+
+#[tokio::test]
+async fn in_allow_list_mode_the_proxy_refuses_an_agent_an_unlisted_name() {
+    let port = server_on_loopback().await;
+    let server = DockerServer::start(|c| {
+        c.agents.egress.mode = EgressMode::AllowList;
+        c.agents.builder.allowed_domains = vec!["pypi.org".to_owned()];
+        let loopback = std::net::Ipv4Addr::LOCALHOST.into();
+        c.agents
+            .egress
+            .hosts
+            .insert("unlisted.test".to_owned(), loopback);
+    })
+    .await;
+    let status = builder_outcome(&server, &format!("fetch=unlisted.test:{port}")).await;
+    assert!(!reached(&status), "{status}");
+    let said = builder_output(&server, &status, "403 Forbidden").await;
+    assert!(said.contains("not on this agent's allow-list"), "{said}");
+}
+
+#[tokio::test]
+async fn with_egress_none_an_agent_has_no_proxy_and_no_route_out() {
+    let outside = Outside::start();
+    let server = DockerServer::start(|c| c.agents.egress.mode = EgressMode::Sealed).await;
+    let status = builder_outcome(&server, &format!("connect={}", outside.address)).await;
+    assert!(!reached(&status), "{status}");
+    let status = builder_outcome(&server, "fetch=pypi.org:443").await;
+    assert!(!reached(&status), "{status}");
+    builder_output(&server, &status, "no proxy in the environment").await;
+}
+
+/// Makes a bridge network called `name` with a route out, `labels` on it.
+async fn open_network(name: &str, labels: HashMap<String, String>) -> String {
+    let docker = bollard::Docker::connect_with_defaults().unwrap();
+    docker
+        .create_network(bollard::models::NetworkCreateRequest {
+            name: name.to_owned(),
+            driver: Some("bridge".to_owned()),
+            labels: Some(labels),
+            options: Some(HashMap::from([(
+                icarus::runtime::docker::ISOLATING_OPTION.to_owned(),
+                "false".to_owned(),
+            )])),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .id
+}
+
+fn allow_list_on(network: &str) -> icarus::config::Config {
+    let mut config = crate::support::test_config("sqlite::memory:");
+    config.agents.egress.mode = EgressMode::AllowList;
+    config.agents.builder.network_mode = network.to_owned();
+    config.agents.checker.network_mode = network.to_owned();
+    config
+}
+
+#[tokio::test]
+async fn in_allow_list_mode_an_operators_network_with_a_route_out_is_refused_at_start() {
+    let name = format!("icarus-test-leaky-{}", JobId::new_random());
+    open_network(&name, HashMap::new()).await;
+    let started = icarus::serve::local::docker_runtime(&allow_list_on(&name)).await;
+    let docker = bollard::Docker::connect_with_defaults().unwrap();
+    let _ = docker.remove_network(&name).await;
+    let error = started.err().expect("the start is refused");
+    let said = icarus::errors::error_chain(&error);
+    assert!(said.contains("has a route out"), "{said}");
+}
+
+#[tokio::test]
+async fn a_network_icarus_made_with_a_route_out_is_made_again_sealed_once_unused() {
+    let name = format!("icarus-test-unsealed-{}", JobId::new_random());
+    let labels = HashMap::from([("icarus.managed".to_owned(), "true".to_owned())]);
+    let before = open_network(&name, labels).await;
+    icarus::serve::local::docker_runtime(&allow_list_on(&name))
+        .await
+        .unwrap();
+    let docker = bollard::Docker::connect_with_defaults().unwrap();
+    let after = docker
+        .inspect_network(
+            &name,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .unwrap();
+    let _ = docker.remove_network(&name).await;
+    assert_ne!(after.id.as_deref(), Some(before.as_str()), "made again");
+    assert_eq!(after.internal, Some(true), "with no route out");
+}
