@@ -54,6 +54,11 @@ pub fn connect(address: SocketAddr) -> i32 {
 fn greeting_from(address: SocketAddr) -> std::io::Result<()> {
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(1))?;
     stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+    read_greeting(&mut stream)
+}
+
+/// Reads the stream to its end: [`GREETING`], or an error saying what came.
+fn read_greeting(stream: &mut TcpStream) -> std::io::Result<()> {
     let mut answer = String::new();
     stream.read_to_string(&mut answer)?;
     if answer == GREETING {
@@ -118,15 +123,7 @@ fn greeting_through(proxy: &str, target: &str) -> std::io::Result<()> {
             answer.trim()
         )));
     }
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer)?;
-    if answer == GREETING {
-        Ok(())
-    } else {
-        Err(std::io::Error::other(format!(
-            "unexpected answer {answer:?}"
-        )))
-    }
+    read_greeting(&mut stream)
 }
 
 /// Standard base64 with padding, for a `Basic` credential.
