@@ -237,7 +237,7 @@ async fn list_shows_a_table_for_people_and_the_apis_rows_for_scripts() {
         .map(str::trim)
         .filter(|cell| !cell.is_empty())
         .collect();
-    assert_eq!(header, ["JOB ID", "STATUS", "AGE", "TASK"]);
+    assert_eq!(header, ["JOB ID", "STATUS", "PROJECT", "AGE", "TASK"]);
     assert!(lines[1].starts_with(&second.to_string()), "newest first");
     assert!(lines[2].contains("awaiting_approval") && lines[2].ends_with("First task…"));
     let status_column = lines[0].find("STATUS").unwrap();
@@ -311,6 +311,7 @@ async fn get_shows_the_status_the_timeline_and_the_audits_summary() {
         "Task:        Add login".to_owned(),
         "Status:      awaiting_approval (CheckerSucceeded)".to_owned(),
         "Submitted:".to_owned(),
+        "Project:     default (phase I)".to_owned(),
         "Timeline:".to_owned(),
         "Audit:\n  summary: ok".to_owned(),
     ] {
