@@ -262,6 +262,39 @@ async fn list_shows_a_table_for_people_and_the_apis_rows_for_scripts() {
 }
 
 #[tokio::test]
+async fn list_shows_each_jobs_project_and_lists_one_project_with_project() {
+    let server = TestServer::sqlite().await;
+    let (code, body) = server
+        .post(
+            "/jobs/spawn",
+            json!({"task": "Acme's", "project_id": "acme"}),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    server.spawn("The default project's").await;
+
+    let run = run(&server, &["list"]).await;
+    let project_column = run.stdout.find("PROJECT").unwrap();
+    let projects: Vec<&str> = run
+        .stdout
+        .lines()
+        .skip(1)
+        .map(|line| line[project_column..].split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(projects, ["default", "acme"], "{}", run.stdout);
+
+    let run = self::run(&server, &["list", "--project", "acme", "-o", "json"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let rows = run.json();
+    assert_eq!(rows.as_array().unwrap().len(), 1, "{rows}");
+    assert_eq!(rows[0]["task"], "Acme's");
+
+    let run = self::run(&server, &["list", "--project", "acme/api"]).await;
+    assert_eq!(run.code, 2, "not a project id: a usage error");
+    assert!(run.stderr.contains("not a project id"), "{}", run.stderr);
+}
+
+#[tokio::test]
 async fn list_watch_prints_each_job_again_when_it_appears_or_changes_phase() {
     use tokio::io::AsyncBufReadExt;
     let server = TestServer::sqlite().await;
