@@ -19,8 +19,9 @@ use crate::job::{
 /// A container image reference: `[registry[:port]/]name[:tag][@digest]`.
 pub const IMAGE_PATTERN: &str = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$";
 
-/// What the user asked for. The task, path, images and source are fixed at
-/// creation; the approval, the cancel and a publish retry are written later.
+/// What the user asked for. The task, path, images, source, phase, tests and
+/// project are fixed at creation; the approval, the cancel and a publish
+/// retry are written later.
 // The API server refuses a change to what is fixed (CEL transition rules)
 // rather than accepting an edit the controller would never act on.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
