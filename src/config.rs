@@ -14,6 +14,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Yaml};
 use serde::{Deserialize, Serialize};
 
+use crate::job::TEST_CODE_CEILING_BYTES;
 use crate::job::plan::{Deadlines, Retries};
 use icarus_core::egress::{AllowList, Destination};
 
@@ -176,6 +177,10 @@ pub struct AgentsConfig {
     pub callback_base_url: String,
     /// Progress reports stored per agent per second; more are refused with 429.
     pub progress_reports_per_second: u32,
+    /// The most a job's `test_code` may hold, in bytes of UTF-8: the builder
+    /// gets it as one environment variable, which Linux holds to 128 KiB
+    /// (at most [`TEST_CODE_CEILING_BYTES`]).
+    pub max_test_code_bytes: usize,
     /// The key that signs agents' callback tokens (created on first start);
     /// empty: `.icarus-agent.key` in `workspace.base_path`.
     #[serde(default)]
@@ -746,6 +751,14 @@ impl Config {
         check(
             self.agents.progress_reports_per_second >= 1,
             "agents.progress_reports_per_second must be at least 1".into(),
+        );
+        check(
+            self.agents.max_test_code_bytes <= TEST_CODE_CEILING_BYTES,
+            format!(
+                "agents.max_test_code_bytes must be at most {TEST_CODE_CEILING_BYTES} (one \
+                 environment variable holds at most 128 KiB), not {}",
+                self.agents.max_test_code_bytes
+            ),
         );
         for (role, agent) in [
             ("builder", &self.agents.builder),

@@ -168,6 +168,7 @@ async fn running_agents(store: &Store) -> crate::store::Result<Vec<Target>> {
     for phase in [Phase::Building, Phase::Checking] {
         let filter = JobFilter {
             phase: Some(phase),
+            project_id: None,
             limit: JOBS_PER_PHASE,
         };
         let jobs = store.list_jobs(filter).await?;

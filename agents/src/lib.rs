@@ -33,13 +33,16 @@ pub struct Contract {
     pub job_id: String,
     pub task: String,
     pub role: String,
+    /// `TEST_CODE`: tests the job came with (builders only; unset when none).
+    pub test_code: Option<String>,
     pub callback: Option<Callback>,
     /// How long one report is retried: [`REPORT_PATIENCE`].
     pub patience: Duration,
 }
 
 impl Contract {
-    /// Reads `JOB_ID`, `TASK`, `ORCHESTRATOR_CALLBACK` and `ICARUS_ROLE`.
+    /// Reads `JOB_ID`, `TASK`, `ORCHESTRATOR_CALLBACK`, `ICARUS_ROLE` and
+    /// `TEST_CODE`.
     pub fn from_env(default_role: &str) -> Contract {
         let var = |name: &str| std::env::var(name).unwrap_or_default();
         let callback = std::env::var("ORCHESTRATOR_CALLBACK").ok().and_then(|url| {
@@ -58,6 +61,7 @@ impl Contract {
             job_id: var("JOB_ID"),
             task: var("TASK"),
             role,
+            test_code: std::env::var("TEST_CODE").ok(),
             callback,
             patience: REPORT_PATIENCE,
         }
@@ -211,6 +215,7 @@ mod tests {
             job_id: "j".to_owned(),
             task: "t".to_owned(),
             role: "checker".to_owned(),
+            test_code: None,
             callback: Some(
                 Callback::parse(&format!("http://127.0.0.1:{port}/jobs/j/callback")).unwrap(),
             ),

@@ -48,7 +48,7 @@ use crate::source::patch;
         models::SpawnRequest, models::SpawnResponse, models::ApproveRequest, models::DecisionResponse,
         models::JobStatusResponse, models::ApprovalView, models::JobSummary, models::TelemetryResponse,
         models::AuditResponse, models::EventView, models::AgentLogView, models::CallbackRequest, models::MessageResponse,
-        models::SourceBody, models::DiffResponse, models::PhaseName, models::RoleName, models::ReportStatus,
+        models::SourceBody, models::DiffResponse, models::PhaseName, models::RoleName, models::ProjectPhaseName, models::ReportStatus,
         jobs::DiffFormat, patch::DiffSummary, patch::FileChange, patch::Hunk,
         meta::ServiceInfo, meta::Health, error::ErrorBody,
     )),
@@ -77,6 +77,16 @@ pub fn document(deployment: &Deployment) -> Value {
             doc.pointer_mut(&format!("/components/schemas/{schema}/properties/{field}"))
         {
             rule.describe(property);
+        }
+    }
+    describe_test_code(&mut doc, deployment.policy.test_code_max_bytes());
+    let listing = doc.pointer_mut("/paths/~1jobs/get/parameters");
+    for parameter in listing.and_then(Value::as_array_mut).into_iter().flatten() {
+        if parameter["name"] == "project_id" {
+            deployment
+                .policy
+                .project_id
+                .describe(&mut parameter["schema"]);
         }
     }
     if let Some(callback) = doc.pointer_mut("/components/schemas/CallbackRequest") {
@@ -153,6 +163,8 @@ fn field_rules(policy: &SpawnPolicy) -> Vec<(&'static str, &'static str, TextRul
         ("SpawnRequest", "project_path", policy.project_path.clone()),
         ("SpawnRequest", "builder_image", policy.image.clone()),
         ("SpawnRequest", "checker_image", policy.image.clone()),
+        ("SpawnRequest", "project_id", policy.project_id.clone()),
+        ("SpawnRequest", "test_code", policy.test_code.clone()),
         ("SourceBody", "repository", policy.repository.clone()),
         ("SourceBody", "ref", policy.reference.clone()),
     ];
@@ -165,6 +177,19 @@ fn field_rules(policy: &SpawnPolicy) -> Vec<(&'static str, &'static str, TextRul
     ];
     rules.extend(lengths.map(|(schema, field, max)| (schema, field, TextRule::length(max))));
     rules
+}
+
+/// `test_code`'s limit is in bytes, which no schema keyword counts: its
+/// `maxLength` (characters) is only what follows from it, so the
+/// description says the rest.
+fn describe_test_code(doc: &mut Value, max_bytes: usize) {
+    if let Some(property) = doc.pointer_mut("/components/schemas/SpawnRequest/properties/test_code")
+    {
+        let said = property["description"].as_str().unwrap_or_default();
+        property["description"] = json!(format!(
+            "{said} At most {max_bytes} bytes as UTF-8 (agents.max_test_code_bytes); more: 422."
+        ));
+    }
 }
 
 /// A callback must carry an outcome or some progress (the handler's 422

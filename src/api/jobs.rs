@@ -20,7 +20,10 @@ use super::models::{
 use super::policy::SpawnPolicy;
 use crate::config::AccessRole;
 use crate::job::admission::LoadLevel;
-use crate::job::{Job, JobId, JobSource, JobSpec, Phase, TransitionError, Verdict, timestamp_now};
+use crate::job::{
+    DEFAULT_PROJECT_ID, Job, JobId, JobSource, JobSpec, Phase, TransitionError, Verdict,
+    timestamp_now,
+};
 use crate::source::patch;
 use crate::store::{JobFilter, SpecChange, SpecUpdate, TelemetrySource};
 
@@ -100,20 +103,25 @@ fn validate_spawn(request: SpawnRequest, policy: &SpawnPolicy) -> ApiResult<JobS
             })
         })
         .transpose()?;
+    if let Some(code) = &request.test_code {
+        policy.check_test_code(code)?;
+    }
+    let project_id = request
+        .project_id
+        .unwrap_or_else(|| DEFAULT_PROJECT_ID.to_owned());
+    policy.check_project_id(&project_id)?;
     Ok(JobSpec {
-        task: request.task,
-        project_path: request.project_path,
         builder_image: request.builder_image,
         checker_image: request.checker_image,
-        approval: None,
-        cancel_requested: false,
         source,
-        publish_requests: 0,
-        submitted_by: None,
+        phase: request.phase.unwrap_or_default(),
+        test_code: request.test_code,
+        project_id,
+        ..JobSpec::new(request.task, request.project_path)
     })
 }
 
-/// List jobs, newest first.
+/// List jobs, newest first; of one phase, one project, or both.
 #[utoipa::path(get, path = "/jobs", tag = "jobs", operation_id = "list_jobs", params(ListQuery),
     security(("api_token" = [])),
     responses(
@@ -140,7 +148,15 @@ pub async fn list(
                 .map_err(|e| ApiError::Unprocessable(e.to_string()))?,
         ),
     };
-    let jobs = state.store.list_jobs(JobFilter { phase, limit }).await?;
+    if let Some(project_id) = &query.project_id {
+        state.policy.check_project_id(project_id)?;
+    }
+    let filter = JobFilter {
+        phase,
+        project_id: query.project_id,
+        limit,
+    };
+    let jobs = state.store.list_jobs(filter).await?;
     Ok(Json(jobs.iter().map(JobSummary::from).collect()))
 }
 

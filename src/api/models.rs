@@ -10,7 +10,7 @@ use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 
-use crate::job::{Job, Phase, Role};
+use crate::job::{Job, Phase, ProjectPhase, Role};
 use crate::store::{AgentLog, AgentUsage, JobEvent, TelemetrySample};
 
 /// A string schema that allows these values only.
@@ -56,6 +56,12 @@ core_enum_schema!(
     "Role",
     Role::ALL.map(Role::as_str)
 );
+core_enum_schema!(
+    /// The original service's phase of a job (`ProjectPhase` in the document).
+    ProjectPhaseName,
+    "ProjectPhase",
+    ProjectPhase::ALL.map(ProjectPhase::as_str)
+);
 
 /// `POST /jobs/spawn`. Unknown fields are refused: a typo must not pass
 /// silently as a default.
@@ -79,6 +85,24 @@ pub struct SpawnRequest {
     /// A Git repository to check the workspace out from and publish back to.
     #[serde(default)]
     pub source: Option<SourceBody>,
+    /// The original service's phase, `I` (when absent or null) or `II`.
+    /// Stored, shown and handed to the agents as `ICARUS_PHASE`; it changes
+    /// nothing in how the job runs.
+    #[serde(default)]
+    #[schema(value_type = Option<ProjectPhaseName>, default = "I", example = "I")]
+    pub phase: Option<ProjectPhase>,
+    /// Tests the builder's code should pass: handed to the builder as the
+    /// environment variable `TEST_CODE` (not written into the workspace),
+    /// and shown in the job's status. No NUL character.
+    #[serde(default)]
+    pub test_code: Option<String>,
+    /// The project the job belongs to, `default` when absent or null:
+    /// 1 to 63 letters, digits, `.`, `_` or `-`, starting and ending with a
+    /// letter or digit (a Kubernetes label value). `GET /jobs?project_id=`
+    /// lists one project's jobs.
+    #[serde(default)]
+    #[schema(default = "default", example = "default")]
+    pub project_id: Option<String>,
 }
 
 /// Where a job's code comes from.
@@ -191,6 +215,16 @@ pub struct JobStatusResponse {
     pub cancel_requested: bool,
     /// Bumped on every write of the job.
     pub resource_version: i64,
+    /// The original service's phase (`I` or `II`); changes nothing.
+    #[serde(default)]
+    #[schema(value_type = ProjectPhaseName)]
+    pub phase: ProjectPhase,
+    /// The tests handed to the builder (`TEST_CODE`), as submitted.
+    #[serde(default)]
+    pub test_code: Option<String>,
+    /// The project the job belongs to.
+    #[serde(default)]
+    pub project_id: String,
     /// What Icarus measured of the builder in this attempt; kept after it ends.
     #[serde(default)]
     pub builder_usage: Option<UsageView>,
@@ -251,6 +285,9 @@ impl From<&Job> for JobStatusResponse {
             }),
             cancel_requested: job.spec.cancel_requested,
             resource_version: job.resource_version,
+            phase: job.spec.phase,
+            test_code: job.spec.test_code.clone(),
+            project_id: job.spec.project_id.clone(),
             builder_usage: None,
             checker_usage: None,
         }
@@ -282,6 +319,9 @@ pub struct JobSummary {
     pub status: Phase,
     pub created_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
+    /// The project the job belongs to.
+    #[serde(default)]
+    pub project_id: String,
 }
 
 impl From<&Job> for JobSummary {
@@ -292,6 +332,7 @@ impl From<&Job> for JobSummary {
             status: job.status.phase,
             created_at: job.created_at,
             completed_at: job.status.times.finished_at,
+            project_id: job.spec.project_id.clone(),
         }
     }
 }
@@ -306,17 +347,25 @@ pub struct ListQuery {
     /// Only jobs in this phase.
     #[param(value_type = Option<PhaseName>)]
     pub status: Option<String>,
+    /// Only jobs of this project.
+    pub project_id: Option<String>,
 }
 
 /// `GET /jobs/{job_id}/telemetry`: the latest progress report.
+///
+/// `cpu_usage` and `ram_usage_mb` are always numbers, as in the original
+/// service (whose dashboard formats them with `toFixed`): `0.0` before any
+/// report, and where the latest report left one out.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TelemetryResponse {
     #[schema(format = Uuid)]
     pub job_id: String,
     #[schema(value_type = PhaseName, example = "building")]
     pub status: Phase,
-    pub cpu_usage: Option<f64>,
-    pub ram_usage_mb: Option<f64>,
+    /// Percent of a CPU, as the agent last reported it; 0.0 if it did not.
+    pub cpu_usage: f64,
+    /// Memory in MiB, as the agent last reported it; 0.0 if it did not.
+    pub ram_usage_mb: f64,
     pub current_tool: Option<String>,
     /// When the agent sent it; null if no report arrived yet.
     pub timestamp: Option<DateTime<Utc>>,
@@ -334,8 +383,8 @@ impl TelemetryResponse {
         TelemetryResponse {
             job_id: job.id.to_string(),
             status: job.status.phase,
-            cpu_usage: sample.as_ref().and_then(|s| s.cpu_usage),
-            ram_usage_mb: sample.as_ref().and_then(|s| s.ram_usage_mb),
+            cpu_usage: sample.as_ref().and_then(|s| s.cpu_usage).unwrap_or(0.0),
+            ram_usage_mb: sample.as_ref().and_then(|s| s.ram_usage_mb).unwrap_or(0.0),
             current_tool: sample.as_ref().and_then(|s| s.current_tool.clone()),
             source: sample.as_ref().map(|s| s.source.as_str().to_owned()),
             timestamp: sample.map(|s| s.timestamp),

@@ -12,6 +12,7 @@ use super::rules::{
     self, BLANK, CONTROL_BUT_LINE_BREAKS, NOTHING, SPACE_OR_CONTROL, TextRule, escape,
 };
 use crate::config::Config;
+use crate::job::{MAX_PROJECT_ID_CHARS, PROJECT_ID_PATTERN};
 
 /// Longest task description accepted, in characters.
 pub const MAX_TASK_CHARS: usize = 32_768;
@@ -27,6 +28,12 @@ pub struct SpawnPolicy {
     pub repository: TextRule,
     /// `source.ref`.
     pub reference: TextRule,
+    /// `project_id`, in a spawn and as a filter of the listing.
+    pub project_id: TextRule,
+    /// `test_code`: no NUL, and (checked apart, as no schema can say it) at
+    /// most `test_code_max_bytes` bytes of UTF-8.
+    pub test_code: TextRule,
+    test_code_max_bytes: usize,
     project_roots: Vec<String>,
     /// Canonical forms of `workspace.allowed_source_roots` that exist.
     source_roots: Vec<PathBuf>,
@@ -74,6 +81,11 @@ impl SpawnPolicy {
                 MAX_NAME_CHARS,
                 &format!(r"^[^{SPACE_OR_CONTROL}\-][^{SPACE_OR_CONTROL}]*$"),
             )?,
+            project_id: TextRule::matching(MAX_PROJECT_ID_CHARS, PROJECT_ID_PATTERN)?,
+            // A string of at most N bytes has at most N characters: the
+            // document states that much, and the bytes in its description.
+            test_code: TextRule::matching(config.agents.max_test_code_bytes, r"^[^\x00]*$")?,
+            test_code_max_bytes: config.agents.max_test_code_bytes,
             project_roots: config.workspace.allowed_project_roots.clone(),
             local_repository: local_repository
                 .map(|pattern| TextRule::matching(MAX_NAME_CHARS, &format!("^{pattern}$")))
@@ -132,6 +144,39 @@ impl SpawnPolicy {
                 self.project_roots
             )
         })
+    }
+
+    /// A project id as [`PROJECT_ID_PATTERN`] says (the spawn body's
+    /// `project_id`, and the listing's filter).
+    pub fn check_project_id(&self, project_id: &str) -> ApiResult<()> {
+        check_name("project_id", project_id, &self.project_id, || {
+            format!(
+                "project_id '{project_id}' must be letters, digits, '.', '_' or '-', \
+                 starting and ending with a letter or digit"
+            )
+        })
+    }
+
+    /// Test code of at most `agents.max_test_code_bytes` bytes, with no NUL
+    /// (it reaches the builder as an environment variable, which can hold
+    /// neither more nor a NUL).
+    pub fn check_test_code(&self, code: &str) -> ApiResult<()> {
+        let limit = self.test_code_max_bytes;
+        if code.len() > limit {
+            return Err(invalid(format!(
+                "test_code is {} bytes long; the limit is {limit} bytes (agents.max_test_code_bytes)",
+                code.len()
+            )));
+        }
+        if !self.test_code.allows(code) {
+            return Err(invalid("test_code must not contain a NUL byte".to_owned()));
+        }
+        Ok(())
+    }
+
+    /// The most bytes a job's `test_code` may hold.
+    pub fn test_code_max_bytes(&self) -> usize {
+        self.test_code_max_bytes
     }
 
     /// A branch, tag or commit name: no white space or control character,
@@ -445,6 +490,51 @@ mod tests {
                 "{image:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_project_id_is_a_label_value() {
+        let policy = policy();
+        for id in [
+            "default",
+            "a",
+            "acme-api",
+            "team_1.web",
+            "A9",
+            &"x".repeat(63),
+        ] {
+            assert!(policy.check_project_id(id).is_ok(), "{id}");
+        }
+        for id in [
+            "",
+            "-a",
+            "a-",
+            ".a",
+            "a b",
+            "a/b",
+            "é",
+            &"x".repeat(64),
+            "a\0",
+        ] {
+            assert!(policy.check_project_id(id).is_err(), "{id:?}");
+        }
+    }
+
+    #[test]
+    fn test_code_is_held_to_its_bytes_and_refused_with_a_nul() {
+        let mut config = Config::embedded_default().unwrap();
+        config.agents.max_test_code_bytes = 8;
+        let policy = SpawnPolicy::from_config(&config).unwrap();
+        assert!(policy.check_test_code("").is_ok());
+        assert!(policy.check_test_code("assert 1\n").is_err());
+        assert!(policy.check_test_code("assert\t1").is_ok());
+        let bytes = policy.check_test_code("éééé1").unwrap_err().to_string();
+        assert!(
+            bytes.contains("9 bytes") && bytes.contains("limit is 8"),
+            "{bytes}"
+        );
+        let nul = policy.check_test_code("a\0b").unwrap_err().to_string();
+        assert!(nul.contains("NUL"), "{nul}");
     }
 
     #[test]

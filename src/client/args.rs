@@ -8,7 +8,7 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use super::error::{Error, Result};
 use super::http::{Client, Token};
-use crate::job::{JobId, Phase};
+use crate::job::{JobId, MAX_PROJECT_ID_CHARS, PROJECT_ID_PATTERN, Phase};
 
 /// The exit codes of `watch` and `submit --wait`, for their `--help`.
 pub const EXIT_CODES_HELP: &str = "\
@@ -152,6 +152,9 @@ pub struct ListArgs {
     /// Only jobs in this phase.
     #[arg(long, value_name = "STATUS", value_parser = phase_parser())]
     pub status: Option<Phase>,
+    /// Only jobs of this project.
+    #[arg(long, value_name = "PROJECT_ID", value_parser = project_parser())]
+    pub project: Option<String>,
     /// At most this many jobs (1 to 1000).
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub limit: u32,
@@ -163,6 +166,22 @@ pub struct ListArgs {
     pub connection: Connection,
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+/// A project id as the server takes it (so it needs no escaping in a query).
+fn project_parser() -> impl TypedValueParser<Value = String> {
+    |text: &str| {
+        let valid = regex::Regex::new(PROJECT_ID_PATTERN)
+            .is_ok_and(|pattern| pattern.is_match(text) && text.len() <= MAX_PROJECT_ID_CHARS);
+        if valid {
+            Ok(text.to_owned())
+        } else {
+            Err(format!(
+                "'{text}' is not a project id: letters, digits, '.', '_' or '-', starting and \
+                 ending with a letter or digit, at most {MAX_PROJECT_ID_CHARS}"
+            ))
+        }
+    }
 }
 
 fn phase_parser() -> impl TypedValueParser<Value = Phase> {

@@ -89,6 +89,9 @@ pub async fn list(args: ListArgs) -> Result<()> {
     if let Some(phase) = args.status {
         path.push_str(&format!("&status={phase}"));
     }
+    if let Some(project) = &args.project {
+        path.push_str(&format!("&project_id={project}"));
+    }
     let value = session.client.get(&path).await?;
     let jobs: Vec<JobSummary> = session
         .client
@@ -102,7 +105,7 @@ pub async fn list(args: ListArgs) -> Result<()> {
     let mut widths = table.widths();
     // Room for any phase and a few digits of age, as rows come and go.
     widths[1] = widths[1].max("awaiting_approval".len());
-    widths[2] = widths[2].max(4);
+    widths[3] = widths[3].max(4);
     let mut seen: HashMap<String, Value> = HashMap::new();
     let mut first = true;
     loop {
@@ -141,11 +144,12 @@ pub async fn list(args: ListArgs) -> Result<()> {
 
 fn jobs_table(jobs: &[JobSummary]) -> Table {
     let now = Utc::now();
-    let mut table = Table::new(&["JOB ID", "STATUS", "AGE", "TASK"]);
+    let mut table = Table::new(&["JOB ID", "STATUS", "PROJECT", "AGE", "TASK"]);
     for job in jobs {
         table.row(vec![
             (job.job_id.clone(), Colour::Plain),
             (job.status.to_string(), Colour::of(job.status)),
+            (job.project_id.clone(), Colour::Plain),
             (age(job.created_at, now), Colour::Plain),
             (one_line(&job.task, 60), Colour::Plain),
         ]);
@@ -206,6 +210,14 @@ fn describe(
             status.submitted_by.as_deref().unwrap_or("?")
         ),
     ));
+    fields.push((
+        "Project",
+        format!("{} (phase {})", status.project_id, status.phase),
+    ));
+    if let Some(code) = &status.test_code {
+        let lines = code.lines().count();
+        fields.push(("Tests", format!("{lines} lines, {} bytes", code.len())));
+    }
     fields.push(("Attempt", status.attempt.to_string()));
     if let Some(source) = &status.source {
         let mut text = source.repository.clone();

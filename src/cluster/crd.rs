@@ -11,13 +11,17 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::job::{ApprovalDecision, JobSource, JobSpec};
+use crate::job::{
+    ApprovalDecision, DEFAULT_PROJECT_ID, JobSource, JobSpec, MAX_PROJECT_ID_CHARS,
+    PROJECT_ID_PATTERN, ProjectPhase, TEST_CODE_CEILING_BYTES,
+};
 
 /// A container image reference: `[registry[:port]/]name[:tag][@digest]`.
 pub const IMAGE_PATTERN: &str = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$";
 
-/// What the user asked for. The task, path, images and source are fixed at
-/// creation; the approval, the cancel and a publish retry are written later.
+/// What the user asked for. The task, path, images, source, phase, tests and
+/// project are fixed at creation; the approval, the cancel and a publish
+/// retry are written later.
 // The API server refuses a change to what is fixed (CEL transition rules)
 // rather than accepting an edit the controller would never act on.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
@@ -29,6 +33,7 @@ pub const IMAGE_PATTERN: &str = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9
     status = "IcarusJobStatus",
     shortname = "ijob",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Project","type":"string","jsonPath":".spec.projectId"}"#,
     printcolumn = r#"{"name":"Builder","type":"string","jsonPath":".status.builder.podName"}"#,
     printcolumn = r#"{"name":"Checker","type":"string","jsonPath":".status.checker.podName"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -38,6 +43,10 @@ pub const IMAGE_PATTERN: &str = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9
 #[x_kube(validation = immutable("builderImage"))]
 #[x_kube(validation = immutable("checkerImage"))]
 #[x_kube(validation = immutable("source"))]
+#[x_kube(validation = immutable("phase"))]
+#[x_kube(validation = immutable("testCode"))]
+#[x_kube(validation = immutable("projectId"))]
+#[x_kube(validation = test_code_bytes())]
 #[serde(rename_all = "camelCase")]
 pub struct IcarusJobSpec {
     /// What the builder should do.
@@ -69,6 +78,20 @@ pub struct IcarusJobSpec {
     #[serde(default, skip_serializing_if = "is_zero")]
     #[schemars(with = "i32", range(min = 0))]
     pub publish_requests: u32,
+    /// The original service's phase, `I` or `II`: shown and handed to the
+    /// agents (`ICARUS_PHASE`); it changes nothing in how the job runs.
+    #[serde(default)]
+    pub phase: ProjectPhase,
+    /// Tests the builder's code should pass, handed to the builder as
+    /// `TEST_CODE`; at most 130,048 bytes of UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = TEST_CODE_CEILING_BYTES))]
+    pub test_code: Option<String>,
+    /// The project the job belongs to (a label value: letters, digits, `.`,
+    /// `_`, `-`).
+    #[serde(default = "default_project_id")]
+    #[schemars(length(min = 1, max = MAX_PROJECT_ID_CHARS), regex(pattern = PROJECT_ID_PATTERN))]
+    pub project_id: String,
 }
 
 /// The rule that `field` of the spec keeps the value (or the absence) it
@@ -80,6 +103,21 @@ fn immutable(field: &str) -> Rule {
     .message(
         format!("spec.{field} cannot change after creation: create a new IcarusJob").as_str(),
     )
+}
+
+/// Test code reaches the builder as one environment variable, which holds
+/// bytes, not characters (see [`TEST_CODE_CEILING_BYTES`]).
+fn test_code_bytes() -> Rule {
+    Rule::new(format!(
+        "!has(self.testCode) || bytes(self.testCode).size() <= {TEST_CODE_CEILING_BYTES}"
+    ))
+    .message(
+        format!("spec.testCode must be at most {TEST_CODE_CEILING_BYTES} bytes of UTF-8").as_str(),
+    )
+}
+
+fn default_project_id() -> String {
+    DEFAULT_PROJECT_ID.to_owned()
 }
 
 fn is_zero(value: &u32) -> bool {
@@ -177,6 +215,9 @@ impl IcarusJobSpec {
             approval: None,
             cancel: false,
             publish_requests: 0,
+            phase: ProjectPhase::I,
+            test_code: None,
+            project_id: default_project_id(),
         }
     }
 
@@ -199,6 +240,9 @@ impl IcarusJobSpec {
             source: self.source.clone(),
             publish_requests: self.publish_requests,
             submitted_by: None,
+            phase: self.phase,
+            test_code: self.test_code.clone(),
+            project_id: self.project_id.clone(),
         }
     }
 }
@@ -245,10 +289,16 @@ mod tests {
         let old = created(IcarusJobSpec {
             builder_image: Some("icarus-builder:1".to_owned()),
             source: Some(source.clone()),
+            test_code: Some("assert True".to_owned()),
             ..IcarusJobSpec::new("Add logging")
         });
         type Edit = fn(&mut IcarusJobSpec);
-        let edits: [(&str, Edit); 5] = [
+        let edits: [(&str, Edit); 8] = [
+            ("phase", |s| s.phase = ProjectPhase::II),
+            ("testCode", |s| {
+                s.test_code = Some("assert False".to_owned())
+            }),
+            ("projectId", |s| s.project_id = "elsewhere".to_owned()),
             ("task", |s| s.task = "Delete everything".to_owned()),
             ("projectPath", |s| s.project_path = "/elsewhere".to_owned()),
             ("builderImage", |s| s.builder_image = None),
@@ -286,6 +336,53 @@ mod tests {
             kube::core::cel::validate_cel(&new).is_ok(),
             "creation rules"
         );
+    }
+
+    #[test]
+    fn test_code_is_held_to_what_one_environment_variable_holds_in_bytes() {
+        let within = "é".repeat(TEST_CODE_CEILING_BYTES / 2);
+        let job = created(IcarusJobSpec {
+            test_code: Some(within),
+            ..IcarusJobSpec::new("Add logging")
+        });
+        assert!(kube::core::cel::validate_cel(&job).is_ok());
+        let over = "é".repeat(TEST_CODE_CEILING_BYTES / 2 + 1);
+        let job = created(IcarusJobSpec {
+            test_code: Some(over),
+            ..IcarusJobSpec::new("Add logging")
+        });
+        let refused = kube::core::cel::validate_cel(&job).unwrap_err().to_string();
+        assert!(
+            refused.contains("spec.testCode must be at most"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn a_manifest_without_the_original_fields_is_phase_i_of_the_default_project() {
+        let manifest = "{apiVersion: icarus.dev/v1alpha1, kind: IcarusJob, metadata: {name: x}, \
+                        spec: {task: Add logging}}";
+        let job: IcarusJob = serde_yaml::from_str(manifest).unwrap();
+        let spec = job.spec.to_job_spec(chrono::Utc::now());
+        assert_eq!(spec.phase, ProjectPhase::I);
+        assert_eq!(spec.project_id, "default");
+        assert_eq!(spec.test_code, None);
+    }
+
+    #[test]
+    fn the_schema_states_the_phases_and_the_project_id_pattern() {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_value(IcarusJob::crd()).unwrap();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        assert_eq!(
+            spec["properties"]["phase"]["enum"],
+            serde_json::json!(["I", "II"])
+        );
+        assert_eq!(
+            spec["properties"]["projectId"]["pattern"],
+            PROJECT_ID_PATTERN
+        );
+        assert_eq!(spec["properties"]["projectId"]["maxLength"], 63);
     }
 
     #[test]

@@ -9,10 +9,11 @@ use crate::runtime::WorkloadSpec;
 
 /// The spec for `job`'s `role` agent of `attempt`, per the agent contract:
 /// `JOB_ID`, `TASK`, `ORCHESTRATOR_CALLBACK` (the full callback URL, with the
-/// agent's token), plus the role; and where an egress proxy serves agents
-/// (`egress_proxy`, its `host:port`), the proxy variables every common
-/// client reads, carrying the agent's credentials, with the callback's
-/// host exempt.
+/// agent's token), plus the role, the attempt, the job's phase and project,
+/// and for the builder the job's `TEST_CODE` when it has some; and where an
+/// egress proxy serves agents (`egress_proxy`, its `host:port`), the proxy
+/// variables every common client reads, carrying the agent's credentials,
+/// with the callback's host exempt.
 pub fn workload_spec(
     job: &Job,
     role: Role,
@@ -40,7 +41,12 @@ pub fn workload_spec(
         ("ORCHESTRATOR_CALLBACK".to_owned(), callback),
         ("ICARUS_ROLE".to_owned(), role.as_str().to_owned()),
         ("ICARUS_ATTEMPT".to_owned(), attempt.to_string()),
+        ("ICARUS_PHASE".to_owned(), job.spec.phase.to_string()),
+        ("ICARUS_PROJECT_ID".to_owned(), job.spec.project_id.clone()),
     ];
+    if let (Role::Builder, Some(code)) = (role, &job.spec.test_code) {
+        env.push(("TEST_CODE".to_owned(), code.clone()));
+    }
     if let Some(proxy) = egress_proxy {
         let user = proxy_user(job.id, role, attempt);
         env.extend(proxy_env(
@@ -81,4 +87,83 @@ fn proxy_env(proxy_url: &str, callback_base: &str) -> Vec<(String, String)> {
         env.push((name.to_owned(), callback_host.clone()));
     }
     env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::job::{JobSpec, ProjectPhase, timestamp_now};
+
+    fn env_of(job: &Job, role: Role) -> Vec<(String, String)> {
+        let agents = Config::embedded_default().unwrap().agents;
+        workload_spec(job, role, 1, &agents, "http://callback", "token", None).env
+    }
+
+    fn value<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        env.iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    #[test]
+    fn the_builder_gets_the_test_code_and_the_checker_does_not() {
+        let spec = JobSpec {
+            test_code: Some("def test_it():\n    assert True\n".to_owned()),
+            ..JobSpec::new("t", "/workspace")
+        };
+        let job = Job::new(spec, timestamp_now());
+        assert_eq!(
+            value(&env_of(&job, Role::Builder), "TEST_CODE"),
+            Some("def test_it():\n    assert True\n")
+        );
+        assert_eq!(value(&env_of(&job, Role::Checker), "TEST_CODE"), None);
+    }
+
+    #[test]
+    fn a_job_without_test_code_sets_no_test_code_variable() {
+        let job = Job::new(JobSpec::new("t", "/workspace"), timestamp_now());
+        assert_eq!(value(&env_of(&job, Role::Builder), "TEST_CODE"), None);
+    }
+
+    #[test]
+    fn both_agents_are_told_the_phase_and_the_project() {
+        let spec = JobSpec {
+            phase: ProjectPhase::II,
+            project_id: "acme".to_owned(),
+            ..JobSpec::new("t", "/workspace")
+        };
+        let job = Job::new(spec, timestamp_now());
+        for role in Role::ALL {
+            let env = env_of(&job, role);
+            assert_eq!(value(&env, "ICARUS_PHASE"), Some("II"), "{role}");
+            assert_eq!(value(&env, "ICARUS_PROJECT_ID"), Some("acme"), "{role}");
+        }
+    }
+
+    #[test]
+    fn with_an_egress_proxy_each_agent_gets_it_with_its_own_credentials_and_the_callback_exempt() {
+        let job = Job::new(JobSpec::new("t", "/workspace"), timestamp_now());
+        let agents = Config::embedded_default().unwrap().agents;
+        let callback = "http://host.docker.internal:8000";
+        let proxy = Some("host.docker.internal:3128");
+        let env = workload_spec(&job, Role::Checker, 2, &agents, callback, "tok", proxy).env;
+        let expected = format!("http://{}.checker.2:tok@host.docker.internal:3128", job.id);
+        for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+            assert_eq!(value(&env, name), Some(expected.as_str()), "{name}");
+        }
+        for name in ["NO_PROXY", "no_proxy"] {
+            assert_eq!(value(&env, name), Some("host.docker.internal"), "{name}");
+        }
+    }
+
+    #[test]
+    fn without_an_egress_proxy_no_proxy_variable_is_set() {
+        let job = Job::new(JobSpec::new("t", "/workspace"), timestamp_now());
+        let env = env_of(&job, Role::Builder);
+        assert!(
+            env.iter()
+                .all(|(name, _)| !name.to_ascii_lowercase().contains("proxy"))
+        );
+    }
 }

@@ -4,10 +4,12 @@ use chrono::{DateTime, Utc};
 
 use crate::job::{Phase, Reason, Role};
 
-/// Which jobs to list: newest first, at most `limit`, optionally one phase only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which jobs to list: newest first, at most `limit`, optionally of one
+/// phase, one project, or both.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobFilter {
     pub phase: Option<Phase>,
+    pub project_id: Option<String>,
     pub limit: u32,
 }
 

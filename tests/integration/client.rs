@@ -237,7 +237,7 @@ async fn list_shows_a_table_for_people_and_the_apis_rows_for_scripts() {
         .map(str::trim)
         .filter(|cell| !cell.is_empty())
         .collect();
-    assert_eq!(header, ["JOB ID", "STATUS", "AGE", "TASK"]);
+    assert_eq!(header, ["JOB ID", "STATUS", "PROJECT", "AGE", "TASK"]);
     assert!(lines[1].starts_with(&second.to_string()), "newest first");
     assert!(lines[2].contains("awaiting_approval") && lines[2].ends_with("First task…"));
     let status_column = lines[0].find("STATUS").unwrap();
@@ -259,6 +259,39 @@ async fn list_shows_a_table_for_people_and_the_apis_rows_for_scripts() {
     let run = self::run(&server, &["list", "--status", "done"]).await;
     assert_eq!(run.code, 2, "an unknown status is a usage error");
     assert!(run.stderr.contains("awaiting_approval"), "{}", run.stderr);
+}
+
+#[tokio::test]
+async fn list_shows_each_jobs_project_and_lists_one_project_with_project() {
+    let server = TestServer::sqlite().await;
+    let (code, body) = server
+        .post(
+            "/jobs/spawn",
+            json!({"task": "Acme's", "project_id": "acme"}),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    server.spawn("The default project's").await;
+
+    let run = run(&server, &["list"]).await;
+    let project_column = run.stdout.find("PROJECT").unwrap();
+    let projects: Vec<&str> = run
+        .stdout
+        .lines()
+        .skip(1)
+        .map(|line| line[project_column..].split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(projects, ["default", "acme"], "{}", run.stdout);
+
+    let run = self::run(&server, &["list", "--project", "acme", "-o", "json"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let rows = run.json();
+    assert_eq!(rows.as_array().unwrap().len(), 1, "{rows}");
+    assert_eq!(rows[0]["task"], "Acme's");
+
+    let run = self::run(&server, &["list", "--project", "acme/api"]).await;
+    assert_eq!(run.code, 2, "not a project id: a usage error");
+    assert!(run.stderr.contains("not a project id"), "{}", run.stderr);
 }
 
 #[tokio::test]
@@ -311,6 +344,7 @@ async fn get_shows_the_status_the_timeline_and_the_audits_summary() {
         "Task:        Add login".to_owned(),
         "Status:      awaiting_approval (CheckerSucceeded)".to_owned(),
         "Submitted:".to_owned(),
+        "Project:     default (phase I)".to_owned(),
         "Timeline:".to_owned(),
         "Audit:\n  summary: ok".to_owned(),
     ] {

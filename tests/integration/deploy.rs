@@ -129,6 +129,8 @@ fn the_example_jobs_are_valid_icarus_jobs() {
         let job: IcarusJob =
             serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(!job.spec.task.is_empty(), "{}", path.display());
+        let refused = kube::core::cel::validate_cel(&job);
+        assert!(refused.is_ok(), "{}: {refused:?}", path.display());
     }
 }
 

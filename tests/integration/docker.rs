@@ -184,7 +184,15 @@ async fn spawn(server: &DockerServer, task: &str) -> JobId {
 
 /// Spawns a job and waits (up to 30 s) for it to reach `phase`; returns its status then.
 async fn spawn_until(server: &DockerServer, task: &str, phase: &str) -> (JobId, Value) {
-    let id = spawn(server, task).await;
+    spawn_body_until(server, json!({"task": task}), phase).await
+}
+
+/// Spawns a job from `body` and waits (up to 30 s) for it to reach
+/// `phase`; returns its status then.
+async fn spawn_body_until(server: &DockerServer, body: Value, phase: &str) -> (JobId, Value) {
+    let (code, answer) = server.post("/jobs/spawn", body).await;
+    assert_eq!(code, 201, "{answer}");
+    let id: JobId = answer["job_id"].as_str().unwrap().parse().unwrap();
     let status = server
         .wait_for_within(id, phase, Duration::from_secs(30))
         .await;
@@ -213,13 +221,13 @@ async fn a_real_job_runs_builder_and_checker_and_completes_on_approval() {
     assert_eq!(status["checker_exit_code"], 0);
 
     let report = audit(&server, id).await;
-    let files: Vec<&str> = report["logic_verification"]["file_list"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["path"].as_str().unwrap())
-        .collect();
-    assert_eq!(files, ["TASK.md", "src/add_logging_to_the_api.py"]);
+    assert_eq!(
+        report["logic_verification"]["file_list"],
+        json!(["TASK.md", "src/add_logging_to_the_api.py"]),
+        "the seed's shape: a list of paths"
+    );
+    let sizes = &report["static_analysis"]["file_sizes"];
+    assert!(sizes["TASK.md"].as_u64().unwrap() > 0, "{report}");
     assert_eq!(
         report["security_scan"]["workspace_read_only"], true,
         "the checker could write the workspace"
@@ -255,6 +263,34 @@ async fn a_real_job_runs_builder_and_checker_and_completes_on_approval() {
 }
 
 #[tokio::test]
+async fn a_jobs_test_code_reaches_the_builder_as_its_test_code_variable() {
+    let server = DockerServer::start(|_| {}).await;
+    let tests =
+        "from src.add_login import run\n\n\ndef test_run():\n    assert run() == \"add_login\"\n";
+    let (id, status) = spawn_body_until(
+        &server,
+        json!({"task": "Add login", "test_code": tests, "project_id": "acme"}),
+        "awaiting_approval",
+    )
+    .await;
+    assert_eq!(status["test_code"], tests);
+    assert_eq!(status["project_id"], "acme");
+    // The reference builder writes what it got as TEST_CODE into the
+    // workspace, byte for byte.
+    let written = std::fs::read_to_string(server.workspace(id).join("tests/test_add_login.py"));
+    assert_eq!(written.unwrap(), tests);
+    let files = &audit(&server, id).await["logic_verification"]["file_list"];
+    assert!(
+        files
+            .as_array()
+            .unwrap()
+            .contains(&json!("tests/test_add_login.py")),
+        "{files}"
+    );
+    cancel_and_wait(&server, id).await;
+}
+
+#[tokio::test]
 async fn a_flooding_builder_is_throttled_and_its_job_still_reaches_approval() {
     let server = DockerServer::start(|c| c.agents.progress_reports_per_second = 5).await;
     let id = spawn(&server, "Flood the callback [builder:flood]").await;
@@ -283,26 +319,15 @@ async fn a_flooding_builder_is_throttled_and_its_job_still_reaches_approval() {
 async fn a_job_with_a_git_source_is_built_on_a_checkout_and_published_on_approval() {
     let remote = crate::git::Remote::new();
     let server = DockerServer::start(|c| remote.allow_in(c)).await;
-    let (code, body) = server
-        .post(
-            "/jobs/spawn",
-            json!({"task": "Add logging", "source": {"repository": remote.url()}}),
-        )
-        .await;
-    assert_eq!(code, 201, "{body}");
-    let id: JobId = body["job_id"].as_str().unwrap().parse().unwrap();
-    server
-        .wait_for_within(id, "awaiting_approval", Duration::from_secs(30))
-        .await;
-    let files: Vec<String> = audit(&server, id).await["logic_verification"]["file_list"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["path"].as_str().unwrap().to_owned())
-        .collect();
+    let (id, _) = spawn_body_until(
+        &server,
+        json!({"task": "Add logging", "source": {"repository": remote.url()}}),
+        "awaiting_approval",
+    )
+    .await;
     assert_eq!(
-        files,
-        ["README.md", "TASK.md", "src/add_logging.py"],
+        audit(&server, id).await["logic_verification"]["file_list"],
+        json!(["README.md", "TASK.md", "src/add_logging.py"]),
         "no .git"
     );
     let (_, diff) = server.get(&format!("/jobs/{id}/diff?format=json")).await;
@@ -487,17 +512,12 @@ async fn a_missing_image_fails_the_job_without_pulling() {
         c.agents.allowed_images = vec!["icarus-does-not-exist:*".to_owned()]
     })
     .await;
-    let (code, body) = server
-        .post(
-            "/jobs/spawn",
-            json!({"task": "t", "builder_image": "icarus-does-not-exist:1"}),
-        )
-        .await;
-    assert_eq!(code, 201);
-    let id: JobId = body["job_id"].as_str().unwrap().parse().unwrap();
-    let status = server
-        .wait_for_within(id, "failed", Duration::from_secs(30))
-        .await;
+    let (_, status) = spawn_body_until(
+        &server,
+        json!({"task": "t", "builder_image": "icarus-does-not-exist:1"}),
+        "failed",
+    )
+    .await;
     assert_eq!(status["reason"], "BuilderStartFailed");
     assert!(
         status["error_message"]
@@ -514,17 +534,12 @@ async fn an_agent_can_write_tmp_even_when_its_image_gives_tmp_to_root_only() {
         c.agents.allowed_images = vec!["icarus-test-bare:*".to_owned()];
     })
     .await;
-    let (code, body) = server
-        .post(
-            "/jobs/spawn",
-            json!({"task": "[builder:probe]", "builder_image": "icarus-test-bare:latest"}),
-        )
-        .await;
-    assert_eq!(code, 201, "{body}");
-    let id: JobId = body["job_id"].as_str().unwrap().parse().unwrap();
-    server
-        .wait_for_within(id, "awaiting_approval", Duration::from_secs(30))
-        .await;
+    let (id, _) = spawn_body_until(
+        &server,
+        json!({"task": "[builder:probe]", "builder_image": "icarus-test-bare:latest"}),
+        "awaiting_approval",
+    )
+    .await;
     cancel_and_wait(&server, id).await;
     let probe = builder_probe(&server, id).await;
     assert_eq!(probe["uid"], "65534", "{probe}");
@@ -574,17 +589,12 @@ async fn an_image_without_a_workspace_directory_can_write_its_volume_workspace()
         c.agents.allowed_images = vec!["icarus-test-bare:*".to_owned()];
     })
     .await;
-    let (code, body) = server
-        .post(
-            "/jobs/spawn",
-            json!({"task": "Bare image", "builder_image": "icarus-test-bare:latest"}),
-        )
-        .await;
-    assert_eq!(code, 201, "{body}");
-    let id: JobId = body["job_id"].as_str().unwrap().parse().unwrap();
-    let status = server
-        .wait_for_within(id, "awaiting_approval", Duration::from_secs(30))
-        .await;
+    let (id, status) = spawn_body_until(
+        &server,
+        json!({"task": "Bare image", "builder_image": "icarus-test-bare:latest"}),
+        "awaiting_approval",
+    )
+    .await;
     assert_eq!(status["builder_exit_code"], 0, "{status}");
     assert_eq!(
         audit(&server, id).await["logic_verification"]["files_created"],

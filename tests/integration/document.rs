@@ -212,3 +212,35 @@ async fn report_fields_are_limited_in_characters_as_the_document_counts_them() {
         .await;
     assert_eq!(code, 422, "{body}");
 }
+
+#[tokio::test]
+async fn the_document_states_the_original_fields_rules_and_the_server_keeps_to_them() {
+    let server = TestServer::sqlite_with(|c| c.agents.max_test_code_bytes = 1000).await;
+    let doc = document(&server).await;
+    let spawn = &doc["components"]["schemas"]["SpawnRequest"]["properties"];
+    let phase = doc.pointer("/components/schemas/ProjectPhase/enum");
+    assert_eq!(phase, Some(&json!(["I", "II"])));
+    assert_eq!(spawn["test_code"]["maxLength"], 1000);
+    let described = spawn["test_code"]["description"].as_str().unwrap();
+    assert!(described.contains("At most 1000 bytes"), "{described}");
+
+    let project = pattern(&doc, "SpawnRequest", "project_id");
+    let listing = doc["paths"]["/jobs"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "project_id")
+        .unwrap();
+    assert_eq!(listing["schema"]["pattern"], project.as_str());
+    assert_eq!(listing["schema"]["maxLength"], 63);
+    for (id, allowed) in [
+        ("acme-api", true),
+        ("a.b_c", true),
+        ("-x", false),
+        ("x-", false),
+    ] {
+        assert_eq!(project.is_match(id), allowed, "{id}");
+        let (code, body) = server.get(&format!("/jobs?project_id={id}")).await;
+        assert_eq!(code, if allowed { 200 } else { 422 }, "{id}: {body}");
+    }
+}

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use icarus::cluster::crd::{IcarusJob, IcarusJobSpec};
 use icarus::config::{AccessRole, Config};
-use icarus::job::{JobId, JobSource};
+use icarus::job::{JobId, JobSource, ProjectPhase};
 use icarus::leadership::{Election, Leadership, Term};
 use icarus::serve::Orchestrator;
 use icarus::serve::kubernetes::KubernetesMode;
@@ -134,13 +134,17 @@ impl Cluster {
     /// `POST /jobs/spawn` as `token`'s holder; returns the job id and the
     /// name of the IcarusJob whose uid it is.
     async fn spawn_as(&self, token: &str, task: &str) -> (JobId, String) {
+        self.spawn_body_as(token, json!({"task": task, "project_path": "/workspace"}))
+            .await
+    }
+
+    /// `POST /jobs/spawn` of `body` as `token`'s holder; returns the job id
+    /// and the name of the IcarusJob whose uid it is.
+    async fn spawn_body_as(&self, token: &str, body: Value) -> (JobId, String) {
         let (code, body) = self
             .rest
             .as_holder_of(token)
-            .post(
-                "/jobs/spawn",
-                json!({"task": task, "project_path": "/workspace"}),
-            )
+            .post("/jobs/spawn", body)
             .await;
         assert_eq!(code, 201, "{body}");
         let id: JobId = body["job_id"].as_str().unwrap().parse().unwrap();
@@ -1132,6 +1136,54 @@ async fn mock_api_a_rest_spawn_creates_a_generated_icarusjob_whose_uid_is_the_jo
     let building = cluster.wait_for_phase(&name, "building").await;
     assert_eq!(building["status"]["builder"]["podName"], name_of(&builder));
     assert_granted(&cluster.orchestrator_requests());
+    cluster.shut_down().await;
+}
+
+#[tokio::test]
+async fn mock_api_a_rest_spawns_phase_tests_and_project_are_written_into_the_icarusjob_and_reach_the_builder_pod()
+ {
+    let cluster = Cluster::start_with(with_tokens).await;
+    cluster.wait_for_the_resource_watch().await;
+    let tests = "def test_it():\n    assert True\n";
+    let body =
+        json!({"task": "Add logging", "phase": "II", "test_code": tests, "project_id": "acme"});
+    let (id, name) = cluster.spawn_body_as(SAM, body).await;
+    let resource = cluster.kube.object(JOBS, &name).unwrap();
+    assert_eq!(resource["spec"]["phase"], "II");
+    assert_eq!(resource["spec"]["testCode"], tests);
+    assert_eq!(resource["spec"]["projectId"], "acme");
+
+    let builder = cluster.wait_for_pod(&pod_name(id, "builder")).await;
+    assert_eq!(env_of(&builder, "TEST_CODE"), tests);
+    assert_eq!(env_of(&builder, "ICARUS_PHASE"), "II");
+    assert_eq!(env_of(&builder, "ICARUS_PROJECT_ID"), "acme");
+    let sam = cluster.rest.as_holder_of(SAM);
+    let (_, listed) = sam.get("/jobs?project_id=acme").await;
+    assert_eq!(listed[0]["job_id"], id.to_string(), "{listed}");
+    cluster.shut_down().await;
+}
+
+#[tokio::test]
+async fn mock_api_an_applied_icarusjobs_phase_tests_and_project_are_the_jobs() {
+    let cluster = Cluster::start_with(with_tokens).await;
+    let tests = "def test_it():\n    assert True\n";
+    let spec = IcarusJobSpec {
+        phase: ProjectPhase::II,
+        test_code: Some(tests.to_owned()),
+        project_id: "acme".to_owned(),
+        ..IcarusJobSpec::new("Add logging")
+    };
+    let id = cluster.submit_spec("add-logging", spec).await;
+    let builder = cluster.wait_for_pod(&pod_name(id, "builder")).await;
+    assert_eq!(env_of(&builder, "TEST_CODE"), tests);
+    let sam = cluster.rest.as_holder_of(SAM);
+    let (code, status) = sam.get(&format!("/jobs/{id}/status")).await;
+    assert_eq!(code, 200, "{status}");
+    assert_eq!(status["phase"], "II");
+    assert_eq!(status["test_code"], tests);
+    assert_eq!(status["project_id"], "acme");
+    let (_, listed) = sam.get("/jobs?project_id=default").await;
+    assert_eq!(listed, json!([]), "the job is acme's");
     cluster.shut_down().await;
 }
 

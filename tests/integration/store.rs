@@ -47,6 +47,8 @@ on_both_databases!(
     concurrent_read_modify_write_loops_lose_no_update,
     writing_an_unknown_job_is_not_found,
     listing_is_newest_first_with_limit_and_phase_filter,
+    listing_one_project_leaves_the_others_out_and_combines_with_a_phase,
+    the_fields_of_the_original_service_read_back_as_stored,
     unfinished_jobs_are_oldest_first_without_terminal_ones,
     jobs_are_counted_by_phase,
     the_latest_telemetry_sample_is_returned,
@@ -165,6 +167,7 @@ async fn listing_is_newest_first_with_limit_and_phase_filter(store: Store) {
     let all = store
         .list_jobs(JobFilter {
             phase: None,
+            project_id: None,
             limit: 10,
         })
         .await
@@ -176,6 +179,7 @@ async fn listing_is_newest_first_with_limit_and_phase_filter(store: Store) {
     let two = store
         .list_jobs(JobFilter {
             phase: None,
+            project_id: None,
             limit: 2,
         })
         .await
@@ -185,12 +189,61 @@ async fn listing_is_newest_first_with_limit_and_phase_filter(store: Store) {
     let failed = store
         .list_jobs(JobFilter {
             phase: Some(Phase::Failed),
+            project_id: None,
             limit: 10,
         })
         .await
         .unwrap();
     assert_eq!(failed.len(), 3);
     assert!(failed.iter().all(|j| j.status.phase == Phase::Failed));
+}
+
+async fn listing_one_project_leaves_the_others_out_and_combines_with_a_phase(store: Store) {
+    let mut stored = Vec::new();
+    for (n, (project, phase)) in [
+        ("acme", Phase::Failed),
+        ("default", Phase::Failed),
+        ("acme", Phase::Pending),
+        ("acme", Phase::Failed),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut job = new_job(&format!("job {n}"));
+        job.created_at += TimeDelta::seconds(n as i64);
+        job.spec.project_id = project.to_owned();
+        job.status.phase = phase;
+        stored.push(store.create_job(&job).await.unwrap().id);
+    }
+    let list = |phase: Option<Phase>, project: &str| {
+        let filter = JobFilter {
+            phase,
+            project_id: Some(project.to_owned()),
+            limit: 10,
+        };
+        let store = store.clone();
+        async move {
+            let jobs = store.list_jobs(filter).await.unwrap();
+            jobs.iter().map(|j| j.id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(list(None, "acme").await, [stored[3], stored[2], stored[0]]);
+    assert_eq!(list(None, "default").await, [stored[1]]);
+    assert_eq!(
+        list(Some(Phase::Failed), "acme").await,
+        [stored[3], stored[0]]
+    );
+    assert!(list(None, "nobody").await.is_empty());
+}
+
+async fn the_fields_of_the_original_service_read_back_as_stored(store: Store) {
+    let mut job = new_job("add logging");
+    job.spec.phase = icarus::job::ProjectPhase::II;
+    job.spec.test_code = Some("def test_it():\n    assert run()\n".to_owned());
+    job.spec.project_id = "acme-api".to_owned();
+    store.create_job(&job).await.unwrap();
+    let read = store.get_job(job.id).await.unwrap().unwrap();
+    assert_eq!(read.spec, job.spec);
 }
 
 async fn jobs_are_counted_by_phase(store: Store) {

@@ -1,6 +1,8 @@
 //! The reference builder: turns its `TASK` into files in `/workspace`,
-//! reporting progress on the way. A stand-in for a model-driven agent that
-//! follows the same contract, and a test fixture (see `icarus_agents::Mode`;
+//! reporting progress on the way, and writes the job's `TEST_CODE`, if it
+//! has some, beside them as `tests/test_<task>.py`. A stand-in for a
+//! model-driven agent that follows the same contract, and a test fixture
+//! (see `icarus_agents::Mode`;
 //! in a `hostile=<attack>` mode it also plants an attack on the host, see
 //! `icarus_agents::hostile`).
 
@@ -52,7 +54,7 @@ fn run(contract: &Contract, mode: Mode) -> i32 {
         progress(contract, "plan(task)");
     }
     let workspace = Path::new(WORKSPACE);
-    let written = write_files(workspace, &contract.task).and_then(|files| match mode {
+    let written = write_files(workspace, contract).and_then(|files| match mode {
         Mode::Hostile(attack) => plant(workspace, contract, attack, files),
         _ => Ok(files),
     });
@@ -118,8 +120,10 @@ fn flood(contract: &Contract) {
     }
 }
 
-/// Writes the task down and a module named after it. Returns the paths written.
-fn write_files(workspace: &Path, task: &str) -> std::io::Result<Vec<String>> {
+/// Writes the task down, a module named after it and the job's tests.
+/// Returns the paths written.
+fn write_files(workspace: &Path, contract: &Contract) -> std::io::Result<Vec<String>> {
+    let task = &contract.task;
     let slug = slug(task);
     std::fs::create_dir_all(workspace.join("src"))?;
     let notes = format!("# Task\n\n{task}\n\nWritten by the Icarus reference builder.\n");
@@ -132,7 +136,27 @@ fn write_files(workspace: &Path, task: &str) -> std::io::Result<Vec<String>> {
     );
     let module_path = format!("src/{slug}.py");
     std::fs::write(workspace.join(&module_path), module)?;
-    Ok(vec!["TASK.md".to_owned(), module_path])
+    let mut written = vec!["TASK.md".to_owned(), module_path];
+    if let Some(code) = &contract.test_code {
+        written.push(write_tests(workspace, &slug, code)?);
+    }
+    Ok(written)
+}
+
+/// Writes the job's tests to `tests/test_<slug>.py`, as a new file: one
+/// already there (a checkout's, or a link) is an error, never overwritten
+/// or followed.
+fn write_tests(workspace: &Path, slug: &str, code: &str) -> std::io::Result<String> {
+    use std::io::Write;
+    std::fs::create_dir_all(workspace.join("tests"))?;
+    let path = format!("tests/test_{slug}.py");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(workspace.join(&path))?;
+    file.write_all(code.as_bytes())?;
+    log(&format!("wrote TEST_CODE ({} bytes) to {path}", code.len()));
+    Ok(path)
 }
 
 /// A file-name-safe form of the task: lowercase words joined by `_`, at most 40 characters.

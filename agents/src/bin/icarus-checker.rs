@@ -57,12 +57,15 @@ fn run(contract: &Contract, mode: Mode) -> i32 {
     contract.conclude(&json!({"status": "completed", "audit_report": report}), 0)
 }
 
-/// The audit report, in the seed's shape.
+/// The audit report, in the seed's shape: `logic_verification.file_list`
+/// is the paths alone (the original dashboard shows each item as text), and
+/// each file's size in bytes is in `static_analysis.file_sizes`.
 fn audit(workspace: &Path) -> Value {
     let files = list_files(workspace);
     let mut findings = Vec::new();
     let mut total_bytes = 0;
     let mut file_list = Vec::new();
+    let mut file_sizes = serde_json::Map::new();
     for path in &files {
         let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         total_bytes += size;
@@ -76,7 +79,8 @@ fn audit(workspace: &Path) -> Value {
         {
             findings.extend(scan_secrets(&relative, &text));
         }
-        file_list.push(json!({"path": relative, "bytes": size}));
+        file_sizes.insert(relative.clone(), json!(size));
+        file_list.push(relative);
     }
     let read_only = is_read_only(workspace);
     let summary = match (findings.len(), read_only) {
@@ -85,7 +89,7 @@ fn audit(workspace: &Path) -> Value {
         (n, _) => format!("⚠️ {n} possible secret(s) found"),
     };
     json!({
-        "static_analysis": {"files_scanned": files.len(), "total_bytes": total_bytes},
+        "static_analysis": {"files_scanned": files.len(), "total_bytes": total_bytes, "file_sizes": file_sizes},
         "security_scan": {"possible_secrets": findings, "high_severity": findings.len(), "workspace_read_only": read_only},
         "logic_verification": {"files_created": files.len(), "file_list": file_list},
         "summary": summary,

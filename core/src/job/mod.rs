@@ -9,6 +9,7 @@
 pub mod admission;
 pub mod phase;
 pub mod plan;
+pub mod project;
 pub mod reason;
 pub mod workload;
 
@@ -19,6 +20,10 @@ use chrono::{DateTime, SubsecRound, Utc};
 use uuid::Uuid;
 
 pub use phase::Phase;
+pub use project::{
+    DEFAULT_PROJECT_ID, MAX_PROJECT_ID_CHARS, PROJECT_ID_PATTERN, ProjectPhase,
+    TEST_CODE_CEILING_BYTES,
+};
 pub use reason::Reason;
 pub use workload::{ObservedWorkload, Role, WorkloadState};
 
@@ -165,11 +170,31 @@ pub struct JobSpec {
     /// Raised by each request to publish again after a failed push.
     #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "is_zero"))]
     pub publish_requests: u32,
+    /// The original service's phase (see [`project`]): stored, shown and
+    /// handed to the agents; it changes nothing in the lifecycle.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub phase: ProjectPhase,
+    /// Tests the submitter wants the builder's code to pass, handed to the
+    /// builder as `TEST_CODE`.
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
+    pub test_code: Option<String>,
+    /// The project the job belongs to ([`DEFAULT_PROJECT_ID`] unless named).
+    #[cfg_attr(feature = "serde", serde(default = "default_project_id"))]
+    pub project_id: String,
+}
+
+#[cfg(feature = "serde")]
+fn default_project_id() -> String {
+    DEFAULT_PROJECT_ID.to_owned()
 }
 
 impl JobSpec {
     /// A spec asking only for `task` in `project_path`: the configured
-    /// images, no source, no decision yet.
+    /// images, no source, no tests, phase I of the default project, no
+    /// decision yet.
     pub fn new(task: impl Into<String>, project_path: impl Into<String>) -> Self {
         JobSpec {
             task: task.into(),
@@ -181,6 +206,9 @@ impl JobSpec {
             source: None,
             submitted_by: None,
             publish_requests: 0,
+            phase: ProjectPhase::I,
+            test_code: None,
+            project_id: DEFAULT_PROJECT_ID.to_owned(),
         }
     }
 }

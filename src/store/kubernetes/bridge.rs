@@ -7,7 +7,8 @@
 //! goes through the same domain rules as the REST routes (an approval counts
 //! only while the job awaits it, and is applied when it gets there); and the
 //! job's status is written back to the resource's status subresource.
-//! Task, images and source are fixed at creation, as with a REST spawn.
+//! Task, images, source, phase, tests and project are fixed at creation, as
+//! with a REST spawn.
 
 use chrono::{DateTime, Utc};
 use kube::Api;

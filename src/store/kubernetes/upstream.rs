@@ -95,6 +95,9 @@ pub fn new_resource(spec: &JobSpec) -> IcarusJob {
         builder_image: spec.builder_image.clone(),
         checker_image: spec.checker_image.clone(),
         source: spec.source.clone(),
+        phase: spec.phase,
+        test_code: spec.test_code.clone(),
+        project_id: spec.project_id.clone(),
         ..IcarusJobSpec::new(spec.task.clone())
     };
     IcarusJob {
@@ -181,6 +184,26 @@ mod tests {
             "alice"
         );
         assert_eq!(resource.spec, IcarusJobSpec::new("Add logging"));
+    }
+
+    #[test]
+    fn a_rest_spawn_carries_its_phase_tests_and_project_into_the_resource() {
+        let spawned = JobSpec {
+            phase: crate::job::ProjectPhase::II,
+            test_code: Some("assert run()".to_owned()),
+            project_id: "acme".to_owned(),
+            ..spec()
+        };
+        let resource = new_resource(&spawned);
+        assert_eq!(resource.spec.phase, crate::job::ProjectPhase::II);
+        assert_eq!(resource.spec.test_code.as_deref(), Some("assert run()"));
+        assert_eq!(resource.spec.project_id, "acme");
+        let mut back = resource.spec.to_job_spec(Utc::now());
+        back.submitted_by = spawned.submitted_by.clone();
+        assert_eq!(
+            back, spawned,
+            "the job the resource becomes is the one spawned"
+        );
     }
 
     #[test]

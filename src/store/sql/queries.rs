@@ -24,10 +24,12 @@ pub const TELEMETRY_KEPT: i64 = 1000;
 
 const JOB_COLUMNS: &str = "job_id, created_at, spec, status_detail, resource_version";
 
+/// The project is written once: it never changes (nor does the task, but
+/// that column is rewritten with the rest).
 const INSERT_JOB: &str = "INSERT INTO jobs (task, project_path, status, builder_container_id, \
      checker_container_id, completed_at, error_message, spec, status_detail, updated_at, \
-     job_id, created_at, resource_version) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+     job_id, created_at, resource_version, project_id) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
 
 /// The compare-and-swap: only the version the writer read may be replaced.
 const UPDATE_JOB: &str = "UPDATE jobs SET task = $1, project_path = $2, status = $3, \
@@ -200,6 +202,7 @@ impl Store {
                 .bind(&id)
                 .bind(stored.created_at)
                 .bind(stored.resource_version)
+                .bind(&stored.spec.project_id)
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(INSERT_EVENT)
@@ -230,23 +233,34 @@ impl Store {
     /// Jobs newest first, as the `GET /jobs` listing shows them.
     pub async fn list_jobs(&self, filter: JobFilter) -> Result<Vec<Job>> {
         let limit = i64::from(filter.limit);
-        let rows: Vec<JobRow> = match filter.phase {
-            Some(phase) => {
-                let sql = format!(
-                    "SELECT {JOB_COLUMNS} FROM jobs WHERE status = $1 \
-                     ORDER BY created_at DESC, id DESC LIMIT $2"
-                );
-                on_pool!(self, pool => {
-                    sqlx::query_as(&sql).bind(phase.as_str()).bind(limit).fetch_all(pool).await?
-                })
-            }
-            None => {
-                let sql = format!(
-                    "SELECT {JOB_COLUMNS} FROM jobs ORDER BY created_at DESC, id DESC LIMIT $1"
-                );
-                on_pool!(self, pool => sqlx::query_as(&sql).bind(limit).fetch_all(pool).await?)
-            }
+        let conditions: Vec<(&str, &str)> = [
+            ("status", filter.phase.map(Phase::as_str)),
+            ("project_id", filter.project_id.as_deref()),
+        ]
+        .into_iter()
+        .filter_map(|(column, value)| Some((column, value?)))
+        .collect();
+        let clauses: Vec<String> = conditions
+            .iter()
+            .enumerate()
+            .map(|(n, (column, _))| format!("{column} = ${}", n + 1))
+            .collect();
+        let filter = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
         };
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs {filter} ORDER BY created_at DESC, id DESC LIMIT ${}",
+            conditions.len() + 1
+        );
+        let rows: Vec<JobRow> = on_pool!(self, pool => {
+            let mut query = sqlx::query_as(&sql);
+            for (_, value) in &conditions {
+                query = query.bind(*value);
+            }
+            query.bind(limit).fetch_all(pool).await?
+        });
         rows.into_iter().map(Job::try_from).collect()
     }
 
