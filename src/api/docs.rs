@@ -40,14 +40,14 @@ use crate::source::patch;
 #[openapi(
     info(title = "Icarus", description = "Orchestrator for autonomous coding jobs: builder and checker agents, a human approval gate."),
     paths(
-        jobs::spawn, jobs::list, jobs::status, jobs::telemetry, jobs::audit, jobs::events, jobs::logs,
+        jobs::spawn, jobs::list, jobs::status, jobs::telemetry, jobs::audit, jobs::events, jobs::egress, jobs::logs,
         jobs::diff, jobs::approve, jobs::cancel, jobs::publish, callback::callback, stream::stream,
         meta::root, meta::healthz, meta::readyz, metrics::metrics,
     ),
     components(schemas(
         models::SpawnRequest, models::SpawnResponse, models::ApproveRequest, models::DecisionResponse,
         models::JobStatusResponse, models::ApprovalView, models::JobSummary, models::TelemetryResponse,
-        models::AuditResponse, models::EventView, models::AgentLogView, models::CallbackRequest, models::MessageResponse,
+        models::AuditResponse, models::EventView, models::EgressView, models::AgentLogView, models::CallbackRequest, models::MessageResponse,
         models::SourceBody, models::DiffResponse, models::PhaseName, models::RoleName, models::ProjectPhaseName, models::ReportStatus,
         jobs::DiffFormat, patch::DiffSummary, patch::FileChange, patch::Hunk,
         meta::ServiceInfo, meta::Health, error::ErrorBody,

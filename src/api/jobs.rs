@@ -14,8 +14,9 @@ use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{IgnoredBody, JobIdPath, JsonBody, QueryParams};
 use super::models::{
-    AgentLogView, ApproveRequest, AuditResponse, DecisionResponse, DiffResponse, EventView,
-    JobStatusResponse, JobSummary, ListQuery, SpawnRequest, SpawnResponse, TelemetryResponse,
+    AgentLogView, ApproveRequest, AuditResponse, DecisionResponse, DiffResponse, EgressView,
+    EventView, JobStatusResponse, JobSummary, ListQuery, SpawnRequest, SpawnResponse,
+    TelemetryResponse,
 };
 use super::policy::SpawnPolicy;
 use crate::config::AccessRole;
@@ -248,6 +249,26 @@ pub async fn events(
     load(&state, id).await?;
     let events = state.store.job_events(id).await?;
     Ok(Json(events.into_iter().map(EventView::from).collect()))
+}
+
+/// What the job's agents did through the egress proxy: per agent,
+/// destination and verdict, the connections, bytes and the latest refusal's
+/// words (written about a second after the connection).
+#[utoipa::path(get, path = "/jobs/{job_id}/egress", tag = "jobs", operation_id = "list_job_egress",
+    params(JobIdPath), security(("api_token" = [])),
+    responses(
+        (status = 200, description = "By attempt and role, refusals first, then by first use", body = [EgressView]),
+        (status = 403, description = "Refused: a foreign Host with authentication off (every role may read)", body = ErrorBody),
+    ))]
+pub async fn egress(
+    State(state): State<AppState>,
+    caller: Caller,
+    JobIdPath(id): JobIdPath,
+) -> ApiResult<Json<Vec<EgressView>>> {
+    caller.require(AccessRole::Viewer, "reading jobs")?;
+    load(&state, id).await?;
+    let traffic = state.store.egress_traffic(id).await?;
+    Ok(Json(traffic.into_iter().map(EgressView::from).collect()))
 }
 
 /// The saved output of the job's agents (kept when their containers are removed).

@@ -120,6 +120,7 @@ pub fn router(state: AppState, limits: ApiLimits) -> Router {
         .route("/jobs/{job_id}/telemetry", get(jobs::telemetry))
         .route("/jobs/{job_id}/audit", get(jobs::audit))
         .route("/jobs/{job_id}/events", get(jobs::events))
+        .route("/jobs/{job_id}/egress", get(jobs::egress))
         .route("/jobs/{job_id}/logs", get(jobs::logs))
         .route("/jobs/{job_id}/diff", get(jobs::diff))
         .route("/jobs/{job_id}/publish", post(jobs::publish))

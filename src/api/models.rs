@@ -11,7 +11,7 @@ use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 use crate::job::{Job, Phase, ProjectPhase, Role};
-use crate::store::{AgentLog, AgentUsage, JobEvent, TelemetrySample};
+use crate::store::{AgentLog, AgentUsage, EgressTraffic, JobEvent, TelemetrySample};
 
 /// A string schema that allows these values only.
 fn string_enum<'a>(values: impl IntoIterator<Item = &'a str>) -> RefOr<Schema> {
@@ -438,6 +438,56 @@ impl From<JobEvent> for EventView {
             message: event.message,
             resource_version: event.resource_version,
             created_at: event.created_at,
+        }
+    }
+}
+
+/// `GET /jobs/{job_id}/egress`: what one agent did through the egress proxy
+/// with one destination, under one verdict.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EgressView {
+    #[schema(value_type = RoleName)]
+    pub role: Role,
+    pub attempt: u32,
+    /// The host as the agent named it; `*` for its destinations beyond the
+    /// hundredth (each attempt keeps at most 100 apart).
+    pub host: String,
+    pub port: u16,
+    /// `allowed` or `refused`.
+    #[schema(pattern = "^(allowed|refused)$")]
+    pub verdict: String,
+    /// The latest refusal's words, as the agent was told them.
+    pub reason: Option<String>,
+    pub connections: u64,
+    /// Bytes from the agent to the destination (allowed connections).
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// Connections cut off at the agent's byte budget.
+    pub cut_at_budget: u64,
+    pub first_at: DateTime<Utc>,
+    pub last_at: DateTime<Utc>,
+}
+
+impl From<EgressTraffic> for EgressView {
+    fn from(traffic: EgressTraffic) -> Self {
+        EgressView {
+            role: traffic.role,
+            attempt: traffic.attempt,
+            host: traffic.host,
+            port: traffic.port,
+            verdict: if traffic.allowed {
+                "allowed"
+            } else {
+                "refused"
+            }
+            .to_owned(),
+            reason: traffic.reason,
+            connections: traffic.connections,
+            bytes_sent: traffic.bytes_sent,
+            bytes_received: traffic.bytes_received,
+            cut_at_budget: traffic.cut_at_budget,
+            first_at: traffic.first_at,
+            last_at: traffic.last_at,
         }
     }
 }

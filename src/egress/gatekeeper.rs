@@ -1,14 +1,20 @@
 //! The orchestrator's [`Gatekeeper`]: agents known by their callback
 //! credentials, allowed what their role's configuration lists, their
-//! traffic logged.
+//! traffic logged and tallied into the job's record by the [`Ledger`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::Utc;
 use icarus_core::egress::AllowList;
+use tokio_util::sync::CancellationToken;
 
 use super::{Admission, EgressEvent, Gatekeeper, Verdict};
 use crate::credentials::AgentKeys;
 use crate::job::{JobId, Role};
-use crate::store::Store;
+use crate::store::{EgressTally, EgressTraffic, Store};
 
 /// The proxy user an agent is given: `<job>.<role>.<attempt>`, with its
 /// callback token as the password.
@@ -31,6 +37,7 @@ pub struct AgentGate {
     store: Store,
     builder: AllowList,
     checker: AllowList,
+    ledger: Arc<Ledger>,
 }
 
 impl AgentGate {
@@ -40,7 +47,13 @@ impl AgentGate {
             store,
             builder,
             checker,
+            ledger: Arc::default(),
         }
+    }
+
+    /// Where this gate tallies what it records, for [`Ledger::keep`].
+    pub fn ledger(&self) -> Arc<Ledger> {
+        self.ledger.clone()
     }
 }
 
@@ -71,22 +84,109 @@ impl Gatekeeper for AgentGate {
     }
 
     fn record(&self, event: EgressEvent) {
-        let EgressEvent {
-            agent,
-            host,
-            port,
-            verdict,
-        } = event;
-        match verdict {
+        match &event.verdict {
             Verdict::Refused(why) => {
-                tracing::warn!(%agent, %host, port, %why, "egress refused");
+                tracing::warn!(agent = %event.agent, host = %event.host, port = event.port, %why, "egress refused");
             }
             Verdict::Closed {
                 sent,
                 received,
                 cut_at_budget,
             } => {
-                tracing::info!(%agent, %host, port, sent, received, cut_at_budget, "egress connection closed");
+                tracing::info!(agent = %event.agent, host = %event.host, port = event.port, sent, received, cut_at_budget, "egress connection closed");
+            }
+        }
+        if let Some((job, role, attempt)) = parse_proxy_user(&event.agent) {
+            self.ledger.add(job, role, attempt, &event);
+        }
+    }
+}
+
+/// The longest host name kept, in characters (a DNS name's longest); a
+/// refused "name" can be anything an agent wrote.
+const MAX_HOST_CHARS: usize = 253;
+
+/// Tallies kept in memory between writes, at most; beyond, new destinations
+/// are tallied as `*`, as the store does past its own bound.
+const MAX_PENDING: usize = 10_000;
+
+/// What an agent did with one destination, under one verdict.
+type TallyKey = (JobId, Role, u32, String, u16, bool);
+
+/// The proxy's events, tallied per agent, destination and verdict between
+/// writes: a flood of refusals costs the database one write a second, not
+/// one each.
+#[derive(Default)]
+pub struct Ledger {
+    pending: Mutex<HashMap<TallyKey, EgressTraffic>>,
+}
+
+impl Ledger {
+    fn add(&self, job: JobId, role: Role, attempt: u32, event: &EgressEvent) {
+        let now = Utc::now();
+        let (allowed, reason, sent, received, cut) = match &event.verdict {
+            Verdict::Refused(why) => (false, Some(why.clone()), 0, 0, false),
+            Verdict::Closed {
+                sent,
+                received,
+                cut_at_budget,
+            } => (true, None, *sent, *received, *cut_at_budget),
+        };
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let host: String = event.host.chars().take(MAX_HOST_CHARS).collect();
+        let mut key = (job, role, attempt, host, event.port, allowed);
+        if pending.len() >= MAX_PENDING && !pending.contains_key(&key) {
+            key = (job, role, attempt, "*".to_owned(), 0, allowed);
+        }
+        let tally = pending.entry(key.clone()).or_insert_with(|| EgressTraffic {
+            role,
+            attempt,
+            host: key.3.clone(),
+            port: key.4,
+            allowed,
+            reason: None,
+            connections: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+            cut_at_budget: 0,
+            first_at: now,
+            last_at: now,
+        });
+        tally.connections += 1;
+        tally.bytes_sent += sent;
+        tally.bytes_received += received;
+        tally.cut_at_budget += u64::from(cut);
+        tally.last_at = now;
+        if reason.is_some() {
+            tally.reason = reason;
+        }
+    }
+
+    fn take(&self) -> Vec<EgressTally> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending
+            .drain()
+            .map(|((job, ..), traffic)| EgressTally { job, traffic })
+            .collect()
+    }
+
+    /// Writes the tallies to `store` every `interval`, and once more on
+    /// `stop`. A tally the store refuses (the database is down, the job was
+    /// deleted) is dropped with a warning: the log keeps every event.
+    pub async fn keep(self: Arc<Self>, store: Store, interval: Duration, stop: CancellationToken) {
+        loop {
+            let stopping = tokio::select! {
+                () = stop.cancelled() => true,
+                () = tokio::time::sleep(interval) => false,
+            };
+            for tally in self.take() {
+                if let Err(error) = store.add_egress_traffic(&tally).await {
+                    let error = crate::errors::error_chain(&error);
+                    tracing::warn!(job = %tally.job, %error, "egress traffic not recorded");
+                }
+            }
+            if stopping {
+                return;
             }
         }
     }
@@ -104,5 +204,44 @@ mod tests {
         assert_eq!(parse_proxy_user("not-a-job.builder.1"), None);
         assert_eq!(parse_proxy_user(&format!("{job}.admin.1")), None);
         assert_eq!(parse_proxy_user(&format!("{job}.builder")), None);
+    }
+
+    fn refusal(host: &str) -> EgressEvent {
+        EgressEvent {
+            agent: String::new(),
+            host: host.to_owned(),
+            port: 443,
+            verdict: Verdict::Refused(format!("{host} is not listed")),
+        }
+    }
+
+    #[test]
+    fn a_flood_of_refusals_is_one_tally_until_written() {
+        let ledger = Ledger::default();
+        let job = JobId::new_random();
+        for _ in 0..1000 {
+            ledger.add(job, Role::Builder, 1, &refusal("evil.example"));
+        }
+        let tallies = ledger.take();
+        assert_eq!(tallies.len(), 1);
+        assert_eq!(tallies[0].traffic.connections, 1000);
+        assert!(ledger.take().is_empty(), "written once");
+    }
+
+    #[test]
+    fn new_destinations_beyond_the_pending_bound_are_tallied_together_and_long_names_cut() {
+        let ledger = Ledger::default();
+        let job = JobId::new_random();
+        for n in 0..MAX_PENDING + 50 {
+            ledger.add(job, Role::Builder, 1, &refusal(&format!("n{n}.example")));
+        }
+        ledger.add(job, Role::Builder, 1, &refusal(&"x".repeat(10_000)));
+        let tallies = ledger.take();
+        assert_eq!(tallies.len(), MAX_PENDING + 1);
+        let rest = tallies.iter().find(|t| t.traffic.host == "*").unwrap();
+        assert_eq!(rest.traffic.connections, 51);
+        let ledger = Ledger::default();
+        ledger.add(job, Role::Builder, 1, &refusal(&"x".repeat(10_000)));
+        assert_eq!(ledger.take()[0].traffic.host.len(), MAX_HOST_CHARS);
     }
 }

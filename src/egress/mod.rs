@@ -30,7 +30,7 @@ mod request;
 use async_trait::async_trait;
 use icarus_core::egress::AllowList;
 
-pub use gatekeeper::{AgentGate, proxy_user};
+pub use gatekeeper::{AgentGate, Ledger, proxy_user};
 pub use proxy::{EgressProxy, ProxySettings};
 
 /// What the proxy asks of the orchestrator: who an agent is, what it may

@@ -21,6 +21,9 @@ use crate::store::Store;
 /// How long the proxy waits for a name to resolve and its server to answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often what agents did through the proxy is written to their jobs.
+const LEDGER_INTERVAL: Duration = Duration::from_secs(1);
+
 /// What the proxy needs from the rest of the orchestrator.
 pub(super) struct ProxyParts<'a> {
     pub config: &'a Config,
@@ -92,6 +95,10 @@ pub(super) async fn start_proxy(
          their role's allowed domains"
     );
     let gate = AgentGate::new(parts.keys.clone(), parts.store.clone(), builder, checker);
+    let ledger = gate
+        .ledger()
+        .keep(parts.store.clone(), LEDGER_INTERVAL, stop.clone());
+    tasks.spawn("egress ledger", ledger);
     let proxy = EgressProxy::new(proxy_settings(config), Arc::new(gate));
     tasks.spawn("egress proxy", proxy.serve(listener, stop));
     Ok(Some(format!("host.docker.internal:{port}")))

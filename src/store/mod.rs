@@ -25,11 +25,14 @@ use crate::job::plan::Transition;
 use crate::job::{Job, JobId};
 
 pub use records::{
-    AgentLog, AgentReport, AgentUsage, AuditRecord, DiffRecord, JobEvent, JobFilter, ReportOutcome,
-    TelemetrySample, TelemetrySource,
+    AgentLog, AgentReport, AgentUsage, AuditRecord, DiffRecord, EgressTraffic, JobEvent, JobFilter,
+    ReportOutcome, TelemetrySample, TelemetrySource,
 };
 pub use spec::{SPEC_WRITE_ATTEMPTS, SpecChange, SpecUpdate, SpecWrite};
-pub use sql::{Fence, LeaseRecord, SoleUse, Store, TELEMETRY_KEPT, UsageReading};
+pub use sql::{
+    EgressTally, Fence, LeaseRecord, MAX_EGRESS_DESTINATIONS, SoleUse, Store, TELEMETRY_KEPT,
+    UsageReading,
+};
 pub use unavailable::Unavailable;
 
 #[derive(Debug, thiserror::Error)]

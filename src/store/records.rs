@@ -133,3 +133,25 @@ pub struct DiffRecord {
     pub truncated: bool,
     pub created_at: DateTime<Utc>,
 }
+
+/// What one agent did through the egress proxy with one destination, under
+/// one verdict: the `egress_traffic` row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressTraffic {
+    pub role: Role,
+    pub attempt: u32,
+    /// The host as the agent named it; `*` for the destinations beyond the
+    /// hundredth of its attempt.
+    pub host: String,
+    pub port: u16,
+    pub allowed: bool,
+    /// The latest refusal's words.
+    pub reason: Option<String>,
+    pub connections: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// Connections cut off at the agent's byte budget.
+    pub cut_at_budget: u64,
+    pub first_at: DateTime<Utc>,
+    pub last_at: DateTime<Utc>,
+}

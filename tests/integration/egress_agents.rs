@@ -194,6 +194,11 @@ async fn in_allow_list_mode_an_agent_reaches_a_listed_name_through_the_proxy() {
     .await;
     let status = builder_outcome(&server, &format!("fetch=allowed.test:{port}")).await;
     assert!(reached(&status), "{status}");
+    let traffic = egress_of(&server, &status).await;
+    assert_eq!(traffic["host"], "allowed.test", "{traffic}");
+    assert_eq!(traffic["verdict"], "allowed", "{traffic}");
+    assert_eq!(traffic["role"], "builder", "{traffic}");
+    assert_eq!(traffic["bytes_received"], GREETING.len(), "{traffic}");
 }
 
 #[tokio::test]
@@ -213,6 +218,26 @@ async fn in_allow_list_mode_the_proxy_refuses_an_agent_an_unlisted_name() {
     assert!(!reached(&status), "{status}");
     let said = builder_output(&server, &status, "403 Forbidden").await;
     assert!(said.contains("not on this agent's allow-list"), "{said}");
+    let traffic = egress_of(&server, &status).await;
+    assert_eq!(traffic["host"], "unlisted.test", "{traffic}");
+    assert_eq!(traffic["verdict"], "refused", "{traffic}");
+    let reason = traffic["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("not on this agent's allow-list"),
+        "{traffic}"
+    );
+}
+
+/// The first row of the job's egress record, once there is one (the proxy
+/// writes its tallies about a second after the connection).
+async fn egress_of(server: &DockerServer, status: &Value) -> Value {
+    let id = status["job_id"].as_str().unwrap();
+    eventually(Duration::from_secs(30), || async {
+        let (code, traffic) = server.get(&format!("/jobs/{id}/egress")).await;
+        assert_eq!(code, 200, "{traffic}");
+        traffic.as_array()?.first().cloned()
+    })
+    .await
 }
 
 #[tokio::test]

@@ -36,6 +36,7 @@ macro_rules! on_both_databases {
     };
 }
 
+mod egress;
 mod lease;
 mod usage;
 

@@ -10,11 +10,13 @@
 //! makes a second `icarus serve` on the same file refuse to start.
 
 pub mod changes;
+mod egress;
 pub mod lease;
 pub(crate) mod pooled_sqlite;
 mod queries;
 mod usage;
 
+pub use egress::{EgressTally, MAX_DESTINATIONS as MAX_EGRESS_DESTINATIONS};
 pub use lease::{Fence, LeaseRecord};
 pub use queries::TELEMETRY_KEPT;
 pub use usage::UsageReading;

@@ -1,0 +1,128 @@
+//! What agents did through the egress proxy: one `egress_traffic` row per
+//! job, role, attempt, destination and verdict, added to by each flush of
+//! the proxy's tallies (`egress::Ledger`).
+
+use chrono::{DateTime, Utc};
+
+use super::on_pool;
+use super::queries::{attempt_column, parse_role};
+use crate::job::JobId;
+use crate::store::{EgressTraffic, Result, Store};
+
+/// Destinations kept apart per agent attempt; those after share the host
+/// `*` (port 0), so an agent cannot add rows without limit.
+pub const MAX_DESTINATIONS: i64 = 100;
+
+/// One write, no read first (see `usage.rs` on SQLite's busy writers): the
+/// inner select counts the attempt's rows and whether this destination has
+/// one, and a new destination beyond [`MAX_DESTINATIONS`] becomes `*`.
+/// (`WHERE true` lets SQLite tell the upsert's `ON` from a join's.)
+const ADD_TRAFFIC: &str = "INSERT INTO egress_traffic (job_id, role, attempt, host, port, \
+     verdict, reason, connections, bytes_sent, bytes_received, cut_at_budget, first_at, last_at) \
+     SELECT $1, $2, $3, \
+     CASE WHEN kept.known OR kept.n < $14 THEN $4 ELSE '*' END, \
+     CASE WHEN kept.known OR kept.n < $14 THEN $5 ELSE 0 END, \
+     $6, $7, $8, $9, $10, $11, $12, $13 \
+     FROM (SELECT COUNT(*) AS n, \
+     COALESCE(SUM(CASE WHEN host = $4 AND port = $5 AND verdict = $6 THEN 1 ELSE 0 END), 0) > 0 \
+     AS known FROM egress_traffic WHERE job_id = $1 AND role = $2 AND attempt = $3) AS kept \
+     WHERE true \
+     ON CONFLICT (job_id, role, attempt, host, port, verdict) DO UPDATE SET \
+     reason = COALESCE(excluded.reason, egress_traffic.reason), \
+     connections = egress_traffic.connections + excluded.connections, \
+     bytes_sent = egress_traffic.bytes_sent + excluded.bytes_sent, \
+     bytes_received = egress_traffic.bytes_received + excluded.bytes_received, \
+     cut_at_budget = egress_traffic.cut_at_budget + excluded.cut_at_budget, \
+     last_at = excluded.last_at";
+
+const TRAFFIC_COLUMNS: &str = "role, attempt, host, port, verdict, reason, connections, \
+     bytes_sent, bytes_received, cut_at_budget, first_at, last_at";
+
+/// What one agent did with one destination since the last flush.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressTally {
+    pub job: JobId,
+    pub traffic: EgressTraffic,
+}
+
+#[derive(sqlx::FromRow)]
+struct TrafficRow {
+    role: String,
+    attempt: i32,
+    host: String,
+    port: i32,
+    verdict: String,
+    reason: Option<String>,
+    connections: i64,
+    bytes_sent: i64,
+    bytes_received: i64,
+    cut_at_budget: i64,
+    first_at: DateTime<Utc>,
+    last_at: DateTime<Utc>,
+}
+
+impl TrafficRow {
+    fn into_traffic(self, job: JobId) -> Result<EgressTraffic> {
+        let count = |value: i64| u64::try_from(value).unwrap_or(0);
+        Ok(EgressTraffic {
+            role: parse_role(job, &self.role)?,
+            attempt: u32::try_from(self.attempt).unwrap_or(0),
+            host: self.host,
+            port: u16::try_from(self.port).unwrap_or(0),
+            allowed: self.verdict == "allowed",
+            reason: self.reason,
+            connections: count(self.connections),
+            bytes_sent: count(self.bytes_sent),
+            bytes_received: count(self.bytes_received),
+            cut_at_budget: count(self.cut_at_budget),
+            first_at: self.first_at,
+            last_at: self.last_at,
+        })
+    }
+}
+
+impl Store {
+    /// Adds a tally to its destination's row (made if new).
+    pub async fn add_egress_traffic(&self, tally: &EgressTally) -> Result<()> {
+        let traffic = &tally.traffic;
+        let number = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        let verdict = if traffic.allowed {
+            "allowed"
+        } else {
+            "refused"
+        };
+        on_pool!(self, pool => {
+            sqlx::query(ADD_TRAFFIC)
+                .bind(tally.job.to_string())
+                .bind(traffic.role.as_str())
+                .bind(attempt_column(traffic.attempt))
+                .bind(&traffic.host)
+                .bind(i32::from(traffic.port))
+                .bind(verdict)
+                .bind(&traffic.reason)
+                .bind(number(traffic.connections))
+                .bind(number(traffic.bytes_sent))
+                .bind(number(traffic.bytes_received))
+                .bind(number(traffic.cut_at_budget))
+                .bind(traffic.first_at)
+                .bind(traffic.last_at)
+                .bind(MAX_DESTINATIONS)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Everything the job's agents did through the egress proxy, by
+    /// attempt and role, refusals first, then by first use.
+    pub async fn egress_traffic(&self, job: JobId) -> Result<Vec<EgressTraffic>> {
+        let sql = format!(
+            "SELECT {TRAFFIC_COLUMNS} FROM egress_traffic WHERE job_id = $1 \
+             ORDER BY attempt, role, verdict DESC, first_at, host, port"
+        );
+        let rows: Vec<TrafficRow> = on_pool!(self, pool => {
+            sqlx::query_as(&sql).bind(job.to_string()).fetch_all(pool).await?
+        });
+        rows.into_iter().map(|row| row.into_traffic(job)).collect()
+    }
+}

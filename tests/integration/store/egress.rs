@@ -1,0 +1,114 @@
+//! What agents did through the egress proxy, as the store keeps it: one row
+//! per agent, destination and verdict that tallies add to, and a bound on
+//! how many destinations an agent can make rows for; run on a SQLite file
+//! and on PostgreSQL.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use icarus::job::{JobId, Role, timestamp_now};
+use icarus::store::{EgressTally, EgressTraffic, MAX_EGRESS_DESTINATIONS, Store};
+
+use crate::support::new_job;
+
+on_both_databases!(
+    tallies_of_one_destination_add_up_in_one_row,
+    refusals_and_allowed_connections_of_one_destination_are_kept_apart,
+    an_agents_destinations_beyond_the_bound_are_counted_together,
+);
+
+fn tally(job: JobId, host: &str, allowed: bool, at: DateTime<Utc>) -> EgressTally {
+    EgressTally {
+        job,
+        traffic: EgressTraffic {
+            role: Role::Builder,
+            attempt: 1,
+            host: host.to_owned(),
+            port: 443,
+            allowed,
+            reason: (!allowed).then(|| format!("{host}:443 is not on this agent's allow-list")),
+            connections: 2,
+            bytes_sent: if allowed { 100 } else { 0 },
+            bytes_received: if allowed { 1000 } else { 0 },
+            cut_at_budget: 0,
+            first_at: at,
+            last_at: at,
+        },
+    }
+}
+
+async fn tallies_of_one_destination_add_up_in_one_row(store: Store) {
+    let job = store.create_job(&new_job("t")).await.unwrap();
+    let first = timestamp_now();
+    let later = first + TimeDelta::seconds(5);
+    store
+        .add_egress_traffic(&tally(job.id, "pypi.org", true, first))
+        .await
+        .unwrap();
+    store
+        .add_egress_traffic(&tally(job.id, "pypi.org", true, later))
+        .await
+        .unwrap();
+    let rows = store.egress_traffic(job.id).await.unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let row = &rows[0];
+    assert_eq!(
+        (row.connections, row.bytes_sent, row.bytes_received),
+        (4, 200, 2000)
+    );
+    assert_eq!((row.first_at, row.last_at), (first, later));
+}
+
+async fn refusals_and_allowed_connections_of_one_destination_are_kept_apart(store: Store) {
+    let job = store.create_job(&new_job("t")).await.unwrap();
+    let now = timestamp_now();
+    store
+        .add_egress_traffic(&tally(job.id, "pypi.org", true, now))
+        .await
+        .unwrap();
+    store
+        .add_egress_traffic(&tally(job.id, "pypi.org", false, now))
+        .await
+        .unwrap();
+    let rows = store.egress_traffic(job.id).await.unwrap();
+    let verdicts: Vec<(bool, Option<&str>)> = rows
+        .iter()
+        .map(|r| (r.allowed, r.reason.as_deref()))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            (
+                false,
+                Some("pypi.org:443 is not on this agent's allow-list")
+            ),
+            (true, None)
+        ],
+        "refusals first"
+    );
+}
+
+async fn an_agents_destinations_beyond_the_bound_are_counted_together(store: Store) {
+    let job = store.create_job(&new_job("t")).await.unwrap();
+    let now = timestamp_now();
+    let bound = usize::try_from(MAX_EGRESS_DESTINATIONS).unwrap();
+    for n in 0..bound + 20 {
+        let host = format!("name-{n}.example");
+        store
+            .add_egress_traffic(&tally(job.id, &host, false, now))
+            .await
+            .unwrap();
+    }
+    // A destination it already had still counts on its own row.
+    store
+        .add_egress_traffic(&tally(job.id, "name-0.example", false, now))
+        .await
+        .unwrap();
+    let rows = store.egress_traffic(job.id).await.unwrap();
+    assert_eq!(rows.len(), bound + 1, "the bound, and one row for the rest");
+    let rest = rows
+        .iter()
+        .find(|r| r.host == "*")
+        .expect("a row for the rest");
+    assert_eq!((rest.port, rest.connections), (0, 40));
+    let first = rows.iter().find(|r| r.host == "name-0.example").unwrap();
+    assert_eq!(first.connections, 4);
+}
