@@ -30,6 +30,20 @@ pub const DEFAULT_PORTS: [u16; 2] = [80, 443];
 /// The longest DNS name (RFC 1035), in characters.
 const MAX_NAME_LEN: usize = 253;
 
+/// The longest rule a person may add (`*.`, the name and `:port` within a
+/// DNS name's length).
+pub const MAX_RULE_CHARS: usize = MAX_NAME_LEN;
+
+/// Exactly the rules [`Rule`] reads, as a pattern (in the syntax ECMA 262
+/// and Rust read alike), for a schema to state: `*.` or not, DNS labels
+/// whose last starts with a letter, an optional final dot, an optional port
+/// from 1 to 65535. Within [`MAX_RULE_CHARS`], every match parses.
+pub const RULE_PATTERN: &str = concat!(
+    r"^(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*",
+    r"[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?",
+    r"(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?$"
+);
+
 /// A DNS name an agent asked to connect to: lower-case ASCII letters,
 /// digits, hyphens and dots, without a trailing dot, never an IP literal.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -40,14 +40,15 @@ use crate::source::patch;
 #[openapi(
     info(title = "Icarus", description = "Orchestrator for autonomous coding jobs: builder and checker agents, a human approval gate."),
     paths(
-        jobs::spawn, jobs::list, jobs::status, jobs::telemetry, jobs::audit, jobs::events, jobs::egress, jobs::logs,
+        jobs::spawn, jobs::list, jobs::status, jobs::telemetry, jobs::audit, jobs::events, jobs::egress, jobs::allow_egress, jobs::logs,
         jobs::diff, jobs::approve, jobs::cancel, jobs::publish, callback::callback, stream::stream,
         meta::root, meta::healthz, meta::readyz, metrics::metrics,
     ),
     components(schemas(
         models::SpawnRequest, models::SpawnResponse, models::ApproveRequest, models::DecisionResponse,
         models::JobStatusResponse, models::ApprovalView, models::JobSummary, models::TelemetryResponse,
-        models::AuditResponse, models::EventView, models::EgressView, models::AgentLogView, models::CallbackRequest, models::MessageResponse,
+        models::AuditResponse, models::EventView, models::EgressView, models::EgressResponse,
+        models::AllowanceView, models::AllowEgressRequest, models::AgentLogView, models::CallbackRequest, models::MessageResponse,
         models::SourceBody, models::DiffResponse, models::PhaseName, models::RoleName, models::ProjectPhaseName, models::ReportStatus,
         jobs::DiffFormat, patch::DiffSummary, patch::FileChange, patch::Hunk,
         meta::ServiceInfo, meta::Health, error::ErrorBody,
@@ -165,6 +166,7 @@ fn field_rules(policy: &SpawnPolicy) -> Vec<(&'static str, &'static str, TextRul
         ("SpawnRequest", "checker_image", policy.image.clone()),
         ("SpawnRequest", "project_id", policy.project_id.clone()),
         ("SpawnRequest", "test_code", policy.test_code.clone()),
+        ("AllowEgressRequest", "domain", policy.egress_rule.clone()),
         ("SourceBody", "repository", policy.repository.clone()),
         ("SourceBody", "ref", policy.reference.clone()),
     ];

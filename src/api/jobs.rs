@@ -14,19 +14,23 @@ use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{IgnoredBody, JobIdPath, JsonBody, QueryParams};
 use super::models::{
-    AgentLogView, ApproveRequest, AuditResponse, DecisionResponse, DiffResponse, EgressView,
-    EventView, JobStatusResponse, JobSummary, ListQuery, SpawnRequest, SpawnResponse,
-    TelemetryResponse,
+    AgentLogView, AllowEgressRequest, AllowanceView, ApproveRequest, AuditResponse,
+    DecisionResponse, DiffResponse, EgressResponse, EgressView, EventView, JobStatusResponse,
+    JobSummary, ListQuery, MessageResponse, SpawnRequest, SpawnResponse, TelemetryResponse,
 };
 use super::policy::SpawnPolicy;
 use crate::config::AccessRole;
 use crate::job::admission::LoadLevel;
 use crate::job::{
-    DEFAULT_PROJECT_ID, Job, JobId, JobSource, JobSpec, Phase, TransitionError, Verdict,
+    DEFAULT_PROJECT_ID, Job, JobId, JobSource, JobSpec, Phase, Role, TransitionError, Verdict,
     timestamp_now,
 };
 use crate::source::patch;
-use crate::store::{JobFilter, SpecChange, SpecUpdate, TelemetrySource};
+use crate::store::{
+    EgressAllowance, EgressTraffic, EgressVerdict, JobFilter, SpecChange, SpecUpdate,
+    TelemetrySource,
+};
+use icarus_core::egress::{AllowList, Destination};
 
 /// Create a job; it starts when admission allows.
 #[utoipa::path(post, path = "/jobs/spawn", tag = "jobs", operation_id = "spawn_job", request_body = SpawnRequest,
@@ -251,24 +255,95 @@ pub async fn events(
     Ok(Json(events.into_iter().map(EventView::from).collect()))
 }
 
-/// What the job's agents did through the egress proxy: per agent,
-/// destination and verdict, the connections, bytes and the latest refusal's
-/// words (written about a second after the connection).
-#[utoipa::path(get, path = "/jobs/{job_id}/egress", tag = "jobs", operation_id = "list_job_egress",
+/// What the job's agents did through the egress proxy (per agent,
+/// destination and verdict: connections, bytes, the latest refusal's
+/// words; written about a second after the connection), what people
+/// allowed them, and the destinations they asked for that nobody allowed.
+#[utoipa::path(get, path = "/jobs/{job_id}/egress", tag = "jobs", operation_id = "get_job_egress",
     params(JobIdPath), security(("api_token" = [])),
     responses(
-        (status = 200, description = "By attempt and role, refusals first, then by first use", body = [EgressView]),
+        (status = 200, description = "Traffic by attempt and role (requests and refusals first, then by first use), allowances oldest first, open requests", body = EgressResponse),
         (status = 403, description = "Refused: a foreign Host with authentication off (every role may read)", body = ErrorBody),
     ))]
 pub async fn egress(
     State(state): State<AppState>,
     caller: Caller,
     JobIdPath(id): JobIdPath,
-) -> ApiResult<Json<Vec<EgressView>>> {
+) -> ApiResult<Json<EgressResponse>> {
     caller.require(AccessRole::Viewer, "reading jobs")?;
     load(&state, id).await?;
     let traffic = state.store.egress_traffic(id).await?;
-    Ok(Json(traffic.into_iter().map(EgressView::from).collect()))
+    let allowances = state.store.egress_allowances(id).await?;
+    let requests = open_requests(&traffic, &allowances);
+    Ok(Json(EgressResponse {
+        traffic: traffic.into_iter().map(EgressView::from).collect(),
+        allowances: allowances.into_iter().map(AllowanceView::from).collect(),
+        requests,
+    }))
+}
+
+/// The unlisted destinations no allowance of their role covers, each once.
+fn open_requests(traffic: &[EgressTraffic], allowances: &[EgressAllowance]) -> Vec<String> {
+    let mut requests: Vec<String> = traffic
+        .iter()
+        .filter(|row| row.verdict == EgressVerdict::Unlisted && row.host != "*")
+        .filter(|row| {
+            let Ok(destination) = Destination::parse(&row.host) else {
+                return false;
+            };
+            let granted = allowances
+                .iter()
+                .filter(|allowance| allowance.role == row.role)
+                .filter_map(|allowance| allowance.rule.parse().ok())
+                .fold(AllowList::default(), AllowList::with);
+            !granted.allows(&destination, row.port)
+        })
+        .map(|row| format!("{}:{}", row.host, row.port))
+        .collect();
+    requests.dedup();
+    requests
+}
+
+/// Allow the job's agents of a role (or every job's) a destination beyond
+/// their configured list, from their next connection on; recorded with who
+/// and when.
+#[utoipa::path(post, path = "/jobs/{job_id}/egress/allow", tag = "jobs", operation_id = "allow_job_egress", request_body = AllowEgressRequest,
+    params(JobIdPath), security(("api_token" = [])),
+    responses(
+        (status = 200, description = "The allowance is recorded", body = MessageResponse),
+        (status = 403, description = "The role may not allow egress; or refused for browser safety: a foreign Origin, or a foreign Host with authentication off", body = ErrorBody),
+    ))]
+pub async fn allow_egress(
+    State(state): State<AppState>,
+    caller: Caller,
+    JobIdPath(id): JobIdPath,
+    JsonBody(request): JsonBody<AllowEgressRequest>,
+) -> ApiResult<Json<MessageResponse>> {
+    caller.require(AccessRole::Approver, "allowing agents a destination")?;
+    state.policy.check_egress_rule(&request.domain)?;
+    load(&state, id).await?;
+    let role = request.role.unwrap_or(Role::Builder);
+    let everyone = request.everyone.unwrap_or(false);
+    let allowance = EgressAllowance {
+        job: (!everyone).then_some(id),
+        role,
+        rule: request.domain.clone(),
+        allowed_by: caller.name.clone(),
+        allowed_at: timestamp_now(),
+    };
+    state.store.allow_egress(&allowance).await?;
+    let whose = if everyone {
+        format!("every job's {role}")
+    } else {
+        format!("job {id}'s {role}")
+    };
+    tracing::info!(job = %id, rule = %request.domain, %role, everyone, by = %caller.name, "egress allowed");
+    Ok(Json(MessageResponse {
+        message: format!(
+            "{} allowed for {whose}, from its next connection",
+            request.domain
+        ),
+    }))
 }
 
 /// The saved output of the job's agents (kept when their containers are removed).

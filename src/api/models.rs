@@ -11,7 +11,9 @@ use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 use crate::job::{Job, Phase, ProjectPhase, Role};
-use crate::store::{AgentLog, AgentUsage, EgressTraffic, JobEvent, TelemetrySample};
+use crate::store::{
+    AgentLog, AgentUsage, EgressAllowance, EgressTraffic, JobEvent, TelemetrySample,
+};
 
 /// A string schema that allows these values only.
 fn string_enum<'a>(values: impl IntoIterator<Item = &'a str>) -> RefOr<Schema> {
@@ -442,6 +444,65 @@ impl From<JobEvent> for EventView {
     }
 }
 
+/// `POST /jobs/{job_id}/egress/allow`: a destination a person allows the
+/// job's agents of a role beyond their configured list (or every job's).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AllowEgressRequest {
+    /// An allow-list rule: `name`, `*.name` (any name below it), optional
+    /// `:port` (else 80 and 443); as a request lists it (`host:port`).
+    pub domain: String,
+    /// Whose agents: `builder` (the default) or `checker`.
+    #[serde(default)]
+    #[schema(value_type = Option<RoleName>)]
+    pub role: Option<Role>,
+    /// For every job's agents of the role, not only this job's (default false).
+    #[serde(default)]
+    pub everyone: Option<bool>,
+}
+
+/// `GET /jobs/{job_id}/egress`: what the job's agents did through the
+/// egress proxy, what people allowed them, and what they asked for that
+/// nobody has allowed yet.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EgressResponse {
+    pub traffic: Vec<EgressView>,
+    pub allowances: Vec<AllowanceView>,
+    /// `host:port` an agent was refused as unlisted and no allowance covers
+    /// yet: what an approver may allow.
+    pub requests: Vec<String>,
+}
+
+/// One allowance that counts for the job's agents.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AllowanceView {
+    pub rule: String,
+    #[schema(value_type = RoleName)]
+    pub role: Role,
+    /// `job` (this job's agents) or `everyone` (every job's).
+    #[schema(pattern = "^(job|everyone)$")]
+    pub scope: String,
+    pub allowed_by: String,
+    pub allowed_at: DateTime<Utc>,
+}
+
+impl From<EgressAllowance> for AllowanceView {
+    fn from(allowance: EgressAllowance) -> Self {
+        AllowanceView {
+            rule: allowance.rule,
+            role: allowance.role,
+            scope: if allowance.job.is_some() {
+                "job"
+            } else {
+                "everyone"
+            }
+            .to_owned(),
+            allowed_by: allowance.allowed_by,
+            allowed_at: allowance.allowed_at,
+        }
+    }
+}
+
 /// `GET /jobs/{job_id}/egress`: what one agent did through the egress proxy
 /// with one destination, under one verdict.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -453,8 +514,10 @@ pub struct EgressView {
     /// hundredth (each attempt keeps at most 100 apart).
     pub host: String,
     pub port: u16,
-    /// `allowed` or `refused`.
-    #[schema(pattern = "^(allowed|refused)$")]
+    /// `allowed`; `refused` (an IP literal, a private address, a spent
+    /// budget: nobody can lift it); or `unlisted` (no rule lists it: an
+    /// approver may allow it).
+    #[schema(pattern = "^(allowed|refused|unlisted)$")]
     pub verdict: String,
     /// The latest refusal's words, as the agent was told them.
     pub reason: Option<String>,
@@ -475,12 +538,7 @@ impl From<EgressTraffic> for EgressView {
             attempt: traffic.attempt,
             host: traffic.host,
             port: traffic.port,
-            verdict: if traffic.allowed {
-                "allowed"
-            } else {
-                "refused"
-            }
-            .to_owned(),
+            verdict: traffic.verdict.as_str().to_owned(),
             reason: traffic.reason,
             connections: traffic.connections,
             bytes_sent: traffic.bytes_sent,

@@ -13,6 +13,7 @@ use super::rules::{
 };
 use crate::config::Config;
 use crate::job::{MAX_PROJECT_ID_CHARS, PROJECT_ID_PATTERN};
+use icarus_core::egress::{MAX_RULE_CHARS, RULE_PATTERN};
 
 /// Longest task description accepted, in characters.
 pub const MAX_TASK_CHARS: usize = 32_768;
@@ -30,6 +31,8 @@ pub struct SpawnPolicy {
     pub reference: TextRule,
     /// `project_id`, in a spawn and as a filter of the listing.
     pub project_id: TextRule,
+    /// An egress allow-list rule a person adds (`domain` of an allowance).
+    pub egress_rule: TextRule,
     /// `test_code`: no NUL, and (checked apart, as no schema can say it) at
     /// most `test_code_max_bytes` bytes of UTF-8.
     pub test_code: TextRule,
@@ -82,6 +85,7 @@ impl SpawnPolicy {
                 &format!(r"^[^{SPACE_OR_CONTROL}\-][^{SPACE_OR_CONTROL}]*$"),
             )?,
             project_id: TextRule::matching(MAX_PROJECT_ID_CHARS, PROJECT_ID_PATTERN)?,
+            egress_rule: TextRule::matching(MAX_RULE_CHARS, RULE_PATTERN)?,
             // A string of at most N bytes has at most N characters: the
             // document states that much, and the bytes in its description.
             test_code: TextRule::matching(config.agents.max_test_code_bytes, r"^[^\x00]*$")?,
@@ -177,6 +181,17 @@ impl SpawnPolicy {
     /// The most bytes a job's `test_code` may hold.
     pub fn test_code_max_bytes(&self) -> usize {
         self.test_code_max_bytes
+    }
+
+    /// An allow-list rule as [`RULE_PATTERN`] says, at most
+    /// [`MAX_RULE_CHARS`] characters (within which every match parses).
+    pub fn check_egress_rule(&self, rule: &str) -> ApiResult<()> {
+        check_name("domain", rule, &self.egress_rule, || {
+            format!(
+                "domain '{rule}' must be a DNS name (its last label starting with a letter), \
+                 or `*.` and one, with an optional :port from 1 to 65535"
+            )
+        })
     }
 
     /// A branch, tag or commit name: no white space or control character,
@@ -330,6 +345,47 @@ fn invalid(message: String) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use icarus_core::egress::Rule;
+
+    /// What the schema states of an allowance's `domain` is what the server
+    /// takes: every candidate the pattern matches parses as a rule, and
+    /// every one it does not is refused.
+    #[test]
+    fn the_egress_rule_pattern_accepts_exactly_the_rules_that_parse() {
+        let policy = policy();
+        let long_name = format!("{}.example", "a".repeat(60).repeat(4));
+        for candidate in [
+            "pypi.org",
+            "PyPI.org.",
+            "*.github.com",
+            "*.x.y.example:8443",
+            "a:65535",
+            "a-b.c1",
+            "localhost",
+            "10.0.0.1",
+            "a.1",
+            "a:0",
+            "a:65536",
+            "*.",
+            "*",
+            "-a.com",
+            "a..b",
+            "a_b.com",
+            " pypi.org",
+            "pypi.org:",
+            "[::1]:443",
+            long_name.as_str(),
+        ] {
+            let accepted = policy.check_egress_rule(candidate).is_ok();
+            let parses = candidate.parse::<Rule>().is_ok();
+            assert!(
+                !accepted || parses,
+                "{candidate:?} accepted but does not parse"
+            );
+            let plain = !candidate.starts_with(' ') && candidate.chars().count() <= 253;
+            assert_eq!(accepted, parses && plain, "{candidate:?}");
+        }
+    }
 
     fn policy() -> SpawnPolicy {
         let mut config = Config::embedded_default().unwrap();

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Admission, EgressEvent, Gatekeeper, Verdict};
 use crate::credentials::AgentKeys;
 use crate::job::{JobId, Role};
-use crate::store::{EgressTally, EgressTraffic, Store};
+use crate::store::{EgressTally, EgressTraffic, EgressVerdict, Store};
 
 /// The proxy user an agent is given: `<job>.<role>.<attempt>`, with its
 /// callback token as the password.
@@ -51,6 +51,29 @@ impl AgentGate {
         }
     }
 
+    /// What `job`'s `role` agent may reach now: its role's configured list
+    /// and what people have allowed since (read anew for each connection,
+    /// so an allowance counts from the next one).
+    async fn allowed(&self, job: JobId, role: Role) -> AllowList {
+        let configured = match role {
+            Role::Builder => self.builder.clone(),
+            Role::Checker => self.checker.clone(),
+        };
+        let allowances = match self.store.egress_allowances(job).await {
+            Ok(allowances) => allowances,
+            Err(error) => {
+                let error = crate::errors::error_chain(&error);
+                tracing::warn!(%job, %error, "egress proxy: cannot read the allowances; the configured list alone applies");
+                Vec::new()
+            }
+        };
+        allowances
+            .into_iter()
+            .filter(|allowance| allowance.role == role)
+            .filter_map(|allowance| allowance.rule.parse().ok())
+            .fold(configured, AllowList::with)
+    }
+
     /// Where this gate tallies what it records, for [`Ledger::keep`].
     pub fn ledger(&self) -> Arc<Ledger> {
         self.ledger.clone()
@@ -73,19 +96,18 @@ impl Gatekeeper for AgentGate {
                 false
             }
         };
-        let allowed = match role {
-            Role::Builder => self.builder.clone(),
-            Role::Checker => self.checker.clone(),
-        };
-        running.then(|| Admission {
+        if !running {
+            return None;
+        }
+        Some(Admission {
             agent: user.to_owned(),
-            allowed,
+            allowed: self.allowed(job, role).await,
         })
     }
 
     fn record(&self, event: EgressEvent) {
         match &event.verdict {
-            Verdict::Refused(why) => {
+            Verdict::Refused(why) | Verdict::Unlisted(why) => {
                 tracing::warn!(agent = %event.agent, host = %event.host, port = event.port, %why, "egress refused");
             }
             Verdict::Closed {
@@ -111,7 +133,7 @@ const MAX_HOST_CHARS: usize = 253;
 const MAX_PENDING: usize = 10_000;
 
 /// What an agent did with one destination, under one verdict.
-type TallyKey = (JobId, Role, u32, String, u16, bool);
+type TallyKey = (JobId, Role, u32, String, u16, EgressVerdict);
 
 /// The proxy's events, tallied per agent, destination and verdict between
 /// writes: a flood of refusals costs the database one write a second, not
@@ -124,26 +146,33 @@ pub struct Ledger {
 impl Ledger {
     fn add(&self, job: JobId, role: Role, attempt: u32, event: &EgressEvent) {
         let now = Utc::now();
-        let (allowed, reason, sent, received, cut) = match &event.verdict {
-            Verdict::Refused(why) => (false, Some(why.clone()), 0, 0, false),
+        let (verdict, reason, sent, received, cut) = match &event.verdict {
+            Verdict::Refused(why) => (EgressVerdict::Refused, Some(why.clone()), 0, 0, false),
+            Verdict::Unlisted(why) => (EgressVerdict::Unlisted, Some(why.clone()), 0, 0, false),
             Verdict::Closed {
                 sent,
                 received,
                 cut_at_budget,
-            } => (true, None, *sent, *received, *cut_at_budget),
+            } => (
+                EgressVerdict::Allowed,
+                None,
+                *sent,
+                *received,
+                *cut_at_budget,
+            ),
         };
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let host: String = event.host.chars().take(MAX_HOST_CHARS).collect();
-        let mut key = (job, role, attempt, host, event.port, allowed);
+        let mut key = (job, role, attempt, host, event.port, verdict);
         if pending.len() >= MAX_PENDING && !pending.contains_key(&key) {
-            key = (job, role, attempt, "*".to_owned(), 0, allowed);
+            key = (job, role, attempt, "*".to_owned(), 0, verdict);
         }
         let tally = pending.entry(key.clone()).or_insert_with(|| EgressTraffic {
             role,
             attempt,
             host: key.3.clone(),
             port: key.4,
-            allowed,
+            verdict,
             reason: None,
             connections: 0,
             bytes_sent: 0,

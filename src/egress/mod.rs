@@ -67,6 +67,9 @@ pub struct EgressEvent {
 pub enum Verdict {
     /// Refused before any byte went out, and why (as the agent was told).
     Refused(String),
+    /// Refused because no rule lists the destination: what a person may
+    /// allow (for the job, or for everyone), and why, as the agent was told.
+    Unlisted(String),
     /// Allowed, and now closed: the bytes each way, and whether the
     /// proxy cut it off at the agent's byte budget.
     Closed {

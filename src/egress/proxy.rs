@@ -54,12 +54,35 @@ pub struct EgressProxy {
     agents: Mutex<HashMap<String, Arc<AgentUse>>>,
 }
 
-/// A refusal as the client hears it: status, reason phrase, message.
-struct Refused(u16, &'static str, String);
+/// A refusal as the client hears it, and whether it is one a person may
+/// lift by allowing the destination.
+struct Refused {
+    status: u16,
+    reason: &'static str,
+    message: String,
+    unlisted: bool,
+}
 
 impl Refused {
+    fn new(status: u16, reason: &'static str, message: String) -> Refused {
+        Refused {
+            status,
+            reason,
+            message,
+            unlisted: false,
+        }
+    }
+
     fn forbidden(message: impl ToString) -> Refused {
-        Refused(403, "Forbidden", message.to_string())
+        Refused::new(403, "Forbidden", message.to_string())
+    }
+
+    /// Not on the list: what an approver can allow.
+    fn unlisted(refusal: Refusal) -> Refused {
+        Refused {
+            unlisted: true,
+            ..Refused::forbidden(refusal)
+        }
     }
 }
 
@@ -121,9 +144,15 @@ impl EgressProxy {
                 let verdict = self.relay(client, upstream, &request, held).await;
                 self.gatekeeper.record(event(verdict));
             }
-            Err(Refused(status, reason, message)) => {
-                let _ = client.write_all(&answer(status, reason, &message)).await;
-                self.gatekeeper.record(event(Verdict::Refused(message)));
+            Err(refused) => {
+                let answered = answer(refused.status, refused.reason, &refused.message);
+                let _ = client.write_all(&answered).await;
+                let verdict = if refused.unlisted {
+                    Verdict::Unlisted(refused.message)
+                } else {
+                    Verdict::Refused(refused.message)
+                };
+                self.gatekeeper.record(event(verdict));
             }
         }
     }
@@ -144,7 +173,7 @@ impl EgressProxy {
         let destination = Destination::parse(&request.host).map_err(Refused::forbidden)?;
         if !admission.allowed.allows(&destination, request.port) {
             let port = request.port;
-            return Err(Refused::forbidden(Refusal::NotListed { destination, port }));
+            return Err(Refused::unlisted(Refusal::NotListed { destination, port }));
         }
         let connecting = async {
             let addresses = self.resolve(&destination, request.port).await?;
@@ -153,7 +182,7 @@ impl EgressProxy {
         let upstream = tokio::time::timeout(self.settings.connect_timeout, connecting)
             .await
             .map_err(|_| {
-                Refused(
+                Refused::new(
                     504,
                     "Gateway Timeout",
                     format!("{destination}: timed out connecting"),
@@ -179,7 +208,7 @@ impl EgressProxy {
         let open = usage.connections.fetch_add(1, Ordering::AcqRel);
         let held = Held(usage);
         if open >= cap {
-            return Err(Refused(
+            return Err(Refused::new(
                 429,
                 "Too Many Requests",
                 format!("this agent already has {cap} connections open"),
@@ -201,7 +230,7 @@ impl EgressProxy {
         let addresses: Vec<SocketAddr> = tokio::net::lookup_host((destination.as_str(), port))
             .await
             .map_err(|error| {
-                Refused(
+                Refused::new(
                     502,
                     "Bad Gateway",
                     format!("{destination} cannot be resolved: {error}"),
@@ -219,7 +248,7 @@ impl EgressProxy {
         }
         if addresses.is_empty() {
             let message = format!("{destination} has no address");
-            return Err(Refused(502, "Bad Gateway", message));
+            return Err(Refused::new(502, "Bad Gateway", message));
         }
         Ok(addresses)
     }
@@ -293,7 +322,7 @@ async fn connect(addresses: &[SocketAddr]) -> Result<TcpStream, Refused> {
         }
     }
     let why = last_error.map_or_else(|| "no address".to_owned(), |e| e.to_string());
-    Err(Refused(
+    Err(Refused::new(
         502,
         "Bad Gateway",
         format!("cannot connect: {why}"),

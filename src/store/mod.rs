@@ -25,8 +25,8 @@ use crate::job::plan::Transition;
 use crate::job::{Job, JobId};
 
 pub use records::{
-    AgentLog, AgentReport, AgentUsage, AuditRecord, DiffRecord, EgressTraffic, JobEvent, JobFilter,
-    ReportOutcome, TelemetrySample, TelemetrySource,
+    AgentLog, AgentReport, AgentUsage, AuditRecord, DiffRecord, EgressAllowance, EgressTraffic,
+    EgressVerdict, JobEvent, JobFilter, ReportOutcome, TelemetrySample, TelemetrySource,
 };
 pub use spec::{SPEC_WRITE_ATTEMPTS, SpecChange, SpecUpdate, SpecWrite};
 pub use sql::{

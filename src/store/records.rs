@@ -144,7 +144,7 @@ pub struct EgressTraffic {
     /// hundredth of its attempt.
     pub host: String,
     pub port: u16,
-    pub allowed: bool,
+    pub verdict: EgressVerdict,
     /// The latest refusal's words.
     pub reason: Option<String>,
     pub connections: u64,
@@ -154,4 +154,47 @@ pub struct EgressTraffic {
     pub cut_at_budget: u64,
     pub first_at: DateTime<Utc>,
     pub last_at: DateTime<Utc>,
+}
+
+/// What the egress proxy decided of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EgressVerdict {
+    Allowed,
+    /// Refused for what no person can lift: an IP literal, a private
+    /// address, a spent budget.
+    Refused,
+    /// Refused because no rule lists it: a request an approver may grant.
+    Unlisted,
+}
+
+impl EgressVerdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EgressVerdict::Allowed => "allowed",
+            EgressVerdict::Refused => "refused",
+            EgressVerdict::Unlisted => "unlisted",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<EgressVerdict> {
+        [
+            EgressVerdict::Allowed,
+            EgressVerdict::Refused,
+            EgressVerdict::Unlisted,
+        ]
+        .into_iter()
+        .find(|verdict| verdict.as_str() == text)
+    }
+}
+
+/// A destination a person allowed agents of `role` beyond their configured
+/// list: for one job's agents, or (`job` `None`) for every job's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressAllowance {
+    pub job: Option<crate::job::JobId>,
+    pub role: Role,
+    /// An allow-list rule (`name`, `*.name`, optional `:port`).
+    pub rule: String,
+    pub allowed_by: String,
+    pub allowed_at: DateTime<Utc>,
 }

@@ -215,7 +215,7 @@ async fn flood(bytes: usize) -> u16 {
 
 fn refused(event: &EgressEvent) -> &str {
     match &event.verdict {
-        Verdict::Refused(why) => why,
+        Verdict::Refused(why) | Verdict::Unlisted(why) => why,
         other => panic!("expected a refusal, got {other:?}"),
     }
 }

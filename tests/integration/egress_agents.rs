@@ -116,6 +116,18 @@ async fn server_on_loopback() -> u16 {
     port
 }
 
+/// An orchestrator in allow-list mode whose builders may reach `listed`,
+/// with the proxy resolving `mapped` to the host's loopback.
+async fn allow_list_server(listed: Vec<String>, mapped: &str) -> DockerServer {
+    DockerServer::start(|c| {
+        c.agents.egress.mode = EgressMode::AllowList;
+        c.agents.builder.allowed_domains = listed;
+        let loopback = std::net::Ipv4Addr::LOCALHOST.into();
+        c.agents.egress.hosts.insert(mapped.to_owned(), loopback);
+    })
+    .await
+}
+
 /// Runs a job whose builder is in test `mode`; its status once the builder
 /// has ended: `awaiting_approval` if it exited 0, `failed` if not.
 async fn builder_outcome(server: &DockerServer, mode: &str) -> Value {
@@ -182,16 +194,7 @@ async fn in_allow_list_mode_an_agent_has_no_route_out() {
 #[tokio::test]
 async fn in_allow_list_mode_an_agent_reaches_a_listed_name_through_the_proxy() {
     let port = server_on_loopback().await;
-    let server = DockerServer::start(|c| {
-        c.agents.egress.mode = EgressMode::AllowList;
-        c.agents.builder.allowed_domains = vec![format!("allowed.test:{port}")];
-        let loopback = std::net::Ipv4Addr::LOCALHOST.into();
-        c.agents
-            .egress
-            .hosts
-            .insert("allowed.test".to_owned(), loopback);
-    })
-    .await;
+    let server = allow_list_server(vec![format!("allowed.test:{port}")], "allowed.test").await;
     let status = builder_outcome(&server, &format!("fetch=allowed.test:{port}")).await;
     assert!(reached(&status), "{status}");
     let traffic = egress_of(&server, &status).await;
@@ -204,23 +207,14 @@ async fn in_allow_list_mode_an_agent_reaches_a_listed_name_through_the_proxy() {
 #[tokio::test]
 async fn in_allow_list_mode_the_proxy_refuses_an_agent_an_unlisted_name() {
     let port = server_on_loopback().await;
-    let server = DockerServer::start(|c| {
-        c.agents.egress.mode = EgressMode::AllowList;
-        c.agents.builder.allowed_domains = vec!["pypi.org".to_owned()];
-        let loopback = std::net::Ipv4Addr::LOCALHOST.into();
-        c.agents
-            .egress
-            .hosts
-            .insert("unlisted.test".to_owned(), loopback);
-    })
-    .await;
+    let server = allow_list_server(vec!["pypi.org".to_owned()], "unlisted.test").await;
     let status = builder_outcome(&server, &format!("fetch=unlisted.test:{port}")).await;
     assert!(!reached(&status), "{status}");
     let said = builder_output(&server, &status, "403 Forbidden").await;
     assert!(said.contains("not on this agent's allow-list"), "{said}");
     let traffic = egress_of(&server, &status).await;
     assert_eq!(traffic["host"], "unlisted.test", "{traffic}");
-    assert_eq!(traffic["verdict"], "refused", "{traffic}");
+    assert_eq!(traffic["verdict"], "unlisted", "{traffic}");
     let reason = traffic["reason"].as_str().unwrap_or_default();
     assert!(
         reason.contains("not on this agent's allow-list"),
@@ -228,14 +222,43 @@ async fn in_allow_list_mode_the_proxy_refuses_an_agent_an_unlisted_name() {
     );
 }
 
+#[tokio::test]
+async fn a_domain_an_approver_allows_after_a_refusal_is_reached_from_the_next_connection() {
+    let port = server_on_loopback().await;
+    let server = allow_list_server(vec!["pypi.org".to_owned()], "mirror.test").await;
+    let fetch = format!("fetch=mirror.test:{port}");
+    let refused = builder_outcome(&server, &fetch).await;
+    assert!(!reached(&refused), "{refused}");
+    let id = refused["job_id"].as_str().unwrap();
+    let requests = eventually(Duration::from_secs(30), || async {
+        let (_, egress) = server.get(&format!("/jobs/{id}/egress")).await;
+        let requests = egress["requests"].clone();
+        (requests != json!([])).then_some(requests)
+    })
+    .await;
+    assert_eq!(requests, json!([format!("mirror.test:{port}")]));
+    let (code, body) = server
+        .post(
+            &format!("/jobs/{id}/egress/allow"),
+            json!({"domain": format!("mirror.test:{port}"), "everyone": true}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let (_, egress) = server.get(&format!("/jobs/{id}/egress")).await;
+    assert_eq!(egress["requests"], json!([]), "{egress}");
+    assert_eq!(egress["allowances"][0]["scope"], "everyone", "{egress}");
+    let allowed = builder_outcome(&server, &fetch).await;
+    assert!(reached(&allowed), "{allowed}");
+}
+
 /// The first row of the job's egress record, once there is one (the proxy
 /// writes its tallies about a second after the connection).
 async fn egress_of(server: &DockerServer, status: &Value) -> Value {
     let id = status["job_id"].as_str().unwrap();
     eventually(Duration::from_secs(30), || async {
-        let (code, traffic) = server.get(&format!("/jobs/{id}/egress")).await;
-        assert_eq!(code, 200, "{traffic}");
-        traffic.as_array()?.first().cloned()
+        let (code, egress) = server.get(&format!("/jobs/{id}/egress")).await;
+        assert_eq!(code, 200, "{egress}");
+        egress["traffic"].as_array()?.first().cloned()
     })
     .await
 }

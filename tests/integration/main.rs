@@ -17,6 +17,7 @@ mod docker;
 mod document;
 mod egress;
 mod egress_agents;
+mod egress_allowances;
 mod git;
 mod hostile;
 mod http_limits;

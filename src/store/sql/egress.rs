@@ -5,9 +5,9 @@
 use chrono::{DateTime, Utc};
 
 use super::on_pool;
-use super::queries::{attempt_column, parse_role};
+use super::queries::{attempt_column, corrupt, parse_role};
 use crate::job::JobId;
-use crate::store::{EgressTraffic, Result, Store};
+use crate::store::{EgressAllowance, EgressTraffic, EgressVerdict, Result, Store};
 
 /// Destinations kept apart per agent attempt; those after share the host
 /// `*` (port 0), so an agent cannot add rows without limit.
@@ -69,7 +69,9 @@ impl TrafficRow {
             attempt: u32::try_from(self.attempt).unwrap_or(0),
             host: self.host,
             port: u16::try_from(self.port).unwrap_or(0),
-            allowed: self.verdict == "allowed",
+            verdict: EgressVerdict::parse(&self.verdict).ok_or_else(|| {
+                corrupt(job, format!("unknown egress verdict '{}'", self.verdict))
+            })?,
             reason: self.reason,
             connections: count(self.connections),
             bytes_sent: count(self.bytes_sent),
@@ -86,11 +88,6 @@ impl Store {
     pub async fn add_egress_traffic(&self, tally: &EgressTally) -> Result<()> {
         let traffic = &tally.traffic;
         let number = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
-        let verdict = if traffic.allowed {
-            "allowed"
-        } else {
-            "refused"
-        };
         on_pool!(self, pool => {
             sqlx::query(ADD_TRAFFIC)
                 .bind(tally.job.to_string())
@@ -98,7 +95,7 @@ impl Store {
                 .bind(attempt_column(traffic.attempt))
                 .bind(&traffic.host)
                 .bind(i32::from(traffic.port))
-                .bind(verdict)
+                .bind(traffic.verdict.as_str())
                 .bind(&traffic.reason)
                 .bind(number(traffic.connections))
                 .bind(number(traffic.bytes_sent))
@@ -114,7 +111,7 @@ impl Store {
     }
 
     /// Everything the job's agents did through the egress proxy, by
-    /// attempt and role, refusals first, then by first use.
+    /// attempt and role, refusals and requests first, then by first use.
     pub async fn egress_traffic(&self, job: JobId) -> Result<Vec<EgressTraffic>> {
         let sql = format!(
             "SELECT {TRAFFIC_COLUMNS} FROM egress_traffic WHERE job_id = $1 \
@@ -125,4 +122,58 @@ impl Store {
         });
         rows.into_iter().map(|row| row.into_traffic(job)).collect()
     }
+
+    /// Records a person's allowance (see [`EgressAllowance`]).
+    pub async fn allow_egress(&self, allowance: &EgressAllowance) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO egress_allowances (job_id, role, rule, allowed_by, allowed_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(allowance.job.map(|job| job.to_string()))
+            .bind(allowance.role.as_str())
+            .bind(&allowance.rule)
+            .bind(&allowance.allowed_by)
+            .bind(allowance.allowed_at)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// The allowances that count for `job`'s agents: its own and everyone's,
+    /// oldest first.
+    pub async fn egress_allowances(&self, job: JobId) -> Result<Vec<EgressAllowance>> {
+        let rows: Vec<AllowanceRow> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT job_id, role, rule, allowed_by, allowed_at FROM egress_allowances \
+                 WHERE job_id = $1 OR job_id IS NULL ORDER BY id",
+            )
+            .bind(job.to_string())
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter()
+            .map(|row| {
+                Ok(EgressAllowance {
+                    job: row.job_id.map(|id| id.parse()).transpose().map_err(|_| {
+                        corrupt(job, "an egress allowance names a job id that is not one")
+                    })?,
+                    role: parse_role(job, &row.role)?,
+                    rule: row.rule,
+                    allowed_by: row.allowed_by,
+                    allowed_at: row.allowed_at,
+                })
+            })
+            .collect()
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct AllowanceRow {
+    job_id: Option<String>,
+    role: String,
+    rule: String,
+    allowed_by: String,
+    allowed_at: DateTime<Utc>,
 }

@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use icarus::job::{JobId, Role, timestamp_now};
-use icarus::store::{EgressTally, EgressTraffic, MAX_EGRESS_DESTINATIONS, Store};
+use icarus::store::{EgressTally, EgressTraffic, EgressVerdict, MAX_EGRESS_DESTINATIONS, Store};
 
 use crate::support::new_job;
 
@@ -15,7 +15,8 @@ on_both_databases!(
     an_agents_destinations_beyond_the_bound_are_counted_together,
 );
 
-fn tally(job: JobId, host: &str, allowed: bool, at: DateTime<Utc>) -> EgressTally {
+fn tally(job: JobId, host: &str, verdict: EgressVerdict, at: DateTime<Utc>) -> EgressTally {
+    let allowed = verdict == EgressVerdict::Allowed;
     EgressTally {
         job,
         traffic: EgressTraffic {
@@ -23,7 +24,7 @@ fn tally(job: JobId, host: &str, allowed: bool, at: DateTime<Utc>) -> EgressTall
             attempt: 1,
             host: host.to_owned(),
             port: 443,
-            allowed,
+            verdict,
             reason: (!allowed).then(|| format!("{host}:443 is not on this agent's allow-list")),
             connections: 2,
             bytes_sent: if allowed { 100 } else { 0 },
@@ -40,11 +41,11 @@ async fn tallies_of_one_destination_add_up_in_one_row(store: Store) {
     let first = timestamp_now();
     let later = first + TimeDelta::seconds(5);
     store
-        .add_egress_traffic(&tally(job.id, "pypi.org", true, first))
+        .add_egress_traffic(&tally(job.id, "pypi.org", EgressVerdict::Allowed, first))
         .await
         .unwrap();
     store
-        .add_egress_traffic(&tally(job.id, "pypi.org", true, later))
+        .add_egress_traffic(&tally(job.id, "pypi.org", EgressVerdict::Allowed, later))
         .await
         .unwrap();
     let rows = store.egress_traffic(job.id).await.unwrap();
@@ -61,28 +62,26 @@ async fn refusals_and_allowed_connections_of_one_destination_are_kept_apart(stor
     let job = store.create_job(&new_job("t")).await.unwrap();
     let now = timestamp_now();
     store
-        .add_egress_traffic(&tally(job.id, "pypi.org", true, now))
+        .add_egress_traffic(&tally(job.id, "pypi.org", EgressVerdict::Allowed, now))
         .await
         .unwrap();
     store
-        .add_egress_traffic(&tally(job.id, "pypi.org", false, now))
+        .add_egress_traffic(&tally(job.id, "pypi.org", EgressVerdict::Unlisted, now))
         .await
         .unwrap();
     let rows = store.egress_traffic(job.id).await.unwrap();
-    let verdicts: Vec<(bool, Option<&str>)> = rows
+    let verdicts: Vec<(EgressVerdict, Option<&str>)> = rows
         .iter()
-        .map(|r| (r.allowed, r.reason.as_deref()))
+        .map(|r| (r.verdict, r.reason.as_deref()))
         .collect();
+    let unlisted = Some("pypi.org:443 is not on this agent's allow-list");
     assert_eq!(
         verdicts,
         [
-            (
-                false,
-                Some("pypi.org:443 is not on this agent's allow-list")
-            ),
-            (true, None)
+            (EgressVerdict::Unlisted, unlisted),
+            (EgressVerdict::Allowed, None)
         ],
-        "refusals first"
+        "requests first"
     );
 }
 
@@ -93,13 +92,18 @@ async fn an_agents_destinations_beyond_the_bound_are_counted_together(store: Sto
     for n in 0..bound + 20 {
         let host = format!("name-{n}.example");
         store
-            .add_egress_traffic(&tally(job.id, &host, false, now))
+            .add_egress_traffic(&tally(job.id, &host, EgressVerdict::Unlisted, now))
             .await
             .unwrap();
     }
     // A destination it already had still counts on its own row.
     store
-        .add_egress_traffic(&tally(job.id, "name-0.example", false, now))
+        .add_egress_traffic(&tally(
+            job.id,
+            "name-0.example",
+            EgressVerdict::Unlisted,
+            now,
+        ))
         .await
         .unwrap();
     let rows = store.egress_traffic(job.id).await.unwrap();

@@ -1,0 +1,102 @@
+//! Allowing agents a destination beyond their configured list, over real
+//! HTTP (the proxy's use of an allowance, from inside a container, is in
+//! `egress_agents`).
+
+use icarus::config::AccessRole;
+use serde_json::json;
+
+use crate::support::{TestServer, detail, token};
+
+#[tokio::test]
+async fn an_approver_allows_a_domain_for_one_job_recorded_with_who_and_when() {
+    let server = TestServer::sqlite().await;
+    let id = server.spawn("needs a mirror").await;
+    let body = json!({"domain": "mirror.example.com:8443"});
+    let (code, answer) = server.post(&format!("/jobs/{id}/egress/allow"), body).await;
+    assert_eq!(code, 200, "{answer}");
+    let (code, egress) = server.get(&format!("/jobs/{id}/egress")).await;
+    assert_eq!(code, 200, "{egress}");
+    let allowance = &egress["allowances"][0];
+    assert_eq!(allowance["rule"], "mirror.example.com:8443");
+    assert_eq!(
+        (&allowance["role"], &allowance["scope"]),
+        (&json!("builder"), &json!("job"))
+    );
+    assert_eq!(allowance["allowed_by"], "anonymous");
+    assert!(allowance["allowed_at"].is_string(), "{allowance}");
+    let other = server.spawn("another job").await;
+    let (_, theirs) = server.get(&format!("/jobs/{other}/egress")).await;
+    assert_eq!(
+        theirs["allowances"],
+        json!([]),
+        "one job's allowance is its own"
+    );
+}
+
+#[tokio::test]
+async fn an_allowance_for_everyone_counts_for_every_job() {
+    let server = TestServer::sqlite().await;
+    let id = server.spawn("first").await;
+    let body = json!({"domain": "*.example.org", "role": "checker", "everyone": true});
+    let (code, _) = server.post(&format!("/jobs/{id}/egress/allow"), body).await;
+    assert_eq!(code, 200);
+    let later = server.spawn("later").await;
+    let (_, egress) = server.get(&format!("/jobs/{later}/egress")).await;
+    let allowance = &egress["allowances"][0];
+    assert_eq!(
+        (&allowance["role"], &allowance["scope"]),
+        (&json!("checker"), &json!("everyone"))
+    );
+}
+
+#[tokio::test]
+async fn a_domain_that_is_not_a_rule_is_refused_naming_it() {
+    let server = TestServer::sqlite().await;
+    let id = server.spawn("t").await;
+    for bad in ["10.0.0.1", "evil.com:0", "http://evil.com", "*", "a b", ""] {
+        let (code, body) = server
+            .post(&format!("/jobs/{id}/egress/allow"), json!({"domain": bad}))
+            .await;
+        assert_eq!(code, 422, "{bad:?}: {body}");
+        assert!(detail(&body).contains("domain"), "{bad:?}: {body}");
+    }
+    let (_, egress) = server.get(&format!("/jobs/{id}/egress")).await;
+    assert_eq!(egress["allowances"], json!([]));
+}
+
+#[tokio::test]
+async fn only_an_approver_may_allow_and_only_for_a_job_that_exists() {
+    let server = TestServer::sqlite_with(|c| {
+        c.auth.enabled = true;
+        c.auth.tokens = vec![
+            token("sue", AccessRole::Submitter, "submitter-token-0123456789"),
+            token("ann", AccessRole::Approver, "approver-token-0123456789"),
+        ];
+    })
+    .await;
+    let submitter = server.as_holder_of("submitter-token-0123456789");
+    let approver = server.as_holder_of("approver-token-0123456789");
+    let (_, spawned) = submitter
+        .post(
+            "/jobs/spawn",
+            json!({"task": "t", "project_path": "/workspace"}),
+        )
+        .await;
+    let id = spawned["job_id"].as_str().unwrap();
+    let body = json!({"domain": "pypi.org"});
+    let (code, _) = submitter
+        .post(&format!("/jobs/{id}/egress/allow"), body.clone())
+        .await;
+    assert_eq!(code, 403, "a submitter may not widen its own job's egress");
+    let unknown = "00000000-0000-4000-8000-000000000000";
+    let (code, _) = approver
+        .post(&format!("/jobs/{unknown}/egress/allow"), body.clone())
+        .await;
+    assert_eq!(code, 404);
+    let (code, _) = approver
+        .post(&format!("/jobs/{id}/egress/allow"), body)
+        .await;
+    assert_eq!(code, 200);
+    let (_, egress) = approver.get(&format!("/jobs/{id}/egress")).await;
+    assert_eq!(egress["allowances"][0]["allowed_by"], "ann");
+}
