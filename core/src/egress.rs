@@ -30,6 +30,9 @@ pub const DEFAULT_PORTS: [u16; 2] = [80, 443];
 /// The longest DNS name (RFC 1035), in characters.
 const MAX_NAME_LEN: usize = 253;
 
+/// The most rules a job may narrow its agents' egress to.
+pub const MAX_JOB_RULES: usize = 100;
+
 /// The longest rule a person may add (`*.`, the name and `:port` within a
 /// DNS name's length).
 pub const MAX_RULE_CHARS: usize = MAX_NAME_LEN;

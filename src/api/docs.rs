@@ -167,6 +167,11 @@ fn field_rules(policy: &SpawnPolicy) -> Vec<(&'static str, &'static str, TextRul
         ("SpawnRequest", "project_id", policy.project_id.clone()),
         ("SpawnRequest", "test_code", policy.test_code.clone()),
         ("AllowEgressRequest", "domain", policy.egress_rule.clone()),
+        (
+            "SpawnRequest",
+            "allowed_domains/items",
+            policy.egress_rule.clone(),
+        ),
         ("SourceBody", "repository", policy.repository.clone()),
         ("SourceBody", "ref", policy.reference.clone()),
     ];

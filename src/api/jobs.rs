@@ -111,6 +111,9 @@ fn validate_spawn(request: SpawnRequest, policy: &SpawnPolicy) -> ApiResult<JobS
     if let Some(code) = &request.test_code {
         policy.check_test_code(code)?;
     }
+    if let Some(rules) = &request.allowed_domains {
+        policy.check_job_egress(rules)?;
+    }
     let project_id = request
         .project_id
         .unwrap_or_else(|| DEFAULT_PROJECT_ID.to_owned());
@@ -122,6 +125,7 @@ fn validate_spawn(request: SpawnRequest, policy: &SpawnPolicy) -> ApiResult<JobS
         phase: request.phase.unwrap_or_default(),
         test_code: request.test_code,
         project_id,
+        allowed_domains: request.allowed_domains,
         ..JobSpec::new(request.task, request.project_path)
     })
 }

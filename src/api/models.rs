@@ -105,6 +105,14 @@ pub struct SpawnRequest {
     #[serde(default)]
     #[schema(default = "default", example = "default")]
     pub project_id: Option<String>,
+    /// What this job's agents may reach through the egress proxy: at most
+    /// 100 rules as in `agents.<role>.allowed_domains` (`name`, `*.name`,
+    /// optional `:port`). Each role keeps the rules its configured list
+    /// covers, so a job narrows its agents' egress, never widens it (an
+    /// entry no configured rule covers is left out). Absent: the lists.
+    #[serde(default)]
+    #[schema(max_items = 100)]
+    pub allowed_domains: Option<Vec<String>>,
 }
 
 /// Where a job's code comes from.
@@ -227,6 +235,11 @@ pub struct JobStatusResponse {
     /// The project the job belongs to.
     #[serde(default)]
     pub project_id: String,
+    /// The job's own narrowing of its agents' egress, as submitted; null:
+    /// the roles' configured lists (`GET /jobs/{job_id}/egress` shows what
+    /// they did with it).
+    #[serde(default)]
+    pub allowed_domains: Option<Vec<String>>,
     /// What Icarus measured of the builder in this attempt; kept after it ends.
     #[serde(default)]
     pub builder_usage: Option<UsageView>,
@@ -290,6 +303,7 @@ impl From<&Job> for JobStatusResponse {
             phase: job.spec.phase,
             test_code: job.spec.test_code.clone(),
             project_id: job.spec.project_id.clone(),
+            allowed_domains: job.spec.allowed_domains.clone(),
             builder_usage: None,
             checker_usage: None,
         }

@@ -13,7 +13,7 @@ use super::rules::{
 };
 use crate::config::Config;
 use crate::job::{MAX_PROJECT_ID_CHARS, PROJECT_ID_PATTERN};
-use icarus_core::egress::{MAX_RULE_CHARS, RULE_PATTERN};
+use icarus_core::egress::{MAX_JOB_RULES, MAX_RULE_CHARS, RULE_PATTERN};
 
 /// Longest task description accepted, in characters.
 pub const MAX_TASK_CHARS: usize = 32_768;
@@ -192,6 +192,20 @@ impl SpawnPolicy {
                  or `*.` and one, with an optional :port from 1 to 65535"
             )
         })
+    }
+
+    /// A job's narrowing of its agents' egress: at most [`MAX_JOB_RULES`]
+    /// rules, each one [`Self::check_egress_rule`] takes.
+    pub fn check_job_egress(&self, rules: &[String]) -> ApiResult<()> {
+        if rules.len() > MAX_JOB_RULES {
+            return Err(invalid(format!(
+                "allowed_domains has {} rules; the limit is {MAX_JOB_RULES}",
+                rules.len()
+            )));
+        }
+        rules
+            .iter()
+            .try_for_each(|rule| self.check_egress_rule(rule))
     }
 
     /// A branch, tag or commit name: no white space or control character,

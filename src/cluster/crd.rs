@@ -15,6 +15,7 @@ use crate::job::{
     ApprovalDecision, DEFAULT_PROJECT_ID, JobSource, JobSpec, MAX_PROJECT_ID_CHARS,
     PROJECT_ID_PATTERN, ProjectPhase, TEST_CODE_CEILING_BYTES,
 };
+use icarus_core::egress::{MAX_JOB_RULES, MAX_RULE_CHARS, RULE_PATTERN};
 
 /// A container image reference: `[registry[:port]/]name[:tag][@digest]`.
 pub const IMAGE_PATTERN: &str = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$";
@@ -46,6 +47,7 @@ pub const IMAGE_PATTERN: &str = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9
 #[x_kube(validation = immutable("phase"))]
 #[x_kube(validation = immutable("testCode"))]
 #[x_kube(validation = immutable("projectId"))]
+#[x_kube(validation = immutable("allowedDomains"))]
 #[x_kube(validation = test_code_bytes())]
 #[serde(rename_all = "camelCase")]
 pub struct IcarusJobSpec {
@@ -92,6 +94,13 @@ pub struct IcarusJobSpec {
     #[serde(default = "default_project_id")]
     #[schemars(length(min = 1, max = MAX_PROJECT_ID_CHARS), regex(pattern = PROJECT_ID_PATTERN))]
     pub project_id: String,
+    /// What the job's agents may reach through the egress proxy: rules as
+    /// in `agents.<role>.allowed_domains` (`name`, `*.name`, optional
+    /// `:port`); each role keeps those its configured list covers, so a job
+    /// narrows its agents' egress, never widens it. Absent: the lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_JOB_RULES), inner(length(max = MAX_RULE_CHARS), regex(pattern = RULE_PATTERN)))]
+    pub allowed_domains: Option<Vec<String>>,
 }
 
 /// The rule that `field` of the spec keeps the value (or the absence) it
@@ -218,6 +227,7 @@ impl IcarusJobSpec {
             phase: ProjectPhase::I,
             test_code: None,
             project_id: default_project_id(),
+            allowed_domains: None,
         }
     }
 
@@ -243,6 +253,7 @@ impl IcarusJobSpec {
             phase: self.phase,
             test_code: self.test_code.clone(),
             project_id: self.project_id.clone(),
+            allowed_domains: self.allowed_domains.clone(),
         }
     }
 }

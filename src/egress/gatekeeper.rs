@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Admission, EgressEvent, Gatekeeper, Verdict};
 use crate::credentials::AgentKeys;
-use crate::job::{JobId, Role};
+use crate::job::{Job, JobId, Role};
 use crate::store::{EgressTally, EgressTraffic, EgressVerdict, Store};
 
 /// The proxy user an agent is given: `<job>.<role>.<attempt>`, with its
@@ -51,14 +51,23 @@ impl AgentGate {
         }
     }
 
-    /// What `job`'s `role` agent may reach now: its role's configured list
-    /// and what people have allowed since (read anew for each connection,
-    /// so an allowance counts from the next one).
-    async fn allowed(&self, job: JobId, role: Role) -> AllowList {
-        let configured = match role {
+    /// What `job`'s `role` agent may reach now: its role's configured list,
+    /// narrowed to the job's own if it has one, and what people have
+    /// allowed since (read anew for each connection, so an allowance counts
+    /// from the next one).
+    async fn allowed(&self, record: &Job, role: Role) -> AllowList {
+        let job = record.id;
+        let mut configured = match role {
             Role::Builder => self.builder.clone(),
             Role::Checker => self.checker.clone(),
         };
+        if let Some(narrowing) = &record.spec.allowed_domains {
+            let rules: Vec<&String> = narrowing.iter().collect();
+            // Checked at spawn (and by the IcarusJob's schema): a rule that
+            // no longer parses narrows to nothing rather than widening.
+            let requested = AllowList::parse(&rules).unwrap_or_default();
+            configured = configured.narrowed_to(&requested).0;
+        }
         let allowances = match self.store.egress_allowances(job).await {
             Ok(allowances) => allowances,
             Err(error) => {
@@ -88,20 +97,17 @@ impl Gatekeeper for AgentGate {
             tracing::warn!(%job, %role, attempt, "egress proxy: a request with a foreign token refused");
             return None;
         }
-        let running = match self.store.get_job(job).await {
-            Ok(found) => found.is_some_and(|job| job.may_be_running(role, attempt)),
+        let record = match self.store.get_job(job).await {
+            Ok(found) => found.filter(|job| job.may_be_running(role, attempt))?,
             Err(error) => {
                 let error = crate::errors::error_chain(&error);
                 tracing::warn!(%job, %error, "egress proxy: cannot read the job; refused");
-                false
+                return None;
             }
         };
-        if !running {
-            return None;
-        }
         Some(Admission {
             agent: user.to_owned(),
-            allowed: self.allowed(job, role).await,
+            allowed: self.allowed(&record, role).await,
         })
     }
 

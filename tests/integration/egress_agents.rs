@@ -131,7 +131,19 @@ async fn allow_list_server(listed: Vec<String>, mapped: &str) -> DockerServer {
 /// Runs a job whose builder is in test `mode`; its status once the builder
 /// has ended: `awaiting_approval` if it exited 0, `failed` if not.
 async fn builder_outcome(server: &DockerServer, mode: &str) -> Value {
-    let id: JobId = server.spawn(&format!("egress [builder:{mode}]")).await;
+    builder_outcome_of(server, mode, json!({})).await
+}
+
+/// The same for a job spawned with `extra` fields in its body.
+async fn builder_outcome_of(server: &DockerServer, mode: &str, extra: Value) -> Value {
+    let mut body =
+        json!({"task": format!("egress [builder:{mode}]"), "project_path": "/workspace"});
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    let (code, spawned) = server.post("/jobs/spawn", body).await;
+    assert_eq!(code, 201, "{spawned}");
+    let id = spawned["job_id"].as_str().unwrap().to_owned();
     let status = eventually(Duration::from_secs(90), || async {
         let (_, status) = server.get(&format!("/jobs/{id}/status")).await;
         matches!(
@@ -249,6 +261,32 @@ async fn a_domain_an_approver_allows_after_a_refusal_is_reached_from_the_next_co
     assert_eq!(egress["allowances"][0]["scope"], "everyone", "{egress}");
     let allowed = builder_outcome(&server, &fetch).await;
     assert!(reached(&allowed), "{allowed}");
+}
+
+#[tokio::test]
+async fn a_job_narrows_its_agents_egress_and_cannot_widen_it() {
+    let port = server_on_loopback().await;
+    let listed = format!("allowed.test:{port}");
+    let server = DockerServer::start(|c| {
+        c.agents.egress.mode = EgressMode::AllowList;
+        c.agents.builder.allowed_domains = vec![listed.clone()];
+        let loopback: std::net::IpAddr = std::net::Ipv4Addr::LOCALHOST.into();
+        for name in ["allowed.test", "beyond.test"] {
+            c.agents.egress.hosts.insert(name.to_owned(), loopback);
+        }
+    })
+    .await;
+    let fetch_listed = format!("fetch={listed}");
+    let narrowed = json!({"allowed_domains": ["pypi.org"]});
+    let status = builder_outcome_of(&server, &fetch_listed, narrowed).await;
+    assert!(!reached(&status), "narrowed away: {status}");
+    assert_eq!(status["allowed_domains"], json!(["pypi.org"]));
+    let widened = json!({"allowed_domains": [listed, format!("beyond.test:{port}")]});
+    let status = builder_outcome_of(&server, &fetch_listed, widened.clone()).await;
+    assert!(reached(&status), "what the job keeps of the list: {status}");
+    let beyond = format!("fetch=beyond.test:{port}");
+    let status = builder_outcome_of(&server, &beyond, widened).await;
+    assert!(!reached(&status), "never wider than configured: {status}");
 }
 
 /// The first row of the job's egress record, once there is one (the proxy

@@ -50,6 +50,32 @@ async fn an_allowance_for_everyone_counts_for_every_job() {
 }
 
 #[tokio::test]
+async fn a_spawn_names_the_rules_its_agents_keep_and_bad_ones_are_refused() {
+    let server = TestServer::sqlite().await;
+    let narrowing = json!(["pypi.org", "*.github.com:443"]);
+    let body = json!({"task": "t", "project_path": "/workspace", "allowed_domains": narrowing});
+    let (code, spawned) = server.post("/jobs/spawn", body).await;
+    assert_eq!(code, 201, "{spawned}");
+    let (_, status) = server
+        .get(&format!(
+            "/jobs/{}/status",
+            spawned["job_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(status["allowed_domains"], narrowing);
+    let too_many: Vec<String> = (0..101).map(|n| format!("n{n}.example")).collect();
+    for (bad, said) in [
+        (json!(["10.0.0.1"]), "domain"),
+        (json!(too_many), "the limit is 100"),
+    ] {
+        let body = json!({"task": "t", "project_path": "/workspace", "allowed_domains": bad});
+        let (code, answer) = server.post("/jobs/spawn", body).await;
+        assert_eq!(code, 422, "{answer}");
+        assert!(detail(&answer).contains(said), "{answer}");
+    }
+}
+
+#[tokio::test]
 async fn a_domain_that_is_not_a_rule_is_refused_naming_it() {
     let server = TestServer::sqlite().await;
     let id = server.spawn("t").await;

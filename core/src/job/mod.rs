@@ -184,6 +184,14 @@ pub struct JobSpec {
     /// The project the job belongs to ([`DEFAULT_PROJECT_ID`] unless named).
     #[cfg_attr(feature = "serde", serde(default = "default_project_id"))]
     pub project_id: String,
+    /// What this job's agents may reach through the egress proxy, narrowing
+    /// their roles' configured lists (each role keeps the rules of its list
+    /// that this one covers; never more); `None`: the configured lists.
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
+    pub allowed_domains: Option<Vec<String>>,
 }
 
 #[cfg(feature = "serde")]
@@ -209,6 +217,7 @@ impl JobSpec {
             phase: ProjectPhase::I,
             test_code: None,
             project_id: DEFAULT_PROJECT_ID.to_owned(),
+            allowed_domains: None,
         }
     }
 }

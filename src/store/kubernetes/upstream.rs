@@ -98,6 +98,7 @@ pub fn new_resource(spec: &JobSpec) -> IcarusJob {
         phase: spec.phase,
         test_code: spec.test_code.clone(),
         project_id: spec.project_id.clone(),
+        allowed_domains: spec.allowed_domains.clone(),
         ..IcarusJobSpec::new(spec.task.clone())
     };
     IcarusJob {
