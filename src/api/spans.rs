@@ -76,7 +76,8 @@ fn route<B>(request: &Request<B>) -> &str {
 }
 
 /// Records the response's status in the request's span (a 5xx marks the
-/// span as an error), then logs as tower-http does by default.
+/// span as an error, whether or not anything was logged as one in it), then
+/// logs as tower-http does by default.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RecordStatus;
 

@@ -29,6 +29,9 @@ const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-
 const CALLERS_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLERS_SPAN: &str = "00f067aa0ba902b7";
 
+/// OTLP's `STATUS_CODE_ERROR`.
+const ERROR: i32 = 2;
+
 /// One span as the collector received it, ids in hex.
 #[derive(Debug, Clone)]
 struct Received {
@@ -37,6 +40,8 @@ struct Received {
     span_id: String,
     parent_span_id: String,
     kind: i32,
+    /// OTLP's status code: 0 unset, 1 ok, 2 error.
+    status_code: i32,
     attributes: HashMap<String, String>,
     resource: HashMap<String, String>,
 }
@@ -120,6 +125,7 @@ async fn receive(State(seen): State<Arc<Seen>>, headers: HeaderMap, body: Bytes)
                 span_id: hex(&span.span_id),
                 parent_span_id: hex(&span.parent_span_id),
                 kind: span.kind,
+                status_code: span.status.map_or(0, |status| status.code),
                 attributes: attributes(&span.attributes),
                 resource: resource.clone(),
             });
@@ -154,7 +160,12 @@ fn hex(bytes: &[u8]) -> String {
 async fn traced(endpoint: &str, settings: &[(&str, &str)], env: &[(&str, &str)]) -> Process {
     let mut all = vec![("tracing.otlp_endpoint", endpoint)];
     all.extend_from_slice(settings);
-    let mut process = Process::configured(&all);
+    launched(&all, env).await
+}
+
+/// The binary with `settings` (configuration keys) and `env` (variables as named).
+async fn launched(settings: &[(&str, &str)], env: &[(&str, &str)]) -> Process {
+    let mut process = Process::configured(settings);
     process
         .settings
         .extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
@@ -168,6 +179,17 @@ async fn traced(endpoint: &str, settings: &[(&str, &str)], env: &[(&str, &str)])
 fn stop(process: &mut Process) {
     let status = process.terminate();
     assert!(status.success(), "{status:?}; log:\n{}", process.log());
+}
+
+/// The process's threads named as the SDK names its batching thread
+/// (`OpenTelemetry.Traces.BatchProcessor`, cut to 15 bytes by Linux).
+fn exporter_threads(process: &Process) -> usize {
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", process.pid())).unwrap();
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
+        .filter(|name| name.starts_with("OpenTelemetry"))
+        .count()
 }
 
 async fn get(process: &Process, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
@@ -194,6 +216,7 @@ async fn a_request_is_a_server_span_named_by_its_route_with_its_status_and_the_s
         .unwrap()
         .to_owned();
     assert_eq!(get(&process, "/jobs", &[]).await.status(), 200);
+    assert_eq!(exporter_threads(&process), 1);
     stop(&mut process);
 
     let status = collector.span_named("GET /jobs/{job_id}/status");
@@ -220,6 +243,46 @@ async fn a_request_is_a_server_span_named_by_its_route_with_its_status_and_the_s
     );
     let headers = collector.seen.headers.lock().unwrap().clone().unwrap();
     assert_eq!(headers["x-api-key"], "collector-secret");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_error_is_an_error_span_and_a_client_error_is_not() {
+    let collector = Collector::start().await;
+    let mut process = traced(&collector.url, &[], &[]).await;
+    let missing = format!("/jobs/{}/status", JobId::new_random());
+    assert_eq!(get(&process, &missing, &[]).await.status(), 404);
+    // With its SQLite file gone, the store refuses to go on: 503.
+    let database = process.dir.path().join("icarus.db");
+    let aside = process.dir.path().join("icarus.db.aside");
+    std::fs::rename(&database, &aside).unwrap();
+    assert_eq!(get(&process, "/jobs", &[]).await.status(), 503);
+    std::fs::rename(&aside, &database).unwrap();
+    stop(&mut process);
+
+    let failed = collector.span_named("GET /jobs");
+    assert_eq!(failed.attribute("status"), "503");
+    assert_eq!(failed.status_code, ERROR);
+    assert_ne!(
+        collector
+            .span_named("GET /jobs/{job_id}/status")
+            .status_code,
+        ERROR
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_no_exporter_runs_and_nothing_is_sent() {
+    let collector = Collector::start().await;
+    // The SDK's own variables name the collector; Icarus's key does not.
+    let endpoint = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url.as_str()),
+        ("OTEL_TRACES_EXPORTER", "otlp"),
+    ];
+    let mut process = launched(&[], &endpoint).await;
+    assert_eq!(get(&process, "/jobs", &[]).await.status(), 200);
+    assert_eq!(exporter_threads(&process), 0);
+    stop(&mut process);
+    assert_eq!(collector.posts(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
