@@ -321,19 +321,10 @@ async fn an_agents_traceparent_on_its_callback_is_ignored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconcile_is_a_span_of_its_job_and_phase_with_the_runtime_calls_inside() {
-    super::super::docker::ensure_agent_images().await;
     let collector = Collector::start().await;
     let mut process = traced(&collector.url, &[], &[]).await;
-    let id = process.spawn("traced [builder:hang]").await;
-    process
-        .wait_until(id, |s| s["builder_container_id"].is_string())
-        .await;
-    process.cancel(id).await;
-    process.wait_for(id, "cancelled").await;
-    eventually(Duration::from_secs(20), || async {
-        (containers_of(id).await == 0).then_some(())
-    })
-    .await;
+    let id = building(&process).await;
+    cancelled(&process, id).await;
     stop(&mut process);
 
     let spans = collector.spans();
@@ -366,6 +357,56 @@ async fn a_reconcile_is_a_span_of_its_job_and_phase_with_the_runtime_calls_insid
     for phase in ["pending", "building", "cancelled"] {
         assert!(phases.contains(&phase), "{phase} not in {phases:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_reconcile_is_an_error_span_of_its_job() {
+    let collector = Collector::start().await;
+    let mut process = traced(&collector.url, &[], &[]).await;
+    let id = building(&process).await;
+    // With its SQLite file gone the store refuses to go on, and the next
+    // reconcile (the resync is every second) fails.
+    let database = process.dir.path().join("icarus.db");
+    let aside = process.dir.path().join("icarus.db.aside");
+    std::fs::rename(&database, &aside).unwrap();
+    eventually(Duration::from_secs(20), || async {
+        process.log().contains("reconcile failed").then_some(())
+    })
+    .await;
+    std::fs::rename(&aside, &database).unwrap();
+    cancelled(&process, id).await;
+    stop(&mut process);
+
+    let reconciles: Vec<Received> = collector
+        .spans()
+        .into_iter()
+        .filter(|s| s.name == "reconcile" && s.attribute("job") == id.to_string())
+        .collect();
+    assert!(
+        reconciles.iter().any(|s| s.status_code == ERROR),
+        "{reconciles:#?}"
+    );
+    assert!(reconciles.iter().any(|s| s.status_code != ERROR));
+}
+
+/// A job whose builder was started and hangs.
+async fn building(process: &Process) -> JobId {
+    super::super::docker::ensure_agent_images().await;
+    let id = process.spawn("traced [builder:hang]").await;
+    process
+        .wait_until(id, |s| s["builder_container_id"].is_string())
+        .await;
+    id
+}
+
+/// Cancels the job and waits until its agents are gone.
+async fn cancelled(process: &Process, id: JobId) {
+    process.cancel(id).await;
+    process.wait_for(id, "cancelled").await;
+    eventually(Duration::from_secs(20), || async {
+        (containers_of(id).await == 0).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
