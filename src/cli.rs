@@ -87,8 +87,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config, insecure } => {
             let config = Config::load(config.as_deref())?;
+            let mode = crate::traces::mode_name(config.kubernetes.enabled);
+            let traces = crate::logging::init_with_traces(&config.logging, &config.tracing, mode)?;
             refuse_open_exposure(&config, insecure)?;
-            serve(config).await
+            let served = serve(config).await;
+            let interrupted = served.as_ref().is_err_and(|e| e.is::<Interrupted>());
+            if let Some(traces) = traces.filter(|_| !interrupted) {
+                traces.flush().await;
+            }
+            served
         }
         Command::Migrate { config } => {
             let config = Config::load(config.as_deref())?;
@@ -175,7 +182,6 @@ fn refuse_open_exposure(config: &Config, insecure: bool) -> anyhow::Result<()> {
             config.orchestrator.host
         );
     }
-    crate::logging::init(&config.logging);
     tracing::warn!(
         host = %config.orchestrator.host,
         "serving WITHOUT authentication on a reachable address (--insecure): anyone can approve anything"
@@ -183,16 +189,28 @@ fn refuse_open_exposure(config: &Config, insecure: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Serves until a signal (then stops gracefully) or a failure. The log
+/// (and trace exporter) is installed already.
 async fn serve(config: Config) -> anyhow::Result<()> {
-    crate::logging::init(&config.logging);
-    let mut orchestrator = if config.kubernetes.enabled {
-        let (mode, runtime) = KubernetesMode::connect(&config).await?;
-        mode.start(&config, runtime).await?
-    } else {
-        crate::serve::local::start(&config).await?
-    };
+    // Signals are watched from before the start: a SIGTERM as soon as the
+    // API answers is a graceful stop, never the default action's kill.
     let (graceful, forced) = (CancellationToken::new(), CancellationToken::new());
     tokio::spawn(watch_signals(graceful.clone(), forced.clone()));
+    let start = async {
+        if config.kubernetes.enabled {
+            let (mode, runtime) = KubernetesMode::connect(&config).await?;
+            Ok::<_, anyhow::Error>(mode.start(&config, runtime).await?)
+        } else {
+            crate::serve::local::start(&config).await
+        }
+    };
+    let mut orchestrator = tokio::select! {
+        started = start => started?,
+        _ = graceful.cancelled() => {
+            tracing::info!("a signal came while starting: not starting");
+            return Ok(());
+        }
+    };
     tokio::select! {
         _ = graceful.cancelled() => {
             tracing::info!("shutting down: no new requests, finishing work in flight; agents keep running");

@@ -51,6 +51,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub tracing: TracingConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -551,6 +553,117 @@ pub struct MetricsConfig {
     pub listen: String,
 }
 
+/// Where traces go (OpenTelemetry over OTLP/HTTP); off by default.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// The collector's OTLP/HTTP base URL (`http://host:4318`): spans are
+    /// posted to `<base>/v1/traces`. Empty: no traces are exported.
+    #[serde(default)]
+    pub otlp_endpoint: String,
+    /// `service.name` of every span.
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// The share of traces kept (0 to 1), unless a caller's `traceparent`
+    /// already decided.
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: f64,
+    /// Headers sent with every export (a vendor's API key, say); shown as
+    /// `(set)` by `icarus config`.
+    #[serde(default, serialize_with = "redacted_values")]
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig {
+            otlp_endpoint: String::new(),
+            service_name: default_service_name(),
+            sample_ratio: default_sample_ratio(),
+            headers: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+/// Header values can be credentials: their `Debug` hides them as `icarus config` does.
+impl std::fmt::Debug for TracingConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TracingConfig")
+            .field("otlp_endpoint", &self.otlp_endpoint)
+            .field("service_name", &self.service_name)
+            .field("sample_ratio", &self.sample_ratio)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+fn default_service_name() -> String {
+    "icarus".to_owned()
+}
+
+fn default_sample_ratio() -> f64 {
+    1.0
+}
+
+fn redacted_values<S: serde::Serializer>(
+    map: &std::collections::BTreeMap<String, String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(map.keys().map(|name| (name, "(set)")))
+}
+
+impl TracingConfig {
+    /// Whether spans are exported at all.
+    pub fn enabled(&self) -> bool {
+        !self.otlp_endpoint.is_empty()
+    }
+
+    /// Where spans are posted: `otlp_endpoint` followed by `/v1/traces`.
+    pub fn traces_url(&self) -> String {
+        format!("{}/v1/traces", self.otlp_endpoint.trim_end_matches('/'))
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.enabled() && !is_collector_base_url(&self.otlp_endpoint) {
+            problems.push(format!(
+                "tracing.otlp_endpoint: '{}' is not an http(s) base URL such as http://localhost:4318 (no credentials, query or fragment: credentials go in tracing.headers)",
+                self.otlp_endpoint
+            ));
+        }
+        if self.service_name.trim().is_empty() {
+            problems.push("tracing.service_name must not be empty".to_owned());
+        }
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            problems.push(format!(
+                "tracing.sample_ratio must be between 0 and 1, not {}",
+                self.sample_ratio
+            ));
+        }
+        for (name, value) in &self.headers {
+            let valid = reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_ok()
+                && reqwest::header::HeaderValue::from_str(value).is_ok();
+            if !valid {
+                problems.push(format!(
+                    "tracing.headers: '{name}' is not a valid header name, or its value not a valid header value"
+                ));
+            }
+        }
+        problems
+    }
+}
+
+/// An `http(s)://host[:port][/path]` URL with nothing after the path.
+fn is_collector_base_url(text: &str) -> bool {
+    reqwest::Url::parse(text).is_ok_and(|url| {
+        matches!(url.scheme(), "http" | "https")
+            && url.host_str().is_some_and(|host| !host.is_empty())
+            && url.query().is_none()
+            && url.fragment().is_none()
+            && url.username().is_empty()
+    })
+}
+
 /// Environment variables the original service read, and the key each overrides.
 const SEED_ENVIRONMENT: [(&str, &str); 3] = [
     ("ORCHESTRATOR_HOST", "orchestrator.host"),
@@ -806,6 +919,9 @@ impl Config {
                 self.logging.level
             ),
         );
+        for problem in self.tracing.problems() {
+            check(false, problem);
+        }
         let url = &self.database.url;
         check(
             ["sqlite:", "postgres://", "postgresql://"]
@@ -1005,6 +1121,60 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn traces_are_off_by_default() {
+        let config = Config::embedded_default().unwrap();
+        assert!(!config.tracing.enabled());
+        assert_eq!(config.tracing.service_name, "icarus");
+    }
+
+    #[test]
+    fn traces_go_to_the_v1_traces_path_under_the_collector_base_url() {
+        for endpoint in ["http://collector:4318", "http://collector:4318/"] {
+            let yaml = format!("tracing:\n  otlp_endpoint: '{endpoint}'\n");
+            let config = Config::from_yaml_over_default(&yaml).unwrap();
+            assert_eq!(
+                config.tracing.traces_url(),
+                "http://collector:4318/v1/traces"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_collector_url_sample_ratio_or_header_is_named_at_start() {
+        for (yaml, key) in [
+            ("otlp_endpoint: 'collector:4318'", "tracing.otlp_endpoint"),
+            ("otlp_endpoint: 'ftp://collector'", "tracing.otlp_endpoint"),
+            (
+                "otlp_endpoint: 'http://u:p@collector'",
+                "tracing.otlp_endpoint",
+            ),
+            (
+                "otlp_endpoint: 'http://collector?x=1'",
+                "tracing.otlp_endpoint",
+            ),
+            ("sample_ratio: 1.5", "tracing.sample_ratio"),
+            ("service_name: ' '", "tracing.service_name"),
+            ("headers: {'bad name': x}", "tracing.headers"),
+            ("headers: {x-key: \"line\\nbreak\"}", "tracing.headers"),
+        ] {
+            let err = Config::from_yaml_over_default(&format!("tracing:\n  {yaml}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{yaml}: {err}");
+        }
+    }
+
+    #[test]
+    fn trace_export_headers_are_never_printed() {
+        let yaml = "tracing:\n  headers: {x-api-key: secret-value}\n";
+        let config = Config::from_yaml_over_default(yaml).unwrap();
+        let printed = serde_yaml::to_string(&config).unwrap();
+        assert!(printed.contains("x-api-key: (set)"), "{printed}");
+        assert!(!printed.contains("secret-value"), "{printed}");
+        assert!(!format!("{config:?}").contains("secret-value"));
     }
 
     #[test]

@@ -28,6 +28,8 @@
 //!   has none: allow-listed names only, no private destination, a byte budget.
 //! - [`errors`]: an error and its sources on one line.
 //! - [`logging`]: the log's format (text for a terminal, JSON lines).
+//! - [`traces`]: the optional OpenTelemetry exporter of the same spans
+//!   (OTLP/HTTP), off unless `tracing.otlp_endpoint` is set.
 //! - [`sentinel`]: host load → admission level.
 //! - [`usage`]: the leader's sampler of what running agents use, measured
 //!   through the runtime (CPU time, memory and its peak).
@@ -66,4 +68,5 @@ pub mod sentinel;
 pub mod serve;
 pub mod source;
 pub mod store;
+pub mod traces;
 pub mod usage;

@@ -9,26 +9,58 @@
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
-use crate::config::{LogFormat, LoggingConfig};
+use crate::config::{LogFormat, LoggingConfig, TracingConfig};
+use crate::traces::{Traces, TracesError};
 
 /// Installs the process's logger (a second call changes nothing).
 pub fn init(config: &LoggingConfig) {
+    let _ = tracing_subscriber::registry()
+        .with(log_layer(config))
+        .try_init();
+}
+
+/// Installs the logger and, if `tracing.otlp_endpoint` is set, the trace
+/// exporter beside it (see [`crate::traces`]); `mode` is the orchestrator's.
+/// Inside the tokio runtime only. Spans reach the exporter whatever the
+/// log's level.
+pub fn init_with_traces(
+    config: &LoggingConfig,
+    tracing: &TracingConfig,
+    mode: &'static str,
+) -> Result<Option<Traces>, TracesError> {
+    let Some((traces, exporter)) = crate::traces::pipeline(tracing, mode)? else {
+        init(config);
+        return Ok(None);
+    };
+    let installed = tracing_subscriber::registry()
+        .with(log_layer(config))
+        .with(exporter)
+        .try_init();
+    if installed.is_ok() {
+        traces.installed();
+    }
+    Ok(Some(traces))
+}
+
+/// The log, filtered by `RUST_LOG` or `logging.level`.
+fn log_layer(config: &LoggingConfig) -> impl Layer<Registry> + Send + Sync {
     let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| config.level.clone());
     let filter = EnvFilter::try_new(filter_spec(&spec))
         .unwrap_or_else(|_| EnvFilter::new(filter_spec(&config.level)));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match config.format {
-        LogFormat::Text => builder.with_ansi(wants_colour()).try_init(),
-        LogFormat::Json => builder
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let layer = match config.format {
+        LogFormat::Text => layer.with_ansi(wants_colour()).boxed(),
+        LogFormat::Json => layer
             .json()
             .with_current_span(true)
             .with_span_list(true)
-            .try_init(),
+            .boxed(),
     };
+    layer.with_filter(filter)
 }
 
 /// Colour only for a person at a terminal who has not asked for none

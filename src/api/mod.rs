@@ -19,6 +19,7 @@ mod policy;
 pub mod report_limit;
 mod request_id;
 mod rules;
+mod spans;
 mod stream;
 pub mod stream_limit;
 
@@ -145,7 +146,11 @@ pub fn router(state: AppState, limits: ApiLimits) -> Router {
         .layer(from_fn_with_state(guard, browser::origin_check))
         .layer(DefaultBodyLimit::max(limits.max_request_bytes))
         .layer(cors(&limits.cors_allowed_origins))
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(spans::api_span)
+                .on_response(spans::RecordStatus),
+        )
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(from_fn(request_id::tag))
 }
@@ -163,28 +168,13 @@ pub fn agent_router(state: AppState, limits: ApiLimits) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(from_fn_with_state(guard, browser::origin_check))
         .layer(DefaultBodyLimit::max(limits.max_request_bytes))
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(spans::agent_span)
+                .on_response(spans::RecordStatus),
+        )
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(from_fn(request_id::tag))
-}
-
-/// A request's log span: its id (also in the `x-request-id` response
-/// header), method, path and the job it is about. Never the query string:
-/// it can carry credentials (an agent's callback token).
-fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
-    let path = request.uri().path();
-    let job = path
-        .strip_prefix("/jobs/")
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|id| id.parse::<crate::job::JobId>().ok());
-    let job = tracing::field::display(job.map(|id| id.to_string()).unwrap_or_default());
-    tracing::info_span!(
-        "request",
-        request_id = %request_id::of(request),
-        method = %request.method(),
-        path = %path,
-        job = job,
-    )
 }
 
 async fn not_found() -> ApiError {

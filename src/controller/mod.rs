@@ -173,10 +173,21 @@ impl Controller {
 
 async fn work(context: Arc<Context>, worker: usize) {
     while let Some(id) = context.queue.next().await {
-        let span = tracing::info_span!("reconcile", job = %id, worker);
+        // `phase` is recorded once the job is read; a failed reconcile is
+        // an error span in a trace.
+        let span = tracing::info_span!(
+            "reconcile",
+            job = %id,
+            worker,
+            phase = tracing::field::Empty,
+            "otel.status_code" = tracing::field::Empty,
+        );
         let started = tokio::time::Instant::now();
         let outcome = reconcile::reconcile(&context, id);
-        let outcome = tracing::Instrument::instrument(outcome, span).await;
+        let outcome = tracing::Instrument::instrument(outcome, span.clone()).await;
+        if outcome.is_err() {
+            span.record("otel.status_code", "error");
+        }
         let (ended, error_kind) = match &outcome {
             Ok(_) => (ReconcileOutcome::Success, None),
             Err(error) => (ReconcileOutcome::Error, Some(error.kind())),

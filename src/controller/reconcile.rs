@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use tracing::Instrument;
+
 use crate::job::admission::{self, Admission, QueueEntry};
 use crate::job::plan::{self, Action, Plan, PlanInput};
 use crate::job::workload::{Observed, Role, StartFailure, WorkloadKey};
@@ -40,7 +42,8 @@ pub async fn reconcile(context: &Context, id: JobId) -> Result<Requeue, Controll
         collect_unowned(context, id).await?;
         return Ok(Requeue::OnChange);
     };
-    tracing::trace!(phase = %job.status.phase, "loaded");
+    tracing::Span::current().record("phase", tracing::field::display(&job.status.phase));
+    tracing::trace!("loaded");
     let mut observed = Observed {
         workloads: context.runtime.observe(id).await?,
         reports: context
@@ -175,7 +178,10 @@ async fn apply(context: &Context, job: &Job, action: &Action) -> Result<Applied,
                 attempt: *attempt,
             };
             save_log(context, job.id, key, id).await?;
-            runtime.remove(key, id).await?;
+            runtime
+                .remove(key, id)
+                .instrument(runtime_call(RuntimeCall::Remove, key))
+                .await?;
             tracing::info!(%role, attempt, workload = %id, "removed agent");
         }
         Action::RemoveWorkspace => {
@@ -187,6 +193,23 @@ async fn apply(context: &Context, job: &Job, action: &Action) -> Result<Applied,
         Action::Publish => return source_actions::publish(context, job).await,
     }
     Ok(Applied::Done)
+}
+
+/// The runtime calls that start or remove an agent.
+#[derive(Clone, Copy)]
+enum RuntimeCall {
+    Start,
+    Remove,
+}
+
+/// A runtime call in a span of its own: a trace shows how long the engine
+/// (or the API server) took.
+fn runtime_call(call: RuntimeCall, key: WorkloadKey) -> tracing::Span {
+    let (role, attempt) = (tracing::field::display(key.role), key.attempt);
+    match call {
+        RuntimeCall::Start => tracing::info_span!("runtime.start", role, attempt),
+        RuntimeCall::Remove => tracing::info_span!("runtime.remove", role, attempt),
+    }
 }
 
 fn spec_for(context: &Context, job: &Job, role: Role, attempt: u32) -> WorkloadSpec {
@@ -211,7 +234,17 @@ async fn start(
 ) -> Result<Option<Fact>, ControllerError> {
     let spec = spec_for(context, job, role, attempt);
     let starting = tokio::time::Instant::now();
-    match context.runtime.start(&spec).await {
+    let key = WorkloadKey {
+        job: job.id,
+        role,
+        attempt,
+    };
+    let started = context
+        .runtime
+        .start(&spec)
+        .instrument(runtime_call(RuntimeCall::Start, key))
+        .await;
+    match started {
         Ok(id) => {
             context.metrics.agent_started(role, starting.elapsed());
             tracing::info!(%role, attempt, workload = %id, "started agent");
@@ -321,7 +354,11 @@ async fn collect_unowned(context: &Context, id: JobId) -> Result<(), ControllerE
             attempt: workload.attempt,
         };
         tracing::info!(job = %id, workload = %workload.id, "removing a workload no job owns");
-        context.runtime.remove(key, &workload.id).await?;
+        context
+            .runtime
+            .remove(key, &workload.id)
+            .instrument(runtime_call(RuntimeCall::Remove, key))
+            .await?;
     }
     Ok(())
 }

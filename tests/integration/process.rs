@@ -4,6 +4,7 @@
 //! Several of them on one database: [`replicas`].
 
 mod replicas;
+mod traces;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -49,6 +50,13 @@ impl Process {
     /// Starts one with `settings` (`("agents.max_attempts", "2")`) laid
     /// over the test configuration.
     pub async fn start_with(settings: &[(&str, &str)]) -> Process {
+        let mut process = Process::configured(settings);
+        process.launch().await;
+        process
+    }
+
+    /// As [`Process::start_with`], not started yet.
+    fn configured(settings: &[(&str, &str)]) -> Process {
         let dir = Arc::new(tempfile::tempdir().unwrap());
         let port = free_port();
         let config = format!(
@@ -65,7 +73,6 @@ impl Process {
                 (format!("ICARUS_CONFIG__{key}"), (*value).to_owned())
             })
             .collect();
-        process.launch().await;
         process
     }
 
