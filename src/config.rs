@@ -970,6 +970,13 @@ impl AgentsConfig {
                 "max_bytes_per_agent and max_connections_per_agent must be at least 1".to_owned(),
             );
         }
+        if egress.mode == EgressMode::AllowList && kubernetes && egress.proxy_port == 0 {
+            problems.push(
+                "proxy_port: Kubernetes mode needs the egress proxy on a fixed port, which the \
+                 orchestrator's Service carries to agents (deploy/: 3128)"
+                    .to_owned(),
+            );
+        }
         if egress.mode.seals_the_network() && !kubernetes {
             for (role, agent) in [("builder", &self.builder), ("checker", &self.checker)] {
                 if has_a_route_out(&agent.network_mode) {

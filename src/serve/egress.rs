@@ -3,7 +3,7 @@
 //! credentials are checked against the shared key and the job's record, so
 //! any replica can serve it).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +30,9 @@ pub(super) struct ProxyParts<'a> {
     pub runtime: &'a dyn Runtime,
     pub store: &'a Store,
     pub keys: &'a AgentKeys,
+    /// Where agents call back, whose host they reach the proxy by in
+    /// Kubernetes mode.
+    pub callback_base: &'a str,
 }
 
 /// Says what agents may reach, and in allow-list mode starts the proxy
@@ -40,8 +43,12 @@ pub(super) async fn start_proxy(
     stop: CancellationToken,
 ) -> Result<Option<String>, ServerError> {
     let config = parts.config;
-    let egress = &config.agents.egress;
-    match egress.mode {
+    let enforced_by = if config.kubernetes.enabled {
+        "the NetworkPolicy of deploy/networkpolicy.yaml, where the cluster's CNI enforces policies"
+    } else {
+        "the agents' network, which has no route out"
+    };
+    match config.agents.egress.mode {
         EgressMode::Open => {
             tracing::info!(
                 "agents.egress.mode is open: agents reach whatever their network reaches"
@@ -50,27 +57,20 @@ pub(super) async fn start_proxy(
         }
         EgressMode::Sealed => {
             tracing::info!(
+                enforced_by,
                 "agents.egress.mode is none: agents reach the orchestrator's callback and nothing else"
-            );
-            return Ok(None);
-        }
-        EgressMode::AllowList if config.kubernetes.enabled => {
-            tracing::warn!(
-                "agents.egress.mode allow-list is not enforced in Kubernetes mode yet: Pods reach \
-                 whatever the cluster's network policies allow"
             );
             return Ok(None);
         }
         EgressMode::AllowList => {}
     }
-    let Some(gateway) = parts.runtime.agent_gateway().await.ok().flatten() else {
+    let Some((address, advertised)) = where_agents_reach_it(&parts).await else {
         tracing::warn!(
             "agents.egress.mode is allow-list, but the agents' network has no gateway for the \
              egress proxy (network_mode none?): agents reach nothing"
         );
         return Ok(None);
     };
-    let address = SocketAddr::new(gateway, egress.proxy_port);
     let listener = http::bind(address, config.orchestrator.reuse_port).map_err(|source| {
         ServerError::Bind {
             address: address.to_string(),
@@ -87,11 +87,12 @@ pub(super) async fn start_proxy(
     let builder = AllowList::parse(&config.agents.builder.allowed_domains)?;
     let checker = AllowList::parse(&config.agents.checker.allowed_domains)?;
     tracing::info!(
-        %gateway,
+        %address,
         port,
+        enforced_by,
         builder = %summary(&builder),
         checker = %summary(&checker),
-        "agents.egress.mode is allow-list: agents have no route out but the egress proxy, to \
+        "agents.egress.mode is allow-list: agents have no way out but the egress proxy, to \
          their role's allowed domains"
     );
     let gate = AgentGate::new(parts.keys.clone(), parts.store.clone(), builder, checker);
@@ -101,7 +102,35 @@ pub(super) async fn start_proxy(
     tasks.spawn("egress ledger", ledger);
     let proxy = EgressProxy::new(proxy_settings(config), Arc::new(gate));
     tasks.spawn("egress proxy", proxy.serve(listener, stop));
-    Ok(Some(format!("host.docker.internal:{port}")))
+    Ok(Some(format!("{advertised}:{port}")))
+}
+
+/// Where the proxy listens, and the host agents reach it by: in local mode
+/// the agents' network's gateway, as `host.docker.internal` (beside the
+/// callback); in Kubernetes mode the orchestrator's own address, reached
+/// by the host of the callback URL (the Service, which must carry
+/// `proxy_port` too: deploy/service.yaml).
+async fn where_agents_reach_it(parts: &ProxyParts<'_>) -> Option<(SocketAddr, String)> {
+    let config = parts.config;
+    let port = config.agents.egress.proxy_port;
+    if config.kubernetes.enabled {
+        let host = match config.orchestrator.host.as_str() {
+            "localhost" => IpAddr::from(Ipv4Addr::LOCALHOST),
+            other => other.parse().ok()?,
+        };
+        let advertised = parts
+            .callback_base
+            .parse::<axum::http::Uri>()
+            .ok()?
+            .host()?
+            .to_owned();
+        return Some((SocketAddr::new(host, port), advertised));
+    }
+    let gateway = parts.runtime.agent_gateway().await.ok().flatten()?;
+    Some((
+        SocketAddr::new(gateway, port),
+        "host.docker.internal".to_owned(),
+    ))
 }
 
 fn proxy_settings(config: &Config) -> ProxySettings {

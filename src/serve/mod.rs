@@ -390,6 +390,7 @@ impl Orchestrator {
             runtime: runtime.as_ref(),
             store: &store,
             keys: &agent_keys,
+            callback_base: &callback_base,
         };
         let egress_proxy =
             egress::start_proxy(proxy_parts, &mut tasks, shutdown.child_token()).await?;

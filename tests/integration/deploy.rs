@@ -260,3 +260,68 @@ fn the_service_monitor_scrapes_each_replicas_metrics_listener() {
         "reachable from the Pod's IP"
     );
 }
+
+/// The policy that keeps agent Pods from everything but the orchestrator
+/// and DNS: it selects the Pods the runtime labels with a role (not the git
+/// step Pods), lets them reach the orchestrator's Pods on exactly the API's
+/// and the egress proxy's ports, which the Service carries, and DNS.
+#[test]
+fn agent_pods_may_reach_only_the_orchestrators_callback_and_proxy_and_dns() {
+    let objects = rendered();
+    let policy = &find(&objects, "NetworkPolicy")["spec"];
+    let config = deployed_config(&objects);
+    let selector = &policy["podSelector"]["matchExpressions"][0];
+    assert_eq!(selector["key"], icarus::names::kubernetes::ROLE);
+    assert_eq!(selector["operator"], "Exists");
+    let types: Vec<&str> = policy["policyTypes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(types, ["Ingress", "Egress"]);
+    let ingress = policy["ingress"].as_sequence().unwrap();
+    assert!(ingress.is_empty(), "nothing reaches an agent");
+    let rules = policy["egress"].as_sequence().unwrap();
+    assert_eq!(rules.len(), 2, "{rules:?}");
+
+    let pod_labels = &find(&objects, "Deployment")["spec"]["template"]["metadata"]["labels"];
+    let to_orchestrator = rules[0]["to"][0]["podSelector"]["matchLabels"]
+        .as_mapping()
+        .unwrap();
+    for (key, value) in to_orchestrator {
+        let key = key.as_str().unwrap();
+        assert_eq!(
+            &pod_labels[key], value,
+            "the orchestrator's Pods carry {key}"
+        );
+    }
+    let ports: Vec<u64> = rules[0]["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| p["port"].as_u64().unwrap())
+        .collect();
+    let proxy = u64::from(config.agents.egress.proxy_port);
+    assert_eq!(ports, [u64::from(config.orchestrator.port), proxy]);
+    let service_ports: Vec<u64> = objects
+        .iter()
+        .filter(|o| o["kind"] == "Service" && o["metadata"]["name"] == "icarus")
+        .flat_map(|s| s["spec"]["ports"].as_sequence().unwrap().clone())
+        .map(|p| p["port"].as_u64().unwrap())
+        .collect();
+    assert!(service_ports.contains(&proxy), "{service_ports:?}");
+
+    let dns = &rules[1];
+    assert_eq!(
+        dns["to"][0]["podSelector"]["matchLabels"]["k8s-app"],
+        "kube-dns"
+    );
+    let dns_ports: Vec<(&str, u64)> = dns["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| (p["protocol"].as_str().unwrap(), p["port"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(dns_ports, [("UDP", 53), ("TCP", 53)]);
+}

@@ -1163,6 +1163,50 @@ async fn mock_api_a_rest_spawns_phase_tests_and_project_are_written_into_the_ica
     cluster.shut_down().await;
 }
 
+/// In allow-list mode an agent Pod's proxy variables name the egress proxy
+/// at the callback's host (the Service, in a cluster) with the agent's own
+/// credentials, and the proxy answers there: a request without them is
+/// refused (the NetworkPolicy that leaves agents no other way out is
+/// deploy's, checked in `deploy::`).
+#[tokio::test]
+async fn mock_api_in_allow_list_mode_agent_pods_are_sent_through_the_egress_proxy() {
+    let cluster = Cluster::start_with(|c| {
+        with_tokens(c);
+        c.agents.egress.mode = icarus::config::EgressMode::AllowList;
+    })
+    .await;
+    cluster.wait_for_the_resource_watch().await;
+    let (id, _) = cluster
+        .spawn_body_as(SAM, json!({"task": "Add logging"}))
+        .await;
+    let builder = cluster.wait_for_pod(&pod_name(id, "builder")).await;
+    let proxy = env_of(&builder, "HTTPS_PROXY");
+    let callback = env_of(&builder, "ORCHESTRATOR_CALLBACK");
+    let host = callback
+        .trim_start_matches("http://")
+        .split(':')
+        .next()
+        .unwrap();
+    let credentials = format!("http://{id}.builder.1:");
+    assert!(proxy.starts_with(&credentials), "{proxy}");
+    let (_, address) = proxy.rsplit_once('@').unwrap();
+    assert!(
+        address.starts_with(&format!("{host}:")),
+        "{proxy} for {callback}"
+    );
+    assert_eq!(env_of(&builder, "NO_PROXY"), host);
+    let mut client = tokio::net::TcpStream::connect(address).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    client
+        .write_all(b"CONNECT pypi.org:443 HTTP/1.1\r\nHost: pypi.org\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    client.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 407"), "{answer}");
+    cluster.shut_down().await;
+}
+
 #[tokio::test]
 async fn mock_api_an_applied_icarusjobs_phase_tests_and_project_are_the_jobs() {
     let cluster = Cluster::start_with(with_tokens).await;
