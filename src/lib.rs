@@ -53,7 +53,7 @@ pub mod config;
 pub mod controller;
 pub mod credentials;
 pub mod errors;
-pub use icarus_core::{job, names, ports};
+pub use icarus_core::{job, logs, names, ports};
 pub mod leadership;
 pub mod logging;
 pub mod metrics;

@@ -9,6 +9,8 @@
 //!   ([`job::admission`]) and the pure planner ([`job::plan`]), specified by
 //!   property tests.
 //!
+//! - [`logs`]: what becomes of an agent's output on its way to the log:
+//!   lines cut, secrets redacted, a rate and a budget per agent.
 //! - [`names`]: the names and labels of every object Icarus makes.
 //! - [`ports`]: the traits the adapters implement (runtime, source
 //!   control, upstream), with their errors and the workload specification.
@@ -23,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod job;
+pub mod logs;
 pub mod names;
 #[cfg(feature = "ports")]
 pub mod ports;
