@@ -5,9 +5,11 @@
 
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use icarus::credentials::AgentKeys;
 use icarus::job::{JobId, Role};
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::docker::{DockerServer, cancel_and_wait};
 use crate::stream::{Socket, connect_url, next_update};
@@ -303,4 +305,48 @@ async fn a_flooding_agent_is_cut_at_its_budget_without_slowing_another_job() {
     assert_eq!(code, 200);
     server.wait_for(quiet, "cancelled").await;
     cancel_and_wait(&server, flood).await;
+}
+
+#[tokio::test]
+async fn a_subscriber_too_slow_for_the_live_stream_is_closed_and_resumes_with_since() {
+    let server = DockerServer::start(|config| {
+        config.agents.logs.subscriber_buffer = 4;
+        config.agents.logs.lines_per_second = 0;
+        config.agents.logs.max_bytes = 64 << 20;
+    })
+    .await;
+    let id = server.spawn("flood [builder:shout=200000]").await;
+    let mut socket = stream_of(&server, id, "").await;
+    // Not reading: the server's socket buffers fill, then its queue.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+
+    let mut last_seq = 0;
+    let frame = loop {
+        let message = tokio::time::timeout(Duration::from_secs(30), socket.next())
+            .await
+            .expect("the stream went quiet")
+            .expect("the stream ended without a close frame")
+            .unwrap();
+        match message {
+            Message::Text(text) => {
+                let message: Value = serde_json::from_str(&text).unwrap();
+                last_seq = message["seq"].as_i64().unwrap();
+            }
+            Message::Close(frame) => break frame.expect("a close reason"),
+            _ => {}
+        }
+    };
+    assert_eq!(u16::from(frame.code), 1013);
+    assert_eq!(
+        frame.reason.as_str(),
+        format!("subscriber too slow; reconnect with since={last_seq}")
+    );
+    let mut socket = stream_of(&server, id, &format!("?since={last_seq}")).await;
+    let next = next_update(&mut socket).await.unwrap();
+    assert_eq!(next["seq"], last_seq + 1);
+    drop(socket);
+    server
+        .wait_for_within(id, "awaiting_approval", Duration::from_secs(120))
+        .await;
+    cancel_and_wait(&server, id).await;
 }
