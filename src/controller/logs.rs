@@ -25,6 +25,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::SubsecRound;
 use futures::StreamExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -288,7 +289,10 @@ impl Lines {
             .splitters
             .entry(chunk.stream)
             .or_insert_with(|| LineSplitter::new(max));
-        for line in splitter.push(chunk.timestamp, &chunk.bytes) {
+        // To the microsecond, as PostgreSQL keeps it: what is compared on
+        // resuming is exactly what was stored.
+        let at = chunk.timestamp.trunc_subsecs(6);
+        for line in splitter.push(at, &chunk.bytes) {
             self.keep(chunk.stream, line, out);
         }
     }

@@ -11,6 +11,7 @@ use icarus::job::{JobId, Role};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::client::{finish, icarus};
 use crate::docker::{DockerServer, cancel_and_wait};
 use crate::stream::{Socket, connect_url, next_update};
 
@@ -349,4 +350,30 @@ async fn a_subscriber_too_slow_for_the_live_stream_is_closed_and_resumes_with_si
         .wait_for_within(id, "awaiting_approval", Duration::from_secs(120))
         .await;
     cancel_and_wait(&server, id).await;
+}
+
+#[tokio::test]
+async fn the_clients_logs_follow_prints_each_line_once_while_the_agent_prints_them() {
+    let server = DockerServer::start(|_| {}).await;
+    let id = server.spawn("say hello [builder:talk=2]").await;
+    let follow = icarus(&server)
+        .args(["logs", &id.to_string(), "--role", "builder", "-f"])
+        .spawn()
+        .unwrap();
+    server
+        .wait_for_within(id, "awaiting_approval", Duration::from_secs(60))
+        .await;
+    cancel_and_wait(&server, id).await;
+
+    let run = finish(follow).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.starts_with("==> builder, attempt 1"),
+        "{}",
+        run.stdout
+    );
+    for text in ["before the pause", "during the pause", "after the pause"] {
+        let line = format!("talk: {text}\n");
+        assert_eq!(run.stdout.matches(&line).count(), 1, "{}", run.stdout);
+    }
 }

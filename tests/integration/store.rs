@@ -37,6 +37,7 @@ macro_rules! on_both_databases {
 }
 
 mod lease;
+mod stream;
 mod usage;
 
 on_both_databases!(
