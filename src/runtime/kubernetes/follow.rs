@@ -173,6 +173,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn mock_api_the_pod_log_is_asked_to_follow_with_timestamps_from_the_resume_point() {
+        use http::{Request, Response};
+        use kube::client::Body;
+        let (service, mut server) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let answer = tokio::spawn(async move {
+            let (request, respond) = server.next_request().await.unwrap();
+            let body = Body::from(b"2026-01-02T03:04:05Z built\n".to_vec());
+            respond.send_response(Response::builder().body(body).unwrap());
+            (
+                request.uri().path().to_owned(),
+                request.uri().query().unwrap_or_default().to_owned(),
+            )
+        });
+        let pods: Api<Pod> = Api::namespaced(kube::Client::new(service, "icarus"), "icarus");
+        let since = Utc::now() - chrono::TimeDelta::seconds(30);
+        let chunks: Vec<LogChunk> = follow(pods, "agent".to_owned(), Some(since))
+            .map(|chunk| chunk.unwrap())
+            .collect()
+            .await;
+        let (path, query) = answer.await.unwrap();
+        assert_eq!(path, "/api/v1/namespaces/icarus/pods/agent/log");
+        assert!(
+            query.contains("follow=true") && query.contains("timestamps=true"),
+            "{query}"
+        );
+        let seconds: i64 = query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("sinceSeconds="))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("{query}"));
+        assert!(
+            (31..=33).contains(&seconds),
+            "from at or before the resume point: {seconds}"
+        );
+        assert_eq!(chunks.len(), 1);
+        assert_eq!(chunks[0].bytes, b"built\n");
+    }
+
+    #[tokio::test]
     async fn a_line_without_a_timestamp_keeps_its_bytes() {
         let chunks = read_all(b"no-stamp here\n").await;
         let bytes: Vec<u8> = chunks.iter().flat_map(|c| c.bytes.clone()).collect();
