@@ -12,7 +12,8 @@
 //! connected, at its highest while lines flow, and after they closed.
 //!
 //! Run with `scripts/build-images && cargo bench --bench stream_fanout`
-//! (`BENCH_SUBSCRIBERS=1000`, `BENCH_LINES=100`). Prints a Markdown table.
+//! (`BENCH_SUBSCRIBERS=1000`, `BENCH_LINES=100`; `BENCH_BUILDER_IMAGE` for
+//! another image of the reference builder). Prints a Markdown table.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -153,6 +154,11 @@ async fn start_server(dir: &std::path::Path, port: u16, subscribers: usize) -> C
             &streams,
         )
         .env("ICARUS_CONFIG__SENTINEL__ENABLED", "false")
+        .env(
+            "ICARUS_CONFIG__AGENTS__BUILDER__IMAGE_NAME",
+            std::env::var("BENCH_BUILDER_IMAGE")
+                .unwrap_or_else(|_| "icarus-builder:latest".to_owned()),
+        )
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .kill_on_drop(true)
