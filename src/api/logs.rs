@@ -22,6 +22,9 @@ use axum::response::{IntoResponse, Response};
 use futures::stream::{self, Stream};
 use serde::Deserialize;
 use utoipa::IntoParams;
+use utoipa::openapi::Required;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
 
 use super::AppState;
 use super::auth::Caller;
@@ -59,9 +62,7 @@ pub struct LogsParams {
 /// from the lines kept while it ran, or else the output saved when its
 /// workload was removed. `?follow=true`: the job's stream itself.
 #[utoipa::path(get, path = "/jobs/{job_id}/logs", tag = "jobs", operation_id = "get_job_logs",
-    params(JobIdPath, LogsParams,
-        ("Last-Event-ID" = Option<i64>, Header, description = "With `follow`: the last position received (SSE resumes with it); `since` wins when both are given"),
-    ),
+    params(JobIdPath, LogsParams, LastEventId),
     security(("api_token" = [])),
     responses(
         (status = 200, description = "Each agent's output (JSON); with `follow=true`, the stream as `text/event-stream` (`id:` the position, `event:` `log` or `status_update`, `data:` the message as on the WebSocket) or `text/plain` lines", content(
@@ -82,8 +83,9 @@ pub async fn logs(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     caller.require(AccessRole::Viewer, "reading jobs")?;
+    // Checked with or without `follow`: a bad value is refused either way.
+    let since = check_since(params.since)?.or(check_since(last_event_id(&headers)?)?);
     if params.follow {
-        let since = check_since(params.since.or(last_event_id(&headers)?))?;
         let ticket = state.streams.admit(&caller.name).map_err(refused)?;
         let format = Format::of(&headers);
         let events = state.store.subscribe_streams();
@@ -106,6 +108,31 @@ pub async fn logs(
     }
     let job = load(&state, id).await?;
     Ok(Json(saved(&state, &job).await?).into_response())
+}
+
+/// The `Last-Event-ID` header, documented: optional, and an integer (0 or
+/// more) when sent, never `null`.
+pub struct LastEventId;
+
+impl IntoParams for LastEventId {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let schema = ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+            .minimum(Some(0));
+        vec![
+            ParameterBuilder::new()
+                .name("Last-Event-ID")
+                .parameter_in(ParameterIn::Header)
+                .required(Required::False)
+                .description(Some(
+                    "With `follow`: the last position received (SSE resumes with it); \
+                     `since` wins when both are given",
+                ))
+                .schema(Some(schema))
+                .build(),
+        ]
+    }
 }
 
 /// `Last-Event-ID`, if sent: a position.

@@ -91,7 +91,7 @@ pub async fn stream(
 pub fn check_since(since: Option<i64>) -> ApiResult<Option<i64>> {
     match since {
         Some(since) if since < 0 => Err(ApiError::Unprocessable(format!(
-            "since must be a position (0 or more), not {since}"
+            "since and Last-Event-ID are positions (0 or more), not {since}"
         ))),
         _ => Ok(since),
     }

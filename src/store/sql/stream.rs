@@ -267,22 +267,6 @@ impl Store {
         Ok(resume)
     }
 
-    /// The agents of the job that have lines in its stream, as (role, attempt).
-    pub async fn agents_with_lines(&self, job: JobId) -> Result<Vec<(Role, u32)>> {
-        let sql = "SELECT DISTINCT role, attempt FROM job_stream \
-                   WHERE job_id = $1 AND kind IN ('log', 'note')";
-        let rows: Vec<(String, i32)> = on_pool!(self, pool => {
-            sqlx::query_as(sql).bind(job.to_string()).fetch_all(pool).await?
-        });
-        rows.into_iter()
-            .map(|(role, attempt)| {
-                Ok((parse_role(job, &role)?, u32::try_from(attempt).unwrap_or(0)))
-            })
-            .collect()
-    }
-}
-
-impl Store {
     /// Reads positions `first..=last` once and broadcasts them, so this
     /// replica's subscribers of the job need no read of their own.
     pub(super) async fn relay_stream(&self, job: JobId, first: i64, last: i64) {
