@@ -73,19 +73,58 @@ pub fn cut(line: &str, max_bytes: usize) -> Cow<'_, str> {
     Cow::Owned(format!("{}{CUT_MARK}", &line[..end]))
 }
 
+/// The shortest part of a secret, at a cut end of a text, that is
+/// redacted too: a line cut in the middle of a token, a saved log whose
+/// start was dropped.
+const PARTIAL_SECRET: usize = 8;
+
 /// `text` with every occurrence of each secret, and the value of every
-/// `token=` parameter (a URL's query, a form), replaced by [`REDACTED`].
+/// `token=` parameter (a URL's query, a form), replaced by [`REDACTED`];
+/// so is the part of a secret that a cut left at either end of the text
+/// (before a [`CUT_MARK`] too), from [`PARTIAL_SECRET`] characters on.
 pub fn redact<'a>(text: &'a str, secrets: &[&str]) -> Cow<'a, str> {
     let mut out = Cow::Borrowed(text);
     for secret in secrets.iter().filter(|secret| !secret.is_empty()) {
         if out.contains(secret) {
             out = Cow::Owned(out.replace(secret, REDACTED));
         }
+        if let Some(cut) = redact_cut_ends(&out, secret) {
+            out = Cow::Owned(cut);
+        }
     }
     match redact_token_parameters(&out) {
         Some(redacted) => Cow::Owned(redacted),
         None => out,
     }
+}
+
+/// `text` with a secret's end at its start, or a secret's start at its end
+/// (before a [`CUT_MARK`]), replaced; `None` if it has neither.
+fn redact_cut_ends(text: &str, secret: &str) -> Option<String> {
+    let body = text.strip_suffix(CUT_MARK).unwrap_or(text);
+    let mark = &text[body.len()..];
+    let ends_with_start = (PARTIAL_SECRET..secret.len())
+        .rev()
+        .filter(|n| secret.is_char_boundary(*n))
+        .find(|n| body.ends_with(&secret[..*n]));
+    let starts_with_end = (1..=secret.len() - PARTIAL_SECRET.min(secret.len()))
+        .filter(|n| secret.is_char_boundary(*n))
+        .find(|n| body.starts_with(&secret[*n..]));
+    if ends_with_start.is_none() && starts_with_end.is_none() {
+        return None;
+    }
+    let start = starts_with_end.map_or(0, |n| secret.len() - n);
+    let end = ends_with_start.map_or(body.len(), |n| body.len() - n);
+    let mut out = String::new();
+    if starts_with_end.is_some() {
+        out.push_str(REDACTED);
+    }
+    out.push_str(body.get(start..end.max(start)).unwrap_or_default());
+    if ends_with_start.is_some() {
+        out.push_str(REDACTED);
+    }
+    out.push_str(mark);
+    Some(out)
 }
 
 /// The value of each `token=` (any case, not part of a longer name such as
@@ -345,6 +384,25 @@ mod tests {
             "GET http://icarus:8000/jobs/x/callback?role=builder&token=[redacted] done"
         );
         assert_eq!(redact("echo abc123XYZ", &["abc123XYZ"]), "echo [redacted]");
+    }
+
+    #[test]
+    fn a_token_cut_at_either_end_of_the_text_is_redacted_too() {
+        let secret = "abcdefghijklmnopqrstuvwxyz";
+        let cut_line = format!("calling abcdefghijkl{CUT_MARK}");
+        assert_eq!(
+            redact(&cut_line, &[secret]),
+            format!("calling [redacted]{CUT_MARK}")
+        );
+        assert_eq!(
+            redact("nopqrstuvwxyz and then", &[secret]),
+            "[redacted] and then"
+        );
+        assert_eq!(
+            redact("ends with abc", &[secret]),
+            "ends with abc",
+            "too short to tell"
+        );
     }
 
     #[test]
