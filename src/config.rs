@@ -210,6 +210,9 @@ pub struct AgentsConfig {
     /// Where agents may connect to, and how that is enforced.
     #[serde(default)]
     pub egress: EgressConfig,
+    /// How agents' output is followed and kept.
+    #[serde(default)]
+    pub logs: AgentLogsConfig,
     pub builder: AgentConfig,
     pub checker: AgentConfig,
 }
@@ -265,6 +268,47 @@ impl Default for EgressConfig {
             max_bytes_per_agent: 1024 * 1024 * 1024,
             max_connections_per_agent: 32,
             proxy_port: 0,
+        }
+    }
+}
+
+/// `agents.logs`: the limits on what one agent's output may cost. Each line
+/// is cut at `max_line_bytes`; an agent keeps at most `lines_per_second`
+/// lines per second and `max_bytes` in all; what is dropped is summarised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentLogsConfig {
+    /// Follow agents' output while they run (stream it, keep it line by
+    /// line); off: it is read once when the agent is removed, as before.
+    pub follow: bool,
+    pub max_line_bytes: usize,
+    /// 0: no rate limit.
+    pub lines_per_second: u32,
+    pub max_bytes: u64,
+    /// WebSocket and `/logs?follow` messages one subscriber may have
+    /// waiting; a subscriber that lets more pile up is closed (it resumes
+    /// with `since`).
+    pub subscriber_buffer: usize,
+}
+
+impl Default for AgentLogsConfig {
+    fn default() -> Self {
+        AgentLogsConfig {
+            follow: true,
+            max_line_bytes: 4096,
+            lines_per_second: 200,
+            max_bytes: 8 * 1024 * 1024,
+            subscriber_buffer: 1024,
+        }
+    }
+}
+
+impl AgentLogsConfig {
+    pub fn limits(&self) -> crate::logs::LogLimits {
+        crate::logs::LogLimits {
+            max_line_bytes: self.max_line_bytes.max(1),
+            lines_per_second: self.lines_per_second,
+            max_bytes: self.max_bytes,
         }
     }
 }

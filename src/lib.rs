@@ -58,7 +58,7 @@ pub mod controller;
 pub mod credentials;
 pub mod egress;
 pub mod errors;
-pub use icarus_core::{job, names, ports};
+pub use icarus_core::{job, logs, names, ports};
 pub mod leadership;
 pub mod logging;
 pub mod metrics;

@@ -134,6 +134,45 @@ pub fn log(message: &str) {
     eprintln!("[icarus-agent] {message}");
 }
 
+/// The `talk=SECONDS` mode: known lines on both streams, before, during
+/// and after two pauses, and the callback URL as a client that logs its
+/// requests prints it (the orchestrator must redact its token).
+pub fn talk(seconds: u64) {
+    use std::io::Write;
+    let pause = Duration::from_secs(seconds);
+    let url = std::env::var("ORCHESTRATOR_CALLBACK").unwrap_or_default();
+    println!("talk: before the pause");
+    eprintln!("talk: on stderr before the pause");
+    println!("INFO POST {url}");
+    let _ = std::io::stdout().flush();
+    std::thread::sleep(pause);
+    println!("talk: during the pause");
+    let _ = std::io::stdout().flush();
+    std::thread::sleep(pause);
+    println!("talk: after the pause");
+}
+
+/// The `shout=LINES` mode: `lines` numbered lines as fast as they go.
+pub fn shout(lines: u64) {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for n in 0..lines {
+        let _ = writeln!(out, "shout {n}: a noisy agent fills its log");
+    }
+}
+
+/// The `tick=LINES` mode: a pause, then `lines` numbered lines, one
+/// every 100 ms.
+pub fn tick(lines: u64) {
+    use std::io::Write;
+    std::thread::sleep(Duration::from_secs(5));
+    for n in 0..lines {
+        println!("tick {n}");
+        let _ = std::io::stdout().flush();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Touches ever more memory until the kernel kills the process at the
 /// container's memory limit (the `oom` test mode). Never returns normally.
 pub fn exhaust_memory() -> ! {

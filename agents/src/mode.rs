@@ -33,6 +33,15 @@ pub enum Mode {
     Hostile(Attack),
     /// Serve a line on this TCP port until killed (see [`crate::neighbours`]).
     Listen(u16),
+    /// Print known lines before, during and after two pauses of this many
+    /// seconds (stdout and stderr, and the callback URL as an HTTP client
+    /// that logs its requests would), then finish normally.
+    Talk(u64),
+    /// Print this many lines as fast as possible, then finish normally.
+    Shout(u64),
+    /// After a pause of five seconds, print this many numbered lines, one
+    /// every 100 ms, then finish normally (the fan-out benchmark).
+    Tick(u64),
     /// Try to reach a listener at this address, then exit: 0 if it answered,
     /// [`crate::neighbours::UNREACHABLE`] if not.
     Connect(std::net::SocketAddr),
@@ -54,6 +63,9 @@ impl Mode {
             other => match other.split_once('=')? {
                 ("exit", code) => code.parse().ok().map(Mode::Exit),
                 ("sleep", seconds) => seconds.parse().ok().map(Mode::Sleep),
+                ("talk", seconds) => seconds.parse().ok().map(Mode::Talk),
+                ("shout", lines) => lines.parse().ok().map(Mode::Shout),
+                ("tick", lines) => lines.parse().ok().map(Mode::Tick),
                 ("hostile", attack) => Attack::parse(attack).map(Mode::Hostile),
                 ("listen", port) => port.parse().ok().map(Mode::Listen),
                 ("connect", address) => address.parse().ok().map(Mode::Connect),

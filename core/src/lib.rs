@@ -11,6 +11,8 @@
 //!
 //! - [`egress`]: where agents may connect to: the allow-list's rules and
 //!   the addresses no agent reaches, which the egress proxy applies.
+//! - [`logs`]: what becomes of an agent's output on its way to the log:
+//!   lines cut, secrets redacted, a rate and a budget per agent.
 //! - [`names`]: the names and labels of every object Icarus makes.
 //! - [`ports`]: the traits the adapters implement (runtime, source
 //!   control, upstream), with their errors and the workload specification.
@@ -26,6 +28,7 @@
 
 pub mod egress;
 pub mod job;
+pub mod logs;
 pub mod names;
 #[cfg(feature = "ports")]
 pub mod ports;

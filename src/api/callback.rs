@@ -154,6 +154,11 @@ async fn record(
             ReportOutcome::Error => request.error.clone().or(request.message.clone()),
             ReportOutcome::Completed => request.message.clone(),
         };
+        // An error report becomes the job's error_message: an agent that
+        // quotes its own callback URL must not publish its token there.
+        let token = state.agent_keys.token(id, role, attempt);
+        let message =
+            message.map(|text| crate::logs::redact(&text, &[token.as_str()]).into_owned());
         let report = AgentReport {
             role,
             attempt,

@@ -14,9 +14,9 @@ use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{IgnoredBody, JobIdPath, JsonBody, QueryParams};
 use super::models::{
-    AgentLogView, AllowEgressRequest, AllowanceView, ApproveRequest, AuditResponse,
-    DecisionResponse, DiffResponse, EgressResponse, EgressView, EventView, JobStatusResponse,
-    JobSummary, ListQuery, MessageResponse, SpawnRequest, SpawnResponse, TelemetryResponse,
+    AllowEgressRequest, AllowanceView, ApproveRequest, AuditResponse, DecisionResponse,
+    DiffResponse, EgressResponse, EgressView, EventView, JobStatusResponse, JobSummary, ListQuery,
+    MessageResponse, SpawnRequest, SpawnResponse, TelemetryResponse,
 };
 use super::policy::SpawnPolicy;
 use crate::config::AccessRole;
@@ -348,24 +348,6 @@ pub async fn allow_egress(
             request.domain
         ),
     }))
-}
-
-/// The saved output of the job's agents (kept when their containers are removed).
-#[utoipa::path(get, path = "/jobs/{job_id}/logs", tag = "jobs", operation_id = "get_job_logs",
-    params(JobIdPath), security(("api_token" = [])),
-    responses(
-        (status = 200, description = "The saved output of the job's removed agents", body = [AgentLogView]),
-        (status = 403, description = "Refused: a foreign Host with authentication off (every role may read)", body = ErrorBody),
-    ))]
-pub async fn logs(
-    State(state): State<AppState>,
-    caller: Caller,
-    JobIdPath(id): JobIdPath,
-) -> ApiResult<Json<Vec<AgentLogView>>> {
-    caller.require(AccessRole::Viewer, "reading jobs")?;
-    load(&state, id).await?;
-    let logs = state.store.agent_logs(id).await?;
-    Ok(Json(logs.into_iter().map(AgentLogView::from).collect()))
 }
 
 /// Approve or reject a job that awaits approval.

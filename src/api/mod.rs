@@ -12,6 +12,7 @@ mod docs;
 pub mod error;
 mod extract;
 mod jobs;
+mod logs;
 mod meta;
 mod metrics;
 pub mod models;
@@ -22,6 +23,8 @@ mod rules;
 mod spans;
 mod stream;
 pub mod stream_limit;
+mod stream_messages;
+mod tail;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -71,6 +74,8 @@ pub struct AppState {
     pub progress_reports: Arc<ReportLimiter>,
     /// Open WebSocket streams, in total and per caller.
     pub streams: Arc<stream_limit::StreamLimiter>,
+    /// Messages one stream subscriber may have waiting (`agents.logs.subscriber_buffer`).
+    pub stream_buffer: usize,
     /// Where jobs' desired state is written before the store, if anywhere
     /// (the IcarusJob resources in Kubernetes mode).
     pub upstream: Option<Arc<dyn Upstream>>,
@@ -123,7 +128,7 @@ pub fn router(state: AppState, limits: ApiLimits) -> Router {
         .route("/jobs/{job_id}/events", get(jobs::events))
         .route("/jobs/{job_id}/egress", get(jobs::egress))
         .route("/jobs/{job_id}/egress/allow", post(jobs::allow_egress))
-        .route("/jobs/{job_id}/logs", get(jobs::logs))
+        .route("/jobs/{job_id}/logs", get(logs::logs))
         .route("/jobs/{job_id}/diff", get(jobs::diff))
         .route("/jobs/{job_id}/publish", post(jobs::publish))
         .route("/jobs/{job_id}/approve", post(jobs::approve))

@@ -1,14 +1,27 @@
-//! `WS /jobs/{job_id}/stream`: the job's status on connect, then one message
-//! per transition, pushed from the store's change broadcast (nothing polls),
-//! and a close once the job reaches a terminal phase.
+//! `WS /jobs/{job_id}/stream`: the job's stream of status updates and its
+//! agents' log lines, in the order of their positions, pushed from the
+//! store's change broadcast (nothing polls; see [`super::tail`]), and a
+//! close once the job reaches a terminal phase.
+//!
+//! One reader per socket reads the stream and queues messages for the
+//! socket's writer, a bounded queue (`agents.logs.subscriber_buffer`): a
+//! client too slow for the live stream is closed with a reason that names
+//! where to resume, instead of holding ever more memory.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::Response;
-use serde::Serialize;
-use tokio::sync::broadcast;
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio::sync::broadcast::Receiver;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use utoipa::IntoParams;
 use utoipa::openapi::Required;
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
@@ -17,53 +30,71 @@ use utoipa::openapi::schema::{ObjectBuilder, Type};
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::JobIdPath;
+use super::extract::{JobIdPath, QueryParams};
 use super::jobs::load;
-use super::models::JobStatusResponse;
 use super::stream_limit::StreamRefused;
+use super::stream_messages::{is_final, render, status_update, to_json};
+use super::tail::{Origin, Tail};
 use crate::config::AccessRole;
-use crate::job::{Job, JobId};
-use crate::store::StoreEvent;
+use crate::job::Job;
+use crate::store::StreamEvent;
 
-/// One WebSocket message: `{"type": "status_update", ...the status fields}`.
-#[derive(Debug, Serialize)]
-struct StatusUpdate<'a> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    #[serde(flatten)]
-    status: JobStatusResponse,
-}
-
-/// Live status updates for one job: a WebSocket (RFC 6455) whose messages
-/// are `{"type": "status_update", ...the status fields}`, the first on
-/// connect, then one per transition; closed once the job ends.
+/// The job's stream: a WebSocket (RFC 6455) whose messages are
+/// `{"type": "status_update", ...the status fields, "seq"}` (one per
+/// transition) and `{"type": "log", "role", "attempt", "stream", "message",
+/// "timestamp", "seq"}` (one per line its agents print), in the order of
+/// their positions (`seq`). Without `since`, the current status comes
+/// first; with it, every message after that position, then the live ones.
+/// Closed once the job ends (1000), at shutdown (1001), or when the client
+/// cannot keep up (1013, the reason naming the `since` to reconnect with).
 #[utoipa::path(get, path = "/jobs/{job_id}/stream", tag = "jobs", operation_id = "stream_job",
     params(
-        JobIdPath, Handshake,
+        JobIdPath, StreamParams, Handshake,
         ("access_token" = Option<String>, Query, description = "The API token, for clients that cannot set `Authorization` on a WebSocket (browsers); only on this route"),
     ),
     security(("api_token" = [])),
     responses(
-        (status = 101, description = "Switching to the WebSocket: `status_update` messages until the job ends"),
+        (status = 101, description = "Switching to the WebSocket: `status_update` and `log` messages until the job ends"),
         (status = 400, description = "Not a WebSocket handshake: a header it needs is missing or wrong", body = ErrorBody),
         (status = 403, description = "Refused for browser safety: a foreign Origin, or a foreign Host with authentication off", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 422, description = "`since` is not a position (an integer, 0 or more)", body = ErrorBody),
         (status = 429, description = "Too many streams open, in total or by this caller", body = ErrorBody),
     ))]
 pub async fn stream(
     State(state): State<AppState>,
     caller: Caller,
     JobIdPath(id): JobIdPath,
+    QueryParams(params): QueryParams<StreamParams>,
     Handshake(upgrade): Handshake,
 ) -> ApiResult<Response> {
     caller.require(AccessRole::Viewer, "following a job")?;
+    let since = check_since(params.since)?;
     let ticket = state.streams.admit(&caller.name).map_err(refused)?;
-    // Subscribe before reading, so no transition falls between the two.
-    let events = state.store.subscribe();
+    // Subscribe before reading, so no write falls between the two; the
+    // position before the job, so the status is at least that new.
+    let events = state.store.subscribe_streams();
+    let position = state.store.stream_position(id).await?.unwrap_or(0);
     let job = load(&state, id).await?;
+    let start = Start {
+        job,
+        position: since.unwrap_or(position),
+        replay: since.is_some(),
+    };
     Ok(upgrade.on_upgrade(move |socket| async move {
-        follow(socket, state, job, events).await;
+        follow(socket, state, start, events).await;
         drop(ticket);
     }))
+}
+
+/// A position to resume after: none, or at least 0.
+pub fn check_since(since: Option<i64>) -> ApiResult<Option<i64>> {
+    match since {
+        Some(since) if since < 0 => Err(ApiError::Unprocessable(format!(
+            "since and Last-Event-ID are positions (0 or more), not {since}"
+        ))),
+        _ => Ok(since),
+    }
 }
 
 /// The WebSocket handshake of a request. A request that is not one is
@@ -126,7 +157,7 @@ impl IntoParams for Handshake {
 }
 
 /// A stream over a limit: 429, saying which and what to do.
-fn refused(why: StreamRefused) -> ApiError {
+pub(super) fn refused(why: StreamRefused) -> ApiError {
     ApiError::TooManyRequests(match why {
         StreamRefused::Full { max_total } => format!(
             "the server holds {max_total} streams, its limit (orchestrator.max_streams); try again later"
@@ -138,90 +169,173 @@ fn refused(why: StreamRefused) -> ApiError {
     })
 }
 
-async fn follow(
-    mut socket: WebSocket,
-    state: AppState,
-    job: Job,
-    mut events: broadcast::Receiver<StoreEvent>,
-) {
-    let mut sent = None;
-    let mut current = job;
-    loop {
-        if sent != Some(current.status.phase) {
-            if send(&mut socket, &state, &current).await.is_err() {
-                return;
+/// `?since=`: resume after a position.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StreamParams {
+    /// Replay every message after this position (a message's `seq`), then
+    /// go on live; without it, the current status comes first.
+    #[param(minimum = 0)]
+    pub since: Option<i64>,
+}
+
+/// Why a subscriber was closed for being slow: its reason names where to
+/// resume.
+fn too_slow(delivered: i64) -> String {
+    format!("subscriber too slow; reconnect with since={delivered}")
+}
+
+/// What the reader hands the socket's writer.
+enum Outgoing {
+    Text(String, i64),
+    Close(u16, String),
+}
+
+/// Reads the job's stream and hands it to the writer, which owns the
+/// socket: a live message that finds the writer's queue full
+/// (`agents.logs.subscriber_buffer`) closes the stream as too slow; a
+/// replay waits for room instead.
+async fn follow(socket: WebSocket, state: AppState, start: Start, events: Receiver<StreamEvent>) {
+    let (sink, mut incoming) = socket.split();
+    let (queue, waiting) = mpsc::channel(state.stream_buffer.max(1));
+    let overflowed = CancellationToken::new();
+    let delivered = Arc::new(AtomicI64::new(start.position));
+    let writer = write(sink, waiting, overflowed.clone(), delivered.clone());
+    let reader = async {
+        let ending = read(&state, &start, events, &queue, &mut incoming).await;
+        match ending {
+            Ending::Overflow => overflowed.cancel(),
+            Ending::Close(code, reason) => {
+                let _ = queue.send(Outgoing::Close(code, reason.to_owned())).await;
             }
-            sent = Some(current.status.phase);
+            Ending::Gone => {}
         }
-        if current.status.phase.is_terminal() {
-            close(socket, close_code::NORMAL, "job finished").await;
-            return;
-        }
-        tokio::select! {
-            _ = state.shutdown.cancelled() => {
-                close(socket, close_code::AWAY, "server shutting down").await;
-                return;
-            }
-            incoming = socket.recv() => match incoming {
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                Some(Ok(_)) => {}
-            },
-            event = events.recv() => match next_version(&state, current.id, event).await {
-                // Writes may be published out of order; only a newer version counts.
-                Update::Changed(job) if job.resource_version > current.resource_version => current = *job,
-                Update::Changed(_) | Update::Unchanged => {}
-                Update::End => return,
-            },
-        }
-    }
-}
-
-enum Update {
-    Changed(Box<Job>),
-    Unchanged,
-    End,
-}
-
-/// What a store event means for the job being followed: the event's copy when
-/// it is for this job, a fresh read when the subscriber lagged behind.
-async fn next_version(
-    state: &AppState,
-    id: JobId,
-    event: Result<StoreEvent, broadcast::error::RecvError>,
-) -> Update {
-    match event {
-        Ok(StoreEvent::JobWritten(job)) if job.id == id => {
-            Update::Changed(Box::new(job.as_ref().clone()))
-        }
-        Ok(_) => Update::Unchanged,
-        Err(broadcast::error::RecvError::Lagged(_)) => match state.store.get_job(id).await {
-            Ok(Some(job)) => Update::Changed(Box::new(job)),
-            Ok(None) | Err(_) => Update::End,
-        },
-        Err(broadcast::error::RecvError::Closed) => Update::End,
-    }
-}
-
-/// Sends the job's status, with what was measured of its agents (left out
-/// when the database cannot say: the status still goes).
-async fn send(socket: &mut WebSocket, state: &AppState, job: &Job) -> Result<(), axum::Error> {
-    let usage = state
-        .store
-        .agent_usage(job.id, job.status.attempt)
-        .await
-        .unwrap_or_default();
-    let update = StatusUpdate {
-        kind: "status_update",
-        status: JobStatusResponse::from(job).with_usage(&usage),
+        drop(queue);
     };
-    let text = serde_json::to_string(&update).unwrap_or_default();
-    socket.send(Message::Text(text.into())).await
+    tokio::join!(reader, writer);
 }
 
-async fn close(mut socket: WebSocket, code: u16, reason: &'static str) {
+/// How the reader ended.
+enum Ending {
+    Close(u16, &'static str),
+    Overflow,
+    /// The client left, or the writer did.
+    Gone,
+}
+
+/// Where a subscriber starts: the job, the position it has seen, whether
+/// it asked to replay from there.
+struct Start {
+    job: Job,
+    position: i64,
+    replay: bool,
+}
+
+async fn read(
+    state: &AppState,
+    start: &Start,
+    events: Receiver<StreamEvent>,
+    queue: &mpsc::Sender<Outgoing>,
+    incoming: &mut SplitStream<WebSocket>,
+) -> Ending {
+    let job = &start.job;
+    if !start.replay {
+        let text = to_json(&status_update(state, job, start.position).await);
+        if queue
+            .send(Outgoing::Text(text, start.position))
+            .await
+            .is_err()
+        {
+            return Ending::Gone;
+        }
+        if job.status.phase.is_terminal() {
+            return Ending::Close(close_code::NORMAL, "job finished");
+        }
+    }
+    let mut tail = Tail::new(
+        state.store.clone(),
+        job.id,
+        events,
+        start.position,
+        start.replay,
+    );
+    loop {
+        let next = tokio::select! {
+            _ = state.shutdown.cancelled() => return Ending::Close(close_code::AWAY, "server shutting down"),
+            _ = queue.closed() => return Ending::Gone,
+            message = incoming.next() => match message {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ending::Gone,
+                Some(Ok(_)) => continue,
+            },
+            next = tail.next() => next,
+        };
+        let (entry, origin) = match next {
+            Ok(Some(next)) => next,
+            Ok(None) => return Ending::Close(close_code::AWAY, "server shutting down"),
+            Err(error) => {
+                tracing::warn!(job = %job.id, error = %crate::errors::error_chain(&error), "a job's stream could not be read");
+                return Ending::Close(
+                    close_code::ERROR,
+                    "the job's stream could not be read; reconnect with since",
+                );
+            }
+        };
+        let message = Outgoing::Text(render(state, job, &entry).await, entry.seq);
+        let queued = match origin {
+            Origin::Replay => queue.send(message).await.map_err(|_| Ending::Gone),
+            Origin::Live => queue.try_send(message).map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => Ending::Overflow,
+                mpsc::error::TrySendError::Closed(_) => Ending::Gone,
+            }),
+        };
+        if let Err(ending) = queued {
+            return ending;
+        }
+        if is_final(&entry) {
+            return Ending::Close(close_code::NORMAL, "job finished");
+        }
+    }
+}
+
+/// Sends what the reader queued, in order; on overflow, closes at once
+/// (what is queued is dropped: the client resumes from the last message
+/// it got).
+async fn write(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut waiting: mpsc::Receiver<Outgoing>,
+    overflowed: CancellationToken,
+    delivered: Arc<AtomicI64>,
+) {
+    loop {
+        let outgoing = tokio::select! {
+            biased;
+            _ = overflowed.cancelled() => {
+                let reason = too_slow(delivered.load(Ordering::Relaxed));
+                close(&mut sink, close_code::AGAIN, reason).await;
+                return;
+            }
+            outgoing = waiting.recv() => outgoing,
+        };
+        match outgoing {
+            Some(Outgoing::Text(text, seq)) => {
+                if sink.send(Message::Text(text.into())).await.is_err() {
+                    return;
+                }
+                delivered.store(seq, Ordering::Relaxed);
+            }
+            Some(Outgoing::Close(code, reason)) => {
+                close(&mut sink, code, reason).await;
+                return;
+            }
+            None => return,
+        }
+    }
+}
+
+async fn close(sink: &mut SplitSink<WebSocket, Message>, code: u16, reason: String) {
     let frame = CloseFrame {
         code,
-        reason: Utf8Bytes::from_static(reason),
+        reason: Utf8Bytes::from(reason),
     };
-    let _ = socket.send(Message::Close(Some(frame))).await;
+    let _ = sink.send(Message::Close(Some(frame))).await;
 }

@@ -1,6 +1,7 @@
 //! The commands around a job's review and decision: `logs`, `diff`,
 //! `approve`, `reject`, `cancel`, `publish`.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -46,10 +47,11 @@ pub async fn logs(args: LogsArgs) -> Result<()> {
     follow_logs(&session, id, &wanted).await
 }
 
-/// `logs -f`: each saved log once, as it appears, until the job has ended
-/// and its last agents' logs are in (or a grace period passed).
+/// `logs -f`: each agent's log as it appears and then what it adds (an
+/// agent's lines are kept while it runs), until the job has ended and its
+/// last agents' logs are in (or a grace period passed).
 async fn follow_logs(session: &Session, id: JobId, wanted: &dyn Fn(&Value) -> bool) -> Result<()> {
-    let mut printed = 0;
+    let mut printed: HashMap<(String, u64), usize> = HashMap::new();
     let mut ended_at = None;
     let mut interval = tokio::time::interval(LOGS_INTERVAL);
     loop {
@@ -59,13 +61,9 @@ async fn follow_logs(session: &Session, id: JobId, wanted: &dyn Fn(&Value) -> bo
         let all = session.client.get(&format!("/jobs/{id}/logs")).await?;
         let logs = all.as_array().cloned().unwrap_or_default();
         let mut text = String::new();
-        for log in logs.iter().skip(printed).filter(|log| wanted(log)) {
-            text.push_str(&match session.format {
-                Format::Table => log_text(session, log, true)?,
-                format => streamed(log, format),
-            });
+        for log in logs.iter().filter(|log| wanted(log)) {
+            text.push_str(&new_output(session, log, &mut printed)?);
         }
-        printed = logs.len();
         emit(&text)?;
         if !status.status.is_terminal() {
             continue;
@@ -82,6 +80,40 @@ async fn follow_logs(session: &Session, id: JobId, wanted: &dyn Fn(&Value) -> bo
             return Ok(());
         }
     }
+}
+
+/// What `log` adds to what was printed of its agent: all of it, under a
+/// header, the first time; then only its new end.
+fn new_output(
+    session: &Session,
+    log: &Value,
+    printed: &mut HashMap<(String, u64), usize>,
+) -> Result<String> {
+    let agent = (
+        log["role"].as_str().unwrap_or_default().to_owned(),
+        log["attempt"].as_u64().unwrap_or_default(),
+    );
+    let output = log["log"].as_str().unwrap_or_default();
+    let Some(&done) = printed.get(&agent) else {
+        printed.insert(agent, output.len());
+        return Ok(match session.format {
+            Format::Table => log_text(session, log, true)?,
+            format => streamed(log, format),
+        });
+    };
+    let added = output.get(done..).unwrap_or_default();
+    if added.is_empty() {
+        return Ok(String::new());
+    }
+    printed.insert(agent, output.len());
+    Ok(match session.format {
+        Format::Table => added.to_owned(),
+        format => {
+            let mut part = log.clone();
+            part["log"] = Value::String(added.to_owned());
+            streamed(&part, format)
+        }
+    })
 }
 
 fn no_logs_yet(id: JobId) -> String {

@@ -8,6 +8,7 @@
 //! same next step.
 
 mod fact;
+mod logs;
 mod measure;
 mod queue;
 mod reconcile;
@@ -116,6 +117,8 @@ pub struct Context {
     /// two workers never hand out the same free slot.
     pub(crate) admission: Mutex<()>,
     pub(crate) metrics: ControllerMetrics,
+    /// The followers of running agents' output.
+    pub(crate) logs: logs::LogFollowers,
 }
 
 /// The running controller's handle.
@@ -132,6 +135,7 @@ impl Controller {
         load: watch::Receiver<LoadLevel>,
         metrics: &Metrics,
     ) -> Self {
+        let settings_logs = settings.agents.logs;
         let context = Context {
             store,
             runtime,
@@ -141,6 +145,7 @@ impl Controller {
             load,
             admission: Mutex::new(()),
             metrics: metrics.controller.clone(),
+            logs: logs::LogFollowers::new(&settings_logs),
         };
         Controller {
             context: Arc::new(context),
@@ -167,6 +172,7 @@ impl Controller {
         stop.cancel();
         context.queue.shut_down();
         while tasks.join_next().await.is_some() {}
+        context.logs.stop_all();
         tracing::info!("controller stopped");
     }
 }

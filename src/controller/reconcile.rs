@@ -8,6 +8,7 @@ use crate::job::admission::{self, Admission, QueueEntry};
 use crate::job::plan::{self, Action, Plan, PlanInput};
 use crate::job::workload::{Observed, Role, StartFailure, WorkloadKey};
 use crate::job::{Job, JobId, Phase, timestamp_now};
+use crate::logs::redact;
 use crate::store::{AgentLog, StoreError};
 
 use super::fact::{Applied, Fact};
@@ -45,7 +46,7 @@ pub async fn reconcile(context: &Context, id: JobId) -> Result<Requeue, Controll
     tracing::Span::current().record("phase", tracing::field::display(&job.status.phase));
     tracing::trace!("loaded");
     let mut observed = Observed {
-        workloads: context.runtime.observe(id).await?,
+        workloads: observe(context, id).await?,
         reports: context
             .store
             .observed_reports(id, job.status.attempt)
@@ -82,6 +83,29 @@ pub async fn reconcile(context: &Context, id: JobId) -> Result<Requeue, Controll
         plan = make_plan(context, &job, &observed, &admission);
     }
     record(context, job, plan, &observed, acted.running).await
+}
+
+/// The job's workloads, with any output of theirs that may end up in an
+/// error message redacted, after their output followers had their say:
+/// a workload that ended is waited for until its last lines are stored,
+/// so the transition this reconcile records comes after them.
+async fn observe(
+    context: &Context,
+    id: JobId,
+) -> Result<Vec<crate::job::workload::ObservedWorkload>, ControllerError> {
+    let mut workloads = context.runtime.observe(id).await?;
+    context.logs.track(context, id, &workloads).await;
+    for workload in &mut workloads {
+        if let Some(tail) = &workload.log_tail {
+            let token = agent_token(context, id, workload.role, workload.attempt);
+            workload.log_tail = Some(redact(tail, &[token.as_str()]).into_owned());
+        }
+    }
+    Ok(workloads)
+}
+
+fn agent_token(context: &Context, job: JobId, role: Role, attempt: u32) -> String {
+    context.settings.agent_keys.token(job, role, attempt)
 }
 
 /// What this reconcile's actions have done so far.
@@ -214,7 +238,7 @@ fn runtime_call(call: RuntimeCall, key: WorkloadKey) -> tracing::Span {
 
 fn spec_for(context: &Context, job: &Job, role: Role, attempt: u32) -> WorkloadSpec {
     let settings = &context.settings;
-    let token = settings.agent_keys.token(job.id, role, attempt);
+    let token = agent_token(context, job.id, role, attempt);
     workload_spec(
         job,
         role,
@@ -257,11 +281,13 @@ async fn start(
             | RuntimeError::Refused { .. }
             | RuntimeError::Failed { .. }),
         ) => {
-            tracing::warn!(%role, attempt, error = %super::error_chain(&error), "agent could not be started");
+            let token = agent_token(context, job.id, role, attempt);
+            let message = redact(&super::error_chain(&error), &[token.as_str()]).into_owned();
+            tracing::warn!(%role, attempt, error = %message, "agent could not be started");
             Ok(Some(Fact::StartFailed(StartFailure {
                 role,
                 attempt,
-                message: super::error_chain(&error),
+                message,
                 permanent: error.is_permanent(),
             })))
         }
@@ -371,8 +397,9 @@ async fn save_log(
     key: WorkloadKey,
     id: &str,
 ) -> Result<(), ControllerError> {
+    let token = agent_token(context, job, key.role, key.attempt);
     let log = match context.runtime.logs(id).await {
-        Ok(log) => log,
+        Ok(log) => redact(&log, &[token.as_str()]).into_owned(),
         Err(error) => format!(
             "(the log could not be read: {})",
             super::error_chain(&error)

@@ -14,7 +14,9 @@ use tokio_stream::wrappers::BroadcastStream;
 
 use crate::job::JobId;
 
-pub use icarus_core::ports::runtime::{Cause, Result, Runtime, RuntimeError, Usage, WorkloadSpec};
+pub use icarus_core::ports::runtime::{
+    Cause, LogChunk, Result, Runtime, RuntimeError, Usage, WorkloadSpec,
+};
 
 /// A runtime's wake-ups as the stream [`Runtime::changes`] returns. A
 /// subscriber that falls behind loses wake-ups rather than blocking the

@@ -448,6 +448,7 @@ impl Orchestrator {
                 config.orchestrator.max_streams,
                 config.orchestrator.max_streams_per_caller,
             )),
+            stream_buffer: config.agents.logs.subscriber_buffer,
             upstream,
             metrics,
             leadership: leading.leadership.clone(),

@@ -30,8 +30,8 @@ pub use records::{
 };
 pub use spec::{SPEC_WRITE_ATTEMPTS, SpecChange, SpecUpdate, SpecWrite};
 pub use sql::{
-    EgressTally, Fence, LeaseRecord, MAX_EGRESS_DESTINATIONS, SoleUse, Store, TELEMETRY_KEPT,
-    UsageReading,
+    EgressTally, Fence, LeaseRecord, LogLine, LogResume, MAX_EGRESS_DESTINATIONS, SoleUse, Store,
+    StreamBody, StreamEntry, StreamQuery, TELEMETRY_KEPT, UsageReading,
 };
 pub use unavailable::Unavailable;
 
@@ -122,6 +122,16 @@ pub enum StoreEvent {
         job: Arc<Job>,
         transition: Transition,
     },
+}
+
+/// Positions were written to a job's stream (lines, a transition): these
+/// entries, in order. Appends may be published out of order. Broadcast
+/// apart from [`StoreEvent`]s, so that a noisy agent's lines never push
+/// a job write out of a slow subscriber's reach.
+#[derive(Debug, Clone)]
+pub struct StreamEvent {
+    pub job: JobId,
+    pub entries: Arc<[StreamEntry]>,
 }
 
 impl StoreEvent {

@@ -754,3 +754,22 @@ async fn a_sqlite_file_moved_away_gives_503_writes_nothing_and_service_resumes_w
     let (code, _) = server.post("/jobs/spawn", json!({"task": "after"})).await;
     assert_eq!(code, 201);
 }
+
+#[tokio::test]
+async fn an_error_report_quoting_the_agents_callback_url_keeps_its_token_out_of_the_error_message()
+{
+    let server = TestServer::sqlite().await;
+    let id = server.spawn("t").await;
+    server.wait_for_builder(id).await;
+    let path = server.agent_path(id, Role::Builder, 1);
+    let token = server.agent_token(id, Role::Builder, 1);
+    let report = json!({"status": "error", "error": format!("POST http://icarus{path} failed")});
+    let (code, _) = server.post(&path, report).await;
+    assert_eq!(code, 200);
+    server.runtime.exit(id, Role::Builder, 3);
+
+    let status = server.wait_for(id, "failed").await;
+    let message = status["error_message"].as_str().unwrap();
+    assert!(!message.contains(&token), "{message}");
+    assert!(message.contains("token=[redacted] failed"), "{message}");
+}

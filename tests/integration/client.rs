@@ -13,7 +13,7 @@ use std::time::Duration;
 use icarus::job::{JobId, Role};
 use serde_json::{Value, json};
 
-use crate::support::{TestServer, eventually};
+use crate::support::{Api, TestServer, eventually};
 
 /// What one run of the binary left.
 pub struct Run {
@@ -30,7 +30,7 @@ impl Run {
 }
 
 /// The binary as a client of `server`, nothing in the environment deciding for it.
-pub fn icarus(server: &TestServer) -> tokio::process::Command {
+pub fn icarus(server: &Api) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_icarus"));
     for variable in [
         "ICARUS_SERVER",
@@ -41,7 +41,7 @@ pub fn icarus(server: &TestServer) -> tokio::process::Command {
         command.env_remove(variable);
     }
     command
-        .env("ICARUS_SERVER", &server.api.base)
+        .env("ICARUS_SERVER", &server.base)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -200,7 +200,7 @@ async fn spawn_body_until(server: &DockerServer, body: Value, phase: &str) -> (J
 }
 
 /// Cancels the job and checks that nothing of it is left on the engine.
-async fn cancel_and_wait(server: &DockerServer, id: JobId) {
+pub async fn cancel_and_wait(server: &DockerServer, id: JobId) {
     let (code, body) = server.post(&format!("/jobs/{id}/cancel"), json!({})).await;
     assert_eq!(code, 200, "{body}");
     server.wait_for(id, "cancelled").await;

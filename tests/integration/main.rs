@@ -25,6 +25,7 @@ mod kube_api;
 mod kube_scenarios;
 mod leadership;
 mod lifecycle;
+mod live_logs;
 mod metrics;
 mod notify;
 mod openapi_contract;

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
+use futures::StreamExt;
 use http::{Method, Request, Response};
 use icarus::cluster::crd::{IcarusJob, IcarusJobSpec};
 use icarus::cluster::lease::Elector;
@@ -202,6 +203,8 @@ async fn mock_api_the_role_grants_exactly_the_calls_kubernetes_mode_makes() {
     let pod = runtime.start(&spec).await.unwrap();
     runtime.observe(job).await.unwrap();
     runtime.logs(&pod).await.unwrap();
+    let followed: Vec<_> = runtime.follow_logs(&pod, None).unwrap().collect().await;
+    assert!(followed.iter().all(Result::is_ok), "{followed:?}");
     runtime.remove(spec.key, &pod).await.unwrap();
     runtime.remove_workspace(job).await.unwrap();
     runtime.owners().await.unwrap();

@@ -38,6 +38,7 @@ macro_rules! on_both_databases {
 
 mod egress;
 mod lease;
+mod stream;
 mod usage;
 
 on_both_databases!(

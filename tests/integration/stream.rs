@@ -15,7 +15,14 @@ pub type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 pub async fn connect(server: &TestServer, path: &str) -> Socket {
-    let url = format!("{}{path}", server.base.replacen("http://", "ws://", 1));
+    connect_url(&format!(
+        "{}{path}",
+        server.base.replacen("http://", "ws://", 1)
+    ))
+    .await
+}
+
+pub async fn connect_url(url: &str) -> Socket {
     tokio_tungstenite::connect_async(url).await.unwrap().0
 }
 

@@ -42,6 +42,9 @@ fn run(contract: &Contract, mode: Mode) -> i32 {
         }
         Mode::Flood => flood(contract),
         Mode::Sleep(seconds) => std::thread::sleep(Duration::from_secs(seconds)),
+        Mode::Talk(seconds) => icarus_agents::talk(seconds),
+        Mode::Shout(lines) => icarus_agents::shout(lines),
+        Mode::Tick(lines) => icarus_agents::tick(lines),
         Mode::Oom => exhaust_memory(),
         Mode::Probe => {
             log(&format!("probe: {}", probe_sandbox()));

@@ -10,8 +10,11 @@
 use async_trait::async_trait;
 use futures_core::stream::BoxStream;
 
+use chrono::{DateTime, Utc};
+
 use crate::job::JobId;
 use crate::job::workload::{ObservedWorkload, WorkloadKey};
+use crate::logs::LogStream;
 
 /// What the engine or the API server said, kept as the error's source so
 /// that logs print the whole chain (the orchestrator's `error_chain`).
@@ -97,6 +100,17 @@ pub struct Usage {
     pub memory_bytes: u64,
 }
 
+/// One line (or, for a line longer than the runtime's own limit, one part
+/// of it) a workload printed, as its runtime recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogChunk {
+    pub stream: LogStream,
+    /// When the runtime received it (nanoseconds where the runtime has them).
+    pub timestamp: DateTime<Utc>,
+    /// The bytes printed, with the newline if there was one.
+    pub bytes: Vec<u8>,
+}
+
 /// The actual state of the world, as seen and changed by the controller.
 #[async_trait]
 pub trait Runtime: Send + Sync + 'static {
@@ -129,6 +143,19 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// The workload's output so far (stdout and stderr), up to a runtime-defined cap.
     async fn logs(&self, id: &str) -> Result<String>;
+
+    /// The workload's output from `since` on (everything when `None`; the
+    /// runtime may start earlier, at its own granularity, never later),
+    /// then each line as it is printed, until the workload ends. `None`:
+    /// this runtime cannot follow a workload's output (the default); its
+    /// log is read once, by [`Runtime::logs`], before it is removed.
+    fn follow_logs(
+        &self,
+        _id: &str,
+        _since: Option<DateTime<Utc>>,
+    ) -> Option<BoxStream<'static, Result<LogChunk>>> {
+        None
+    }
 
     /// What the workload with runtime id `id` uses now; `None` when this
     /// runtime cannot measure it (the default) or the workload is not

@@ -34,6 +34,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 mod cgroups;
 mod events;
+mod follow;
 mod networks;
 mod stats;
 
@@ -505,6 +506,14 @@ impl Runtime for DockerRuntime {
     async fn logs(&self, id: &str) -> Result<String> {
         let log = self.logs_tail(id, KEPT_LOG_LINES).await?;
         Ok(keep_end(log, KEPT_LOG_BYTES))
+    }
+
+    fn follow_logs(
+        &self,
+        id: &str,
+        since: Option<DateTime<Utc>>,
+    ) -> Option<BoxStream<'static, Result<crate::runtime::LogChunk>>> {
+        Some(follow::follow(&self.docker, id, since))
     }
 
     async fn usage(&self, id: &str) -> Result<Option<crate::runtime::Usage>> {

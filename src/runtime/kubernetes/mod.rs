@@ -10,6 +10,7 @@
 //! the repository claim is the git Pods' ([`crate::source::pods`]).
 
 pub mod claims;
+mod follow;
 pub mod observe;
 pub mod workloads;
 
@@ -302,6 +303,14 @@ impl Runtime for KubeRuntime {
             .logs(id, &params)
             .await
             .map_err(|e| failed("read pod logs", e))
+    }
+
+    fn follow_logs(
+        &self,
+        id: &str,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Option<BoxStream<'static, Result<crate::runtime::LogChunk>>> {
+        Some(follow::follow(self.pods.clone(), id.to_owned(), since))
     }
 
     async fn remove(&self, _key: WorkloadKey, id: &str) -> Result<()> {

@@ -36,36 +36,35 @@ pub(super) enum Change {
     Job,
     /// An agent reported its outcome.
     Report,
+    /// Positions `first..=last` of the job's stream were written.
+    Stream { first: i64, last: i64 },
 }
 
-impl Change {
-    fn as_str(self) -> &'static str {
-        match self {
-            Change::Job => "job",
-            Change::Report => "report",
-        }
-    }
-
-    fn parse(text: &str) -> Option<Change> {
-        match text {
-            "job" => Some(Change::Job),
-            "report" => Some(Change::Report),
-            _ => None,
-        }
-    }
-}
-
-/// `origin:kind:job`, the notification's payload.
+/// `origin:kind:job`, the notification's payload; a stream's range follows
+/// the job (`origin:stream:job:first:last`).
 pub(super) fn payload(origin: &str, change: Change, job: JobId) -> String {
-    format!("{origin}:{}:{job}", change.as_str())
+    match change {
+        Change::Job => format!("{origin}:job:{job}"),
+        Change::Report => format!("{origin}:report:{job}"),
+        Change::Stream { first, last } => format!("{origin}:stream:{job}:{first}:{last}"),
+    }
 }
 
 fn parse_payload(payload: &str) -> Option<(&str, Change, JobId)> {
-    let mut parts = payload.splitn(3, ':');
+    let mut parts = payload.split(':');
     let origin = parts.next()?;
-    let change = Change::parse(parts.next()?)?;
+    let kind = parts.next()?;
     let job = parts.next()?.parse().ok()?;
-    Some((origin, change, job))
+    let change = match kind {
+        "job" => Change::Job,
+        "report" => Change::Report,
+        "stream" => Change::Stream {
+            first: parts.next()?.parse().ok()?,
+            last: parts.next()?.parse().ok()?,
+        },
+        _ => return None,
+    };
+    parts.next().is_none().then_some((origin, change, job))
 }
 
 /// A name for one connected store: its own notifications are not relayed back.
@@ -117,6 +116,7 @@ impl Store {
         }
         match change {
             Change::Report => self.publish(StoreEvent::AgentReported(job)),
+            Change::Stream { first, last } => self.relay_stream(job, first, last).await,
             Change::Job => match self.get_job(job).await {
                 Ok(Some(job)) => self.publish(StoreEvent::JobWritten(Arc::new(job))),
                 Ok(None) => {}
@@ -172,5 +172,9 @@ mod tests {
             Some(("origin-1", Change::Report, job))
         );
         assert_eq!(parse_payload("origin:bogus:x"), None);
+        let stream = Change::Stream { first: 3, last: 7 };
+        let text = payload("o", stream, job);
+        assert_eq!(parse_payload(&text), Some(("o", stream, job)));
+        assert_eq!(parse_payload(&format!("o:job:{job}:1")), None);
     }
 }

@@ -4,8 +4,8 @@
 
 use chrono::{DateTime, Utc};
 
+use super::columns::{attempt_column, corrupt, parse_role};
 use super::on_pool;
-use super::queries::{attempt_column, corrupt, parse_role};
 use crate::job::JobId;
 use crate::store::{EgressAllowance, EgressTraffic, EgressVerdict, Result, Store};
 

@@ -10,15 +10,18 @@
 //! makes a second `icarus serve` on the same file refuse to start.
 
 pub mod changes;
+mod columns;
 mod egress;
 pub mod lease;
 pub(crate) mod pooled_sqlite;
 mod queries;
+pub mod stream;
 mod usage;
 
 pub use egress::{EgressTally, MAX_DESTINATIONS as MAX_EGRESS_DESTINATIONS};
 pub use lease::{Fence, LeaseRecord};
 pub use queries::TELEMETRY_KEPT;
+pub use stream::{LogLine, LogResume, StreamBody, StreamEntry, StreamQuery};
 pub use usage::UsageReading;
 
 use std::path::Path;
@@ -33,7 +36,7 @@ use sqlx::sqlite::{
 use sqlx::{Connection, Executor};
 use tokio::sync::broadcast;
 
-use super::{Result, StoreError, StoreEvent};
+use super::{Result, StoreError, StoreEvent, StreamEvent};
 use crate::metrics::DatabaseMetrics;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -41,6 +44,9 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 
 /// How many change events a slow subscriber may fall behind before it must re-read.
 const EVENT_BUFFER: usize = 1024;
+/// The same for appends to jobs' streams (a subscriber that falls behind
+/// reads the database instead).
+const STREAM_EVENT_BUFFER: usize = 4096;
 
 #[derive(Debug, Clone)]
 enum Pool {
@@ -53,6 +59,7 @@ enum Pool {
 pub struct Store {
     pool: Pool,
     events: broadcast::Sender<StoreEvent>,
+    stream_events: broadcast::Sender<StreamEvent>,
     /// The SQLite file opened at start, to notice it removed or replaced.
     file: Option<FileIdentity>,
     /// Set on a leader's store: job writes are refused once its term is over.
@@ -140,9 +147,11 @@ impl Store {
             Pool::Postgres(pool)
         };
         let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let (stream_events, _) = broadcast::channel(STREAM_EVENT_BUFFER);
         Ok(Store {
             pool,
             events,
+            stream_events,
             file,
             fence: None,
             origin: changes::new_origin(),
@@ -245,6 +254,11 @@ impl Store {
         self.events.subscribe()
     }
 
+    /// Every append to any job's stream from now on, as it happens.
+    pub fn subscribe_streams(&self) -> broadcast::Receiver<StreamEvent> {
+        self.stream_events.subscribe()
+    }
+
     /// Closes the pool, waiting for queries in flight.
     pub async fn close(&self) {
         // Whatever the file's fate, the pool closes.
@@ -257,6 +271,14 @@ impl Store {
     fn publish(&self, event: StoreEvent) {
         // No subscriber is fine: nobody is waiting for this change.
         let _ = self.events.send(event);
+    }
+
+    fn publish_stream(
+        &self,
+        job: crate::job::JobId,
+        entries: std::sync::Arc<[stream::StreamEntry]>,
+    ) {
+        let _ = self.stream_events.send(StreamEvent { job, entries });
     }
 }
 

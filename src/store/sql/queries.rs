@@ -7,8 +7,10 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
 use super::changes::{Change, announce};
+use super::columns::{attempt_column, corrupt, parse_role};
 use super::lease::check_fence;
 use super::on_pool;
+use super::stream::{StreamBody, StreamEntry, insert_status, take_positions};
 use crate::job::plan::Transition;
 use crate::job::workload::AgentReports;
 use crate::job::{Job, JobId, JobSpec, JobStatus, Phase, Role};
@@ -133,17 +135,6 @@ struct ReportRow {
     created_at: DateTime<Utc>,
 }
 
-pub(super) fn corrupt(job: JobId, detail: impl Into<String>) -> StoreError {
-    StoreError::Corrupt {
-        id: job.to_string(),
-        detail: detail.into(),
-    }
-}
-
-pub(super) fn parse_role(job: JobId, text: &str) -> Result<Role> {
-    Role::parse(text).ok_or_else(|| corrupt(job, format!("unknown role '{text}'")))
-}
-
 fn parse_phase(job: JobId, text: &str) -> Result<Phase> {
     text.parse()
         .map_err(|_| corrupt(job, format!("unknown phase '{text}'")))
@@ -165,7 +156,7 @@ macro_rules! insert_telemetry {
         .bind(sample.ram_usage_mb)
         .bind(sample.current_tool.as_deref())
         .bind(sample.role.as_str())
-        .bind($crate::store::sql::queries::attempt_column(sample.attempt))
+        .bind($crate::store::sql::columns::attempt_column(sample.attempt))
         .bind(sample.source.as_str())
         .execute($tx)
         .await?;
@@ -176,7 +167,7 @@ macro_rules! insert_telemetry {
         )
         .bind($job.to_string())
         .bind(sample.role.as_str())
-        .bind($crate::store::sql::queries::attempt_column(sample.attempt))
+        .bind($crate::store::sql::columns::attempt_column(sample.attempt))
         .bind(sample.source.as_str())
         .bind($crate::store::sql::queries::TELEMETRY_KEPT)
         .execute($tx)
@@ -185,10 +176,6 @@ macro_rules! insert_telemetry {
 }
 pub(super) use insert_telemetry;
 
-pub(super) fn attempt_column(attempt: u32) -> i32 {
-    i32::try_from(attempt).unwrap_or(i32::MAX)
-}
-
 impl Store {
     /// Stores a new job at version 1 and logs its creation.
     pub async fn create_job(&self, job: &Job) -> Result<Job> {
@@ -196,7 +183,7 @@ impl Store {
         stored.resource_version = 1;
         let now = Utc::now();
         let id = stored.id.to_string();
-        on_pool!(self, pool => {
+        let seq = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             bind_job_columns!(sqlx::query(INSERT_JOB), stored, now)
                 .bind(&id)
@@ -215,10 +202,15 @@ impl Store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+            let seq = take_positions!(tx, &id, 1_i64);
+            insert_status!(tx, &id, seq, &stored.status, now);
             announce!(self, tx, Change::Job, stored.id);
+            announce!(self, tx, Change::Stream { first: seq, last: seq }, stored.id);
             tx.commit().await?;
+            seq
         });
         self.publish(StoreEvent::JobWritten(stored.clone().into()));
+        self.publish_status(&stored, seq, now);
         Ok(stored)
     }
 
@@ -296,9 +288,10 @@ impl Store {
         let id = job.id.to_string();
         let mut stored = job.clone();
         stored.resource_version += 1;
-        let updated = on_pool!(self, pool => {
+        let (updated, seq) = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             check_fence!(self, tx);
+            let mut seq = None;
             let result = bind_job_columns!(sqlx::query(UPDATE_JOB), job, now)
                 .bind(&id)
                 .bind(job.resource_version)
@@ -316,12 +309,16 @@ impl Store {
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
+                let at = take_positions!(tx, &id, 1_i64);
+                insert_status!(tx, &id, at, &job.status, now);
+                announce!(self, tx, Change::Stream { first: at, last: at }, job.id);
+                seq = Some(at);
             }
             if updated {
                 announce!(self, tx, Change::Job, job.id);
             }
             tx.commit().await?;
-            updated
+            (updated, seq)
         });
         if !updated {
             return match self.get_job(job.id).await? {
@@ -340,7 +337,22 @@ impl Store {
                 transition: transition.clone(),
             });
         }
+        if let Some(seq) = seq {
+            self.publish_status(&stored, seq, now);
+        }
         Ok(Arc::unwrap_or_clone(stored))
+    }
+
+    /// Broadcasts the status entry a write put at `seq` of the job's stream.
+    fn publish_status(&self, job: &Job, seq: i64, at: DateTime<Utc>) {
+        let entry = StreamEntry {
+            seq,
+            body: StreamBody::Status {
+                status: Box::new(job.status.clone()),
+                at,
+            },
+        };
+        self.publish_stream(job.id, Arc::from([entry]));
     }
 
     pub async fn record_telemetry(&self, job: JobId, sample: &TelemetrySample) -> Result<()> {

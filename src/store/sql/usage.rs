@@ -4,8 +4,9 @@
 
 use chrono::{DateTime, Utc};
 
+use super::columns::{attempt_column, corrupt, parse_role};
 use super::on_pool;
-use super::queries::{attempt_column, corrupt, insert_telemetry, parse_role};
+use super::queries::insert_telemetry;
 use crate::job::{JobId, Role};
 use crate::store::{AgentUsage, Result, Store, TelemetrySample, TelemetrySource};
 

@@ -1,0 +1,97 @@
+//! The messages of a job's stream, as `WS /jobs/{id}/stream` sends them and
+//! `GET /jobs/{id}/logs?follow=true` writes them: a `status_update` (the
+//! job's status as a transition left it) or a `log` line, each with its
+//! position (`seq`) for resuming.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::models::JobStatusResponse;
+use crate::job::Job;
+use crate::store::{LogLine, StreamBody, StreamEntry};
+
+/// `{"type": "status_update", ...the status fields, "seq"}`.
+#[derive(Debug, Serialize)]
+pub struct StatusUpdate {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    status: JobStatusResponse,
+    /// The position of this update in the job's stream.
+    seq: i64,
+}
+
+/// One line an agent printed (or Icarus wrote about its output), as
+/// `{"type": "log", ...}` on the stream.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LogMessage {
+    /// Always `log`.
+    #[serde(rename = "type")]
+    #[schema(example = "log")]
+    pub kind: &'static str,
+    #[schema(example = "builder")]
+    pub role: &'static str,
+    pub attempt: u32,
+    /// `stdout` or `stderr` (Icarus's own notes, such as a summary of
+    /// dropped lines, are on `stderr` and start with `[icarus]`).
+    #[schema(example = "stdout")]
+    pub stream: &'static str,
+    pub message: String,
+    /// When the agent printed it, as its runtime recorded it.
+    pub timestamp: DateTime<Utc>,
+    /// The position in the job's stream: resume with `since=<seq>`.
+    pub seq: i64,
+}
+
+impl LogMessage {
+    pub fn new(line: &LogLine, seq: i64) -> LogMessage {
+        LogMessage {
+            kind: "log",
+            role: line.role.as_str(),
+            attempt: line.attempt,
+            stream: line.stream.as_str(),
+            message: line.message.clone(),
+            timestamp: line.at,
+            seq,
+        }
+    }
+}
+
+/// The job's status at `seq`, with what was measured of its agents (left
+/// out when the database cannot say: the status still goes).
+pub async fn status_update(state: &AppState, job: &Job, seq: i64) -> StatusUpdate {
+    let usage = state
+        .store
+        .agent_usage(job.id, job.status.attempt)
+        .await
+        .unwrap_or_default();
+    StatusUpdate {
+        kind: "status_update",
+        status: JobStatusResponse::from(job).with_usage(&usage),
+        seq,
+    }
+}
+
+/// An entry as its JSON message; `job` gives the status entries the job's
+/// spec (their own status replaces its).
+pub async fn render(state: &AppState, job: &Job, entry: &StreamEntry) -> String {
+    match &entry.body {
+        StreamBody::Log(line) => to_json(&LogMessage::new(line, entry.seq)),
+        StreamBody::Status { status, .. } => {
+            let mut then = job.clone();
+            then.status = (**status).clone();
+            to_json(&status_update(state, &then, entry.seq).await)
+        }
+    }
+}
+
+pub fn to_json(message: &impl Serialize) -> String {
+    serde_json::to_string(message).unwrap_or_default()
+}
+
+/// Whether the entry ends the stream: a status in a terminal phase.
+pub fn is_final(entry: &StreamEntry) -> bool {
+    matches!(&entry.body, StreamBody::Status { status, .. } if status.phase.is_terminal())
+}

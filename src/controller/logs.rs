@@ -1,0 +1,366 @@
+//! Following agents' output while they run: at most one follower task per
+//! running workload, on the reconciling replica only (it belongs to the
+//! controller's term, like every other leader task).
+//!
+//! Every reconcile hands the followers what it observed
+//! ([`LogFollowers::track`]): a running workload without a follower gets one
+//! (so a restart or a new leader adopts the running agents), so does one that
+//! ended without ever being followed in this term (it ran between two
+//! reconciles, or while no replica led), and a workload that ended is waited
+//! for briefly until its follower has stored the last lines, so the
+//! transition that follows comes after them in the job's stream. A follower reads the runtime's log stream
+//! ([`Runtime::follow_logs`]), splits it into lines, cuts long ones, redacts
+//! the agent's callback token, applies the agent's rate and budget
+//! ([`crate::logs::Gate`]) and appends the lines in small batches
+//! ([`Store::append_log`], fenced: a replica whose term ended writes nothing
+//! more). Any failure ends the follower; the next reconcile starts another,
+//! which resumes after the last stored line.
+//!
+//! Resuming: the runtime is asked for the output from the last stored line's
+//! timestamp on (Docker counts in whole seconds, so it may send more);
+//! lines before that timestamp are skipped, and of the lines with exactly
+//! that timestamp, as many as are stored already.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::SubsecRound;
+use futures::StreamExt;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::job::JobId;
+use crate::job::workload::{ObservedWorkload, WorkloadKey, WorkloadState};
+use crate::logs::{Gate, LineSplitter, LogLimits, LogStream, Verdict, redact};
+use crate::runtime::{LogChunk, Runtime};
+use crate::store::{LogLine, LogResume, Store};
+
+/// Lines stored in one write at most.
+const BATCH_LINES: usize = 256;
+/// How long a line waits for others to share its write.
+const BATCH_DELAY: Duration = Duration::from_millis(50);
+/// How long a reconcile waits for the last lines of an agent that ended.
+const DRAIN_WAIT: Duration = Duration::from_secs(5);
+
+/// The followers of one controller term.
+pub(crate) struct LogFollowers {
+    limits: LogLimits,
+    enabled: bool,
+    running: Mutex<HashMap<WorkloadKey, Running>>,
+    stop: CancellationToken,
+}
+
+/// A follower under way: which workload, and a flag set once it ended.
+struct Running {
+    workload_id: String,
+    ended: watch::Receiver<bool>,
+}
+
+/// What a follower needs, owned, for its task.
+struct Follower {
+    store: Store,
+    runtime: Arc<dyn Runtime>,
+    key: WorkloadKey,
+    workload_id: String,
+    /// The agent's callback token: never stored.
+    token: String,
+    limits: LogLimits,
+}
+
+impl LogFollowers {
+    pub(crate) fn new(config: &crate::config::AgentLogsConfig) -> LogFollowers {
+        LogFollowers {
+            limits: config.limits(),
+            enabled: config.follow,
+            running: Mutex::default(),
+            stop: CancellationToken::new(),
+        }
+    }
+
+    /// Starts a follower for each running workload that has none, and
+    /// waits (briefly) for those of workloads that are no longer running.
+    pub(crate) async fn track(
+        &self,
+        context: &super::Context,
+        job: JobId,
+        workloads: &[ObservedWorkload],
+    ) {
+        if !self.enabled {
+            return;
+        }
+        let keys: Vec<WorkloadKey> = workloads
+            .iter()
+            .map(|workload| WorkloadKey {
+                job,
+                role: workload.role,
+                attempt: workload.attempt,
+            })
+            .collect();
+        for (key, workload) in keys.iter().zip(workloads) {
+            match workload.state {
+                WorkloadState::Running => self.ensure(context, *key, &workload.id, true),
+                // An agent that ended before it was followed (between two
+                // reconciles, or while no replica led) is read to its end.
+                WorkloadState::Exited { .. } => {
+                    self.ensure(context, *key, &workload.id, false);
+                    self.drain(*key).await;
+                }
+                _ => {}
+            }
+        }
+        // Workloads removed: their followers ended with them.
+        lock(&self.running).retain(|key, _| key.job != job || keys.contains(key));
+    }
+
+    /// Stops every follower (the term is over).
+    pub(crate) fn stop_all(&self) {
+        self.stop.cancel();
+    }
+
+    /// Starts a follower for the workload unless one runs; unless one has
+    /// run, when `again` is false (a workload that ended: its output is
+    /// complete once read).
+    fn ensure(&self, context: &super::Context, key: WorkloadKey, workload_id: &str, again: bool) {
+        let mut running = lock(&self.running);
+        if let Some(follower) = running.get(&key)
+            && follower.workload_id == workload_id
+            && (!again || !*follower.ended.borrow())
+        {
+            return;
+        }
+        let (ended_tx, ended) = watch::channel(false);
+        let follower = Follower {
+            store: context.store.clone(),
+            runtime: context.runtime.clone(),
+            key,
+            workload_id: workload_id.to_owned(),
+            token: context
+                .settings
+                .agent_keys
+                .token(key.job, key.role, key.attempt),
+            limits: self.limits,
+        };
+        let stop = self.stop.clone();
+        let span = tracing::info_span!("log follower", job = %key.job, role = %key.role, attempt = key.attempt);
+        tokio::spawn(
+            async move {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = follower.run() => {}
+                }
+                let _ = ended_tx.send(true);
+            }
+            .instrument(span),
+        );
+        running.insert(
+            key,
+            Running {
+                workload_id: workload_id.to_owned(),
+                ended,
+            },
+        );
+    }
+
+    /// Waits up to [`DRAIN_WAIT`] for the follower of `key` to store the
+    /// last lines.
+    async fn drain(&self, key: WorkloadKey) {
+        let Some(mut ended) = lock(&self.running).get(&key).map(|f| f.ended.clone()) else {
+            return;
+        };
+        if tokio::time::timeout(DRAIN_WAIT, ended.wait_for(|ended| *ended))
+            .await
+            .is_err()
+        {
+            tracing::warn!(job = %key.job, role = %key.role, "the agent ended but its output is still being read; going on");
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Follower {
+    async fn run(self) {
+        let resume = match self
+            .store
+            .log_resume(self.key.job, self.key.role, self.key.attempt)
+            .await
+        {
+            Ok(resume) => resume,
+            Err(error) => {
+                tracing::warn!(error = %crate::errors::error_chain(&error), "where to resume the agent's output could not be read");
+                return;
+            }
+        };
+        let Some(mut chunks) = self.runtime.follow_logs(&self.workload_id, resume.last_at) else {
+            return;
+        };
+        tracing::debug!(?resume, "following the agent's output");
+        let mut lines = Lines::new(&self, resume);
+        let mut pending: Vec<LogLine> = Vec::new();
+        // A line waits at most BATCH_DELAY for others to share its write.
+        let mut flush_at = None;
+        loop {
+            let due = tokio::time::sleep_until(flush_at.unwrap_or_else(Instant::now));
+            let chunk = tokio::select! {
+                chunk = chunks.next() => chunk,
+                _ = due, if flush_at.is_some() => {
+                    flush_at = None;
+                    if !self.store_lines(&mut pending).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            match chunk {
+                Some(Ok(chunk)) => {
+                    lines.take(&chunk, &mut pending);
+                    if !pending.is_empty() && flush_at.is_none() {
+                        flush_at = Some(Instant::now() + BATCH_DELAY);
+                    }
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(error = %crate::errors::error_chain(&error), "the agent's output could not be followed further");
+                    break;
+                }
+                None => break,
+            }
+            if pending.len() >= BATCH_LINES {
+                flush_at = None;
+                if !self.store_lines(&mut pending).await {
+                    return;
+                }
+            }
+        }
+        lines.finish(&mut pending);
+        self.store_lines(&mut pending).await;
+    }
+
+    /// Stores and empties `pending`; false if the store refused.
+    async fn store_lines(&self, pending: &mut Vec<LogLine>) -> bool {
+        let batch = std::mem::take(pending);
+        match self.store.append_log(self.key.job, &batch).await {
+            Ok(_) => true,
+            Err(error) => {
+                tracing::warn!(error = %crate::errors::error_chain(&error), lines = batch.len(), "the agent's output could not be stored; following again at the next reconcile");
+                false
+            }
+        }
+    }
+}
+
+/// From chunks to the lines that are kept: split per stream, resumed,
+/// redacted, gated.
+struct Lines {
+    key: WorkloadKey,
+    token: String,
+    splitters: HashMap<LogStream, LineSplitter>,
+    max_line_bytes: usize,
+    resume: LogResume,
+    skipped_at_last: u32,
+    gate: Gate,
+    /// The last line's time, for the summary at the end.
+    last_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Lines {
+    fn new(follower: &Follower, resume: LogResume) -> Lines {
+        Lines {
+            key: follower.key,
+            token: follower.token.clone(),
+            splitters: HashMap::new(),
+            max_line_bytes: follower.limits.max_line_bytes,
+            resume,
+            skipped_at_last: 0,
+            gate: Gate::new(follower.limits, resume.kept),
+            last_at: None,
+        }
+    }
+
+    fn take(&mut self, chunk: &LogChunk, out: &mut Vec<LogLine>) {
+        let max = self.max_line_bytes;
+        let splitter = self
+            .splitters
+            .entry(chunk.stream)
+            .or_insert_with(|| LineSplitter::new(max));
+        // To the microsecond, as PostgreSQL keeps it: what is compared on
+        // resuming is exactly what was stored.
+        let at = chunk.timestamp.trunc_subsecs(6);
+        for line in splitter.push(at, &chunk.bytes) {
+            self.keep(chunk.stream, line, out);
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<LogLine>) {
+        let rests: Vec<_> = self
+            .splitters
+            .iter_mut()
+            .filter_map(|(stream, splitter)| Some((*stream, splitter.finish()?)))
+            .collect();
+        for (stream, line) in rests {
+            self.keep(stream, line, out);
+        }
+        if let (Some(summary), Some(at)) = (self.gate.take_summary(), self.last_at) {
+            out.push(self.line(LogStream::Stderr, summary, at, true));
+        }
+    }
+
+    /// Whether a line was stored before the restart this follower resumes.
+    fn stored_already(&mut self, at: chrono::DateTime<chrono::Utc>) -> bool {
+        match self.resume.last_at {
+            Some(last) if at < last => true,
+            Some(last) if at == last && self.skipped_at_last < self.resume.lines_at_last => {
+                self.skipped_at_last += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn keep(&mut self, stream: LogStream, line: crate::logs::SplitLine, out: &mut Vec<LogLine>) {
+        if self.stored_already(line.at) {
+            return;
+        }
+        self.last_at = Some(line.at);
+        let text = redact(&line.text, &[self.token.as_str()]).into_owned();
+        let was_exhausted = self.gate.is_exhausted();
+        match self.gate.admit(line.at, &text) {
+            Verdict::Keep => {
+                if let Some(summary) = self.gate.take_summary() {
+                    out.push(self.line(LogStream::Stderr, summary, line.at, true));
+                }
+                out.push(self.line(stream, text, line.at, false));
+            }
+            Verdict::Drop if !was_exhausted && self.gate.is_exhausted() => {
+                let note = "[icarus] the agent's log reached its budget (agents.logs.max_bytes); \
+                            further lines are dropped and counted"
+                    .to_owned();
+                out.push(self.line(LogStream::Stderr, note, line.at, true));
+            }
+            Verdict::Drop => {}
+        }
+    }
+
+    fn line(
+        &self,
+        stream: LogStream,
+        message: String,
+        at: chrono::DateTime<chrono::Utc>,
+        note: bool,
+    ) -> LogLine {
+        LogLine {
+            role: self.key.role,
+            attempt: self.key.attempt,
+            stream,
+            message,
+            at,
+            note,
+        }
+    }
+}
