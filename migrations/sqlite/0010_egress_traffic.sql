@@ -3,7 +3,8 @@
 -- counting connections and bytes, so a flood of refusals is one row, not a
 -- row each. An agent's hundredth distinct destination and those after it
 -- are counted under the host '*' (port 0): an agent cannot grow the table
--- without limit by asking for ever new names.
+-- without limit by asking for ever new names. Each row's first connection
+-- is also an entry of the job's stream (job_stream, kind 'egress').
 CREATE TABLE egress_traffic (
     job_id         TEXT    NOT NULL REFERENCES jobs (job_id) ON DELETE CASCADE,
     role           TEXT    NOT NULL,

@@ -287,6 +287,7 @@ impl Follow {
                 let event = match entry.body {
                     StreamBody::Log(_) => "log",
                     StreamBody::Status { .. } => "status_update",
+                    StreamBody::Egress(_) => "egress",
                 };
                 let data = render(&self.state, &self.job, entry).await;
                 format!("id: {}\nevent: {event}\ndata: {data}\n\n", entry.seq)
@@ -302,6 +303,19 @@ impl Follow {
                 StreamBody::Status { status, .. } => {
                     format!("[icarus] status: {} (seq {})\n", status.phase, entry.seq)
                 }
+                StreamBody::Egress(traffic) => format!(
+                    "[icarus] egress: {} #{} {}:{} {}{}\n",
+                    traffic.role,
+                    traffic.attempt,
+                    traffic.host,
+                    traffic.port,
+                    traffic.verdict.as_str(),
+                    traffic
+                        .reason
+                        .as_deref()
+                        .map(|why| format!(" ({why})"))
+                        .unwrap_or_default()
+                ),
             },
         })
     }

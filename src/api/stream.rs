@@ -42,8 +42,10 @@ use crate::store::StreamEvent;
 /// The job's stream: a WebSocket (RFC 6455) whose messages are
 /// `{"type": "status_update", ...the status fields, "seq"}` (one per
 /// transition) and `{"type": "log", "role", "attempt", "stream", "message",
-/// "timestamp", "seq"}` (one per line its agents print), in the order of
-/// their positions (`seq`). Without `since`, the current status comes
+/// "timestamp", "seq"}` (one per line its agents print) and `{"type":
+/// "egress", "role", "attempt", "host", "port", "verdict", "reason", ...,
+/// "seq"}` (an agent's first connection to a destination under a verdict,
+/// through the egress proxy), in the order of their positions (`seq`). Without `since`, the current status comes
 /// first; with it, every message after that position, then the live ones.
 /// Closed once the job ends (1000), at shutdown (1001), or when the client
 /// cannot keep up (1013, the reason naming the `since` to reconnect with).
@@ -54,7 +56,7 @@ use crate::store::StreamEvent;
     ),
     security(("api_token" = [])),
     responses(
-        (status = 101, description = "Switching to the WebSocket: `status_update` and `log` messages until the job ends"),
+        (status = 101, description = "Switching to the WebSocket: `status_update`, `log` and `egress` messages until the job ends"),
         (status = 400, description = "Not a WebSocket handshake: a header it needs is missing or wrong", body = ErrorBody),
         (status = 403, description = "Refused for browser safety: a foreign Origin, or a foreign Host with authentication off", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),

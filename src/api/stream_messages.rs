@@ -1,14 +1,15 @@
 //! The messages of a job's stream, as `WS /jobs/{id}/stream` sends them and
 //! `GET /jobs/{id}/logs?follow=true` writes them: a `status_update` (the
-//! job's status as a transition left it) or a `log` line, each with its
-//! position (`seq`) for resuming.
+//! job's status as a transition left it), a `log` line, or an `egress`
+//! message (an agent's first connection to a destination through the egress
+//! proxy, and the verdict), each with its position (`seq`) for resuming.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::models::JobStatusResponse;
+use super::models::{EgressView, JobStatusResponse};
 use crate::job::Job;
 use crate::store::{LogLine, StreamBody, StreamEntry};
 
@@ -74,11 +75,27 @@ pub async fn status_update(state: &AppState, job: &Job, seq: i64) -> StatusUpdat
     }
 }
 
+/// `{"type": "egress", ...the traffic's fields, "seq"}`: an agent's first
+/// connection to a destination under a verdict.
+#[derive(Debug, Serialize)]
+pub struct EgressMessage {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    traffic: EgressView,
+    seq: i64,
+}
+
 /// An entry as its JSON message; `job` gives the status entries the job's
 /// spec (their own status replaces its).
 pub async fn render(state: &AppState, job: &Job, entry: &StreamEntry) -> String {
     match &entry.body {
         StreamBody::Log(line) => to_json(&LogMessage::new(line, entry.seq)),
+        StreamBody::Egress(traffic) => to_json(&EgressMessage {
+            kind: "egress",
+            traffic: EgressView::from(traffic.clone()),
+            seq: entry.seq,
+        }),
         StreamBody::Status { status, .. } => {
             let mut then = job.clone();
             then.status = (**status).clone();

@@ -135,7 +135,9 @@ impl Dashboard {
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// Every status the stream sends until it closes (the job ended).
+/// Every status the stream sends until it closes (the job ended). The
+/// agents' `log` lines in between are what the dashboard's terminal shows:
+/// each carries the `message` it prints.
 async fn statuses_until_closed(socket: &mut Socket) -> Vec<String> {
     let mut statuses = Vec::new();
     loop {
@@ -148,6 +150,10 @@ async fn statuses_until_closed(socket: &mut Socket) -> Vec<String> {
         match message.unwrap() {
             Message::Text(text) => {
                 let update: Value = serde_json::from_str(&text).unwrap();
+                if update["type"] == "log" {
+                    assert!(update["message"].is_string(), "{update}");
+                    continue;
+                }
                 assert_eq!(update["type"], "status_update", "{update}");
                 statuses.push(update["status"].as_str().unwrap().to_owned());
             }

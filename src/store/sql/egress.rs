@@ -33,7 +33,8 @@ const ADD_TRAFFIC: &str = "INSERT INTO egress_traffic (job_id, role, attempt, ho
      bytes_sent = egress_traffic.bytes_sent + excluded.bytes_sent, \
      bytes_received = egress_traffic.bytes_received + excluded.bytes_received, \
      cut_at_budget = egress_traffic.cut_at_budget + excluded.cut_at_budget, \
-     last_at = excluded.last_at";
+     last_at = excluded.last_at \
+     RETURNING connections";
 
 const TRAFFIC_COLUMNS: &str = "role, attempt, host, port, verdict, reason, connections, \
      bytes_sent, bytes_received, cut_at_budget, first_at, last_at";
@@ -84,12 +85,13 @@ impl TrafficRow {
 }
 
 impl Store {
-    /// Adds a tally to its destination's row (made if new).
+    /// Adds a tally to its destination's row; a new row (the agent's first
+    /// connection to it under this verdict) also goes on the job's stream.
     pub async fn add_egress_traffic(&self, tally: &EgressTally) -> Result<()> {
         let traffic = &tally.traffic;
         let number = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
-        on_pool!(self, pool => {
-            sqlx::query(ADD_TRAFFIC)
+        let (connections,): (i64,) = on_pool!(self, pool => {
+            sqlx::query_as(ADD_TRAFFIC)
                 .bind(tally.job.to_string())
                 .bind(traffic.role.as_str())
                 .bind(attempt_column(traffic.attempt))
@@ -104,9 +106,12 @@ impl Store {
                 .bind(traffic.first_at)
                 .bind(traffic.last_at)
                 .bind(MAX_DESTINATIONS)
-                .execute(pool)
-                .await?;
+                .fetch_one(pool)
+                .await?
         });
+        if connections == number(traffic.connections) {
+            self.append_egress(tally.job, traffic).await?;
+        }
         Ok(())
     }
 

@@ -20,7 +20,7 @@ use super::lease::check_fence;
 use super::on_pool;
 use crate::job::{JobId, JobStatus, Role};
 use crate::logs::LogStream;
-use crate::store::{Result, Store};
+use crate::store::{EgressTraffic, EgressVerdict, Result, Store};
 
 /// One line an agent printed, or one Icarus wrote about its output (a
 /// summary of dropped lines).
@@ -45,6 +45,12 @@ pub enum StreamBody {
         status: Box<JobStatus>,
         at: DateTime<Utc>,
     },
+    /// An agent's first connection through the egress proxy to one
+    /// destination under one verdict (allowed, refused, unlisted): what it
+    /// reaches and asks for, as it happens. The connections after are only
+    /// counted (`GET /jobs/{id}/egress`), so an agent adds at most a bounded
+    /// number of these.
+    Egress(EgressTraffic),
 }
 
 /// One position of a job's stream.
@@ -59,6 +65,7 @@ impl StreamEntry {
         match &self.body {
             StreamBody::Log(line) => line.at,
             StreamBody::Status { at, .. } => *at,
+            StreamBody::Egress(traffic) => traffic.first_at,
         }
     }
 }
@@ -148,6 +155,29 @@ impl EntryRow {
                 at: self.created_at,
                 note: kind == "note",
             }),
+            "egress" => {
+                let record: EgressRecord = serde_json::from_str(&self.message)
+                    .map_err(|e| corrupt(job, format!("stream entry {}: {e}", self.seq)))?;
+                StreamBody::Egress(EgressTraffic {
+                    role: parse_role(job, self.role.as_deref().unwrap_or_default())?,
+                    attempt: self
+                        .attempt
+                        .and_then(|a| u32::try_from(a).ok())
+                        .unwrap_or(0),
+                    host: record.host,
+                    port: record.port,
+                    verdict: EgressVerdict::parse(&record.verdict).ok_or_else(|| {
+                        corrupt(job, format!("stream entry {}: a verdict unknown", self.seq))
+                    })?,
+                    reason: record.reason,
+                    connections: record.connections,
+                    bytes_sent: record.bytes_sent,
+                    bytes_received: record.bytes_received,
+                    cut_at_budget: record.cut_at_budget,
+                    first_at: self.created_at,
+                    last_at: record.last_at,
+                })
+            }
             other => return Err(corrupt(job, format!("unknown stream entry kind '{other}'"))),
         };
         Ok(StreamEntry {
@@ -155,6 +185,20 @@ impl EntryRow {
             body,
         })
     }
+}
+
+/// An egress entry's message: the tally's fields the columns do not hold.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct EgressRecord {
+    host: String,
+    port: u16,
+    verdict: String,
+    reason: Option<String>,
+    connections: u64,
+    bytes_sent: u64,
+    bytes_received: u64,
+    cut_at_budget: u64,
+    last_at: DateTime<Utc>,
 }
 
 /// Which entries a reader wants.
@@ -207,6 +251,48 @@ impl Store {
             .collect();
         self.publish_stream(job, entries.clone());
         Ok(entries)
+    }
+
+    /// Appends an agent's first connection to a destination (see
+    /// [`StreamBody::Egress`]) to the job's stream, and broadcasts it.
+    pub async fn append_egress(&self, job: JobId, traffic: &EgressTraffic) -> Result<()> {
+        let id = job.to_string();
+        let record = EgressRecord {
+            host: traffic.host.clone(),
+            port: traffic.port,
+            verdict: traffic.verdict.as_str().to_owned(),
+            reason: traffic.reason.clone(),
+            connections: traffic.connections,
+            bytes_sent: traffic.bytes_sent,
+            bytes_received: traffic.bytes_received,
+            cut_at_budget: traffic.cut_at_budget,
+            last_at: traffic.last_at,
+        };
+        let message = serde_json::to_string(&record).unwrap_or_default();
+        let seq = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let seq = take_positions!(tx, &id, 1_i64);
+            sqlx::query(INSERT_ENTRY)
+                .bind(&id)
+                .bind(seq)
+                .bind("egress")
+                .bind(traffic.role.as_str())
+                .bind(attempt_column(traffic.attempt))
+                .bind(None::<&str>)
+                .bind(&message)
+                .bind(traffic.first_at)
+                .execute(&mut *tx)
+                .await?;
+            announce!(self, tx, Change::Stream { first: seq, last: seq }, job);
+            tx.commit().await?;
+            seq
+        });
+        let entry = StreamEntry {
+            seq,
+            body: StreamBody::Egress(traffic.clone()),
+        };
+        self.publish_stream(job, Arc::from([entry]));
+        Ok(())
     }
 
     /// The job's entries after `query.after`, oldest first.

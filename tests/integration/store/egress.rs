@@ -5,7 +5,10 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use icarus::job::{JobId, Role, timestamp_now};
-use icarus::store::{EgressTally, EgressTraffic, EgressVerdict, MAX_EGRESS_DESTINATIONS, Store};
+use icarus::store::{
+    EgressTally, EgressTraffic, EgressVerdict, MAX_EGRESS_DESTINATIONS, Store, StreamBody,
+    StreamQuery,
+};
 
 use crate::support::new_job;
 
@@ -13,6 +16,7 @@ on_both_databases!(
     tallies_of_one_destination_add_up_in_one_row,
     refusals_and_allowed_connections_of_one_destination_are_kept_apart,
     an_agents_destinations_beyond_the_bound_are_counted_together,
+    the_first_connection_to_each_destination_goes_on_the_jobs_stream_the_rest_are_counted,
 );
 
 fn tally(job: JobId, host: &str, verdict: EgressVerdict, at: DateTime<Utc>) -> EgressTally {
@@ -115,4 +119,42 @@ async fn an_agents_destinations_beyond_the_bound_are_counted_together(store: Sto
     assert_eq!((rest.port, rest.connections), (0, 40));
     let first = rows.iter().find(|r| r.host == "name-0.example").unwrap();
     assert_eq!(first.connections, 4);
+}
+
+async fn the_first_connection_to_each_destination_goes_on_the_jobs_stream_the_rest_are_counted(
+    store: Store,
+) {
+    let job = store.create_job(&new_job("t")).await.unwrap();
+    let now = timestamp_now();
+    for (host, verdict) in [
+        ("pypi.org", EgressVerdict::Allowed),
+        ("pypi.org", EgressVerdict::Allowed),
+        ("evil.example", EgressVerdict::Unlisted),
+        ("pypi.org", EgressVerdict::Allowed),
+    ] {
+        store
+            .add_egress_traffic(&tally(job.id, host, verdict, now))
+            .await
+            .unwrap();
+    }
+    let everything = StreamQuery {
+        after: 0,
+        until: None,
+        limit: 100,
+    };
+    let entries = store.stream_entries(job.id, everything).await.unwrap();
+    let egress: Vec<(String, EgressVerdict, u64)> = entries
+        .iter()
+        .filter_map(|entry| match &entry.body {
+            StreamBody::Egress(t) => Some((t.host.clone(), t.verdict, t.connections)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        egress,
+        [
+            ("pypi.org".to_owned(), EgressVerdict::Allowed, 2),
+            ("evil.example".to_owned(), EgressVerdict::Unlisted, 2)
+        ]
+    );
 }

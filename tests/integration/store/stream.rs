@@ -63,6 +63,7 @@ async fn transitions_and_lines_share_one_sequence_of_positions(store: Store) {
         .map(|entry| match &entry.body {
             StreamBody::Log(line) => format!("{}:{}", entry.seq, line.message),
             StreamBody::Status { status, .. } => format!("{}:{}", entry.seq, status.phase),
+            StreamBody::Egress(traffic) => format!("{}:{}", entry.seq, traffic.host),
         })
         .collect();
     assert_eq!(kinds, ["1:pending", "2:one", "3:two", "4:building"]);
