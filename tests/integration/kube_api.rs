@@ -162,6 +162,14 @@ const KINDS: &[Kind] = &[
         kind: "IcarusJob",
         status_subresource: true,
     },
+    // What metrics-server serves (`get` only; a test writes the windows).
+    Kind {
+        group: "metrics.k8s.io",
+        version: "v1beta1",
+        plural: "pods",
+        kind: "PodMetrics",
+        status_subresource: false,
+    },
 ];
 
 fn kind_of(group: &str, version: &str, plural: &str) -> Option<&'static Kind> {

@@ -1163,6 +1163,57 @@ async fn mock_api_a_rest_spawns_phase_tests_and_project_are_written_into_the_ica
     cluster.shut_down().await;
 }
 
+/// What a running agent uses is read from the metrics API, as metrics-server
+/// serves it: the Pod's working-set memory, and CPU time from the windows'
+/// rates (0.5 cores over the first 10 s window: 5 s).
+#[tokio::test]
+async fn mock_api_an_agents_usage_is_measured_from_the_metrics_api() {
+    let cluster = Cluster::start_with(|c| {
+        with_tokens(c);
+        c.agents.usage_interval_seconds = 1;
+    })
+    .await;
+    cluster.wait_for_the_resource_watch().await;
+    let (id, _) = cluster
+        .spawn_body_as(SAM, json!({"task": "Add logging"}))
+        .await;
+    let name = pod_name(id, "builder");
+    cluster.wait_for_pod(&name).await;
+    let resource = kube::api::ApiResource {
+        group: "metrics.k8s.io".to_owned(),
+        version: "v1beta1".to_owned(),
+        api_version: "metrics.k8s.io/v1beta1".to_owned(),
+        kind: "PodMetrics".to_owned(),
+        plural: "pods".to_owned(),
+    };
+    let metrics: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        cluster.kube.client_as("metrics-server"),
+        crate::kube_api::NAMESPACE,
+        &resource,
+    );
+    let window = json!({
+        "apiVersion": "metrics.k8s.io/v1beta1", "kind": "PodMetrics",
+        "metadata": {"name": name},
+        "timestamp": "2026-12-06T10:00:00Z", "window": "10s",
+        "containers": [{"name": "agent", "usage": {"cpu": "500m", "memory": "64Mi"}}],
+    });
+    let window: kube::api::DynamicObject = serde_json::from_value(window).unwrap();
+    metrics
+        .create(&PostParams::default(), &window)
+        .await
+        .unwrap();
+    let sam = cluster.rest.as_holder_of(SAM);
+    let usage = support::eventually(Duration::from_secs(20), || async {
+        let (_, status) = sam.get(&format!("/jobs/{id}/status")).await;
+        let usage = status["builder_usage"].clone();
+        (!usage.is_null()).then_some(usage)
+    })
+    .await;
+    assert_eq!(usage["memory_bytes"], 64 << 20, "{usage}");
+    assert_eq!(usage["cpu_seconds"], 5.0, "{usage}");
+    cluster.shut_down().await;
+}
+
 /// In allow-list mode an agent Pod's proxy variables name the egress proxy
 /// at the callback's host (the Service, in a cluster) with the agent's own
 /// credentials, and the proxy answers there: a request without them is

@@ -203,6 +203,7 @@ async fn mock_api_the_role_grants_exactly_the_calls_kubernetes_mode_makes() {
     let pod = runtime.start(&spec).await.unwrap();
     runtime.observe(job).await.unwrap();
     runtime.logs(&pod).await.unwrap();
+    let _ = runtime.usage(&pod).await;
     let followed: Vec<_> = runtime.follow_logs(&pod, None).unwrap().collect().await;
     assert!(followed.iter().all(Result::is_ok), "{followed:?}");
     runtime.remove(spec.key, &pod).await.unwrap();

@@ -11,6 +11,7 @@
 
 pub mod claims;
 mod follow;
+mod metrics;
 pub mod observe;
 pub mod workloads;
 
@@ -52,6 +53,8 @@ pub struct KubeRuntime {
     owners: ResourceIndex,
     /// Whether every object must have its owner (set by [`KubeRuntime::owned_by`]).
     owner_required: bool,
+    /// What agents use, from the cluster's metrics API.
+    metrics: Arc<metrics::PodMetrics>,
     /// Stops the Pod watch when the runtime is dropped.
     _watch: Option<Arc<DropGuard>>,
 }
@@ -64,6 +67,7 @@ impl KubeRuntime {
         KubeRuntime {
             pods: Api::namespaced(client.clone(), namespace),
             jobs: Api::namespaced(client.clone(), namespace),
+            metrics: Arc::new(metrics::PodMetrics::new(client.clone(), namespace)),
             claims: Claims::new(Api::namespaced(client, namespace), settings.clone()),
             settings,
             changes,
@@ -313,7 +317,12 @@ impl Runtime for KubeRuntime {
         Some(follow::follow(self.pods.clone(), id.to_owned(), since))
     }
 
+    async fn usage(&self, id: &str) -> Result<Option<crate::runtime::Usage>> {
+        self.metrics.usage(id).await
+    }
+
     async fn remove(&self, _key: WorkloadKey, id: &str) -> Result<()> {
+        self.metrics.forget(id);
         match self.pods.delete(id, &DeleteParams::default()).await {
             Ok(_) => Ok(()),
             Err(error) if status_of(&error) == Some(404) => Ok(()),
