@@ -120,29 +120,7 @@ async fn only_an_approver_decides_and_the_decision_names_them() {
         .parse()
         .unwrap();
     let viewer = server.as_holder_of(VIEWER);
-    crate::support::eventually(std::time::Duration::from_secs(10), || async {
-        let (_, s) = viewer.get(&format!("/jobs/{id}/status")).await;
-        (s["status"] == "building").then_some(())
-    })
-    .await;
-    server.runtime.exit(id, icarus::job::Role::Builder, 0);
-    crate::support::eventually(std::time::Duration::from_secs(10), || async {
-        let (_, s) = viewer.get(&format!("/jobs/{id}/status")).await;
-        (s["status"] == "checking").then_some(())
-    })
-    .await;
-    server
-        .post(
-            &server.agent_path(id, icarus::job::Role::Checker, 1),
-            json!({"status": "completed", "audit_report": {}}),
-        )
-        .await;
-    server.runtime.exit(id, icarus::job::Role::Checker, 0);
-    crate::support::eventually(std::time::Duration::from_secs(10), || async {
-        let (_, s) = viewer.get(&format!("/jobs/{id}/status")).await;
-        (s["status"] == "awaiting_approval").then_some(())
-    })
-    .await;
+    server.pass_build_and_check_as(&viewer, id).await;
     let (code, _) = server
         .as_holder_of(SAM)
         .post(&format!("/jobs/{id}/approve"), json!({"approved": true}))

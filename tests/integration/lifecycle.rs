@@ -21,6 +21,7 @@ async fn to_awaiting_approval(server: &TestServer) -> JobId {
         .post(&server.agent_path(id, Role::Checker, 1), audit)
         .await;
     assert_eq!(code, 200);
+    server.wait_until_running(id, Role::Checker).await;
     assert!(server.runtime.exit(id, Role::Checker, 0));
     server.wait_for(id, "awaiting_approval").await;
     id
@@ -167,6 +168,7 @@ async fn a_checker_killed_for_memory_fails_the_job_saying_so() {
     server.wait_for_builder(id).await;
     server.runtime.exit(id, Role::Builder, 0);
     server.wait_for(id, "checking").await;
+    server.wait_until_running(id, Role::Checker).await;
     server.runtime.oom_kill(id, Role::Checker);
     let status = server.wait_for(id, "failed").await;
     assert_eq!(status["reason"], "CheckerOOMKilled");

@@ -89,6 +89,7 @@ async fn the_numbers_move_as_a_job_goes_from_spawn_to_completion() {
     assert_eq!(code, 200);
     let (code, _) = server.post(&checker, audit).await;
     assert_eq!(code, 409, "a second audit report is refused");
+    server.wait_until_running(id, Role::Checker).await;
     assert!(server.runtime.exit(id, Role::Checker, 0));
     server.wait_for(id, "awaiting_approval").await;
     let awaiting = server.metrics().await;

@@ -72,6 +72,7 @@ async fn the_stream_sends_the_current_status_then_every_transition_then_closes()
     assert_eq!(first["job_id"], id.to_string());
     assert_eq!(first["status"], "building");
 
+    server.wait_until_running(id, Role::Builder).await;
     server.runtime.exit(id, Role::Builder, 0);
     assert_eq!(
         next_update(&mut socket).await.unwrap()["status"],
@@ -83,6 +84,7 @@ async fn the_stream_sends_the_current_status_then_every_transition_then_closes()
             json!({"status": "completed", "audit_report": {}}),
         )
         .await;
+    server.wait_until_running(id, Role::Checker).await;
     server.runtime.exit(id, Role::Checker, 0);
     assert_eq!(
         next_update(&mut socket).await.unwrap()["status"],

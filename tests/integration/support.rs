@@ -345,12 +345,19 @@ impl TestServer {
     /// The same, reading the job through `api` (with a token, when
     /// authentication is on).
     pub async fn wait_for_builder_as(&self, api: &Api, id: JobId) -> Value {
+        self.wait_until_running(id, Role::Builder).await;
+        api.wait_for(id, "building").await
+    }
+
+    /// Waits until the runtime runs the job's `role` agent. A phase is
+    /// recorded before its agent starts, so a test that plays the agent's
+    /// exit as soon as it sees the phase may find no agent to end.
+    pub async fn wait_until_running(&self, id: JobId, role: Role) {
         eventually(Duration::from_secs(10), || async {
-            let running = self.runtime.state_of(id, Role::Builder) == Some(WorkloadState::Running);
+            let running = self.runtime.state_of(id, role) == Some(WorkloadState::Running);
             running.then_some(())
         })
         .await;
-        api.wait_for(id, "building").await
     }
 
     pub async fn pass_build_and_check(&self, id: JobId) -> Value {
@@ -369,6 +376,7 @@ impl TestServer {
             )
             .await;
         assert_eq!(code, 200, "{body}");
+        self.wait_until_running(id, Role::Checker).await;
         self.runtime.exit(id, Role::Checker, 0);
         api.wait_for(id, "awaiting_approval").await
     }
