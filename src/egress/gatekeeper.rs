@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -38,7 +38,17 @@ pub struct AgentGate {
     builder: AllowList,
     checker: AllowList,
     ledger: Arc<Ledger>,
+    /// What each agent (whose token checked out) was last admitted with,
+    /// and when: the database is asked at most once per
+    /// [`ADMISSION_KEPT`] per agent, however fast it opens connections.
+    recent: Mutex<HashMap<String, (Instant, Option<Admission>)>>,
 }
+
+/// How long an agent's admission (or refusal) is reused.
+const ADMISSION_KEPT: Duration = Duration::from_secs(1);
+
+/// Admissions remembered before the stale ones are dropped.
+const RECENT_PRUNED_AT: usize = 1024;
 
 impl AgentGate {
     pub fn new(keys: AgentKeys, store: Store, builder: AllowList, checker: AllowList) -> Self {
@@ -48,13 +58,36 @@ impl AgentGate {
             builder,
             checker,
             ledger: Arc::default(),
+            recent: Mutex::default(),
         }
+    }
+
+    /// The agent's admission from the record: running, and what it may reach.
+    async fn admission(
+        &self,
+        user: &str,
+        job: JobId,
+        role: Role,
+        attempt: u32,
+    ) -> Option<Admission> {
+        let record = match self.store.get_job(job).await {
+            Ok(found) => found.filter(|job| job.may_be_running(role, attempt))?,
+            Err(error) => {
+                let error = crate::errors::error_chain(&error);
+                tracing::warn!(%job, %error, "egress proxy: cannot read the job; refused");
+                return None;
+            }
+        };
+        Some(Admission {
+            agent: user.to_owned(),
+            allowed: self.allowed(&record, role).await,
+        })
     }
 
     /// What `job`'s `role` agent may reach now: its role's configured list,
     /// narrowed to the job's own if it has one, and what people have
-    /// allowed since (read anew for each connection, so an allowance counts
-    /// from the next one).
+    /// allowed since (read again at most a second after the last reading,
+    /// so an allowance counts from the agent's next connection after that).
     async fn allowed(&self, record: &Job, role: Role) -> AllowList {
         let job = record.id;
         let mut configured = match role {
@@ -97,18 +130,21 @@ impl Gatekeeper for AgentGate {
             tracing::warn!(%job, %role, attempt, "egress proxy: a request with a foreign token refused");
             return None;
         }
-        let record = match self.store.get_job(job).await {
-            Ok(found) => found.filter(|job| job.may_be_running(role, attempt))?,
-            Err(error) => {
-                let error = crate::errors::error_chain(&error);
-                tracing::warn!(%job, %error, "egress proxy: cannot read the job; refused");
-                return None;
-            }
-        };
-        Some(Admission {
-            agent: user.to_owned(),
-            allowed: self.allowed(&record, role).await,
-        })
+        let now = Instant::now();
+        let kept = lock(&self.recent)
+            .get(user)
+            .filter(|(at, _)| now.duration_since(*at) < ADMISSION_KEPT)
+            .map(|(_, admission)| admission.clone());
+        if let Some(admission) = kept {
+            return admission;
+        }
+        let admission = self.admission(user, job, role, attempt).await;
+        let mut recent = lock(&self.recent);
+        if recent.len() >= RECENT_PRUNED_AT {
+            recent.retain(|_, (at, _)| now.duration_since(*at) < ADMISSION_KEPT);
+        }
+        recent.insert(user.to_owned(), (now, admission.clone()));
+        admission
     }
 
     fn record(&self, event: EgressEvent) {
@@ -167,7 +203,7 @@ impl Ledger {
                 *cut_at_budget,
             ),
         };
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pending = lock(&self.pending);
         let host: String = event.host.chars().take(MAX_HOST_CHARS).collect();
         let mut key = (job, role, attempt, host, event.port, verdict);
         if pending.len() >= MAX_PENDING && !pending.contains_key(&key) {
@@ -198,7 +234,7 @@ impl Ledger {
     }
 
     fn take(&self) -> Vec<EgressTally> {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pending = lock(&self.pending);
         pending
             .drain()
             .map(|((job, ..), traffic)| EgressTally { job, traffic })
@@ -225,6 +261,12 @@ impl Ledger {
             }
         }
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

@@ -126,3 +126,54 @@ async fn only_an_approver_may_allow_and_only_for_a_job_that_exists() {
     let (_, egress) = approver.get(&format!("/jobs/{id}/egress")).await;
     assert_eq!(egress["allowances"][0]["allowed_by"], "ann");
 }
+
+/// The proxy's gate asks the database about an agent at most once a second,
+/// however fast the agent opens connections: an allowance recorded in
+/// between counts from the agent's first connection after that second.
+#[tokio::test]
+async fn the_gate_reads_an_agents_admission_at_most_once_a_second() {
+    use icarus::egress::{AgentGate, Gatekeeper, proxy_user};
+    use icarus::job::Role;
+    use icarus::store::EgressAllowance;
+    use icarus_core::egress::{AllowList, Destination};
+
+    let (store, dir) = crate::support::sqlite_store().await;
+    let keys = icarus::credentials::AgentKeys::load_or_create(&dir.path().join("key")).unwrap();
+    let job = store
+        .create_job(&crate::support::new_job("t"))
+        .await
+        .unwrap();
+    let attempt = job.status.attempt;
+    let gate = AgentGate::new(
+        keys.clone(),
+        store.clone(),
+        AllowList::default(),
+        AllowList::default(),
+    );
+    let user = proxy_user(job.id, Role::Builder, attempt);
+    let secret = keys.token(job.id, Role::Builder, attempt);
+    let mirror = Destination::parse("mirror.example").unwrap();
+    let allows_mirror = || async {
+        let admission = gate.admit(&user, &secret).await.expect("a running agent");
+        admission.allowed.allows(&mirror, 443)
+    };
+    assert!(!allows_mirror().await);
+    let allowance = EgressAllowance {
+        job: Some(job.id),
+        role: Role::Builder,
+        rule: "mirror.example".to_owned(),
+        allowed_by: "ann".to_owned(),
+        allowed_at: icarus::job::timestamp_now(),
+    };
+    store.allow_egress(&allowance).await.unwrap();
+    assert!(
+        !allows_mirror().await,
+        "within the second: the admission read before"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert!(allows_mirror().await, "after it: read again");
+    assert!(
+        gate.admit(&user, "forged").await.is_none(),
+        "the token is checked every time"
+    );
+}
