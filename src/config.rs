@@ -249,10 +249,14 @@ pub struct EgressConfig {
     /// operator's word, so the addresses are not checked.
     #[serde(default)]
     pub hosts: BTreeMap<String, IpAddr>,
-    /// Bytes, both ways together, one agent may move through the proxy.
-    pub max_bytes_per_agent: u64,
-    /// Connections one agent may hold open through the proxy at once.
-    pub max_connections_per_agent: u32,
+    /// Bytes, both ways together, one job's agents (every role and
+    /// attempt) may move through the proxy. (`max_bytes_per_agent` was its
+    /// name before it counted per job, and is still read.)
+    #[serde(alias = "max_bytes_per_agent")]
+    pub max_bytes_per_job: u64,
+    /// Connections one job's agents may hold open through the proxy at once.
+    #[serde(alias = "max_connections_per_agent")]
+    pub max_connections_per_job: u32,
     /// The proxy's port on the agents' gateway; 0: any free one. Fix it,
     /// with `orchestrator.reuse_port`, when replicas share the work, so
     /// that adopted agents keep reaching a proxy after a takeover.
@@ -265,8 +269,8 @@ impl Default for EgressConfig {
         EgressConfig {
             mode: EgressMode::Open,
             hosts: BTreeMap::new(),
-            max_bytes_per_agent: 1024 * 1024 * 1024,
-            max_connections_per_agent: 32,
+            max_bytes_per_job: 1024 * 1024 * 1024,
+            max_connections_per_job: 32,
             proxy_port: 0,
         }
     }
@@ -1009,9 +1013,9 @@ impl AgentsConfig {
                 problems.push(format!("hosts: '{name}' is not a DNS name"));
             }
         }
-        if egress.max_bytes_per_agent == 0 || egress.max_connections_per_agent == 0 {
+        if egress.max_bytes_per_job == 0 || egress.max_connections_per_job == 0 {
             problems.push(
-                "max_bytes_per_agent and max_connections_per_agent must be at least 1".to_owned(),
+                "max_bytes_per_job and max_connections_per_job must be at least 1".to_owned(),
             );
         }
         if egress.mode == EgressMode::AllowList && kubernetes && egress.proxy_port == 0 {

@@ -47,7 +47,7 @@ use crate::source::patch;
     components(schemas(
         models::SpawnRequest, models::SpawnResponse, models::ApproveRequest, models::DecisionResponse,
         models::JobStatusResponse, models::ApprovalView, models::JobSummary, models::TelemetryResponse,
-        models::AuditResponse, models::EventView, models::EgressView, models::EgressResponse,
+        models::AuditResponse, models::EventView, models::EgressView, models::EgressResponse, models::EgressSummary,
         models::AllowanceView, models::AllowEgressRequest, models::AgentLogView, models::CallbackRequest, models::MessageResponse,
         models::SourceBody, models::DiffResponse, models::PhaseName, models::RoleName, models::ProjectPhaseName, models::ReportStatus,
         jobs::DiffFormat, patch::DiffSummary, patch::FileChange, patch::Hunk,

@@ -15,8 +15,8 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{IgnoredBody, JobIdPath, JsonBody, QueryParams};
 use super::models::{
     AllowEgressRequest, AllowanceView, ApproveRequest, AuditResponse, DecisionResponse,
-    DiffResponse, EgressResponse, EgressView, EventView, JobStatusResponse, JobSummary, ListQuery,
-    MessageResponse, SpawnRequest, SpawnResponse, TelemetryResponse,
+    DiffResponse, EgressResponse, EgressSummary, EgressView, EventView, JobStatusResponse,
+    JobSummary, ListQuery, MessageResponse, SpawnRequest, SpawnResponse, TelemetryResponse,
 };
 use super::policy::SpawnPolicy;
 use crate::config::AccessRole;
@@ -184,7 +184,12 @@ pub async fn status(
     caller.require(AccessRole::Viewer, "reading jobs")?;
     let job = load(&state, id).await?;
     let usage = state.store.agent_usage(id, job.status.attempt).await?;
-    Ok(Json(JobStatusResponse::from(&job).with_usage(&usage)))
+    let egress = egress_summary(&state.store, id).await?;
+    Ok(Json(
+        JobStatusResponse::from(&job)
+            .with_usage(&usage)
+            .with_egress(egress),
+    ))
 }
 
 /// The latest progress an agent reported, and the latest usage Icarus measured.
@@ -284,6 +289,32 @@ pub async fn egress(
         allowances: allowances.into_iter().map(AllowanceView::from).collect(),
         requests,
     }))
+}
+
+/// The job's egress for its status: totals and open requests; `None` if
+/// its agents never asked the proxy for anything.
+pub(crate) async fn egress_summary(
+    store: &crate::store::Store,
+    id: JobId,
+) -> Result<Option<EgressSummary>, crate::store::StoreError> {
+    let traffic = store.egress_traffic(id).await?;
+    if traffic.is_empty() {
+        return Ok(None);
+    }
+    let allowances = store.egress_allowances(id).await?;
+    let mut summary = EgressSummary {
+        requests: open_requests(&traffic, &allowances),
+        ..EgressSummary::default()
+    };
+    for row in &traffic {
+        match row.verdict {
+            EgressVerdict::Allowed => summary.allowed += row.connections,
+            EgressVerdict::Refused | EgressVerdict::Unlisted => summary.refused += row.connections,
+        }
+        summary.bytes_sent += row.bytes_sent;
+        summary.bytes_received += row.bytes_received;
+    }
+    Ok(Some(summary))
 }
 
 /// The unlisted destinations no allowance of their role covers, each once.

@@ -246,6 +246,27 @@ pub struct JobStatusResponse {
     /// What Icarus measured of the checker in this attempt; kept after it ends.
     #[serde(default)]
     pub checker_usage: Option<UsageView>,
+    /// What the job's agents did through the egress proxy, every attempt
+    /// together, and the destinations they were refused that nobody has
+    /// allowed yet; null until their first request (or where the database
+    /// cannot say). `GET /jobs/{job_id}/egress` has the detail.
+    #[serde(default)]
+    pub egress: Option<EgressSummary>,
+}
+
+/// A job's egress in its status.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct EgressSummary {
+    /// Connections the proxy allowed (and that have closed).
+    pub allowed: u64,
+    /// Requests the proxy refused, unlisted or forbidden.
+    pub refused: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// `host:port` an agent was refused as unlisted and no allowance covers
+    /// yet: the job's pending requests, what an approver may allow
+    /// (`POST /jobs/{job_id}/egress/allow`).
+    pub requests: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -306,6 +327,7 @@ impl From<&Job> for JobStatusResponse {
             allowed_domains: job.spec.allowed_domains.clone(),
             builder_usage: None,
             checker_usage: None,
+            egress: None,
         }
     }
 }
@@ -321,6 +343,12 @@ impl JobStatusResponse {
         };
         self.builder_usage = of(Role::Builder);
         self.checker_usage = of(Role::Checker);
+        self
+    }
+
+    /// Adds what the agents did through the egress proxy.
+    pub fn with_egress(mut self, egress: Option<EgressSummary>) -> Self {
+        self.egress = egress;
         self
     }
 }

@@ -68,9 +68,14 @@ pub async fn status_update(state: &AppState, job: &Job, seq: i64) -> StatusUpdat
         .agent_usage(job.id, job.status.attempt)
         .await
         .unwrap_or_default();
+    let egress = super::jobs::egress_summary(&state.store, job.id)
+        .await
+        .unwrap_or_default();
     StatusUpdate {
         kind: "status_update",
-        status: JobStatusResponse::from(job).with_usage(&usage),
+        status: JobStatusResponse::from(job)
+            .with_usage(&usage)
+            .with_egress(egress),
         seq,
     }
 }

@@ -39,9 +39,18 @@ pub struct AgentGate {
     checker: AllowList,
     ledger: Arc<Ledger>,
     /// What each agent (whose token checked out) was last admitted with,
-    /// and when: the database is asked at most once per
-    /// [`ADMISSION_KEPT`] per agent, however fast it opens connections.
-    recent: Mutex<HashMap<String, (Instant, Option<Admission>)>>,
+    /// when, and the store's count of allowances then: the database is
+    /// asked at most once per [`ADMISSION_KEPT`] per agent, however fast it
+    /// opens connections, and again at once after an allowance here.
+    recent: Mutex<HashMap<String, Remembered>>,
+}
+
+/// An agent's admission (or refusal) as last read.
+#[derive(Clone)]
+struct Remembered {
+    at: Instant,
+    allowances_written: u64,
+    admission: Option<Admission>,
 }
 
 /// How long an agent's admission (or refusal) is reused.
@@ -81,6 +90,18 @@ impl AgentGate {
         Some(Admission {
             agent: user.to_owned(),
             allowed: self.allowed(&record, role).await,
+            budget: job.to_string(),
+            spent: self.spent(job).await,
+        })
+    }
+
+    /// What the job's record says its agents have moved; none if it cannot
+    /// be read (this proxy's own count still applies).
+    async fn spent(&self, job: JobId) -> u64 {
+        self.store.egress_bytes(job).await.unwrap_or_else(|error| {
+            let error = crate::errors::error_chain(&error);
+            tracing::warn!(%job, %error, "egress proxy: cannot read the job's bytes so far");
+            0
         })
     }
 
@@ -131,19 +152,26 @@ impl Gatekeeper for AgentGate {
             return None;
         }
         let now = Instant::now();
+        let allowances_written = self.store.allowances_written();
         let kept = lock(&self.recent)
             .get(user)
-            .filter(|(at, _)| now.duration_since(*at) < ADMISSION_KEPT)
-            .map(|(_, admission)| admission.clone());
+            .filter(|kept| now.duration_since(kept.at) < ADMISSION_KEPT)
+            .filter(|kept| kept.allowances_written == allowances_written)
+            .map(|kept| kept.admission.clone());
         if let Some(admission) = kept {
             return admission;
         }
         let admission = self.admission(user, job, role, attempt).await;
         let mut recent = lock(&self.recent);
         if recent.len() >= RECENT_PRUNED_AT {
-            recent.retain(|_, (at, _)| now.duration_since(*at) < ADMISSION_KEPT);
+            recent.retain(|_, kept| now.duration_since(kept.at) < ADMISSION_KEPT);
         }
-        recent.insert(user.to_owned(), (now, admission.clone()));
+        let remembered = Remembered {
+            at: now,
+            allowances_written,
+            admission: admission.clone(),
+        };
+        recent.insert(user.to_owned(), remembered);
         admission
     }
 

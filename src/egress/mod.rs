@@ -13,8 +13,8 @@
 //! - resolves the name itself and refuses it if any address it resolves to
 //!   is loopback, private, link-local (cloud metadata) and the like, then
 //!   connects to an address it checked: no second lookup for DNS to change;
-//! - counts bytes (both ways) and open connections per agent, cutting a
-//!   connection off when the agent's byte budget is spent;
+//! - counts bytes (both ways) and open connections per job, cutting a
+//!   connection off when the job's byte budget is spent;
 //! - tells the [`Gatekeeper`] of every refusal and of every connection that
 //!   ends, with its bytes, so that each becomes an event of the job.
 //!
@@ -48,9 +48,15 @@ pub trait Gatekeeper: Send + Sync + 'static {
 /// An agent the proxy serves.
 #[derive(Debug, Clone)]
 pub struct Admission {
-    /// Names the agent in events, and keys its budget.
+    /// Names the agent in events.
     pub agent: String,
     pub allowed: AllowList,
+    /// What its bytes and connections count against: its job, whose
+    /// agents (every role and attempt) share one budget.
+    pub budget: String,
+    /// Bytes already recorded against that budget (by any replica, before
+    /// any restart): the proxy counts from here if it has counted less.
+    pub spent: u64,
 }
 
 /// One decision of the proxy, for the job's events.
@@ -71,7 +77,7 @@ pub enum Verdict {
     /// allow (for the job, or for everyone), and why, as the agent was told.
     Unlisted(String),
     /// Allowed, and now closed: the bytes each way, and whether the
-    /// proxy cut it off at the agent's byte budget.
+    /// proxy cut it off at the job's byte budget.
     Closed {
         sent: u64,
         received: u64,

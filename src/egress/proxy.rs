@@ -18,10 +18,10 @@ use super::{Admission, EgressEvent, Gatekeeper, Verdict};
 /// The proxy's limits, and the names the operator maps to addresses.
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
-    /// Bytes, both ways together, one agent may move over its lifetime.
-    pub max_bytes_per_agent: u64,
-    /// Connections one agent may hold open at once.
-    pub max_connections_per_agent: u32,
+    /// Bytes, both ways together, one job's agents may move.
+    pub max_bytes_per_job: u64,
+    /// Connections one job's agents may hold open at once.
+    pub max_connections_per_job: u32,
     /// How long a client may take to send its request head.
     pub head_timeout: Duration,
     /// How long resolving a name and connecting to it may take.
@@ -32,15 +32,15 @@ pub struct ProxySettings {
     pub hosts: HashMap<String, IpAddr>,
 }
 
-/// What one agent has used so far.
+/// What one job's agents have used so far, as this proxy counted it.
 #[derive(Debug, Default)]
-struct AgentUse {
+struct JobUse {
     bytes: AtomicU64,
     connections: AtomicU32,
 }
 
-/// An open connection of an agent's, counted until dropped.
-struct Held(Arc<AgentUse>);
+/// An open connection of a job's agents, counted until dropped.
+struct Held(Arc<JobUse>);
 
 impl Drop for Held {
     fn drop(&mut self) {
@@ -51,8 +51,14 @@ impl Drop for Held {
 pub struct EgressProxy {
     settings: ProxySettings,
     gatekeeper: Arc<dyn Gatekeeper>,
-    agents: Mutex<HashMap<String, Arc<AgentUse>>>,
+    /// By [`Admission::budget`]; an entry with no open connection goes
+    /// past [`USES_PRUNED_AT`] entries (what it counted is in the record
+    /// by then, and [`Admission::spent`] brings it back).
+    jobs: Mutex<HashMap<String, Arc<JobUse>>>,
 }
+
+/// Jobs counted in memory before those with no open connection are dropped.
+const USES_PRUNED_AT: usize = 1024;
 
 /// A refusal as the client hears it, and whether it is one a person may
 /// lift by allowing the destination.
@@ -91,7 +97,7 @@ impl EgressProxy {
         Arc::new(EgressProxy {
             settings,
             gatekeeper,
-            agents: Mutex::new(HashMap::new()),
+            jobs: Mutex::new(HashMap::new()),
         })
     }
 
@@ -169,7 +175,7 @@ impl EgressProxy {
         admission: &Admission,
         request: &ProxyRequest,
     ) -> Result<(TcpStream, Held), Refused> {
-        let held = self.hold(&admission.agent)?;
+        let held = self.hold(admission)?;
         let destination = Destination::parse(&request.host).map_err(Refused::forbidden)?;
         if !admission.allowed.allows(&destination, request.port) {
             let port = request.port;
@@ -191,27 +197,33 @@ impl EgressProxy {
         Ok((upstream, held))
     }
 
-    /// Counts a new connection of `agent`'s, unless it is at its cap or has
-    /// spent its bytes.
-    fn hold(&self, agent: &str) -> Result<Held, Refused> {
+    /// Counts a new connection against the agent's job, unless the job is
+    /// at its cap or has spent its bytes: what this proxy counted, or what
+    /// the job's record says (other replicas', or before a restart),
+    /// whichever is more.
+    fn hold(&self, admission: &Admission) -> Result<Held, Refused> {
         let usage = {
-            let mut agents = self.agents.lock().unwrap_or_else(|e| e.into_inner());
-            agents.entry(agent.to_owned()).or_default().clone()
+            let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+            if jobs.len() >= USES_PRUNED_AT && !jobs.contains_key(&admission.budget) {
+                jobs.retain(|_, usage| usage.connections.load(Ordering::Acquire) > 0);
+            }
+            jobs.entry(admission.budget.clone()).or_default().clone()
         };
-        if usage.bytes.load(Ordering::Acquire) >= self.settings.max_bytes_per_agent {
-            let spent = self.settings.max_bytes_per_agent;
+        let spent = usage.bytes.fetch_max(admission.spent, Ordering::AcqRel);
+        let limit = self.settings.max_bytes_per_job;
+        if spent.max(admission.spent) >= limit {
             return Err(Refused::forbidden(format!(
-                "this agent has used its egress budget of {spent} bytes"
+                "this job has used its egress budget of {limit} bytes"
             )));
         }
-        let cap = self.settings.max_connections_per_agent;
+        let cap = self.settings.max_connections_per_job;
         let open = usage.connections.fetch_add(1, Ordering::AcqRel);
         let held = Held(usage);
         if open >= cap {
             return Err(Refused::new(
                 429,
                 "Too Many Requests",
-                format!("this agent already has {cap} connections open"),
+                format!("this job's agents already have {cap} connections open"),
             ));
         }
         Ok(held)
@@ -264,7 +276,7 @@ impl EgressProxy {
     ) -> Verdict {
         let budget = Budget {
             usage: &held.0,
-            limit: self.settings.max_bytes_per_agent,
+            limit: self.settings.max_bytes_per_job,
         };
         let sent = AtomicU64::new(0);
         let received = AtomicU64::new(0);
@@ -329,15 +341,15 @@ async fn connect(addresses: &[SocketAddr]) -> Result<TcpStream, Refused> {
     ))
 }
 
-/// An agent's byte budget, charged as bytes pass.
+/// A job's byte budget, charged as bytes pass.
 struct Budget<'a> {
-    usage: &'a AgentUse,
+    usage: &'a JobUse,
     limit: u64,
 }
 
 impl Budget<'_> {
-    /// Charges `bytes` to the agent and to `counter`; false if that
-    /// spends more than the agent has left (the bytes are then not sent).
+    /// Charges `bytes` to the job and to `counter`; false if that spends
+    /// more than the job has left (the bytes are then not sent).
     fn charge(&self, counter: &AtomicU64, bytes: usize) -> bool {
         let bytes = bytes as u64;
         let before = self.usage.bytes.fetch_add(bytes, Ordering::AcqRel);

@@ -136,8 +136,8 @@ async fn where_agents_reach_it(parts: &ProxyParts<'_>) -> Option<(SocketAddr, St
 fn proxy_settings(config: &Config) -> ProxySettings {
     let egress = &config.agents.egress;
     ProxySettings {
-        max_bytes_per_agent: egress.max_bytes_per_agent,
-        max_connections_per_agent: egress.max_connections_per_agent,
+        max_bytes_per_job: egress.max_bytes_per_job,
+        max_connections_per_job: egress.max_connections_per_job,
         head_timeout: Duration::from_secs(config.orchestrator.header_read_timeout_seconds.max(1)),
         connect_timeout: CONNECT_TIMEOUT,
         hosts: egress.hosts.clone().into_iter().collect(),

@@ -23,6 +23,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 const AGENT: &str = "job.builder.1";
+/// Another agent of the same job.
+const CHECKER: &str = "job.checker.1";
 const SECRET: &str = "the-agents-token";
 
 /// The orchestrator's side, as the proxy sees it: one agent with these
@@ -30,6 +32,8 @@ const SECRET: &str = "the-agents-token";
 #[derive(Default)]
 struct Recorder {
     allowed: Mutex<Vec<String>>,
+    /// What the job's record says its agents have moved already.
+    spent: Mutex<u64>,
     events: Mutex<Vec<EgressEvent>>,
 }
 
@@ -37,9 +41,11 @@ struct Recorder {
 impl Gatekeeper for Recorder {
     async fn admit(&self, user: &str, secret: &str) -> Option<Admission> {
         let entries = self.allowed.lock().unwrap().clone();
-        (user == AGENT && secret == SECRET).then(|| Admission {
+        ([AGENT, CHECKER].contains(&user) && secret == SECRET).then(|| Admission {
             agent: user.to_owned(),
             allowed: AllowList::parse(&entries).unwrap(),
+            budget: "job".to_owned(),
+            spent: *self.spent.lock().unwrap(),
         })
     }
 
@@ -57,8 +63,8 @@ struct Proxy {
 impl Proxy {
     async fn start(allowed: &[String], adjust: impl FnOnce(&mut ProxySettings)) -> Proxy {
         let mut settings = ProxySettings {
-            max_bytes_per_agent: 64 * 1024 * 1024,
-            max_connections_per_agent: 16,
+            max_bytes_per_job: 64 * 1024 * 1024,
+            max_connections_per_job: 16,
             head_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
             hosts: HashMap::from([("allowed.test".to_owned(), IpAddr::V4(Ipv4Addr::LOCALHOST))]),
@@ -81,8 +87,12 @@ impl Proxy {
     /// Sends a request head (with the agent's credentials unless told
     /// otherwise) and returns the connection and the proxy's first answer line.
     async fn ask(&self, head: &str) -> (TcpStream, String) {
+        self.ask_as(AGENT, head).await
+    }
+
+    async fn ask_as(&self, agent: &str, head: &str) -> (TcpStream, String) {
         let credentials =
-            base64::engine::general_purpose::STANDARD.encode(format!("{AGENT}:{SECRET}"));
+            base64::engine::general_purpose::STANDARD.encode(format!("{agent}:{SECRET}"));
         let head = head.replace(
             "\r\n\r\n",
             &format!("\r\nProxy-Authorization: Basic {credentials}\r\n\r\n"),
@@ -98,10 +108,12 @@ impl Proxy {
     }
 
     async fn connect(&self, target: &str) -> (TcpStream, String) {
-        self.ask(&format!(
-            "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"
-        ))
-        .await
+        self.connect_as(AGENT, target).await
+    }
+
+    async fn connect_as(&self, agent: &str, target: &str) -> (TcpStream, String) {
+        let head = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
+        self.ask_as(agent, &head).await
     }
 
     fn events(&self) -> Vec<EgressEvent> {
@@ -363,11 +375,11 @@ async fn a_request_without_a_running_agents_credentials_is_refused_with_407() {
 }
 
 #[tokio::test]
-async fn a_flood_is_cut_at_the_agents_byte_budget_and_the_agent_can_open_no_more() {
+async fn a_flood_is_cut_at_the_jobs_byte_budget_and_its_agents_can_open_no_more() {
     let budget = 1024 * 1024;
     let port = flood(16 * budget as usize).await;
     let proxy = Proxy::start(&[format!("allowed.test:{port}")], |s| {
-        s.max_bytes_per_agent = budget;
+        s.max_bytes_per_job = budget;
     })
     .await;
     let (mut tunnel, line) = proxy.connect(&format!("allowed.test:{port}")).await;
@@ -399,10 +411,39 @@ async fn a_flood_is_cut_at_the_agents_byte_budget_and_the_agent_can_open_no_more
 }
 
 #[tokio::test]
-async fn connections_beyond_the_agents_cap_are_refused_until_one_closes() {
+async fn a_job_whose_record_shows_its_budget_spent_gets_no_connection() {
+    let (port, _) = upstream(b"", never).await;
+    let budget = 1024;
+    let proxy = Proxy::start(&[format!("allowed.test:{port}")], |s| {
+        s.max_bytes_per_job = budget;
+    })
+    .await;
+    *proxy.recorder.spent.lock().unwrap() = budget;
+    let (_, line) = proxy.connect(&format!("allowed.test:{port}")).await;
+    assert_eq!(line, "HTTP/1.1 403 Forbidden");
+    let events = proxy.wait_for_events(1).await;
+    assert!(refused(&events[0]).contains("egress budget"), "{events:?}");
+}
+
+#[tokio::test]
+async fn a_jobs_agents_share_one_connection_cap() {
     let (port, _) = upstream(b"", never).await;
     let proxy = Proxy::start(&[format!("allowed.test:{port}")], |s| {
-        s.max_connections_per_agent = 2;
+        s.max_connections_per_job = 1;
+    })
+    .await;
+    let target = format!("allowed.test:{port}");
+    let (_builders, line) = proxy.connect_as(AGENT, &target).await;
+    assert_eq!(line, "HTTP/1.1 200 Connection established");
+    let (_, line) = proxy.connect_as(CHECKER, &target).await;
+    assert_eq!(line, "HTTP/1.1 429 Too Many Requests");
+}
+
+#[tokio::test]
+async fn connections_beyond_the_jobs_cap_are_refused_until_one_closes() {
+    let (port, _) = upstream(b"", never).await;
+    let proxy = Proxy::start(&[format!("allowed.test:{port}")], |s| {
+        s.max_connections_per_job = 2;
     })
     .await;
     let target = format!("allowed.test:{port}");

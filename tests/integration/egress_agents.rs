@@ -242,13 +242,20 @@ async fn a_domain_an_approver_allows_after_a_refusal_is_reached_from_the_next_co
     let refused = builder_outcome(&server, &fetch).await;
     assert!(!reached(&refused), "{refused}");
     let id = refused["job_id"].as_str().unwrap();
-    let requests = eventually(Duration::from_secs(30), || async {
-        let (_, egress) = server.get(&format!("/jobs/{id}/egress")).await;
-        let requests = egress["requests"].clone();
-        (requests != json!([])).then_some(requests)
+    let pending = eventually(Duration::from_secs(30), || async {
+        let (_, status) = server.get(&format!("/jobs/{id}/status")).await;
+        let egress = status["egress"].clone();
+        (egress["requests"] != json!([]) && !egress.is_null()).then_some(egress)
     })
     .await;
-    assert_eq!(requests, json!([format!("mirror.test:{port}")]));
+    assert_eq!(
+        pending["requests"],
+        json!([format!("mirror.test:{port}")]),
+        "the job's status lists its pending request"
+    );
+    assert!(pending["refused"].as_u64().unwrap() >= 1, "{pending}");
+    let (_, egress) = server.get(&format!("/jobs/{id}/egress")).await;
+    assert_eq!(egress["requests"], pending["requests"], "{egress}");
     let (code, body) = server
         .post(
             &format!("/jobs/{id}/egress/allow"),
@@ -259,6 +266,8 @@ async fn a_domain_an_approver_allows_after_a_refusal_is_reached_from_the_next_co
     let (_, egress) = server.get(&format!("/jobs/{id}/egress")).await;
     assert_eq!(egress["requests"], json!([]), "{egress}");
     assert_eq!(egress["allowances"][0]["scope"], "everyone", "{egress}");
+    let (_, status) = server.get(&format!("/jobs/{id}/status")).await;
+    assert_eq!(status["egress"]["requests"], json!([]), "{status}");
     let allowed = builder_outcome(&server, &fetch).await;
     assert!(reached(&allowed), "{allowed}");
 }

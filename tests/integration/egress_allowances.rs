@@ -3,6 +3,7 @@
 //! `egress_agents`).
 
 use icarus::config::AccessRole;
+use icarus::egress::Gatekeeper;
 use serde_json::json;
 
 use crate::support::{TestServer, detail, token};
@@ -128,52 +129,193 @@ async fn only_an_approver_may_allow_and_only_for_a_job_that_exists() {
 }
 
 /// The proxy's gate asks the database about an agent at most once a second,
-/// however fast the agent opens connections: an allowance recorded in
-/// between counts from the agent's first connection after that second.
+/// however fast the agent opens connections: an allowance another replica
+/// recorded in between counts from the agent's first connection after that
+/// second; one recorded through this replica's store, from its next.
 #[tokio::test]
 async fn the_gate_reads_an_agents_admission_at_most_once_a_second() {
-    use icarus::egress::{AgentGate, Gatekeeper, proxy_user};
-    use icarus::job::Role;
-    use icarus::store::EgressAllowance;
-    use icarus_core::egress::{AllowList, Destination};
-
     let (store, dir) = crate::support::sqlite_store().await;
-    let keys = icarus::credentials::AgentKeys::load_or_create(&dir.path().join("key")).unwrap();
-    let job = store
-        .create_job(&crate::support::new_job("t"))
+    let url = format!("sqlite://{}/db/icarus.db", dir.path().display());
+    let other_replica = icarus::store::Store::connect(&url).await.unwrap();
+    let agent = GatedAgent::new(&store, &dir).await;
+    assert!(!agent.allowed("mirror.example").await);
+    other_replica
+        .allow_egress(&agent.allowance("mirror.example"))
         .await
         .unwrap();
-    let attempt = job.status.attempt;
-    let gate = AgentGate::new(
-        keys.clone(),
-        store.clone(),
-        AllowList::default(),
-        AllowList::default(),
-    );
-    let user = proxy_user(job.id, Role::Builder, attempt);
-    let secret = keys.token(job.id, Role::Builder, attempt);
-    let mirror = Destination::parse("mirror.example").unwrap();
-    let allows_mirror = || async {
-        let admission = gate.admit(&user, &secret).await.expect("a running agent");
-        admission.allowed.allows(&mirror, 443)
-    };
-    assert!(!allows_mirror().await);
-    let allowance = EgressAllowance {
-        job: Some(job.id),
-        role: Role::Builder,
-        rule: "mirror.example".to_owned(),
-        allowed_by: "ann".to_owned(),
-        allowed_at: icarus::job::timestamp_now(),
-    };
-    store.allow_egress(&allowance).await.unwrap();
     assert!(
-        !allows_mirror().await,
+        !agent.allowed("mirror.example").await,
         "within the second: the admission read before"
     );
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    assert!(allows_mirror().await, "after it: read again");
     assert!(
-        gate.admit(&user, "forged").await.is_none(),
+        agent.allowed("mirror.example").await,
+        "after it: read again"
+    );
+    assert!(
+        agent.gate.admit(&agent.user, "forged").await.is_none(),
         "the token is checked every time"
     );
+}
+
+#[tokio::test]
+async fn an_allowance_recorded_through_this_replica_counts_from_the_agents_next_connection() {
+    let (store, dir) = crate::support::sqlite_store().await;
+    let agent = GatedAgent::new(&store, &dir).await;
+    assert!(!agent.allowed("mirror.example").await);
+    store
+        .allow_egress(&agent.allowance("mirror.example"))
+        .await
+        .unwrap();
+    assert!(agent.allowed("mirror.example").await);
+}
+
+#[tokio::test]
+async fn an_agent_is_admitted_with_the_bytes_its_job_has_already_moved() {
+    let (store, dir) = crate::support::sqlite_store().await;
+    let agent = GatedAgent::new(&store, &dir).await;
+    let traffic = |role, bytes| icarus::store::EgressTally {
+        job: agent.job,
+        traffic: icarus::store::EgressTraffic {
+            role,
+            attempt: 1,
+            host: "pypi.org".to_owned(),
+            port: 443,
+            verdict: icarus::store::EgressVerdict::Allowed,
+            reason: None,
+            connections: 1,
+            bytes_sent: bytes,
+            bytes_received: 2 * bytes,
+            cut_at_budget: 0,
+            first_at: icarus::job::timestamp_now(),
+            last_at: icarus::job::timestamp_now(),
+        },
+    };
+    store
+        .add_egress_traffic(&traffic(icarus::job::Role::Builder, 100))
+        .await
+        .unwrap();
+    store
+        .add_egress_traffic(&traffic(icarus::job::Role::Checker, 10))
+        .await
+        .unwrap();
+    let admission = agent.gate.admit(&agent.user, &agent.secret).await.unwrap();
+    assert_eq!(admission.spent, 330, "both roles' bytes, both ways");
+    assert_eq!(admission.budget, agent.job.to_string());
+}
+
+/// A job's builder as the proxy's gate sees it.
+struct GatedAgent {
+    gate: icarus::egress::AgentGate,
+    job: icarus::job::JobId,
+    user: String,
+    secret: String,
+}
+
+impl GatedAgent {
+    async fn new(store: &icarus::store::Store, dir: &tempfile::TempDir) -> GatedAgent {
+        use icarus::job::Role;
+        use icarus_core::egress::AllowList;
+        let keys = icarus::credentials::AgentKeys::load_or_create(&dir.path().join("key")).unwrap();
+        let job = store
+            .create_job(&crate::support::new_job("t"))
+            .await
+            .unwrap();
+        let attempt = job.status.attempt;
+        let gate = icarus::egress::AgentGate::new(
+            keys.clone(),
+            store.clone(),
+            AllowList::default(),
+            AllowList::default(),
+        );
+        GatedAgent {
+            gate,
+            job: job.id,
+            user: icarus::egress::proxy_user(job.id, Role::Builder, attempt),
+            secret: keys.token(job.id, Role::Builder, attempt),
+        }
+    }
+
+    async fn allowed(&self, name: &str) -> bool {
+        let admission = self.gate.admit(&self.user, &self.secret).await;
+        let destination = icarus_core::egress::Destination::parse(name).unwrap();
+        admission
+            .expect("a running agent")
+            .allowed
+            .allows(&destination, 443)
+    }
+
+    fn allowance(&self, rule: &str) -> icarus::store::EgressAllowance {
+        icarus::store::EgressAllowance {
+            job: Some(self.job),
+            role: icarus::job::Role::Builder,
+            rule: rule.to_owned(),
+            allowed_by: "ann".to_owned(),
+            allowed_at: icarus::job::timestamp_now(),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_jobs_status_has_no_egress_until_its_agents_ask_for_something() {
+    let server = TestServer::sqlite().await;
+    let id = server.spawn("quiet").await;
+    let (_, status) = server.get(&format!("/jobs/{id}/status")).await;
+    assert!(status["egress"].is_null(), "{status}");
+}
+
+#[tokio::test]
+async fn a_jobs_status_lists_its_pending_domain_requests_until_an_approver_allows_them() {
+    let server = TestServer::sqlite().await;
+    let id = server.spawn("needs a mirror").await;
+    let store = server.orchestrator.as_ref().unwrap().store();
+    let job = id;
+    let tally = |host: &str, verdict, bytes| icarus::store::EgressTally {
+        job,
+        traffic: icarus::store::EgressTraffic {
+            role: icarus::job::Role::Builder,
+            attempt: 1,
+            host: host.to_owned(),
+            port: 443,
+            verdict,
+            reason: None,
+            connections: 2,
+            bytes_sent: bytes,
+            bytes_received: bytes,
+            cut_at_budget: 0,
+            first_at: icarus::job::timestamp_now(),
+            last_at: icarus::job::timestamp_now(),
+        },
+    };
+    use icarus::store::EgressVerdict::{Allowed, Refused, Unlisted};
+    for (host, verdict, bytes) in [
+        ("pypi.org", Allowed, 1000),
+        ("mirror.example", Unlisted, 0),
+        ("169.254.169.254", Refused, 0),
+    ] {
+        store
+            .add_egress_traffic(&tally(host, verdict, bytes))
+            .await
+            .unwrap();
+    }
+    let (_, status) = server.get(&format!("/jobs/{id}/status")).await;
+    let egress = &status["egress"];
+    assert_eq!(
+        egress["requests"],
+        json!(["mirror.example:443"]),
+        "{status}"
+    );
+    assert_eq!(
+        (&egress["allowed"], &egress["refused"]),
+        (&json!(2), &json!(4))
+    );
+    assert_eq!(
+        (&egress["bytes_sent"], &egress["bytes_received"]),
+        (&json!(1000), &json!(1000))
+    );
+    let body = json!({"domain": "mirror.example"});
+    let (code, _) = server.post(&format!("/jobs/{id}/egress/allow"), body).await;
+    assert_eq!(code, 200);
+    let (_, status) = server.get(&format!("/jobs/{id}/status")).await;
+    assert_eq!(status["egress"]["requests"], json!([]), "{status}");
 }

@@ -2,6 +2,8 @@
 //! job, role, attempt, destination and verdict, added to by each flush of
 //! the proxy's tallies (`egress::Ledger`).
 
+use std::sync::atomic::Ordering;
+
 use chrono::{DateTime, Utc};
 
 use super::columns::{attempt_column, corrupt, parse_role};
@@ -128,6 +130,27 @@ impl Store {
         rows.into_iter().map(|row| row.into_traffic(job)).collect()
     }
 
+    /// Bytes the job's agents moved through the proxy (every role, attempt
+    /// and replica), as flushed so far.
+    pub async fn egress_bytes(&self, job: JobId) -> Result<u64> {
+        let (bytes,): (i64,) = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT CAST(COALESCE(SUM(bytes_sent + bytes_received), 0) AS BIGINT) \
+                 FROM egress_traffic WHERE job_id = $1",
+            )
+            .bind(job.to_string())
+            .fetch_one(pool)
+            .await?
+        });
+        Ok(u64::try_from(bytes).unwrap_or(0))
+    }
+
+    /// How many allowances this process has recorded: when it changes, what
+    /// the proxy here remembered of agents' lists is stale.
+    pub fn allowances_written(&self) -> u64 {
+        self.allowances_written.load(Ordering::Acquire)
+    }
+
     /// Records a person's allowance (see [`EgressAllowance`]).
     pub async fn allow_egress(&self, allowance: &EgressAllowance) -> Result<()> {
         on_pool!(self, pool => {
@@ -143,6 +166,7 @@ impl Store {
             .execute(pool)
             .await?;
         });
+        self.allowances_written.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 

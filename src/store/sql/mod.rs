@@ -27,6 +27,7 @@ pub use usage::UsageReading;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -68,6 +69,9 @@ pub struct Store {
     origin: Arc<str>,
     /// Counts the database's errors, when given.
     metrics: Option<DatabaseMetrics>,
+    /// Bumped by each egress allowance this process records, so the egress
+    /// proxy here reads allowances again at once (see `egress.rs`).
+    allowances_written: Arc<AtomicU64>,
 }
 
 /// Held while this process serves a SQLite file: an exclusive lock on a
@@ -156,6 +160,7 @@ impl Store {
             fence: None,
             origin: changes::new_origin(),
             metrics: None,
+            allowances_written: Arc::default(),
         })
     }
 
