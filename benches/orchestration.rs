@@ -226,12 +226,9 @@ fn confined(config: &Config, role: &str) -> bollard::models::HostConfig {
         user: config.agents.user.clone(),
         pids_limit: i64::from(config.agents.pids_limit),
     };
-    icarus::runtime::docker::confinement(
-        &sandbox,
-        agent.cpu_limit,
-        agent.memory_limit,
-        &agent.network_mode,
-    )
+    let instance = icarus::runtime::instance_name(&config.database.url);
+    let network = icarus::runtime::docker::engine_network_name(&agent.network_mode, &instance);
+    icarus::runtime::docker::confinement(&sandbox, agent.cpu_limit, agent.memory_limit, &network)
 }
 
 struct IcarusRun {

@@ -1031,7 +1031,7 @@ impl AgentsConfig {
                     problems.push(format!(
                         "mode: {} needs agents on a network with no route out, and \
                          agents.{role}.network_mode '{}' has one: name a network for Icarus to \
-                         make (the default, icarus-agents), an internal one of yours, or none",
+                         make (the default, icarus-agents-{{instance}}), an internal one of yours, or none",
                         serde_json::to_string(&egress.mode).unwrap_or_default(),
                         agent.network_mode
                     ));

@@ -1007,3 +1007,61 @@ async fn measures_a_running_agent(server: &DockerServer, check_container: impl F
         None
     );
 }
+
+/// The embedded default names the agents' network after the orchestrator's
+/// instance (its database), so two orchestrators on one engine keep their
+/// agents on networks of their own. (The other tests share one network,
+/// named in `test_config`, so that none is left behind per test.)
+#[tokio::test]
+async fn by_default_each_orchestrator_puts_its_agents_on_a_network_of_its_own() {
+    let default = Config::embedded_default()
+        .unwrap()
+        .agents
+        .builder
+        .network_mode;
+    assert_eq!(default, "icarus-agents-{instance}");
+    let own_network = |c: &mut Config| {
+        c.agents.builder.network_mode = default.clone();
+        c.agents.checker.network_mode = default.clone();
+    };
+    let first = DockerServer::start(own_network).await;
+    let second = DockerServer::start(own_network).await;
+    let docker = Docker::connect_with_defaults().unwrap();
+    let network_of = |server: &DockerServer| {
+        format!(
+            "icarus-agents-{}",
+            instance_name(&server.config.database.url)
+        )
+    };
+    let (listener, _) = listening_neighbour(&first).await;
+    let container = docker
+        .inspect_container(&format!("icarus-{listener}-builder-1"), None)
+        .await
+        .unwrap();
+    let joined: Vec<String> = container
+        .network_settings
+        .and_then(|settings| settings.networks)
+        .unwrap_or_default()
+        .into_keys()
+        .collect();
+    assert_eq!(joined, vec![network_of(&first)]);
+    let inspect = |name: String| {
+        let docker = docker.clone();
+        async move {
+            let options = None::<bollard::query_parameters::InspectNetworkOptions>;
+            docker.inspect_network(&name, options).await.unwrap().id
+        }
+    };
+    assert_ne!(
+        inspect(network_of(&first)).await,
+        inspect(network_of(&second)).await,
+        "two orchestrators, two networks"
+    );
+    first
+        .post(&format!("/jobs/{listener}/cancel"), json!({}))
+        .await;
+    first.assert_nothing_left().await;
+    for server in [&first, &second] {
+        docker.remove_network(&network_of(server)).await.unwrap();
+    }
+}

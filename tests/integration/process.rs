@@ -61,9 +61,11 @@ impl Process {
         let port = free_port();
         let config = format!(
             "orchestrator:\n  port: {port}\n  resync_interval_seconds: 1\nsentinel:\n  enabled: false\n\
-             workspace:\n  base_path: {workspaces}\ndatabase:\n  url: sqlite://{db}\n",
+             workspace:\n  base_path: {workspaces}\ndatabase:\n  url: sqlite://{db}\n\
+             agents:\n  builder:\n    network_mode: {network}\n  checker:\n    network_mode: {network}\n",
             workspaces = dir.path().join("workspaces").display(),
             db = dir.path().join("icarus.db").display(),
+            network = crate::support::TEST_AGENTS_NETWORK,
         );
         let mut process = Process::prepare(dir, "icarus", &format!("127.0.0.1:{port}"), &config);
         process.settings = settings

@@ -241,8 +241,16 @@ pub fn test_config(database_url: &str) -> Config {
     config.orchestrator.resync_interval_seconds = 1;
     config.sentinel.enabled = false;
     config.database.url = database_url.to_owned();
+    // One network for every test orchestrator, as before networks were
+    // named per instance: each test's own would be left behind by every
+    // test that drops its server without stopping it.
+    config.agents.builder.network_mode = TEST_AGENTS_NETWORK.to_owned();
+    config.agents.checker.network_mode = TEST_AGENTS_NETWORK.to_owned();
     config
 }
+
+/// The agents' network of the tests' orchestrators (see [`test_config`]).
+pub const TEST_AGENTS_NETWORK: &str = "icarus-agents";
 
 /// What a stopped or crashed test server leaves for the next start.
 pub type Remains = (Config, FakeRuntime, Option<TempDir>);

@@ -141,6 +141,17 @@ pub fn private_tmp(labels: HashMap<String, String>) -> Mount {
 }
 
 /// Docker's built-in network modes, which are never created.
+/// What `network_mode` names on the engine: `{instance}` in it stands for
+/// this orchestrator's instance (its database's name), so the default
+/// (`icarus-agents-{instance}`) gives every orchestrator a network of its
+/// own, shared by its replicas and kept across its restarts.
+pub fn engine_network_name(network_mode: &str, instance: &str) -> String {
+    network_mode.replace(INSTANCE_PLACEHOLDER, instance)
+}
+
+/// Stands for the orchestrator's instance in `agents.<role>.network_mode`.
+pub const INSTANCE_PLACEHOLDER: &str = "{instance}";
+
 pub fn is_builtin_network(mode: &str) -> bool {
     matches!(mode, "bridge" | "host" | "none" | "default") || mode.starts_with("container:")
 }
@@ -174,7 +185,8 @@ impl DockerRuntime {
         }
         let mut network_ids = HashMap::new();
         for network in &settings.managed_networks {
-            let id = ensure_network(&docker, network, settings.sealed_networks).await?;
+            let on_the_engine = engine_network_name(network, &settings.instance);
+            let id = ensure_network(&docker, &on_the_engine, settings.sealed_networks).await?;
             network_ids.insert(network.clone(), id);
         }
         let gateway_network = network_ids

@@ -50,8 +50,10 @@ impl Replicas {
                 "orchestrator:\n  host: \"{host}\"\n  port: {port}\n  reuse_port: true\n\
                  sentinel:\n  enabled: false\n\
                  workspace:\n  base_path: {workspaces}\n\
-                 database:\n  url: {database_url}\n",
+                 database:\n  url: {database_url}\n\
+                 agents:\n  builder:\n    network_mode: {network}\n  checker:\n    network_mode: {network}\n",
                 workspaces = dir.path().join("workspaces").display(),
+                network = crate::support::TEST_AGENTS_NETWORK,
             );
             let address = format!("{host}:{port}");
             processes.push(Process::start_in(dir.clone(), name, &address, &config).await);
