@@ -99,6 +99,16 @@ pub fn check_since(since: Option<i64>) -> ApiResult<Option<i64>> {
     }
 }
 
+/// What a subscriber's socket reads into at once. Clients of a stream
+/// send nothing but pings and a close, so the WebSocket default (128 KiB,
+/// allocated with every socket) was nearly all of what a subscriber cost.
+const CLIENT_BUFFER_BYTES: usize = 4 * 1024;
+
+/// The largest message (and frame) a subscriber may send; more closes its
+/// stream (1009, message too big) instead of the default's 64 MiB held in
+/// memory for a client that has no reason to send any.
+const CLIENT_MESSAGE_BYTES: usize = 16 * 1024;
+
 /// The WebSocket handshake of a request. A request that is not one is
 /// answered in the API's error format (400, naming what is missing), and
 /// the headers it needs are documented as the route's parameters.
@@ -110,7 +120,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Handshake {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         WebSocketUpgrade::from_request_parts(parts, state)
             .await
-            .map(Handshake)
+            .map(|upgrade| {
+                Handshake(
+                    upgrade
+                        .read_buffer_size(CLIENT_BUFFER_BYTES)
+                        .max_frame_size(CLIENT_MESSAGE_BYTES)
+                        .max_message_size(CLIENT_MESSAGE_BYTES),
+                )
+            })
             .map_err(|rejection| {
                 let why = rejection.body_text();
                 if rejection.status() == StatusCode::METHOD_NOT_ALLOWED {

@@ -131,6 +131,30 @@ async fn a_client_that_closes_first_is_let_go() {
     assert_eq!(code, 200);
 }
 
+/// A subscriber has nothing to send but a close; one that sends a large
+/// message is let go rather than held in memory.
+#[tokio::test]
+async fn a_client_that_sends_a_large_message_loses_its_stream() {
+    let server = TestServer::sqlite().await;
+    let id = server.spawn("t").await;
+    let mut socket = connect(&server, &format!("/jobs/{id}/stream")).await;
+    next_update(&mut socket).await.unwrap();
+    let large = "x".repeat(1024 * 1024);
+    let _ = socket.send(Message::Text(large.into())).await;
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match socket.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream of a live job went on");
+    let (code, _) = server.get("/healthz").await;
+    assert_eq!(code, 200);
+}
+
 #[tokio::test]
 async fn the_stream_of_an_unknown_or_invalid_job_is_refused_before_upgrading() {
     let server = TestServer::sqlite().await;
