@@ -17,6 +17,7 @@ mod meta;
 mod metrics;
 pub mod models;
 mod policy;
+mod rendered;
 pub mod report_limit;
 mod request_id;
 mod rules;
@@ -83,6 +84,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Whether this replica leads, for `/metrics`; `None`: it always does.
     pub leadership: Option<Leadership>,
+    /// Stream messages rendered once for all of a job's subscribers.
+    pub rendered: Arc<rendered::SharedRenders>,
 }
 
 /// Limits applied to every request.

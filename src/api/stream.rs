@@ -32,6 +32,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{JobIdPath, QueryParams};
 use super::jobs::load;
+use super::rendered::RenderKey;
 use super::stream_limit::StreamRefused;
 use super::stream_messages::{is_final, render, status_update, to_json};
 use super::tail::{Origin, Tail};
@@ -206,7 +207,7 @@ fn too_slow(delivered: i64) -> String {
 
 /// What the reader hands the socket's writer.
 enum Outgoing {
-    Text(String, i64),
+    Text(Utf8Bytes, i64),
     Close(u16, String),
 }
 
@@ -259,7 +260,7 @@ async fn read(
 ) -> Ending {
     let job = &start.job;
     if !start.replay {
-        let text = to_json(&status_update(state, job, start.position).await);
+        let text = to_json(&status_update(state, job, start.position).await).into();
         if queue
             .send(Outgoing::Text(text, start.position))
             .await
@@ -299,7 +300,11 @@ async fn read(
                 );
             }
         };
-        let message = Outgoing::Text(render(state, job, &entry).await, entry.seq);
+        let text = state
+            .rendered
+            .get_or_render(RenderKey::of(job, &entry), render(state, job, &entry))
+            .await;
+        let message = Outgoing::Text(text, entry.seq);
         let queued = match origin {
             Origin::Replay => queue.send(message).await.map_err(|_| Ending::Gone),
             Origin::Live => queue.try_send(message).map_err(|error| match error {
@@ -337,7 +342,7 @@ async fn write(
         };
         match outgoing {
             Some(Outgoing::Text(text, seq)) => {
-                if sink.send(Message::Text(text.into())).await.is_err() {
+                if sink.send(Message::Text(text)).await.is_err() {
                     return;
                 }
                 delivered.store(seq, Ordering::Relaxed);

@@ -452,6 +452,7 @@ impl Orchestrator {
             upstream,
             metrics,
             leadership: leading.leadership.clone(),
+            rendered: Arc::default(),
         };
         let limits = ApiLimits {
             max_request_bytes: config.orchestrator.max_request_bytes,

@@ -1,0 +1,163 @@
+//! Stream messages rendered once for every subscriber of a job.
+//!
+//! Every subscriber of a job receives the same entries; rendering each one
+//! per subscriber cost a serialisation (and, for a status, the database
+//! reads that complete it) times the number of subscribers. The first
+//! subscriber to need an entry renders it; the others wait for that and
+//! share the bytes.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::OnceCell;
+
+use crate::job::{Job, JobId};
+use crate::store::{StreamBody, StreamEntry};
+
+/// Rendered entries kept, newest last; older ones are rendered again if a
+/// late subscriber replays them.
+const KEPT: usize = 4096;
+
+/// An entry of a job's stream as one subscriber sees it: its position, and
+/// the version of the job the subscriber started from (a status entry
+/// carries that job's spec: subscribers that started from different
+/// versions render it apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RenderKey {
+    pub job: JobId,
+    pub seq: i64,
+    pub job_version: i64,
+}
+
+impl RenderKey {
+    /// The key of `entry` for a subscriber that started from `job`: only a
+    /// status depends on the job, so every other entry is shared by all.
+    pub fn of(job: &Job, entry: &StreamEntry) -> RenderKey {
+        let job_version = match entry.body {
+            StreamBody::Status { .. } => job.resource_version,
+            StreamBody::Log(_) | StreamBody::Egress(_) => 0,
+        };
+        RenderKey {
+            job: job.id,
+            seq: entry.seq,
+            job_version,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct SharedRenders {
+    kept: Mutex<Kept>,
+}
+
+#[derive(Default)]
+struct Kept {
+    cells: HashMap<RenderKey, Arc<OnceCell<Utf8Bytes>>>,
+    order: VecDeque<RenderKey>,
+}
+
+impl SharedRenders {
+    /// The entry at `key` as rendered by the first subscriber that asked;
+    /// `render` runs only if nobody has.
+    pub async fn get_or_render<F>(&self, key: RenderKey, render: F) -> Utf8Bytes
+    where
+        F: Future<Output = String>,
+    {
+        let cell = self.cell(key);
+        cell.get_or_init(|| async { Utf8Bytes::from(render.await) })
+            .await
+            .clone()
+    }
+
+    fn cell(&self, key: RenderKey) -> Arc<OnceCell<Utf8Bytes>> {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(cell) = kept.cells.get(&key) {
+            return cell.clone();
+        }
+        if kept.order.len() >= KEPT
+            && let Some(oldest) = kept.order.pop_front()
+        {
+            kept.cells.remove(&oldest);
+        }
+        let cell = Arc::new(OnceCell::new());
+        kept.cells.insert(key, cell.clone());
+        kept.order.push_back(key);
+        cell
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    fn key(seq: i64) -> RenderKey {
+        RenderKey {
+            job: JobId::new_random(),
+            seq,
+            job_version: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_entry_is_rendered_once_however_many_subscribers_ask_at_once() {
+        let renders = Arc::new(SharedRenders::default());
+        let rendered = Arc::new(AtomicUsize::new(0));
+        let key = key(7);
+        let asking = (0..100).map(|_| {
+            let (renders, rendered) = (renders.clone(), rendered.clone());
+            tokio::spawn(async move {
+                renders
+                    .get_or_render(key, async move {
+                        rendered.fetch_add(1, Ordering::SeqCst);
+                        tokio::task::yield_now().await;
+                        "{\"seq\":7}".to_owned()
+                    })
+                    .await
+            })
+        });
+        for answer in futures::future::join_all(asking).await {
+            assert_eq!(answer.unwrap().as_str(), "{\"seq\":7}");
+        }
+        assert_eq!(rendered.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn subscribers_that_started_from_other_versions_of_the_job_render_apart() {
+        let renders = SharedRenders::default();
+        let first = key(3);
+        let newer = RenderKey {
+            job_version: 2,
+            ..first
+        };
+        renders
+            .get_or_render(first, async { "old".to_owned() })
+            .await;
+        let answer = renders
+            .get_or_render(newer, async { "new".to_owned() })
+            .await;
+        assert_eq!(answer.as_str(), "new");
+    }
+
+    #[tokio::test]
+    async fn only_the_newest_renders_are_kept() {
+        let renders = SharedRenders::default();
+        let oldest = key(0);
+        renders
+            .get_or_render(oldest, async { "a".to_owned() })
+            .await;
+        for seq in 1..=KEPT as i64 {
+            renders
+                .get_or_render(key(seq), async { String::new() })
+                .await;
+        }
+        let again = renders
+            .get_or_render(oldest, async { "b".to_owned() })
+            .await;
+        assert_eq!(again.as_str(), "b", "rendered again once dropped");
+        assert!(renders.kept.lock().unwrap().cells.len() <= KEPT);
+    }
+}
