@@ -57,5 +57,7 @@ export function page(title, ...children) {
   const main = document.getElementById("main");
   document.title = `${title} · Icarus`;
   replace(main, children);
+  main.focus({ preventScroll: true });
+  window.scrollTo(0, 0);
   return main;
 }

@@ -42,7 +42,7 @@ struct Asset {
 }
 
 macro_rules! asset {
-    ($name:literal, $content_type:literal) => {
+    ($name:literal, $content_type:expr) => {
         Asset {
             name: $name,
             content_type: $content_type,

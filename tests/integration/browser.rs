@@ -25,33 +25,33 @@ const VIEWER: &str = "viewer-vic-0123456789";
 
 /// A server, a browser on it, and where the screenshots go.
 struct Ui {
-    process: Process,
+    /// `http://127.0.0.1:<port>`.
+    base: String,
+    http: reqwest::Client,
     browser: Browser,
     test: &'static str,
+    /// The `icarus serve` process, when the test runs one.
+    _process: Option<Process>,
 }
 
 impl Ui {
-    /// `None` (having said why) when no browser is installed.
+    /// A browser on a real `icarus serve` with `settings`; `None` (having
+    /// said why) when no browser is installed.
     async fn open(test: &'static str, settings: &[(&str, &str)]) -> Option<Ui> {
-        let Some((chromium, driver)) = webdriver::installed() else {
-            eprintln!(
-                "SKIPPED browser::{test}: chromium and chromedriver were not found \
-                 (scripts/test installs them: apt-get install chromium chromium-driver)"
-            );
-            return None;
-        };
+        let browser = start_browser(test).await?;
         crate::docker::ensure_agent_images().await;
         let process = Process::start_with(settings).await;
-        let browser = Browser::start(&chromium, &driver, 1280, 900).await;
         Some(Ui {
-            process,
+            base: process.url(""),
+            http: reqwest::Client::new(),
             browser,
             test,
+            _process: Some(process),
         })
     }
 
     fn url(&self, path: &str) -> String {
-        self.process.url(path)
+        format!("{}{path}", self.base)
     }
 
     /// Saves the window as `<test>-<page>.png`.
@@ -99,9 +99,21 @@ impl Ui {
     }
 }
 
+/// A headless browser, or `None` (having said why) when none is installed.
+async fn start_browser(test: &str) -> Option<Browser> {
+    let Some((chromium, driver)) = webdriver::installed() else {
+        eprintln!(
+            "SKIPPED browser::{test}: chromium and chromedriver were not found \
+             (scripts/test installs them: apt-get install chromium chromium-driver)"
+        );
+        return None;
+    };
+    Some(Browser::start(&chromium, &driver, 1280, 900).await)
+}
+
 /// `POST /jobs/spawn` as `token` (none: authentication off); the job's id.
 async fn spawn(ui: &Ui, token: Option<&str>, body: Value) -> String {
-    let mut request = ui.process.client.post(ui.url("/jobs/spawn")).json(&body);
+    let mut request = ui.http.post(ui.url("/jobs/spawn")).json(&body);
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -114,7 +126,7 @@ async fn spawn(ui: &Ui, token: Option<&str>, body: Value) -> String {
 /// Waits for the job's phase through the API, as `token`.
 async fn wait_for(ui: &Ui, token: Option<&str>, id: &str, phase: &str) -> Value {
     eventually(Duration::from_secs(30), || async {
-        let mut request = ui.process.client.get(ui.url(&format!("/jobs/{id}/status")));
+        let mut request = ui.http.get(ui.url(&format!("/jobs/{id}/status")));
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -231,7 +243,27 @@ async fn a_reviewer_rejects_with_a_comment_and_the_job_shows_the_rejection() {
         .await
         .type_text("Not what was asked for")
         .await;
-    browser.find("#reject").await.click().await;
+    // From the top of the page, by keyboard alone, with the focus in sight.
+    browser.run("document.activeElement.blur(); window.scrollTo(0, 0);", json!([])).await;
+    let mut reached = false;
+    for _ in 0..80 {
+        browser.press(webdriver::TAB).await;
+        let focused = browser
+            .run(
+                "const e = document.activeElement; \
+                 return [e.id, getComputedStyle(e).outlineStyle];",
+                json!([]),
+            )
+            .await;
+        if focused[0] == "reject" {
+            assert_ne!(focused[1], "none", "the focused button shows no outline");
+            reached = true;
+            break;
+        }
+    }
+    assert!(reached, "the reject button cannot be reached with Tab");
+    ui.screenshot("review-keyboard-focus").await;
+    browser.press(webdriver::ENTER).await;
 
     ui.see_phase("rejected").await;
     browser
@@ -329,5 +361,58 @@ async fn a_failed_job_shows_its_reason_and_message_and_its_markup_stays_text() {
         .await;
     assert_eq!(injected, json!([false, "Jobs · Icarus", 0]), "the task was shown as markup");
     ui.screenshot("jobs-failed-filter").await;
+    ui.assert_no_script_errors().await;
+}
+
+#[tokio::test]
+async fn a_diff_cut_at_two_mebibytes_lists_its_files_at_once_and_draws_each_when_opened() {
+    let Some(browser) = start_browser("large-diff").await else {
+        return;
+    };
+    // The agents are played by the in-memory runtime: the test writes the
+    // builder's work itself, more than the 2 MiB a diff keeps.
+    let server = crate::support::TestServer::sqlite().await;
+    let ui = Ui {
+        base: server.base.clone(),
+        http: reqwest::Client::new(),
+        browser,
+        test: "large-diff",
+        _process: None,
+    };
+    let id = server.spawn("Generate a lot").await;
+    server.wait_for_builder(id).await;
+    let workspace = server.config.workspace.base_path.join(id.to_string());
+    std::fs::create_dir_all(workspace.join("src")).unwrap();
+    std::fs::write(workspace.join("assets.bin"), [0u8, 159, 146, 150, 0, 1]).unwrap();
+    let line = "x".repeat(80);
+    for n in 0..300 {
+        let text: String = (0..100).map(|i| format!("{line} {i}\n")).collect();
+        std::fs::write(workspace.join(format!("src/file_{n:03}.rs")), text).unwrap();
+    }
+    server.pass_build_and_check(id).await;
+
+    let browser = &ui.browser;
+    let started = std::time::Instant::now();
+    browser.goto(&ui.url(&format!("/ui#/jobs/{id}/review"))).await;
+    browser.find("#diff-truncated").await;
+    let listed = browser.all("#file-list li").await.len();
+    let shown = started.elapsed();
+    assert!((200..=301).contains(&listed), "{listed} files listed");
+    browser.find_text("#file-list li", "binary").await;
+    let drawn = browser.all(".dl").await.len();
+    assert!(drawn < 4000, "{drawn} lines drawn before any file was opened");
+    ui.screenshot("review").await;
+
+    let opening = std::time::Instant::now();
+    let last = browser.all("#file-list a").await.pop().unwrap();
+    last.click().await;
+    let index = listed - 1;
+    browser.find(&format!("#file-{index} .dl.add")).await;
+    let opened = opening.elapsed();
+    browser.find_text(&format!("#file-{index}"), "cut off").await;
+    ui.screenshot("review-last-file").await;
+    eprintln!(
+        "a 2 MiB diff of {listed} files: listed {shown:?} after navigating; its last file drawn {opened:?} after the click"
+    );
     ui.assert_no_script_errors().await;
 }

@@ -4,7 +4,6 @@
 //! a script, take screenshots. Only what the dashboard's tests use; the
 //! protocol is plain JSON over HTTP (<https://www.w3.org/TR/webdriver2/>).
 
-use std::future::Future;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,6 +14,9 @@ use serde_json::{Value, json};
 
 /// How long a lookup or a condition is waited for.
 const WAIT: Duration = Duration::from_secs(30);
+/// WebDriver's codes for the keys of those names.
+pub const TAB: &str = "\u{E004}";
+pub const ENTER: &str = "\u{E007}";
 /// The key WebDriver names an element reference by.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -115,6 +117,17 @@ impl Browser {
     pub async fn resize(&self, width: u32, height: u32) {
         let rect = json!({"width": width, "height": height});
         self.send(reqwest::Method::POST, "/window/rect", Some(rect))
+            .await;
+    }
+
+    /// Presses and releases `key` (a WebDriver key code such as
+    /// [`TAB`] or [`ENTER`]) on whatever has the focus.
+    pub async fn press(&self, key: &str) {
+        let actions = json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
+            {"type": "keyDown", "value": key},
+            {"type": "keyUp", "value": key},
+        ]}]});
+        self.send(reqwest::Method::POST, "/actions", Some(actions))
             .await;
     }
 
@@ -272,17 +285,6 @@ impl Element<'_> {
     pub async fn text(&self) -> String {
         let text = self.send(reqwest::Method::GET, "/text", None).await;
         text.as_str().unwrap_or_default().to_owned()
-    }
-
-    pub async fn attribute(&self, name: &str) -> Option<String> {
-        let value = self
-            .send(reqwest::Method::GET, &format!("/attribute/{name}"), None)
-            .await;
-        value.as_str().map(str::to_owned)
-    }
-
-    pub async fn enabled(&self) -> bool {
-        self.send(reqwest::Method::GET, "/enabled", None).await == true
     }
 
     pub async fn displayed(&self) -> bool {
