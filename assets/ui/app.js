@@ -66,6 +66,8 @@ async function signIn(event) {
     context.me = await get("/auth/me");
   } catch (failure) {
     setToken("");
+    input.value = "";
+    input.focus();
     error.textContent = failure.status === 401 ? "This token is not valid here." : failure.message;
     return;
   }

@@ -33,9 +33,7 @@ use super::callback::{MAX_MESSAGE_CHARS, MAX_TOOL_CHARS};
 use super::jobs::{MAX_COMMENT_CHARS, MAX_SNAPSHOT_CHARS};
 use super::policy::SpawnPolicy;
 use super::rules::TextRule;
-use super::{
-    callback, error, jobs, logs, meta, metrics, models, session, stream, stream_messages,
-};
+use super::{callback, error, jobs, logs, meta, metrics, models, session, stream, stream_messages};
 use crate::source::patch;
 
 #[derive(OpenApi)]

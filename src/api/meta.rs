@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::ui;
 use super::error::{ApiError, ApiResult, ErrorBody};
+use super::ui;
 use crate::errors::error_chain;
 use crate::store::StoreError;
 

@@ -78,9 +78,7 @@ impl Ui {
     /// Waits until the page shows the job at `phase` (its badge).
     async fn see_phase(&self, phase: &str) {
         let label = phase.replace('_', " ");
-        self.browser
-            .find_text(".job-head .badge", &label)
-            .await;
+        self.browser.find_text(".job-head .badge", &label).await;
     }
 
     /// The page's window is no wider than the viewport (nothing to scroll sideways).
@@ -138,7 +136,7 @@ async fn wait_for(ui: &Ui, token: Option<&str>, id: &str, phase: &str) -> Value 
 
 #[tokio::test]
 async fn a_job_submitted_from_the_form_is_followed_live_reviewed_on_its_diff_and_approved_to_its_branch()
-{
+ {
     let remote = Remote::new();
     let root = PathBuf::from(remote.url()).parent().unwrap().to_owned();
     let roots = format!("[\"{}\"]", root.display());
@@ -150,7 +148,10 @@ async fn a_job_submitted_from_the_form_is_followed_live_reviewed_on_its_diff_and
 
     browser.goto(&ui.url("/")).await;
     browser.find_text("#who", "anonymous").await;
-    assert!(browser.url().await.ends_with("/ui"), "the root sent the browser to /ui");
+    assert!(
+        browser.url().await.ends_with("/ui"),
+        "the root sent the browser to /ui"
+    );
     browser.find("#nav-new").await.click().await;
 
     browser
@@ -158,7 +159,11 @@ async fn a_job_submitted_from_the_form_is_followed_live_reviewed_on_its_diff_and
         .await
         .type_text("Add a greeting [builder:sleep=2]")
         .await;
-    browser.find("#repository").await.type_text(&remote.url()).await;
+    browser
+        .find("#repository")
+        .await
+        .type_text(&remote.url())
+        .await;
     browser.find("#ref").await.type_text("-bad").await;
     browser.find("#submit").await.click().await;
     let error = browser.find_text("#ref-error", "source.ref").await;
@@ -175,19 +180,17 @@ async fn a_job_submitted_from_the_form_is_followed_live_reviewed_on_its_diff_and
             (!id.is_empty()).then_some(id)
         })
         .await;
-    browser
-        .find_text("#terminal-title", "Live log")
-        .await;
+    browser.find_text("#terminal-title", "Live log").await;
     browser
         .find_text(".lines .line .text", &format!("builder for job {id}"))
         .await;
     ui.screenshot("job-live").await;
 
-    let review = browser.find_text("#review-link", "Review and decide").await;
+    browser.find_text("#review-link", "Review and decide").await;
     browser.find_text("#audit .summary", "files checked").await;
     browser.find_text("#timeline", "awaiting approval").await;
     ui.screenshot("job-awaiting-approval").await;
-    review.click().await;
+    browser.find("#review-link").await.click().await;
 
     browser.find("#file-list li").await;
     let summary = browser.find("#diff-summary").await.text().await;
@@ -195,16 +198,28 @@ async fn a_job_submitted_from_the_form_is_followed_live_reviewed_on_its_diff_and
     assert!(!browser.all(".file-status.added").await.is_empty());
     browser.find(".dl.add .code").await;
     let first_new_line = browser.find(".dl.add .ln:nth-child(2)").await.text().await;
-    assert_eq!(first_new_line, "1", "an added file's lines are numbered from 1");
+    assert_eq!(
+        first_new_line, "1",
+        "an added file's lines are numbered from 1"
+    );
     browser.find_text("#bound-to", "snapshot").await;
-    browser.find_text(".review-audit .summary", "files checked").await;
+    browser
+        .find_text(".review-audit .summary", "files checked")
+        .await;
     ui.screenshot("review").await;
 
-    browser.find("#comment").await.type_text("Looks right").await;
+    browser
+        .find("#comment")
+        .await
+        .type_text("Looks right")
+        .await;
     browser.find("#approve").await.click().await;
     ui.see_phase("completed").await;
     let branch = browser.find("#published #branch").await.text().await;
-    assert!(remote.tip(&branch).is_some(), "the branch {branch} is on the remote");
+    assert!(
+        remote.tip(&branch).is_some(),
+        "the branch {branch} is on the remote"
+    );
     browser.find_text("#decision", "Looks right").await;
     ui.screenshot("job-completed").await;
 
@@ -218,7 +233,9 @@ async fn a_job_submitted_from_the_form_is_followed_live_reviewed_on_its_diff_and
     browser.find_text("#list-status", "shown").await;
     ui.assert_fits_its_width("the list at 375 px").await;
     ui.screenshot("jobs-375px").await;
-    browser.goto(&ui.url(&format!("/ui#/jobs/{id}/review"))).await;
+    browser
+        .goto(&ui.url(&format!("/ui#/jobs/{id}/review")))
+        .await;
     browser.find("#file-list li").await;
     ui.assert_fits_its_width("the review at 375 px").await;
     ui.screenshot("review-375px").await;
@@ -234,7 +251,9 @@ async fn a_reviewer_rejects_with_a_comment_and_the_job_shows_the_rejection() {
     let id = spawn(&ui, None, json!({"task": "Write a poem"})).await;
     wait_for(&ui, None, &id, "awaiting_approval").await;
 
-    browser.goto(&ui.url(&format!("/ui#/jobs/{id}/review"))).await;
+    browser
+        .goto(&ui.url(&format!("/ui#/jobs/{id}/review")))
+        .await;
     browser.find("#file-list li").await;
     browser.find("#reject").await.click().await;
     browser.find_text("#decision-error", "why").await;
@@ -244,7 +263,12 @@ async fn a_reviewer_rejects_with_a_comment_and_the_job_shows_the_rejection() {
         .type_text("Not what was asked for")
         .await;
     // From the top of the page, by keyboard alone, with the focus in sight.
-    browser.run("document.activeElement.blur(); window.scrollTo(0, 0);", json!([])).await;
+    browser
+        .run(
+            "document.activeElement.blur(); window.scrollTo(0, 0);",
+            json!([]),
+        )
+        .await;
     let mut reached = false;
     for _ in 0..80 {
         browser.press(webdriver::TAB).await;
@@ -282,7 +306,10 @@ async fn a_viewer_signs_in_once_follows_a_job_and_cannot_approve_submit_or_cance
     let tokens = dir.path().join("tokens.yaml");
     let entry = |name: &str, role: &str, secret: &str| {
         let token = crate::support::token(name, icarus::config::AccessRole::Viewer, secret);
-        format!("  - {{name: {name}, role: {role}, sha256: {}}}\n", token.sha256)
+        format!(
+            "  - {{name: {name}, role: {role}, sha256: {}}}\n",
+            token.sha256
+        )
     };
     let listing = format!(
         "tokens:\n{}{}",
@@ -291,24 +318,47 @@ async fn a_viewer_signs_in_once_follows_a_job_and_cannot_approve_submit_or_cance
     );
     std::fs::write(&tokens, listing).unwrap();
     let file = tokens.display().to_string();
-    let settings = [("auth.enabled", "true"), ("auth.tokens_file", file.as_str())];
+    let settings = [
+        ("auth.enabled", "true"),
+        ("auth.tokens_file", file.as_str()),
+    ];
     let Some(ui) = Ui::open("viewer", &settings).await else {
         return;
     };
     let browser = &ui.browser;
-    let id = spawn(&ui, Some(APPROVER), json!({"task": "Tidy the README [builder:sleep=3]"})).await;
+    let id = spawn(
+        &ui,
+        Some(APPROVER),
+        json!({"task": "Tidy the README [builder:sleep=3]"}),
+    )
+    .await;
 
     browser.goto(&ui.url("/ui")).await;
-    browser.find("#login-token").await.type_text("a-guess").await;
-    browser.find("#login button[type=submit]").await.click().await;
+    browser
+        .find("#login-token")
+        .await
+        .type_text("a-guess")
+        .await;
+    browser
+        .find("#login button[type=submit]")
+        .await
+        .click()
+        .await;
     browser.find_text("#login-error", "not valid").await;
     ui.screenshot("sign-in-refused").await;
     browser.find("#login-token").await.type_text(VIEWER).await;
-    browser.find("#login button[type=submit]").await.click().await;
+    browser
+        .find("#login button[type=submit]")
+        .await
+        .click()
+        .await;
     browser.find_text("#who", "vic").await;
     browser.find_text("#who .role", "viewer").await;
     let hidden = browser
-        .run("return document.getElementById('nav-new').hidden;", json!([]))
+        .run(
+            "return document.getElementById('nav-new').hidden;",
+            json!([]),
+        )
         .await;
     assert_eq!(hidden, true, "a viewer is not offered the form");
 
@@ -316,21 +366,32 @@ async fn a_viewer_signs_in_once_follows_a_job_and_cannot_approve_submit_or_cance
     browser
         .find_text(".lines .line .text", &format!("builder for job {id}"))
         .await;
-    assert!(browser.all("#cancel").await.is_empty(), "a viewer cannot cancel");
+    assert!(
+        browser.all("#cancel").await.is_empty(),
+        "a viewer cannot cancel"
+    );
     wait_for(&ui, Some(VIEWER), &id, "awaiting_approval").await;
     browser.find("#review-link").await.click().await;
     browser.find("#file-list li").await;
     browser.find_text("#cannot-decide", "approver role").await;
-    assert!(browser.all("#approve").await.is_empty(), "a viewer cannot approve");
+    assert!(
+        browser.all("#approve").await.is_empty(),
+        "a viewer cannot approve"
+    );
     ui.screenshot("review-as-viewer").await;
 
     browser.goto(&ui.url("/ui#/new")).await;
-    browser.find_text(".notice", "needs the submitter role").await;
+    browser
+        .find_text(".notice", "needs the submitter role")
+        .await;
     let stored = browser
         .run("return sessionStorage.length;", json!([]))
         .await;
     assert_eq!(stored, 1, "the token is kept for this tab");
-    assert!(!browser.url().await.contains(VIEWER), "no token in the address");
+    assert!(
+        !browser.url().await.contains(VIEWER),
+        "no token in the address"
+    );
     ui.assert_no_script_errors().await;
 }
 
@@ -340,13 +401,17 @@ async fn a_failed_job_shows_its_reason_and_message_and_its_markup_stays_text() {
         return;
     };
     let browser = &ui.browser;
-    let task = "<img src=x onerror=\"document.title='pwned'\"><b id=\"pwned\">bold</b> [builder:fail]";
+    let task =
+        "<img src=x onerror=\"document.title='pwned'\"><b id=\"pwned\">bold</b> [builder:fail]";
     let id = spawn(&ui, None, json!({"task": task})).await;
     let failed = wait_for(&ui, None, &id, "failed").await;
 
     browser.goto(&ui.url(&format!("/ui#/jobs/{id}"))).await;
     let failure = browser.find("#failure").await.text().await;
-    assert!(failure.contains(failed["reason"].as_str().unwrap()), "{failure}");
+    assert!(
+        failure.contains(failed["reason"].as_str().unwrap()),
+        "{failure}"
+    );
     assert!(failure.contains("builder was asked to fail"), "{failure}");
     browser.find_text("h1", "<b id=\"pwned\">bold</b>").await;
     ui.screenshot("job-failed").await;
@@ -359,7 +424,11 @@ async fn a_failed_job_shows_its_reason_and_message_and_its_markup_stays_text() {
             json!([]),
         )
         .await;
-    assert_eq!(injected, json!([false, "Jobs · Icarus", 0]), "the task was shown as markup");
+    assert_eq!(
+        injected,
+        json!([false, "Jobs · Icarus", 0]),
+        "the task was shown as markup"
+    );
     ui.screenshot("jobs-failed-filter").await;
     ui.assert_no_script_errors().await;
 }
@@ -393,14 +462,19 @@ async fn a_diff_cut_at_two_mebibytes_lists_its_files_at_once_and_draws_each_when
 
     let browser = &ui.browser;
     let started = std::time::Instant::now();
-    browser.goto(&ui.url(&format!("/ui#/jobs/{id}/review"))).await;
+    browser
+        .goto(&ui.url(&format!("/ui#/jobs/{id}/review")))
+        .await;
     browser.find("#diff-truncated").await;
     let listed = browser.all("#file-list li").await.len();
     let shown = started.elapsed();
     assert!((200..=301).contains(&listed), "{listed} files listed");
     browser.find_text("#file-list li", "binary").await;
     let drawn = browser.all(".dl").await.len();
-    assert!(drawn < 4000, "{drawn} lines drawn before any file was opened");
+    assert!(
+        drawn < 4000,
+        "{drawn} lines drawn before any file was opened"
+    );
     ui.screenshot("review").await;
 
     let opening = std::time::Instant::now();
@@ -409,7 +483,9 @@ async fn a_diff_cut_at_two_mebibytes_lists_its_files_at_once_and_draws_each_when
     let index = listed - 1;
     browser.find(&format!("#file-{index} .dl.add")).await;
     let opened = opening.elapsed();
-    browser.find_text(&format!("#file-{index}"), "cut off").await;
+    browser
+        .find_text(&format!("#file-{index}"), "cut off")
+        .await;
     ui.screenshot("review-last-file").await;
     eprintln!(
         "a 2 MiB diff of {listed} files: listed {shown:?} after navigating; its last file drawn {opened:?} after the click"

@@ -11,7 +11,8 @@ use crate::support::{TestServer, token};
 const BROWSER_ACCEPT: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
 
 #[tokio::test]
-async fn the_dashboard_and_its_scripts_come_with_a_policy_that_allows_no_inline_or_foreign_script() {
+async fn the_dashboard_and_its_scripts_come_with_a_policy_that_allows_no_inline_or_foreign_script()
+{
     let server = TestServer::sqlite().await;
     for (path, kind) in [
         ("/ui", "text/html"),
@@ -22,7 +23,9 @@ async fn the_dashboard_and_its_scripts_come_with_a_policy_that_allows_no_inline_
         assert_eq!(response.status(), 200, "{path}");
         let header = |name: &str| {
             let value = response.headers().get(name);
-            value.map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default()
+            value
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default()
         };
         assert!(header("content-type").starts_with(kind), "{path}");
         let policy = header("content-security-policy");
@@ -39,7 +42,12 @@ async fn the_dashboard_and_its_scripts_come_with_a_policy_that_allows_no_inline_
 #[tokio::test]
 async fn an_asset_is_revalidated_by_its_checksum() {
     let server = TestServer::sqlite().await;
-    let first = server.client.get(server.url("/ui/app.js")).send().await.unwrap();
+    let first = server
+        .client
+        .get(server.url("/ui/app.js"))
+        .send()
+        .await
+        .unwrap();
     let etag = first.headers()["etag"].to_str().unwrap().to_owned();
     assert_eq!(first.headers()["cache-control"], "no-cache");
     let again = server
@@ -88,7 +96,11 @@ async fn a_browser_opening_the_root_is_sent_to_the_dashboard_and_api_clients_kee
         let (code, body) = server
             .send(server.client.get(server.url("/")).header("accept", accept))
             .await;
-        assert_eq!((code, body["name"].as_str()), (200, Some("icarus")), "{accept}");
+        assert_eq!(
+            (code, body["name"].as_str()),
+            (200, Some("icarus")),
+            "{accept}"
+        );
     }
 }
 
@@ -119,7 +131,10 @@ async fn who_am_i_names_the_tokens_holder_and_role() {
         .get("/auth/me")
         .await;
     assert_eq!(code, 200);
-    assert_eq!(me, json!({"name": "vic", "role": "viewer", "authentication": true}));
+    assert_eq!(
+        me,
+        json!({"name": "vic", "role": "viewer", "authentication": true})
+    );
 }
 
 #[tokio::test]
@@ -127,7 +142,10 @@ async fn without_authentication_everyone_is_the_anonymous_admin() {
     let server = TestServer::sqlite().await;
     let (code, me) = server.get("/auth/me").await;
     assert_eq!(code, 200);
-    assert_eq!(me, json!({"name": "anonymous", "role": "admin", "authentication": false}));
+    assert_eq!(
+        me,
+        json!({"name": "anonymous", "role": "admin", "authentication": false})
+    );
 }
 
 #[tokio::test]
@@ -156,7 +174,11 @@ async fn the_job_list_says_who_submitted_each_job_and_why_a_pending_one_waits() 
     let queued = server.spawn("second").await;
     let listed = crate::support::eventually(std::time::Duration::from_secs(10), || async {
         let (_, jobs) = server.get("/jobs").await;
-        let row = jobs.as_array()?.iter().find(|j| j["job_id"] == queued.to_string())?.clone();
+        let row = jobs
+            .as_array()?
+            .iter()
+            .find(|j| j["job_id"] == queued.to_string())?
+            .clone();
         (row["reason"] == "ConcurrencyLimit").then_some(row)
     })
     .await;

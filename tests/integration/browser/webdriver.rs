@@ -90,8 +90,17 @@ impl Browser {
             },
             "goog:loggingPrefs": {"browser": "ALL"},
         }}});
-        let answer = call(&http, reqwest::Method::POST, &format!("{base}/session"), Some(capabilities)).await;
-        let id = answer["sessionId"].as_str().expect("a session id").to_owned();
+        let answer = call(
+            &http,
+            reqwest::Method::POST,
+            &format!("{base}/session"),
+            Some(capabilities),
+        )
+        .await;
+        let id = answer["sessionId"]
+            .as_str()
+            .expect("a session id")
+            .to_owned();
         Browser {
             http,
             session: format!("{base}/session/{id}"),
@@ -281,14 +290,23 @@ impl Element<'_> {
             .await;
     }
 
-    /// Its rendered text.
+    /// What the driver says of it, or `None` if the page has replaced it since.
+    async fn read(&self, what: &str) -> Option<Value> {
+        let url = format!("{}/element/{}{what}", self.browser.session, self.id);
+        try_call(&self.browser.http, reqwest::Method::GET, &url, None)
+            .await
+            .ok()
+    }
+
+    /// Its rendered text (empty if the page has replaced it).
     pub async fn text(&self) -> String {
-        let text = self.send(reqwest::Method::GET, "/text", None).await;
+        let text = self.read("/text").await.unwrap_or_default();
         text.as_str().unwrap_or_default().to_owned()
     }
 
+    /// Whether it is shown (not if the page has replaced it).
     pub async fn displayed(&self) -> bool {
-        self.send(reqwest::Method::GET, "/displayed", None).await == true
+        self.read("/displayed").await == Some(Value::Bool(true))
     }
 }
 
@@ -299,17 +317,28 @@ async fn call(
     url: &str,
     body: Option<Value>,
 ) -> Value {
-    let mut request = http.request(method.clone(), url);
+    try_call(http, method.clone(), url, body)
+        .await
+        .unwrap_or_else(|error| panic!("{method} {url}: {error}"))
+}
+
+/// One WebDriver command; its `value`, or the driver's error.
+async fn try_call(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    body: Option<Value>,
+) -> Result<Value, String> {
+    let mut request = http.request(method, url);
     if let Some(body) = body {
         request = request.json(&body);
     }
-    let answer = request.send().await.expect("the driver answers");
+    let answer = request.send().await.map_err(|e| e.to_string())?;
     let status = answer.status();
     let body: Value = answer.json().await.unwrap_or_default();
-    assert!(
-        status.is_success(),
-        "{method} {url}: {status} {}",
-        body["value"]
-    );
-    body["value"].clone()
+    if status.is_success() {
+        Ok(body["value"].clone())
+    } else {
+        Err(format!("{status} {}", body["value"]))
+    }
 }
