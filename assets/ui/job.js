@@ -218,9 +218,30 @@ export function jobPage(view, id) {
     clearTimeout(timer);
     if (stopped || TERMINAL.has(status.status)) return;
     timer = setTimeout(async () => {
+      refreshSoon();
       await Promise.all([loadTelemetry(), loadEvents()]);
       poll();
     }, TELEMETRY_MS);
+  }
+
+  let refreshing = null;
+  function refreshSoon() {
+    clearTimeout(refreshing);
+    refreshing = setTimeout(async () => {
+      let fresh;
+      try {
+        fresh = await get(`/jobs/${id}/status`);
+      } catch {
+        return;
+      }
+      if (stopped || fresh.resource_version === status.resource_version) return;
+      status = fresh;
+      render();
+      loadEvents();
+      loadTelemetry();
+      loadAudit();
+      poll();
+    }, 150);
   }
 
   let unfollow = () => {};
@@ -230,18 +251,10 @@ export function jobPage(view, id) {
     unfollow = follow(id, {
       log: (line) => terminal.add(line),
       egress: (e) => terminal.add({ role: e.role, attempt: e.attempt, stream: "stderr", timestamp: e.last_at || e.first_at, message: `[egress] ${e.host}:${e.port} ${e.verdict}${e.reason ? `: ${e.reason}` : ""}` }),
-      status: (update) => {
-        // A replay starts with older states than the one shown: skip them.
-        if (update.resource_version < status.resource_version) return;
-        const changed = update.status !== status.status || update.resource_version !== status.resource_version;
-        status = update;
-        if (!changed) return;
-        render();
-        loadEvents();
-        loadTelemetry();
-        loadAudit();
-        poll();
-      },
+      // A status message says that the job moved; what it carries of the
+      // spec (the decision, a cancel) is as of the stream's start, so the
+      // page reads the status itself, once for a burst (a replay).
+      status: () => refreshSoon(),
       state: (state, seconds) => {
         if (state === "live") terminal.status("live", "live");
         else if (state === "reconnecting") terminal.status(`reconnecting in ${seconds} s…`, "warn");
@@ -271,6 +284,7 @@ export function jobPage(view, id) {
   return () => {
     stopped = true;
     clearTimeout(timer);
+    clearTimeout(refreshing);
     unfollow();
   };
 }

@@ -181,9 +181,16 @@ async fn a_job_submitted_from_the_form_is_followed_live_reviewed_on_its_diff_and
         })
         .await;
     browser.find_text("#terminal-title", "Live log").await;
+    let height = "return document.querySelector('.lines').getBoundingClientRect().height;";
+    let before = browser.run(height, json!([])).await;
     browser
         .find_text(".lines .line .text", &format!("builder for job {id}"))
         .await;
+    let after = browser.run(height, json!([])).await;
+    assert_eq!(
+        before, after,
+        "the terminal keeps its height as lines arrive"
+    );
     ui.screenshot("job-live").await;
 
     browser.find_text("#review-link", "Review and decide").await;
@@ -301,7 +308,8 @@ async fn a_reviewer_rejects_with_a_comment_and_the_job_shows_the_rejection() {
 }
 
 #[tokio::test]
-async fn a_viewer_signs_in_once_follows_a_job_and_cannot_approve_submit_or_cancel() {
+async fn a_viewer_follows_a_job_but_cannot_decide_submit_or_cancel_and_its_submitter_can_cancel_it()
+{
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens.yaml");
     let entry = |name: &str, role: &str, secret: &str| {
@@ -392,6 +400,22 @@ async fn a_viewer_signs_in_once_follows_a_job_and_cannot_approve_submit_or_cance
         !browser.url().await.contains(VIEWER),
         "no token in the address"
     );
+
+    // Signed out, the page asks again; the job's submitter may cancel it.
+    browser.find("#who button").await.click().await;
+    browser.find("#login-token").await.type_text(APPROVER).await;
+    browser
+        .find("#login button[type=submit]")
+        .await
+        .click()
+        .await;
+    browser.find_text("#who", "ann").await;
+    browser.goto(&ui.url(&format!("/ui#/jobs/{id}"))).await;
+    browser.find("#cancel").await.click().await;
+    browser.find_text("#cancel", "Really cancel?").await;
+    browser.find("#cancel").await.click().await;
+    ui.see_phase("cancelled").await;
+    ui.screenshot("job-cancelled").await;
     ui.assert_no_script_errors().await;
 }
 
