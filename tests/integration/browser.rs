@@ -246,6 +246,10 @@ async fn a_job_submitted_from_the_form_is_followed_live_reviewed_on_its_diff_and
     browser.find("#file-list li").await;
     ui.assert_fits_its_width("the review at 375 px").await;
     ui.screenshot("review-375px").await;
+    browser.goto(&ui.url(&format!("/ui#/jobs/{id}"))).await;
+    browser.find("#published").await;
+    ui.assert_fits_its_width("the job at 375 px").await;
+    ui.screenshot("job-375px").await;
     ui.assert_no_script_errors().await;
 }
 
