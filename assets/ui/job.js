@@ -88,17 +88,19 @@ export function jobPage(view, id) {
     replace(actions, buttons);
   }
 
-  /** A button that asks once more before it acts. */
+  /** A button that asks once more before it acts (armed for 5 s, across redraws). */
+  const armedUntil = {};
   function confirmButton(label, confirm, idName, action) {
-    const button = h("button", { type: "button", class: "danger", id: idName }, label);
-    let armed = null;
+    const armed = () => (armedUntil[idName] || 0) > Date.now();
+    const button = h("button", { type: "button", class: "danger", id: idName }, armed() ? confirm : label);
     button.addEventListener("click", () => {
-      if (!armed) {
+      if (!armed()) {
+        armedUntil[idName] = Date.now() + 5000;
         button.textContent = confirm;
-        armed = setTimeout(() => { armed = null; button.textContent = label; }, 5000);
+        setTimeout(() => { if (!armed()) button.textContent = label; }, 5100);
         return;
       }
-      clearTimeout(armed);
+      armedUntil[idName] = 0;
       act(action);
     });
     return button;
@@ -108,10 +110,16 @@ export function jobPage(view, id) {
     try {
       await action();
       status = await get(`/jobs/${id}/status`);
-      render();
     } catch (error) {
       view.showError(error);
+      return;
     }
+    render();
+    loadEvents();
+    poll();
+    // A publish retry takes a finished job up again (perhaps a moment
+    // from now): follow its stream again from where it ended.
+    if (streamEnded) listen();
   }
 
   function renderAlerts() {
@@ -245,25 +253,46 @@ export function jobPage(view, id) {
   }
 
   let unfollow = () => {};
-  load().then((found) => {
-    if (!found || stopped) return;
-    poll();
+  let lastSeq = 0;
+  let streamEnded = false;
+  const seen = (message) => {
+    if (typeof message.seq === "number" && message.seq > lastSeq) lastSeq = message.seq;
+  };
+  function listen() {
+    unfollow();
+    streamEnded = false;
     unfollow = follow(id, {
-      log: (line) => terminal.add(line),
-      egress: (e) => terminal.add({ role: e.role, attempt: e.attempt, stream: "stderr", timestamp: e.last_at || e.first_at, message: `[egress] ${e.host}:${e.port} ${e.verdict}${e.reason ? `: ${e.reason}` : ""}` }),
+      log: (line) => {
+        seen(line);
+        terminal.add(line);
+      },
+      egress: (e) => {
+        seen(e);
+        terminal.add({ role: e.role, attempt: e.attempt, stream: "stderr", timestamp: e.last_at || e.first_at, message: `[egress] ${e.host}:${e.port} ${e.verdict}${e.reason ? `: ${e.reason}` : ""}` });
+      },
       // A status message says that the job moved; what it carries of the
       // spec (the decision, a cancel) is as of the stream's start, so the
       // page reads the status itself, once for a burst (a replay).
-      status: () => refreshSoon(),
+      status: (update) => {
+        seen(update);
+        refreshSoon();
+      },
       state: (state, seconds) => {
         if (state === "live") terminal.status("live", "live");
         else if (state === "reconnecting") terminal.status(`reconnecting in ${seconds} s…`, "warn");
         else {
+          streamEnded = true;
           terminal.status("ended", "ended");
           if (terminal.empty()) savedLogs();
         }
       },
-    });
+    }, lastSeq);
+  }
+
+  load().then((found) => {
+    if (!found || stopped) return;
+    poll();
+    listen();
   });
 
   /** An agent not followed live (an older job) left its output saved. */

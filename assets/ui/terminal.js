@@ -82,12 +82,12 @@ export class Terminal {
 }
 
 /**
- * Follows a job's stream, calling `on.log`, `on.status` and `on.egress`
- * with each message, and `on.state` with "live", "reconnecting" or "ended".
+ * Follows a job's stream after position `since` (0: from the start),
+ * calling `on.log`, `on.status` and `on.egress` with each message, and
+ * `on.state` with "live", "reconnecting" or "ended".
  * Returns a function that stops following.
  */
-export function follow(jobId, on) {
-  let since = 0;
+export function follow(jobId, on, since = 0) {
   let socket = null;
   let stopped = false;
   let pause = 1000;

@@ -135,7 +135,7 @@ async fn wait_for(ui: &Ui, token: Option<&str>, id: &str, phase: &str) -> Value 
 }
 
 #[tokio::test]
-async fn a_job_submitted_from_the_form_is_followed_live_reviewed_on_its_diff_and_approved_to_its_branch()
+async fn a_job_submitted_from_the_form_is_followed_live_reviewed_approved_and_published_again_to_its_branch()
  {
     let remote = Remote::new();
     let root = PathBuf::from(remote.url()).parent().unwrap().to_owned();
@@ -152,7 +152,7 @@ async fn a_job_submitted_from_the_form_is_followed_live_reviewed_on_its_diff_and
         browser.url().await.ends_with("/ui"),
         "the root sent the browser to /ui"
     );
-    browser.find("#nav-new").await.click().await;
+    browser.click("#nav-new").await;
 
     browser
         .find("#task")
@@ -165,13 +165,13 @@ async fn a_job_submitted_from_the_form_is_followed_live_reviewed_on_its_diff_and
         .type_text(&remote.url())
         .await;
     browser.find("#ref").await.type_text("-bad").await;
-    browser.find("#submit").await.click().await;
+    browser.click("#submit").await;
     let error = browser.find_text("#ref-error", "source.ref").await;
     assert!(error.text().await.contains("-bad"));
     ui.screenshot("form-error").await;
     browser.find("#ref").await.clear().await;
     browser.find("#ref").await.type_text("main").await;
-    browser.find("#submit").await.click().await;
+    browser.click("#submit").await;
 
     let id = browser
         .wait_for("the job's page", || async {
@@ -197,7 +197,7 @@ async fn a_job_submitted_from_the_form_is_followed_live_reviewed_on_its_diff_and
     browser.find_text("#audit .summary", "files checked").await;
     browser.find_text("#timeline", "awaiting approval").await;
     ui.screenshot("job-awaiting-approval").await;
-    browser.find("#review-link").await.click().await;
+    browser.click("#review-link").await;
 
     browser.find("#file-list li").await;
     let summary = browser.find("#diff-summary").await.text().await;
@@ -220,7 +220,14 @@ async fn a_job_submitted_from_the_form_is_followed_live_reviewed_on_its_diff_and
         .await
         .type_text("Looks right")
         .await;
-    browser.find("#approve").await.click().await;
+    // The first push is refused: the page says so and offers to publish again.
+    remote.refuse_pushes();
+    browser.click("#approve").await;
+    ui.see_phase("failed").await;
+    browser.find_text("#failure", "PublishFailed").await;
+    ui.screenshot("job-publish-failed").await;
+    remote.accept_pushes();
+    browser.click("#publish").await;
     ui.see_phase("completed").await;
     let branch = browser.find("#published #branch").await.text().await;
     assert!(
@@ -266,7 +273,7 @@ async fn a_reviewer_rejects_with_a_comment_and_the_job_shows_the_rejection() {
         .goto(&ui.url(&format!("/ui#/jobs/{id}/review")))
         .await;
     browser.find("#file-list li").await;
-    browser.find("#reject").await.click().await;
+    browser.click("#reject").await;
     browser.find_text("#decision-error", "why").await;
     browser
         .find("#comment")
@@ -351,19 +358,11 @@ async fn a_viewer_follows_a_job_but_cannot_decide_submit_or_cancel_and_its_submi
         .await
         .type_text("a-guess")
         .await;
-    browser
-        .find("#login button[type=submit]")
-        .await
-        .click()
-        .await;
+    browser.click("#login button[type=submit]").await;
     browser.find_text("#login-error", "not valid").await;
     ui.screenshot("sign-in-refused").await;
     browser.find("#login-token").await.type_text(VIEWER).await;
-    browser
-        .find("#login button[type=submit]")
-        .await
-        .click()
-        .await;
+    browser.click("#login button[type=submit]").await;
     browser.find_text("#who", "vic").await;
     browser.find_text("#who .role", "viewer").await;
     let hidden = browser
@@ -383,7 +382,7 @@ async fn a_viewer_follows_a_job_but_cannot_decide_submit_or_cancel_and_its_submi
         "a viewer cannot cancel"
     );
     wait_for(&ui, Some(VIEWER), &id, "awaiting_approval").await;
-    browser.find("#review-link").await.click().await;
+    browser.click("#review-link").await;
     browser.find("#file-list li").await;
     browser.find_text("#cannot-decide", "approver role").await;
     assert!(
@@ -406,18 +405,14 @@ async fn a_viewer_follows_a_job_but_cannot_decide_submit_or_cancel_and_its_submi
     );
 
     // Signed out, the page asks again; the job's submitter may cancel it.
-    browser.find("#who button").await.click().await;
+    browser.click("#who button").await;
     browser.find("#login-token").await.type_text(APPROVER).await;
-    browser
-        .find("#login button[type=submit]")
-        .await
-        .click()
-        .await;
+    browser.click("#login button[type=submit]").await;
     browser.find_text("#who", "ann").await;
     browser.goto(&ui.url(&format!("/ui#/jobs/{id}"))).await;
-    browser.find("#cancel").await.click().await;
+    browser.click("#cancel").await;
     browser.find_text("#cancel", "Really cancel?").await;
-    browser.find("#cancel").await.click().await;
+    browser.click("#cancel").await;
     ui.see_phase("cancelled").await;
     ui.screenshot("job-cancelled").await;
     ui.assert_no_script_errors().await;
@@ -506,9 +501,10 @@ async fn a_diff_cut_at_two_mebibytes_lists_its_files_at_once_and_draws_each_when
     ui.screenshot("review").await;
 
     let opening = std::time::Instant::now();
-    let last = browser.all("#file-list a").await.pop().unwrap();
-    last.click().await;
     let index = listed - 1;
+    browser
+        .click(&format!("#file-list li:nth-child({listed}) a"))
+        .await;
     browser.find(&format!("#file-{index} .dl.add")).await;
     let opened = opening.elapsed();
     browser

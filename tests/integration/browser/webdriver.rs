@@ -178,6 +178,25 @@ impl Browser {
         .await
     }
 
+    /// Clicks the first shown element matching `css`, finding it again if
+    /// the page redrew it between the finding and the click.
+    pub async fn click(&self, css: &str) {
+        self.wait_for(&format!("a click on {css}"), || async {
+            for element in self.all(css).await {
+                if element.displayed().await {
+                    let url = format!("{}/element/{}/click", self.session, element.id);
+                    let body = Some(json!({}));
+                    return try_call(&self.http, reqwest::Method::POST, &url, body)
+                        .await
+                        .ok()
+                        .map(|_| ());
+                }
+            }
+            None
+        })
+        .await
+    }
+
     /// The first element matching `css` whose text contains `text`.
     pub async fn find_text(&self, css: &str, text: &str) -> Element<'_> {
         self.wait_for(&format!("{css} with the text {text:?}"), || async {
@@ -272,11 +291,6 @@ impl Element<'_> {
     async fn send(&self, method: reqwest::Method, what: &str, body: Option<Value>) -> Value {
         let path = format!("/element/{}{what}", self.id);
         self.browser.send(method, &path, body).await
-    }
-
-    pub async fn click(&self) {
-        self.send(reqwest::Method::POST, "/click", Some(json!({})))
-            .await;
     }
 
     /// Types `text` into it.
