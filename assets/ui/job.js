@@ -83,7 +83,7 @@ export function jobPage(view, id) {
       buttons.push(confirmButton("Cancel job", "Really cancel?", "cancel", async () => post(`/jobs/${id}/cancel`)));
     }
     if (phase === "failed" && status.reason === "PublishFailed" && atLeast(me, "approver")) {
-      buttons.push(h("button", { type: "button", id: "publish", onclick: () => act(() => post(`/jobs/${id}/publish`)) }, "Publish again"));
+      buttons.push(h("button", { type: "button", class: "primary", id: "publish", onclick: () => act(() => post(`/jobs/${id}/publish`)) }, "Publish again"));
     }
     replace(actions, buttons);
   }

@@ -187,3 +187,18 @@ async fn the_job_list_says_who_submitted_each_job_and_why_a_pending_one_waits() 
     let (_, status) = server.get(&format!("/jobs/{queued}/status")).await;
     assert_eq!(listed["reason"], status["reason"]);
 }
+
+#[tokio::test]
+async fn with_authentication_on_the_page_loads_without_a_token_to_ask_for_one() {
+    let server = TestServer::sqlite_with(|c| {
+        c.auth.enabled = true;
+        c.auth.tokens = vec![token("vic", AccessRole::Viewer, "viewer-secret-0123456789")];
+    })
+    .await;
+    for path in ["/ui", "/ui/app.js", "/ui/api.js"] {
+        let answer = server.client.get(server.url(path)).send().await.unwrap();
+        assert_eq!(answer.status(), 200, "{path}");
+    }
+    let (code, _) = server.get("/jobs").await;
+    assert_eq!(code, 401, "the API behind it still asks");
+}
