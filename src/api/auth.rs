@@ -121,7 +121,7 @@ impl Caller {
     }
 }
 
-fn role_name(role: AccessRole) -> &'static str {
+pub(super) fn role_name(role: AccessRole) -> &'static str {
     match role {
         AccessRole::Viewer => "viewer",
         AccessRole::Submitter => "submitter",

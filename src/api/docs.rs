@@ -33,7 +33,7 @@ use super::callback::{MAX_MESSAGE_CHARS, MAX_TOOL_CHARS};
 use super::jobs::{MAX_COMMENT_CHARS, MAX_SNAPSHOT_CHARS};
 use super::policy::SpawnPolicy;
 use super::rules::TextRule;
-use super::{callback, error, jobs, logs, meta, metrics, models, stream, stream_messages};
+use super::{callback, error, jobs, logs, meta, metrics, models, session, stream, stream_messages};
 use crate::source::patch;
 
 #[derive(OpenApi)]
@@ -42,7 +42,7 @@ use crate::source::patch;
     paths(
         jobs::spawn, jobs::list, jobs::status, jobs::telemetry, jobs::audit, jobs::events, jobs::egress, jobs::allow_egress, logs::logs,
         jobs::diff, jobs::approve, jobs::cancel, jobs::publish, callback::callback, stream::stream,
-        meta::root, meta::healthz, meta::readyz, metrics::metrics,
+        meta::root, meta::healthz, meta::readyz, metrics::metrics, session::me, session::images,
     ),
     components(schemas(
         models::SpawnRequest, models::SpawnResponse, models::ApproveRequest, models::DecisionResponse,
@@ -51,7 +51,7 @@ use crate::source::patch;
         models::AllowanceView, models::AllowEgressRequest, models::AgentLogView, models::CallbackRequest, models::MessageResponse,
         models::SourceBody, models::DiffResponse, models::PhaseName, models::RoleName, models::ProjectPhaseName, models::ReportStatus,
         jobs::DiffFormat, patch::DiffSummary, patch::FileChange, patch::Hunk,
-        meta::ServiceInfo, meta::Health, error::ErrorBody, stream_messages::LogMessage,
+        meta::ServiceInfo, meta::Health, session::Me, session::Images, error::ErrorBody, stream_messages::LogMessage,
     )),
     tags(
         (name = "jobs", description = "Submit, follow and decide jobs"),

@@ -2,11 +2,14 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
+use super::ui;
 use crate::errors::error_chain;
 use crate::store::StoreError;
 
@@ -25,17 +28,24 @@ pub struct Health {
     pub database: Option<String>,
 }
 
-/// Name and version of the service.
+/// Name and version of the service; a browser (whose `Accept` prefers
+/// `text/html`) is sent to the dashboard instead.
 #[utoipa::path(get, path = "/", tag = "service", operation_id = "get_service_info", responses(
     (status = 200, description = "The service's name and version", body = ServiceInfo),
+    (status = 303, description = "To the dashboard (`/ui`), when `Accept` prefers text/html",
+        headers(("Location" = String, description = "`/ui`"))),
     (status = 403, description = "Refused: a foreign Host with authentication off", body = ErrorBody),
 ))]
-pub async fn root() -> Json<ServiceInfo> {
+pub async fn root(headers: HeaderMap) -> Response {
+    if ui::wants_html(&headers) {
+        return ui::to_dashboard();
+    }
     Json(ServiceInfo {
         name: "icarus".to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         docs: "/docs".to_owned(),
     })
+    .into_response()
 }
 
 /// Liveness: the process answers.

@@ -1,5 +1,6 @@
 //! The HTTP and WebSocket API (axum): the seed's routes with the seed's shapes,
-//! plus cancel, the event log, health and documentation.
+//! plus cancel, the event log, health, documentation and the review
+//! dashboard (`/ui`).
 //!
 //! The API holds only what it needs — the store, the host load level, the
 //! shutdown signal — never the runtime: it writes desired state and reads
@@ -21,11 +22,13 @@ mod rendered;
 pub mod report_limit;
 mod request_id;
 mod rules;
+mod session;
 mod spans;
 mod stream;
 pub mod stream_limit;
 mod stream_messages;
 mod tail;
+mod ui;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -138,9 +141,12 @@ pub fn router(state: AppState, limits: ApiLimits) -> Router {
         .route("/jobs/{job_id}/cancel", post(jobs::cancel))
         .route("/jobs/{job_id}/stream", get(stream::stream))
         .route("/metrics", get(metrics::metrics))
+        .route("/auth/me", get(session::me))
+        .route("/images", get(session::images))
         .route("/", get(meta::root))
         .with_state(state.clone())
         .merge(docs::routes(document))
+        .merge(ui::routes())
         .route_layer(from_fn_with_state(guard.clone(), browser::host_check));
     let any_host = Router::new()
         .route("/jobs/{job_id}/callback", post(callback::callback))

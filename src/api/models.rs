@@ -366,6 +366,16 @@ pub struct JobSummary {
     /// The project the job belongs to.
     #[serde(default)]
     pub project_id: String,
+    /// Why the job is in this phase (for a pending job, why it waits:
+    /// `ConcurrencyLimit`, `HostBusy`, `QueuedBehindOlderJobs`...).
+    #[serde(default)]
+    pub reason: String,
+    /// Why the current agent has not started yet, as its runtime says.
+    #[serde(default)]
+    pub waiting: Option<String>,
+    /// Who submitted the job (`anonymous` when authentication is off).
+    #[serde(default)]
+    pub submitted_by: Option<String>,
 }
 
 impl From<&Job> for JobSummary {
@@ -377,6 +387,9 @@ impl From<&Job> for JobSummary {
             created_at: job.created_at,
             completed_at: job.status.times.finished_at,
             project_id: job.spec.project_id.clone(),
+            reason: job.status.reason.to_string(),
+            waiting: job.status.waiting.clone(),
+            submitted_by: job.spec.submitted_by.clone(),
         }
     }
 }

@@ -37,11 +37,24 @@ pub struct SpawnPolicy {
     /// most `test_code_max_bytes` bytes of UTF-8.
     pub test_code: TextRule,
     test_code_max_bytes: usize,
+    /// The images a job may name, as configured (`GET /images`).
+    pub images: ImageChoice,
     project_roots: Vec<String>,
     /// Canonical forms of `workspace.allowed_source_roots` that exist.
     source_roots: Vec<PathBuf>,
     /// The shape of a local repository path, when any source root exists.
     local_repository: Option<TextRule>,
+}
+
+/// The configured agent images, and what else a job may name.
+#[derive(Debug, Clone)]
+pub struct ImageChoice {
+    /// `agents.builder.image_name`.
+    pub builder: String,
+    /// `agents.checker.image_name`.
+    pub checker: String,
+    /// `agents.allowed_images`: names, or prefixes ending in `*`.
+    pub allowed: Vec<String>,
 }
 
 impl SpawnPolicy {
@@ -90,6 +103,11 @@ impl SpawnPolicy {
             // document states that much, and the bytes in its description.
             test_code: TextRule::matching(config.agents.max_test_code_bytes, r"^[^\x00]*$")?,
             test_code_max_bytes: config.agents.max_test_code_bytes,
+            images: ImageChoice {
+                builder: config.agents.builder.image_name.clone(),
+                checker: config.agents.checker.image_name.clone(),
+                allowed: config.agents.allowed_images.clone(),
+            },
             project_roots: config.workspace.allowed_project_roots.clone(),
             local_repository: local_repository
                 .map(|pattern| TextRule::matching(MAX_NAME_CHARS, &format!("^{pattern}$")))
