@@ -17,6 +17,7 @@ mod meta;
 mod metrics;
 pub mod models;
 mod policy;
+mod queue;
 pub mod report_limit;
 mod request_id;
 mod rules;
@@ -34,7 +35,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -83,6 +84,12 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Whether this replica leads, for `/metrics`; `None`: it always does.
     pub leadership: Option<Leadership>,
+    /// Priorities: the default, each role's cap, the ageing (`queue`).
+    pub queue: crate::config::QueueConfig,
+    /// `orchestrator.max_concurrent_jobs`, for queue positions and estimates.
+    pub max_active_jobs: usize,
+    /// This process's drain, shared with its controller.
+    pub drain: Arc<crate::drain::Drain>,
 }
 
 /// Limits applied to every request.
@@ -105,7 +112,7 @@ fn cors(origins: &[String]) -> CorsLayer {
         .collect();
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(allowed))
-        .allow_methods([Method::GET, Method::POST])
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
 }
 
@@ -122,6 +129,7 @@ pub fn router(state: AppState, limits: ApiLimits) -> Router {
     let named_host = Router::new()
         .route("/jobs", get(jobs::list))
         .route("/jobs/spawn", post(jobs::spawn))
+        .route("/jobs/{job_id}", delete(jobs::delete))
         .route("/jobs/{job_id}/status", get(jobs::status))
         .route("/jobs/{job_id}/telemetry", get(jobs::telemetry))
         .route("/jobs/{job_id}/audit", get(jobs::audit))
@@ -134,6 +142,11 @@ pub fn router(state: AppState, limits: ApiLimits) -> Router {
         .route("/jobs/{job_id}/approve", post(jobs::approve))
         .route("/jobs/{job_id}/cancel", post(jobs::cancel))
         .route("/jobs/{job_id}/stream", get(stream::stream))
+        .route("/queue", get(queue::show))
+        .route("/queue/hold", post(queue::hold))
+        .route("/queue/release", post(queue::release))
+        .route("/queue/drain", post(queue::drain))
+        .route("/queue/resume", post(queue::resume))
         .route("/metrics", get(metrics::metrics))
         .route("/", get(meta::root))
         .with_state(state.clone())

@@ -113,6 +113,12 @@ pub struct SpawnRequest {
     #[serde(default)]
     #[schema(max_items = 100)]
     pub allowed_domains: Option<Vec<String>>,
+    /// Where the job stands in the queue: higher starts first; absent or
+    /// null: `queue.default_priority`. Above the caller's role's cap
+    /// (`queue.max_priority`): 403. Pending jobs also age (README: "Queue").
+    #[serde(default)]
+    #[schema(minimum = -1000, maximum = 1000, example = 0)]
+    pub priority: Option<i32>,
 }
 
 /// Where a job's code comes from.
@@ -246,6 +252,13 @@ pub struct JobStatusResponse {
     /// What Icarus measured of the checker in this attempt; kept after it ends.
     #[serde(default)]
     pub checker_usage: Option<UsageView>,
+    /// The job's priority in the queue (higher starts first).
+    #[serde(default)]
+    pub priority: i32,
+    /// While pending: its place in the queue, why it waits, and when it
+    /// may start; null otherwise (and in stream messages).
+    #[serde(default)]
+    pub queue: Option<super::queue::QueueView>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -306,6 +319,8 @@ impl From<&Job> for JobStatusResponse {
             allowed_domains: job.spec.allowed_domains.clone(),
             builder_usage: None,
             checker_usage: None,
+            priority: job.spec.priority,
+            queue: None,
         }
     }
 }
@@ -338,6 +353,13 @@ pub struct JobSummary {
     /// The project the job belongs to.
     #[serde(default)]
     pub project_id: String,
+    /// The job's priority in the queue (higher starts first).
+    #[serde(default)]
+    pub priority: i32,
+    /// While pending: its place in the queue, why it waits, and when it
+    /// may start; null otherwise.
+    #[serde(default)]
+    pub queue: Option<super::queue::QueueView>,
 }
 
 impl From<&Job> for JobSummary {
@@ -349,6 +371,8 @@ impl From<&Job> for JobSummary {
             created_at: job.created_at,
             completed_at: job.status.times.finished_at,
             project_id: job.spec.project_id.clone(),
+            priority: job.spec.priority,
+            queue: None,
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::job::{
     ApprovalDecision, DEFAULT_PROJECT_ID, JobSource, JobSpec, MAX_PROJECT_ID_CHARS,
     PROJECT_ID_PATTERN, ProjectPhase, TEST_CODE_CEILING_BYTES,
 };
+use crate::job::admission::{MAX_PRIORITY, MIN_PRIORITY};
 use icarus_core::egress::{MAX_JOB_RULES, MAX_RULE_CHARS, RULE_PATTERN};
 
 /// A container image reference: `[registry[:port]/]name[:tag][@digest]`.
@@ -48,6 +49,7 @@ pub const IMAGE_PATTERN: &str = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9
 #[x_kube(validation = immutable("testCode"))]
 #[x_kube(validation = immutable("projectId"))]
 #[x_kube(validation = immutable("allowedDomains"))]
+#[x_kube(validation = immutable("priority"))]
 #[x_kube(validation = test_code_bytes())]
 #[serde(rename_all = "camelCase")]
 pub struct IcarusJobSpec {
@@ -101,6 +103,12 @@ pub struct IcarusJobSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_JOB_RULES), inner(length(max = MAX_RULE_CHARS), regex(pattern = RULE_PATTERN)))]
     pub allowed_domains: Option<Vec<String>>,
+    /// Where the job stands in the queue: higher starts first (-1000 to
+    /// 1000); absent: `queue.default_priority`. Who may create IcarusJobs
+    /// (RBAC) may ask for any; `queue.max_priority` caps REST callers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = MIN_PRIORITY, max = MAX_PRIORITY))]
+    pub priority: Option<i32>,
 }
 
 /// The rule that `field` of the spec keeps the value (or the absence) it
@@ -228,6 +236,7 @@ impl IcarusJobSpec {
             test_code: None,
             project_id: default_project_id(),
             allowed_domains: None,
+            priority: None,
         }
     }
 
@@ -254,6 +263,8 @@ impl IcarusJobSpec {
             test_code: self.test_code.clone(),
             project_id: self.project_id.clone(),
             allowed_domains: self.allowed_domains.clone(),
+            priority: self.priority.unwrap_or(0),
+            delete_requested: None,
         }
     }
 }

@@ -333,6 +333,13 @@ fn notifier_loop(notifier: Notifier) -> LeaderLoop {
     }
 }
 
+fn retention_loop(retention: crate::retention::Retention) -> LeaderLoop {
+    LeaderLoop {
+        name: "retention",
+        run: Box::new(move |store, stop| Box::pin(retention.clone().run(store, stop))),
+    }
+}
+
 fn usage_loop(sampler: UsageSampler) -> LeaderLoop {
     LeaderLoop {
         name: "usage sampler",
@@ -397,6 +404,7 @@ impl Orchestrator {
         let mut settings =
             ControllerSettings::from_config(config, callback_base.clone(), agent_keys.clone());
         settings.egress_proxy = egress_proxy;
+        let drain = settings.drain.clone();
         if let Some(relay) = store.relay_changes(shutdown.child_token()) {
             tasks.spawn("relay of other replicas' changes", relay);
         }
@@ -405,6 +413,8 @@ impl Orchestrator {
             config.agents.usage_interval_seconds,
             metrics.usage.clone(),
         );
+        let retention =
+            crate::retention::Retention::new(config.retention.clone(), runtime.clone(), metrics.clone());
         let mut loops = vec![controller_loop(
             runtime,
             source,
@@ -415,6 +425,7 @@ impl Orchestrator {
         let notifier = Notifier::from_config(&config.notifications, metrics.notifications.clone());
         loops.extend(notifier.map(notifier_loop));
         loops.extend(sampler.map(usage_loop));
+        loops.push(retention_loop(retention));
         loops.extend(leader_loops);
         for leader_loop in loops {
             tasks.spawn(
@@ -452,6 +463,9 @@ impl Orchestrator {
             upstream,
             metrics,
             leadership: leading.leadership.clone(),
+            queue: config.queue.clone(),
+            max_active_jobs: config.orchestrator.max_concurrent_jobs as usize,
+            drain,
         };
         let limits = ApiLimits {
             max_request_bytes: config.orchestrator.max_request_bytes,
