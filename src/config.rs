@@ -973,7 +973,12 @@ impl Config {
         for problem in self.tracing.problems() {
             check(false, problem);
         }
-        for problem in self.queue.problems().into_iter().chain(self.retention.problems()) {
+        for problem in self
+            .queue
+            .problems()
+            .into_iter()
+            .chain(self.retention.problems())
+        {
             check(false, problem);
         }
         let url = &self.database.url;

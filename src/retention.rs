@@ -55,10 +55,15 @@ impl Retention {
         loop {
             match self.sweep(&store).await {
                 Ok(swept) if !swept.deleted.is_empty() => {
-                    tracing::info!(deleted = swept.deleted.len(), "retention deleted finished jobs");
+                    tracing::info!(
+                        deleted = swept.deleted.len(),
+                        "retention deleted finished jobs"
+                    );
                 }
                 Ok(_) => {}
-                Err(error) => tracing::warn!(error = %error_chain(&error), "retention sweep failed"),
+                Err(error) => {
+                    tracing::warn!(error = %error_chain(&error), "retention sweep failed")
+                }
             }
             tokio::select! {
                 _ = stop.cancelled() => return,

@@ -23,8 +23,8 @@ use super::queue::QueueSnapshot;
 use crate::config::AccessRole;
 use crate::job::admission::{LoadLevel, MAX_PRIORITY, MIN_PRIORITY};
 use crate::job::{
-    DEFAULT_PROJECT_ID, Deletion, Job, JobId, JobSource, JobSpec, Phase, Role, TransitionError, Verdict,
-    timestamp_now,
+    DEFAULT_PROJECT_ID, Deletion, Job, JobId, JobSource, JobSpec, Phase, Role, TransitionError,
+    Verdict, timestamp_now,
 };
 use crate::source::patch;
 use crate::store::{
@@ -506,9 +506,7 @@ pub async fn delete(
     Ok((
         StatusCode::ACCEPTED,
         Json(MessageResponse {
-            message: format!(
-                "Job {id} will be deleted with its workspace, logs, diff and events"
-            ),
+            message: format!("Job {id} will be deleted with its workspace, logs, diff and events"),
         }),
     ))
 }

@@ -11,11 +11,11 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::job::admission::{MAX_PRIORITY, MIN_PRIORITY};
 use crate::job::{
     ApprovalDecision, DEFAULT_PROJECT_ID, JobSource, JobSpec, MAX_PROJECT_ID_CHARS,
     PROJECT_ID_PATTERN, ProjectPhase, TEST_CODE_CEILING_BYTES,
 };
-use crate::job::admission::{MAX_PRIORITY, MIN_PRIORITY};
 use icarus_core::egress::{MAX_JOB_RULES, MAX_RULE_CHARS, RULE_PATTERN};
 
 /// A container image reference: `[registry[:port]/]name[:tag][@digest]`.

@@ -136,7 +136,8 @@ impl RetentionConfig {
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if self.sweep_interval_seconds == 0 || self.sweep_interval_seconds > 86_400 {
-            problems.push("retention.sweep_interval_seconds must be between 1 and 86400".to_owned());
+            problems
+                .push("retention.sweep_interval_seconds must be between 1 and 86400".to_owned());
         }
         if self.terminal_jobs_days > 36_500 {
             problems.push("retention.terminal_jobs_days must be at most 36500".to_owned());

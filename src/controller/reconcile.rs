@@ -174,7 +174,12 @@ async fn admit(context: &Context, job: &Job) -> Result<Admission, ControllerErro
         draining: context.settings.drain.is_draining(),
         ageing: context.settings.ageing,
     };
-    Ok(admission::admit(job.id, &unfinished, &gate, timestamp_now()))
+    Ok(admission::admit(
+        job.id,
+        &unfinished,
+        &gate,
+        timestamp_now(),
+    ))
 }
 
 /// One action, in a span of its own inside the reconcile's (which names

@@ -413,8 +413,11 @@ impl Orchestrator {
             config.agents.usage_interval_seconds,
             metrics.usage.clone(),
         );
-        let retention =
-            crate::retention::Retention::new(config.retention.clone(), runtime.clone(), metrics.clone());
+        let retention = crate::retention::Retention::new(
+            config.retention.clone(),
+            runtime.clone(),
+            metrics.clone(),
+        );
         let mut loops = vec![controller_loop(
             runtime,
             source,

@@ -97,8 +97,9 @@ async fn with_authentication_on_the_operations_that_take_a_caller_ask_for_the_to
         "bearer"
     );
     for (method, path, operation) in operations(&doc) {
-        let public = (!path.starts_with("/jobs") && !path.starts_with("/queue") && path != "/metrics")
-            || path.ends_with("/callback");
+        let public =
+            (!path.starts_with("/jobs") && !path.starts_with("/queue") && path != "/metrics")
+                || path.ends_with("/callback");
         assert_eq!(
             operation.get("security").is_none(),
             public,

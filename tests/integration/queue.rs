@@ -83,10 +83,7 @@ async fn pending_jobs_show_their_place_and_reason_in_status_and_list_rows() {
     assert_eq!(body["queue"]["position"], 2);
     assert_eq!(body["queue"]["jobs_ahead"], 1);
     assert_eq!(body["priority"], 0);
-    assert!(
-        detail_of(&body).contains("all 1 slots are taken"),
-        "{body}"
-    );
+    assert!(detail_of(&body).contains("all 1 slots are taken"), "{body}");
     let (code, rows) = server.get("/jobs").await;
     assert_eq!(code, 200);
     let row = |id: JobId| {
@@ -99,7 +96,11 @@ async fn pending_jobs_show_their_place_and_reason_in_status_and_list_rows() {
     };
     assert_eq!(row(first)["queue"]["position"], 1);
     assert_eq!(row(second)["queue"]["position"], 2);
-    assert_eq!(row(running)["queue"], Value::Null, "a running job has no place");
+    assert_eq!(
+        row(running)["queue"],
+        Value::Null,
+        "a running job has no place"
+    );
     // No job has run yet: no estimate rather than a wrong one.
     assert_eq!(row(first)["queue"]["estimated_start_at"], Value::Null);
 }
@@ -120,7 +121,10 @@ async fn after_a_job_ran_pending_jobs_get_an_estimate() {
     let estimate = body["queue"]["estimated_start_at"].as_str();
     assert!(estimate.is_some(), "{body}");
     let (_, queue) = server.get("/queue").await;
-    assert!(queue["average_run_seconds"].as_f64().unwrap() >= 0.0, "{queue}");
+    assert!(
+        queue["average_run_seconds"].as_f64().unwrap() >= 0.0,
+        "{queue}"
+    );
     assert_eq!(queue["pending"][0]["job_id"], waiting.to_string());
 }
 
@@ -196,7 +200,12 @@ async fn holding_the_queue_lets_running_jobs_go_on() {
 #[tokio::test]
 async fn only_an_admin_may_hold_release_drain_or_resume() {
     let server = secured().await;
-    for path in ["/queue/hold", "/queue/release", "/queue/drain", "/queue/resume"] {
+    for path in [
+        "/queue/hold",
+        "/queue/release",
+        "/queue/drain",
+        "/queue/resume",
+    ] {
         for holder in [SAM, ANN] {
             let (code, body) = server.as_holder_of(holder).post(path, json!({})).await;
             assert_eq!(code, 403, "{path}: {body}");

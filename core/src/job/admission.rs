@@ -107,7 +107,11 @@ impl Gate {
 
 /// A pending job's effective priority at `now`: its own, plus one for each
 /// whole `ageing` it has waited (saturating; never less than its own).
-pub fn effective_priority(entry: &QueueEntry, ageing: Option<TimeDelta>, now: DateTime<Utc>) -> i64 {
+pub fn effective_priority(
+    entry: &QueueEntry,
+    ageing: Option<TimeDelta>,
+    now: DateTime<Utc>,
+) -> i64 {
     let own = i64::from(entry.priority);
     let Some(ageing) = ageing.filter(|a| *a > TimeDelta::zero()) else {
         return own;
@@ -187,10 +191,9 @@ pub fn admit(
     queue(unfinished, gate, now)
         .into_iter()
         .find(|place| place.id == candidate)
-        .map_or(
-            Admission::Waiting(Reason::QueuedBehindOlderJobs),
-            |place| place.admission,
-        )
+        .map_or(Admission::Waiting(Reason::QueuedBehindOlderJobs), |place| {
+            place.admission
+        })
 }
 
 /// When a pending job at `place` may be expected to start, from

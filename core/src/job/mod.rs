@@ -449,10 +449,7 @@ impl JobStatus {
             return None;
         }
         let started = self.times.building_at?;
-        let ended = self
-            .times
-            .awaiting_approval_at
-            .or(self.times.finished_at)?;
+        let ended = self.times.awaiting_approval_at.or(self.times.finished_at)?;
         Some((ended, (ended - started).max(chrono::TimeDelta::zero())))
     }
 

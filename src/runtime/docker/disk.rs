@@ -81,7 +81,10 @@ mod tests {
         let (counted, bytes) = usage[0];
         assert_eq!(counted, job);
         assert!(bytes >= 64 * 1024, "{bytes}");
-        assert!(bytes < 1 << 20, "the link's target was not counted: {bytes}");
+        assert!(
+            bytes < 1 << 20,
+            "the link's target was not counted: {bytes}"
+        );
     }
 
     #[test]
@@ -96,6 +99,10 @@ mod tests {
     #[test]
     fn no_base_directory_is_no_workspace() {
         let base = tempfile::tempdir().unwrap();
-        assert!(workspace_usage(&base.path().join("missing")).unwrap().is_empty());
+        assert!(
+            workspace_usage(&base.path().join("missing"))
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -45,9 +45,7 @@ pub fn spawn(
             seen.clone(),
             shutdown.clone(),
         )),
-        tokio::spawn(statuses_onto_resources(
-            api, recorder, sink, seen, shutdown,
-        )),
+        tokio::spawn(statuses_onto_resources(api, recorder, sink, seen, shutdown)),
     ]
 }
 
@@ -465,7 +463,10 @@ mod tests {
         assert!(building.spec.cancel_requested);
         assert!(building.spec.delete_requested.is_some());
         let after = store.get_job(finished.id).await.unwrap().unwrap();
-        assert!(!after.spec.cancel_requested, "a finished job is not cancelled");
+        assert!(
+            !after.spec.cancel_requested,
+            "a finished job is not cancelled"
+        );
         assert_eq!(
             after.spec.delete_requested,
             Some(Deletion { keep_events: false }),

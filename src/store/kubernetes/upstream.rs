@@ -200,7 +200,14 @@ mod tests {
             resource.metadata.annotations.unwrap()[SUBMITTED_BY_ANNOTATION],
             "alice"
         );
-        assert_eq!(resource.spec, IcarusJobSpec::new("Add logging"));
+        let expected = IcarusJobSpec {
+            priority: Some(0),
+            ..IcarusJobSpec::new("Add logging")
+        };
+        assert_eq!(
+            resource.spec, expected,
+            "the priority it was given is written"
+        );
     }
 
     #[test]

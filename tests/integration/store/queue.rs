@@ -80,7 +80,10 @@ async fn a_jobs_priority_reads_back_as_submitted(store: Store) {
         .create_job(&Job::new(urgent, timestamp_now()))
         .await
         .unwrap();
-    assert_eq!(store.get_job(job.id).await.unwrap().unwrap().spec.priority, 7);
+    assert_eq!(
+        store.get_job(job.id).await.unwrap().unwrap().spec.priority,
+        7
+    );
     let listed = store
         .list_jobs(JobFilter {
             phase: None,

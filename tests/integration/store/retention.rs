@@ -63,7 +63,10 @@ async fn finished_jobs_are_found_oldest_first_and_purged_ones_not_again(store: S
     let mut purged = store.get_job(older.id).await.unwrap().unwrap();
     purged.status.times.purged_at = Some(timestamp_now());
     store.update_job(&purged, None).await.unwrap();
-    assert_eq!(store.finished_before(before, 10).await.unwrap(), vec![old.id]);
+    assert_eq!(
+        store.finished_before(before, 10).await.unwrap(),
+        vec![old.id]
+    );
     let all = store.finished_before(timestamp_now(), 10).await.unwrap();
     assert_eq!(all, vec![old.id, recent.id]);
 }

@@ -51,7 +51,10 @@ fn the_oldest_pending_job_gets_the_last_free_slot() {
         entry(Phase::Pending, 5),
         entry(Phase::Pending, 3),
     ];
-    assert_eq!(admit(queue[2].id, &queue, &gate(2), at(6)), Admission::Admitted);
+    assert_eq!(
+        admit(queue[2].id, &queue, &gate(2), at(6)),
+        Admission::Admitted
+    );
     assert_eq!(
         admit(queue[1].id, &queue, &gate(2), at(6)),
         Admission::Waiting(Reason::QueuedBehindOlderJobs)
@@ -64,7 +67,10 @@ fn a_higher_priority_job_gets_the_slot_before_an_older_one() {
         entry(Phase::Pending, 0),
         with_priority(entry(Phase::Pending, 5), 3),
     ];
-    assert_eq!(admit(queue[1].id, &queue, &gate(1), at(6)), Admission::Admitted);
+    assert_eq!(
+        admit(queue[1].id, &queue, &gate(1), at(6)),
+        Admission::Admitted
+    );
     assert_eq!(
         admit(queue[0].id, &queue, &gate(1), at(6)),
         Admission::Waiting(Reason::QueuedBehindHigherPriority)
@@ -93,7 +99,10 @@ fn an_old_low_priority_job_overtakes_a_new_high_priority_one() {
     let queue = [old, new];
     assert_eq!(admit(old.id, &queue, &gate, at(100)), Admission::Admitted);
     // Without ageing the newcomer would win.
-    assert_eq!(admit(new.id, &queue, &Gate::open(1), at(100)), Admission::Admitted);
+    assert_eq!(
+        admit(new.id, &queue, &Gate::open(1), at(100)),
+        Admission::Admitted
+    );
 }
 
 #[test]
@@ -190,7 +199,10 @@ fn a_job_that_may_start_now_is_expected_now() {
     let job = entry(Phase::Pending, 0);
     let places = super::queue(&[job], &gate(1), at(1));
     let run = Some(TimeDelta::seconds(100));
-    assert_eq!(estimated_start(&places[0], 0, &gate(1), run, at(1)), Some(at(1)));
+    assert_eq!(
+        estimated_start(&places[0], 0, &gate(1), run, at(1)),
+        Some(at(1))
+    );
 }
 
 fn arbitrary_queue() -> impl Strategy<Value = Vec<QueueEntry>> {

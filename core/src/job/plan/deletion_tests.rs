@@ -80,7 +80,9 @@ fn a_running_job_is_not_purged_before_it_ends() {
 #[test]
 fn a_finished_job_may_be_deleted_and_a_running_one_may_not() {
     let done = Job::pending().in_phase(Phase::Failed, at(1));
-    let spec = done.request_delete(Deletion { keep_events: false }).unwrap();
+    let spec = done
+        .request_delete(Deletion { keep_events: false })
+        .unwrap();
     assert_eq!(spec.delete_requested, Some(Deletion { keep_events: false }));
     let running = Job::pending().in_phase(Phase::Checking, at(1));
     let refused = running
