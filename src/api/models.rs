@@ -116,9 +116,31 @@ pub struct SpawnRequest {
     /// Where the job stands in the queue: higher starts first; absent or
     /// null: `queue.default_priority`. Above the caller's role's cap
     /// (`queue.max_priority`): 403. Pending jobs also age (README: "Queue").
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     #[schema(minimum = -1000, maximum = 1000, example = 0)]
     pub priority: Option<i32>,
+}
+
+/// An integer as JSON Schema counts one: `5`, or `5.0` (a number whose
+/// fraction is zero), within what an `i32` holds; null is none.
+fn whole_number<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<i32>, D::Error> {
+    use serde::de::Error;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    let whole = match (number.as_i64(), number.as_f64()) {
+        (Some(integer), _) => Some(integer),
+        (None, Some(float)) if float.fract() == 0.0 && float.abs() < 1e15 => Some(float as i64),
+        _ => None,
+    };
+    whole
+        .and_then(|integer| i32::try_from(integer).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            D::Error::custom(format!("{number} is not a whole number from -1000 to 1000"))
+        })
 }
 
 /// Where a job's code comes from.

@@ -32,7 +32,7 @@ async fn one_slot() -> TestServer {
     TestServer::sqlite_with(|c| c.orchestrator.max_concurrent_jobs = 1).await
 }
 
-async fn spawn_at(api: &Api, task: &str, priority: i64) -> JobId {
+async fn spawn_at(api: &Api, task: &str, priority: impl serde::Serialize) -> JobId {
     let (code, body) = api
         .post("/jobs/spawn", json!({"task": task, "priority": priority}))
         .await;
@@ -162,6 +162,9 @@ async fn a_priority_out_of_range_is_refused_and_none_is_the_default() {
     }
     let id = server.spawn("t").await;
     assert_eq!(status(&server, id).await["priority"], -2);
+    // JSON Schema's integers include 3.0.
+    let id = spawn_at(&server, "t", -3.0).await;
+    assert_eq!(status(&server, id).await["priority"], -3);
 }
 
 #[tokio::test]
