@@ -315,7 +315,8 @@ mod tests {
             ..IcarusJobSpec::new("Add logging")
         });
         type Edit = fn(&mut IcarusJobSpec);
-        let edits: [(&str, Edit); 8] = [
+        let edits: [(&str, Edit); 9] = [
+            ("priority", |s| s.priority = Some(1000)),
             ("phase", |s| s.phase = ProjectPhase::II),
             ("testCode", |s| {
                 s.test_code = Some("assert False".to_owned())

@@ -263,3 +263,12 @@ async fn the_hold_works_the_same_on_postgres() {
     server.post("/queue/release", json!({})).await;
     server.wait_for_builder(id).await;
 }
+
+#[tokio::test]
+async fn the_client_submits_at_a_priority() {
+    let server = TestServer::sqlite().await;
+    let run = crate::client::run(&server, &["submit", "Add logging", "--priority", "-7"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let (_, jobs) = server.get("/jobs").await;
+    assert_eq!(jobs[0]["priority"], -7, "{jobs}");
+}
