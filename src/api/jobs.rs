@@ -499,8 +499,12 @@ pub async fn delete(
     }
     let full = Deletion { keep_events: false };
     change_spec(&state, id, |job| job.request_delete(full)).await?;
-    if let Some(upstream) = &state.upstream {
-        upstream.delete(id).await?;
+    // The deletion is recorded: the leader's sync deletes the IcarusJob
+    // when it sees it, should this first try fail.
+    if let Some(upstream) = &state.upstream
+        && let Err(error) = upstream.delete(id).await
+    {
+        tracing::warn!(job = %id, %error, "IcarusJob not deleted now; the sync will");
     }
     tracing::info!(job = %id, by = %caller.name, "deletion requested");
     Ok((

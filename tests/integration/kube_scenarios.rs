@@ -1520,6 +1520,46 @@ async fn mock_api_a_rest_deletion_of_a_finished_job_deletes_its_icarusjob_and_th
     cluster.shut_down().await;
 }
 
+/// The route's own deletion of the IcarusJob failed (the API server
+/// answered 503): the deletion is recorded all the same, and the sync,
+/// seeing the job asked to go, deletes the resource; the job is not
+/// brought back from it.
+#[tokio::test]
+async fn mock_api_a_deleted_job_takes_its_icarusjob_with_it_even_when_the_route_could_not() {
+    let cluster = Cluster::start_with(with_tokens).await;
+    cluster.wait_for_the_resource_watch().await;
+    let (id, name) = cluster.spawn_as(SAM, "Add logging").await;
+    let sam = cluster.rest.as_holder_of(SAM);
+    sam.post(&format!("/jobs/{id}/cancel"), json!({})).await;
+    cluster.wait_for_phase(&name, "cancelled").await;
+
+    cluster.kube.fail_next(Fault {
+        verb: "delete",
+        ..failing_create(503, 1)
+    });
+    let request = sam.client.delete(sam.url(&format!("/jobs/{id}")));
+    let (code, body) = sam.send(request).await;
+    assert_eq!(code, 202, "{body}");
+    cluster
+        .until("the IcarusJob is deleted", |kube| {
+            kube.object(JOBS, &name).is_none().then_some(())
+        })
+        .await;
+    let deletes: Vec<u16> = cluster
+        .orchestrator_requests()
+        .iter()
+        .filter(|r| r.resource == JOBS && r.verb == "delete")
+        .map(|r| r.code)
+        .collect();
+    assert_eq!(deletes.first(), Some(&503), "the route's try failed: {deletes:?}");
+    assert!(deletes[1..].contains(&200), "the sync's succeeded: {deletes:?}");
+    wait_until_gone(&sam, id).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (code, _) = sam.get(&format!("/jobs/{id}/status")).await;
+    assert_eq!(code, 404, "not brought back");
+    cluster.shut_down().await;
+}
+
 /// `GET /jobs` as the anonymous admin (authentication is off).
 async fn listed_jobs(cluster: &Cluster) -> Vec<Value> {
     let (code, jobs) = cluster.rest.get("/jobs").await;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures::StreamExt;
+use kube::api::DeleteParams;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::watcher;
 use kube::{Api, Resource};
@@ -115,7 +116,9 @@ async fn resources_into_store(
 async fn cancel_deleted(store: &Store, id: JobId) -> Result<(), BridgeError> {
     let cancel = |job: &Job| {
         let mut spec = job.request_cancel().unwrap_or_else(|_| job.spec.clone());
-        spec.delete_requested = Some(Deletion { keep_events: false });
+        // A deletion asked for already (retention's) keeps what it keeps.
+        spec.delete_requested
+            .get_or_insert(Deletion { keep_events: false });
         Ok(if spec == job.spec {
             SpecUpdate::Unchanged
         } else {
@@ -146,6 +149,16 @@ async fn bring_into_store(
     let update = |job: &Job| Ok(spec_update(&resource, job, Utc::now()));
     match store.update_spec(id, update).await {
         Ok(_) => Ok(()),
+        // A resource with a status was a job once, deleted since (its
+        // IcarusJob is going too): it is not brought back as a new one.
+        Err(BridgeError::Store(StoreError::NotFound(_)))
+            if resource
+                .status
+                .as_ref()
+                .is_some_and(|status| status.phase.is_some()) =>
+        {
+            Ok(())
+        }
         Err(BridgeError::Store(StoreError::NotFound(_))) => {
             let job = new_job(&resource, Utc::now(), sink.default_priority)?;
             match store.create_job(&job).await {
@@ -218,7 +231,29 @@ async fn statuses_onto_resources(
             }
             Err(broadcast::error::RecvError::Closed) => return,
         };
+        if job.status.phase.is_terminal() && job.spec.delete_requested.is_some() {
+            delete_resource_of(&api, &seen, &job).await;
+            continue;
+        }
         write_status_of(&api, &sink, &seen, &job, &mut unwritten).await;
+    }
+}
+
+/// A finished job asked to go (retention, `DELETE /jobs/{id}`) takes its
+/// IcarusJob with it (and the resource's Pods and claim with that), so
+/// that deleting either is one deletion. Best effort: a resource left
+/// behind is deleted at the job's next write, and is never brought back
+/// as a new job (see [`bring_into_store`]).
+async fn delete_resource_of(api: &Api<IcarusJob>, seen: &ResourceIndex, job: &Job) {
+    let Some(name) = seen.name_of(job.id) else {
+        return;
+    };
+    match api.delete(&name, &DeleteParams::background()).await {
+        Ok(_) => tracing::info!(job = %job.id, %name, "IcarusJob of a deleted job deleted"),
+        Err(kube::Error::Api(response)) if response.code == 404 => {}
+        Err(error) => {
+            tracing::warn!(job = %job.id, %name, %error, "IcarusJob of a deleted job not deleted")
+        }
     }
 }
 
