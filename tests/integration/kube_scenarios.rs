@@ -1494,10 +1494,9 @@ async fn mock_api_a_rest_cancel_while_building_is_written_as_spec_cancel_and_the
     cluster.shut_down().await;
 }
 
-/// `DELETE /jobs/{id}` of a finished job deletes its IcarusJob too: one
-/// deletion, whichever side it starts from.
-#[tokio::test]
-async fn mock_api_a_rest_deletion_of_a_finished_job_deletes_its_icarusjob_and_the_job() {
+/// A job Sam spawned and cancelled through the REST API, its resource
+/// showing `cancelled`; the cluster, its id and its resource's name.
+async fn cancelled_through_rest() -> (Cluster, JobId, String) {
     let cluster = Cluster::start_with(with_tokens).await;
     cluster.wait_for_the_resource_watch().await;
     let (id, name) = cluster.spawn_as(SAM, "Add logging").await;
@@ -1505,11 +1504,24 @@ async fn mock_api_a_rest_deletion_of_a_finished_job_deletes_its_icarusjob_and_th
     let (code, body) = sam.post(&format!("/jobs/{id}/cancel"), json!({})).await;
     assert_eq!(code, 200, "{body}");
     cluster.wait_for_phase(&name, "cancelled").await;
+    (cluster, id, name)
+}
 
-    let since = cluster.kube.requests().len();
-    let request = sam.client.delete(sam.url(&format!("/jobs/{id}")));
-    let (code, body) = sam.send(request).await;
+/// `DELETE /jobs/{id}` through `rest`, which must answer 202.
+async fn rest_delete(rest: &support::Api, id: JobId) {
+    let request = rest.client.delete(rest.url(&format!("/jobs/{id}")));
+    let (code, body) = rest.send(request).await;
     assert_eq!(code, 202, "{body}");
+}
+
+/// `DELETE /jobs/{id}` of a finished job deletes its IcarusJob too: one
+/// deletion, whichever side it starts from.
+#[tokio::test]
+async fn mock_api_a_rest_deletion_of_a_finished_job_deletes_its_icarusjob_and_the_job() {
+    let (cluster, id, name) = cancelled_through_rest().await;
+    let sam = cluster.rest.as_holder_of(SAM);
+    let since = cluster.kube.requests().len();
+    rest_delete(&sam, id).await;
     let calls = resource_calls_since(&cluster, since);
     assert!(
         calls.iter().any(|call| call.verb == "delete"),
@@ -1526,20 +1538,13 @@ async fn mock_api_a_rest_deletion_of_a_finished_job_deletes_its_icarusjob_and_th
 /// brought back from it.
 #[tokio::test]
 async fn mock_api_a_deleted_job_takes_its_icarusjob_with_it_even_when_the_route_could_not() {
-    let cluster = Cluster::start_with(with_tokens).await;
-    cluster.wait_for_the_resource_watch().await;
-    let (id, name) = cluster.spawn_as(SAM, "Add logging").await;
+    let (cluster, id, name) = cancelled_through_rest().await;
     let sam = cluster.rest.as_holder_of(SAM);
-    sam.post(&format!("/jobs/{id}/cancel"), json!({})).await;
-    cluster.wait_for_phase(&name, "cancelled").await;
-
     cluster.kube.fail_next(Fault {
         verb: "delete",
         ..failing_create(503, 1)
     });
-    let request = sam.client.delete(sam.url(&format!("/jobs/{id}")));
-    let (code, body) = sam.send(request).await;
-    assert_eq!(code, 202, "{body}");
+    rest_delete(&sam, id).await;
     cluster
         .until("the IcarusJob is deleted", |kube| {
             kube.object(JOBS, &name).is_none().then_some(())
@@ -1551,8 +1556,15 @@ async fn mock_api_a_deleted_job_takes_its_icarusjob_with_it_even_when_the_route_
         .filter(|r| r.resource == JOBS && r.verb == "delete")
         .map(|r| r.code)
         .collect();
-    assert_eq!(deletes.first(), Some(&503), "the route's try failed: {deletes:?}");
-    assert!(deletes[1..].contains(&200), "the sync's succeeded: {deletes:?}");
+    assert_eq!(
+        deletes.first(),
+        Some(&503),
+        "the route's try failed: {deletes:?}"
+    );
+    assert!(
+        deletes[1..].contains(&200),
+        "the sync's succeeded: {deletes:?}"
+    );
     wait_until_gone(&sam, id).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (code, _) = sam.get(&format!("/jobs/{id}/status")).await;
