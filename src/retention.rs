@@ -82,7 +82,7 @@ impl Retention {
         if self.config.terminal_jobs_days > 0 {
             let before = now - TimeDelta::days(i64::from(self.config.terminal_jobs_days));
             for id in store.finished_before(before, BATCH).await? {
-                if ask_to_delete(store, id, deletion).await? {
+                if ask_to_delete(store, id, deletion).await? == Asked::Now {
                     swept.deleted.push(id);
                 }
             }
@@ -109,20 +109,37 @@ impl Retention {
             let Some(bytes) = sizes.get(&id).copied().filter(|b| *b > 0) else {
                 continue;
             };
-            if swept.deleted.contains(&id) || ask_to_delete(store, id, deletion).await? {
+            let asked = if swept.deleted.contains(&id) {
+                Asked::Before
+            } else {
+                ask_to_delete(store, id, deletion).await?
+            };
+            if asked == Asked::Now {
+                swept.deleted.push(id);
+            }
+            // Going already (asked in an earlier sweep, or just now): its
+            // workspace is as good as freed.
+            if asked != Asked::Refused {
                 total = total.saturating_sub(bytes);
-                if !swept.deleted.contains(&id) {
-                    swept.deleted.push(id);
-                }
             }
         }
         Ok(swept)
     }
 }
 
-/// Asks for a finished job's deletion; whether it was asked now (a job
-/// gone, unfinished or already asked is left as it is).
-async fn ask_to_delete(store: &Store, id: JobId, deletion: Deletion) -> Result<bool, StoreError> {
+/// What asking for a job's deletion came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    /// Asked now.
+    Now,
+    /// Asked already, by someone before.
+    Before,
+    /// Not asked: the job is gone, or has not finished.
+    Refused,
+}
+
+/// Asks for a finished job's deletion, unless it was asked already.
+async fn ask_to_delete(store: &Store, id: JobId, deletion: Deletion) -> Result<Asked, StoreError> {
     let change = |job: &Job| {
         Ok::<_, StoreError>(match job.request_delete(deletion) {
             Ok(spec) if job.spec.delete_requested.is_none() => SpecUpdate::write(spec),
@@ -130,8 +147,9 @@ async fn ask_to_delete(store: &Store, id: JobId, deletion: Deletion) -> Result<b
         })
     };
     match store.update_spec(id, change).await {
-        Ok(write) => Ok(write.written),
-        Err(StoreError::NotFound(_)) => Ok(false),
+        Ok(write) if write.written => Ok(Asked::Now),
+        Ok(write) if write.job.spec.delete_requested.is_some() => Ok(Asked::Before),
+        Ok(_) | Err(StoreError::NotFound(_)) => Ok(Asked::Refused),
         Err(error) => Err(error),
     }
 }
