@@ -18,6 +18,9 @@ use crate::job::TEST_CODE_CEILING_BYTES;
 use crate::job::plan::{Deadlines, Retries};
 use icarus_core::egress::{AllowList, Destination};
 
+mod queue;
+pub use queue::{PriorityCaps, QueueConfig, RetentionConfig};
+
 /// How long after a checker's exit its audit report may still arrive.
 /// Agents report before they exit, so this only covers a report whose
 /// answer the agent gave up waiting for while it was being stored.
@@ -53,6 +56,10 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub tracing: TracingConfig,
+    #[serde(default)]
+    pub queue: QueueConfig,
+    #[serde(default)]
+    pub retention: RetentionConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -968,6 +975,14 @@ impl Config {
             ),
         );
         for problem in self.tracing.problems() {
+            check(false, problem);
+        }
+        for problem in self
+            .queue
+            .problems()
+            .into_iter()
+            .chain(self.retention.problems())
+        {
             check(false, problem);
         }
         let url = &self.database.url;

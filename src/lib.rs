@@ -22,8 +22,11 @@
 //! - [`controller`]: the reconcile loop: a work queue keyed by job id, woken by
 //!   store changes, runtime events and a periodic resync; it observes, plans and applies.
 //! - [`notify`]: webhooks when a job needs a human or is done.
+//! - [`retention`]: the sweep that deletes finished jobs past their days or
+//!   over the workspaces' disk budget, and measures that disk.
 //! - [`api`]: the HTTP and WebSocket API (axum), one error type mapped to JSON once.
 //! - [`credentials`]: the per-agent callback tokens.
+//! - [`drain`]: this process's drain before maintenance (it admits no new job).
 //! - [`egress`]: the egress proxy, agents' one way out where their network
 //!   has none: allow-listed names only, no private destination, a byte budget.
 //! - [`errors`]: an error and its sources on one line.
@@ -56,6 +59,7 @@ pub mod cluster;
 pub mod config;
 pub mod controller;
 pub mod credentials;
+pub mod drain;
 pub mod egress;
 pub mod errors;
 pub use icarus_core::{job, logs, names, ports};
@@ -63,6 +67,7 @@ pub mod leadership;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod retention;
 pub mod runtime;
 pub mod sentinel;
 pub mod serve;

@@ -121,6 +121,13 @@ impl Caller {
     }
 }
 
+impl Caller {
+    /// The caller's role as the configuration spells it.
+    pub fn role_name(&self) -> &'static str {
+        role_name(self.role)
+    }
+}
+
 pub(super) fn role_name(role: AccessRole) -> &'static str {
     match role {
         AccessRole::Viewer => "viewer",

@@ -33,7 +33,9 @@ use super::callback::{MAX_MESSAGE_CHARS, MAX_TOOL_CHARS};
 use super::jobs::{MAX_COMMENT_CHARS, MAX_SNAPSHOT_CHARS};
 use super::policy::SpawnPolicy;
 use super::rules::TextRule;
-use super::{callback, error, jobs, logs, meta, metrics, models, session, stream, stream_messages};
+use super::{
+    callback, error, jobs, logs, meta, metrics, models, queue, session, stream, stream_messages,
+};
 use crate::source::patch;
 
 #[derive(OpenApi)]
@@ -41,7 +43,8 @@ use crate::source::patch;
     info(title = "Icarus", description = "Orchestrator for autonomous coding jobs: builder and checker agents, a human approval gate."),
     paths(
         jobs::spawn, jobs::list, jobs::status, jobs::telemetry, jobs::audit, jobs::events, jobs::egress, jobs::allow_egress, logs::logs,
-        jobs::diff, jobs::approve, jobs::cancel, jobs::publish, callback::callback, stream::stream,
+        jobs::diff, jobs::approve, jobs::cancel, jobs::publish, jobs::delete, callback::callback, stream::stream,
+        queue::show, queue::hold, queue::release, queue::drain, queue::resume,
         meta::root, meta::healthz, meta::readyz, metrics::metrics, session::me, session::images,
     ),
     components(schemas(
@@ -52,10 +55,12 @@ use crate::source::patch;
         models::SourceBody, models::DiffResponse, models::PhaseName, models::RoleName, models::ProjectPhaseName, models::ReportStatus,
         jobs::DiffFormat, patch::DiffSummary, patch::FileChange, patch::Hunk,
         meta::ServiceInfo, meta::Health, session::Me, session::Images, error::ErrorBody, stream_messages::LogMessage,
+        queue::QueueView, queue::QueueResponse, queue::QueuedJob, queue::QueueChange,
     )),
     tags(
         (name = "jobs", description = "Submit, follow and decide jobs"),
         (name = "agents", description = "Called by agent containers"),
+        (name = "queue", description = "The queue of pending jobs: positions, hold, drain"),
         (name = "service", description = "Identity and health"),
     )
 )]
@@ -256,8 +261,8 @@ fn surround(path: &str, operation: &mut Map<String, Value>, deployment: &Deploym
         500,
         "An internal error: a bug, whose cause is logged".to_owned(),
     ));
-    // Every job route reads or writes the store.
-    if path.starts_with("/jobs") {
+    // Every job and queue route reads or writes the store.
+    if path.starts_with("/jobs") || path.starts_with("/queue") {
         answers.push((
             503,
             "The database is unavailable; the detail says how (unreachable, busy, read-only, full, failing)"

@@ -19,11 +19,12 @@ use super::models::{
     JobSummary, ListQuery, MessageResponse, SpawnRequest, SpawnResponse, TelemetryResponse,
 };
 use super::policy::SpawnPolicy;
+use super::queue::QueueSnapshot;
 use crate::config::AccessRole;
-use crate::job::admission::LoadLevel;
+use crate::job::admission::{LoadLevel, MAX_PRIORITY, MIN_PRIORITY};
 use crate::job::{
-    DEFAULT_PROJECT_ID, Job, JobId, JobSource, JobSpec, Phase, Role, TransitionError, Verdict,
-    timestamp_now,
+    DEFAULT_PROJECT_ID, Deletion, Job, JobId, JobSource, JobSpec, Phase, Role, TransitionError,
+    Verdict, timestamp_now,
 };
 use crate::source::patch;
 use crate::store::{
@@ -37,7 +38,7 @@ use icarus_core::egress::{AllowList, Destination};
     security(("api_token" = [])),
     responses(
         (status = 201, description = "Created; it starts when admission allows", body = SpawnResponse),
-        (status = 403, description = "The role may not submit; or refused for browser safety: a foreign Origin, or a foreign Host with authentication off", body = ErrorBody),
+        (status = 403, description = "The role may not submit, or not at this priority (queue.max_priority); or refused for browser safety: a foreign Origin, or a foreign Host with authentication off", body = ErrorBody),
         (status = 429, description = "This token submitted more than auth.spawns_per_minute jobs in the last minute (authentication on)", body = ErrorBody),
         (status = 503, description = "Host load is critical (sentinel RED), or the database is unavailable", body = ErrorBody),
     ))]
@@ -47,7 +48,9 @@ pub async fn spawn(
     JsonBody(request): JsonBody<SpawnRequest>,
 ) -> ApiResult<(StatusCode, Json<SpawnResponse>)> {
     caller.require(AccessRole::Submitter, "submitting a job")?;
+    let priority = priority_for(&state, &caller, request.priority)?;
     let mut spec = validate_spawn(request, &state.policy)?;
+    spec.priority = priority;
     spec.submitted_by = Some(caller.name.clone());
     state.auth.allow_spawn(&caller)?;
     if *state.load.borrow() == LoadLevel::Red {
@@ -63,6 +66,29 @@ pub async fn spawn(
         message: "Job created and queued for execution".to_owned(),
     };
     Ok((StatusCode::CREATED, Json(response)))
+}
+
+/// The priority a spawn gets: the one asked for, within the schema's range
+/// (else 422) and the caller's role's cap (else 403), or the default.
+fn priority_for(state: &AppState, caller: &Caller, asked: Option<i32>) -> ApiResult<i32> {
+    let Some(priority) = asked else {
+        return Ok(state.queue.default_priority);
+    };
+    if !(MIN_PRIORITY..=MAX_PRIORITY).contains(&priority) {
+        return Err(ApiError::Unprocessable(format!(
+            "priority must be between {MIN_PRIORITY} and {MAX_PRIORITY}, not {priority}"
+        )));
+    }
+    let cap = state.queue.max_priority.of(caller.role);
+    if priority > cap {
+        tracing::warn!(caller = %caller.name, priority, cap, "priority above the role's cap refused");
+        return Err(ApiError::Forbidden(format!(
+            "priority {priority} is above what {} may ask for: {cap} (queue.max_priority.{})",
+            caller.name,
+            caller.role_name()
+        )));
+    }
+    Ok(priority)
 }
 
 /// Records the job upstream first, if there is an upstream (which names
@@ -166,7 +192,14 @@ pub async fn list(
         limit,
     };
     let jobs = state.store.list_jobs(filter).await?;
-    Ok(Json(jobs.iter().map(JobSummary::from).collect()))
+    let mut rows: Vec<JobSummary> = jobs.iter().map(JobSummary::from).collect();
+    if jobs.iter().any(|job| job.status.phase == Phase::Pending) {
+        let queue = QueueSnapshot::load(&state).await?;
+        for (row, job) in rows.iter_mut().zip(&jobs) {
+            row.queue = queue.view(job);
+        }
+    }
+    Ok(Json(rows))
 }
 
 /// A job's current status.
@@ -185,11 +218,13 @@ pub async fn status(
     let job = load(&state, id).await?;
     let usage = state.store.agent_usage(id, job.status.attempt).await?;
     let egress = egress_summary(&state.store, id).await?;
-    Ok(Json(
-        JobStatusResponse::from(&job)
-            .with_usage(&usage)
-            .with_egress(egress),
-    ))
+    let mut response = JobStatusResponse::from(&job)
+        .with_usage(&usage)
+        .with_egress(egress);
+    if job.status.phase == Phase::Pending {
+        response.queue = QueueSnapshot::load(&state).await?.view(&job);
+    }
+    Ok(Json(response))
 }
 
 /// The latest progress an agent reported, and the latest usage Icarus measured.
@@ -467,6 +502,48 @@ pub async fn cancel(
     }))
 }
 
+/// Delete a finished job: its workspace, stored output (logs, diff,
+/// telemetry, audit, stream) and its record with its events go. The
+/// controller carries it out within moments; the job's status answers 404
+/// once it is done. In Kubernetes mode its IcarusJob is deleted too (which
+/// is the same deletion). A job that has not finished: 409, cancel it first.
+#[utoipa::path(delete, path = "/jobs/{job_id}", tag = "jobs", operation_id = "delete_job",
+    params(JobIdPath), security(("api_token" = [])),
+    responses(
+        (status = 202, description = "The deletion is recorded; the controller carries it out", body = MessageResponse),
+        (status = 403, description = "The role may not delete this job (an admin may delete any, a submitter their own); or refused for browser safety: a foreign Origin, or a foreign Host with authentication off", body = ErrorBody),
+        (status = 409, description = "The job has not finished: cancel it first", body = ErrorBody),
+    ))]
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    JobIdPath(id): JobIdPath,
+    _body: IgnoredBody,
+) -> ApiResult<(StatusCode, Json<MessageResponse>)> {
+    caller.require(AccessRole::Submitter, "deleting a job")?;
+    let job = load(&state, id).await?;
+    let own = job.spec.submitted_by.as_deref() == Some(caller.name.as_str());
+    if !own {
+        caller.require(AccessRole::Admin, "deleting someone else's job")?;
+    }
+    let full = Deletion { keep_events: false };
+    change_spec(&state, id, |job| job.request_delete(full)).await?;
+    // The deletion is recorded: the leader's sync deletes the IcarusJob
+    // when it sees it, should this first try fail.
+    if let Some(upstream) = &state.upstream
+        && let Err(error) = upstream.delete(id).await
+    {
+        tracing::warn!(job = %id, %error, "IcarusJob not deleted now; the sync will");
+    }
+    tracing::info!(job = %id, by = %caller.name, "deletion requested");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(MessageResponse {
+            message: format!("Job {id} will be deleted with its workspace, logs, diff and events"),
+        }),
+    ))
+}
+
 /// Publish again after a push failed; the kept commit is pushed, not redone.
 #[utoipa::path(post, path = "/jobs/{job_id}/publish", tag = "jobs", operation_id = "publish_job",
     params(JobIdPath), security(("api_token" = [])),
@@ -578,6 +655,7 @@ fn already_applied(current: &JobSpec, wanted: &JobSpec) -> bool {
     decision(current) == decision(wanted)
         && current.cancel_requested == wanted.cancel_requested
         && current.publish_requests == wanted.publish_requests
+        && current.delete_requested == wanted.delete_requested
 }
 
 /// Changes the spec through the store's compare-and-swap, which decides

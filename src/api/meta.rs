@@ -26,6 +26,14 @@ pub struct Health {
     /// The database backend (`sqlite` or `postgres`), on `/readyz`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
+    /// On `/readyz`: whether an admin holds the queue (nothing new is
+    /// admitted; the service is still ready).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_held: Option<bool>,
+    /// On `/readyz`: whether this process is being drained (it admits no
+    /// new job; it still answers, and its running jobs go on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draining: Option<bool>,
 }
 
 /// Name and version of the service; a browser (whose `Accept` prefers
@@ -55,10 +63,13 @@ pub async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok".to_owned(),
         database: None,
+        queue_held: None,
+        draining: None,
     })
 }
 
-/// Readiness: the database answers, and a SQLite file can be written.
+/// Readiness: the database answers, and a SQLite file can be written. The
+/// detail says whether the queue is held and whether this process drains.
 #[utoipa::path(get, path = "/readyz", tag = "service", operation_id = "readyz",
     responses(
         (status = 200, description = "The database answers", body = Health),
@@ -66,9 +77,12 @@ pub async fn healthz() -> Json<Health> {
     ))]
 pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
     state.store.ping().await.map_err(not_ready)?;
+    let held = state.store.queue_hold().await.map_err(not_ready)?.is_some();
     Ok(Json(Health {
         status: "ready".to_owned(),
         database: Some(state.store.backend_name().to_owned()),
+        queue_held: Some(held),
+        draining: Some(state.drain.is_draining()),
     }))
 }
 

@@ -22,6 +22,7 @@ use super::AppState;
 use super::auth::Caller;
 use super::error::ApiResult;
 use crate::config::AccessRole;
+use crate::drain::Drain;
 use crate::errors::error_chain;
 use crate::leadership::Leadership;
 use crate::metrics::{Format, Metrics};
@@ -34,6 +35,8 @@ pub struct MetricsState {
     pub store: Store,
     /// `None`: this replica leads from start to end.
     pub leadership: Option<Leadership>,
+    /// This process's drain.
+    pub drain: Arc<Drain>,
 }
 
 impl From<&AppState> for MetricsState {
@@ -42,6 +45,7 @@ impl From<&AppState> for MetricsState {
             metrics: state.metrics.clone(),
             store: state.store.clone(),
             leadership: state.leadership.clone(),
+            drain: state.drain.clone(),
         }
     }
 }
@@ -61,6 +65,14 @@ impl MetricsState {
             .as_ref()
             .is_none_or(|leadership| leadership.current().is_some());
         self.metrics.set_leading(leading);
+        let held = match self.store.queue_hold().await {
+            Ok(hold) => Some(hold.is_some()),
+            Err(error) => {
+                tracing::warn!(error = %error_chain(&error), "the queue's hold could not be read for the metrics");
+                None
+            }
+        };
+        self.metrics.set_queue(held, self.drain.is_draining());
         let accept = headers
             .get(header::ACCEPT)
             .and_then(|value| value.to_str().ok());

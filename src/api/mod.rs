@@ -18,6 +18,7 @@ mod meta;
 mod metrics;
 pub mod models;
 mod policy;
+mod queue;
 mod rendered;
 pub mod report_limit;
 mod request_id;
@@ -38,7 +39,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -89,6 +90,12 @@ pub struct AppState {
     pub leadership: Option<Leadership>,
     /// Stream messages rendered once for all of a job's subscribers.
     pub rendered: Arc<rendered::SharedRenders>,
+    /// Priorities: the default, each role's cap, the ageing (`queue`).
+    pub queue: crate::config::QueueConfig,
+    /// `orchestrator.max_concurrent_jobs`, for queue positions and estimates.
+    pub max_active_jobs: usize,
+    /// This process's drain, shared with its controller.
+    pub drain: Arc<crate::drain::Drain>,
 }
 
 /// Limits applied to every request.
@@ -111,7 +118,7 @@ fn cors(origins: &[String]) -> CorsLayer {
         .collect();
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(allowed))
-        .allow_methods([Method::GET, Method::POST])
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
 }
 
@@ -128,6 +135,7 @@ pub fn router(state: AppState, limits: ApiLimits) -> Router {
     let named_host = Router::new()
         .route("/jobs", get(jobs::list))
         .route("/jobs/spawn", post(jobs::spawn))
+        .route("/jobs/{job_id}", delete(jobs::delete))
         .route("/jobs/{job_id}/status", get(jobs::status))
         .route("/jobs/{job_id}/telemetry", get(jobs::telemetry))
         .route("/jobs/{job_id}/audit", get(jobs::audit))
@@ -140,6 +148,11 @@ pub fn router(state: AppState, limits: ApiLimits) -> Router {
         .route("/jobs/{job_id}/approve", post(jobs::approve))
         .route("/jobs/{job_id}/cancel", post(jobs::cancel))
         .route("/jobs/{job_id}/stream", get(stream::stream))
+        .route("/queue", get(queue::show))
+        .route("/queue/hold", post(queue::hold))
+        .route("/queue/release", post(queue::release))
+        .route("/queue/drain", post(queue::drain))
+        .route("/queue/resume", post(queue::resume))
         .route("/metrics", get(metrics::metrics))
         .route("/auth/me", get(session::me))
         .route("/images", get(session::images))

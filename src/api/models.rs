@@ -113,6 +113,34 @@ pub struct SpawnRequest {
     #[serde(default)]
     #[schema(max_items = 100)]
     pub allowed_domains: Option<Vec<String>>,
+    /// Where the job stands in the queue: higher starts first; absent or
+    /// null: `queue.default_priority`. Above the caller's role's cap
+    /// (`queue.max_priority`): 403. Pending jobs also age (README: "Queue").
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schema(minimum = -1000, maximum = 1000, example = 0)]
+    pub priority: Option<i32>,
+}
+
+/// An integer as JSON Schema counts one: `5`, or `5.0` (a number whose
+/// fraction is zero), within what an `i32` holds; null is none.
+fn whole_number<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<i32>, D::Error> {
+    use serde::de::Error;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    let whole = match (number.as_i64(), number.as_f64()) {
+        (Some(integer), _) => Some(integer),
+        (None, Some(float)) if float.fract() == 0.0 && float.abs() < 1e15 => Some(float as i64),
+        _ => None,
+    };
+    whole
+        .and_then(|integer| i32::try_from(integer).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            D::Error::custom(format!("{number} is not a whole number from -1000 to 1000"))
+        })
 }
 
 /// Where a job's code comes from.
@@ -252,6 +280,13 @@ pub struct JobStatusResponse {
     /// cannot say). `GET /jobs/{job_id}/egress` has the detail.
     #[serde(default)]
     pub egress: Option<EgressSummary>,
+    /// The job's priority in the queue (higher starts first).
+    #[serde(default)]
+    pub priority: i32,
+    /// While pending: its place in the queue, why it waits, and when it
+    /// may start; null otherwise (and in stream messages).
+    #[serde(default)]
+    pub queue: Option<super::queue::QueueView>,
 }
 
 /// A job's egress in its status.
@@ -328,6 +363,8 @@ impl From<&Job> for JobStatusResponse {
             builder_usage: None,
             checker_usage: None,
             egress: None,
+            priority: job.spec.priority,
+            queue: None,
         }
     }
 }
@@ -376,6 +413,13 @@ pub struct JobSummary {
     /// Who submitted the job (`anonymous` when authentication is off).
     #[serde(default)]
     pub submitted_by: Option<String>,
+    /// The job's priority in the queue (higher starts first).
+    #[serde(default)]
+    pub priority: i32,
+    /// While pending: its place in the queue, why it waits, and when it
+    /// may start; null otherwise.
+    #[serde(default)]
+    pub queue: Option<super::queue::QueueView>,
 }
 
 impl From<&Job> for JobSummary {
@@ -390,6 +434,8 @@ impl From<&Job> for JobSummary {
             reason: job.status.reason.to_string(),
             waiting: job.status.waiting.clone(),
             submitted_by: job.spec.submitted_by.clone(),
+            priority: job.spec.priority,
+            queue: None,
         }
     }
 }

@@ -137,6 +137,10 @@ pub struct SubmitArgs {
     /// A checker image other than the configured one (the server must allow it).
     #[arg(long, value_name = "IMAGE")]
     pub checker_image: Option<String>,
+    /// Where the job stands in the queue, -1000 to 1000, higher first (the
+    /// server's default without it; your role's cap at most).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub priority: Option<i32>,
     /// Follow the job until it awaits approval or ends, as `icarus watch`
     /// does, and exit with a code that says how it ended.
     #[arg(long)]

@@ -54,6 +54,9 @@ pub async fn submit(args: SubmitArgs) -> Result<()> {
             body[field] = json!(value);
         }
     }
+    if let Some(priority) = args.priority {
+        body["priority"] = json!(priority);
+    }
     if let Some(repository) = &args.repo {
         body["source"] = json!({ "repository": repository });
         if let Some(reference) = &args.reference {

@@ -11,6 +11,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::job::admission::{MAX_PRIORITY, MIN_PRIORITY};
 use crate::job::{
     ApprovalDecision, DEFAULT_PROJECT_ID, JobSource, JobSpec, MAX_PROJECT_ID_CHARS,
     PROJECT_ID_PATTERN, ProjectPhase, TEST_CODE_CEILING_BYTES,
@@ -48,6 +49,7 @@ pub const IMAGE_PATTERN: &str = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9
 #[x_kube(validation = immutable("testCode"))]
 #[x_kube(validation = immutable("projectId"))]
 #[x_kube(validation = immutable("allowedDomains"))]
+#[x_kube(validation = immutable("priority"))]
 #[x_kube(validation = test_code_bytes())]
 #[serde(rename_all = "camelCase")]
 pub struct IcarusJobSpec {
@@ -101,6 +103,12 @@ pub struct IcarusJobSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_JOB_RULES), inner(length(max = MAX_RULE_CHARS), regex(pattern = RULE_PATTERN)))]
     pub allowed_domains: Option<Vec<String>>,
+    /// Where the job stands in the queue: higher starts first (-1000 to
+    /// 1000); absent: `queue.default_priority`. Who may create IcarusJobs
+    /// (RBAC) may ask for any; `queue.max_priority` caps REST callers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = MIN_PRIORITY, max = MAX_PRIORITY))]
+    pub priority: Option<i32>,
 }
 
 /// The rule that `field` of the spec keeps the value (or the absence) it
@@ -228,6 +236,7 @@ impl IcarusJobSpec {
             test_code: None,
             project_id: default_project_id(),
             allowed_domains: None,
+            priority: None,
         }
     }
 
@@ -254,6 +263,8 @@ impl IcarusJobSpec {
             test_code: self.test_code.clone(),
             project_id: self.project_id.clone(),
             allowed_domains: self.allowed_domains.clone(),
+            priority: self.priority.unwrap_or(0),
+            delete_requested: None,
         }
     }
 }
@@ -304,7 +315,8 @@ mod tests {
             ..IcarusJobSpec::new("Add logging")
         });
         type Edit = fn(&mut IcarusJobSpec);
-        let edits: [(&str, Edit); 8] = [
+        let edits: [(&str, Edit); 9] = [
+            ("priority", |s| s.priority = Some(1000)),
             ("phase", |s| s.phase = ProjectPhase::II),
             ("testCode", |s| {
                 s.test_code = Some("assert False".to_owned())

@@ -85,6 +85,10 @@ pub struct ControllerSettings {
     /// `host:port` of the egress proxy as agents reach it, where one serves
     /// them; their proxy variables point there.
     pub egress_proxy: Option<String>,
+    /// A pending job's priority grows by one per this long waited (`queue.ageing_seconds`).
+    pub ageing: Option<chrono::TimeDelta>,
+    /// This process's drain: while it lasts, nothing new is admitted.
+    pub drain: Arc<crate::drain::Drain>,
 }
 
 impl ControllerSettings {
@@ -101,6 +105,8 @@ impl ControllerSettings {
             publish: config.publish.clone(),
             agent_keys,
             egress_proxy: None,
+            ageing: config.queue.ageing(),
+            drain: Arc::default(),
         }
     }
 }
@@ -164,6 +170,7 @@ impl Controller {
         let mut tasks = JoinSet::new();
         tasks.spawn(follow_store(Arc::clone(&context), stop.clone()));
         tasks.spawn(follow_runtime(Arc::clone(&context), stop.clone()));
+        tasks.spawn(follow_drain(Arc::clone(&context), stop.clone()));
         tasks.spawn(resync_periodically(Arc::clone(&context), stop.clone()));
         for worker in 0..context.settings.workers.max(1) {
             tasks.spawn(work(Arc::clone(&context), worker));
@@ -230,8 +237,27 @@ async fn follow_store(context: Arc<Context>, shutdown: CancellationToken) {
             Ok(StoreEvent::AgentReported(id)) => context.queue.add(id),
             // Its `JobWritten` came first and already woke the job.
             Ok(StoreEvent::Transitioned { .. }) => {}
+            Ok(StoreEvent::QueueChanged) => {
+                if let Err(error) = reconcile::wake_pending(&context).await {
+                    tracing::warn!(error = %error_chain(&error), "could not wake pending jobs");
+                }
+            }
             Err(broadcast::error::RecvError::Lagged(_)) => resync(&context).await,
             Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// A drain that starts or stops wakes the pending jobs: they say so, or start.
+async fn follow_drain(context: Arc<Context>, shutdown: CancellationToken) {
+    let mut drain = context.settings.drain.subscribe();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = drain.changed() => if changed.is_err() { return },
+        }
+        if let Err(error) = reconcile::wake_pending(&context).await {
+            tracing::warn!(error = %error_chain(&error), "could not wake pending jobs");
         }
     }
 }

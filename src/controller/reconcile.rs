@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tracing::Instrument;
 
-use crate::job::admission::{self, Admission, QueueEntry};
+use crate::job::admission::{self, Admission, Gate, QueueEntry};
 use crate::job::plan::{self, Action, Plan, PlanInput};
 use crate::job::workload::{Observed, Role, StartFailure, WorkloadKey};
 use crate::job::{Job, JobId, Phase, timestamp_now};
@@ -164,18 +164,21 @@ async fn admit(context: &Context, job: &Job) -> Result<Admission, ControllerErro
         .unfinished_jobs()
         .await?
         .iter()
-        .map(|j| QueueEntry {
-            id: j.id,
-            phase: j.status.phase,
-            created_at: j.created_at,
-        })
+        .map(QueueEntry::of)
         .collect();
-    let load = *context.load.borrow();
+    let held = context.store.queue_hold().await?.is_some();
+    let gate = Gate {
+        max_active: context.settings.max_active_jobs,
+        load: *context.load.borrow(),
+        held,
+        draining: context.settings.drain.is_draining(),
+        ageing: context.settings.ageing,
+    };
     Ok(admission::admit(
         job.id,
         &unfinished,
-        context.settings.max_active_jobs,
-        load,
+        &gate,
+        timestamp_now(),
     ))
 }
 
@@ -215,6 +218,10 @@ async fn apply(context: &Context, job: &Job, action: &Action) -> Result<Applied,
         Action::CheckoutSource => return source_actions::checkout(context, job).await,
         Action::TakeSnapshot => return source_actions::take_snapshot(context, job).await,
         Action::Publish => return source_actions::publish(context, job).await,
+        Action::Purge { keep_events } => {
+            context.store.purge_job(job.id, *keep_events).await?;
+            tracing::info!(keep_events, "finished job deleted");
+        }
     }
     Ok(Applied::Done)
 }
@@ -357,12 +364,15 @@ async fn record(
             Ok(plan.requeue_after.into())
         }
         Err(StoreError::Conflict { .. }) => Ok(Requeue::After(Duration::ZERO)),
+        // Deleted meanwhile (its deletion asked for, and just carried out):
+        // nothing is left to record.
+        Err(StoreError::NotFound(_)) => Ok(Requeue::OnChange),
         Err(error) => Err(error.into()),
     }
 }
 
-/// A slot was freed: give pending jobs a chance, oldest first.
-async fn wake_pending(context: &Context) -> Result<(), ControllerError> {
+/// A slot was freed, or the queue opened: give pending jobs a chance.
+pub(super) async fn wake_pending(context: &Context) -> Result<(), ControllerError> {
     for job in context.store.unfinished_jobs().await? {
         if job.status.phase == Phase::Pending {
             context.queue.add(job.id);

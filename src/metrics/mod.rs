@@ -93,6 +93,9 @@ pub struct Metrics {
     pub usage: UsageMetrics,
     jobs: Family<PhaseLabels, Gauge>,
     leader: Gauge,
+    queue_held: Gauge,
+    draining: Gauge,
+    workspace_bytes: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -132,6 +135,24 @@ impl Metrics {
             "1 while this replica leads (reconciles and notifies), else 0",
             leader.clone(),
         );
+        let queue_held = Gauge::default();
+        registry.register(
+            "queue_held",
+            "1 while an admin holds the queue (nothing new is admitted), else 0; read from the store when scraped",
+            queue_held.clone(),
+        );
+        let draining = Gauge::default();
+        registry.register(
+            "draining",
+            "1 while this process is being drained (it admits nothing new), else 0",
+            draining.clone(),
+        );
+        let workspace_bytes = Gauge::default();
+        registry.register(
+            "workspace_bytes",
+            "Disk used by the jobs' workspaces on this host, in bytes, as last measured by retention",
+            workspace_bytes.clone(),
+        );
         Metrics {
             controller: ControllerMetrics::register(registry),
             queue: QueueMetrics::register(registry),
@@ -141,6 +162,9 @@ impl Metrics {
             usage: UsageMetrics::register(registry),
             jobs,
             leader,
+            queue_held,
+            draining,
+            workspace_bytes,
             registry: root,
         }
     }
@@ -170,6 +194,21 @@ impl Metrics {
     /// Whether this replica leads now.
     pub fn set_leading(&self, leading: bool) {
         self.leader.set(i64::from(leading));
+    }
+
+    /// Whether the queue is held (`None`: unknown, the store did not answer;
+    /// the last value stays) and whether this process drains.
+    pub fn set_queue(&self, held: Option<bool>, draining: bool) {
+        if let Some(held) = held {
+            self.queue_held.set(i64::from(held));
+        }
+        self.draining.set(i64::from(draining));
+    }
+
+    /// The disk the workspaces use, as last measured.
+    pub fn set_workspace_bytes(&self, bytes: u64) {
+        self.workspace_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// The whole registry in `format`.

@@ -34,6 +34,8 @@ struct World {
     /// Keyed by workload name, as a container engine keys containers.
     workloads: BTreeMap<String, FakeWorkload>,
     workspaces: BTreeSet<JobId>,
+    /// What `workspace_usage` says each workspace uses (0 unless set).
+    workspace_bytes: BTreeMap<JobId, u64>,
     /// How many times each name was created (adoption does not count).
     creations: BTreeMap<String, u32>,
     next_id: u64,
@@ -245,6 +247,11 @@ impl FakeRuntime {
     pub fn has_workspace(&self, job: JobId) -> bool {
         self.world().workspaces.contains(&job)
     }
+
+    /// Makes the job's workspace use `bytes` of disk, as `workspace_usage` says.
+    pub fn set_workspace_bytes(&self, job: JobId, bytes: u64) {
+        self.world().workspace_bytes.insert(job, bytes);
+    }
 }
 
 #[async_trait]
@@ -335,6 +342,15 @@ impl Runtime for FakeRuntime {
             self.notify(key.job);
         }
         Ok(())
+    }
+
+    async fn workspace_usage(&self) -> Result<Vec<(JobId, u64)>> {
+        let world = self.world();
+        Ok(world
+            .workspaces
+            .iter()
+            .map(|job| (*job, world.workspace_bytes.get(job).copied().unwrap_or(0)))
+            .collect())
     }
 
     async fn remove_workspace(&self, job: JobId) -> Result<()> {

@@ -31,6 +31,8 @@ pub struct KubernetesMode {
     index: ResourceIndex,
     settings: WorkloadSettings,
     git: GitPodSettings,
+    /// `queue.default_priority`, for IcarusJobs that name none.
+    default_priority: i32,
 }
 
 impl KubernetesMode {
@@ -65,6 +67,7 @@ impl KubernetesMode {
             index,
             settings,
             git: GitPodSettings::from_config(config),
+            default_priority: config.queue.default_priority,
         };
         (mode, Arc::new(runtime))
     }
@@ -79,6 +82,7 @@ impl KubernetesMode {
         };
         let recorder = kube::runtime::events::Recorder::new(self.client.clone(), reporter);
         let index = self.index.clone();
+        let default_priority = self.default_priority;
         LeaderLoop {
             name: "IcarusJob sync",
             run: Box::new(move |store: Store, shutdown: CancellationToken| {
@@ -87,6 +91,7 @@ impl KubernetesMode {
                     recorder.clone(),
                     store,
                     index.clone(),
+                    default_priority,
                     shutdown.clone(),
                 );
                 Box::pin(async move {

@@ -333,6 +333,13 @@ fn notifier_loop(notifier: Notifier) -> LeaderLoop {
     }
 }
 
+fn retention_loop(retention: crate::retention::Retention) -> LeaderLoop {
+    LeaderLoop {
+        name: "retention",
+        run: Box::new(move |store, stop| Box::pin(retention.clone().run(store, stop))),
+    }
+}
+
 fn usage_loop(sampler: UsageSampler) -> LeaderLoop {
     LeaderLoop {
         name: "usage sampler",
@@ -397,6 +404,7 @@ impl Orchestrator {
         let mut settings =
             ControllerSettings::from_config(config, callback_base.clone(), agent_keys.clone());
         settings.egress_proxy = egress_proxy;
+        let drain = settings.drain.clone();
         if let Some(relay) = store.relay_changes(shutdown.child_token()) {
             tasks.spawn("relay of other replicas' changes", relay);
         }
@@ -404,6 +412,11 @@ impl Orchestrator {
             runtime.clone(),
             config.agents.usage_interval_seconds,
             metrics.usage.clone(),
+        );
+        let retention = crate::retention::Retention::new(
+            config.retention.clone(),
+            runtime.clone(),
+            metrics.clone(),
         );
         let mut loops = vec![controller_loop(
             runtime,
@@ -415,6 +428,7 @@ impl Orchestrator {
         let notifier = Notifier::from_config(&config.notifications, metrics.notifications.clone());
         loops.extend(notifier.map(notifier_loop));
         loops.extend(sampler.map(usage_loop));
+        loops.push(retention_loop(retention));
         loops.extend(leader_loops);
         for leader_loop in loops {
             tasks.spawn(
@@ -453,6 +467,9 @@ impl Orchestrator {
             metrics,
             leadership: leading.leadership.clone(),
             rendered: Arc::default(),
+            queue: config.queue.clone(),
+            max_active_jobs: config.orchestrator.max_concurrent_jobs as usize,
+            drain,
         };
         let limits = ApiLimits {
             max_request_bytes: config.orchestrator.max_request_bytes,

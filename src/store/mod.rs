@@ -29,6 +29,7 @@ pub use records::{
     EgressVerdict, JobEvent, JobFilter, ReportOutcome, TelemetrySample, TelemetrySource,
 };
 pub use spec::{SPEC_WRITE_ATTEMPTS, SpecChange, SpecUpdate, SpecWrite};
+pub use sql::queue::{QueueHold, RECENT_RUNS};
 pub use sql::{
     EgressTally, Fence, LeaseRecord, LogLine, LogResume, MAX_EGRESS_DESTINATIONS, SoleUse, Store,
     StreamBody, StreamEntry, StreamQuery, TELEMETRY_KEPT, UsageReading,
@@ -122,6 +123,8 @@ pub enum StoreEvent {
         job: Arc<Job>,
         transition: Transition,
     },
+    /// The queue was held or released: pending jobs look again.
+    QueueChanged,
 }
 
 /// Positions were written to a job's stream (lines, a transition): these
@@ -135,10 +138,12 @@ pub struct StreamEvent {
 }
 
 impl StoreEvent {
-    pub fn job_id(&self) -> JobId {
+    /// The job the event is about; none for the queue's.
+    pub fn job_id(&self) -> Option<JobId> {
         match self {
-            StoreEvent::JobWritten(job) | StoreEvent::Transitioned { job, .. } => job.id,
-            StoreEvent::AgentReported(id) => *id,
+            StoreEvent::JobWritten(job) | StoreEvent::Transitioned { job, .. } => Some(job.id),
+            StoreEvent::AgentReported(id) => Some(*id),
+            StoreEvent::QueueChanged => None,
         }
     }
 }

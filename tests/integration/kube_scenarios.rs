@@ -1409,7 +1409,7 @@ async fn mock_api_a_rest_approval_on_a_replica_that_watched_nothing_finds_the_ic
 /// Deleted with kubectl a moment ago, before this replica's watch said so:
 /// the patch finds nothing, and the route says the job is gone upstream.
 #[tokio::test]
-async fn mock_api_a_rest_approval_of_a_job_whose_icarusjob_was_deleted_answers_404_and_decides_nothing()
+async fn mock_api_a_rest_approval_of_a_job_whose_icarusjob_was_deleted_answers_404_decides_nothing_and_the_job_goes()
  {
     let cluster = Cluster::start_with(with_tokens).await;
     cluster.wait_for_the_resource_watch().await;
@@ -1452,10 +1452,14 @@ async fn mock_api_a_rest_approval_of_a_job_whose_icarusjob_was_deleted_answers_4
     assert_eq!(status["status"], "awaiting_approval", "{status}");
     assert_eq!(status["approval"], Value::Null, "nothing was decided");
 
-    // Once the watch hears of the deletion, the job is cancelled.
+    // Once the watch hears of the deletion, the job is cancelled, then
+    // deleted with it.
     cluster.kube.release_watch_events(JOBS);
-    let status = final_status(&cluster.rest.as_holder_of(SAM), id).await;
-    assert_eq!(status["status"], "cancelled", "{status}");
+    let sam = cluster.rest.as_holder_of(SAM);
+    if let Some(status) = final_status_or_gone(&sam, id).await {
+        assert_eq!(status["status"], "cancelled", "{status}");
+    }
+    wait_until_gone(&sam, id).await;
     cluster.shut_down().await;
 }
 
@@ -1487,6 +1491,84 @@ async fn mock_api_a_rest_cancel_while_building_is_written_as_spec_cancel_and_the
     let (_, status) = sam.get(&format!("/jobs/{id}/status")).await;
     assert_eq!(status["status"], "cancelled");
     assert_eq!(status["cancel_requested"], true);
+    cluster.shut_down().await;
+}
+
+/// A job Sam spawned and cancelled through the REST API, its resource
+/// showing `cancelled`; the cluster, its id and its resource's name.
+async fn cancelled_through_rest() -> (Cluster, JobId, String) {
+    let cluster = Cluster::start_with(with_tokens).await;
+    cluster.wait_for_the_resource_watch().await;
+    let (id, name) = cluster.spawn_as(SAM, "Add logging").await;
+    let sam = cluster.rest.as_holder_of(SAM);
+    let (code, body) = sam.post(&format!("/jobs/{id}/cancel"), json!({})).await;
+    assert_eq!(code, 200, "{body}");
+    cluster.wait_for_phase(&name, "cancelled").await;
+    (cluster, id, name)
+}
+
+/// `DELETE /jobs/{id}` through `rest`, which must answer 202.
+async fn rest_delete(rest: &support::Api, id: JobId) {
+    let request = rest.client.delete(rest.url(&format!("/jobs/{id}")));
+    let (code, body) = rest.send(request).await;
+    assert_eq!(code, 202, "{body}");
+}
+
+/// `DELETE /jobs/{id}` of a finished job deletes its IcarusJob too: one
+/// deletion, whichever side it starts from.
+#[tokio::test]
+async fn mock_api_a_rest_deletion_of_a_finished_job_deletes_its_icarusjob_and_the_job() {
+    let (cluster, id, name) = cancelled_through_rest().await;
+    let sam = cluster.rest.as_holder_of(SAM);
+    let since = cluster.kube.requests().len();
+    rest_delete(&sam, id).await;
+    let calls = resource_calls_since(&cluster, since);
+    assert!(
+        calls.iter().any(|call| call.verb == "delete"),
+        "the IcarusJob was deleted: {calls:?}"
+    );
+    assert!(cluster.kube.object(JOBS, &name).is_none());
+    wait_until_gone(&sam, id).await;
+    cluster.shut_down().await;
+}
+
+/// The route's own deletion of the IcarusJob failed (the API server
+/// answered 503): the deletion is recorded all the same, and the sync,
+/// seeing the job asked to go, deletes the resource; the job is not
+/// brought back from it.
+#[tokio::test]
+async fn mock_api_a_deleted_job_takes_its_icarusjob_with_it_even_when_the_route_could_not() {
+    let (cluster, id, name) = cancelled_through_rest().await;
+    let sam = cluster.rest.as_holder_of(SAM);
+    cluster.kube.fail_next(Fault {
+        verb: "delete",
+        ..failing_create(503, 1)
+    });
+    rest_delete(&sam, id).await;
+    cluster
+        .until("the IcarusJob is deleted", |kube| {
+            kube.object(JOBS, &name).is_none().then_some(())
+        })
+        .await;
+    let deletes: Vec<u16> = cluster
+        .orchestrator_requests()
+        .iter()
+        .filter(|r| r.resource == JOBS && r.verb == "delete")
+        .map(|r| r.code)
+        .collect();
+    assert_eq!(
+        deletes.first(),
+        Some(&503),
+        "the route's try failed: {deletes:?}"
+    );
+    assert!(
+        deletes[1..].contains(&200),
+        "the sync's succeeded: {deletes:?}"
+    );
+    wait_until_gone(&sam, id).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (code, _) = sam.get(&format!("/jobs/{id}/status")).await;
+    assert_eq!(code, 404, "not brought back");
     cluster.shut_down().await;
 }
 
@@ -1626,18 +1708,6 @@ async fn mock_api_a_rest_spawn_while_the_api_server_answers_503_answers_503_with
     cluster.shut_down().await;
 }
 
-/// The job's status once it finished, from the REST API as `rest` calls it.
-async fn final_status(rest: &support::Api, id: JobId) -> Value {
-    support::eventually(PATIENCE, || async {
-        let (_, status) = rest.get(&format!("/jobs/{id}/status")).await;
-        let finished = ["completed", "failed", "cancelled", "rejected"];
-        finished
-            .contains(&status["status"].as_str().unwrap_or_default())
-            .then_some(status)
-    })
-    .await
-}
-
 /// A running builder of a kubectl-applied IcarusJob `add-logging`.
 async fn building(cluster: &Cluster) -> JobId {
     let id = cluster.submit("add-logging", "Add logging").await;
@@ -1652,15 +1722,43 @@ async fn building(cluster: &Cluster) -> JobId {
 /// the deletion's watch event (`CancelRequested`), or, when its Pods vanished
 /// first, because its IcarusJob was found gone (`ResourceDeleted`).
 async fn assert_cancelled_and_cleared(cluster: &Cluster, id: JobId) {
-    let status = final_status(&cluster.rest, id).await;
-    assert_eq!(status["status"], "cancelled", "{status}");
-    let reason = status["reason"].as_str().unwrap_or_default();
-    assert!(
-        ["CancelRequested", "ResourceDeleted"].contains(&reason),
-        "{status}"
-    );
+    // Deleting the IcarusJob deletes the job: cancelled first (never
+    // failed as vanished), then its record goes.
+    if let Some(status) = final_status_or_gone(&cluster.rest, id).await {
+        assert_eq!(status["status"], "cancelled", "{status}");
+        let reason = status["reason"].as_str().unwrap_or_default();
+        assert!(
+            ["CancelRequested", "ResourceDeleted"].contains(&reason),
+            "{status}"
+        );
+    }
+    wait_until_gone(&cluster.rest, id).await;
     cluster.wait_for_no_pods(id).await;
     cluster.wait_for_no_claims(id).await;
+}
+
+/// The job's status once it finished, or none if it is gone already.
+async fn final_status_or_gone(rest: &support::Api, id: JobId) -> Option<Value> {
+    support::eventually(PATIENCE, || async {
+        let (code, status) = rest.get(&format!("/jobs/{id}/status")).await;
+        if code == 404 {
+            return Some(None);
+        }
+        let finished = ["completed", "failed", "cancelled", "rejected"];
+        finished
+            .contains(&status["status"].as_str().unwrap_or_default())
+            .then_some(Some(status))
+    })
+    .await
+}
+
+/// Waits until the job's record is gone.
+async fn wait_until_gone(rest: &support::Api, id: JobId) {
+    support::eventually(PATIENCE, || async {
+        let (code, _) = rest.get(&format!("/jobs/{id}/status")).await;
+        (code == 404).then_some(())
+    })
+    .await
 }
 
 /// `kubectl delete ijob add-logging` (background propagation). The garbage
@@ -1668,7 +1766,8 @@ async fn assert_cancelled_and_cleared(cluster: &Cluster, id: JobId) {
 /// Pods some time later (and a Pod then terminates gracefully, for up to
 /// 30 s); the double's collector lags 250 ms.
 #[tokio::test]
-async fn mock_api_deleting_an_icarusjob_while_building_cancels_its_job_and_its_pods_are_gone() {
+async fn mock_api_deleting_an_icarusjob_while_building_cancels_and_deletes_its_job_and_its_pods_are_gone()
+ {
     let cluster = Cluster::start().await;
     cluster
         .kube
@@ -1689,7 +1788,8 @@ async fn mock_api_deleting_an_icarusjob_while_building_cancels_its_job_and_its_p
 /// `deletionTimestamp`, until the collector has deleted its Pods, and only
 /// then goes; the job must be cancelled, not failed as vanished.
 #[tokio::test]
-async fn mock_api_deleting_an_icarusjob_in_the_foreground_while_building_cancels_its_job() {
+async fn mock_api_deleting_an_icarusjob_in_the_foreground_while_building_cancels_and_deletes_its_job()
+ {
     let cluster = Cluster::start().await;
     cluster
         .kube
@@ -1709,7 +1809,8 @@ async fn mock_api_deleting_an_icarusjob_in_the_foreground_while_building_cancels
 /// the collector, on its own watch, already deleted the Pods: the
 /// controller sees the builder vanish before it hears of the deletion.
 #[tokio::test]
-async fn mock_api_deleting_an_icarusjob_cancels_its_job_even_when_the_watch_hears_of_it_last() {
+async fn mock_api_deleting_an_icarusjob_cancels_and_deletes_its_job_even_when_the_watch_hears_of_it_last()
+ {
     let cluster = Cluster::start().await;
     let id = building(&cluster).await;
 

@@ -97,11 +97,11 @@ async fn an_unknown_field_beside_the_original_ones_is_still_422() {
     let (code, body) = server
         .post(
             "/jobs/spawn",
-            json!({"task": "t", "phase": "I", "project_id": "p", "priority": "high"}),
+            json!({"task": "t", "phase": "I", "project_id": "p", "urgency": "high"}),
         )
         .await;
     assert_eq!(code, 422, "{body}");
-    assert!(detail(&body).contains("unknown field `priority`"), "{body}");
+    assert!(detail(&body).contains("unknown field `urgency`"), "{body}");
 }
 
 #[tokio::test]

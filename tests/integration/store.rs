@@ -38,6 +38,8 @@ macro_rules! on_both_databases {
 
 mod egress;
 mod lease;
+mod queue;
+mod retention;
 mod stream;
 mod usage;
 

@@ -192,6 +192,29 @@ pub struct JobSpec {
         serde(default, skip_serializing_if = "Option::is_none")
     )]
     pub allowed_domains: Option<Vec<String>>,
+    /// Where the job stands in the queue: higher is admitted first (see
+    /// [`admission`]). Fixed at submission; jobs from before priorities
+    /// existed have 0.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub priority: i32,
+    /// Asked to go once finished (`DELETE /jobs/{id}`, retention, its
+    /// IcarusJob deleted): its workspace and stored output are removed,
+    /// and its record too unless the events are kept.
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
+    pub delete_requested: Option<Deletion>,
+}
+
+/// What a deletion removes besides the workspace and the stored output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct Deletion {
+    /// Keep the job's record and its transitions (`retention.keep_events`);
+    /// else they go too.
+    pub keep_events: bool,
 }
 
 #[cfg(feature = "serde")]
@@ -218,6 +241,8 @@ impl JobSpec {
             test_code: None,
             project_id: DEFAULT_PROJECT_ID.to_owned(),
             allowed_domains: None,
+            priority: 0,
+            delete_requested: None,
         }
     }
 }
@@ -335,6 +360,13 @@ pub struct PhaseTimes {
         serde(default, skip_serializing_if = "Option::is_none")
     )]
     pub finished_at: Option<DateTime<Utc>>,
+    /// When what was kept of the finished job was removed, its deletion
+    /// asked for (its record and events kept, else there is no record).
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
+    pub purged_at: Option<DateTime<Utc>>,
 }
 
 /// Observed state: what the controller saw and decided. Only the planner changes it.
@@ -406,6 +438,21 @@ impl JobStatus {
         )
     }
 
+    /// When the job gave up its slot (it left building and checking) and
+    /// how long it held it, once it has: what a pending job's start is
+    /// estimated from. None for a job that never started, or still runs.
+    pub fn slot_held(&self) -> Option<(DateTime<Utc>, chrono::TimeDelta)> {
+        if matches!(
+            self.phase,
+            Phase::Pending | Phase::Building | Phase::Checking
+        ) {
+            return None;
+        }
+        let started = self.times.building_at?;
+        let ended = self.times.awaiting_approval_at.or(self.times.finished_at)?;
+        Some((ended, (ended - started).max(chrono::TimeDelta::zero())))
+    }
+
     pub fn workload_mut(&mut self, role: Role) -> &mut WorkloadStatus {
         match role {
             Role::Builder => &mut self.builder,
@@ -453,6 +500,10 @@ pub enum TransitionError {
         phase: Phase,
         reason: Reason,
     },
+    NotFinished {
+        id: JobId,
+        phase: Phase,
+    },
 }
 
 impl fmt::Display for TransitionError {
@@ -475,6 +526,10 @@ impl fmt::Display for TransitionError {
             TransitionError::NotPublishFailed { id, phase, reason } => write!(
                 f,
                 "job {id} is {phase} ({reason}); only a job whose publishing failed can publish again"
+            ),
+            TransitionError::NotFinished { id, phase } => write!(
+                f,
+                "job {id} is {phase}; only a finished job can be deleted: cancel it first"
             ),
         }
     }
@@ -572,6 +627,21 @@ impl Job {
         }
         let mut spec = self.spec.clone();
         spec.cancel_requested = true;
+        Ok(spec)
+    }
+
+    /// Asks for the job to go (its workspace, stored output and, unless
+    /// `deletion` keeps them, its record and events). Only a finished job;
+    /// asking again changes nothing but what is kept.
+    pub fn request_delete(&self, deletion: Deletion) -> Result<JobSpec, TransitionError> {
+        if !self.status.phase.is_terminal() {
+            return Err(TransitionError::NotFinished {
+                id: self.id,
+                phase: self.status.phase,
+            });
+        }
+        let mut spec = self.spec.clone();
+        spec.delete_requested = Some(deletion);
         Ok(spec)
     }
 

@@ -179,6 +179,9 @@ pub enum Action {
     TakeSnapshot,
     /// Commit the approved snapshot on the base and push it.
     Publish,
+    /// Remove what is kept of a finished job whose deletion was asked
+    /// for: its stored output, and its record unless `keep_events`.
+    Purge { keep_events: bool },
 }
 
 /// A change of phase, recorded in the job's event log.
@@ -239,6 +242,9 @@ fn decide(input: &PlanInput<'_>) -> (JobStatus, Option<Transition>) {
     if phase.is_terminal() {
         if publish_retry_requested(job) {
             next.retry_publish(job.spec.publish_requests);
+        }
+        if purge_due(job) {
+            next.status.times.purged_at = Some(input.now);
         }
         return next.finish();
     }
@@ -667,7 +673,28 @@ fn converge(
     if discards_workspace(status) && transition.is_some() {
         actions.push(Action::RemoveWorkspace);
     }
+    // A finished job asked to go: its workspace, then what is stored of it.
+    if let Some(deletion) = input.job.spec.delete_requested
+        && purge_due(input.job)
+    {
+        if !actions.contains(&Action::RemoveWorkspace) {
+            actions.push(Action::RemoveWorkspace);
+        }
+        actions.push(Action::Purge {
+            keep_events: deletion.keep_events,
+        });
+    }
     actions
+}
+
+/// Whether a finished job asked to go still has something to remove: its
+/// record (unless its events are kept), or what was kept beside it.
+fn purge_due(job: &Job) -> bool {
+    job.status.phase.is_terminal()
+        && job
+            .spec
+            .delete_requested
+            .is_some_and(|d| !d.keep_events || job.status.times.purged_at.is_none())
 }
 
 /// Whether the job ends by a decision of its spec (a rejection, a cancel,
@@ -834,5 +861,7 @@ impl Next {
     }
 }
 
+#[cfg(test)]
+mod deletion_tests;
 #[cfg(test)]
 mod tests;

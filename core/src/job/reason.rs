@@ -28,6 +28,13 @@ pub enum Reason {
     ConcurrencyLimit,
     /// Pending: older pending jobs get the free slots first.
     QueuedBehindOlderJobs,
+    /// Pending: jobs ahead in the queue include younger ones of a higher
+    /// (effective) priority.
+    QueuedBehindHigherPriority,
+    /// Pending: an admin held the queue; nothing new is admitted.
+    QueueHeld,
+    /// Pending: the orchestrator is being drained; it admits nothing new.
+    Draining,
     /// Someone asked for the job to stop.
     CancelRequested,
     /// The job's IcarusJob was deleted.
@@ -98,6 +105,9 @@ const ABOUT_NO_AGENT: &[Reason] = &[
     Reason::HostBusy,
     Reason::ConcurrencyLimit,
     Reason::QueuedBehindOlderJobs,
+    Reason::QueuedBehindHigherPriority,
+    Reason::QueueHeld,
+    Reason::Draining,
     Reason::CancelRequested,
     Reason::ResourceDeleted,
     Reason::SourceCheckoutFailed,
@@ -161,6 +171,9 @@ impl Reason {
             HostBusy => Text::Fixed("HostBusy"),
             ConcurrencyLimit => Text::Fixed("ConcurrencyLimit"),
             QueuedBehindOlderJobs => Text::Fixed("QueuedBehindOlderJobs"),
+            QueuedBehindHigherPriority => Text::Fixed("QueuedBehindHigherPriority"),
+            QueueHeld => Text::Fixed("QueueHeld"),
+            Draining => Text::Fixed("Draining"),
             CancelRequested => Text::Fixed("CancelRequested"),
             ResourceDeleted => Text::Fixed("ResourceDeleted"),
             SourceCheckoutFailed => Text::Fixed("SourceCheckoutFailed"),
@@ -266,6 +279,9 @@ mod tests {
             | HostBusy
             | ConcurrencyLimit
             | QueuedBehindOlderJobs
+            | QueuedBehindHigherPriority
+            | QueueHeld
+            | Draining
             | CancelRequested
             | ResourceDeleted
             | SourceCheckoutFailed
@@ -320,6 +336,12 @@ mod tests {
             ("HostBusy", Reason::HostBusy),
             ("ConcurrencyLimit", Reason::ConcurrencyLimit),
             ("QueuedBehindOlderJobs", Reason::QueuedBehindOlderJobs),
+            (
+                "QueuedBehindHigherPriority",
+                Reason::QueuedBehindHigherPriority,
+            ),
+            ("QueueHeld", Reason::QueueHeld),
+            ("Draining", Reason::Draining),
             ("CancelRequested", Reason::CancelRequested),
             ("ResourceDeleted", Reason::ResourceDeleted),
             ("SourceCheckoutFailed", Reason::SourceCheckoutFailed),

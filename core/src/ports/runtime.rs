@@ -170,6 +170,12 @@ pub trait Runtime: Send + Sync + 'static {
     /// Deletes the job's workspace; one already gone is not an error.
     async fn remove_workspace(&self, job: JobId) -> Result<()>;
 
+    /// The disk each job's workspace on this host uses, in bytes; empty
+    /// when this runtime cannot tell (the default).
+    async fn workspace_usage(&self) -> Result<Vec<(JobId, u64)>> {
+        Ok(Vec::new())
+    }
+
     /// An address of this host that agents can reach and the orchestrator
     /// should listen on for callbacks (the container network's gateway), if any.
     async fn agent_gateway(&self) -> Result<Option<std::net::IpAddr>> {

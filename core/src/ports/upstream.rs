@@ -37,4 +37,8 @@ pub trait Upstream: Send + Sync + 'static {
     /// Records what changed in a job's spec from `previous` (a decision, a
     /// cancel request, a publish retry).
     async fn write_spec(&self, job: &Job, previous: &JobSpec) -> Result<(), UpstreamError>;
+
+    /// Deletes the job's record there (`DELETE /jobs/{id}`); one already
+    /// gone is not an error.
+    async fn delete(&self, id: JobId) -> Result<(), UpstreamError>;
 }

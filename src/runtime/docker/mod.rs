@@ -33,6 +33,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 mod cgroups;
+mod disk;
 mod events;
 mod follow;
 mod networks;
@@ -550,6 +551,19 @@ impl Runtime for DockerRuntime {
             Err(error) if is_status(&error, 404) || is_status(&error, 409) => Ok(()),
             Err(error) => Err(failed("remove container", error)),
         }
+    }
+
+    async fn workspace_usage(&self) -> Result<Vec<(JobId, u64)>> {
+        // Volumes are the engine's to measure (`docker system df`), at a
+        // cost; only directories are walked.
+        if self.settings.mount_type != MountType::Bind {
+            return Ok(Vec::new());
+        }
+        let base = self.settings.base_path.clone();
+        tokio::task::spawn_blocking(move || disk::workspace_usage(&base))
+            .await
+            .map_err(|error| failed("measure workspaces", error))?
+            .map_err(|error| failed("measure workspaces", error))
     }
 
     async fn remove_workspace(&self, job: JobId) -> Result<()> {

@@ -62,10 +62,16 @@ pub fn job_id(resource: &IcarusJob) -> Result<JobId, BridgeError> {
         .ok_or_else(|| BridgeError::NoUid(resource.metadata.name.clone().unwrap_or_default()))
 }
 
-/// The job a resource not yet in the store becomes.
-pub fn new_job(resource: &IcarusJob, now: DateTime<Utc>) -> Result<Job, BridgeError> {
+/// The job a resource not yet in the store becomes; one whose spec names
+/// no priority gets `default_priority`.
+pub fn new_job(
+    resource: &IcarusJob,
+    now: DateTime<Utc>,
+    default_priority: i32,
+) -> Result<Job, BridgeError> {
     let id = job_id(resource)?;
     let mut spec = resource.spec.to_job_spec(now);
+    spec.priority = resource.spec.priority.unwrap_or(default_priority);
     spec.submitted_by = Some(annotated(resource, SUBMITTED_BY_ANNOTATION).to_owned());
     // A decision present at creation is applied when the job gets there.
     spec.approval = None;
@@ -168,14 +174,14 @@ mod tests {
     }
 
     fn stored(phase: Phase) -> Job {
-        let mut job = new_job(&resource(), Utc::now()).unwrap();
+        let mut job = new_job(&resource(), Utc::now(), 0).unwrap();
         job.status.phase = phase;
         job
     }
 
     #[test]
     fn a_new_resource_becomes_a_pending_job_with_its_uid_as_id() {
-        let job = new_job(&resource(), Utc::now()).unwrap();
+        let job = new_job(&resource(), Utc::now(), 0).unwrap();
         assert_eq!(job.id.to_string(), UID);
         assert_eq!(job.status.phase, Phase::Pending);
         assert_eq!(job.spec.task, "Add logging");
@@ -243,7 +249,7 @@ mod tests {
         let mut unsaved = resource();
         unsaved.metadata.uid = None;
         assert!(matches!(
-            new_job(&unsaved, Utc::now()),
+            new_job(&unsaved, Utc::now(), 0),
             Err(BridgeError::NoUid(_))
         ));
     }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures::StreamExt;
+use kube::api::DeleteParams;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::watcher;
 use kube::{Api, Resource};
@@ -21,7 +22,7 @@ use super::bridge::{BridgeError, job_id, new_job, spec_update, status_patch, wri
 use super::index::ResourceIndex;
 use crate::cluster::crd::IcarusJob;
 use crate::job::plan::Transition;
-use crate::job::{Job, JobId, Phase};
+use crate::job::{Deletion, Job, JobId, Phase};
 use crate::store::{SpecUpdate, Store, StoreError, StoreEvent};
 
 /// Starts both directions; they end with `shutdown`. `seen` is shared with
@@ -31,27 +32,39 @@ pub fn spawn(
     recorder: Recorder,
     store: Store,
     seen: ResourceIndex,
+    default_priority: i32,
     shutdown: CancellationToken,
 ) -> Vec<JoinHandle<()>> {
+    let sink = Sink {
+        store,
+        default_priority,
+    };
     vec![
         tokio::spawn(resources_into_store(
             api.clone(),
-            store.clone(),
+            sink.clone(),
             seen.clone(),
             shutdown.clone(),
         )),
-        tokio::spawn(statuses_onto_resources(
-            api, recorder, store, seen, shutdown,
-        )),
+        tokio::spawn(statuses_onto_resources(api, recorder, sink, seen, shutdown)),
     ]
+}
+
+/// Where resources go: the store, and what a new job gets when its
+/// resource leaves it out (`queue.default_priority`).
+#[derive(Clone)]
+struct Sink {
+    store: Store,
+    default_priority: i32,
 }
 
 async fn resources_into_store(
     api: Api<IcarusJob>,
-    store: Store,
+    sink: Sink,
     seen: ResourceIndex,
     shutdown: CancellationToken,
 ) {
+    let store = &sink.store;
     let mut events = watcher(api, watcher::Config::default()).boxed();
     loop {
         let event = tokio::select! {
@@ -65,7 +78,7 @@ async fn resources_into_store(
             Some(Ok(watcher::Event::Delete(resource))) => {
                 if let Ok(id) = job_id(&resource) {
                     seen.forget(id);
-                    if let Err(error) = cancel_deleted(&store, id).await {
+                    if let Err(error) = cancel_deleted(store, id).await {
                         tracing::warn!(job = %id, %error, "a deleted IcarusJob's job could not be cancelled");
                     }
                 }
@@ -83,33 +96,39 @@ async fn resources_into_store(
         // job is not wanted any more, before its Pods vanish.
         if resource.metadata.deletion_timestamp.is_some() {
             if let Ok(id) = job_id(&resource)
-                && let Err(error) = cancel_deleted(&store, id).await
+                && let Err(error) = cancel_deleted(store, id).await
             {
                 tracing::warn!(job = %id, %error, "a deleted IcarusJob's job could not be cancelled");
             }
             continue;
         }
-        if let Err(error) = bring_into_store(&store, &seen, resource).await {
+        if let Err(error) = bring_into_store(&sink, &seen, resource).await {
             tracing::warn!(%error, "an IcarusJob could not be brought into the store");
         }
     }
 }
 
-/// A deleted resource is a job nobody wants any more: it is cancelled, so it
-/// ends as `cancelled` rather than failing when the garbage collector takes
-/// its Pods. A job that already finished, or was never stored, is left as it is.
+/// A deleted resource is a job nobody wants any more, and deleting it is
+/// deleting the job, as `DELETE /jobs/{id}` does: an unfinished job is
+/// cancelled (so it ends as `cancelled` rather than failing when the
+/// garbage collector takes its Pods), and once finished its record, events
+/// and output go. A job never stored is left alone.
 async fn cancel_deleted(store: &Store, id: JobId) -> Result<(), BridgeError> {
     let cancel = |job: &Job| {
-        Ok(match job.request_cancel() {
-            Ok(spec) if spec != job.spec => SpecUpdate::write(spec),
-            // Finished, or already cancelled.
-            _ => SpecUpdate::Unchanged,
+        let mut spec = job.request_cancel().unwrap_or_else(|_| job.spec.clone());
+        // A deletion asked for already (retention's) keeps what it keeps.
+        spec.delete_requested
+            .get_or_insert(Deletion { keep_events: false });
+        Ok(if spec == job.spec {
+            SpecUpdate::Unchanged
+        } else {
+            SpecUpdate::write(spec)
         })
     };
     match store.update_spec(id, cancel).await {
         Ok(write) => {
             if write.written {
-                tracing::info!(job = %id, "IcarusJob deleted: job cancelled");
+                tracing::info!(job = %id, "IcarusJob deleted: job cancelled if unfinished, then deleted");
             }
             Ok(())
         }
@@ -120,17 +139,29 @@ async fn cancel_deleted(store: &Store, id: JobId) -> Result<(), BridgeError> {
 
 /// Creates or updates the job for `resource`.
 async fn bring_into_store(
-    store: &Store,
+    sink: &Sink,
     seen: &ResourceIndex,
     resource: IcarusJob,
 ) -> Result<(), BridgeError> {
+    let store = &sink.store;
     let id = job_id(&resource)?;
     seen.remember(id, resource.clone());
     let update = |job: &Job| Ok(spec_update(&resource, job, Utc::now()));
     match store.update_spec(id, update).await {
         Ok(_) => Ok(()),
+        // A resource with a status was a job once, deleted since (its
+        // IcarusJob is going too): it is not brought back as a new one.
+        Err(BridgeError::Store(StoreError::NotFound(_)))
+            if resource
+                .status
+                .as_ref()
+                .is_some_and(|status| status.phase.is_some()) =>
+        {
+            Ok(())
+        }
         Err(BridgeError::Store(StoreError::NotFound(_))) => {
-            match store.create_job(&new_job(&resource, Utc::now())?).await {
+            let job = new_job(&resource, Utc::now(), sink.default_priority)?;
+            match store.create_job(&job).await {
                 Ok(_) => {
                     tracing::info!(job = %id, name = ?resource.metadata.name, "IcarusJob accepted");
                     Ok(())
@@ -150,10 +181,11 @@ async fn bring_into_store(
 async fn statuses_onto_resources(
     api: Api<IcarusJob>,
     recorder: Recorder,
-    store: Store,
+    sink: Sink,
     seen: ResourceIndex,
     shutdown: CancellationToken,
 ) {
+    let store = &sink.store;
     let mut events = store.subscribe();
     // Jobs whose last status write failed: written again on each tick, from
     // what the store holds then, until it takes.
@@ -174,7 +206,7 @@ async fn statuses_onto_resources(
                             continue;
                         }
                     };
-                    write_status_of(&api, &store, &seen, &job, &mut unwritten).await;
+                    write_status_of(&api, &sink, &seen, &job, &mut unwritten).await;
                 }
                 continue;
             }
@@ -199,7 +231,29 @@ async fn statuses_onto_resources(
             }
             Err(broadcast::error::RecvError::Closed) => return,
         };
-        write_status_of(&api, &store, &seen, &job, &mut unwritten).await;
+        if job.status.phase.is_terminal() && job.spec.delete_requested.is_some() {
+            delete_resource_of(&api, &seen, &job).await;
+            continue;
+        }
+        write_status_of(&api, &sink, &seen, &job, &mut unwritten).await;
+    }
+}
+
+/// A finished job asked to go (retention, `DELETE /jobs/{id}`) takes its
+/// IcarusJob with it (and the resource's Pods and claim with that), so
+/// that deleting either is one deletion. Best effort: a resource left
+/// behind is deleted at the job's next write, and is never brought back
+/// as a new job (see [`bring_into_store`]).
+async fn delete_resource_of(api: &Api<IcarusJob>, seen: &ResourceIndex, job: &Job) {
+    let Some(name) = seen.name_of(job.id) else {
+        return;
+    };
+    match api.delete(&name, &DeleteParams::background()).await {
+        Ok(_) => tracing::info!(job = %job.id, %name, "IcarusJob of a deleted job deleted"),
+        Err(kube::Error::Api(response)) if response.code == 404 => {}
+        Err(error) => {
+            tracing::warn!(job = %job.id, %name, %error, "IcarusJob of a deleted job not deleted")
+        }
     }
 }
 
@@ -209,14 +263,14 @@ const STATUS_RETRY_INTERVAL: Duration = Duration::from_secs(2);
 /// Writes the job's status onto its resource; remembers it in `unwritten` if that failed.
 async fn write_status_of(
     api: &Api<IcarusJob>,
-    store: &Store,
+    sink: &Sink,
     seen: &ResourceIndex,
     job: &Job,
     unwritten: &mut HashSet<JobId>,
 ) {
     let resource = seen.get(job.id);
     let Some(resource) = resource else { return };
-    if let Err(error) = write_back(api, store, seen, &resource, job).await {
+    if let Err(error) = write_back(api, sink, seen, &resource, job).await {
         tracing::warn!(job = %job.id, %error, "IcarusJob status not written; trying again shortly");
         unwritten.insert(job.id);
     }
@@ -250,7 +304,7 @@ async fn announce(recorder: &Recorder, resource: &IcarusJob, transition: &Transi
 /// reached `awaiting_approval`).
 async fn write_back(
     api: &Api<IcarusJob>,
-    store: &Store,
+    sink: &Sink,
     seen: &ResourceIndex,
     resource: &IcarusJob,
     job: &Job,
@@ -270,7 +324,7 @@ async fn write_back(
         updated.status = serde_json::from_value(patch["status"].clone()).ok();
         seen.remember(job.id, updated);
     }
-    bring_into_store(store, seen, resource.clone()).await
+    bring_into_store(sink, seen, resource.clone()).await
 }
 
 #[cfg(test)]
@@ -320,6 +374,7 @@ mod tests {
             recorder,
             store.clone(),
             ResourceIndex::default(),
+            0,
             shutdown.clone(),
         );
 
@@ -419,7 +474,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_deleted_icarusjob_cancels_its_unfinished_job_and_leaves_a_finished_one_alone() {
+    async fn a_deleted_icarusjob_cancels_its_unfinished_job_and_deletes_both_once_finished() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::connect(&format!("sqlite://{}/icarus.db", dir.path().display()))
             .await
@@ -441,7 +496,16 @@ mod tests {
 
         let building = store.get_job(building.id).await.unwrap().unwrap();
         assert!(building.spec.cancel_requested);
+        assert!(building.spec.delete_requested.is_some());
         let after = store.get_job(finished.id).await.unwrap().unwrap();
-        assert_eq!(after, finished);
+        assert!(
+            !after.spec.cancel_requested,
+            "a finished job is not cancelled"
+        );
+        assert_eq!(
+            after.spec.delete_requested,
+            Some(Deletion { keep_events: false }),
+            "deleting its IcarusJob deletes the job"
+        );
     }
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use kube::Api;
-use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::{Map, Value, json};
 
 use super::bridge::{DECIDED_BY_ANNOTATION, SUBMITTED_BY_ANNOTATION, job_id};
@@ -71,6 +71,21 @@ impl Upstream for ResourceUpstream {
         Ok(id)
     }
 
+    async fn delete(&self, id: JobId) -> Result<(), UpstreamError> {
+        let name = match self.name_of(id).await {
+            Ok(name) => name,
+            Err(UpstreamError::Missing(_)) => return Ok(()),
+            Err(error) => return Err(error),
+        };
+        match self.api.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(response)) if response.code == 404 => {}
+            Err(error) => return Err(upstream_error(error)),
+        }
+        tracing::info!(job = %id, %name, "IcarusJob deleted for a REST deletion");
+        Ok(())
+    }
+
     async fn write_spec(&self, job: &Job, previous: &JobSpec) -> Result<(), UpstreamError> {
         let Some(patch) = spec_patch(previous, &job.spec) else {
             return Ok(());
@@ -99,6 +114,7 @@ pub fn new_resource(spec: &JobSpec) -> IcarusJob {
         test_code: spec.test_code.clone(),
         project_id: spec.project_id.clone(),
         allowed_domains: spec.allowed_domains.clone(),
+        priority: Some(spec.priority),
         ..IcarusJobSpec::new(spec.task.clone())
     };
     IcarusJob {
@@ -184,7 +200,14 @@ mod tests {
             resource.metadata.annotations.unwrap()[SUBMITTED_BY_ANNOTATION],
             "alice"
         );
-        assert_eq!(resource.spec, IcarusJobSpec::new("Add logging"));
+        let expected = IcarusJobSpec {
+            priority: Some(0),
+            ..IcarusJobSpec::new("Add logging")
+        };
+        assert_eq!(
+            resource.spec, expected,
+            "the priority it was given is written"
+        );
     }
 
     #[test]

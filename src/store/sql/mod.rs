@@ -15,6 +15,8 @@ mod egress;
 pub mod lease;
 pub(crate) mod pooled_sqlite;
 mod queries;
+pub mod queue;
+mod retention;
 pub mod stream;
 mod usage;
 

@@ -26,19 +26,21 @@ pub const TELEMETRY_KEPT: i64 = 1000;
 
 const JOB_COLUMNS: &str = "job_id, created_at, spec, status_detail, resource_version";
 
-/// The project is written once: it never changes (nor does the task, but
-/// that column is rewritten with the rest).
+/// The project and the priority are written once: they never change (nor
+/// does the task, but that column is rewritten with the rest).
 const INSERT_JOB: &str = "INSERT INTO jobs (task, project_path, status, builder_container_id, \
      checker_container_id, completed_at, error_message, spec, status_detail, updated_at, \
-     job_id, created_at, resource_version, project_id) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+     run_ended_at, run_seconds, purged_at, \
+     job_id, created_at, resource_version, project_id, priority) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)";
 
 /// The compare-and-swap: only the version the writer read may be replaced.
 const UPDATE_JOB: &str = "UPDATE jobs SET task = $1, project_path = $2, status = $3, \
      builder_container_id = $4, checker_container_id = $5, completed_at = $6, \
      error_message = $7, spec = $8, status_detail = $9, updated_at = $10, \
+     run_ended_at = $11, run_seconds = $12, purged_at = $13, \
      resource_version = resource_version + 1 \
-     WHERE job_id = $11 AND resource_version = $12";
+     WHERE job_id = $14 AND resource_version = $15";
 
 const INSERT_EVENT: &str = "INSERT INTO job_events \
      (job_id, from_phase, to_phase, reason, message, resource_version, created_at) \
@@ -46,9 +48,10 @@ const INSERT_EVENT: &str = "INSERT INTO job_events \
 
 const UNFINISHED: &str = "('pending', 'building', 'checking', 'awaiting_approval', 'approved')";
 
-/// Binds the ten columns that every job write sets, as `$1`..`$10`.
+/// Binds the thirteen columns that every job write sets, as `$1`..`$13`.
 macro_rules! bind_job_columns {
-    ($query:expr, $job:expr, $now:expr) => {
+    ($query:expr, $job:expr, $now:expr) => {{
+        let slot = $job.status.slot_held();
         $query
             .bind(&$job.spec.task)
             .bind(&$job.spec.project_path)
@@ -60,7 +63,10 @@ macro_rules! bind_job_columns {
             .bind(Json(&$job.spec))
             .bind(Json(&$job.status))
             .bind($now)
-    };
+            .bind(slot.map(|(ended, _)| ended))
+            .bind(slot.map(|(_, held)| held.as_seconds_f64()))
+            .bind($job.status.times.purged_at)
+    }};
 }
 
 #[derive(sqlx::FromRow)]
@@ -190,6 +196,7 @@ impl Store {
                 .bind(stored.created_at)
                 .bind(stored.resource_version)
                 .bind(&stored.spec.project_id)
+                .bind(stored.spec.priority)
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(INSERT_EVENT)

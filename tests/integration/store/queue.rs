@@ -1,0 +1,96 @@
+//! What the queue keeps in the store: the admins' hold (one at a time,
+//! kept until released) and the run times estimates are made of, with
+//! each job's priority; run on a SQLite file and on PostgreSQL.
+
+use chrono::TimeDelta;
+use icarus::job::{Job, Phase, timestamp_now};
+use icarus::store::{JobFilter, QueueHold, RECENT_RUNS, Store, StoreEvent};
+
+use crate::support::{new_job, spec};
+
+on_both_databases!(
+    a_hold_is_kept_until_released_and_the_first_hold_stays,
+    holding_and_releasing_wake_the_queue,
+    the_average_run_time_is_of_the_latest_jobs_that_held_a_slot,
+    there_is_no_run_time_before_any_job_ran,
+    a_jobs_priority_reads_back_as_submitted,
+);
+
+fn hold_by(name: &str) -> QueueHold {
+    QueueHold {
+        held_by: name.to_owned(),
+        held_at: timestamp_now(),
+    }
+}
+
+async fn a_hold_is_kept_until_released_and_the_first_hold_stays(store: Store) {
+    assert_eq!(store.queue_hold().await.unwrap(), None);
+    let first = store.hold_queue(&hold_by("ada")).await.unwrap();
+    assert_eq!(first.held_by, "ada");
+    let again = store.hold_queue(&hold_by("bob")).await.unwrap();
+    assert_eq!(again, first, "the first hold stays");
+    assert_eq!(store.queue_hold().await.unwrap(), Some(first));
+    assert!(store.release_queue().await.unwrap());
+    assert_eq!(store.queue_hold().await.unwrap(), None);
+    assert!(!store.release_queue().await.unwrap(), "nothing to release");
+}
+
+async fn holding_and_releasing_wake_the_queue(store: Store) {
+    let mut events = store.subscribe();
+    store.hold_queue(&hold_by("ada")).await.unwrap();
+    assert!(matches!(events.recv().await, Ok(StoreEvent::QueueChanged)));
+    store.release_queue().await.unwrap();
+    assert!(matches!(events.recv().await, Ok(StoreEvent::QueueChanged)));
+}
+
+/// A job that built for `seconds` and then awaited approval, stored.
+async fn ran_for(store: &Store, seconds: i64, ended: i64) -> Job {
+    let start = timestamp_now() - TimeDelta::days(1) + TimeDelta::seconds(ended - seconds);
+    let mut job = store.create_job(&new_job("ran")).await.unwrap();
+    job.status.phase = Phase::AwaitingApproval;
+    job.status.times.building_at = Some(start);
+    job.status.times.awaiting_approval_at = Some(start + TimeDelta::seconds(seconds));
+    store.update_job(&job, None).await.unwrap()
+}
+
+async fn the_average_run_time_is_of_the_latest_jobs_that_held_a_slot(store: Store) {
+    // An old run of 1000 s, then RECENT_RUNS runs of 60 s: only they count.
+    ran_for(&store, 1000, 0).await;
+    for n in 0..RECENT_RUNS {
+        ran_for(&store, 60, 100 + n).await;
+    }
+    // Pending and running jobs have no run time yet.
+    store.create_job(&new_job("pending")).await.unwrap();
+    let average = store.average_run_time().await.unwrap().unwrap();
+    assert_eq!(average, TimeDelta::seconds(60));
+}
+
+async fn there_is_no_run_time_before_any_job_ran(store: Store) {
+    let mut job = store.create_job(&new_job("cancelled")).await.unwrap();
+    job.status.phase = Phase::Cancelled;
+    job.status.times.finished_at = Some(timestamp_now());
+    store.update_job(&job, None).await.unwrap();
+    assert_eq!(store.average_run_time().await.unwrap(), None);
+}
+
+async fn a_jobs_priority_reads_back_as_submitted(store: Store) {
+    let mut urgent = spec("urgent");
+    urgent.priority = 7;
+    let job = store
+        .create_job(&Job::new(urgent, timestamp_now()))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_job(job.id).await.unwrap().unwrap().spec.priority,
+        7
+    );
+    let listed = store
+        .list_jobs(JobFilter {
+            phase: None,
+            project_id: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed[0].spec.priority, 7);
+}
