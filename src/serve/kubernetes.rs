@@ -20,6 +20,7 @@ use crate::runtime::kubernetes::KubeRuntime;
 use crate::runtime::kubernetes::workloads::WorkloadSettings;
 use crate::source::pods::{GitPodSettings, PodSourceControl};
 use crate::store::Store;
+use crate::store::kubernetes::bridge::DecisionRules;
 use crate::store::kubernetes::upstream::ResourceUpstream;
 use crate::store::kubernetes::{ResourceIndex, sync};
 
@@ -31,6 +32,7 @@ pub struct KubernetesMode {
     index: ResourceIndex,
     settings: WorkloadSettings,
     git: GitPodSettings,
+    decisions: DecisionRules,
 }
 
 impl KubernetesMode {
@@ -65,6 +67,7 @@ impl KubernetesMode {
             index,
             settings,
             git: GitPodSettings::from_config(config),
+            decisions: DecisionRules::from_config(config),
         };
         (mode, Arc::new(runtime))
     }
@@ -79,6 +82,7 @@ impl KubernetesMode {
         };
         let recorder = kube::runtime::events::Recorder::new(self.client.clone(), reporter);
         let index = self.index.clone();
+        let decisions = self.decisions.clone();
         LeaderLoop {
             name: "IcarusJob sync",
             run: Box::new(move |store: Store, shutdown: CancellationToken| {
@@ -87,6 +91,7 @@ impl KubernetesMode {
                     recorder.clone(),
                     store,
                     index.clone(),
+                    decisions.clone(),
                     shutdown.clone(),
                 );
                 Box::pin(async move {

@@ -66,6 +66,12 @@ pub enum Reason {
     SnapshotMissing,
     Approved,
     Rejected,
+    /// Awaiting approval past `approval.timeout_seconds`: rejected or
+    /// expired, as `approval.on_timeout` says.
+    ApprovalTimedOut,
+    /// Awaiting approval for `approval.reminder_fraction` of the timeout:
+    /// the reminder was sent (an event of the phase to itself).
+    ApprovalReminder,
     /// The approved snapshot was pushed.
     Published,
     /// Approved, with no source to publish to.
@@ -108,6 +114,8 @@ const ABOUT_NO_AGENT: &[Reason] = &[
     Reason::SnapshotMissing,
     Reason::Approved,
     Reason::Rejected,
+    Reason::ApprovalTimedOut,
+    Reason::ApprovalReminder,
     Reason::Published,
     Reason::Completed,
     Reason::PublishFailed,
@@ -171,6 +179,8 @@ impl Reason {
             SnapshotMissing => Text::Fixed("SnapshotMissing"),
             Approved => Text::Fixed("Approved"),
             Rejected => Text::Fixed("Rejected"),
+            ApprovalTimedOut => Text::Fixed("ApprovalTimedOut"),
+            ApprovalReminder => Text::Fixed("ApprovalReminder"),
             Published => Text::Fixed("Published"),
             Completed => Text::Fixed("Completed"),
             PublishFailed => Text::Fixed("PublishFailed"),
@@ -276,6 +286,8 @@ mod tests {
             | SnapshotMissing
             | Approved
             | Rejected
+            | ApprovalTimedOut
+            | ApprovalReminder
             | Published
             | Completed
             | PublishFailed
@@ -348,6 +360,8 @@ mod tests {
             ("SnapshotMissing", Reason::SnapshotMissing),
             ("Approved", Reason::Approved),
             ("Rejected", Reason::Rejected),
+            ("ApprovalTimedOut", Reason::ApprovalTimedOut),
+            ("ApprovalReminder", Reason::ApprovalReminder),
             ("Published", Reason::Published),
             ("Completed", Reason::Completed),
             ("PublishFailed", Reason::PublishFailed),

@@ -17,7 +17,9 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::bridge::{BridgeError, job_id, new_job, spec_update, status_patch, write_status};
+use super::bridge::{
+    BridgeError, DecisionRules, job_id, new_job, spec_update, status_patch, write_status,
+};
 use super::index::ResourceIndex;
 use crate::cluster::crd::IcarusJob;
 use crate::job::plan::Transition;
@@ -31,6 +33,7 @@ pub fn spawn(
     recorder: Recorder,
     store: Store,
     seen: ResourceIndex,
+    rules: DecisionRules,
     shutdown: CancellationToken,
 ) -> Vec<JoinHandle<()>> {
     vec![
@@ -38,10 +41,11 @@ pub fn spawn(
             api.clone(),
             store.clone(),
             seen.clone(),
+            rules.clone(),
             shutdown.clone(),
         )),
         tokio::spawn(statuses_onto_resources(
-            api, recorder, store, seen, shutdown,
+            api, recorder, store, seen, rules, shutdown,
         )),
     ]
 }
@@ -50,6 +54,7 @@ async fn resources_into_store(
     api: Api<IcarusJob>,
     store: Store,
     seen: ResourceIndex,
+    rules: DecisionRules,
     shutdown: CancellationToken,
 ) {
     let mut events = watcher(api, watcher::Config::default()).boxed();
@@ -89,7 +94,7 @@ async fn resources_into_store(
             }
             continue;
         }
-        if let Err(error) = bring_into_store(&store, &seen, resource).await {
+        if let Err(error) = bring_into_store(&store, &seen, &rules, resource).await {
             tracing::warn!(%error, "an IcarusJob could not be brought into the store");
         }
     }
@@ -122,15 +127,19 @@ async fn cancel_deleted(store: &Store, id: JobId) -> Result<(), BridgeError> {
 async fn bring_into_store(
     store: &Store,
     seen: &ResourceIndex,
+    rules: &DecisionRules,
     resource: IcarusJob,
 ) -> Result<(), BridgeError> {
     let id = job_id(&resource)?;
     seen.remember(id, resource.clone());
-    let update = |job: &Job| Ok(spec_update(&resource, job, Utc::now()));
+    let update = |job: &Job| Ok(spec_update(&resource, job, Utc::now(), rules));
     match store.update_spec(id, update).await {
         Ok(_) => Ok(()),
         Err(BridgeError::Store(StoreError::NotFound(_))) => {
-            match store.create_job(&new_job(&resource, Utc::now())?).await {
+            match store
+                .create_job(&new_job(&resource, Utc::now(), rules)?)
+                .await
+            {
                 Ok(_) => {
                     tracing::info!(job = %id, name = ?resource.metadata.name, "IcarusJob accepted");
                     Ok(())
@@ -152,6 +161,7 @@ async fn statuses_onto_resources(
     recorder: Recorder,
     store: Store,
     seen: ResourceIndex,
+    rules: DecisionRules,
     shutdown: CancellationToken,
 ) {
     let mut events = store.subscribe();
@@ -174,7 +184,7 @@ async fn statuses_onto_resources(
                             continue;
                         }
                     };
-                    write_status_of(&api, &store, &seen, &job, &mut unwritten).await;
+                    write_status_of(&api, &store, &seen, &rules, &job, &mut unwritten).await;
                 }
                 continue;
             }
@@ -199,7 +209,7 @@ async fn statuses_onto_resources(
             }
             Err(broadcast::error::RecvError::Closed) => return,
         };
-        write_status_of(&api, &store, &seen, &job, &mut unwritten).await;
+        write_status_of(&api, &store, &seen, &rules, &job, &mut unwritten).await;
     }
 }
 
@@ -211,12 +221,13 @@ async fn write_status_of(
     api: &Api<IcarusJob>,
     store: &Store,
     seen: &ResourceIndex,
+    rules: &DecisionRules,
     job: &Job,
     unwritten: &mut HashSet<JobId>,
 ) {
     let resource = seen.get(job.id);
     let Some(resource) = resource else { return };
-    if let Err(error) = write_back(api, store, seen, &resource, job).await {
+    if let Err(error) = write_back(api, store, seen, rules, &resource, job).await {
         tracing::warn!(job = %job.id, %error, "IcarusJob status not written; trying again shortly");
         unwritten.insert(job.id);
     }
@@ -252,6 +263,7 @@ async fn write_back(
     api: &Api<IcarusJob>,
     store: &Store,
     seen: &ResourceIndex,
+    rules: &DecisionRules,
     resource: &IcarusJob,
     job: &Job,
 ) -> Result<(), BridgeError> {
@@ -270,7 +282,7 @@ async fn write_back(
         updated.status = serde_json::from_value(patch["status"].clone()).ok();
         seen.remember(job.id, updated);
     }
-    bring_into_store(store, seen, resource.clone()).await
+    bring_into_store(store, seen, rules, resource.clone()).await
 }
 
 #[cfg(test)]
@@ -320,6 +332,7 @@ mod tests {
             recorder,
             store.clone(),
             ResourceIndex::default(),
+            DecisionRules::default(),
             shutdown.clone(),
         );
 
