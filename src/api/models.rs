@@ -117,9 +117,27 @@ pub struct SpawnRequest {
     /// How many distinct people must approve the job: at least
     /// `approval.required` (the default when absent or null), at most
     /// `approval.max_required`; outside that, 422.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     #[schema(minimum = 1)]
     pub required_approvals: Option<u32>,
+}
+
+/// A whole number, written as JSON Schema's `integer` allows: `2` or `2.0`.
+fn whole_number<'de, D>(deserializer: D) -> Result<Option<u32>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let Some(number) = Option::<f64>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    let whole = number.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&number);
+    if !whole {
+        return Err(serde::de::Error::custom(format!(
+            "expected a whole number from 0 to {}, not {number}",
+            u32::MAX
+        )));
+    }
+    Ok(Some(number as u32))
 }
 
 /// Where a job's code comes from.

@@ -143,7 +143,14 @@ async fn a_job_may_ask_for_more_approvals_than_configured_but_never_fewer_or_bey
         assert_eq!(code, 422, "{asked}: {body}");
         assert!(detail(&body).contains("required_approvals"), "{body}");
     }
-    let id = submit(&root, json!({"required_approvals": 3})).await;
+    let (code, body) = root
+        .post(
+            "/jobs/spawn",
+            json!({"task": "t", "required_approvals": 2.5}),
+        )
+        .await;
+    assert_eq!(code, 422, "not a whole number: {body}");
+    let id = submit(&root, json!({"required_approvals": 3.0})).await;
     let (_, status) = root.get(&format!("/jobs/{id}/status")).await;
     assert_eq!(status["required_approvals"], 3);
     let id = submit(&root, json!({"required_approvals": null})).await;
