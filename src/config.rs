@@ -1367,6 +1367,42 @@ mod tests {
     }
 
     #[test]
+    fn approval_settings_out_of_range_are_refused_naming_the_key() {
+        for (yaml, key) in [
+            ("required: 0", "approval.required"),
+            ("{required: 3, max_required: 2}", "approval.max_required"),
+            ("max_required: 101", "approval.max_required"),
+            ("reminder_fraction: 1", "approval.reminder_fraction"),
+            ("timeout_seconds: 999999999999", "approval.timeout_seconds"),
+            ("on_timeout: ignored", "on_timeout"),
+        ] {
+            let text = match yaml.strip_prefix('{') {
+                Some(_) => format!("approval: {yaml}\n"),
+                None => format!("approval:\n  {yaml}\n"),
+            };
+            let err = Config::from_yaml_over_default(&text)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{yaml}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_approval_timeout_gives_the_planner_its_deadline_and_reminder() {
+        let yaml = "approval:\n  timeout_seconds: 600\n  on_timeout: rejected\n  reminder_fraction: 0.25\n";
+        let deadline = Config::from_yaml_over_default(yaml)
+            .unwrap()
+            .deadlines()
+            .approval
+            .unwrap();
+        assert_eq!(deadline.timeout, TimeDelta::seconds(600));
+        assert_eq!(deadline.outcome, TimeoutOutcome::Rejected);
+        assert_eq!(deadline.reminder_after, Some(TimeDelta::seconds(150)));
+        let off = Config::embedded_default().unwrap().deadlines();
+        assert_eq!(off.approval, None, "off by default");
+    }
+
+    #[test]
     fn trace_export_headers_are_never_printed() {
         let yaml = "tracing:\n  headers: {x-api-key: secret-value}\n";
         let config = Config::from_yaml_over_default(yaml).unwrap();

@@ -391,7 +391,7 @@ pub async fn approve(
         Some(false) => (format!("Job {id} rejected"), Phase::Rejected),
         None => (
             format!(
-                "Job {id}: approval {} of {} recorded; it needs approvals from {} more people",
+                "Job {id}: approval {} of {} recorded; {} more needed, each from someone else",
                 tally.approvers.len(),
                 tally.required,
                 tally.required as usize - tally.approvers.len()
