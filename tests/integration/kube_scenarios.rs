@@ -830,6 +830,28 @@ async fn mock_api_a_rejection_in_the_spec_rejects_the_icarusjob_and_deletes_both
     cluster.shut_down().await;
 }
 
+#[tokio::test]
+async fn mock_api_an_icarusjob_left_undecided_past_its_approval_deadline_expires_and_its_claims_go()
+{
+    let cluster = Cluster::start_with(|c| c.approval.timeout_seconds = 1).await;
+    let id = cluster.submit("add-logging", "Add logging").await;
+    cluster.through_checks("add-logging", id).await;
+    let expired = cluster.wait_for_phase("add-logging", "expired").await;
+    assert_eq!(expired["status"]["reason"], "ApprovalTimedOut");
+    cluster.wait_for_no_claims(id).await;
+    cluster.wait_for_no_pods(id).await;
+    let said = ("Normal".to_owned(), "ApprovalTimedOut".to_owned());
+    cluster
+        .until("a Kubernetes Event says why", |_| {
+            cluster
+                .event_reasons("add-logging")
+                .contains(&said)
+                .then_some(())
+        })
+        .await;
+    cluster.shut_down().await;
+}
+
 /// The status the REST API shows for job `id` once `done` holds of it.
 async fn rest_status_once(cluster: &Cluster, id: JobId, done: impl Fn(&Value) -> bool) -> Value {
     crate::support::eventually(PATIENCE, || async {
