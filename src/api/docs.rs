@@ -40,7 +40,7 @@ use crate::source::patch;
 #[openapi(
     info(title = "Icarus", description = "Orchestrator for autonomous coding jobs: builder and checker agents, a human approval gate."),
     paths(
-        jobs::spawn, jobs::list, jobs::status, jobs::telemetry, jobs::audit, jobs::events, jobs::egress, jobs::allow_egress, logs::logs,
+        jobs::spawn, jobs::list, jobs::status, jobs::telemetry, jobs::audit, jobs::events, jobs::approvals, jobs::egress, jobs::allow_egress, logs::logs,
         jobs::diff, jobs::approve, jobs::cancel, jobs::publish, callback::callback, stream::stream,
         meta::root, meta::healthz, meta::readyz, metrics::metrics,
     ),

@@ -14,9 +14,9 @@ use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{IgnoredBody, JobIdPath, JsonBody, QueryParams};
 use super::models::{
-    AllowEgressRequest, AllowanceView, ApproveRequest, AuditResponse, DecisionResponse,
-    DiffResponse, EgressResponse, EgressView, EventView, JobStatusResponse, JobSummary, ListQuery,
-    MessageResponse, SpawnRequest, SpawnResponse, TelemetryResponse,
+    AllowEgressRequest, AllowanceView, ApprovalView, ApproveRequest, AuditResponse,
+    DecisionResponse, DiffResponse, EgressResponse, EgressView, EventView, JobStatusResponse,
+    JobSummary, ListQuery, MessageResponse, SpawnRequest, SpawnResponse, TelemetryResponse,
 };
 use super::policy::SpawnPolicy;
 use crate::config::AccessRole;
@@ -262,6 +262,26 @@ pub async fn events(
     load(&state, id).await?;
     let events = state.store.job_events(id).await?;
     Ok(Json(events.into_iter().map(EventView::from).collect()))
+}
+
+/// Every decision people took on a job, oldest first, as recorded when it
+/// was taken (`job_approvals`): who, when, the verdict, the comment and
+/// the snapshot it was about.
+#[utoipa::path(get, path = "/jobs/{job_id}/approvals", tag = "jobs", operation_id = "list_job_approvals",
+    params(JobIdPath), security(("api_token" = [])),
+    responses(
+        (status = 200, description = "Every decision, oldest first", body = [ApprovalView]),
+        (status = 403, description = "Refused: a foreign Host with authentication off (every role may read)", body = ErrorBody),
+    ))]
+pub async fn approvals(
+    State(state): State<AppState>,
+    caller: Caller,
+    JobIdPath(id): JobIdPath,
+) -> ApiResult<Json<Vec<ApprovalView>>> {
+    caller.require(AccessRole::Viewer, "reading jobs")?;
+    load(&state, id).await?;
+    let decisions = state.store.approvals(id).await?;
+    Ok(Json(decisions.iter().map(ApprovalView::from).collect()))
 }
 
 /// What the job's agents did through the egress proxy (per agent,

@@ -109,6 +109,12 @@ async fn a_job_needing_two_approvals_waits_for_a_second_person_and_counts_each_o
     );
     let (code, _) = decide(&server, ROOT, id, true).await;
     assert_eq!(code, 409, "a settled job takes no more decisions");
+    let (code, recorded) = viewer.get(&format!("/jobs/{id}/approvals")).await;
+    assert_eq!(code, 200, "{recorded}");
+    assert_eq!(
+        recorded, status["approvals"],
+        "the record is what was taken"
+    );
 }
 
 #[tokio::test]
