@@ -426,10 +426,7 @@ pub async fn approve(
     }))
 }
 
-/// The longest approval comment, in characters.
-pub const MAX_COMMENT_CHARS: usize = 16 * 1024;
-/// The longest snapshot an approval may quote, in characters.
-pub const MAX_SNAPSHOT_CHARS: usize = 256;
+pub use crate::job::approval::{MAX_COMMENT_CHARS, MAX_SNAPSHOT_CHARS};
 
 fn check_verdict(request: &ApproveRequest) -> ApiResult<()> {
     for (field, value, limit) in [

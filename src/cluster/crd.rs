@@ -12,6 +12,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::config::MAX_REQUIRED_APPROVALS;
+use crate::job::approval::{MAX_COMMENT_CHARS, MAX_SNAPSHOT_CHARS};
 use crate::job::{
     ApprovalDecision, DEFAULT_PROJECT_ID, JobSource, JobSpec, MAX_PROJECT_ID_CHARS,
     PROJECT_ID_PATTERN, ProjectPhase, TEST_CODE_CEILING_BYTES,
@@ -158,10 +159,12 @@ fn default_project_path() -> String {
 pub struct ApprovalSpec {
     pub approved: bool,
     #[serde(default)]
+    #[schemars(length(max = MAX_COMMENT_CHARS))]
     pub comment: String,
     /// The snapshot (`status.snapshot`) the decision is about; a decision
     /// naming another is not acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_SNAPSHOT_CHARS))]
     pub snapshot: Option<String>,
     /// Who decided: the person counted (once) towards the approvals, and
     /// refused if they submitted the job under separation of duties.

@@ -9,6 +9,11 @@
 
 use super::{ApprovalDecision, JobSpec};
 
+/// The longest comment a decision may carry, in characters.
+pub const MAX_COMMENT_CHARS: usize = 16 * 1024;
+/// The longest snapshot a decision may name, in characters.
+pub const MAX_SNAPSHOT_CHARS: usize = 256;
+
 /// The rules a decision is checked against, from configuration.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ApprovalRules {
