@@ -15,7 +15,7 @@ use figment::providers::{Env, Format, Yaml};
 use serde::{Deserialize, Serialize};
 
 use crate::job::TEST_CODE_CEILING_BYTES;
-use crate::job::plan::{Deadlines, Retries};
+use crate::job::plan::{ApprovalDeadline, Deadlines, Retries, TimeoutOutcome};
 use icarus_core::egress::{AllowList, Destination};
 
 mod queue;
@@ -60,6 +60,146 @@ pub struct Config {
     pub queue: QueueConfig,
     #[serde(default)]
     pub retention: RetentionConfig,
+    #[serde(default)]
+    pub approval: ApprovalConfig,
+}
+
+/// How many people must approve a job, and how long they have.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalConfig {
+    /// Distinct approvals a job needs unless it asks for more.
+    #[serde(default = "default_required_approvals")]
+    pub required: u32,
+    /// The most approvals a job may ask for (`required_approvals`).
+    #[serde(default = "default_max_required_approvals")]
+    pub max_required: u32,
+    /// How long a job may await approval; 0: for ever.
+    #[serde(default)]
+    pub timeout_seconds: u64,
+    /// How a job ends when nobody settled it within `timeout_seconds`.
+    #[serde(default)]
+    pub on_timeout: OnApprovalTimeout,
+    /// The share of `timeout_seconds` after which a reminder notification
+    /// goes out (once); 0: none.
+    #[serde(default = "default_reminder_fraction")]
+    pub reminder_fraction: f64,
+}
+
+/// `approval.on_timeout`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnApprovalTimeout {
+    Rejected,
+    #[default]
+    Expired,
+}
+
+impl Default for ApprovalConfig {
+    fn default() -> Self {
+        ApprovalConfig {
+            required: default_required_approvals(),
+            max_required: default_max_required_approvals(),
+            timeout_seconds: 0,
+            on_timeout: OnApprovalTimeout::default(),
+            reminder_fraction: default_reminder_fraction(),
+        }
+    }
+}
+
+fn default_reminder_fraction() -> f64 {
+    0.5
+}
+
+fn default_required_approvals() -> u32 {
+    1
+}
+
+fn default_max_required_approvals() -> u32 {
+    5
+}
+
+/// The longest approval deadline: ten years (dates past it cannot be reckoned with).
+pub const MAX_APPROVAL_TIMEOUT_SECONDS: u64 = 10 * 365 * 24 * 3600;
+
+/// The most approvals any configuration may ask a job for.
+pub const MAX_REQUIRED_APPROVALS: u32 = 100;
+
+impl ApprovalConfig {
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !(1..=MAX_REQUIRED_APPROVALS).contains(&self.required) {
+            problems.push(format!(
+                "approval.required must be between 1 and {MAX_REQUIRED_APPROVALS}, not {}",
+                self.required
+            ));
+        }
+        if self.max_required < self.required || self.max_required > MAX_REQUIRED_APPROVALS {
+            problems.push(format!(
+                "approval.max_required must be between approval.required ({}) and {MAX_REQUIRED_APPROVALS}, not {}",
+                self.required, self.max_required
+            ));
+        }
+        if !(0.0..1.0).contains(&self.reminder_fraction) {
+            problems.push(format!(
+                "approval.reminder_fraction must be at least 0 and below 1, not {}",
+                self.reminder_fraction
+            ));
+        }
+        if self.timeout_seconds > MAX_APPROVAL_TIMEOUT_SECONDS {
+            problems.push(format!(
+                "approval.timeout_seconds must be at most {MAX_APPROVAL_TIMEOUT_SECONDS} (ten years; 0 waits for ever), not {}",
+                self.timeout_seconds
+            ));
+        }
+        problems
+    }
+
+    /// The planner's approval deadline; none while `timeout_seconds` is 0.
+    pub fn deadline(&self) -> Option<ApprovalDeadline> {
+        if self.timeout_seconds == 0 {
+            return None;
+        }
+        let timeout = seconds(self.timeout_seconds);
+        // Whole milliseconds of the timeout's share, so the config's
+        // fraction never needs floating point in the planner.
+        let reminder_after = (self.reminder_fraction > 0.0).then(|| {
+            let millis = timeout.num_milliseconds() as f64 * self.reminder_fraction;
+            TimeDelta::milliseconds(millis as i64)
+        });
+        Some(ApprovalDeadline {
+            timeout,
+            outcome: match self.on_timeout {
+                OnApprovalTimeout::Rejected => TimeoutOutcome::Rejected,
+                OnApprovalTimeout::Expired => TimeoutOutcome::Expired,
+            },
+            reminder_after,
+        })
+    }
+
+    /// The approvals a job needs when it asks for `asked` (none: the
+    /// default): at least the default, at most `max_required`.
+    pub fn required_for(&self, asked: Option<u32>) -> Result<u32, String> {
+        let Some(asked) = asked else {
+            return Ok(self.required);
+        };
+        if asked < self.required || asked > self.max_required {
+            return Err(format!(
+                "required_approvals must be between {} (approval.required) and {} (approval.max_required), not {asked}",
+                self.required, self.max_required
+            ));
+        }
+        Ok(asked)
+    }
+
+    /// As [`required_for`](Self::required_for), for a request that cannot
+    /// be refused (a resource already applied): what it asks for, raised
+    /// to `required` and lowered to `max_required`.
+    pub fn required_within(&self, asked: Option<u32>) -> u32 {
+        asked
+            .unwrap_or(self.required)
+            .clamp(self.required, self.max_required.max(self.required))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,6 +282,10 @@ pub struct AuthConfig {
     pub tokens_file: PathBuf,
     /// Jobs one token may submit per minute; more get 429.
     pub spawns_per_minute: u32,
+    /// Refuse a decision (approval or rejection) by the job's own
+    /// submitter, with 403.
+    #[serde(default)]
+    pub separation_of_duties: bool,
 }
 
 /// One API token, known only by its SHA-256 (`echo -n TOKEN | sha256sum`).
@@ -864,6 +1008,9 @@ impl Config {
             self.auth.spawns_per_minute >= 1,
             "auth.spawns_per_minute must be at least 1".into(),
         );
+        for problem in self.approval.problems() {
+            check(false, problem);
+        }
         let s = &self.sentinel;
         for (key, value) in [
             ("yellow_threshold", s.yellow_threshold),
@@ -1015,6 +1162,7 @@ impl Config {
             builder: seconds(self.agents.builder.timeout_seconds),
             checker: seconds(self.agents.checker.timeout_seconds),
             job: seconds(self.orchestrator.job_timeout_seconds),
+            approval: self.approval.deadline(),
         }
     }
 }
@@ -1235,6 +1383,42 @@ mod tests {
                 .to_string();
             assert!(err.contains(key), "{yaml}: {err}");
         }
+    }
+
+    #[test]
+    fn approval_settings_out_of_range_are_refused_naming_the_key() {
+        for (yaml, key) in [
+            ("required: 0", "approval.required"),
+            ("{required: 3, max_required: 2}", "approval.max_required"),
+            ("max_required: 101", "approval.max_required"),
+            ("reminder_fraction: 1", "approval.reminder_fraction"),
+            ("timeout_seconds: 999999999999", "approval.timeout_seconds"),
+            ("on_timeout: ignored", "on_timeout"),
+        ] {
+            let text = match yaml.strip_prefix('{') {
+                Some(_) => format!("approval: {yaml}\n"),
+                None => format!("approval:\n  {yaml}\n"),
+            };
+            let err = Config::from_yaml_over_default(&text)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{yaml}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_approval_timeout_gives_the_planner_its_deadline_and_reminder() {
+        let yaml = "approval:\n  timeout_seconds: 600\n  on_timeout: rejected\n  reminder_fraction: 0.25\n";
+        let deadline = Config::from_yaml_over_default(yaml)
+            .unwrap()
+            .deadlines()
+            .approval
+            .unwrap();
+        assert_eq!(deadline.timeout, TimeDelta::seconds(600));
+        assert_eq!(deadline.outcome, TimeoutOutcome::Rejected);
+        assert_eq!(deadline.reminder_after, Some(TimeDelta::seconds(150)));
+        let off = Config::embedded_default().unwrap().deadlines();
+        assert_eq!(off.approval, None, "off by default");
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Tells people when a job needs them or is done: a webhook call on every
-//! transition to `awaiting_approval`, `completed`, `failed` or `rejected`.
+//! transition to `awaiting_approval`, `completed`, `failed`, `rejected` or
+//! `expired`, and on the reminder of a job awaiting approval
+//! (`approval.reminder_fraction`; event `job.approval_reminder`).
 //!
 //! The job event log is the outbox. Each target (webhook URL) has a cursor in
 //! the store: the last event it was sent. A task per target sends what lies
@@ -19,16 +21,17 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::NotificationsConfig;
-use crate::job::{Job, JobId, Phase};
+use crate::job::{Job, JobId, Phase, Reason};
 use crate::metrics::{NotificationMetrics, NotificationOutcome, NotificationTarget};
 use crate::store::{JobEvent, Store, StoreError, StoreEvent};
 
 /// The phases someone wants to hear about.
-const NOTIFIED: [Phase; 4] = [
+const NOTIFIED: [Phase; 5] = [
     Phase::AwaitingApproval,
     Phase::Completed,
     Phase::Failed,
     Phase::Rejected,
+    Phase::Expired,
 ];
 /// Discord refuses longer messages.
 const DISCORD_LIMIT: usize = 2000;
@@ -252,9 +255,15 @@ impl Sender {
 /// The message for one transition, in a target's format.
 fn body(format: Format, id: JobId, job: Option<&Job>, event: &JobEvent) -> Value {
     let task = job.map(|j| j.spec.task.as_str()).unwrap_or_default();
+    // A reminder is an event of awaiting_approval to itself: named apart.
+    let name = if event.reason == Reason::ApprovalReminder {
+        "job.approval_reminder".to_owned()
+    } else {
+        format!("job.{}", event.to)
+    };
     match format {
         Format::Generic => json!({
-            "event": format!("job.{}", event.to),
+            "event": name,
             "job_id": id.to_string(),
             "status": event.to,
             "previous_status": event.from,

@@ -4,9 +4,9 @@ import { h } from "./dom.js";
 
 export const PHASES = [
   "pending", "building", "checking", "awaiting_approval",
-  "approved", "completed", "rejected", "failed", "cancelled",
+  "approved", "completed", "rejected", "expired", "failed", "cancelled",
 ];
-export const TERMINAL = new Set(["completed", "rejected", "failed", "cancelled"]);
+export const TERMINAL = new Set(["completed", "rejected", "expired", "failed", "cancelled"]);
 
 const dateTime = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium" });
 const timeOnly = new Intl.DateTimeFormat(undefined, { timeStyle: "medium" });

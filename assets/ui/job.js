@@ -12,7 +12,7 @@ import { firstLine } from "./jobs.js";
 
 const TELEMETRY_MS = 3000;
 /** Phases in which the builder's change (the diff) exists. */
-const REVIEWABLE = new Set(["checking", "awaiting_approval", "approved", "completed", "rejected"]);
+const REVIEWABLE = new Set(["checking", "awaiting_approval", "approved", "completed", "rejected", "expired"]);
 
 export function jobPage(view, id) {
   const terminal = new Terminal();
@@ -131,8 +131,16 @@ export function jobPage(view, id) {
         status.error_message ? h("pre", { class: "wrap" }, status.error_message) : null,
         status.reason === "PublishFailed" ? h("p", {}, "The approved commit is kept; an approver may publish it again.") : null));
     }
+    if (phase === "expired") {
+      items.push(h("div", { class: "callout warn", id: "expired", role: "status" },
+        h("strong", {}, `Expired: ${status.reason}`),
+        status.error_message ? h("p", { class: "wrap" }, status.error_message) : null));
+    }
     if (phase === "pending") {
-      items.push(h("div", { class: "callout", id: "waiting" }, h("strong", {}, `Waiting: ${status.reason}`),
+      const queue = status.queue;
+      items.push(h("div", { class: "callout", id: "waiting" }, h("strong", {}, `Waiting: ${queue ? queue.reason : status.reason}`),
+        queue ? h("p", {}, `Place ${queue.position} in the queue: ${queue.detail}`,
+          queue.estimated_start_at ? ["; expected to start ", h("time", { datetime: queue.estimated_start_at }, when(queue.estimated_start_at))] : "") : null,
         status.waiting ? h("p", {}, status.waiting) : null));
     } else if (status.waiting) {
       items.push(h("div", { class: "callout", id: "waiting" }, h("strong", {}, "The agent has not started yet"), h("p", {}, status.waiting)));
@@ -144,11 +152,30 @@ export function jobPage(view, id) {
         h("time", { datetime: a.decided_at }, when(a.decided_at)),
         a.comment ? h("pre", { class: "wrap" }, a.comment) : null));
     }
+    if (phase === "awaiting_approval" && !status.approval && (status.required_approvals || 1) > 1) {
+      const by = status.approved_by || [];
+      items.push(h("div", { class: "callout", id: "approvals" },
+        h("strong", {}, `Approvals: ${by.length} of ${status.required_approvals}`),
+        by.length ? h("p", {}, `Approved by ${by.join(", ")}`) : null));
+    }
+    if (status.egress && status.egress.requests.length) items.push(egressRequests());
     if (status.branch || status.commit || status.pull_request_url) items.push(published(status));
     if (phase === "cancelled" || status.cancel_requested) {
       items.push(h("div", { class: "callout warn" }, phase === "cancelled" ? "Cancelled." : "Cancel requested; its agents are being stopped."));
     }
     replace(alerts, items);
+  }
+
+  /** Destinations the agents were refused as unlisted: an approver may allow them. */
+  function egressRequests() {
+    const canAllow = atLeast(view.me, "approver");
+    return h("div", { class: "callout warn", id: "egress-requests" },
+      h("strong", {}, "The agents asked to reach destinations nobody has allowed"),
+      h("ul", { class: "plain" }, status.egress.requests.map((destination) => h("li", {},
+        h("span", { class: "mono" }, destination), " ",
+        canAllow ? h("button", { type: "button", class: "small", "data-destination": destination,
+          onclick: () => act(() => post(`/jobs/${id}/egress/allow`, { domain: destination })) }, "Allow for this job") : null))),
+      canAllow ? null : h("p", { class: "muted small" }, "Allowing a destination needs the approver role."));
   }
 
   function renderDetails() {
@@ -164,6 +191,8 @@ export function jobPage(view, id) {
       ["Builder exit code", s.builder_exit_code],
       ["Checker exit code", s.checker_exit_code],
       ["Finished", s.completed_at ? when(s.completed_at) : null],
+      ["Priority", s.priority !== undefined && s.priority !== 0 ? String(s.priority) : null],
+      ["Egress", s.egress ? `${s.egress.allowed} allowed, ${s.egress.refused} refused; ${bytes(s.egress.bytes_sent)} out, ${bytes(s.egress.bytes_received)} in` : null],
     ];
     replace(details, rows.filter(([, v]) => v !== null && v !== undefined).map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
   }
@@ -209,7 +238,7 @@ export function jobPage(view, id) {
   }
 
   async function loadAudit() {
-    if (!["awaiting_approval", "approved", "completed", "rejected", "failed"].includes(status.status)) {
+    if (!["awaiting_approval", "approved", "completed", "rejected", "expired", "failed"].includes(status.status)) {
       replace(audit);
       return;
     }

@@ -42,14 +42,14 @@ use crate::source::patch;
 #[openapi(
     info(title = "Icarus", description = "Orchestrator for autonomous coding jobs: builder and checker agents, a human approval gate."),
     paths(
-        jobs::spawn, jobs::list, jobs::status, jobs::telemetry, jobs::audit, jobs::events, jobs::egress, jobs::allow_egress, logs::logs,
+        jobs::spawn, jobs::list, jobs::status, jobs::telemetry, jobs::audit, jobs::events, jobs::approvals, jobs::egress, jobs::allow_egress, logs::logs,
         jobs::diff, jobs::approve, jobs::cancel, jobs::publish, jobs::delete, callback::callback, stream::stream,
         queue::show, queue::hold, queue::release, queue::drain, queue::resume,
         meta::root, meta::healthz, meta::readyz, metrics::metrics, session::me, session::images,
     ),
     components(schemas(
         models::SpawnRequest, models::SpawnResponse, models::ApproveRequest, models::DecisionResponse,
-        models::JobStatusResponse, models::ApprovalView, models::JobSummary, models::TelemetryResponse,
+        models::JobStatusResponse, models::ApprovalView, models::PhaseSecondsView, models::JobSummary, models::TelemetryResponse,
         models::AuditResponse, models::EventView, models::EgressView, models::EgressResponse, models::EgressSummary,
         models::AllowanceView, models::AllowEgressRequest, models::AgentLogView, models::CallbackRequest, models::MessageResponse,
         models::SourceBody, models::DiffResponse, models::PhaseName, models::RoleName, models::ProjectPhaseName, models::ReportStatus,
@@ -86,6 +86,7 @@ pub fn document(deployment: &Deployment) -> Value {
         }
     }
     describe_test_code(&mut doc, deployment.policy.test_code_max_bytes());
+    bound_required_approvals(&mut doc, &deployment.policy.approvals);
     let listing = doc.pointer_mut("/paths/~1jobs/get/parameters");
     for parameter in listing.and_then(Value::as_array_mut).into_iter().flatten() {
         if parameter["name"] == "project_id" {
@@ -201,6 +202,17 @@ fn describe_test_code(doc: &mut Value, max_bytes: usize) {
         property["description"] = json!(format!(
             "{said} At most {max_bytes} bytes as UTF-8 (agents.max_test_code_bytes); more: 422."
         ));
+    }
+}
+
+/// `required_approvals` accepts what the configuration allows: from
+/// `approval.required` to `approval.max_required`.
+fn bound_required_approvals(doc: &mut Value, approvals: &crate::config::ApprovalConfig) {
+    let pointer = "/components/schemas/SpawnRequest/properties/required_approvals";
+    if let Some(property) = doc.pointer_mut(pointer) {
+        property["minimum"] = json!(approvals.required);
+        property["maximum"] = json!(approvals.max_required);
+        property["default"] = json!(approvals.required);
     }
 }
 

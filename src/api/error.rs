@@ -130,9 +130,14 @@ impl From<UpstreamError> for ApiError {
     }
 }
 
+/// A refused change of desired state: the caller may not make it (their
+/// own job, under separation of duties), or the job's state forbids it now.
 impl From<TransitionError> for ApiError {
     fn from(error: TransitionError) -> Self {
-        ApiError::Conflict(error.to_string())
+        match error {
+            TransitionError::OwnSubmission { .. } => ApiError::Forbidden(error.to_string()),
+            _ => ApiError::Conflict(error.to_string()),
+        }
     }
 }
 

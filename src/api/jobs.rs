@@ -14,9 +14,10 @@ use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{IgnoredBody, JobIdPath, JsonBody, QueryParams};
 use super::models::{
-    AllowEgressRequest, AllowanceView, ApproveRequest, AuditResponse, DecisionResponse,
-    DiffResponse, EgressResponse, EgressSummary, EgressView, EventView, JobStatusResponse,
-    JobSummary, ListQuery, MessageResponse, SpawnRequest, SpawnResponse, TelemetryResponse,
+    AllowEgressRequest, AllowanceView, ApprovalView, ApproveRequest, AuditResponse,
+    DecisionResponse, DiffResponse, EgressResponse, EgressSummary, EgressView, EventView,
+    JobStatusResponse, JobSummary, ListQuery, MessageResponse, SpawnRequest, SpawnResponse,
+    TelemetryResponse,
 };
 use super::policy::SpawnPolicy;
 use super::queue::QueueSnapshot;
@@ -144,7 +145,12 @@ fn validate_spawn(request: SpawnRequest, policy: &SpawnPolicy) -> ApiResult<JobS
         .project_id
         .unwrap_or_else(|| DEFAULT_PROJECT_ID.to_owned());
     policy.check_project_id(&project_id)?;
+    let required_approvals = policy
+        .approvals
+        .required_for(request.required_approvals)
+        .map_err(ApiError::Unprocessable)?;
     Ok(JobSpec {
+        required_approvals,
         builder_image: request.builder_image,
         checker_image: request.checker_image,
         source,
@@ -299,6 +305,26 @@ pub async fn events(
     Ok(Json(events.into_iter().map(EventView::from).collect()))
 }
 
+/// Every decision people took on a job, oldest first, as recorded when it
+/// was taken (`job_approvals`): who, when, the verdict, the comment and
+/// the snapshot it was about.
+#[utoipa::path(get, path = "/jobs/{job_id}/approvals", tag = "jobs", operation_id = "list_job_approvals",
+    params(JobIdPath), security(("api_token" = [])),
+    responses(
+        (status = 200, description = "Every decision, oldest first", body = [ApprovalView]),
+        (status = 403, description = "Refused: a foreign Host with authentication off (every role may read)", body = ErrorBody),
+    ))]
+pub async fn approvals(
+    State(state): State<AppState>,
+    caller: Caller,
+    JobIdPath(id): JobIdPath,
+) -> ApiResult<Json<Vec<ApprovalView>>> {
+    caller.require(AccessRole::Viewer, "reading jobs")?;
+    load(&state, id).await?;
+    let decisions = state.store.approvals(id).await?;
+    Ok(Json(decisions.iter().map(ApprovalView::from).collect()))
+}
+
 /// What the job's agents did through the egress proxy (per agent,
 /// destination and verdict: connections, bytes, the latest refusal's
 /// words; written about a second after the connection), what people
@@ -416,13 +442,16 @@ pub async fn allow_egress(
     }))
 }
 
-/// Approve or reject a job that awaits approval.
+/// Approve or reject a job that awaits approval. A job needs approvals from
+/// `required_approvals` distinct people (the caller's name is the person);
+/// one rejection rejects it. The answer's `status` is the phase the job
+/// moves to: `awaiting_approval` while approvals are missing.
 #[utoipa::path(post, path = "/jobs/{job_id}/approve", tag = "jobs", operation_id = "approve_job", request_body = ApproveRequest,
     params(JobIdPath), security(("api_token" = [])),
     responses(
         (status = 200, description = "The decision is recorded", body = DecisionResponse),
-        (status = 403, description = "The role may not approve; or refused for browser safety: a foreign Origin, or a foreign Host with authentication off", body = ErrorBody),
-        (status = 409, description = "The job is not awaiting approval, was already decided, or shows another snapshot", body = ErrorBody),
+        (status = 403, description = "The role may not approve; the caller submitted the job and `auth.separation_of_duties` is on; or refused for browser safety: a foreign Origin, or a foreign Host with authentication off", body = ErrorBody),
+        (status = 409, description = "The job is not awaiting approval, was already decided (rejected, or approved by enough people), shows another snapshot, or the caller's approval is already counted", body = ErrorBody),
     ))]
 pub async fn approve(
     State(state): State<AppState>,
@@ -438,26 +467,33 @@ pub async fn approve(
         comment: request.comment.unwrap_or_default(),
         snapshot: request.snapshot,
     };
-    change_spec(&state, id, |job| {
-        job.decide(verdict.clone(), &caller.name, timestamp_now())
+    let rules = state.policy.approval_rules();
+    let job = change_spec(&state, id, |job| {
+        job.decide(verdict.clone(), &caller.name, timestamp_now(), rules)
     })
     .await?;
-    let (verdict, phase) = if approved {
-        ("approved", Phase::Approved)
-    } else {
-        ("rejected", Phase::Rejected)
+    let tally = job.tally();
+    let (message, phase) = match tally.outcome() {
+        Some(true) => (format!("Job {id} approved"), Phase::Approved),
+        Some(false) => (format!("Job {id} rejected"), Phase::Rejected),
+        None => (
+            format!(
+                "Job {id}: approval {} of {} recorded; {} more needed, each from someone else",
+                tally.approvers.len(),
+                tally.required,
+                tally.required as usize - tally.approvers.len()
+            ),
+            Phase::AwaitingApproval,
+        ),
     };
-    tracing::info!(job = %id, verdict, by = %caller.name, "decision recorded");
+    tracing::info!(job = %id, approved, by = %caller.name, "decision recorded");
     Ok(Json(DecisionResponse {
-        message: format!("Job {id} {verdict}"),
+        message,
         status: phase,
     }))
 }
 
-/// The longest approval comment, in characters.
-pub const MAX_COMMENT_CHARS: usize = 16 * 1024;
-/// The longest snapshot an approval may quote, in characters.
-pub const MAX_SNAPSHOT_CHARS: usize = 256;
+pub use crate::job::approval::{MAX_COMMENT_CHARS, MAX_SNAPSHOT_CHARS};
 
 fn check_verdict(request: &ApproveRequest) -> ApiResult<()> {
     for (field, value, limit) in [
@@ -647,12 +683,13 @@ pub(super) async fn load(state: &AppState, id: JobId) -> ApiResult<Job> {
 /// decision by the same person, the cancel, the publish retries), whenever
 /// they were recorded.
 fn already_applied(current: &JobSpec, wanted: &JobSpec) -> bool {
-    let decision = |spec: &JobSpec| {
-        spec.approval
-            .as_ref()
+    let decisions = |spec: &JobSpec| -> Vec<_> {
+        spec.approvals
+            .iter()
             .map(|d| (d.approved, d.comment.clone(), d.decided_by.clone()))
+            .collect()
     };
-    decision(current) == decision(wanted)
+    decisions(current) == decisions(wanted)
         && current.cancel_requested == wanted.cancel_requested
         && current.publish_requests == wanted.publish_requests
         && current.delete_requested == wanted.delete_requested

@@ -140,6 +140,7 @@ pub fn router(state: AppState, limits: ApiLimits) -> Router {
         .route("/jobs/{job_id}/telemetry", get(jobs::telemetry))
         .route("/jobs/{job_id}/audit", get(jobs::audit))
         .route("/jobs/{job_id}/events", get(jobs::events))
+        .route("/jobs/{job_id}/approvals", get(jobs::approvals))
         .route("/jobs/{job_id}/egress", get(jobs::egress))
         .route("/jobs/{job_id}/egress/allow", post(jobs::allow_egress))
         .route("/jobs/{job_id}/logs", get(logs::logs))

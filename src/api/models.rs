@@ -10,7 +10,8 @@ use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 
-use crate::job::{Job, Phase, ProjectPhase, Role};
+use crate::job::timers::{PhaseDurations, Stretch};
+use crate::job::{ApprovalDecision, Job, Phase, ProjectPhase, Role};
 use crate::store::{
     AgentLog, AgentUsage, EgressAllowance, EgressTraffic, JobEvent, TelemetrySample,
 };
@@ -116,14 +117,20 @@ pub struct SpawnRequest {
     /// Where the job stands in the queue: higher starts first; absent or
     /// null: `queue.default_priority`. Above the caller's role's cap
     /// (`queue.max_priority`): 403. Pending jobs also age (README: "Queue").
-    #[serde(default, deserialize_with = "whole_number")]
+    #[serde(default, deserialize_with = "whole_priority")]
     #[schema(minimum = -1000, maximum = 1000, example = 0)]
     pub priority: Option<i32>,
+    /// How many distinct people must approve the job: at least
+    /// `approval.required` (the default when absent or null), at most
+    /// `approval.max_required`; outside that, 422.
+    #[serde(default, deserialize_with = "whole_count")]
+    #[schema(minimum = 1)]
+    pub required_approvals: Option<u32>,
 }
 
 /// An integer as JSON Schema counts one: `5`, or `5.0` (a number whose
 /// fraction is zero), within what an `i32` holds; null is none.
-fn whole_number<'de, D: serde::Deserializer<'de>>(
+fn whole_priority<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<i32>, D::Error> {
     use serde::de::Error;
@@ -141,6 +148,24 @@ fn whole_number<'de, D: serde::Deserializer<'de>>(
         .ok_or_else(|| {
             D::Error::custom(format!("{number} is not a whole number from -1000 to 1000"))
         })
+}
+
+/// A whole number, written as JSON Schema's `integer` allows: `2` or `2.0`.
+fn whole_count<'de, D>(deserializer: D) -> Result<Option<u32>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let Some(number) = Option::<f64>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    let whole = number.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&number);
+    if !whole {
+        return Err(serde::de::Error::custom(format!(
+            "expected a whole number from 0 to {}, not {number}",
+            u32::MAX
+        )));
+    }
+    Ok(Some(number as u32))
 }
 
 /// Where a job's code comes from.
@@ -249,7 +274,19 @@ pub struct JobStatusResponse {
     pub commit: Option<String>,
     /// The pull request opened for `branch` (`publish.pull_request`).
     pub pull_request_url: Option<String>,
+    /// The decision that settled the job: the rejection, or the approval
+    /// that completed the count. Null while approvals are missing.
     pub approval: Option<ApprovalView>,
+    /// Every decision on the job, in the order they came (a decision about
+    /// another snapshot than `snapshot` does not count).
+    #[serde(default)]
+    pub approvals: Vec<ApprovalView>,
+    /// How many distinct people must approve the job.
+    #[serde(default = "one")]
+    pub required_approvals: u32,
+    /// The distinct people whose approval of `snapshot` is counted, in order.
+    #[serde(default)]
+    pub approved_by: Vec<String>,
     pub cancel_requested: bool,
     /// Bumped on every write of the job.
     pub resource_version: i64,
@@ -268,6 +305,12 @@ pub struct JobStatusResponse {
     /// they did with it).
     #[serde(default)]
     pub allowed_domains: Option<Vec<String>>,
+    /// How long each part of the job's life took, once it is over (the
+    /// part under way is null: its start is its `<phase>_at`). Approval
+    /// waits count only here and against `approval.timeout_seconds`: the
+    /// agents' and the job's deadlines pause while the job waits on a person.
+    #[serde(default)]
+    pub phase_seconds: PhaseSecondsView,
     /// What Icarus measured of the builder in this attempt; kept after it ends.
     #[serde(default)]
     pub builder_usage: Option<UsageView>,
@@ -304,6 +347,39 @@ pub struct EgressSummary {
     pub requests: Vec<String>,
 }
 
+/// Seconds spent in each part of a job's life; null until that part is over.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PhaseSecondsView {
+    /// From submission to admission (`building_at`), or to the end of a job
+    /// that never started.
+    pub queued: Option<f64>,
+    /// From admission to the hand-over to the checker, retries included.
+    pub building: Option<f64>,
+    pub checking: Option<f64>,
+    /// From `awaiting_approval_at` to the decision that settled the job, or
+    /// to its end (expired, cancelled).
+    pub awaiting_approval: Option<f64>,
+    /// From submission to the end (`completed_at`).
+    pub total: Option<f64>,
+}
+
+impl From<PhaseDurations> for PhaseSecondsView {
+    fn from(durations: PhaseDurations) -> Self {
+        let seconds = |stretch| {
+            durations
+                .of(stretch)
+                .map(|d: chrono::TimeDelta| d.num_milliseconds() as f64 / 1000.0)
+        };
+        PhaseSecondsView {
+            queued: seconds(Stretch::Queued),
+            building: seconds(Stretch::Building),
+            checking: seconds(Stretch::Checking),
+            awaiting_approval: seconds(Stretch::AwaitingApproval),
+            total: seconds(Stretch::Total),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ApprovalView {
     pub approved: bool,
@@ -311,6 +387,34 @@ pub struct ApprovalView {
     pub decided_at: DateTime<Utc>,
     /// Who decided (`anonymous` when authentication is off).
     pub decided_by: Option<String>,
+    /// The snapshot the decision is about.
+    #[serde(default)]
+    pub snapshot: Option<String>,
+}
+
+impl From<&ApprovalDecision> for ApprovalView {
+    fn from(decision: &ApprovalDecision) -> Self {
+        ApprovalView {
+            approved: decision.approved,
+            comment: decision.comment.clone(),
+            decided_at: decision.decided_at,
+            decided_by: decision.decided_by.clone(),
+            snapshot: decision.snapshot.clone(),
+        }
+    }
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// The decision that settled `job`, if one did.
+fn settling_decision(job: &Job) -> Option<&ApprovalDecision> {
+    let tally = job.tally();
+    match tally.outcome()? {
+        true => tally.approvers.last().copied(),
+        false => tally.rejection,
+    }
 }
 
 impl From<&Job> for JobStatusResponse {
@@ -348,18 +452,22 @@ impl From<&Job> for JobStatusResponse {
             branch: status.source.branch.clone(),
             commit: status.source.commit.clone(),
             pull_request_url: status.source.pull_request_url.clone(),
-            approval: job.spec.approval.as_ref().map(|a| ApprovalView {
-                approved: a.approved,
-                comment: a.comment.clone(),
-                decided_at: a.decided_at,
-                decided_by: a.decided_by.clone(),
-            }),
+            approval: settling_decision(job).map(ApprovalView::from),
+            approvals: job.spec.approvals.iter().map(ApprovalView::from).collect(),
+            required_approvals: job.spec.required_approvals.max(1),
+            approved_by: job
+                .tally()
+                .approver_names()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
             cancel_requested: job.spec.cancel_requested,
             resource_version: job.resource_version,
             phase: job.spec.phase,
             test_code: job.spec.test_code.clone(),
             project_id: job.spec.project_id.clone(),
             allowed_domains: job.spec.allowed_domains.clone(),
+            phase_seconds: job.phase_durations().into(),
             builder_usage: None,
             checker_usage: None,
             egress: None,

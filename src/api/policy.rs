@@ -1,5 +1,5 @@
 //! What a submitted job may ask for: its task, which images, which project
-//! path, which Git source. Checked at the door, so a hostile request is
+//! path, which Git source, how many approvals; and who may decide on it. Checked at the door, so a hostile request is
 //! refused with 422 before anything runs. Each field's rule is a
 //! [`TextRule`], which the OpenAPI document states as it is (see
 //! `docs::document`): the images, project roots and source roots come from
@@ -11,8 +11,8 @@ use super::error::{ApiError, ApiResult};
 use super::rules::{
     self, BLANK, CONTROL_BUT_LINE_BREAKS, NOTHING, SPACE_OR_CONTROL, TextRule, escape,
 };
-use crate::config::Config;
-use crate::job::{MAX_PROJECT_ID_CHARS, PROJECT_ID_PATTERN};
+use crate::config::{ApprovalConfig, Config};
+use crate::job::{ApprovalRules, MAX_PROJECT_ID_CHARS, PROJECT_ID_PATTERN};
 use icarus_core::egress::{MAX_JOB_RULES, MAX_RULE_CHARS, RULE_PATTERN};
 
 /// Longest task description accepted, in characters.
@@ -44,6 +44,10 @@ pub struct SpawnPolicy {
     source_roots: Vec<PathBuf>,
     /// The shape of a local repository path, when any source root exists.
     local_repository: Option<TextRule>,
+    /// How many approvals a job needs, and may ask for (`approval.*`).
+    pub approvals: ApprovalConfig,
+    /// Whether a job's submitter may decide on it (`auth.separation_of_duties`).
+    separation_of_duties: bool,
 }
 
 /// The configured agent images, and what else a job may name.
@@ -113,7 +117,16 @@ impl SpawnPolicy {
                 .map(|pattern| TextRule::matching(MAX_NAME_CHARS, &format!("^{pattern}$")))
                 .transpose()?,
             source_roots,
+            approvals: config.approval.clone(),
+            separation_of_duties: config.auth.separation_of_duties,
         })
+    }
+
+    /// The rules every decision on a job is checked against.
+    pub fn approval_rules(&self) -> ApprovalRules {
+        ApprovalRules {
+            separation_of_duties: self.separation_of_duties,
+        }
     }
 
     /// Text with something to read in it: lines and tabs, but no other

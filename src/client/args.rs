@@ -19,7 +19,8 @@ Exit codes:
   3  the job failed
   4  the job was rejected
   5  the job was cancelled
-  6  the server could not be reached";
+  6  the server could not be reached
+  7  the job's approval deadline passed without a decision (expired)";
 
 /// The client commands, each a subcommand of `icarus`.
 #[derive(Debug, Subcommand)]

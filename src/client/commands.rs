@@ -257,6 +257,17 @@ fn describe(
         }
         fields.push(("Decision", text));
     }
+    if status.required_approvals > 1 || status.approved_by.len() > 1 {
+        let mut text = format!(
+            "{} of {}",
+            status.approved_by.len(),
+            status.required_approvals
+        );
+        if !status.approved_by.is_empty() {
+            text.push_str(&format!(" ({})", status.approved_by.join(", ")));
+        }
+        fields.push(("Approvals", text));
+    }
     let mut text: String = fields
         .iter()
         .map(|(name, value)| {

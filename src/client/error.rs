@@ -24,6 +24,8 @@ impl ExitCodes {
     /// The server could not be reached (refused, unknown name, timed out):
     /// worth trying again.
     pub const UNREACHABLE: u8 = 6;
+    /// The watched job's approval deadline passed without a decision.
+    pub const EXPIRED: u8 = 7;
 }
 
 /// One client command's failure.
@@ -105,6 +107,7 @@ impl Error {
             Error::JobEnded { phase, .. } => match phase {
                 Phase::Rejected => ExitCodes::REJECTED,
                 Phase::Cancelled => ExitCodes::CANCELLED,
+                Phase::Expired => ExitCodes::EXPIRED,
                 _ => ExitCodes::FAILED,
             },
             _ => ExitCodes::ERROR,

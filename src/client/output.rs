@@ -43,7 +43,7 @@ impl Colour {
     pub fn of(phase: Phase) -> Colour {
         match phase {
             Phase::Completed => Colour::Green,
-            Phase::Failed | Phase::Rejected | Phase::Cancelled => Colour::Red,
+            Phase::Failed | Phase::Rejected | Phase::Cancelled | Phase::Expired => Colour::Red,
             Phase::AwaitingApproval => Colour::Yellow,
             Phase::Building | Phase::Checking | Phase::Approved => Colour::Blue,
             Phase::Pending => Colour::Plain,

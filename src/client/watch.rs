@@ -37,16 +37,18 @@ pub fn settled(status: &JobStatusResponse) -> bool {
 /// [`Error::JobEnded`] whose exit code says how it ended.
 pub fn outcome(status: &JobStatusResponse, id: JobId) -> Result<()> {
     match status.status {
-        Phase::Failed | Phase::Rejected | Phase::Cancelled => Err(Error::JobEnded {
-            job: id,
-            phase: status.status,
-            reason: status.reason.clone(),
-            message: status
-                .error_message
-                .as_deref()
-                .map(|m| format!(": {}", one_line(m, 200)))
-                .unwrap_or_default(),
-        }),
+        Phase::Failed | Phase::Rejected | Phase::Cancelled | Phase::Expired => {
+            Err(Error::JobEnded {
+                job: id,
+                phase: status.status,
+                reason: status.reason.clone(),
+                message: status
+                    .error_message
+                    .as_deref()
+                    .map(|m| format!(": {}", one_line(m, 200)))
+                    .unwrap_or_default(),
+            })
+        }
         _ => Ok(()),
     }
 }
@@ -269,7 +271,7 @@ impl View {
         let reached = stages(status);
         let ended_badly = matches!(
             status.status,
-            Phase::Failed | Phase::Rejected | Phase::Cancelled
+            Phase::Failed | Phase::Rejected | Phase::Cancelled | Phase::Expired
         );
         for (index, stage) in reached.iter().enumerate() {
             let current = index + 1 == reached.len();

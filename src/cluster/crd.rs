@@ -11,7 +11,9 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::config::MAX_REQUIRED_APPROVALS;
 use crate::job::admission::{MAX_PRIORITY, MIN_PRIORITY};
+use crate::job::approval::{MAX_COMMENT_CHARS, MAX_SNAPSHOT_CHARS};
 use crate::job::{
     ApprovalDecision, DEFAULT_PROJECT_ID, JobSource, JobSpec, MAX_PROJECT_ID_CHARS,
     PROJECT_ID_PATTERN, ProjectPhase, TEST_CODE_CEILING_BYTES,
@@ -50,6 +52,7 @@ pub const IMAGE_PATTERN: &str = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9
 #[x_kube(validation = immutable("projectId"))]
 #[x_kube(validation = immutable("allowedDomains"))]
 #[x_kube(validation = immutable("priority"))]
+#[x_kube(validation = immutable("requiredApprovals"))]
 #[x_kube(validation = test_code_bytes())]
 #[serde(rename_all = "camelCase")]
 pub struct IcarusJobSpec {
@@ -71,9 +74,23 @@ pub struct IcarusJobSpec {
     /// A Git repository the workspace is checked out from and published to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<JobSource>,
-    /// The human's verdict; honoured only while the job awaits approval.
+    /// One person's verdict; honoured only while the job awaits approval.
+    /// The form from before `approvals`, taken as their first entry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalSpec>,
+    /// People's verdicts, in order (a GitOps pipeline appends one per
+    /// reviewer): each honoured while the job awaits approval, under the
+    /// same rules as `POST /jobs/{id}/approve` (one per person counted, one
+    /// rejection rejects). Taken once: removing an entry undoes nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_SPEC_APPROVALS))]
+    pub approvals: Vec<ApprovalSpec>,
+    /// How many distinct people must approve: raised to
+    /// `approval.required` and lowered to `approval.max_required` of the
+    /// configuration; absent: `approval.required`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<i32>", range(min = 1, max = MAX_REQUIRED_APPROVALS))]
+    pub required_approvals: Option<u32>,
     /// Stop the job (agents are removed) unless it already finished.
     #[serde(default)]
     pub cancel: bool,
@@ -150,19 +167,35 @@ fn default_project_path() -> String {
 pub struct ApprovalSpec {
     pub approved: bool,
     #[serde(default)]
+    #[schemars(length(max = MAX_COMMENT_CHARS))]
     pub comment: String,
     /// The snapshot (`status.snapshot`) the decision is about; a decision
     /// naming another is not acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_SNAPSHOT_CHARS))]
     pub snapshot: Option<String>,
+    /// Who decided: the person counted (once) towards the approvals, and
+    /// refused if they submitted the job under separation of duties.
+    /// Absent: `kubernetes` (so unnamed entries count as one person).
+    /// Whoever may write the spec may write any name here: RBAC on
+    /// IcarusJobs is what vouches for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = MAX_APPROVER_CHARS))]
+    pub by: Option<String>,
 }
+
+/// The most entries `spec.approvals` may hold.
+pub const MAX_SPEC_APPROVALS: u32 = 100;
+
+/// The longest approver name `spec.approvals[].by` may hold.
+pub const MAX_APPROVER_CHARS: u32 = 256;
 
 /// What the controller observed.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IcarusJobStatus {
     /// `pending`, `building`, `checking`, `awaiting_approval`, `approved`,
-    /// `completed`, `rejected`, `failed` or `cancelled`.
+    /// `completed`, `rejected`, `failed`, `cancelled` or `expired`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -230,6 +263,8 @@ impl IcarusJobSpec {
             checker_image: None,
             source: None,
             approval: None,
+            approvals: Vec::new(),
+            required_approvals: None,
             cancel: false,
             publish_requests: 0,
             phase: ProjectPhase::I,
@@ -240,6 +275,11 @@ impl IcarusJobSpec {
         }
     }
 
+    /// Every decision in the spec, in order: `approval`, then `approvals`.
+    pub fn decisions(&self) -> impl Iterator<Item = &ApprovalSpec> {
+        self.approval.iter().chain(&self.approvals)
+    }
+
     /// The domain's desired state for this resource. `decided_at` is the
     /// moment the controller first saw the decision.
     pub fn to_job_spec(&self, seen_at: chrono::DateTime<chrono::Utc>) -> JobSpec {
@@ -248,13 +288,17 @@ impl IcarusJobSpec {
             project_path: self.project_path.clone(),
             builder_image: self.builder_image.clone(),
             checker_image: self.checker_image.clone(),
-            approval: self.approval.as_ref().map(|approval| ApprovalDecision {
-                approved: approval.approved,
-                comment: approval.comment.clone(),
-                decided_at: seen_at,
-                decided_by: None,
-                snapshot: approval.snapshot.clone(),
-            }),
+            approvals: self
+                .decisions()
+                .map(|approval| ApprovalDecision {
+                    approved: approval.approved,
+                    comment: approval.comment.clone(),
+                    decided_at: seen_at,
+                    decided_by: approval.by.clone(),
+                    snapshot: approval.snapshot.clone(),
+                })
+                .collect(),
+            required_approvals: self.required_approvals.unwrap_or(1),
             cancel_requested: self.cancel,
             source: self.source.clone(),
             publish_requests: self.publish_requests,
@@ -351,6 +395,7 @@ mod tests {
             approved: true,
             comment: "LGTM".to_owned(),
             snapshot: None,
+            by: None,
         });
         new.spec.cancel = true;
         new.spec.publish_requests = 1;
@@ -414,24 +459,62 @@ mod tests {
         assert!(!crd_yaml().contains("format: uint"), "{}", crd_yaml());
     }
 
+    /// The job spec of a manifest whose spec is the task and `more` (YAML
+    /// lines indented under `spec:`).
+    fn applied(more: &str) -> JobSpec {
+        let manifest = format!(
+            "apiVersion: icarus.dev/v1alpha1\nkind: IcarusJob\nmetadata: {{name: add-logging}}\n\
+             spec:\n  task: Add logging to the API{more}"
+        );
+        let job: IcarusJob = serde_yaml::from_str(&manifest).unwrap();
+        job.spec.to_job_spec(chrono::Utc::now())
+    }
+
     #[test]
     fn a_manifest_with_an_approval_becomes_a_decided_job_spec() {
-        let manifest = r#"
-apiVersion: icarus.dev/v1alpha1
-kind: IcarusJob
-metadata: {name: add-logging}
-spec:
-  task: Add logging to the API
+        let spec = applied(
+            r#"
   source: {repository: "https://github.com/acme/api.git", ref: main}
   approval: {approved: true, comment: LGTM}
-"#;
-        let job: IcarusJob = serde_yaml::from_str(manifest).unwrap();
-        let spec = job.spec.to_job_spec(chrono::Utc::now());
+"#,
+        );
         assert_eq!(spec.project_path, "/workspace");
         assert_eq!(spec.source.unwrap().reference.as_deref(), Some("main"));
-        let approval = spec.approval.unwrap();
+        let approval = &spec.approvals[0];
         assert!(approval.approved);
         assert_eq!(approval.comment, "LGTM");
+    }
+
+    #[test]
+    fn a_manifest_with_a_list_of_approvals_becomes_the_decisions_in_order() {
+        let spec = applied(
+            r#"
+  requiredApprovals: 2
+  approvals:
+  - {approved: true, by: alice}
+  - {approved: true, by: bob, comment: fine}
+"#,
+        );
+        assert_eq!(spec.required_approvals, 2);
+        assert_eq!(
+            crate::job::fixtures::deciders(&spec),
+            [Some("alice"), Some("bob")]
+        );
+    }
+
+    #[test]
+    fn the_required_approvals_are_fixed_at_creation() {
+        let old = created(IcarusJobSpec {
+            required_approvals: Some(2),
+            ..IcarusJobSpec::new("Add logging")
+        });
+        let mut new = old.clone();
+        new.spec.required_approvals = Some(1);
+        let refused = update_refused(&old, &new).unwrap();
+        assert!(
+            refused.contains("spec.requiredApprovals cannot change"),
+            "{refused}"
+        );
     }
 
     #[test]

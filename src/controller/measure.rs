@@ -1,6 +1,7 @@
 //! What a status about to be written tells the metrics: how long a job
 //! waited for admission, how long the hand-over from builder to checker
-//! took, how long agents ran. Worked out before the write, from the job as
+//! took, how long agents ran, how long each part of the job's life that
+//! this write ends took. Worked out before the write, from the job as
 //! read, the status planned and what was observed; reported only once the
 //! write has landed, so a lost race counts nothing twice.
 
@@ -9,6 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::job::plan::Transition;
+use crate::job::timers::Stretch;
 use crate::job::workload::{Observed, WorkloadState};
 use crate::job::{Job, JobStatus, Phase, Role};
 use crate::metrics::ControllerMetrics;
@@ -23,6 +25,8 @@ pub(super) struct Measures {
     handover: Option<Duration>,
     /// Agents whose exit this write is the first to record: start → exit.
     runs: Vec<(Role, Duration)>,
+    /// Parts of the job's life (queued, building...) this write ends.
+    stretches: Vec<(Stretch, Duration)>,
 }
 
 impl Measures {
@@ -39,6 +43,9 @@ impl Measures {
         }
         for (role, ran) in self.runs {
             metrics.agent_ran(role, ran);
+        }
+        for (stretch, took) in self.stretches {
+            metrics.phase_ended(stretch, took);
         }
     }
 }
@@ -76,7 +83,24 @@ pub(super) fn measure(
         admission_wait,
         handover,
         runs,
+        stretches: stretches_ended(job, next),
     }
+}
+
+/// The parts of the job's life measured in `next` and not before: those
+/// this write ends.
+fn stretches_ended(job: &Job, next: &JobStatus) -> Vec<(Stretch, Duration)> {
+    let before = job.phase_durations();
+    let after = Job {
+        status: next.clone(),
+        ..job.clone()
+    }
+    .phase_durations();
+    Stretch::ALL
+        .into_iter()
+        .filter(|stretch| before.of(*stretch).is_none())
+        .filter_map(|stretch| Some((stretch, after.of(stretch)?.to_std().ok()?)))
+        .collect()
 }
 
 /// `to - from`, when both are known and in that order.

@@ -220,7 +220,9 @@ fn publish_request(job: &Job, settings: &PublishConfig) -> Option<PublishRequest
         "{subject}\n\n{}\n\n{JOB_TRAILER}: {}\n{SNAPSHOT_TRAILER}: {snapshot}",
         job.spec.task, job.id
     );
-    if let Some(approval) = &job.spec.approval {
+    // Every approval counted, in the order they came: a trailer group each.
+    let approvers = job.tally().approvers;
+    for approval in &approvers {
         if let Some(by) = &approval.decided_by {
             message.push_str(&format!("\nApproved-by: {}", one_line(by)));
         }
@@ -233,10 +235,10 @@ fn publish_request(job: &Job, settings: &PublishConfig) -> Option<PublishRequest
             message.push_str(&format!("\nApproval-comment: {comment}"));
         }
     }
-    let committed_at = job
-        .spec
-        .approval
-        .as_ref()
+    // Dated at the approval that completed the count: the same commit
+    // whenever it is made again.
+    let committed_at = approvers
+        .last()
         .map_or(job.created_at, |approval| approval.decided_at);
     Some(PublishRequest {
         job: job.id,
@@ -267,7 +269,7 @@ mod tests {
             reference: None,
         });
         job.status.source.base_commit = Some("2222222222222222222222222222222222222222".into());
-        job.spec.approval = Some(ApprovalDecision {
+        job.spec.approvals.push(ApprovalDecision {
             approved: true,
             comment: comment.to_owned(),
             decided_at: at(5),
@@ -275,6 +277,29 @@ mod tests {
             snapshot: job.status.source.snapshot.clone(),
         });
         job
+    }
+
+    #[test]
+    fn the_published_commit_names_every_approver_in_a_trailer_and_is_dated_at_the_last() {
+        let publish = Config::embedded_default().unwrap().publish;
+        let mut job = approved_job("alice", "looks right");
+        job.spec.required_approvals = 2;
+        job.spec.approvals.push(ApprovalDecision {
+            approved: true,
+            comment: String::new(),
+            decided_at: at(9),
+            decided_by: Some("bob".to_owned()),
+            snapshot: job.status.source.snapshot.clone(),
+        });
+        let request = publish_request(&job, &publish).unwrap();
+        let approvers: Vec<&str> = request
+            .message
+            .lines()
+            .filter_map(|line| line.strip_prefix("Approved-by: "))
+            .collect();
+        assert_eq!(approvers, ["alice", "bob"], "{}", request.message);
+        assert!(request.message.contains("Approval-comment: looks right"));
+        assert_eq!(request.committed_at, at(9));
     }
 
     #[test]

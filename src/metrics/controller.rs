@@ -12,6 +12,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::job::plan::Transition;
+use crate::job::timers::Stretch;
 use crate::job::{Reason, Role};
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -26,6 +27,11 @@ struct TransitionLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RoleLabels {
     role: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StretchLabels {
+    phase: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -72,6 +78,11 @@ fn long_durations() -> Histogram {
     Histogram::new(exponential_buckets(1.0, 2.0, 14))
 }
 
+/// 1 s to about 12 days: a part of a job's life, a wait on a person included.
+fn phase_durations() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 21))
+}
+
 /// The controller's families.
 #[derive(Debug, Clone)]
 pub struct ControllerMetrics {
@@ -82,6 +93,7 @@ pub struct ControllerMetrics {
     handover: Histogram,
     agent_start: HistogramFamily<RoleLabels>,
     agent_run: HistogramFamily<RoleLabels>,
+    phase_duration: HistogramFamily<StretchLabels>,
 }
 
 impl ControllerMetrics {
@@ -94,6 +106,7 @@ impl ControllerMetrics {
             handover: starts(),
             agent_start: Family::new_with_constructor(starts),
             agent_run: Family::new_with_constructor(long_durations),
+            phase_duration: Family::new_with_constructor(phase_durations),
         };
         registry.register(
             "job_transitions",
@@ -130,7 +143,21 @@ impl ControllerMetrics {
             "From an agent's start to its exit, by role",
             metrics.agent_run.clone(),
         );
+        registry.register(
+            "job_phase_duration_seconds",
+            "How long jobs spent in each part of their life, observed when it ends: phase queued (submission to admission), building, checking, awaiting_approval (to the decision or the job's end), total (submission to the end)",
+            metrics.phase_duration.clone(),
+        );
         metrics
+    }
+
+    /// A part of a job's life that ended after `took`.
+    pub fn phase_ended(&self, stretch: Stretch, took: Duration) {
+        self.phase_duration
+            .get_or_create(&StretchLabels {
+                phase: stretch.as_str(),
+            })
+            .observe(took.as_secs_f64());
     }
 
     /// A transition the controller wrote.

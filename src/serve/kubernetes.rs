@@ -20,6 +20,7 @@ use crate::runtime::kubernetes::KubeRuntime;
 use crate::runtime::kubernetes::workloads::WorkloadSettings;
 use crate::source::pods::{GitPodSettings, PodSourceControl};
 use crate::store::Store;
+use crate::store::kubernetes::bridge::DecisionRules;
 use crate::store::kubernetes::upstream::ResourceUpstream;
 use crate::store::kubernetes::{ResourceIndex, sync};
 
@@ -33,6 +34,7 @@ pub struct KubernetesMode {
     git: GitPodSettings,
     /// `queue.default_priority`, for IcarusJobs that name none.
     default_priority: i32,
+    decisions: DecisionRules,
 }
 
 impl KubernetesMode {
@@ -68,6 +70,7 @@ impl KubernetesMode {
             settings,
             git: GitPodSettings::from_config(config),
             default_priority: config.queue.default_priority,
+            decisions: DecisionRules::from_config(config),
         };
         (mode, Arc::new(runtime))
     }
@@ -83,6 +86,7 @@ impl KubernetesMode {
         let recorder = kube::runtime::events::Recorder::new(self.client.clone(), reporter);
         let index = self.index.clone();
         let default_priority = self.default_priority;
+        let decisions = self.decisions.clone();
         LeaderLoop {
             name: "IcarusJob sync",
             run: Box::new(move |store: Store, shutdown: CancellationToken| {
@@ -92,6 +96,7 @@ impl KubernetesMode {
                     store,
                     index.clone(),
                     default_priority,
+                    decisions.clone(),
                     shutdown.clone(),
                 );
                 Box::pin(async move {

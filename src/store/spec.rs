@@ -93,8 +93,10 @@ impl Store {
                     written: false,
                 });
             };
+            // Decisions are only ever added: those past the ones read are new.
+            let new_decisions = job.spec.approvals.len();
             job.spec = *spec;
-            match self.update_job(&job, None).await {
+            match self.update_job_spec(&job, new_decisions).await {
                 Ok(job) => return Ok(SpecWrite { job, written: true }),
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(other) => return Err(other.into()),

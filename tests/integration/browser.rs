@@ -516,3 +516,64 @@ async fn a_diff_cut_at_two_mebibytes_lists_its_files_at_once_and_draws_each_when
     );
     ui.assert_no_script_errors().await;
 }
+
+/// Egress is shown and governed on the job page: a destination the builder
+/// was refused as unlisted is listed, and an approver allows it there.
+#[tokio::test]
+async fn a_pending_egress_request_is_shown_on_the_job_page_and_allowed_from_it() {
+    let Some(browser) = start_browser("egress").await else {
+        return;
+    };
+    let server = crate::support::TestServer::sqlite().await;
+    let ui = Ui {
+        base: server.base.clone(),
+        http: reqwest::Client::new(),
+        browser,
+        test: "egress",
+        _process: None,
+    };
+    let id = server.spawn("Needs a mirror").await;
+    server.wait_for_builder(id).await;
+    let now = icarus::job::timestamp_now();
+    let refused = icarus::store::EgressTally {
+        job: id,
+        traffic: icarus::store::EgressTraffic {
+            role: icarus::job::Role::Builder,
+            attempt: 1,
+            host: "mirror.example".to_owned(),
+            port: 443,
+            verdict: icarus::store::EgressVerdict::Unlisted,
+            reason: Some("mirror.example:443 is not on the allow-list".to_owned()),
+            connections: 1,
+            bytes_sent: 0,
+            bytes_received: 0,
+            cut_at_budget: 0,
+            first_at: now,
+            last_at: now,
+        },
+    };
+    let store = server.orchestrator.as_ref().unwrap().store();
+    store.add_egress_traffic(&refused).await.unwrap();
+
+    let browser = &ui.browser;
+    browser.goto(&ui.url(&format!("/ui#/jobs/{id}"))).await;
+    browser
+        .find_text("#egress-requests", "mirror.example:443")
+        .await;
+    browser.find_text("#details", "1 refused").await;
+    ui.screenshot("job-egress-request").await;
+    browser.click("#egress-requests button").await;
+    eventually(Duration::from_secs(10), || async {
+        let (_, egress) = server.get(&format!("/jobs/{id}/egress")).await;
+        (egress["allowances"][0]["rule"] == "mirror.example:443").then_some(())
+    })
+    .await;
+    browser
+        .wait_for("the request no longer pending", || async {
+            let script = "return document.getElementById('egress-requests') === null;";
+            (browser.run(script, json!([])).await == json!(true)).then_some(())
+        })
+        .await;
+    ui.screenshot("job-egress-allowed").await;
+    ui.assert_no_script_errors().await;
+}

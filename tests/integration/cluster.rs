@@ -395,7 +395,8 @@ async fn cluster_a_rest_spawn_creates_an_icarusjob_and_a_rest_approval_lands_in_
         .await;
     assert_eq!(code, 200, "{body}");
     let approved = cluster.jobs.get(&name).await.unwrap();
-    assert_eq!(approved.spec.approval.map(|a| a.approved), Some(true));
+    let decisions: Vec<_> = approved.spec.approvals.iter().map(|a| a.approved).collect();
+    assert_eq!(decisions, [true]);
     cluster.wait_for_phase(&name, "completed").await;
     cluster.finish().await;
 }

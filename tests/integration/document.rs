@@ -246,3 +246,26 @@ async fn the_document_states_the_original_fields_rules_and_the_server_keeps_to_t
         assert_eq!(code, if allowed { 200 } else { 422 }, "{id}: {body}");
     }
 }
+
+#[tokio::test]
+async fn the_document_bounds_the_approvals_a_job_may_ask_for_as_configured() {
+    let server = TestServer::sqlite_with(|c| {
+        c.approval.required = 2;
+        c.approval.max_required = 4;
+    })
+    .await;
+    let doc = document(&server).await;
+    let asked = &doc["components"]["schemas"]["SpawnRequest"]["properties"]["required_approvals"];
+    assert_eq!(asked["minimum"], 2, "{asked}");
+    assert_eq!(asked["maximum"], 4, "{asked}");
+    for (value, code) in [(1, 422), (2, 201), (4, 201), (5, 422)] {
+        let body = json!({"task": "t", "required_approvals": value});
+        let (answered, body) = server.post("/jobs/spawn", body).await;
+        assert_eq!(answered, code, "{value}: {body}");
+    }
+    let phases = &doc["components"]["schemas"]["Phase"]["enum"];
+    assert!(
+        phases.as_array().unwrap().contains(&json!("expired")),
+        "{phases}"
+    );
+}

@@ -932,3 +932,47 @@ async fn a_workspace_nested_without_end_is_refused_not_walked_to_a_crash() {
     assert!(refused.is_permanent());
     assert!(refused.to_string().contains("deeper than"), "{refused}");
 }
+
+#[tokio::test]
+async fn a_job_approved_by_two_people_is_published_with_a_trailer_for_each() {
+    use icarus::config::AccessRole;
+    const ANN: &str = "approver-ann-0123456789";
+    const BEN: &str = "approver-ben-0123456789";
+    let remote = Remote::new();
+    let server = TestServer::sqlite_with(|c| {
+        remote.allow_in(c);
+        c.auth.enabled = true;
+        c.auth.tokens = vec![
+            crate::support::token("ann", AccessRole::Approver, ANN),
+            crate::support::token("ben", AccessRole::Approver, BEN),
+        ];
+        c.approval.required = 2;
+    })
+    .await;
+    let ann = server.as_holder_of(ANN);
+    let body = json!({"task": "Add login", "source": {"repository": remote.url(), "ref": "main"}});
+    let (code, body) = ann.post("/jobs/spawn", body).await;
+    assert_eq!(code, 201, "{body}");
+    let id: JobId = body["job_id"].as_str().unwrap().parse().unwrap();
+    server.wait_for_builder_as(&ann, id).await;
+    let dir = workspace(&server, id);
+    std::fs::write(dir.join("README.md"), "# Demo\n\nnew line\n").unwrap();
+    server.pass_build_and_check_as(&ann, id).await;
+    for (api, comment) in [(&ann, "looks right"), (&server.as_holder_of(BEN), "")] {
+        let (code, body) = api
+            .post(
+                &format!("/jobs/{id}/approve"),
+                json!({"approved": true, "comment": comment}),
+            )
+            .await;
+        assert_eq!(code, 200, "{body}");
+    }
+    let status = ann.wait_for(id, "completed").await;
+    let shown = remote.show(status["commit"].as_str().unwrap());
+    let approvers: Vec<&str> = shown
+        .lines()
+        .filter_map(|line| line.strip_prefix("Approved-by: "))
+        .collect();
+    assert_eq!(approvers, ["ann", "ben"], "{shown}");
+    assert!(shown.contains("Approval-comment: looks right"), "{shown}");
+}

@@ -36,7 +36,6 @@ const EVENTS: &str = "events.events.k8s.io";
 /// How long any condition may take to be reached.
 const PATIENCE: Duration = Duration::from_secs(20);
 const SUBMITTED_BY: &str = "icarus.dev/submitted-by";
-const DECIDED_BY: &str = "icarus.dev/decided-by";
 
 /// The API token of `sam`, a submitter (see [`with_tokens`]).
 const SAM: &str = "submitter-sam-0123456789";
@@ -831,6 +830,110 @@ async fn mock_api_a_rejection_in_the_spec_rejects_the_icarusjob_and_deletes_both
     cluster.shut_down().await;
 }
 
+#[tokio::test]
+async fn mock_api_an_icarusjob_left_undecided_past_its_approval_deadline_expires_and_its_claims_go()
+{
+    let cluster = Cluster::start_with(|c| c.approval.timeout_seconds = 1).await;
+    let id = cluster.submit("add-logging", "Add logging").await;
+    cluster.through_checks("add-logging", id).await;
+    let expired = cluster.wait_for_phase("add-logging", "expired").await;
+    assert_eq!(expired["status"]["reason"], "ApprovalTimedOut");
+    cluster.wait_for_no_claims(id).await;
+    cluster.wait_for_no_pods(id).await;
+    let said = ("Normal".to_owned(), "ApprovalTimedOut".to_owned());
+    cluster
+        .until("a Kubernetes Event says why", |_| {
+            cluster
+                .event_reasons("add-logging")
+                .contains(&said)
+                .then_some(())
+        })
+        .await;
+    cluster.shut_down().await;
+}
+
+/// The status the REST API shows for job `id` once `done` holds of it.
+async fn rest_status_once(cluster: &Cluster, id: JobId, done: impl Fn(&Value) -> bool) -> Value {
+    crate::support::eventually(PATIENCE, || async {
+        let (_, status) = cluster.rest.get(&format!("/jobs/{id}/status")).await;
+        done(&status).then_some(status)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn mock_api_a_gitops_list_of_approvals_completes_the_icarusjob_once_enough_distinct_people_approved()
+ {
+    let cluster = Cluster::start().await;
+    let id = cluster
+        .submit_spec(
+            "add-logging",
+            IcarusJobSpec {
+                required_approvals: Some(2),
+                ..IcarusJobSpec::new("Add logging")
+            },
+        )
+        .await;
+    cluster.through_checks("add-logging", id).await;
+
+    // alice twice is one person: the job waits for a second.
+    let alice = json!({"approved": true, "comment": "LGTM", "by": "alice"});
+    cluster
+        .patch_spec("add-logging", json!({"approvals": [alice, alice]}))
+        .await;
+    let status = rest_status_once(&cluster, id, |s| s["approved_by"] == json!(["alice"])).await;
+    assert_eq!(status["required_approvals"], 2);
+    let since = cluster.kube.requests().len();
+    cluster.wait_for_a_look_since(id, since).await;
+    let (_, status) = cluster.rest.get(&format!("/jobs/{id}/status")).await;
+    assert_eq!(status["status"], "awaiting_approval", "{status}");
+
+    let bob = json!({"approved": true, "by": "bob"});
+    cluster
+        .patch_spec("add-logging", json!({"approvals": [alice, alice, bob]}))
+        .await;
+    cluster.wait_for_phase("add-logging", "completed").await;
+    let (_, status) = cluster.rest.get(&format!("/jobs/{id}/status")).await;
+    assert_eq!(status["approved_by"], json!(["alice", "bob"]));
+    assert_eq!(status["approval"]["decided_by"], "bob");
+    cluster.shut_down().await;
+}
+
+#[tokio::test]
+async fn mock_api_under_separation_of_duties_an_approval_in_the_spec_by_the_rest_submitter_is_not_taken()
+ {
+    let cluster = Cluster::start_with(|c| {
+        with_tokens(c);
+        c.auth.separation_of_duties = true;
+    })
+    .await;
+    cluster.wait_for_the_resource_watch().await;
+    let (id, name) = cluster.spawn_as(SAM, "Add logging").await;
+    cluster.through_checks(&name, id).await;
+    cluster
+        .patch_spec(
+            &name,
+            json!({"approvals": [
+                {"approved": true, "comment": "mine", "by": "sam"},
+                {"approved": true, "comment": "reviewed", "by": "ann"},
+            ]}),
+        )
+        .await;
+    cluster.wait_for_phase(&name, "completed").await;
+    let (_, status) = cluster
+        .rest
+        .as_holder_of(ANN)
+        .get(&format!("/jobs/{id}/status"))
+        .await;
+    assert_eq!(status["approved_by"], json!(["ann"]), "{status}");
+    assert_eq!(
+        support::each(&status["approvals"], "decided_by"),
+        ["ann"],
+        "sam's own approval was not taken"
+    );
+    cluster.shut_down().await;
+}
+
 /// Submits a job, runs its builder Pod and deletes it once the controller
 /// has seen it running: someone (or something) removed it behind Icarus's back.
 async fn delete_the_running_builder(cluster: &Cluster) -> (JobId, String) {
@@ -1306,10 +1409,9 @@ async fn mock_api_a_rest_approval_is_merge_patched_into_the_icarusjob_spec_with_
     // it, naming the snapshot decided on (this job's builder wrote nothing).
     let resource = cluster.kube.object(JOBS, &name).unwrap();
     assert_eq!(
-        resource["spec"]["approval"],
-        json!({"approved": true, "comment": "LGTM", "snapshot": EMPTY_TREE})
+        resource["spec"]["approvals"],
+        json!([{"approved": true, "comment": "LGTM", "snapshot": EMPTY_TREE, "by": "ann"}])
     );
-    assert_eq!(resource["metadata"]["annotations"][DECIDED_BY], "ann");
     assert_eq!(resource["metadata"]["annotations"][SUBMITTED_BY], "sam");
     let calls = resource_calls_since(&cluster, since);
     assert_eq!(
@@ -1327,8 +1429,7 @@ async fn mock_api_a_rest_approval_is_merge_patched_into_the_icarusjob_spec_with_
     assert_eq!(
         calls[0].body,
         json!({
-            "metadata": {"annotations": {DECIDED_BY: "ann"}},
-            "spec": {"approval": {"approved": true, "comment": "LGTM", "snapshot": EMPTY_TREE}},
+            "spec": {"approvals": [{"approved": true, "comment": "LGTM", "snapshot": EMPTY_TREE, "by": "ann"}]},
         })
     );
 
@@ -1388,10 +1489,9 @@ async fn mock_api_a_rest_approval_on_a_replica_that_watched_nothing_finds_the_ic
     );
     let resource = cluster.kube.object(JOBS, &name).unwrap();
     assert_eq!(
-        resource["spec"]["approval"],
-        json!({"approved": true, "comment": "ship it", "snapshot": EMPTY_TREE})
+        resource["spec"]["approvals"],
+        json!([{"approved": true, "comment": "ship it", "snapshot": EMPTY_TREE, "by": "ann"}])
     );
-    assert_eq!(resource["metadata"]["annotations"][DECIDED_BY], "ann");
 
     cluster.wait_for_phase(&name, "completed").await;
     let (_, status) = follower

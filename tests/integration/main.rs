@@ -5,6 +5,7 @@
 mod support;
 
 mod api;
+mod approvals;
 mod architecture;
 mod auth;
 mod browser;

@@ -224,6 +224,7 @@ async fn mock_api_the_role_grants_exactly_the_calls_kubernetes_mode_makes() {
         store,
         Default::default(),
         0,
+        Default::default(),
         shutdown.clone(),
     );
     let _ = icarus::store::kubernetes::bridge::write_status(

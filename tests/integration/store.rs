@@ -4,7 +4,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use chrono::TimeDelta;
 use icarus::job::plan::Transition;
-use icarus::job::{Job, JobId, Phase, Reason, Role, TransitionError, Verdict, timestamp_now};
+use icarus::job::{
+    ApprovalRules, Job, JobId, Phase, Reason, Role, TransitionError, Verdict, timestamp_now,
+};
 use icarus::store::{
     AgentReport, AuditRecord, JobFilter, ReportOutcome, SPEC_WRITE_ATTEMPTS, SpecChange,
     SpecUpdate, Store, StoreError, StoreEvent, TelemetrySample, TelemetrySource,
@@ -36,6 +38,7 @@ macro_rules! on_both_databases {
     };
 }
 
+mod approvals;
 mod egress;
 mod lease;
 mod queue;
@@ -506,7 +509,12 @@ impl SpecChange<SpecError> for RacedApproval<'_> {
     async fn decide(&mut self, job: &Job) -> Result<SpecUpdate, SpecError> {
         let call = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
         let spec = job
-            .decide(approval("ship it"), "alice", timestamp_now())
+            .decide(
+                approval("ship it"),
+                "alice",
+                timestamp_now(),
+                ApprovalRules::default(),
+            )
             .map_err(SpecError::Refused)?;
         if call <= self.races {
             let mut current = self.store.get_job(job.id).await?.unwrap();
@@ -555,7 +563,7 @@ async fn a_spec_change_lost_to_a_status_write_is_decided_again_and_keeps_both(st
         Some("audited"),
         "the winner's write is kept"
     );
-    assert_eq!(write.job.spec.approval.unwrap().comment, "ship it");
+    assert_eq!(write.job.spec.approvals[0].comment, "ship it");
 }
 
 async fn a_spec_change_the_winner_of_a_race_made_illegal_is_refused(store: Store) {
@@ -564,7 +572,9 @@ async fn a_spec_change_the_winner_of_a_race_made_illegal_is_refused(store: Store
     let change = raced(&store, 1, &calls, |job| {
         let mut rejection = approval("no");
         rejection.approved = false;
-        job.spec = job.decide(rejection, "bob", timestamp_now()).unwrap();
+        job.spec = job
+            .decide(rejection, "bob", timestamp_now(), ApprovalRules::default())
+            .unwrap();
     });
     let error = store.update_spec(job.id, change).await.unwrap_err();
     assert!(
@@ -576,7 +586,9 @@ async fn a_spec_change_the_winner_of_a_race_made_illegal_is_refused(store: Store
     );
     assert_eq!(calls.into_inner(), 2);
     let stored = store.get_job(job.id).await.unwrap().unwrap();
-    let decision = stored.spec.approval.unwrap();
+    let [decision] = &stored.spec.approvals[..] else {
+        panic!("one decision: {:?}", stored.spec.approvals);
+    };
     assert!(!decision.approved, "the winner's rejection stands");
     assert_eq!(decision.decided_by.as_deref(), Some("bob"));
 }
@@ -596,7 +608,7 @@ async fn a_spec_change_that_keeps_losing_gives_up_after_the_bound(store: Store) 
     );
     assert_eq!(calls.into_inner(), SPEC_WRITE_ATTEMPTS);
     let stored = store.get_job(job.id).await.unwrap().unwrap();
-    assert_eq!(stored.spec.approval, None, "no lost write landed");
+    assert_eq!(stored.spec.approvals, [], "no lost write landed");
 }
 
 async fn a_spec_change_with_nothing_to_change_writes_nothing(store: Store) {

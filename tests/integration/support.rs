@@ -193,6 +193,18 @@ impl Api {
     }
 }
 
+/// `field` of each object in the list `list` (a status's `approvals`, say).
+pub fn each<'a>(list: &'a Value, field: &str) -> Vec<&'a str> {
+    list.as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|item| item[field].as_str())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// One scrape of `/metrics`.
 #[derive(Debug)]
 pub struct Metrics(pub String);

@@ -7,10 +7,12 @@
 //! [`plan::plan`]).
 
 pub mod admission;
+pub mod approval;
 pub mod phase;
 pub mod plan;
 pub mod project;
 pub mod reason;
+pub mod timers;
 pub mod workload;
 
 use std::fmt;
@@ -19,6 +21,7 @@ use std::str::FromStr;
 use chrono::{DateTime, SubsecRound, Utc};
 use uuid::Uuid;
 
+pub use approval::{ApprovalRules, Tally};
 pub use phase::Phase;
 pub use project::{
     DEFAULT_PROJECT_ID, MAX_PROJECT_ID_CHARS, PROJECT_ID_PATTERN, ProjectPhase,
@@ -149,11 +152,26 @@ pub struct JobSpec {
         serde(default, skip_serializing_if = "Option::is_none")
     )]
     pub checker_image: Option<String>,
+    /// Every decision people took on the change, in the order they came
+    /// (see [`approval`]). Read from a spec written before there could be
+    /// several as its one `approval`.
     #[cfg_attr(
         feature = "serde",
-        serde(default, skip_serializing_if = "Option::is_none")
+        serde(
+            default,
+            alias = "approval",
+            deserialize_with = "one_or_many",
+            skip_serializing_if = "Vec::is_empty"
+        )
     )]
-    pub approval: Option<ApprovalDecision>,
+    #[cfg_attr(feature = "schema", schemars(with = "Vec<ApprovalDecision>"))]
+    pub approvals: Vec<ApprovalDecision>,
+    /// How many distinct people must approve; fixed at submission.
+    #[cfg_attr(
+        feature = "serde",
+        serde(default = "one", skip_serializing_if = "is_one")
+    )]
+    pub required_approvals: u32,
     #[cfg_attr(feature = "serde", serde(default))]
     pub cancel_requested: bool,
     #[cfg_attr(
@@ -218,6 +236,36 @@ pub struct Deletion {
 }
 
 #[cfg(feature = "serde")]
+fn one() -> u32 {
+    1
+}
+
+#[cfg(feature = "serde")]
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
+/// A list of decisions, or the one decision (or `null`) a spec written
+/// before there could be several held.
+#[cfg(feature = "serde")]
+fn one_or_many<'de, D>(deserializer: D) -> Result<Vec<ApprovalDecision>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::Deserialize;
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        Many(Vec<ApprovalDecision>),
+        One(Option<ApprovalDecision>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::Many(decisions) => decisions,
+        OneOrMany::One(decision) => decision.into_iter().collect(),
+    })
+}
+
+#[cfg(feature = "serde")]
 fn default_project_id() -> String {
     DEFAULT_PROJECT_ID.to_owned()
 }
@@ -232,7 +280,8 @@ impl JobSpec {
             project_path: project_path.into(),
             builder_image: None,
             checker_image: None,
-            approval: None,
+            approvals: Vec::new(),
+            required_approvals: 1,
             cancel_requested: false,
             source: None,
             submitted_by: None,
@@ -347,6 +396,12 @@ pub struct PhaseTimes {
         serde(default, skip_serializing_if = "Option::is_none")
     )]
     pub approved_at: Option<DateTime<Utc>>,
+    /// When the reminder of a job awaiting approval went out.
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
+    pub reminded_at: Option<DateTime<Utc>>,
     /// When the current attempt may start, if it is a retry: the backoff
     /// after the infrastructure cut the previous one short. Its agent's
     /// deadline counts from then.
@@ -495,6 +550,18 @@ pub enum TransitionError {
         shown: String,
         current: String,
     },
+    /// Separation of duties: the job's submitter may not decide on it.
+    OwnSubmission {
+        id: JobId,
+        by: String,
+    },
+    /// This person's approval is already counted; another is needed.
+    AlreadyApprovedBy {
+        id: JobId,
+        by: String,
+        approvals: usize,
+        required: u32,
+    },
     NotPublishFailed {
         id: JobId,
         phase: Phase,
@@ -522,6 +589,21 @@ impl fmt::Display for TransitionError {
             TransitionError::SnapshotMismatch { id, shown, current } => write!(
                 f,
                 "job {id}'s change is snapshot {current}, not {shown}: look at the change again before deciding"
+            ),
+            TransitionError::OwnSubmission { id, by } => write!(
+                f,
+                "{by} submitted job {id} and may not decide on it: separation of duties \
+                 (auth.separation_of_duties) asks for someone else"
+            ),
+            TransitionError::AlreadyApprovedBy {
+                id,
+                by,
+                approvals,
+                required,
+            } => write!(
+                f,
+                "{by} already approved job {id}; it has {approvals} of the {required} \
+                 approvals it needs, each from a different person"
             ),
             TransitionError::NotPublishFailed { id, phase, reason } => write!(
                 f,
@@ -568,24 +650,26 @@ impl Job {
             )
     }
 
-    /// Records the human's decision. Only a job awaiting approval, and not yet
-    /// decided, accepts one; the controller then moves it on.
-    /// The decision is bound to the job's snapshot: a decider who names
-    /// the snapshot they were shown is refused if it is not the job's.
+    /// Records a person's decision. Only a job awaiting approval, and not
+    /// yet settled (rejected, or approved by enough people), accepts one;
+    /// the controller then moves it on once the decisions add up (see
+    /// [`approval`]). Each decision is bound to the job's snapshot: a decider
+    /// who names the snapshot they were shown is refused if it is not the
+    /// job's. A second approval by the same person is refused; a rejection
+    /// by someone who approved before is taken (they changed their mind).
     pub fn decide(
         &self,
         verdict: Verdict,
         by: &str,
         now: DateTime<Utc>,
+        rules: ApprovalRules,
     ) -> Result<JobSpec, TransitionError> {
-        if let Some(previous) = &self.spec.approval {
+        let current = self.status.source.snapshot.as_deref();
+        let tally = Tally::of(&self.spec, current);
+        if let Some(approved) = tally.outcome() {
             return Err(TransitionError::AlreadyDecided {
                 id: self.id,
-                verdict: if previous.approved {
-                    "approved"
-                } else {
-                    "rejected"
-                },
+                verdict: if approved { "approved" } else { "rejected" },
             });
         }
         if self.status.phase != Phase::AwaitingApproval {
@@ -594,7 +678,6 @@ impl Job {
                 phase: self.status.phase,
             });
         }
-        let current = self.status.source.snapshot.as_deref();
         if let Some(shown) = &verdict.snapshot
             && Some(shown.as_str()) != current
         {
@@ -606,8 +689,22 @@ impl Job {
                     .to_owned(),
             });
         }
+        if rules.separation_of_duties && self.spec.submitted_by.as_deref() == Some(by) {
+            return Err(TransitionError::OwnSubmission {
+                id: self.id,
+                by: by.to_owned(),
+            });
+        }
+        if verdict.approved && tally.has_approved(by) {
+            return Err(TransitionError::AlreadyApprovedBy {
+                id: self.id,
+                by: by.to_owned(),
+                approvals: tally.approvers.len(),
+                required: tally.required,
+            });
+        }
         let mut spec = self.spec.clone();
-        spec.approval = Some(ApprovalDecision {
+        spec.approvals.push(ApprovalDecision {
             approved: verdict.approved,
             comment: verdict.comment,
             decided_at: now,
@@ -615,6 +712,11 @@ impl Job {
             snapshot: self.status.source.snapshot.clone(),
         });
         Ok(spec)
+    }
+
+    /// What the decisions on this job add up to, for its current snapshot.
+    pub fn tally(&self) -> Tally<'_> {
+        Tally::of(&self.spec, self.status.source.snapshot.as_deref())
     }
 
     /// Asks for the job to stop. Idempotent while the job runs; a finished job refuses.
@@ -697,14 +799,29 @@ pub mod fixtures {
             self
         }
 
-        pub fn with_approval(mut self, approved: bool) -> Job {
-            self.spec.approval = Some(ApprovalDecision {
-                decided_by: None,
+        pub fn with_approval(self, approved: bool) -> Job {
+            self.with_decision_by("reviewer", approved)
+        }
+
+        /// Adds `by`'s decision on the job's current snapshot.
+        pub fn with_decision_by(mut self, by: &str, approved: bool) -> Job {
+            self.spec.approvals.push(ApprovalDecision {
+                decided_by: Some(by.to_owned()),
                 approved,
                 comment: "reviewed".to_owned(),
                 decided_at: at(0),
                 snapshot: self.status.source.snapshot.clone(),
             });
+            self
+        }
+
+        pub fn requiring_approvals(mut self, required: u32) -> Job {
+            self.spec.required_approvals = required;
+            self
+        }
+
+        pub fn submitted_by(mut self, by: &str) -> Job {
+            self.spec.submitted_by = Some(by.to_owned());
             self
         }
 
@@ -717,6 +834,14 @@ pub mod fixtures {
             self.spec.cancel_requested = true;
             self
         }
+    }
+
+    /// Who took each of `spec`'s decisions, in order.
+    pub fn deciders(spec: &JobSpec) -> Vec<Option<&str>> {
+        spec.approvals
+            .iter()
+            .map(|a| a.decided_by.as_deref())
+            .collect()
     }
 
     pub fn verdict(approved: bool, comment: &str) -> Verdict {
@@ -788,7 +913,9 @@ mod tests {
     #[test]
     fn approving_a_building_job_is_refused() {
         let job = Job::pending().in_phase(Phase::Building, at(1));
-        let err = job.decide(verdict(true, ""), "tester", at(2)).unwrap_err();
+        let err = job
+            .decide(verdict(true, ""), "tester", at(2), ApprovalRules::default())
+            .unwrap_err();
         assert!(matches!(
             err,
             TransitionError::NotAwaitingApproval {
@@ -802,10 +929,18 @@ mod tests {
     fn approving_a_job_awaiting_approval_records_the_decision() {
         let job = Job::pending().in_phase(Phase::AwaitingApproval, at(1));
         let spec = job
-            .decide(verdict(false, "not yet"), "tester", at(2))
+            .decide(
+                verdict(false, "not yet"),
+                "tester",
+                at(2),
+                ApprovalRules::default(),
+            )
             .unwrap();
-        let decision = spec.approval.unwrap();
+        let [decision] = &spec.approvals[..] else {
+            panic!("one decision: {:?}", spec.approvals);
+        };
         assert!(!decision.approved);
+        assert_eq!(decision.decided_by.as_deref(), Some("tester"));
         assert_eq!(decision.comment, "not yet");
         assert_eq!(decision.decided_at, at(2));
     }
@@ -815,8 +950,10 @@ mod tests {
         let job = Job::pending()
             .with_snapshot("aaaa")
             .in_phase(Phase::AwaitingApproval, at(1));
-        let spec = job.decide(verdict(true, ""), "tester", at(2)).unwrap();
-        assert_eq!(spec.approval.unwrap().snapshot.as_deref(), Some("aaaa"));
+        let spec = job
+            .decide(verdict(true, ""), "tester", at(2), ApprovalRules::default())
+            .unwrap();
+        assert_eq!(spec.approvals[0].snapshot.as_deref(), Some("aaaa"));
     }
 
     #[test]
@@ -828,7 +965,9 @@ mod tests {
             snapshot: Some("bbbb".to_owned()),
             ..verdict(true, "")
         };
-        let err = job.decide(shown, "tester", at(2)).unwrap_err();
+        let err = job
+            .decide(shown, "tester", at(2), ApprovalRules::default())
+            .unwrap_err();
         assert!(
             matches!(err, TransitionError::SnapshotMismatch { .. }),
             "{err}"
@@ -837,7 +976,10 @@ mod tests {
             snapshot: Some("aaaa".to_owned()),
             ..verdict(true, "")
         };
-        assert!(job.decide(same, "tester", at(2)).is_ok());
+        assert!(
+            job.decide(same, "tester", at(2), ApprovalRules::default())
+                .is_ok()
+        );
     }
 
     #[test]
@@ -845,7 +987,14 @@ mod tests {
         let job = Job::pending()
             .in_phase(Phase::AwaitingApproval, at(1))
             .with_approval(true);
-        let err = job.decide(verdict(false, ""), "tester", at(2)).unwrap_err();
+        let err = job
+            .decide(
+                verdict(false, ""),
+                "tester",
+                at(2),
+                ApprovalRules::default(),
+            )
+            .unwrap_err();
         assert!(matches!(
             err,
             TransitionError::AlreadyDecided {
@@ -853,6 +1002,108 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_submitter_may_not_decide_on_their_own_job_under_separation_of_duties() {
+        let job = Job::pending()
+            .submitted_by("alice")
+            .in_phase(Phase::AwaitingApproval, at(1));
+        let separated = ApprovalRules {
+            separation_of_duties: true,
+        };
+        for approved in [true, false] {
+            let err = job
+                .decide(verdict(approved, ""), "alice", at(2), separated)
+                .unwrap_err();
+            assert!(
+                matches!(&err, TransitionError::OwnSubmission { by, .. } if by == "alice"),
+                "{err}"
+            );
+            assert!(err.to_string().contains("separation of duties"), "{err}");
+        }
+        assert!(
+            job.decide(verdict(true, ""), "bob", at(2), separated)
+                .is_ok()
+        );
+        let unseparated = ApprovalRules::default();
+        assert!(
+            job.decide(verdict(true, ""), "alice", at(2), unseparated)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_second_approval_by_the_same_person_is_refused_and_another_persons_counts() {
+        let job = Job::pending()
+            .requiring_approvals(2)
+            .in_phase(Phase::AwaitingApproval, at(1))
+            .with_decision_by("alice", true);
+        let rules = ApprovalRules::default();
+        let err = job
+            .decide(verdict(true, ""), "alice", at(2), rules)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TransitionError::AlreadyApprovedBy {
+                    approvals: 1,
+                    required: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let spec = job.decide(verdict(true, ""), "bob", at(2), rules).unwrap();
+        let job = Job { spec, ..job };
+        assert_eq!(job.tally().approver_names(), ["alice", "bob"]);
+        let err = job
+            .decide(verdict(true, ""), "carol", at(3), rules)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TransitionError::AlreadyDecided {
+                    verdict: "approved",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_approver_may_still_reject_before_the_job_is_settled() {
+        let job = Job::pending()
+            .requiring_approvals(2)
+            .in_phase(Phase::AwaitingApproval, at(1))
+            .with_decision_by("alice", true);
+        let spec = job
+            .decide(
+                verdict(false, "on second thought"),
+                "alice",
+                at(2),
+                ApprovalRules::default(),
+            )
+            .unwrap();
+        assert_eq!(Job { spec, ..job }.tally().outcome(), Some(false));
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn a_spec_written_with_one_approval_reads_as_a_list_of_one() {
+        let mut written = serde_json::to_value(JobSpec::new("task", "/workspace")).unwrap();
+        written["approval"] = serde_json::json!({
+            "approved": true, "comment": "ok", "decided_at": "2026-01-01T00:00:00Z",
+            "decided_by": "alice"
+        });
+        let spec: JobSpec = serde_json::from_value(written.clone()).unwrap();
+        assert_eq!(spec.approvals.len(), 1);
+        assert_eq!(spec.approvals[0].decided_by.as_deref(), Some("alice"));
+        assert_eq!(spec.required_approvals, 1);
+        written["approval"] = serde_json::Value::Null;
+        let spec: JobSpec = serde_json::from_value(written).unwrap();
+        assert!(spec.approvals.is_empty());
     }
 
     #[test]

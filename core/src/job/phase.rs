@@ -7,7 +7,8 @@ use std::str::FromStr;
 /// Where a job is in its lifecycle.
 ///
 /// `pending -> building -> checking -> awaiting_approval -> approved -> completed`,
-/// with `rejected`, `failed` and `cancelled` as the other ends.
+/// with `rejected`, `failed`, `cancelled` and `expired` (awaiting approval
+/// past its deadline, when so configured) as the other ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -22,10 +23,11 @@ pub enum Phase {
     Rejected,
     Failed,
     Cancelled,
+    Expired,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 9] = [
+    pub const ALL: [Phase; 10] = [
         Phase::Pending,
         Phase::Building,
         Phase::Checking,
@@ -35,6 +37,7 @@ impl Phase {
         Phase::Rejected,
         Phase::Failed,
         Phase::Cancelled,
+        Phase::Expired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,6 +51,7 @@ impl Phase {
             Phase::Rejected => "rejected",
             Phase::Failed => "failed",
             Phase::Cancelled => "cancelled",
+            Phase::Expired => "expired",
         }
     }
 
@@ -55,7 +59,7 @@ impl Phase {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            Phase::Completed | Phase::Rejected | Phase::Failed | Phase::Cancelled
+            Phase::Completed | Phase::Rejected | Phase::Failed | Phase::Cancelled | Phase::Expired
         )
     }
 
@@ -73,7 +77,11 @@ impl Phase {
             Phase::Checking => 2,
             Phase::AwaitingApproval => 3,
             Phase::Approved => 4,
-            Phase::Completed | Phase::Rejected | Phase::Failed | Phase::Cancelled => 5,
+            Phase::Completed
+            | Phase::Rejected
+            | Phase::Failed
+            | Phase::Cancelled
+            | Phase::Expired => 5,
         }
     }
 }

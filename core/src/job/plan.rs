@@ -26,16 +26,48 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::admission::Admission;
 use super::workload::{Observed, ObservedWorkload, Role, SnapshotTaken, WorkloadState};
-use super::{Job, JobStatus, Phase, Reason};
+use super::{ApprovalDecision, Job, JobStatus, Phase, Reason, approval};
 
 /// How long agents and jobs may run. Measured from the start of the phase
 /// (an agent's deadline) or from the start of building (the job's deadline);
-/// time spent pending or awaiting a human does not count.
+/// time spent pending or awaiting a human does not count: those deadlines
+/// pause while the job waits on a person. Waiting on a person has its own,
+/// optional deadline ([`ApprovalDeadline`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadlines {
     pub builder: TimeDelta,
     pub checker: TimeDelta,
     pub job: TimeDelta,
+    /// How long a job may await approval; none: for ever.
+    pub approval: Option<ApprovalDeadline>,
+}
+
+/// How long a job may await approval, from the moment it started to, and
+/// how it ends when no decision settled it by then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApprovalDeadline {
+    pub timeout: TimeDelta,
+    pub outcome: TimeoutOutcome,
+    /// When after the wait began the reminder goes out (once); none: never.
+    pub reminder_after: Option<TimeDelta>,
+}
+
+/// The end of a job whose approval deadline passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutOutcome {
+    /// `rejected`, as if someone had rejected it.
+    Rejected,
+    /// `expired`: a phase of its own, so that nobody's silence reads as a verdict.
+    Expired,
+}
+
+impl TimeoutOutcome {
+    fn phase(self) -> Phase {
+        match self {
+            TimeoutOutcome::Rejected => Phase::Rejected,
+            TimeoutOutcome::Expired => Phase::Expired,
+        }
+    }
 }
 
 impl Deadlines {
@@ -265,9 +297,9 @@ fn decide(input: &PlanInput<'_>) -> (JobStatus, Option<Transition>) {
         Phase::Pending => decide_pending(&mut next, input.admission),
         Phase::Building => decide_agent(&mut next, input, Role::Builder),
         Phase::Checking => decide_agent(&mut next, input, Role::Checker),
-        Phase::AwaitingApproval => decide_awaiting_approval(&mut next, job),
+        Phase::AwaitingApproval => decide_awaiting_approval(&mut next, input),
         Phase::Approved => decide_approved(&mut next, input),
-        Phase::Completed | Phase::Rejected | Phase::Failed | Phase::Cancelled => {}
+        Phase::Completed | Phase::Rejected | Phase::Failed | Phase::Cancelled | Phase::Expired => {}
     }
     react_to_a_failed_start(&mut next, input);
     next.finish()
@@ -552,21 +584,78 @@ fn decide_approved(next: &mut Next, input: &PlanInput<'_>) {
     }
 }
 
-fn decide_awaiting_approval(next: &mut Next, job: &Job) {
-    let Some(decision) = &job.spec.approval else {
+/// Ends the wait once the decisions on the job's snapshot add up: one
+/// rejection rejects; enough distinct approvals approve. A decision about
+/// another snapshot is not a decision about this one. Unsettled past its
+/// approval deadline, the job ends as configured; before, a reminder goes
+/// out once at the configured moment.
+fn decide_awaiting_approval(next: &mut Next, input: &PlanInput<'_>) {
+    let job = input.job;
+    let tally = job.tally();
+    match tally.outcome() {
+        Some(true) => {
+            let message = describe_decisions("approved by", &tally.approvers);
+            next.move_to(Phase::Approved, Reason::Approved, Some(message));
+            return;
+        }
+        Some(false) => {
+            let rejection = tally.rejection.into_iter().collect::<Vec<_>>();
+            let message = describe_decisions("rejected by", &rejection);
+            next.move_to(Phase::Rejected, Reason::Rejected, Some(message));
+            return;
+        }
+        None if tally.other_snapshot => next.status.reason = Reason::SnapshotMismatch,
+        None => {}
+    }
+    let (Some(deadline), Some(since)) = (
+        input.deadlines.approval,
+        job.status.times.awaiting_approval_at,
+    ) else {
         return;
     };
-    // A decision about another snapshot is not a decision about this one.
-    if decision.snapshot.is_some() && decision.snapshot != job.status.source.snapshot {
-        next.status.reason = Reason::SnapshotMismatch;
-        return;
+    let so_far = format!(
+        "{} of the {} approvals it needs",
+        tally.approvers.len(),
+        tally.required
+    );
+    if input.now >= since + deadline.timeout {
+        let message = format!(
+            "no decision within the approval deadline of {} s ({so_far})",
+            deadline.timeout.num_seconds()
+        );
+        next.move_to(
+            deadline.outcome.phase(),
+            Reason::ApprovalTimedOut,
+            Some(message),
+        );
+    } else if let Some(after) = deadline.reminder_after
+        && job.status.times.reminded_at.is_none()
+        && input.now >= since + after
+    {
+        let left = since + deadline.timeout - input.now;
+        let message = format!(
+            "awaiting approval for {} s ({so_far}); the deadline passes in {} s",
+            (input.now - since).num_seconds(),
+            left.num_seconds()
+        );
+        next.remind(message);
     }
-    let comment = Some(decision.comment.clone()).filter(|c| !c.is_empty());
-    if decision.approved {
-        next.move_to(Phase::Approved, Reason::Approved, comment);
-    } else {
-        next.move_to(Phase::Rejected, Reason::Rejected, comment);
-    }
+}
+
+/// `approved by alice: looks right; bob` — who decided, with their comments.
+fn describe_decisions(verb: &str, decisions: &[&ApprovalDecision]) -> String {
+    let each: Vec<String> = decisions
+        .iter()
+        .map(|decision| {
+            let who = approval::decider(decision);
+            let who = if who.is_empty() { "someone" } else { who };
+            match decision.comment.trim() {
+                "" => who.to_owned(),
+                comment => format!("{who}: {comment}"),
+            }
+        })
+        .collect();
+    format!("{verb} {}", each.join("; "))
 }
 
 /// The reason and message if a deadline that applies to `role` has passed.
@@ -596,6 +685,9 @@ fn deadline_passed(
 /// The earliest moment something is due for a job in an agent phase: a
 /// deadline, a retry's start, or the end of a report's grace period.
 fn next_wake_up(status: &JobStatus, input: &PlanInput<'_>) -> Option<DateTime<Utc>> {
+    if status.phase == Phase::AwaitingApproval {
+        return approval_wake_up(status, input);
+    }
     let role = running_role(status.phase)?;
     let deadlines = input.deadlines;
     let job_deadline = status.times.building_at.map(|t| t + deadlines.job);
@@ -607,6 +699,21 @@ fn next_wake_up(status: &JobStatus, input: &PlanInput<'_>) -> Option<DateTime<Ut
         .flatten()
         .filter(|t| *t > input.now);
     [job_deadline, role_deadline, retry, report_due]
+        .into_iter()
+        .flatten()
+        .min()
+}
+
+/// When a job awaiting approval is due a reminder or its deadline.
+fn approval_wake_up(status: &JobStatus, input: &PlanInput<'_>) -> Option<DateTime<Utc>> {
+    let deadline = input.deadlines.approval?;
+    let since = status.times.awaiting_approval_at?;
+    let reminder = deadline
+        .reminder_after
+        .filter(|_| status.times.reminded_at.is_none())
+        .map(|after| since + after)
+        .filter(|t| *t > input.now);
+    [Some(since + deadline.timeout), reminder]
         .into_iter()
         .flatten()
         .min()
@@ -698,10 +805,14 @@ fn purge_due(job: &Job) -> bool {
 }
 
 /// Whether the job ends by a decision of its spec (a rejection, a cancel,
-/// its resource deleted), so the work is discarded. Planning again after a
+/// its resource deleted) or by nobody deciding in time, so the work is
+/// discarded. Planning again after a
 /// crash comes to the same end, so its agents may go before it is recorded.
 fn discards_workspace(status: &JobStatus) -> bool {
-    matches!(status.phase, Phase::Rejected | Phase::Cancelled)
+    matches!(
+        status.phase,
+        Phase::Rejected | Phase::Cancelled | Phase::Expired
+    )
 }
 
 /// Whether the plan starts `role`'s agent of `status`'s attempt: it is
@@ -756,9 +867,12 @@ fn kept_roles(phase: Phase) -> &'static [Role] {
         Phase::Building | Phase::Checking | Phase::AwaitingApproval | Phase::Approved => {
             &[Role::Builder, Role::Checker]
         }
-        Phase::Pending | Phase::Completed | Phase::Rejected | Phase::Failed | Phase::Cancelled => {
-            &[]
-        }
+        Phase::Pending
+        | Phase::Completed
+        | Phase::Rejected
+        | Phase::Failed
+        | Phase::Cancelled
+        | Phase::Expired => &[],
     }
 }
 
@@ -843,6 +957,21 @@ impl Next {
             from,
             to: phase,
             reason: Reason::Retried(role),
+            message: Some(message),
+        });
+    }
+
+    /// The reminder of a job awaiting approval: recorded as an event of
+    /// the phase to itself, which notifies as the wait's start did.
+    fn remind(&mut self, message: String) {
+        let phase = self.status.phase;
+        let from = self.transition.as_ref().map_or(phase, |t| t.from);
+        self.status.times.reminded_at = Some(self.now);
+        self.status.reason = Reason::ApprovalReminder;
+        self.transition = Some(Transition {
+            from,
+            to: phase,
+            reason: Reason::ApprovalReminder,
             message: Some(message),
         });
     }

@@ -73,6 +73,12 @@ pub enum Reason {
     SnapshotMissing,
     Approved,
     Rejected,
+    /// Awaiting approval past `approval.timeout_seconds`: rejected or
+    /// expired, as `approval.on_timeout` says.
+    ApprovalTimedOut,
+    /// Awaiting approval for `approval.reminder_fraction` of the timeout:
+    /// the reminder was sent (an event of the phase to itself).
+    ApprovalReminder,
     /// The approved snapshot was pushed.
     Published,
     /// Approved, with no source to publish to.
@@ -118,6 +124,8 @@ const ABOUT_NO_AGENT: &[Reason] = &[
     Reason::SnapshotMissing,
     Reason::Approved,
     Reason::Rejected,
+    Reason::ApprovalTimedOut,
+    Reason::ApprovalReminder,
     Reason::Published,
     Reason::Completed,
     Reason::PublishFailed,
@@ -184,6 +192,8 @@ impl Reason {
             SnapshotMissing => Text::Fixed("SnapshotMissing"),
             Approved => Text::Fixed("Approved"),
             Rejected => Text::Fixed("Rejected"),
+            ApprovalTimedOut => Text::Fixed("ApprovalTimedOut"),
+            ApprovalReminder => Text::Fixed("ApprovalReminder"),
             Published => Text::Fixed("Published"),
             Completed => Text::Fixed("Completed"),
             PublishFailed => Text::Fixed("PublishFailed"),
@@ -292,6 +302,8 @@ mod tests {
             | SnapshotMissing
             | Approved
             | Rejected
+            | ApprovalTimedOut
+            | ApprovalReminder
             | Published
             | Completed
             | PublishFailed
@@ -370,6 +382,8 @@ mod tests {
             ("SnapshotMissing", Reason::SnapshotMissing),
             ("Approved", Reason::Approved),
             ("Rejected", Reason::Rejected),
+            ("ApprovalTimedOut", Reason::ApprovalTimedOut),
+            ("ApprovalReminder", Reason::ApprovalReminder),
             ("Published", Reason::Published),
             ("Completed", Reason::Completed),
             ("PublishFailed", Reason::PublishFailed),

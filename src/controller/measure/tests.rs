@@ -129,3 +129,34 @@ fn a_running_agent_has_no_run_to_count() {
     next.builder.workload_id = Some("builder-1".to_owned());
     assert!(measure(&job, &next, None, &observed).runs.is_empty());
 }
+
+#[test]
+fn leaving_a_phase_measures_that_part_of_the_jobs_life_once() {
+    let job = Job::pending().in_phase(Phase::AwaitingApproval, at(100));
+    let mut next = job.status.clone();
+    next.phase = Phase::Expired;
+    next.times.finished_at = Some(at(400));
+    let expired = transition(
+        Phase::AwaitingApproval,
+        Phase::Expired,
+        Reason::ApprovalTimedOut,
+    );
+    let measures = measure(&job, &next, Some(&expired), &Observed::default());
+    assert_eq!(
+        measures.stretches,
+        [
+            (Stretch::AwaitingApproval, Duration::from_secs(300)),
+            (Stretch::Total, Duration::from_secs(400)),
+        ],
+        "queued, building and checking were over before this write"
+    );
+    let written = Job {
+        status: next.clone(),
+        ..job
+    };
+    assert!(
+        measure(&written, &next, None, &Observed::default())
+            .stretches
+            .is_empty()
+    );
+}

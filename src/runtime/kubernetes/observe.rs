@@ -353,6 +353,7 @@ mod tests {
             builder: chrono::TimeDelta::seconds(600),
             checker: chrono::TimeDelta::seconds(300),
             job: chrono::TimeDelta::seconds(1800),
+            approval: None,
         };
         let next = plan(&PlanInput {
             job: &job,

@@ -17,7 +17,8 @@ use serde_json::json;
 
 use super::status::resource_status;
 use crate::cluster::crd::{IcarusJob, IcarusJobStatus};
-use crate::job::{Job, JobId, JobStatus, Verdict};
+use crate::config::ApprovalConfig;
+use crate::job::{ApprovalRules, Job, JobId, JobStatus, Verdict};
 use crate::store::SpecUpdate;
 
 /// Who submitted a job created through the REST API, kept on its resource.
@@ -62,19 +63,55 @@ pub fn job_id(resource: &IcarusJob) -> Result<JobId, BridgeError> {
         .ok_or_else(|| BridgeError::NoUid(resource.metadata.name.clone().unwrap_or_default()))
 }
 
+/// What the configuration says of decisions taken in resources' specs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DecisionRules {
+    /// `approval.*`: how many approvals a resource's job needs.
+    pub approvals: ApprovalConfig,
+    /// `auth.separation_of_duties`: applied where the job's submitter is
+    /// known (a REST spawn recorded them), not to resources applied with
+    /// kubectl, whose submitter is only `kubernetes`.
+    pub separation_of_duties: bool,
+}
+
+impl DecisionRules {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        DecisionRules {
+            approvals: config.approval.clone(),
+            separation_of_duties: config.auth.separation_of_duties,
+        }
+    }
+
+    fn for_job(&self, job: &Job) -> ApprovalRules {
+        let submitter_known = job
+            .spec
+            .submitted_by
+            .as_deref()
+            .is_some_and(|by| by != KUBERNETES_CALLER);
+        ApprovalRules {
+            separation_of_duties: self.separation_of_duties && submitter_known,
+        }
+    }
+}
+
 /// The job a resource not yet in the store becomes; one whose spec names
 /// no priority gets `default_priority`.
 pub fn new_job(
     resource: &IcarusJob,
     now: DateTime<Utc>,
     default_priority: i32,
+    rules: &DecisionRules,
 ) -> Result<Job, BridgeError> {
     let id = job_id(resource)?;
     let mut spec = resource.spec.to_job_spec(now);
     spec.priority = resource.spec.priority.unwrap_or(default_priority);
     spec.submitted_by = Some(annotated(resource, SUBMITTED_BY_ANNOTATION).to_owned());
-    // A decision present at creation is applied when the job gets there.
-    spec.approval = None;
+    // The schema bounds it; the configuration may bound it more.
+    spec.required_approvals = rules
+        .approvals
+        .required_within(resource.spec.required_approvals);
+    // Decisions present at creation are applied when the job gets there.
+    spec.approvals = Vec::new();
     spec.cancel_requested = false;
     spec.publish_requests = 0;
     let created_at = resource
@@ -93,7 +130,12 @@ pub fn new_job(
 }
 
 /// What the resource's spec changes in the stored `job`'s.
-pub fn spec_update(resource: &IcarusJob, job: &Job, now: DateTime<Utc>) -> SpecUpdate {
+pub fn spec_update(
+    resource: &IcarusJob,
+    job: &Job,
+    now: DateTime<Utc>,
+    rules: &DecisionRules,
+) -> SpecUpdate {
     // The domain decides what a cancel or an approval may do now; a refused
     // one (a finished job, an approval before awaiting_approval) is simply
     // tried again the next time the resource or the job changes.
@@ -103,19 +145,34 @@ pub fn spec_update(resource: &IcarusJob, job: &Job, now: DateTime<Utc>) -> SpecU
     {
         spec.cancel_requested = cancelled.cancel_requested;
     }
-    if let Some(approval) = &resource.spec.approval
-        && let Ok(decided) = job.decide(
-            Verdict {
-                approved: approval.approved,
-                comment: approval.comment.clone(),
-                snapshot: approval.snapshot.clone(),
-            },
-            annotated(resource, DECIDED_BY_ANNOTATION),
-            now,
-        )
-    {
-        spec.approval = decided.approval;
+    // Each decision in turn, on the job as the ones before left it: one
+    // already taken (the same person's approval, anything once the job is
+    // settled) is refused, so seeing the resource again changes nothing.
+    let approval_rules = rules.for_job(job);
+    let mut deciding = job.clone();
+    for approval in resource.spec.decisions() {
+        let by = match (&approval.by, resource.spec.approval.as_ref()) {
+            (Some(by), _) => by.as_str(),
+            // The form from before `approvals`: the REST route that wrote
+            // it kept its decider in an annotation.
+            (None, Some(single)) if std::ptr::eq(single, approval) => {
+                annotated(resource, DECIDED_BY_ANNOTATION)
+            }
+            (None, _) => KUBERNETES_CALLER,
+        };
+        let verdict = Verdict {
+            approved: approval.approved,
+            comment: approval.comment.clone(),
+            snapshot: approval.snapshot.clone(),
+        };
+        match deciding.decide(verdict, by, now, approval_rules) {
+            Ok(decided) => deciding.spec.approvals = decided.approvals,
+            Err(refused) => {
+                tracing::debug!(job = %job.id, %refused, "a decision in the IcarusJob's spec is not taken")
+            }
+        }
     }
+    spec.approvals = deciding.spec.approvals;
     // A count above the job's asks for a retry; the domain says if one may
     // be asked now (only after a failed publish). The job takes the
     // resource's count, so one raise, by any amount, is one retry.
@@ -174,14 +231,14 @@ mod tests {
     }
 
     fn stored(phase: Phase) -> Job {
-        let mut job = new_job(&resource(), Utc::now(), 0).unwrap();
+        let mut job = new_job(&resource(), Utc::now(), 0, &DecisionRules::default()).unwrap();
         job.status.phase = phase;
         job
     }
 
     #[test]
     fn a_new_resource_becomes_a_pending_job_with_its_uid_as_id() {
-        let job = new_job(&resource(), Utc::now(), 0).unwrap();
+        let job = new_job(&resource(), Utc::now(), 0, &DecisionRules::default()).unwrap();
         assert_eq!(job.id.to_string(), UID);
         assert_eq!(job.status.phase, Phase::Pending);
         assert_eq!(job.spec.task, "Add logging");
@@ -194,12 +251,14 @@ mod tests {
         retried.spec.publish_requests = 3;
         let building = stored(Phase::Building);
         assert_eq!(
-            spec_update(&retried, &building, Utc::now()),
+            spec_update(&retried, &building, Utc::now(), &DecisionRules::default()),
             SpecUpdate::Unchanged
         );
         let mut failed = stored(Phase::Failed);
         failed.status.reason = Reason::PublishFailed;
-        let SpecUpdate::Write(spec) = spec_update(&retried, &failed, Utc::now()) else {
+        let SpecUpdate::Write(spec) =
+            spec_update(&retried, &failed, Utc::now(), &DecisionRules::default())
+        else {
             panic!("a retry after a failed publish is taken");
         };
         assert_eq!(spec.publish_requests, 3, "one raise by 2 is one retry");
@@ -212,20 +271,166 @@ mod tests {
             approved: true,
             comment: "LGTM".to_owned(),
             snapshot: None,
+            by: None,
         });
         let building = stored(Phase::Building);
         assert_eq!(
-            spec_update(&approved, &building, Utc::now()),
+            spec_update(&approved, &building, Utc::now(), &DecisionRules::default()),
             SpecUpdate::Unchanged
         );
         let waiting = stored(Phase::AwaitingApproval);
-        let SpecUpdate::Write(spec) = spec_update(&approved, &waiting, Utc::now()) else {
+        let SpecUpdate::Write(spec) =
+            spec_update(&approved, &waiting, Utc::now(), &DecisionRules::default())
+        else {
             panic!("expected the decision to be written");
         };
-        let decision = spec.approval.unwrap();
+        let decision = &spec.approvals[0];
         assert!(decision.approved);
         assert_eq!(decision.comment, "LGTM");
         assert_eq!(decision.decided_by.as_deref(), Some(KUBERNETES_CALLER));
+    }
+
+    fn approval_by(by: &str, approved: bool) -> ApprovalSpec {
+        ApprovalSpec {
+            approved,
+            comment: String::new(),
+            snapshot: None,
+            by: Some(by.to_owned()),
+        }
+    }
+
+    fn awaiting(required: u32) -> Job {
+        let mut job = stored(Phase::AwaitingApproval);
+        job.spec.required_approvals = required;
+        job
+    }
+
+    #[test]
+    fn a_list_of_approvals_in_the_spec_counts_each_person_once() {
+        let mut approved = resource();
+        approved.spec.approvals = vec![
+            approval_by("alice", true),
+            approval_by("alice", true),
+            approval_by("bob", true),
+        ];
+        let job = awaiting(3);
+        let SpecUpdate::Write(spec) =
+            spec_update(&approved, &job, Utc::now(), &DecisionRules::default())
+        else {
+            panic!("expected the decisions to be written");
+        };
+        assert_eq!(
+            crate::job::fixtures::deciders(&spec),
+            [Some("alice"), Some("bob")]
+        );
+        let seen_again = Job { spec: *spec, ..job };
+        assert_eq!(
+            spec_update(
+                &approved,
+                &seen_again,
+                Utc::now(),
+                &DecisionRules::default()
+            ),
+            SpecUpdate::Unchanged,
+            "the same resource seen again adds nothing"
+        );
+    }
+
+    #[test]
+    fn unnamed_approvals_in_the_spec_are_one_person() {
+        let mut approved = resource();
+        let mut unnamed = approval_by("x", true);
+        unnamed.by = None;
+        approved.spec.approvals = vec![unnamed.clone(), unnamed];
+        let SpecUpdate::Write(spec) = spec_update(
+            &approved,
+            &awaiting(2),
+            Utc::now(),
+            &DecisionRules::default(),
+        ) else {
+            panic!("expected a decision to be written");
+        };
+        assert_eq!(spec.approvals.len(), 1);
+    }
+
+    #[test]
+    fn a_rejection_in_the_spec_list_settles_the_job_and_nothing_after_it_counts() {
+        let mut decided = resource();
+        decided.spec.approvals = vec![
+            approval_by("alice", true),
+            approval_by("bob", false),
+            approval_by("carol", true),
+        ];
+        let SpecUpdate::Write(spec) = spec_update(
+            &decided,
+            &awaiting(2),
+            Utc::now(),
+            &DecisionRules::default(),
+        ) else {
+            panic!("expected the decisions to be written");
+        };
+        assert_eq!(spec.approvals.len(), 2);
+        assert!(!spec.approvals[1].approved);
+    }
+
+    #[test]
+    fn separation_of_duties_refuses_a_spec_approval_by_a_known_submitter_only() {
+        let rules = DecisionRules {
+            separation_of_duties: true,
+            ..DecisionRules::default()
+        };
+        let mut own = resource();
+        own.spec.approvals = vec![approval_by("alice", true)];
+        let mut by_alice = awaiting(1);
+        by_alice.spec.submitted_by = Some("alice".to_owned());
+        assert_eq!(
+            spec_update(&own, &by_alice, Utc::now(), &rules),
+            SpecUpdate::Unchanged
+        );
+        // Applied with kubectl: the submitter is not known, so not refused.
+        let mut unnamed = resource();
+        unnamed.spec.approvals = vec![ApprovalSpec {
+            by: None,
+            ..approval_by("x", true)
+        }];
+        let applied = awaiting(1);
+        assert_eq!(
+            applied.spec.submitted_by.as_deref(),
+            Some(KUBERNETES_CALLER)
+        );
+        assert!(matches!(
+            spec_update(&unnamed, &applied, Utc::now(), &rules),
+            SpecUpdate::Write(_)
+        ));
+    }
+
+    #[test]
+    fn a_resource_asking_for_fewer_approvals_than_configured_gets_the_configured_number() {
+        let rules = DecisionRules {
+            approvals: ApprovalConfig {
+                required: 2,
+                max_required: 3,
+                ..ApprovalConfig::default()
+            },
+            ..DecisionRules::default()
+        };
+        let mut fewer = resource();
+        fewer.spec.required_approvals = Some(1);
+        assert_eq!(
+            new_job(&fewer, Utc::now(), 0, &rules)
+                .unwrap()
+                .spec
+                .required_approvals,
+            2
+        );
+        fewer.spec.required_approvals = Some(9);
+        assert_eq!(
+            new_job(&fewer, Utc::now(), 0, &rules)
+                .unwrap()
+                .spec
+                .required_approvals,
+            3
+        );
     }
 
     #[test]
@@ -233,13 +438,15 @@ mod tests {
         let mut cancelled = resource();
         cancelled.spec.cancel = true;
         let running = stored(Phase::Checking);
-        let SpecUpdate::Write(spec) = spec_update(&cancelled, &running, Utc::now()) else {
+        let SpecUpdate::Write(spec) =
+            spec_update(&cancelled, &running, Utc::now(), &DecisionRules::default())
+        else {
             panic!("expected a cancel request");
         };
         assert!(spec.cancel_requested);
         let done = stored(Phase::Completed);
         assert_eq!(
-            spec_update(&cancelled, &done, Utc::now()),
+            spec_update(&cancelled, &done, Utc::now(), &DecisionRules::default()),
             SpecUpdate::Unchanged
         );
     }
@@ -249,7 +456,7 @@ mod tests {
         let mut unsaved = resource();
         unsaved.metadata.uid = None;
         assert!(matches!(
-            new_job(&unsaved, Utc::now(), 0),
+            new_job(&unsaved, Utc::now(), 0, &DecisionRules::default()),
             Err(BridgeError::NoUid(_))
         ));
     }

@@ -18,7 +18,9 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::bridge::{BridgeError, job_id, new_job, spec_update, status_patch, write_status};
+use super::bridge::{
+    BridgeError, DecisionRules, job_id, new_job, spec_update, status_patch, write_status,
+};
 use super::index::ResourceIndex;
 use crate::cluster::crd::IcarusJob;
 use crate::job::plan::Transition;
@@ -33,11 +35,13 @@ pub fn spawn(
     store: Store,
     seen: ResourceIndex,
     default_priority: i32,
+    rules: DecisionRules,
     shutdown: CancellationToken,
 ) -> Vec<JoinHandle<()>> {
     let sink = Sink {
         store,
         default_priority,
+        rules,
     };
     vec![
         tokio::spawn(resources_into_store(
@@ -50,12 +54,14 @@ pub fn spawn(
     ]
 }
 
-/// Where resources go: the store, and what a new job gets when its
-/// resource leaves it out (`queue.default_priority`).
+/// Where resources go: the store, what a new job gets when its resource
+/// leaves it out (`queue.default_priority`), and the rules its spec's
+/// decisions follow.
 #[derive(Clone)]
 struct Sink {
     store: Store,
     default_priority: i32,
+    rules: DecisionRules,
 }
 
 async fn resources_into_store(
@@ -146,7 +152,7 @@ async fn bring_into_store(
     let store = &sink.store;
     let id = job_id(&resource)?;
     seen.remember(id, resource.clone());
-    let update = |job: &Job| Ok(spec_update(&resource, job, Utc::now()));
+    let update = |job: &Job| Ok(spec_update(&resource, job, Utc::now(), &sink.rules));
     match store.update_spec(id, update).await {
         Ok(_) => Ok(()),
         // A resource with a status was a job once, deleted since (its
@@ -160,7 +166,7 @@ async fn bring_into_store(
             Ok(())
         }
         Err(BridgeError::Store(StoreError::NotFound(_))) => {
-            let job = new_job(&resource, Utc::now(), sink.default_priority)?;
+            let job = new_job(&resource, Utc::now(), sink.default_priority, &sink.rules)?;
             match store.create_job(&job).await {
                 Ok(_) => {
                     tracing::info!(job = %id, name = ?resource.metadata.name, "IcarusJob accepted");
@@ -375,6 +381,7 @@ mod tests {
             store.clone(),
             ResourceIndex::default(),
             0,
+            DecisionRules::default(),
             shutdown.clone(),
         );
 

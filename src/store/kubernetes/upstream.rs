@@ -2,8 +2,8 @@
 //!
 //! `POST /jobs/spawn` creates a resource (its uid becomes the job id, as for
 //! one applied with kubectl, and the job's objects are owned by it); approve
-//! and cancel merge-patch the same `spec.approval` and `spec.cancel` fields a
-//! `kubectl patch` would. Only fields that are set are sent, so a decision a
+//! and cancel merge-patch the same `spec.approvals` and `spec.cancel` fields
+//! a `kubectl patch` would. Only fields that are set are sent, so a decision a
 //! GitOps commit put in the spec is never erased by a REST write.
 
 use std::collections::BTreeMap;
@@ -13,7 +13,7 @@ use kube::Api;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::{Map, Value, json};
 
-use super::bridge::{DECIDED_BY_ANNOTATION, SUBMITTED_BY_ANNOTATION, job_id};
+use super::bridge::{SUBMITTED_BY_ANNOTATION, job_id};
 use super::index::ResourceIndex;
 use crate::cluster::crd::{IcarusJob, IcarusJobSpec};
 use crate::job::{Job, JobId, JobSpec};
@@ -115,6 +115,7 @@ pub fn new_resource(spec: &JobSpec) -> IcarusJob {
         project_id: spec.project_id.clone(),
         allowed_domains: spec.allowed_domains.clone(),
         priority: Some(spec.priority),
+        required_approvals: (spec.required_approvals != 1).then_some(spec.required_approvals),
         ..IcarusJobSpec::new(spec.task.clone())
     };
     IcarusJob {
@@ -134,20 +135,25 @@ pub fn new_resource(spec: &JobSpec) -> IcarusJob {
 pub fn spec_patch(previous: &JobSpec, spec: &JobSpec) -> Option<Value> {
     let mut fields = Map::new();
     let mut patch = Map::new();
-    if let Some(decision) = spec
-        .approval
-        .as_ref()
-        .filter(|_| previous.approval.is_none())
-    {
-        let mut approval = json!({"approved": decision.approved, "comment": decision.comment});
-        if let Some(snapshot) = &decision.snapshot {
-            approval["snapshot"] = json!(snapshot);
-        }
-        fields.insert("approval".to_owned(), approval);
-        if let Some(by) = &decision.decided_by {
-            let annotations = json!({ DECIDED_BY_ANNOTATION: by });
-            patch.insert("metadata".to_owned(), json!({ "annotations": annotations }));
-        }
+    // A merge patch replaces a list whole: the job's decisions, each
+    // naming its decider, so the bridge seeing them again takes none twice.
+    if spec.approvals.len() > previous.approvals.len() {
+        let approvals: Vec<Value> = spec
+            .approvals
+            .iter()
+            .map(|decision| {
+                let mut approval =
+                    json!({"approved": decision.approved, "comment": decision.comment});
+                if let Some(snapshot) = &decision.snapshot {
+                    approval["snapshot"] = json!(snapshot);
+                }
+                if let Some(by) = &decision.decided_by {
+                    approval["by"] = json!(by);
+                }
+                approval
+            })
+            .collect();
+        fields.insert("approvals".to_owned(), Value::Array(approvals));
     }
     if spec.cancel_requested && !previous.cancel_requested {
         fields.insert("cancel".to_owned(), Value::Bool(true));
@@ -238,7 +244,7 @@ mod tests {
     #[test]
     fn a_decision_is_patched_without_touching_the_cancel_field() {
         let mut spec = spec();
-        spec.approval = Some(ApprovalDecision {
+        spec.approvals.push(ApprovalDecision {
             approved: false,
             comment: "too broad".to_owned(),
             decided_at: Utc::now(),
@@ -248,10 +254,41 @@ mod tests {
         assert_eq!(
             spec_patch(&self::spec(), &spec),
             Some(json!({
-                "metadata": {"annotations": {"icarus.dev/decided-by": "bob"}},
-                "spec": {"approval": {"approved": false, "comment": "too broad"}}
+                "spec": {"approvals": [{"approved": false, "comment": "too broad", "by": "bob"}]}
             }))
         );
+    }
+
+    #[test]
+    fn a_further_decision_patches_the_whole_list_each_naming_its_decider() {
+        let mut first = spec();
+        first.approvals.push(ApprovalDecision {
+            approved: true,
+            comment: String::new(),
+            decided_at: Utc::now(),
+            decided_by: Some("alice".to_owned()),
+            snapshot: Some("tree".to_owned()),
+        });
+        let mut second = first.clone();
+        second.approvals.push(ApprovalDecision {
+            decided_by: Some("bob".to_owned()),
+            ..first.approvals[0].clone()
+        });
+        let entry =
+            |by: &str| json!({"approved": true, "comment": "", "snapshot": "tree", "by": by});
+        assert_eq!(
+            spec_patch(&first, &second),
+            Some(json!({"spec": {"approvals": [entry("alice"), entry("bob")]}}))
+        );
+    }
+
+    #[test]
+    fn a_rest_spawn_asking_for_more_approvals_says_so_in_the_resource() {
+        let spawned = JobSpec {
+            required_approvals: 3,
+            ..spec()
+        };
+        assert_eq!(new_resource(&spawned).spec.required_approvals, Some(3));
     }
 
     #[test]
@@ -267,7 +304,7 @@ mod tests {
     #[test]
     fn a_publish_retry_is_patched_alone_even_after_a_decision() {
         let mut decided = spec();
-        decided.approval = Some(ApprovalDecision {
+        decided.approvals.push(ApprovalDecision {
             approved: true,
             comment: String::new(),
             decided_at: Utc::now(),

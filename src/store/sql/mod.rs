@@ -9,6 +9,7 @@
 //! the others). A SQLite file serves one process: [`Store::claim_sole_use`]
 //! makes a second `icarus serve` on the same file refuse to start.
 
+mod approvals;
 pub mod changes;
 mod columns;
 mod egress;

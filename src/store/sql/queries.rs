@@ -46,6 +46,11 @@ const INSERT_EVENT: &str = "INSERT INTO job_events \
      (job_id, from_phase, to_phase, reason, message, resource_version, created_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
+/// A decision as the spec took it; one already recorded at its position stays.
+const INSERT_APPROVAL: &str = "INSERT INTO job_approvals \
+     (job_id, position, approved, decided_by, comment, snapshot, decided_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (job_id, position) DO NOTHING";
+
 const UNFINISHED: &str = "('pending', 'building', 'checking', 'awaiting_approval', 'approved')";
 
 /// Binds the thirteen columns that every job write sets, as `$1`..`$13`.
@@ -291,6 +296,22 @@ impl Store {
     /// with its new version; a lost race returns [`StoreError::Conflict`],
     /// and on a fenced store a lost lease [`StoreError::Fenced`].
     pub async fn update_job(&self, job: &Job, transition: Option<&Transition>) -> Result<Job> {
+        self.write_job(job, transition, None).await
+    }
+
+    /// [`update_job`](Self::update_job) for a spec change: the decisions of
+    /// `job.spec.approvals` from index `new_decisions` on are new, and are
+    /// recorded in `job_approvals` in the same transaction.
+    pub(crate) async fn update_job_spec(&self, job: &Job, new_decisions: usize) -> Result<Job> {
+        self.write_job(job, None, Some(new_decisions)).await
+    }
+
+    async fn write_job(
+        &self,
+        job: &Job,
+        transition: Option<&Transition>,
+        new_decisions: Option<usize>,
+    ) -> Result<Job> {
         let now = Utc::now();
         let id = job.id.to_string();
         let mut stored = job.clone();
@@ -320,6 +341,21 @@ impl Store {
                 insert_status!(tx, &id, at, &job.status, now);
                 announce!(self, tx, Change::Stream { first: at, last: at }, job.id);
                 seq = Some(at);
+            }
+            if updated && let Some(first) = new_decisions {
+                let decisions = job.spec.approvals.iter().enumerate().skip(first);
+                for (position, decision) in decisions {
+                    sqlx::query(INSERT_APPROVAL)
+                        .bind(&id)
+                        .bind(i32::try_from(position).unwrap_or(i32::MAX))
+                        .bind(decision.approved)
+                        .bind(decision.decided_by.as_deref())
+                        .bind(&decision.comment)
+                        .bind(decision.snapshot.as_deref())
+                        .bind(decision.decided_at)
+                        .execute(&mut *tx)
+                        .await?;
+                }
             }
             if updated {
                 announce!(self, tx, Change::Job, job.id);

@@ -17,6 +17,7 @@ fn plan_now(job: &Job, now: i64) -> Plan {
             builder: TimeDelta::seconds(600),
             checker: TimeDelta::seconds(300),
             job: TimeDelta::seconds(1800),
+            approval: None,
         },
         retries: &Retries {
             max_attempts: 3,

@@ -11,10 +11,17 @@ use crate::job::workload::{
 };
 use crate::job::{ApprovalDecision, JobId, JobSource, WorkloadStatus};
 
+const APPROVAL_DEADLINE: ApprovalDeadline = ApprovalDeadline {
+    timeout: TimeDelta::seconds(3000),
+    outcome: TimeoutOutcome::Expired,
+    reminder_after: Some(TimeDelta::seconds(1500)),
+};
+
 const DEADLINES: Deadlines = Deadlines {
     builder: TimeDelta::seconds(600),
     checker: TimeDelta::seconds(300),
     job: TimeDelta::seconds(1800),
+    approval: Some(APPROVAL_DEADLINE),
 };
 
 const RETRIES: Retries = Retries {
@@ -494,9 +501,7 @@ fn an_approved_job_with_a_source_but_no_snapshot_fails_instead_of_publishing() {
 #[test]
 fn a_decision_about_another_snapshot_is_not_acted_on() {
     let mut job = sourced(Phase::AwaitingApproval).with_approval(true);
-    if let Some(approval) = &mut job.spec.approval {
-        approval.snapshot = Some("some-other-tree".to_owned());
-    }
+    job.spec.approvals[0].snapshot = Some("some-other-tree".to_owned());
     let plan = plan_admitted(&job, &Observed::default(), 10);
     assert_eq!(plan.status.phase, Phase::AwaitingApproval);
     assert_eq!(plan.status.reason, Reason::SnapshotMismatch);
@@ -581,7 +586,7 @@ fn approval_moves_an_awaiting_job_to_approved_then_completed() {
     assert_eq!(plan.status.phase, Phase::Approved);
     assert_eq!(
         plan.transition.unwrap().message.as_deref(),
-        Some("reviewed")
+        Some("approved by reviewer: reviewed")
     );
 
     let approved = Job {
@@ -591,6 +596,119 @@ fn approval_moves_an_awaiting_job_to_approved_then_completed() {
     let plan = plan_admitted(&approved, &Observed::default(), 11);
     assert_eq!(plan.status.phase, Phase::Completed);
     assert_eq!(plan.status.times.finished_at, Some(at(11)));
+}
+
+fn plan_with_deadlines(job: &Job, observed: &Observed, deadlines: &Deadlines, now: i64) -> Plan {
+    plan(&PlanInput {
+        job,
+        observed,
+        admission: &Admission::Admitted,
+        deadlines,
+        retries: &RETRIES,
+        serving_since: at(-1),
+        now: at(now),
+    })
+}
+
+#[test]
+fn a_job_needing_two_approvals_waits_after_one_and_is_approved_after_two() {
+    let job = Job::pending()
+        .requiring_approvals(2)
+        .in_phase(Phase::AwaitingApproval, at(0))
+        .with_decision_by("alice", true);
+    let plan = plan_admitted(&job, &Observed::default(), 10);
+    assert_eq!(plan.status.phase, Phase::AwaitingApproval);
+    assert_eq!(plan.transition, None);
+    let job = job.with_decision_by("bob", true);
+    let plan = plan_admitted(&job, &Observed::default(), 10);
+    assert_eq!(plan.status.phase, Phase::Approved);
+    assert_eq!(
+        plan.transition.unwrap().message.as_deref(),
+        Some("approved by alice: reviewed; bob: reviewed")
+    );
+}
+
+#[test]
+fn an_unsettled_job_past_its_approval_deadline_expires_and_its_work_is_removed() {
+    let job = Job::pending()
+        .requiring_approvals(2)
+        .in_phase(Phase::AwaitingApproval, at(0))
+        .with_decision_by("alice", true);
+    let world = observed(vec![exited(Role::Builder, 0), exited(Role::Checker, 0)]);
+    let waiting = plan_admitted(&job, &world, 2999);
+    assert_eq!(waiting.status.phase, Phase::AwaitingApproval);
+    assert_eq!(waiting.requeue_after, Some(Duration::from_secs(1)));
+    let plan = plan_admitted(&job, &world, 3000);
+    assert_eq!(plan.status.phase, Phase::Expired);
+    assert_eq!(plan.status.reason, Reason::ApprovalTimedOut);
+    assert_eq!(plan.status.times.finished_at, Some(at(3000)));
+    let message = plan.transition.as_ref().unwrap().message.clone().unwrap();
+    assert!(message.contains("1 of the 2 approvals"), "{message}");
+    assert_eq!(removed_ids(&plan), ["builder-id", "checker-id"]);
+    assert_eq!(plan.actions.last(), Some(&Action::RemoveWorkspace));
+}
+
+#[test]
+fn an_approval_deadline_configured_to_reject_rejects() {
+    let job = Job::pending().in_phase(Phase::AwaitingApproval, at(0));
+    let deadlines = Deadlines {
+        approval: Some(ApprovalDeadline {
+            outcome: TimeoutOutcome::Rejected,
+            ..APPROVAL_DEADLINE
+        }),
+        ..DEADLINES
+    };
+    let plan = plan_with_deadlines(&job, &Observed::default(), &deadlines, 3000);
+    assert_eq!(plan.status.phase, Phase::Rejected);
+    assert_eq!(plan.status.reason, Reason::ApprovalTimedOut);
+}
+
+#[test]
+fn without_an_approval_deadline_a_job_awaits_approval_for_ever() {
+    let job = Job::pending().in_phase(Phase::AwaitingApproval, at(0));
+    let deadlines = Deadlines {
+        approval: None,
+        ..DEADLINES
+    };
+    let plan = plan_with_deadlines(&job, &Observed::default(), &deadlines, 1_000_000);
+    assert_eq!(plan.status.phase, Phase::AwaitingApproval);
+    assert_eq!(plan.requeue_after, None);
+}
+
+#[test]
+fn a_decision_in_time_settles_the_job_even_when_planned_after_the_deadline() {
+    let job = Job::pending()
+        .in_phase(Phase::AwaitingApproval, at(0))
+        .with_approval(true);
+    let plan = plan_admitted(&job, &Observed::default(), 5000);
+    assert_eq!(plan.status.phase, Phase::Approved);
+}
+
+#[test]
+fn a_reminder_goes_out_once_at_its_share_of_the_approval_deadline() {
+    let job = Job::pending().in_phase(Phase::AwaitingApproval, at(0));
+    let early = plan_admitted(&job, &Observed::default(), 1000);
+    assert_eq!(early.transition, None);
+    assert_eq!(early.requeue_after, Some(Duration::from_secs(500)));
+    let plan = plan_admitted(&job, &Observed::default(), 1500);
+    let transition = plan.transition.clone().unwrap();
+    assert_eq!(
+        (transition.from, transition.to, transition.reason),
+        (
+            Phase::AwaitingApproval,
+            Phase::AwaitingApproval,
+            Reason::ApprovalReminder
+        )
+    );
+    assert!(transition.message.unwrap().contains("1500 s"));
+    assert_eq!(plan.status.times.reminded_at, Some(at(1500)));
+    let reminded = Job {
+        status: plan.status,
+        ..job
+    };
+    let again = plan_admitted(&reminded, &Observed::default(), 1600);
+    assert_eq!(again.transition, None, "once");
+    assert_eq!(again.requeue_after, Some(Duration::from_secs(1400)));
 }
 
 #[test]
@@ -1154,14 +1272,14 @@ fn any_job() -> impl Strategy<Value = Job> {
     (
         any_phase(),
         0i64..2000,
-        prop::option::of(any::<bool>()),
+        any_decisions(),
         any::<bool>(),
         prop::option::of(Just("seen-before".to_owned())),
         any::<bool>(),
         (0u32..3, 0u32..3, any::<bool>()),
     )
         .prop_map(
-            |(phase, since, approval, cancel, builder_id, sourced, publish)| {
+            |(phase, since, (required, decisions), cancel, builder_id, sourced, publish)| {
                 let mut job = Job::pending().in_phase(phase, at(since));
                 // A retry can only be pending on a job whose publishing failed
                 // (the API refuses it otherwise); everywhere else it was seen.
@@ -1176,18 +1294,51 @@ fn any_job() -> impl Strategy<Value = Job> {
                     repository: "/repo".to_owned(),
                     reference: None,
                 });
-                job.spec.approval = approval.map(|approved| ApprovalDecision {
-                    decided_by: None,
-                    approved,
-                    comment: String::new(),
-                    decided_at: at(since),
-                    snapshot: None,
-                });
+                job.spec.required_approvals = required;
+                job.spec.approvals = decisions
+                    .into_iter()
+                    .map(|(by, approved, snapshot)| ApprovalDecision {
+                        decided_by: by.map(str::to_owned),
+                        approved,
+                        comment: String::new(),
+                        decided_at: at(since),
+                        snapshot: snapshot.map(str::to_owned),
+                    })
+                    .collect();
                 job.spec.cancel_requested = cancel;
                 job.status.builder.workload_id = builder_id;
                 job
             },
         )
+}
+
+type AnyDecision = (Option<&'static str>, bool, Option<&'static str>);
+
+/// How many approvals a job needs, and the decisions it holds: by a few
+/// people (some twice, some unnamed), about its snapshot (none recorded,
+/// as the fixtures' jobs have) or another one.
+fn any_decisions() -> impl Strategy<Value = (u32, Vec<AnyDecision>)> {
+    let decider = prop::option::weighted(0.9, prop::sample::select(vec!["alice", "bob", "carol"]));
+    let snapshot = prop::option::weighted(0.2, Just("other-tree"));
+    let decision = (decider, prop::bool::weighted(0.8), snapshot);
+    (0u32..4, prop::collection::vec(decision, 0..5))
+}
+
+/// The distinct people who approved the job's snapshot, and whether anyone rejected it.
+fn decisions_on_the_snapshot(job: &Job) -> (usize, bool) {
+    let mut approvers: Vec<Option<&str>> = Vec::new();
+    let mut rejected = false;
+    for decision in &job.spec.approvals {
+        if decision.snapshot.is_some() && decision.snapshot != job.status.source.snapshot {
+            continue;
+        }
+        if !decision.approved {
+            rejected = true;
+        } else if !approvers.contains(&decision.decided_by.as_deref()) {
+            approvers.push(decision.decided_by.as_deref());
+        }
+    }
+    (approvers.len(), rejected)
 }
 
 fn any_admission() -> impl Strategy<Value = Admission> {
@@ -1212,6 +1363,17 @@ fn any_agent_phase_input() -> impl Strategy<Value = (Job, Observed, Admission, i
         let since = job.created_at + TimeDelta::seconds(now % 1000);
         job = Job::pending().in_phase(phase, since);
         (job, observed, admission, now)
+    })
+}
+
+/// Jobs awaiting approval with no cancel, holding decisions, for the
+/// approval properties.
+fn any_awaiting_input() -> impl Strategy<Value = (Job, Observed, Admission, i64)> {
+    (any_input(), 0i64..2000).prop_map(|((job, observed, admission, now), since)| {
+        let mut awaiting = Job::pending().in_phase(Phase::AwaitingApproval, at(since));
+        awaiting.spec.approvals = job.spec.approvals;
+        awaiting.spec.required_approvals = job.spec.required_approvals;
+        (awaiting, observed, admission, now)
     })
 }
 
@@ -1374,6 +1536,52 @@ proptest! {
         if retried && before != Phase::Approved {
             prop_assert_eq!(before, Phase::Failed);
             prop_assert_eq!(&input.0.status.reason, &Reason::PublishFailed);
+        }
+    }
+
+    #[test]
+    fn an_awaiting_job_is_approved_exactly_when_enough_distinct_people_approved_and_none_rejected(input in any_awaiting_input()) {
+        let job = &input.0;
+        let plan = run(&input);
+        let (approvers, rejected) = decisions_on_the_snapshot(job);
+        let required = job.spec.required_approvals.max(1) as usize;
+        let since = job.status.times.awaiting_approval_at.unwrap();
+        let expected = if rejected {
+            Phase::Rejected
+        } else if approvers >= required {
+            Phase::Approved
+        } else if at(input.3) >= since + APPROVAL_DEADLINE.timeout {
+            Phase::Expired
+        } else {
+            Phase::AwaitingApproval
+        };
+        prop_assert_eq!(plan.status.phase, expected, "{:?}", job.spec.approvals);
+    }
+
+    #[test]
+    fn an_approval_deadline_ends_only_an_unsettled_wait_and_always_says_why(input in any_awaiting_input()) {
+        let plan = run(&input);
+        if plan.status.reason == Reason::ApprovalTimedOut && input.0.status.reason != Reason::ApprovalTimedOut {
+            let job = &input.0;
+            prop_assert_eq!(job.status.phase, Phase::AwaitingApproval);
+            prop_assert_eq!(job.tally().outcome(), None);
+            prop_assert_eq!(plan.status.phase, Phase::Expired);
+            prop_assert!(plan.transition.as_ref().and_then(|t| t.message.as_ref()).is_some());
+            prop_assert!(plan.actions.contains(&Action::RemoveWorkspace));
+        }
+    }
+
+    #[test]
+    fn a_reminder_is_sent_at_most_once_and_never_after_the_deadline(input in any_awaiting_input()) {
+        let (job, observed, admission, now) = &input;
+        let first = run(&input);
+        let reminded = first.transition.as_ref().is_some_and(|t| t.reason == Reason::ApprovalReminder);
+        if reminded {
+            let since = job.status.times.awaiting_approval_at.unwrap();
+            prop_assert!(at(*now) < since + APPROVAL_DEADLINE.timeout);
+            let written = Job { status: first.status.clone(), ..job.clone() };
+            let second = plan_at(&written, observed, admission, *now);
+            prop_assert!(second.transition.is_none_or(|t| t.reason != Reason::ApprovalReminder));
         }
     }
 
