@@ -170,6 +170,7 @@ async fn running_agents(store: &Store) -> crate::store::Result<Vec<Target>> {
             phase: Some(phase),
             project_id: None,
             limit: JOBS_PER_PHASE,
+            after: None,
         };
         let jobs = store.list_jobs(filter).await?;
         targets.extend(jobs.iter().filter_map(Target::of));

@@ -4,7 +4,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
@@ -166,14 +166,15 @@ fn validate_spawn(request: SpawnRequest, policy: &SpawnPolicy) -> ApiResult<JobS
 #[utoipa::path(get, path = "/jobs", tag = "jobs", operation_id = "list_jobs", params(ListQuery),
     security(("api_token" = [])),
     responses(
-        (status = 200, description = "Jobs, newest first", body = [JobSummary]),
+        (status = 200, description = "Jobs, newest first; a full page names the next in `Link`", body = [JobSummary],
+            headers(("Link" = String, description = "`</jobs?limit=N&after=ID...>; rel=\"next\"` when the page is full"))),
         (status = 403, description = "Refused: a foreign Host with authentication off (every role may read)", body = ErrorBody),
     ))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
     QueryParams(query): QueryParams<ListQuery>,
-) -> ApiResult<Json<Vec<JobSummary>>> {
+) -> ApiResult<(Option<[(HeaderName, String); 1]>, Json<Vec<JobSummary>>)> {
     caller.require(AccessRole::Viewer, "reading jobs")?;
     let limit = query.limit.unwrap_or(50);
     let limit = u32::try_from(limit)
@@ -192,12 +193,23 @@ pub async fn list(
     if let Some(project_id) = &query.project_id {
         state.policy.check_project_id(project_id)?;
     }
+    let after = match query.after.as_deref() {
+        None => None,
+        Some(text) => Some(text.parse::<JobId>().map_err(|_| {
+            ApiError::Unprocessable(format!("after must be a job id (a UUID), not '{text}'"))
+        })?),
+    };
     let filter = JobFilter {
         phase,
-        project_id: query.project_id,
+        project_id: query.project_id.clone(),
         limit,
+        after,
     };
     let jobs = state.store.list_jobs(filter).await?;
+    let next = (jobs.len() == limit as usize)
+        .then(|| jobs.last())
+        .flatten()
+        .map(|last| next_page(&query, limit, last.id));
     let mut rows: Vec<JobSummary> = jobs.iter().map(JobSummary::from).collect();
     if jobs.iter().any(|job| job.status.phase == Phase::Pending) {
         let queue = QueueSnapshot::load(&state).await?;
@@ -205,7 +217,20 @@ pub async fn list(
             row.queue = queue.view(job);
         }
     }
-    Ok(Json(rows))
+    let link = next.map(|url| [(header::LINK, format!("<{url}>; rel=\"next\""))]);
+    Ok((link, Json(rows)))
+}
+
+/// The address of the page after `last`, under the same filters.
+fn next_page(query: &ListQuery, limit: u32, last: JobId) -> String {
+    let mut url = format!("/jobs?limit={limit}&after={last}");
+    for (name, value) in [("status", &query.status), ("project_id", &query.project_id)] {
+        if let Some(value) = value {
+            // Both are checked above: a phase name, a project id's characters.
+            url.push_str(&format!("&{name}={value}"));
+        }
+    }
+    url
 }
 
 /// A job's current status.

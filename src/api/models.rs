@@ -560,6 +560,11 @@ pub struct ListQuery {
     pub status: Option<String>,
     /// Only jobs of this project.
     pub project_id: Option<String>,
+    /// The next page: the jobs listed after this one (older, under the
+    /// same filters), as a full page's `Link: <...>; rel="next"` header
+    /// names it. A job that no longer exists has nothing after it.
+    #[param(format = Uuid)]
+    pub after: Option<String>,
 }
 
 /// `GET /jobs/{job_id}/telemetry`: the latest progress report.

@@ -11,6 +11,8 @@ pub struct JobFilter {
     pub phase: Option<Phase>,
     pub project_id: Option<String>,
     pub limit: u32,
+    /// Only the jobs listed after this one (keyset pagination).
+    pub after: Option<crate::job::JobId>,
 }
 
 /// One telemetry row (the seed's `telemetry` table): a progress report

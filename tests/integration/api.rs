@@ -773,3 +773,49 @@ async fn an_error_report_quoting_the_agents_callback_url_keeps_its_token_out_of_
     assert!(!message.contains(&token), "{message}");
     assert!(message.contains("token=[redacted] failed"), "{message}");
 }
+
+#[tokio::test]
+async fn a_full_page_links_the_next_and_following_the_links_lists_every_job_once() {
+    let server = TestServer::sqlite().await;
+    let mut spawned = Vec::new();
+    for n in 0..5 {
+        spawned.push(server.spawn(&format!("job {n}")).await.to_string());
+    }
+    let mut listed: Vec<String> = Vec::new();
+    let mut next = Some("/jobs?limit=2".to_owned());
+    while let Some(path) = next.take() {
+        let answer = server
+            .client
+            .get(format!("{}{path}", server.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        next = answer
+            .headers()
+            .get("link")
+            .map(|link| link.to_str().unwrap().to_owned())
+            .map(|link| {
+                let (url, rel) = link.split_once("; ").unwrap();
+                assert_eq!(rel, "rel=\"next\"");
+                url.trim_matches(['<', '>']).to_owned()
+            });
+        let page: serde_json::Value = answer.json().await.unwrap();
+        listed.extend(
+            page.as_array()
+                .unwrap()
+                .iter()
+                .map(|j| j["job_id"].as_str().unwrap().to_owned()),
+        );
+    }
+    spawned.reverse();
+    assert_eq!(listed, spawned, "newest first, each once");
+}
+
+#[tokio::test]
+async fn a_page_after_something_that_is_no_job_id_is_422() {
+    let server = TestServer::sqlite().await;
+    let (code, body) = server.get("/jobs?after=yesterday").await;
+    assert_eq!(code, 422, "{body}");
+    assert!(detail(&body).contains("after"), "{body}");
+}

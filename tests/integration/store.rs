@@ -55,6 +55,7 @@ on_both_databases!(
     writing_an_unknown_job_is_not_found,
     listing_is_newest_first_with_limit_and_phase_filter,
     listing_one_project_leaves_the_others_out_and_combines_with_a_phase,
+    listing_after_a_job_continues_with_the_next_page_under_the_same_filter,
     the_fields_of_the_original_service_read_back_as_stored,
     unfinished_jobs_are_oldest_first_without_terminal_ones,
     jobs_are_counted_by_phase,
@@ -176,6 +177,7 @@ async fn listing_is_newest_first_with_limit_and_phase_filter(store: Store) {
             phase: None,
             project_id: None,
             limit: 10,
+            after: None,
         })
         .await
         .unwrap();
@@ -188,6 +190,7 @@ async fn listing_is_newest_first_with_limit_and_phase_filter(store: Store) {
             phase: None,
             project_id: None,
             limit: 2,
+            after: None,
         })
         .await
         .unwrap();
@@ -198,11 +201,53 @@ async fn listing_is_newest_first_with_limit_and_phase_filter(store: Store) {
             phase: Some(Phase::Failed),
             project_id: None,
             limit: 10,
+            after: None,
         })
         .await
         .unwrap();
     assert_eq!(failed.len(), 3);
     assert!(failed.iter().all(|j| j.status.phase == Phase::Failed));
+}
+
+async fn listing_after_a_job_continues_with_the_next_page_under_the_same_filter(store: Store) {
+    let mut ids = Vec::new();
+    for n in 0..7i64 {
+        let mut job = new_job(&format!("job {n}"));
+        // Two jobs share each second: the id orders them.
+        job.created_at += TimeDelta::seconds(n / 2);
+        if n % 3 == 0 {
+            job.status.phase = Phase::Failed;
+        }
+        ids.push(store.create_job(&job).await.unwrap().id);
+    }
+    let page = |phase: Option<Phase>, after: Option<JobId>| {
+        let store = store.clone();
+        async move {
+            let filter = JobFilter {
+                phase,
+                project_id: None,
+                limit: 3,
+                after,
+            };
+            let jobs = store.list_jobs(filter).await.unwrap();
+            jobs.iter().map(|j| j.id).collect::<Vec<_>>()
+        }
+    };
+    let mut listed: Vec<JobId> = Vec::new();
+    let mut after = None;
+    loop {
+        let next = page(None, after).await;
+        listed.extend(&next);
+        match next.last() {
+            Some(last) if next.len() == 3 => after = Some(*last),
+            _ => break,
+        }
+    }
+    let newest_first: Vec<_> = ids.iter().rev().copied().collect();
+    assert_eq!(listed, newest_first, "every job once, in order");
+    let failed_after_newest = page(Some(Phase::Failed), Some(ids[6])).await;
+    assert_eq!(failed_after_newest, [ids[3], ids[0]]);
+    assert!(page(None, Some(JobId::new_random())).await.is_empty());
 }
 
 async fn listing_one_project_leaves_the_others_out_and_combines_with_a_phase(store: Store) {
@@ -227,6 +272,7 @@ async fn listing_one_project_leaves_the_others_out_and_combines_with_a_phase(sto
             phase,
             project_id: Some(project.to_owned()),
             limit: 10,
+            after: None,
         };
         let store = store.clone();
         async move {

@@ -237,17 +237,31 @@ impl Store {
     /// Jobs newest first, as the `GET /jobs` listing shows them.
     pub async fn list_jobs(&self, filter: JobFilter) -> Result<Vec<Job>> {
         let limit = i64::from(filter.limit);
+        let after = filter.after.map(|id| id.to_string());
         let conditions: Vec<(&str, &str)> = [
-            ("status", filter.phase.map(Phase::as_str)),
-            ("project_id", filter.project_id.as_deref()),
+            ("status = $", filter.phase.map(Phase::as_str)),
+            ("project_id = $", filter.project_id.as_deref()),
+            // Keyset: the rows that sort after the cursor's, by the index
+            // the order uses (none if the cursor's job is gone).
+            (
+                "(created_at, id) < (SELECT created_at, id FROM jobs WHERE job_id = $",
+                after.as_deref(),
+            ),
         ]
         .into_iter()
-        .filter_map(|(column, value)| Some((column, value?)))
+        .filter_map(|(condition, value)| Some((condition, value?)))
         .collect();
         let clauses: Vec<String> = conditions
             .iter()
             .enumerate()
-            .map(|(n, (column, _))| format!("{column} = ${}", n + 1))
+            .map(|(n, (condition, _))| {
+                let close = if condition.ends_with("job_id = $") {
+                    ")"
+                } else {
+                    ""
+                };
+                format!("{condition}{}{close}", n + 1)
+            })
             .collect();
         let filter = if clauses.is_empty() {
             String::new()

@@ -89,6 +89,7 @@ async fn a_jobs_priority_reads_back_as_submitted(store: Store) {
             phase: None,
             project_id: None,
             limit: 10,
+            after: None,
         })
         .await
         .unwrap();
