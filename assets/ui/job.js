@@ -299,9 +299,9 @@ export function jobPage(view, id) {
         seen(e);
         terminal.add({ role: e.role, attempt: e.attempt, stream: "stderr", timestamp: e.last_at || e.first_at, message: `[egress] ${e.host}:${e.port} ${e.verdict}${e.reason ? `: ${e.reason}` : ""}` });
       },
-      // A status message says that the job moved; what it carries of the
-      // spec (the decision, a cancel) is as of the stream's start, so the
-      // page reads the status itself, once for a burst (a replay).
+      // A status message says that the job moved; the page reads the whole
+      // status itself (a stream message has no queue place), once for a
+      // burst (a replay).
       status: (update) => {
         seen(update);
         refreshSoon();

@@ -14,35 +14,24 @@ use axum::extract::ws::Utf8Bytes;
 use tokio::sync::OnceCell;
 
 use crate::job::{Job, JobId};
-use crate::store::{StreamBody, StreamEntry};
+use crate::store::StreamEntry;
 
 /// Rendered entries kept, newest last; older ones are rendered again if a
 /// late subscriber replays them.
 const KEPT: usize = 4096;
 
-/// An entry of a job's stream as one subscriber sees it: its position, and
-/// the version of the job the subscriber started from (a status entry
-/// carries that job's spec: subscribers that started from different
-/// versions render it apart).
+/// An entry of a job's stream: every subscriber of the job shares it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RenderKey {
     pub job: JobId,
     pub seq: i64,
-    pub job_version: i64,
 }
 
 impl RenderKey {
-    /// The key of `entry` for a subscriber that started from `job`: only a
-    /// status depends on the job, so every other entry is shared by all.
     pub fn of(job: &Job, entry: &StreamEntry) -> RenderKey {
-        let job_version = match entry.body {
-            StreamBody::Status { .. } => job.resource_version,
-            StreamBody::Log(_) | StreamBody::Egress(_) => 0,
-        };
         RenderKey {
             job: job.id,
             seq: entry.seq,
-            job_version,
         }
     }
 }
@@ -98,7 +87,6 @@ mod tests {
         RenderKey {
             job: JobId::new_random(),
             seq,
-            job_version: 1,
         }
     }
 
@@ -123,23 +111,6 @@ mod tests {
             assert_eq!(answer.unwrap().as_str(), "{\"seq\":7}");
         }
         assert_eq!(rendered.load(Ordering::SeqCst), 1);
-    }
-
-    #[tokio::test]
-    async fn subscribers_that_started_from_other_versions_of_the_job_render_apart() {
-        let renders = SharedRenders::default();
-        let first = key(3);
-        let newer = RenderKey {
-            job_version: 2,
-            ..first
-        };
-        renders
-            .get_or_render(first, async { "old".to_owned() })
-            .await;
-        let answer = renders
-            .get_or_render(newer, async { "new".to_owned() })
-            .await;
-        assert_eq!(answer.as_str(), "new");
     }
 
     #[tokio::test]

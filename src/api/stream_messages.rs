@@ -91,8 +91,9 @@ pub struct EgressMessage {
     seq: i64,
 }
 
-/// An entry as its JSON message; `job` gives the status entries the job's
-/// spec (their own status replaces its).
+/// An entry as its JSON message; a status entry gets the job's spec as it
+/// is now (`job`'s if it cannot be read), its own status replacing the
+/// job's.
 pub async fn render(state: &AppState, job: &Job, entry: &StreamEntry) -> String {
     match &entry.body {
         StreamBody::Log(line) => to_json(&LogMessage::new(line, entry.seq)),
@@ -102,7 +103,10 @@ pub async fn render(state: &AppState, job: &Job, entry: &StreamEntry) -> String 
             seq: entry.seq,
         }),
         StreamBody::Status { status, .. } => {
-            let mut then = job.clone();
+            // The spec as it is now (the decision or cancel that caused the
+            // transition included), with the status the entry recorded.
+            let now = state.store.get_job(job.id).await.ok().flatten();
+            let mut then = now.unwrap_or_else(|| job.clone());
             then.status = (**status).clone();
             to_json(&status_update(state, &then, entry.seq).await)
         }

@@ -131,6 +131,25 @@ async fn a_client_that_closes_first_is_let_go() {
     assert_eq!(code, 200);
 }
 
+/// A status message carries the job's spec as it is, not as it was when
+/// the stream opened: the approval that moved the job is in the message
+/// that says it moved.
+#[tokio::test]
+async fn the_message_of_an_approval_carries_the_decision() {
+    let server = TestServer::sqlite().await;
+    let id = server.spawn("t").await;
+    server.pass_build_and_check(id).await;
+    let mut socket = connect(&server, &format!("/jobs/{id}/stream")).await;
+    let first = next_update(&mut socket).await.unwrap();
+    assert_eq!(first["status"], "awaiting_approval");
+    assert!(first["approval"].is_null(), "{first}");
+    let decision = json!({"approved": true, "comment": "ship it"});
+    server.post(&format!("/jobs/{id}/approve"), decision).await;
+    let approved = next_update(&mut socket).await.unwrap();
+    assert_eq!(approved["status"], "approved");
+    assert_eq!(approved["approval"]["comment"], "ship it", "{approved}");
+}
+
 /// A subscriber has nothing to send but a close; one that sends a large
 /// message is let go rather than held in memory.
 #[tokio::test]
