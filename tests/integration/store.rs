@@ -56,6 +56,7 @@ on_both_databases!(
     listing_is_newest_first_with_limit_and_phase_filter,
     listing_one_project_leaves_the_others_out_and_combines_with_a_phase,
     listing_after_a_job_continues_with_the_next_page_under_the_same_filter,
+    every_listing_reads_an_index_in_its_order_and_sorts_nothing,
     the_fields_of_the_original_service_read_back_as_stored,
     unfinished_jobs_are_oldest_first_without_terminal_ones,
     jobs_are_counted_by_phase,
@@ -248,6 +249,35 @@ async fn listing_after_a_job_continues_with_the_next_page_under_the_same_filter(
     let failed_after_newest = page(Some(Phase::Failed), Some(ids[6])).await;
     assert_eq!(failed_after_newest, [ids[3], ids[0]]);
     assert!(page(None, Some(JobId::new_random())).await.is_empty());
+}
+
+/// Every filter `GET /jobs` offers is served by an index in the listing's
+/// order: no step scans the table or sorts what it found, so a page costs
+/// the same whatever the number of jobs, the tenth page as the first.
+async fn every_listing_reads_an_index_in_its_order_and_sorts_nothing(store: Store) {
+    let cursor = store.create_job(&new_job("a cursor")).await.unwrap().id;
+    for phase in [None, Some(Phase::Pending)] {
+        for project_id in [None, Some("acme".to_owned())] {
+            for after in [None, Some(cursor)] {
+                let filter = JobFilter {
+                    phase,
+                    project_id: project_id.clone(),
+                    limit: 50,
+                    after,
+                };
+                let plan = store.explain_list_jobs(filter).await.unwrap();
+                let said = format!("{phase:?} {project_id:?} {after:?}: {plan:#?}");
+                let sorts = plan.iter().any(|line| {
+                    line.contains("TEMP B-TREE") || line.trim_start().starts_with("Sort")
+                });
+                let scans = plan.iter().any(|line| {
+                    (line.starts_with("SCAN jobs") && !line.contains("INDEX"))
+                        || line.contains("Seq Scan on jobs")
+                });
+                assert!(!sorts && !scans, "{said}");
+            }
+        }
+    }
 }
 
 async fn listing_one_project_leaves_the_others_out_and_combines_with_a_phase(store: Store) {

@@ -9,8 +9,8 @@ use sqlx::types::Json;
 use super::changes::{Change, announce};
 use super::columns::{attempt_column, corrupt, parse_role};
 use super::lease::check_fence;
-use super::on_pool;
 use super::stream::{StreamBody, StreamEntry, insert_status, take_positions};
+use super::{Pool, on_pool};
 use crate::job::plan::Transition;
 use crate::job::workload::AgentReports;
 use crate::job::{Job, JobId, JobSpec, JobStatus, Phase, Role};
@@ -19,6 +19,7 @@ use crate::store::{
     TelemetrySample, TelemetrySource,
 };
 use crate::store::{Result, Store, StoreError, StoreEvent};
+use sqlx::Row;
 
 /// Telemetry samples kept per agent (job, role and attempt) and source;
 /// older ones go.
@@ -236,50 +237,55 @@ impl Store {
 
     /// Jobs newest first, as the `GET /jobs` listing shows them.
     pub async fn list_jobs(&self, filter: JobFilter) -> Result<Vec<Job>> {
-        let limit = i64::from(filter.limit);
-        let after = filter.after.map(|id| id.to_string());
-        let conditions: Vec<(&str, &str)> = [
-            ("status = $", filter.phase.map(Phase::as_str)),
-            ("project_id = $", filter.project_id.as_deref()),
-            // Keyset: the rows that sort after the cursor's, by the index
-            // the order uses (none if the cursor's job is gone).
-            (
-                "(created_at, id) < (SELECT created_at, id FROM jobs WHERE job_id = $",
-                after.as_deref(),
-            ),
-        ]
-        .into_iter()
-        .filter_map(|(condition, value)| Some((condition, value?)))
-        .collect();
-        let clauses: Vec<String> = conditions
-            .iter()
-            .enumerate()
-            .map(|(n, (condition, _))| {
-                let close = if condition.ends_with("job_id = $") {
-                    ")"
-                } else {
-                    ""
-                };
-                format!("{condition}{}{close}", n + 1)
-            })
-            .collect();
-        let filter = if clauses.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", clauses.join(" AND "))
-        };
-        let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs {filter} ORDER BY created_at DESC, id DESC LIMIT ${}",
-            conditions.len() + 1
-        );
+        let listing = Listing::of(&filter);
         let rows: Vec<JobRow> = on_pool!(self, pool => {
-            let mut query = sqlx::query_as(&sql);
-            for (_, value) in &conditions {
-                query = query.bind(*value);
+            let mut query = sqlx::query_as(&listing.sql);
+            for value in &listing.values {
+                query = query.bind(value.as_str());
             }
-            query.bind(limit).fetch_all(pool).await?
+            query.bind(listing.limit).fetch_all(pool).await?
         });
         rows.into_iter().map(Job::try_from).collect()
+    }
+
+    /// How the database would read [`list_jobs`](Self::list_jobs)'
+    /// `filter`: SQLite's query plan, or PostgreSQL's with table scans and
+    /// sorts discouraged (on a small table it would otherwise take them
+    /// whatever its indexes; one that remains means no index can serve),
+    /// one line per step. What the tests check for full scans.
+    pub async fn explain_list_jobs(&self, filter: JobFilter) -> Result<Vec<String>> {
+        let listing = Listing::of(&filter);
+        let lines = match &self.pool {
+            Pool::Sqlite(pool) => {
+                let sql = format!("EXPLAIN QUERY PLAN {}", listing.sql);
+                let mut query = sqlx::query(&sql);
+                for value in &listing.values {
+                    query = query.bind(value.as_str());
+                }
+                let rows = query.bind(listing.limit).fetch_all(pool).await?;
+                rows.iter()
+                    .map(|row| row.try_get::<String, _>("detail"))
+                    .collect::<std::result::Result<_, _>>()?
+            }
+            Pool::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                for setting in ["enable_seqscan", "enable_bitmapscan", "enable_sort"] {
+                    sqlx::query(&format!("SET LOCAL {setting} = off"))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                let sql = format!("EXPLAIN {}", listing.sql);
+                let mut query = sqlx::query(&sql);
+                for value in &listing.values {
+                    query = query.bind(value.as_str());
+                }
+                let rows = query.bind(listing.limit).fetch_all(&mut *tx).await?;
+                rows.iter()
+                    .map(|row| row.try_get::<String, _>(0))
+                    .collect::<std::result::Result<_, _>>()?
+            }
+        };
+        Ok(lines)
     }
 
     /// Every job not yet in a terminal phase, oldest first: what the controller
@@ -724,5 +730,55 @@ impl Store {
             sqlx::query(sql).bind(target).bind(last_event_id).execute(pool).await?;
         });
         Ok(())
+    }
+}
+
+/// The SQL of a listing and the values it binds, in order, before its limit.
+struct Listing {
+    sql: String,
+    values: Vec<String>,
+    limit: i64,
+}
+
+impl Listing {
+    fn of(filter: &JobFilter) -> Listing {
+        let conditions: Vec<(&str, String)> = [
+            ("status = $", filter.phase.map(|p| p.as_str().to_owned())),
+            ("project_id = $", filter.project_id.clone()),
+            // Keyset: the rows that sort after the cursor's, by the index
+            // the order uses (none if the cursor's job is gone).
+            (
+                "(created_at, id) < (SELECT created_at, id FROM jobs WHERE job_id = $",
+                filter.after.map(|id| id.to_string()),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(condition, value)| Some((condition, value?)))
+        .collect();
+        let clauses: Vec<String> = conditions
+            .iter()
+            .enumerate()
+            .map(|(n, (condition, _))| {
+                let close = if condition.ends_with("job_id = $") {
+                    ")"
+                } else {
+                    ""
+                };
+                format!("{condition}{}{close}", n + 1)
+            })
+            .collect();
+        let filter_sql = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        };
+        Listing {
+            sql: format!(
+                "SELECT {JOB_COLUMNS} FROM jobs {filter_sql} ORDER BY created_at DESC, id DESC LIMIT ${}",
+                conditions.len() + 1
+            ),
+            values: conditions.into_iter().map(|(_, value)| value).collect(),
+            limit: i64::from(filter.limit),
+        }
     }
 }
