@@ -50,6 +50,27 @@ impl Ui {
         })
     }
 
+    /// A browser on a server whose agents the in-memory runtime plays, and
+    /// a job of `task` there whose builder runs; `None` (having said why)
+    /// when no browser is installed.
+    async fn on_a_building_job(
+        test: &'static str,
+        task: &str,
+    ) -> Option<(Ui, crate::support::TestServer, icarus::job::JobId)> {
+        let browser = start_browser(test).await?;
+        let server = crate::support::TestServer::sqlite().await;
+        let ui = Ui {
+            base: server.base.clone(),
+            http: reqwest::Client::new(),
+            browser,
+            test,
+            _process: None,
+        };
+        let id = server.spawn(task).await;
+        server.wait_for_builder(id).await;
+        Some((ui, server, id))
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -458,21 +479,11 @@ async fn a_failed_job_shows_its_reason_and_message_and_its_markup_stays_text() {
 
 #[tokio::test]
 async fn a_diff_cut_at_two_mebibytes_lists_its_files_at_once_and_draws_each_when_opened() {
-    let Some(browser) = start_browser("large-diff").await else {
-        return;
-    };
     // The agents are played by the in-memory runtime: the test writes the
     // builder's work itself, more than the 2 MiB a diff keeps.
-    let server = crate::support::TestServer::sqlite().await;
-    let ui = Ui {
-        base: server.base.clone(),
-        http: reqwest::Client::new(),
-        browser,
-        test: "large-diff",
-        _process: None,
+    let Some((ui, server, id)) = Ui::on_a_building_job("large-diff", "Generate a lot").await else {
+        return;
     };
-    let id = server.spawn("Generate a lot").await;
-    server.wait_for_builder(id).await;
     let workspace = server.config.workspace.base_path.join(id.to_string());
     std::fs::create_dir_all(workspace.join("src")).unwrap();
     std::fs::write(workspace.join("assets.bin"), [0u8, 159, 146, 150, 0, 1]).unwrap();
@@ -521,19 +532,9 @@ async fn a_diff_cut_at_two_mebibytes_lists_its_files_at_once_and_draws_each_when
 /// was refused as unlisted is listed, and an approver allows it there.
 #[tokio::test]
 async fn a_pending_egress_request_is_shown_on_the_job_page_and_allowed_from_it() {
-    let Some(browser) = start_browser("egress").await else {
+    let Some((ui, server, id)) = Ui::on_a_building_job("egress", "Needs a mirror").await else {
         return;
     };
-    let server = crate::support::TestServer::sqlite().await;
-    let ui = Ui {
-        base: server.base.clone(),
-        http: reqwest::Client::new(),
-        browser,
-        test: "egress",
-        _process: None,
-    };
-    let id = server.spawn("Needs a mirror").await;
-    server.wait_for_builder(id).await;
     let now = icarus::job::timestamp_now();
     let refused = icarus::store::EgressTally {
         job: id,
