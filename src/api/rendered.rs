@@ -20,6 +20,10 @@ use crate::store::StreamEntry;
 /// late subscriber replays them.
 const KEPT: usize = 4096;
 
+/// The bytes of rendered entries kept at most: a status carries the task
+/// (up to 32 KiB), so entries alone would not bound the memory.
+const KEPT_BYTES: usize = 16 * 1024 * 1024;
+
 /// An entry of a job's stream: every subscriber of the job shares it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RenderKey {
@@ -45,6 +49,8 @@ pub struct SharedRenders {
 struct Kept {
     cells: HashMap<RenderKey, Arc<OnceCell<Utf8Bytes>>>,
     order: VecDeque<RenderKey>,
+    /// The bytes of the rendered entries in `cells`, as each was counted.
+    bytes: usize,
 }
 
 impl SharedRenders {
@@ -55,9 +61,28 @@ impl SharedRenders {
         F: Future<Output = String>,
     {
         let cell = self.cell(key);
-        cell.get_or_init(|| async { Utf8Bytes::from(render.await) })
+        let mut rendered_here = false;
+        let text = cell
+            .get_or_init(|| async {
+                rendered_here = true;
+                Utf8Bytes::from(render.await)
+            })
             .await
-            .clone()
+            .clone();
+        if rendered_here {
+            self.count(text.as_str().len());
+        }
+        text
+    }
+
+    /// Counts a new rendering's bytes, and forgets the oldest renderings
+    /// while there are more than [`KEPT_BYTES`].
+    fn count(&self, bytes: usize) {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        kept.bytes += bytes;
+        while kept.bytes > KEPT_BYTES && kept.order.len() > 1 {
+            kept.forget_oldest();
+        }
     }
 
     fn cell(&self, key: RenderKey) -> Arc<OnceCell<Utf8Bytes>> {
@@ -65,15 +90,24 @@ impl SharedRenders {
         if let Some(cell) = kept.cells.get(&key) {
             return cell.clone();
         }
-        if kept.order.len() >= KEPT
-            && let Some(oldest) = kept.order.pop_front()
-        {
-            kept.cells.remove(&oldest);
+        if kept.order.len() >= KEPT {
+            kept.forget_oldest();
         }
         let cell = Arc::new(OnceCell::new());
         kept.cells.insert(key, cell.clone());
         kept.order.push_back(key);
         cell
+    }
+}
+
+impl Kept {
+    fn forget_oldest(&mut self) {
+        let Some(oldest) = self.order.pop_front() else {
+            return;
+        };
+        let forgotten = self.cells.remove(&oldest);
+        let bytes = forgotten.and_then(|cell| cell.get().map(|text| text.as_str().len()));
+        self.bytes = self.bytes.saturating_sub(bytes.unwrap_or(0));
     }
 }
 
@@ -111,6 +145,20 @@ mod tests {
             assert_eq!(answer.unwrap().as_str(), "{\"seq\":7}");
         }
         assert_eq!(rendered.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn the_renders_kept_hold_a_bounded_number_of_bytes() {
+        let renders = SharedRenders::default();
+        let large = "x".repeat(1024 * 1024);
+        for seq in 0..40 {
+            renders
+                .get_or_render(key(seq), async { large.clone() })
+                .await;
+        }
+        let kept = renders.kept.lock().unwrap();
+        assert!(kept.bytes <= KEPT_BYTES, "{} bytes kept", kept.bytes);
+        assert_eq!(kept.cells.len(), KEPT_BYTES / large.len());
     }
 
     #[tokio::test]
