@@ -209,7 +209,7 @@ pub async fn list(
     let next = (jobs.len() == limit as usize)
         .then(|| jobs.last())
         .flatten()
-        .map(|last| next_page(&query, limit, last.id));
+        .map(|last| next_page(phase, query.project_id.as_deref(), limit, last.id));
     let mut rows: Vec<JobSummary> = jobs.iter().map(JobSummary::from).collect();
     if jobs.iter().any(|job| job.status.phase == Phase::Pending) {
         let queue = QueueSnapshot::load(&state).await?;
@@ -221,14 +221,15 @@ pub async fn list(
     Ok((link, Json(rows)))
 }
 
-/// The address of the page after `last`, under the same filters.
-fn next_page(query: &ListQuery, limit: u32, last: JobId) -> String {
+/// The address of the page after `last`, under the same filters (as
+/// checked: a phase's name, a project id's characters, nothing to escape).
+fn next_page(phase: Option<Phase>, project_id: Option<&str>, limit: u32, last: JobId) -> String {
     let mut url = format!("/jobs?limit={limit}&after={last}");
-    for (name, value) in [("status", &query.status), ("project_id", &query.project_id)] {
-        if let Some(value) = value {
-            // Both are checked above: a phase name, a project id's characters.
-            url.push_str(&format!("&{name}={value}"));
-        }
+    if let Some(phase) = phase {
+        url.push_str(&format!("&status={}", phase.as_str()));
+    }
+    if let Some(project_id) = project_id {
+        url.push_str(&format!("&project_id={project_id}"));
     }
     url
 }

@@ -819,3 +819,26 @@ async fn a_page_after_something_that_is_no_job_id_is_422() {
     assert_eq!(code, 422, "{body}");
     assert!(detail(&body).contains("after"), "{body}");
 }
+
+#[tokio::test]
+async fn the_next_page_keeps_the_filters_of_the_page_before() {
+    let server = TestServer::sqlite_with(|c| c.orchestrator.max_concurrent_jobs = 1).await;
+    let first = server.spawn("first").await;
+    server.wait_for_builder(first).await;
+    server.spawn("second").await;
+    let newest = server.spawn("third").await;
+    let answer = server
+        .client
+        .get(format!(
+            "{}/jobs?limit=1&status=pending&project_id=default",
+            server.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    let link = answer.headers()["link"].to_str().unwrap().to_owned();
+    assert_eq!(
+        link,
+        format!("</jobs?limit=1&after={newest}&status=pending&project_id=default>; rel=\"next\"")
+    );
+}

@@ -742,13 +742,14 @@ struct Listing {
 
 impl Listing {
     fn of(filter: &JobFilter) -> Listing {
+        // Each condition with `$?` where its value is bound.
         let conditions: Vec<(&str, String)> = [
-            ("status = $", filter.phase.map(|p| p.as_str().to_owned())),
-            ("project_id = $", filter.project_id.clone()),
+            ("status = $?", filter.phase.map(|p| p.as_str().to_owned())),
+            ("project_id = $?", filter.project_id.clone()),
             // Keyset: the rows that sort after the cursor's, by the index
             // the order uses (none if the cursor's job is gone).
             (
-                "(created_at, id) < (SELECT created_at, id FROM jobs WHERE job_id = $",
+                "(created_at, id) < (SELECT created_at, id FROM jobs WHERE job_id = $?)",
                 filter.after.map(|id| id.to_string()),
             ),
         ]
@@ -758,14 +759,7 @@ impl Listing {
         let clauses: Vec<String> = conditions
             .iter()
             .enumerate()
-            .map(|(n, (condition, _))| {
-                let close = if condition.ends_with("job_id = $") {
-                    ")"
-                } else {
-                    ""
-                };
-                format!("{condition}{}{close}", n + 1)
-            })
+            .map(|(n, (condition, _))| condition.replace("$?", &format!("${}", n + 1)))
             .collect();
         let filter_sql = if clauses.is_empty() {
             String::new()
