@@ -1,7 +1,9 @@
 // The jobs list: newest first, filtered by phase and project on the server,
 // by submitter and task text on the page, read again every few seconds
-// while the tab is visible (there is no stream of all jobs). Pages of 50,
-// up to the API's 1,000, so a server with 10,000 jobs sends only those.
+// while the tab is visible (there is no stream of all jobs). Pages of 50:
+// the newest ones, up to the API's 1,000, are read again; older pages are
+// fetched once each by the API's cursor (`after`), so a server with 10,000
+// jobs sends only what is asked for.
 
 import { atLeast, get } from "./api.js";
 import { h, page, replace } from "./dom.js";
@@ -30,6 +32,9 @@ export function jobsPage(view) {
   let timer = null;
   let stopped = false;
   let jobs = [];
+  /** Pages beyond the newest `MAX`, by cursor: fetched once, not read again. */
+  let older = [];
+  let olderEnded = false;
   let lastBody = "";
 
   const phase = h("select", { id: "filter-status", name: "status" },
@@ -41,7 +46,7 @@ export function jobsPage(view) {
   const search = h("input", { id: "filter-q", name: "q", type: "search", value: filters.q, placeholder: "words in the task", autocomplete: "off" });
   const rows = h("tbody", { id: "job-rows" });
   const status = h("p", { class: "muted small", id: "list-status", "aria-live": "polite" });
-  const more = h("button", { type: "button", id: "more", hidden: true, onclick: () => { limit = Math.min(MAX, limit + PAGE); refresh(); } }, "Show older jobs");
+  const more = h("button", { type: "button", id: "more", hidden: true, onclick: showOlder }, "Show older jobs");
 
   const form = h("form", { class: "filters", role: "search", onsubmit: (e) => e.preventDefault() },
     field("Phase", phase), field("Project", project), field("Submitted by", submitter), field("Search", search));
@@ -79,15 +84,45 @@ export function jobsPage(view) {
     filters.q = search.value.trim();
     remember();
     clearTimeout(typing);
-    typing = setTimeout(() => { limit = PAGE; lastBody = ""; refresh(); }, 250);
+    typing = setTimeout(() => { limit = PAGE; older = []; olderEnded = false; lastBody = ""; refresh(); }, 250);
   }
   for (const input of [phase, project, submitter, search]) input.addEventListener("input", changed);
 
-  async function refresh() {
-    clearTimeout(timer);
-    const query = new URLSearchParams({ limit: String(limit) });
+  function listQuery(size) {
+    const query = new URLSearchParams({ limit: String(size) });
     if (filters.status) query.set("status", filters.status);
     if (filters.project) query.set("project_id", filters.project);
+    return query;
+  }
+
+  function showOlder() {
+    if (limit < MAX) {
+      limit = Math.min(MAX, limit + PAGE);
+      refresh();
+    } else {
+      loadOlder();
+    }
+  }
+
+  /** The page after the oldest row shown, by the API's cursor. */
+  async function loadOlder() {
+    const last = (older.length ? older : jobs).at(-1);
+    if (!last) return;
+    const query = listQuery(PAGE);
+    query.set("after", last.job_id);
+    try {
+      const page = await get(`/jobs?${query}`);
+      older = older.concat(page);
+      olderEnded = page.length < PAGE;
+      render();
+    } catch (error) {
+      if (!stopped) status.textContent = `Could not read older jobs: ${error.message}`;
+    }
+  }
+
+  async function refresh() {
+    clearTimeout(timer);
+    const query = listQuery(limit);
     try {
       jobs = await get(`/jobs?${query}`);
       const body = JSON.stringify(jobs);
@@ -106,16 +141,18 @@ export function jobsPage(view) {
 
   function render() {
     const words = filters.q.toLowerCase().split(/\s+/).filter(Boolean);
-    const shown = jobs.filter((job) =>
+    const newest = new Set(jobs.map((job) => job.job_id));
+    const listed = jobs.concat(older.filter((job) => !newest.has(job.job_id)));
+    const shown = listed.filter((job) =>
       (!filters.submitter || (job.submitted_by || "").toLowerCase().includes(filters.submitter.toLowerCase())) &&
       words.every((word) => job.task.toLowerCase().includes(word)));
     replace(rows, shown.map(row));
     if (shown.length === 0) {
-      rows.append(h("tr", {}, h("td", { colspan: 6, class: "empty" }, jobs.length ? "No job on this page matches." : "No jobs yet.")));
+      rows.append(h("tr", {}, h("td", { colspan: 6, class: "empty" }, listed.length ? "No job on this page matches." : "No jobs yet.")));
     }
     const full = jobs.length >= limit;
-    status.textContent = `${shown.length} shown of the newest ${jobs.length} job${jobs.length === 1 ? "" : "s"}${filters.status || filters.project ? " matching the filters" : ""}.`;
-    more.hidden = !full || limit >= MAX;
+    status.textContent = `${shown.length} shown of the newest ${listed.length} job${listed.length === 1 ? "" : "s"}${filters.status || filters.project ? " matching the filters" : ""}.`;
+    more.hidden = !full || (limit >= MAX && olderEnded);
   }
 
   function row(job) {

@@ -578,3 +578,46 @@ async fn a_pending_egress_request_is_shown_on_the_job_page_and_allowed_from_it()
     ui.screenshot("job-egress-allowed").await;
     ui.assert_no_script_errors().await;
 }
+
+/// Past the newest 1,000 (what the list reads again), "Show older jobs"
+/// pages on by the API's cursor, to the last job.
+#[tokio::test]
+async fn the_jobs_list_shows_older_jobs_past_the_first_thousand_page_by_page() {
+    let Some((ui, server, _)) = Ui::on_a_building_job("older-jobs", "the newest but one").await
+    else {
+        return;
+    };
+    let store = server.orchestrator.as_ref().unwrap().store();
+    let created = 1059;
+    for n in 0..created {
+        let mut job = crate::support::new_job(&format!("an old job {n}"));
+        job.created_at -= chrono::TimeDelta::seconds(created - n);
+        job.status.phase = icarus::job::Phase::Cancelled;
+        store.create_job(&job).await.unwrap();
+    }
+    let browser = &ui.browser;
+    browser.goto(&ui.url("/ui#/jobs")).await;
+    let rows_reach = |count: usize| async move {
+        browser
+            .wait_for(&format!("{count} rows"), || async {
+                let script = "return document.querySelectorAll('#job-rows tr[data-job]').length;";
+                let rows = browser.run(script, json!([])).await.as_u64()? as usize;
+                (rows == count).then_some(())
+            })
+            .await
+    };
+    rows_reach(50).await;
+    for shown in (100..=1000).step_by(50).chain([1050, 1060]) {
+        browser.click("#more").await;
+        rows_reach(shown).await;
+    }
+    browser
+        .find_text("#job-rows tr:last-child", "an old job 0")
+        .await;
+    let hidden = browser
+        .run("return document.getElementById('more').hidden;", json!([]))
+        .await;
+    assert_eq!(hidden, json!(true), "nothing older to show");
+    ui.screenshot("jobs-older").await;
+    ui.assert_no_script_errors().await;
+}
