@@ -2,7 +2,10 @@
 //! a cancel request, a publish retry) and read status; the controller does
 //! everything else.
 
+use std::sync::Arc;
+
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -28,9 +31,9 @@ use crate::job::{
     Verdict, timestamp_now,
 };
 use crate::source::patch;
+use crate::store::view::CachedJob;
 use crate::store::{
     EgressAllowance, EgressTraffic, EgressVerdict, JobFilter, SpecChange, SpecUpdate,
-    TelemetrySource,
 };
 use icarus_core::egress::{AllowList, Destination};
 
@@ -174,7 +177,7 @@ pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
     QueryParams(query): QueryParams<ListQuery>,
-) -> ApiResult<(Option<[(HeaderName, String); 1]>, Json<Vec<JobSummary>>)> {
+) -> ApiResult<(Option<[(HeaderName, String); 1]>, Response)> {
     caller.require(AccessRole::Viewer, "reading jobs")?;
     let limit = query.limit.unwrap_or(50);
     let limit = u32::try_from(limit)
@@ -205,20 +208,28 @@ pub async fn list(
         limit,
         after,
     };
-    let jobs = state.store.list_jobs(filter).await?;
-    let next = (jobs.len() == limit as usize)
-        .then(|| jobs.last())
+    let ids = state.store.list_job_ids(filter).await?;
+    let next = (ids.len() == limit as usize)
+        .then(|| ids.last())
         .flatten()
-        .map(|last| next_page(phase, query.project_id.as_deref(), limit, last.id));
-    let mut rows: Vec<JobSummary> = jobs.iter().map(JobSummary::from).collect();
-    if jobs.iter().any(|job| job.status.phase == Phase::Pending) {
-        let queue = QueueSnapshot::load(&state).await?;
-        for (row, job) in rows.iter_mut().zip(&jobs) {
-            row.queue = queue.view(job);
+        .map(|last| next_page(phase, query.project_id.as_deref(), limit, *last));
+    let mut jobs = state.store.read_jobs(&ids).await?;
+    // A job that left the phase asked for since its id was read is left out.
+    jobs.retain(|cached| phase.is_none_or(|phase| cached.job.status.phase == phase));
+    let queue = match jobs.iter().any(|c| c.job.status.phase == Phase::Pending) {
+        true => Some(QueueSnapshot::load(&state).await?),
+        false => None,
+    };
+    let rows = jobs.iter().map(|cached| match &queue {
+        Some(queue) if cached.job.status.phase == Phase::Pending => {
+            let mut row = JobSummary::from(&cached.job);
+            row.queue = queue.view(&cached.job);
+            to_json_bytes(&row)
         }
-    }
+        _ => cached.row(|job| to_json_bytes(&JobSummary::from(job))),
+    });
     let link = next.map(|url| [(header::LINK, format!("<{url}>; rel=\"next\""))]);
-    Ok((link, Json(rows)))
+    Ok((link, json_array(rows)))
 }
 
 /// The address of the page after `last`, under the same filters (as
@@ -245,18 +256,25 @@ pub async fn status(
     State(state): State<AppState>,
     caller: Caller,
     JobIdPath(id): JobIdPath,
-) -> ApiResult<Json<JobStatusResponse>> {
+) -> ApiResult<Response> {
     caller.require(AccessRole::Viewer, "reading jobs")?;
-    let job = load(&state, id).await?;
-    let usage = state.store.agent_usage(id, job.status.attempt).await?;
-    let egress = egress_summary(&state.store, id).await?;
-    let mut response = JobStatusResponse::from(&job)
-        .with_usage(&usage)
-        .with_egress(egress);
-    if job.status.phase == Phase::Pending {
-        response.queue = QueueSnapshot::load(&state).await?.view(&job);
+    let cached = read(&state, id).await?;
+    let facts = state.store.read_facts(&cached).await?;
+    let response = || {
+        JobStatusResponse::from(&cached.job)
+            .with_usage(&facts.usage)
+            .with_egress(summarise_egress(
+                &facts.egress_traffic,
+                &facts.egress_allowances,
+            ))
+    };
+    // A pending job's place moves as others come and go: never kept.
+    if cached.job.status.phase == Phase::Pending {
+        let mut pending = response();
+        pending.queue = QueueSnapshot::load(&state).await?.view(&cached.job);
+        return Ok(json_response(to_json_bytes(&pending)));
     }
-    Ok(Json(response))
+    Ok(json_response(cached.status(|| to_json_bytes(&response()))))
 }
 
 /// The latest progress an agent reported, and the latest usage Icarus measured.
@@ -272,17 +290,11 @@ pub async fn telemetry(
     JobIdPath(id): JobIdPath,
 ) -> ApiResult<Json<TelemetryResponse>> {
     caller.require(AccessRole::Viewer, "reading jobs")?;
-    let job = load(&state, id).await?;
-    let reported = state
-        .store
-        .latest_telemetry(id, TelemetrySource::Agent)
-        .await?;
-    let measured = state
-        .store
-        .latest_telemetry(id, TelemetrySource::Icarus)
-        .await?;
+    let cached = read(&state, id).await?;
+    let facts = state.store.read_facts(&cached).await?;
     Ok(Json(
-        TelemetryResponse::new(&job, reported).with_measured(measured),
+        TelemetryResponse::new(&cached.job, facts.reported.clone())
+            .with_measured(facts.measured.clone()),
     ))
 }
 
@@ -389,11 +401,23 @@ pub(crate) async fn egress_summary(
         return Ok(None);
     }
     let allowances = store.egress_allowances(id).await?;
+    Ok(summarise_egress(&traffic, &allowances))
+}
+
+/// The job's egress for its status from its traffic and the allowances
+/// that count for it; `None` if there was none.
+fn summarise_egress(
+    traffic: &[EgressTraffic],
+    allowances: &[EgressAllowance],
+) -> Option<EgressSummary> {
+    if traffic.is_empty() {
+        return None;
+    }
     let mut summary = EgressSummary {
-        requests: open_requests(&traffic, &allowances),
+        requests: open_requests(traffic, allowances),
         ..EgressSummary::default()
     };
-    for row in &traffic {
+    for row in traffic {
         match row.verdict {
             EgressVerdict::Allowed => summary.allowed += row.connections,
             EgressVerdict::Refused | EgressVerdict::Unlisted => summary.refused += row.connections,
@@ -401,7 +425,7 @@ pub(crate) async fn egress_summary(
         summary.bytes_sent += row.bytes_sent;
         summary.bytes_received += row.bytes_received;
     }
-    Ok(Some(summary))
+    Some(summary)
 }
 
 /// The unlisted destinations no allowance of their role covers, each once.
@@ -695,6 +719,39 @@ pub enum DiffFormat {
     Text,
     /// Files with their status, line counts and hunks.
     Json,
+}
+
+/// The job as reads show it (from the read view), or 404.
+async fn read(state: &AppState, id: JobId) -> ApiResult<Arc<CachedJob>> {
+    state
+        .store
+        .read_job(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("Job {id} not found")))
+}
+
+/// Our response types always serialise (no maps with non-string keys, no
+/// failing `Serialize`), as the streams' messages do.
+fn to_json_bytes(value: &impl serde::Serialize) -> Bytes {
+    serde_json::to_vec(value).unwrap_or_default().into()
+}
+
+fn json_response(body: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// A JSON array of rendered elements, without parsing them again.
+fn json_array(elements: impl Iterator<Item = Bytes>) -> Response {
+    let mut body = Vec::with_capacity(1024);
+    body.push(b'[');
+    for (index, element) in elements.enumerate() {
+        if index > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&element);
+    }
+    body.push(b']');
+    json_response(body.into())
 }
 
 pub(super) async fn load(state: &AppState, id: JobId) -> ApiResult<Job> {

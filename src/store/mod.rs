@@ -18,6 +18,7 @@ mod records;
 mod spec;
 pub mod sql;
 mod unavailable;
+pub mod view;
 
 use std::sync::Arc;
 

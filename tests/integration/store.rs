@@ -45,6 +45,7 @@ mod queue;
 mod retention;
 mod stream;
 mod usage;
+mod view;
 
 on_both_databases!(
     a_created_job_reads_back_equal_at_version_one,

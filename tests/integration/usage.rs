@@ -8,7 +8,6 @@ use std::time::Duration;
 use icarus::job::{JobId, Role};
 use icarus::metrics::Metrics;
 use icarus::runtime::Usage;
-use icarus::store::Store;
 use icarus::usage::{Round, UsageSampler};
 use serde_json::Value;
 
@@ -105,7 +104,9 @@ async fn a_failing_reading_is_counted_and_the_next_round_measures_again() {
     let server = TestServer::sqlite_with(|c| c.agents.usage_interval_seconds = 0).await;
     let id = running_builder(&server).await;
     assert!(server.runtime.set_usage(id, Role::Builder, usage(1.0, 64)));
-    let store = Store::connect(&server.config.database.url).await.unwrap();
+    // The server's own store: SQLite serves one process, whose writes the
+    // read view sees.
+    let store = server.orchestrator.as_ref().unwrap().store().clone();
     let metrics = Metrics::new();
     let sampler = UsageSampler::new(Arc::new(server.runtime.clone()), 1, metrics.usage.clone())
         .expect("an interval of one second samples");

@@ -38,7 +38,16 @@ pub(super) enum Change {
     Report,
     /// Positions `first..=last` of the job's stream were written.
     Stream { first: i64, last: i64 },
+    /// What the job's status shows beside the job changed: its agents'
+    /// usage, egress or telemetry, or an allowance of its own.
+    Facts,
+    /// What every job's status shows changed: an allowance for all jobs.
+    /// Its payload names no job.
+    Everyone,
 }
+
+/// The job an [`Change::Everyone`] is announced with: none in particular.
+pub(super) const NO_JOB: &str = "*";
 
 /// `origin:kind:job`, the notification's payload; a stream's range follows
 /// the job (`origin:stream:job:first:last`).
@@ -47,24 +56,40 @@ pub(super) fn payload(origin: &str, change: Change, job: JobId) -> String {
         Change::Job => format!("{origin}:job:{job}"),
         Change::Report => format!("{origin}:report:{job}"),
         Change::Stream { first, last } => format!("{origin}:stream:{job}:{first}:{last}"),
+        Change::Facts => format!("{origin}:facts:{job}"),
+        Change::Everyone => format!("{origin}:everyone:{NO_JOB}"),
     }
 }
 
-fn parse_payload(payload: &str) -> Option<(&str, Change, JobId)> {
+/// The origin, the change, and the job it names (none for
+/// [`Change::Everyone`]).
+fn parse_payload(payload: &str) -> Option<(&str, Change, Option<JobId>)> {
     let mut parts = payload.split(':');
     let origin = parts.next()?;
     let kind = parts.next()?;
-    let job = parts.next()?.parse().ok()?;
+    let job = parts.next()?;
+    if kind == "everyone" {
+        return (job == NO_JOB && parts.next().is_none()).then_some((
+            origin,
+            Change::Everyone,
+            None,
+        ));
+    }
+    let job = job.parse().ok()?;
     let change = match kind {
         "job" => Change::Job,
         "report" => Change::Report,
+        "facts" => Change::Facts,
         "stream" => Change::Stream {
             first: parts.next()?.parse().ok()?,
             last: parts.next()?.parse().ok()?,
         },
         _ => return None,
     };
-    parts.next().is_none().then_some((origin, change, job))
+    parts
+        .next()
+        .is_none()
+        .then_some((origin, change, Some(job)))
 }
 
 /// A name for one connected store: its own notifications are not relayed back.
@@ -114,16 +139,30 @@ impl Store {
         if origin == &*self.origin {
             return;
         }
+        let Some(job) = job else {
+            // An allowance for every job.
+            self.view.forget_all();
+            return;
+        };
         match change {
+            Change::Everyone => self.view.forget_all(),
+            Change::Facts => self.view.forget(job),
             Change::Report => self.publish(StoreEvent::AgentReported(job)),
             Change::Stream { first, last } => self.relay_stream(job, first, last).await,
-            Change::Job => match self.get_job(job).await {
-                Ok(Some(job)) => self.publish(StoreEvent::JobWritten(Arc::new(job))),
-                Ok(None) => {}
-                Err(error) => {
-                    tracing::warn!(%job, error = %crate::errors::error_chain(&error), "a job another replica wrote could not be read")
-                }
-            },
+            Change::Job => self.relay_job(job).await,
+        }
+    }
+
+    /// Another replica wrote the job: what is held of it is stale, and this
+    /// process's subscribers hear of its new version.
+    async fn relay_job(&self, job: JobId) {
+        self.view.forget(job);
+        match self.get_job(job).await {
+            Ok(Some(job)) => self.publish(StoreEvent::JobWritten(Arc::new(job))),
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(%job, error = %crate::errors::error_chain(&error), "a job another replica wrote could not be read")
+            }
         }
     }
 }
@@ -144,6 +183,19 @@ async fn relay(store: Store, pool: PgPool, shutdown: CancellationToken) {
 async fn listen(store: &Store, pool: &PgPool, shutdown: &CancellationToken) -> sqlx::Result<()> {
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen(CHANNEL).await?;
+    store.view.start_listening();
+    let listened = relay_until_lost(store, &mut listener, shutdown).await;
+    store.view.stop_listening();
+    listened
+}
+
+/// Relays notifications until `shutdown` or until the connection is lost
+/// (`Err` if it failed): whatever is announced after that is missed.
+async fn relay_until_lost(
+    store: &Store,
+    listener: &mut PgListener,
+    shutdown: &CancellationToken,
+) -> sqlx::Result<()> {
     loop {
         let notification = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -151,10 +203,12 @@ async fn listen(store: &Store, pool: &PgPool, shutdown: &CancellationToken) -> s
         };
         match notification {
             Some(notification) => store.relay_one(notification.payload()).await,
-            // The connection was lost; the next receive connects again.
-            None => tracing::warn!(
-                "the connection for other replicas' changes was lost; changes until it is back wait for the resync"
-            ),
+            None => {
+                tracing::warn!(
+                    "the connection for other replicas' changes was lost; changes until it is back wait for the resync"
+                );
+                return Ok(());
+            }
         }
     }
 }
@@ -169,12 +223,17 @@ mod tests {
         let text = payload("origin-1", Change::Report, job);
         assert_eq!(
             parse_payload(&text),
-            Some(("origin-1", Change::Report, job))
+            Some(("origin-1", Change::Report, Some(job)))
         );
         assert_eq!(parse_payload("origin:bogus:x"), None);
         let stream = Change::Stream { first: 3, last: 7 };
         let text = payload("o", stream, job);
-        assert_eq!(parse_payload(&text), Some(("o", stream, job)));
+        assert_eq!(parse_payload(&text), Some(("o", stream, Some(job))));
         assert_eq!(parse_payload(&format!("o:job:{job}:1")), None);
+        let text = payload("o", Change::Facts, job);
+        assert_eq!(parse_payload(&text), Some(("o", Change::Facts, Some(job))));
+        let text = payload("o", Change::Everyone, job);
+        assert_eq!(parse_payload(&text), Some(("o", Change::Everyone, None)));
+        assert_eq!(parse_payload("o:everyone:x"), None);
     }
 }

@@ -6,8 +6,9 @@ use std::sync::atomic::Ordering;
 
 use chrono::{DateTime, Utc};
 
+use super::changes::{Change, announce};
 use super::columns::{attempt_column, corrupt, parse_role};
-use super::on_pool;
+use super::{on_pool, on_pool_write};
 use crate::job::JobId;
 use crate::store::{EgressAllowance, EgressTraffic, EgressVerdict, Result, Store};
 
@@ -92,8 +93,9 @@ impl Store {
     pub async fn add_egress_traffic(&self, tally: &EgressTally) -> Result<()> {
         let traffic = &tally.traffic;
         let number = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
-        let (connections,): (i64,) = on_pool!(self, pool => {
-            sqlx::query_as(ADD_TRAFFIC)
+        let (connections,): (i64,) = on_pool_write!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let added: (i64,) = sqlx::query_as(ADD_TRAFFIC)
                 .bind(tally.job.to_string())
                 .bind(traffic.role.as_str())
                 .bind(attempt_column(traffic.attempt))
@@ -108,9 +110,13 @@ impl Store {
                 .bind(traffic.first_at)
                 .bind(traffic.last_at)
                 .bind(MAX_DESTINATIONS)
-                .fetch_one(pool)
-                .await?
+                .fetch_one(&mut *tx)
+                .await?;
+            announce!(self, tx, Change::Facts, tally.job);
+            tx.commit().await?;
+            added
         });
+        self.view.forget(tally.job);
         if connections == number(traffic.connections) {
             self.append_egress(tally.job, traffic).await?;
         }
@@ -153,7 +159,8 @@ impl Store {
 
     /// Records a person's allowance (see [`EgressAllowance`]).
     pub async fn allow_egress(&self, allowance: &EgressAllowance) -> Result<()> {
-        on_pool!(self, pool => {
+        on_pool_write!(self, pool => {
+            let mut tx = pool.begin().await?;
             sqlx::query(
                 "INSERT INTO egress_allowances (job_id, role, rule, allowed_by, allowed_at) \
                  VALUES ($1, $2, $3, $4, $5)",
@@ -163,9 +170,19 @@ impl Store {
             .bind(&allowance.rule)
             .bind(&allowance.allowed_by)
             .bind(allowance.allowed_at)
-            .execute(pool)
+            .execute(&mut *tx)
             .await?;
+            match allowance.job {
+                Some(job) => announce!(self, tx, Change::Facts, job),
+                // The payload of `Everyone` names no job: any id will do.
+                None => announce!(self, tx, Change::Everyone, JobId::new_random()),
+            }
+            tx.commit().await?;
         });
+        match allowance.job {
+            Some(job) => self.view.forget(job),
+            None => self.view.forget_all(),
+        }
         self.allowances_written.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }

@@ -21,7 +21,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Pool, Store};
+use super::{Pool, Store, on_pool_write};
 use crate::store::Result;
 
 /// A lease as stored, seen by a candidate.
@@ -77,7 +77,7 @@ impl Store {
              WHERE leases.expires_at_ms <= {now} \
              RETURNING version"
         );
-        let row: Option<(i64,)> = super::on_pool!(self, pool => {
+        let row: Option<(i64,)> = on_pool_write!(self, pool => {
             sqlx::query_as(&sql)
                 .bind(name)
                 .bind(holder)
@@ -103,7 +103,7 @@ impl Store {
             "UPDATE leases SET renewed_at_ms = {now}, expires_at_ms = {now} + $4 \
              WHERE name = $1 AND holder = $2 AND version = $3 AND expires_at_ms > {now}"
         );
-        let renewed = super::on_pool!(self, pool => {
+        let renewed = on_pool_write!(self, pool => {
             sqlx::query(&sql)
                 .bind(name)
                 .bind(holder)

@@ -10,7 +10,7 @@ use super::changes::{Change, announce};
 use super::columns::{attempt_column, corrupt, parse_role};
 use super::lease::check_fence;
 use super::stream::{StreamBody, StreamEntry, insert_status, take_positions};
-use super::{Pool, on_pool};
+use super::{Pool, on_pool, on_pool_write};
 use crate::job::plan::Transition;
 use crate::job::workload::AgentReports;
 use crate::job::{Job, JobId, JobSpec, JobStatus, Phase, Role};
@@ -25,7 +25,7 @@ use sqlx::Row;
 /// older ones go.
 pub const TELEMETRY_KEPT: i64 = 1000;
 
-const JOB_COLUMNS: &str = "job_id, created_at, spec, status_detail, resource_version";
+pub(super) const JOB_COLUMNS: &str = "job_id, created_at, spec, status_detail, resource_version";
 
 /// The project and the priority are written once: they never change (nor
 /// does the task, but that column is rewritten with the rest).
@@ -76,7 +76,7 @@ macro_rules! bind_job_columns {
 }
 
 #[derive(sqlx::FromRow)]
-struct JobRow {
+pub(super) struct JobRow {
     job_id: String,
     created_at: DateTime<Utc>,
     spec: Json<JobSpec>,
@@ -195,7 +195,7 @@ impl Store {
         stored.resource_version = 1;
         let now = Utc::now();
         let id = stored.id.to_string();
-        let seq = on_pool!(self, pool => {
+        let seq = on_pool_write!(self, pool => {
             let mut tx = pool.begin().await?;
             bind_job_columns!(sqlx::query(INSERT_JOB), stored, now)
                 .bind(&id)
@@ -222,6 +222,7 @@ impl Store {
             tx.commit().await?;
             seq
         });
+        self.view.forget(stored.id);
         self.publish(StoreEvent::JobWritten(stored.clone().into()));
         self.publish_status(&stored, seq, now);
         Ok(stored)
@@ -237,7 +238,7 @@ impl Store {
 
     /// Jobs newest first, as the `GET /jobs` listing shows them.
     pub async fn list_jobs(&self, filter: JobFilter) -> Result<Vec<Job>> {
-        let listing = Listing::of(&filter);
+        let listing = Listing::of(&filter, JOB_COLUMNS);
         let rows: Vec<JobRow> = on_pool!(self, pool => {
             let mut query = sqlx::query_as(&listing.sql);
             for value in &listing.values {
@@ -248,13 +249,13 @@ impl Store {
         rows.into_iter().map(Job::try_from).collect()
     }
 
-    /// How the database would read [`list_jobs`](Self::list_jobs)'
-    /// `filter`: SQLite's query plan, or PostgreSQL's with table scans and
+    /// How the database would read the listing of `filter` (its ids, as
+    /// [`list_job_ids`](Self::list_job_ids) asks): SQLite's query plan, or PostgreSQL's with table scans and
     /// sorts discouraged (on a small table it would otherwise take them
     /// whatever its indexes; one that remains means no index can serve),
     /// one line per step. What the tests check for full scans.
     pub async fn explain_list_jobs(&self, filter: JobFilter) -> Result<Vec<String>> {
-        let listing = Listing::of(&filter);
+        let listing = Listing::of(&filter, "job_id");
         let lines = match &self.pool {
             Pool::Sqlite(pool) => {
                 let sql = format!("EXPLAIN QUERY PLAN {}", listing.sql);
@@ -336,7 +337,7 @@ impl Store {
         let id = job.id.to_string();
         let mut stored = job.clone();
         stored.resource_version += 1;
-        let (updated, seq) = on_pool!(self, pool => {
+        let (updated, seq) = on_pool_write!(self, pool => {
             let mut tx = pool.begin().await?;
             check_fence!(self, tx);
             let mut seq = None;
@@ -383,6 +384,9 @@ impl Store {
             tx.commit().await?;
             (updated, seq)
         });
+        if updated {
+            self.view.forget(job.id);
+        }
         if !updated {
             return match self.get_job(job.id).await? {
                 Some(_) => Err(StoreError::Conflict {
@@ -419,11 +423,13 @@ impl Store {
     }
 
     pub async fn record_telemetry(&self, job: JobId, sample: &TelemetrySample) -> Result<()> {
-        on_pool!(self, pool => {
+        on_pool_write!(self, pool => {
             let mut tx = pool.begin().await?;
             insert_telemetry!(&mut *tx, job, sample);
+            announce!(self, tx, Change::Facts, job);
             tx.commit().await?;
         });
+        self.view.forget(job);
         Ok(())
     }
 
@@ -469,7 +475,7 @@ impl Store {
 
     pub async fn record_audit(&self, job: JobId, record: &AuditRecord) -> Result<()> {
         let sql = "INSERT INTO audit_logs (job_id, audit_report, created_at, attempt) VALUES ($1, $2, $3, $4)";
-        on_pool!(self, pool => {
+        on_pool_write!(self, pool => {
             sqlx::query(sql)
                 .bind(job.to_string())
                 .bind(Json(&record.report))
@@ -499,7 +505,7 @@ impl Store {
     pub async fn record_agent_report(&self, job: JobId, report: &AgentReport) -> Result<()> {
         let sql = "INSERT INTO agent_reports (job_id, role, attempt, outcome, message, created_at) \
                    VALUES ($1, $2, $3, $4, $5, $6)";
-        on_pool!(self, pool => {
+        on_pool_write!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query(sql)
                 .bind(job.to_string())
@@ -592,7 +598,7 @@ impl Store {
                    VALUES ($1, $2, $3, $4, $5, $6) \
                    ON CONFLICT (job_id, role, attempt) \
                    DO UPDATE SET workload_id = excluded.workload_id, log = excluded.log, created_at = excluded.created_at";
-        on_pool!(self, pool => {
+        on_pool_write!(self, pool => {
             sqlx::query(sql)
                 .bind(job.to_string())
                 .bind(log.role.as_str())
@@ -632,7 +638,7 @@ impl Store {
                    ON CONFLICT (job_id) DO UPDATE SET base_commit = excluded.base_commit, \
                    diff = excluded.diff, truncated = excluded.truncated, \
                    created_at = excluded.created_at, snapshot = excluded.snapshot";
-        on_pool!(self, pool => {
+        on_pool_write!(self, pool => {
             sqlx::query(sql)
                 .bind(job.to_string())
                 .bind(diff.base_commit.as_deref())
@@ -726,7 +732,7 @@ impl Store {
     pub async fn set_notification_cursor(&self, target: &str, last_event_id: i64) -> Result<()> {
         let sql = "INSERT INTO notification_cursors (target, last_event_id) VALUES ($1, $2) \
                    ON CONFLICT (target) DO UPDATE SET last_event_id = excluded.last_event_id";
-        on_pool!(self, pool => {
+        on_pool_write!(self, pool => {
             sqlx::query(sql).bind(target).bind(last_event_id).execute(pool).await?;
         });
         Ok(())
@@ -734,14 +740,15 @@ impl Store {
 }
 
 /// The SQL of a listing and the values it binds, in order, before its limit.
-struct Listing {
-    sql: String,
-    values: Vec<String>,
-    limit: i64,
+/// A listing's query: `columns` of the jobs `filter` names, newest first.
+pub(super) struct Listing {
+    pub sql: String,
+    pub values: Vec<String>,
+    pub limit: i64,
 }
 
 impl Listing {
-    fn of(filter: &JobFilter) -> Listing {
+    pub fn of(filter: &JobFilter, columns: &str) -> Listing {
         // Each condition with `$?` where its value is bound.
         let conditions: Vec<(&str, String)> = [
             ("status = $?", filter.phase.map(|p| p.as_str().to_owned())),
@@ -768,7 +775,7 @@ impl Listing {
         };
         Listing {
             sql: format!(
-                "SELECT {JOB_COLUMNS} FROM jobs {filter_sql} ORDER BY created_at DESC, id DESC LIMIT ${}",
+                "SELECT {columns} FROM jobs {filter_sql} ORDER BY created_at DESC, id DESC LIMIT ${}",
                 conditions.len() + 1
             ),
             values: conditions.into_iter().map(|(_, value)| value).collect(),

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::on_pool;
+use super::{on_pool, on_pool_write};
 use crate::store::{Result, Store, StoreEvent};
 
 /// How many of the latest runs the estimate averages.
@@ -32,7 +32,7 @@ impl Store {
     pub async fn hold_queue(&self, hold: &QueueHold) -> Result<QueueHold> {
         let sql = "INSERT INTO queue_hold (id, held_by, held_at) VALUES (1, $1, $2) \
                    ON CONFLICT (id) DO NOTHING";
-        on_pool!(self, pool => {
+        on_pool_write!(self, pool => {
             sqlx::query(sql)
                 .bind(&hold.held_by)
                 .bind(hold.held_at)
@@ -46,7 +46,7 @@ impl Store {
     /// Releases the queue; whether it was held.
     pub async fn release_queue(&self) -> Result<bool> {
         let sql = "DELETE FROM queue_hold WHERE id = 1";
-        let released = on_pool!(self, pool => {
+        let released = on_pool_write!(self, pool => {
             sqlx::query(sql).execute(pool).await?.rows_affected() > 0
         });
         self.publish(StoreEvent::QueueChanged);

@@ -4,7 +4,8 @@
 
 use chrono::{DateTime, Utc};
 
-use super::on_pool;
+use super::changes::{Change, announce};
+use super::{on_pool, on_pool_write};
 use crate::job::JobId;
 use crate::store::{Result, Store, StoreError};
 
@@ -30,21 +31,24 @@ impl Store {
     /// and transitions. One transaction; a job already gone is no error.
     pub async fn purge_job(&self, job: JobId, keep_events: bool) -> Result<()> {
         let id = job.to_string();
-        on_pool!(self, pool => {
+        on_pool_write!(self, pool => {
             let mut tx = pool.begin().await?;
             if keep_events {
                 for table in OUTPUT_TABLES {
                     let sql = format!("DELETE FROM {table} WHERE job_id = $1");
                     sqlx::query(&sql).bind(&id).execute(&mut *tx).await?;
                 }
+                announce!(self, tx, Change::Facts, job);
             } else {
                 sqlx::query("DELETE FROM jobs WHERE job_id = $1")
                     .bind(&id)
                     .execute(&mut *tx)
                     .await?;
+                announce!(self, tx, Change::Job, job);
             }
             tx.commit().await?;
         });
+        self.view.forget(job);
         Ok(())
     }
 

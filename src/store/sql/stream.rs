@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use super::changes::{Change, announce};
 use super::columns::{attempt_column, corrupt, parse_role};
 use super::lease::check_fence;
-use super::on_pool;
+use super::{on_pool, on_pool_write};
 use crate::job::{JobId, JobStatus, Role};
 use crate::logs::LogStream;
 use crate::store::{EgressTraffic, EgressVerdict, Result, Store};
@@ -221,7 +221,7 @@ impl Store {
         }
         let id = job.to_string();
         let count = i64::try_from(lines.len()).unwrap_or(i64::MAX);
-        let last = on_pool!(self, pool => {
+        let last = on_pool_write!(self, pool => {
             let mut tx = pool.begin().await?;
             check_fence!(self, tx);
             let last = take_positions!(tx, &id, count);
@@ -269,7 +269,7 @@ impl Store {
             last_at: traffic.last_at,
         };
         let message = serde_json::to_string(&record).unwrap_or_default();
-        let seq = on_pool!(self, pool => {
+        let seq = on_pool_write!(self, pool => {
             let mut tx = pool.begin().await?;
             let seq = take_positions!(tx, &id, 1_i64);
             sqlx::query(INSERT_ENTRY)

@@ -4,9 +4,10 @@
 
 use chrono::{DateTime, Utc};
 
+use super::changes::{Change, announce};
 use super::columns::{attempt_column, corrupt, parse_role};
-use super::on_pool;
 use super::queries::insert_telemetry;
+use super::{on_pool, on_pool_write};
 use crate::job::{JobId, Role};
 use crate::store::{AgentUsage, Result, Store, TelemetrySample, TelemetrySource};
 
@@ -89,7 +90,7 @@ impl Store {
     /// percent of one CPU since the previous reading. Returns the row.
     pub async fn record_usage(&self, job: JobId, reading: &UsageReading) -> Result<AgentUsage> {
         let memory = i64::try_from(reading.memory_bytes).unwrap_or(i64::MAX);
-        let row: UpsertedRow = on_pool!(self, pool => {
+        let row: UpsertedRow = on_pool_write!(self, pool => {
             let mut tx = pool.begin().await?;
             let row: UpsertedRow = sqlx::query_as(UPSERT_USAGE)
                 .bind(job.to_string())
@@ -110,9 +111,11 @@ impl Store {
                 source: TelemetrySource::Icarus,
             };
             insert_telemetry!(&mut *tx, job, &sample);
+            announce!(self, tx, Change::Facts, job);
             tx.commit().await?;
             row
         });
+        self.view.forget(job);
         row.row.into_usage(job)
     }
 

@@ -19,7 +19,12 @@ on_both_databases!(
     the_first_connection_to_each_destination_goes_on_the_jobs_stream_the_rest_are_counted,
 );
 
-fn tally(job: JobId, host: &str, verdict: EgressVerdict, at: DateTime<Utc>) -> EgressTally {
+pub(super) fn tally(
+    job: JobId,
+    host: &str,
+    verdict: EgressVerdict,
+    at: DateTime<Utc>,
+) -> EgressTally {
     let allowed = verdict == EgressVerdict::Allowed;
     EgressTally {
         job,

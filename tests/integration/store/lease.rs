@@ -201,7 +201,7 @@ async fn an_unfenced_write_does_not_look_at_the_lease(store: Store) {
 }
 
 /// Two stores on one PostgreSQL database, as two replicas have.
-async fn two_stores_on_one_postgres_database() -> (Store, Store) {
+pub(super) async fn two_stores_on_one_postgres_database() -> (Store, Store) {
     let url = crate::support::postgres_database_url().await;
     let first = Store::connect(&url).await.unwrap();
     first.migrate().await.unwrap();
@@ -210,7 +210,7 @@ async fn two_stores_on_one_postgres_database() -> (Store, Store) {
 
 /// Creates jobs through `writer` until `events` hears of one (the listener
 /// behind them is up from then on); returns that job.
-async fn first_heard_write(
+pub(super) async fn first_heard_write(
     writer: &Store,
     events: &mut tokio::sync::broadcast::Receiver<StoreEvent>,
 ) -> icarus::job::Job {
