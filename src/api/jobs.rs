@@ -212,7 +212,7 @@ pub async fn list(
         .map(|last| next_page(phase, query.project_id.as_deref(), limit, last.id));
     let mut rows: Vec<JobSummary> = jobs.iter().map(JobSummary::from).collect();
     if jobs.iter().any(|job| job.status.phase == Phase::Pending) {
-        let queue = QueueSnapshot::load(&state).await?;
+        let queue = QueueSnapshot::load(&state, &jobs).await?;
         for (row, job) in rows.iter_mut().zip(&jobs) {
             row.queue = queue.view(job);
         }
@@ -254,7 +254,9 @@ pub async fn status(
         .with_usage(&usage)
         .with_egress(egress);
     if job.status.phase == Phase::Pending {
-        response.queue = QueueSnapshot::load(&state).await?.view(&job);
+        response.queue = QueueSnapshot::load(&state, std::slice::from_ref(&job))
+            .await?
+            .view(&job);
     }
     Ok(Json(response))
 }

@@ -38,7 +38,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Connection, Executor};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use super::{Result, StoreError, StoreEvent, StreamEvent};
 use crate::metrics::DatabaseMetrics;
@@ -75,6 +75,9 @@ pub struct Store {
     /// Bumped by each egress allowance this process records, so the egress
     /// proxy here reads allowances again at once (see `egress.rs`).
     allowances_written: Arc<AtomicU64>,
+    /// Bumped each time other processes' changes may have been missed (see
+    /// [`Store::gaps`]).
+    gaps: Arc<watch::Sender<u64>>,
 }
 
 /// Held while this process serves a SQLite file: an exclusive lock on a
@@ -164,6 +167,7 @@ impl Store {
             origin: changes::new_origin(),
             metrics: None,
             allowances_written: Arc::default(),
+            gaps: Arc::new(watch::Sender::new(0)),
         })
     }
 
@@ -260,6 +264,20 @@ impl Store {
     /// Every write from now on, as it happens.
     pub fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
         self.events.subscribe()
+    }
+
+    /// Changes from now on that the change broadcast may have missed: the
+    /// count goes up each time the relay of other processes' writes starts
+    /// listening (again), as notifications sent before may be lost.
+    /// Whoever keeps a view from [`Store::subscribe`] reads the database
+    /// again then, as after a lagged receiver. Never changes on SQLite.
+    pub fn gaps(&self) -> watch::Receiver<u64> {
+        self.gaps.subscribe()
+    }
+
+    /// Tells [`Store::gaps`]' receivers that changes may have been missed.
+    fn gap(&self) {
+        self.gaps.send_modify(|count| *count += 1);
     }
 
     /// Every append to any job's stream from now on, as it happens.
