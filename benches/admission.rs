@@ -22,7 +22,8 @@
 //!
 //! Run with `cargo bench --bench admission` (quick: N = 10, 1,000, 10,000).
 //! `BENCH_PENDING=10,1000,10000,100000` for the README table;
-//! `BENCH_ADMISSIONS` (K, 20), `BENCH_CANCELS` (C, 1,000, at most N),
+//! `BENCH_ADMISSIONS` (K, 20, at most N / 2), `BENCH_CANCELS` (C, 1,000,
+//! at most N − K),
 //! `BENCH_IDLE_SECONDS` (3). Prints a Markdown table.
 
 use std::collections::VecDeque;
@@ -35,7 +36,7 @@ use icarus::job::{Job, JobId, JobSpec, Phase, Role, timestamp_now};
 use icarus::runtime::Runtime;
 use icarus::runtime::fake::FakeRuntime;
 use icarus::serve::Orchestrator;
-use icarus::store::{Store, StoreEvent};
+use icarus::store::{JobFilter, Store, StoreEvent};
 use tokio::sync::broadcast;
 
 const SLOTS: u32 = 2;
@@ -56,7 +57,11 @@ async fn main() {
     let load_before = load_average();
     let mut runs = Vec::new();
     for &pending in &sizes {
-        let run = measure(pending, admissions, cancels.min(pending), idle).await;
+        // Admissions take jobs from the head, cancels from the back: at
+        // most half each, so that they never meet.
+        let admissions = admissions.min(pending / 2).max(1);
+        let cancels = cancels.min(pending - admissions);
+        let run = measure(pending, admissions, cancels, idle).await;
         eprintln!("{pending} pending: {run:?}");
         runs.push(run);
     }
@@ -70,6 +75,7 @@ struct Run {
     startup: Duration,
     /// Share of one core while idle.
     idle_cpu: f64,
+    admissions: usize,
     admission_wall: Duration,
     admission_cpu: Duration,
     cancels: usize,
@@ -97,10 +103,7 @@ async fn measure(pending: usize, admissions: usize, cancels: usize, idle: Durati
         .await
         .unwrap();
     let mut events = orchestrator.store().subscribe();
-    let mut running = VecDeque::new();
-    while running.len() < SLOTS as usize {
-        running.push_back(next_start(&mut events).await);
-    }
+    let mut running = VecDeque::from(building(&orchestrator).await);
     let startup = started.elapsed();
     // Whatever start-up work is left settles before the idle window.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -114,7 +117,10 @@ async fn measure(pending: usize, admissions: usize, cancels: usize, idle: Durati
     let wall = Instant::now();
     for _ in 0..admissions {
         let done = running.pop_front().unwrap();
-        assert!(runtime.exit(done, Role::Builder, 1), "{done} was running");
+        // Its builder starts just after the transition is recorded.
+        while !runtime.exit(done, Role::Builder, 1) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         running.push_back(next_start(&mut events).await);
     }
     let admission_wall = wall.elapsed() / admissions as u32;
@@ -129,6 +135,7 @@ async fn measure(pending: usize, admissions: usize, cancels: usize, idle: Durati
         pending,
         startup,
         idle_cpu,
+        admissions,
         admission_wall,
         admission_cpu,
         cancels,
@@ -153,6 +160,23 @@ async fn fill(url: &str, count: usize) -> Vec<JobId> {
     }
     store.close().await;
     ids
+}
+
+/// The jobs building once both slots are taken.
+async fn building(orchestrator: &Orchestrator) -> Vec<JobId> {
+    loop {
+        let filter = JobFilter {
+            phase: Some(Phase::Building),
+            project_id: None,
+            limit: SLOTS,
+            after: None,
+        };
+        let jobs = orchestrator.store().list_jobs(filter).await.unwrap();
+        if jobs.len() == SLOTS as usize {
+            return jobs.iter().map(|job| job.id).collect();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// The next job to move to `building`.
@@ -262,15 +286,16 @@ fn print_table(runs: &[Run], load_before: &str) {
         load_average()
     );
     println!(
-        "| pending | start-up | idle CPU (share of a core) | admission: wall, CPU (ratio) | cancel through the API: wall, CPU per job (ratio) |"
+        "| pending | start-up | idle CPU (share of a core) | admission: wall, CPU per job (ratio) | cancel through the API: wall, CPU per job (ratio) |"
     );
     println!("|---:|---:|---:|---:|---:|");
     for run in runs {
         println!(
-            "| {} | {:.0} ms | {:.3} | {:.2} ms, {:.2} ms ({}) | {} jobs: {:.2} ms, {:.2} ms ({}) |",
+            "| {} | {:.0} ms | {:.3} | {} jobs: {:.2} ms, {:.2} ms ({}) | {} jobs: {:.2} ms, {:.2} ms ({}) |",
             run.pending,
             ms(run.startup),
             run.idle_cpu,
+            run.admissions,
             ms(run.admission_wall),
             ms(run.admission_cpu),
             ratio(ms(run.admission_cpu), ms(base.admission_cpu)),
