@@ -22,6 +22,8 @@
 //! - [`controller`]: the reconcile loop: a work queue keyed by job id, woken by
 //!   store changes, runtime events and a periodic resync; it observes, plans and applies.
 //! - [`notify`]: webhooks when a job needs a human or is done.
+//! - [`pending`]: the queue of unfinished jobs in memory, kept current by
+//!   the store's change feed: admission and queue places read it.
 //! - [`retention`]: the sweep that deletes finished jobs past their days or
 //!   over the workspaces' disk budget, and measures that disk.
 //! - [`api`]: the HTTP and WebSocket API (axum), one error type mapped to JSON once.
@@ -67,6 +69,7 @@ pub mod leadership;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod pending;
 pub mod retention;
 pub mod runtime;
 pub mod sentinel;

@@ -216,9 +216,14 @@ pub async fn list(
     let mut jobs = state.store.read_jobs(&ids).await?;
     // A job that left the phase asked for since its id was read is left out.
     jobs.retain(|cached| phase.is_none_or(|phase| cached.job.status.phase == phase));
-    let queue = match jobs.iter().any(|c| c.job.status.phase == Phase::Pending) {
-        true => Some(QueueSnapshot::load(&state).await?),
-        false => None,
+    let pending: Vec<Job> = jobs
+        .iter()
+        .filter(|c| c.job.status.phase == Phase::Pending)
+        .map(|c| c.job.clone())
+        .collect();
+    let queue = match pending.is_empty() {
+        false => Some(QueueSnapshot::load(&state, &pending).await?),
+        true => None,
     };
     let rows = jobs.iter().map(|cached| match &queue {
         Some(queue) if cached.job.status.phase == Phase::Pending => {
@@ -271,7 +276,9 @@ pub async fn status(
     // A pending job's place moves as others come and go: never kept.
     if cached.job.status.phase == Phase::Pending {
         let mut pending = response();
-        pending.queue = QueueSnapshot::load(&state).await?.view(&cached.job);
+        pending.queue = QueueSnapshot::load(&state, std::slice::from_ref(&cached.job))
+            .await?
+            .view(&cached.job);
         return Ok(json_response(to_json_bytes(&pending)));
     }
     Ok(json_response(cached.status(|| to_json_bytes(&response()))))

@@ -96,6 +96,8 @@ pub struct AppState {
     pub max_active_jobs: usize,
     /// This process's drain, shared with its controller.
     pub drain: Arc<crate::drain::Drain>,
+    /// The unfinished jobs in memory, for pending jobs' places.
+    pub pending: Arc<crate::pending::PendingJobs>,
 }
 
 /// Limits applied to every request.

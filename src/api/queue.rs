@@ -4,11 +4,15 @@
 //! every replica obeys and a restart keeps it), drain this process before
 //! maintenance.
 //!
-//! Positions and reasons come from the core's [`admission::queue`], the
-//! same order the controller admits in, computed over the unfinished jobs
-//! in one read; the estimate from [`admission::estimated_start`] and the
-//! average time the latest jobs held a slot (one indexed read). So a
-//! listing costs three reads, however many rows it shows.
+//! Positions and reasons come from the queue in memory ([`PendingJobs`],
+//! kept in the order the controller admits in, the core's
+//! [`admission::queue`] rule), so no read lists the unfinished jobs: the
+//! places of a page of rows cost one walk down the queue to the last of
+//! them (`O(its position)`), `GET /queue` one walk of the whole queue. The
+//! estimate comes from [`admission::estimated_start`] and the average time
+//! the latest jobs held a slot (one indexed read), the hold from its row.
+//!
+//! [`PendingJobs`]: crate::pending::PendingJobs
 
 use std::collections::HashMap;
 
@@ -23,7 +27,7 @@ use super::auth::Caller;
 use super::error::{ApiResult, ErrorBody};
 use super::extract::IgnoredBody;
 use crate::config::AccessRole;
-use crate::job::admission::{self, Admission, Gate, Place, QueueEntry};
+use crate::job::admission::{self, Admission, Gate, Place};
 use crate::job::{Job, JobId, Phase, Reason, timestamp_now};
 use crate::store::QueueHold;
 
@@ -94,11 +98,10 @@ pub struct QueueChange {
     pub draining: bool,
 }
 
-/// The queue as it stands: each pending job's place, and what the
+/// The queue as it stands for some jobs: their places, and what the
 /// estimates are made of.
 pub(super) struct QueueSnapshot {
     places: HashMap<JobId, Place>,
-    order: Vec<JobId>,
     active: usize,
     gate: Gate,
     hold: Option<QueueHold>,
@@ -107,39 +110,30 @@ pub(super) struct QueueSnapshot {
 }
 
 impl QueueSnapshot {
-    /// Reads the unfinished jobs, the hold and the run times.
-    pub(super) async fn load(state: &AppState) -> ApiResult<QueueSnapshot> {
-        let jobs = state.store.unfinished_jobs().await?;
+    /// The places of those of `jobs` that are pending (as read: the queue in
+    /// memory takes in these versions first, so a job just written has its
+    /// place), the hold and the run times.
+    pub(super) async fn load(state: &AppState, jobs: &[Job]) -> ApiResult<QueueSnapshot> {
         let hold = state.store.queue_hold().await?;
         let average_run = state.store.average_run_time().await?;
-        Ok(QueueSnapshot::of(state, &jobs, hold, average_run))
-    }
-
-    fn of(
-        state: &AppState,
-        unfinished: &[Job],
-        hold: Option<QueueHold>,
-        average_run: Option<TimeDelta>,
-    ) -> QueueSnapshot {
-        let entries: Vec<QueueEntry> = unfinished.iter().map(QueueEntry::of).collect();
-        let gate = Gate {
-            max_active: state.max_active_jobs,
-            load: *state.load.borrow(),
-            held: hold.is_some(),
-            draining: state.drain.is_draining(),
-            ageing: state.queue.ageing(),
-        };
+        let gate = gate(state, hold.is_some());
         let now = timestamp_now();
-        let places = admission::queue(&entries, &gate, now);
-        QueueSnapshot {
-            order: places.iter().map(|place| place.id).collect(),
-            places: places.into_iter().map(|place| (place.id, place)).collect(),
-            active: entries.iter().filter(|e| e.phase.is_active()).count(),
+        let ids: Vec<JobId> = jobs
+            .iter()
+            .filter(|job| job.status.phase == Phase::Pending)
+            .map(|job| {
+                state.pending.observe(job);
+                job.id
+            })
+            .collect();
+        Ok(QueueSnapshot {
+            places: state.pending.places_of(&ids, &gate, now),
+            active: state.pending.active(),
             gate,
             hold,
             average_run,
             now,
-        }
+        })
     }
 
     /// Where `job` stands, if it is pending. A job whose controller last
@@ -148,13 +142,18 @@ impl QueueSnapshot {
         if job.status.phase != Phase::Pending {
             return None;
         }
-        let place = self.places.get(&job.id)?;
+        self.view_of(job.id, Some(&job.status.reason))
+    }
+
+    /// Where the job `id` stands; `said`: the reason its controller last gave.
+    fn view_of(&self, id: JobId, said: Option<&Reason>) -> Option<QueueView> {
+        let place = self.places.get(&id)?;
         let mut gate = self.gate;
         let mut reason = match &place.admission {
             Admission::Admitted => Reason::Admitted,
             Admission::Waiting(reason) => reason.clone(),
         };
-        if job.status.reason == Reason::Draining && !gate.held {
+        if said == Some(&Reason::Draining) && !gate.held {
             gate.draining = true;
             reason = Reason::Draining;
         }
@@ -193,6 +192,17 @@ impl QueueSnapshot {
     }
 }
 
+/// What admits or holds back every pending job, as this process sees it.
+fn gate(state: &AppState, held: bool) -> Gate {
+    Gate {
+        max_active: state.max_active_jobs,
+        load: *state.load.borrow(),
+        held,
+        draining: state.drain.is_draining(),
+        ageing: state.queue.ageing(),
+    }
+}
+
 /// The queue: whether it is held, whether this process drains, and every
 /// pending job in the order they start, with its place, reason and estimate.
 #[utoipa::path(get, path = "/queue", tag = "queue", operation_id = "get_queue",
@@ -203,21 +213,30 @@ impl QueueSnapshot {
     ))]
 pub async fn show(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<QueueResponse>> {
     caller.require(AccessRole::Viewer, "reading the queue")?;
-    let jobs = state.store.unfinished_jobs().await?;
     let hold = state.store.queue_hold().await?;
     let average_run = state.store.average_run_time().await?;
-    let snapshot = QueueSnapshot::of(&state, &jobs, hold.clone(), average_run);
-    let by_id: HashMap<JobId, &Job> = jobs.iter().map(|job| (job.id, job)).collect();
-    let pending = snapshot
-        .order
+    let gate = gate(&state, hold.is_some());
+    let now = timestamp_now();
+    let queued = state.pending.places(&gate, now);
+    let snapshot = QueueSnapshot {
+        places: queued
+            .iter()
+            .map(|(entry, place)| (entry.id, place.clone()))
+            .collect(),
+        active: state.pending.active(),
+        gate,
+        hold: hold.clone(),
+        average_run,
+        now,
+    };
+    let pending = queued
         .iter()
-        .filter_map(|id| by_id.get(id))
-        .filter_map(|job| {
+        .filter_map(|(entry, _)| {
             Some(QueuedJob {
-                job_id: job.id.to_string(),
-                priority: job.spec.priority,
-                created_at: job.created_at,
-                queue: snapshot.view(job)?,
+                job_id: entry.id.to_string(),
+                priority: entry.priority,
+                created_at: entry.created_at,
+                queue: snapshot.view_of(entry.id, None)?,
             })
         })
         .collect();

@@ -6,6 +6,12 @@
 //! never asks *why* it was woken: store writes, runtime events, deadlines and
 //! a periodic resync all just queue the id, and the same comparison gives the
 //! same next step.
+//!
+//! Pending jobs are the exception to "everything, every resync": however
+//! many wait, only those first in line for a free slot can start, so only
+//! they are woken when a slot frees or the queue opens (the queue in memory,
+//! [`PendingJobs`], says which). Each is reconciled when written (submitted,
+//! cancelled), and all once after a gap in the change feed.
 
 mod fact;
 mod logs;
@@ -31,6 +37,7 @@ use crate::job::JobId;
 use crate::job::admission::LoadLevel;
 use crate::job::plan::{Deadlines, Retries};
 use crate::metrics::{ControllerMetrics, Metrics, ReconcileOutcome};
+use crate::pending::PendingJobs;
 use crate::runtime::{Runtime, RuntimeError};
 use crate::source::{SourceControl, SourceError};
 use crate::store::{Store, StoreError, StoreEvent};
@@ -118,6 +125,8 @@ pub struct Context {
     pub(crate) source: Arc<dyn SourceControl>,
     pub(crate) settings: ControllerSettings,
     pub(crate) queue: Arc<WorkQueue<JobId>>,
+    /// The unfinished jobs in memory: who may start, and who is next.
+    pub(crate) pending: Arc<PendingJobs>,
     pub(crate) load: watch::Receiver<LoadLevel>,
     /// Held from reading the queue to writing the status of a pending job, so
     /// two workers never hand out the same free slot.
@@ -138,6 +147,7 @@ impl Controller {
         runtime: Arc<dyn Runtime>,
         source: Arc<dyn SourceControl>,
         settings: ControllerSettings,
+        pending: Arc<PendingJobs>,
         load: watch::Receiver<LoadLevel>,
         metrics: &Metrics,
     ) -> Self {
@@ -148,6 +158,7 @@ impl Controller {
             source,
             settings,
             queue: WorkQueue::with_metrics(metrics.queue.clone()),
+            pending,
             load,
             admission: Mutex::new(()),
             metrics: metrics.controller.clone(),
@@ -171,6 +182,9 @@ impl Controller {
         tasks.spawn(follow_store(Arc::clone(&context), stop.clone()));
         tasks.spawn(follow_runtime(Arc::clone(&context), stop.clone()));
         tasks.spawn(follow_drain(Arc::clone(&context), stop.clone()));
+        tasks.spawn(follow_head(Arc::clone(&context), stop.clone()));
+        tasks.spawn(cancel_what_was_asked(Arc::clone(&context)));
+        tasks.spawn(follow_load(Arc::clone(&context), stop.clone()));
         tasks.spawn(resync_periodically(Arc::clone(&context), stop.clone()));
         for worker in 0..context.settings.workers.max(1) {
             tasks.spawn(work(Arc::clone(&context), worker));
@@ -224,31 +238,37 @@ async fn work(context: Arc<Context>, worker: usize) {
     }
 }
 
-/// Every store write wakes its job; a lagging subscriber falls back to a resync.
+/// Every store write wakes its job; after a gap (a lagging subscriber,
+/// other replicas' changes possibly missed) every unfinished job looks again.
 async fn follow_store(context: Arc<Context>, shutdown: CancellationToken) {
     let mut events = context.store.subscribe();
+    let mut gaps = context.store.gaps();
+    gaps.mark_unchanged();
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => return,
             event = events.recv() => event,
+            changed = gaps.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                resync_all(&context).await;
+                continue;
+            }
         };
         match event {
             Ok(StoreEvent::JobWritten(job)) => context.queue.add(job.id),
             Ok(StoreEvent::AgentReported(id)) => context.queue.add(id),
             // Its `JobWritten` came first and already woke the job.
             Ok(StoreEvent::Transitioned { .. }) => {}
-            Ok(StoreEvent::QueueChanged) => {
-                if let Err(error) = reconcile::wake_pending(&context).await {
-                    tracing::warn!(error = %error_chain(&error), "could not wake pending jobs");
-                }
-            }
-            Err(broadcast::error::RecvError::Lagged(_)) => resync(&context).await,
+            Ok(StoreEvent::QueueChanged) => reconcile::wake_head(&context),
+            Err(broadcast::error::RecvError::Lagged(_)) => resync_all(&context).await,
             Err(broadcast::error::RecvError::Closed) => return,
         }
     }
 }
 
-/// A drain that starts or stops wakes the pending jobs: they say so, or start.
+/// A drain that starts or stops wakes the head of the queue: it says so, or starts.
 async fn follow_drain(context: Arc<Context>, shutdown: CancellationToken) {
     let mut drain = context.settings.drain.subscribe();
     loop {
@@ -256,8 +276,31 @@ async fn follow_drain(context: Arc<Context>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             changed = drain.changed() => if changed.is_err() { return },
         }
-        if let Err(error) = reconcile::wake_pending(&context).await {
-            tracing::warn!(error = %error_chain(&error), "could not wake pending jobs");
+        reconcile::wake_head(&context);
+    }
+}
+
+/// A host no longer busy (or newly busy) wakes the head of the queue.
+async fn follow_load(context: Arc<Context>, shutdown: CancellationToken) {
+    let mut load = context.load.clone();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = load.changed() => if changed.is_err() { return },
+        }
+        reconcile::wake_head(&context);
+    }
+}
+
+/// A slot freed, or the jobs first in line for the free slots changed: those
+/// jobs look again, and no other pending job (they cannot start before them).
+async fn follow_head(context: Arc<Context>, shutdown: CancellationToken) {
+    let mut heads = context.pending.heads();
+    loop {
+        reconcile::wake_head(&context);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = heads.changed() => if changed.is_err() { return },
         }
     }
 }
@@ -279,8 +322,22 @@ async fn follow_runtime(context: Arc<Context>, shutdown: CancellationToken) {
     }
 }
 
-/// Queues every unfinished job, and every job that owns workloads, at a fixed
-/// interval: the safety net for anything an event missed.
+/// At the start of a term: a pending job asked to cancel while no
+/// controller ran is cancelled now, not once it reaches the head.
+async fn cancel_what_was_asked(context: Arc<Context>) {
+    match context.store.pending_asked_to_cancel().await {
+        Ok(ids) => ids.into_iter().for_each(|id| context.queue.add(id)),
+        Err(error) => {
+            tracing::warn!(error = %error_chain(&error), "could not list pending jobs asked to cancel")
+        }
+    }
+}
+
+/// At a fixed interval, the safety net for anything an event missed: queues
+/// every unfinished job past `pending`, every job that owns workloads, and
+/// the head of the queue. The other pending jobs are not: they cannot start
+/// before the head, and a change of theirs comes with the job's own write
+/// (or, missed, with a gap that wakes every job).
 async fn resync_periodically(context: Arc<Context>, shutdown: CancellationToken) {
     loop {
         resync(&context).await;
@@ -292,10 +349,27 @@ async fn resync_periodically(context: Arc<Context>, shutdown: CancellationToken)
 }
 
 async fn resync(context: &Context) {
-    match context.store.unfinished_jobs().await {
-        Ok(jobs) => jobs.iter().for_each(|job| context.queue.add(job.id)),
+    match context.store.unfinished_beyond_pending().await {
+        Ok(ids) => ids.into_iter().for_each(|id| context.queue.add(id)),
         Err(error) => tracing::warn!(error = %error_chain(&error), "resync could not list jobs"),
     }
+    reconcile::wake_head(context);
+    resync_owners(context).await;
+}
+
+/// After changes were missed: every unfinished job looks again, pending ones
+/// included (one of them may have been asked to cancel), once.
+async fn resync_all(context: &Context) {
+    match context.store.queue_entries().await {
+        Ok(entries) => entries
+            .iter()
+            .for_each(|(entry, _)| context.queue.add(entry.id)),
+        Err(error) => tracing::warn!(error = %error_chain(&error), "resync could not list jobs"),
+    }
+    resync_owners(context).await;
+}
+
+async fn resync_owners(context: &Context) {
     match context.runtime.owners().await {
         Ok(owners) => owners.into_iter().for_each(|id| context.queue.add(id)),
         Err(error) => {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tracing::Instrument;
 
-use crate::job::admission::{self, Admission, Gate, QueueEntry};
+use crate::job::admission::{Admission, Gate};
 use crate::job::plan::{self, Action, Plan, PlanInput};
 use crate::job::workload::{Observed, Role, StartFailure, WorkloadKey};
 use crate::job::{Job, JobId, Phase, timestamp_now};
@@ -40,9 +40,12 @@ impl From<Option<Duration>> for Requeue {
 pub async fn reconcile(context: &Context, id: JobId) -> Result<Requeue, ControllerError> {
     tracing::trace!("reconcile starts");
     let Some(job) = context.store.get_job(id).await? else {
+        context.pending.forget(id);
         collect_unowned(context, id).await?;
         return Ok(Requeue::OnChange);
     };
+    // The queue in memory may not have seen this version yet.
+    context.pending.observe(&job);
     tracing::Span::current().record("phase", tracing::field::display(&job.status.phase));
     tracing::trace!("loaded");
     let mut observed = Observed {
@@ -55,14 +58,18 @@ pub async fn reconcile(context: &Context, id: JobId) -> Result<Requeue, Controll
     };
     tracing::trace!(?observed, "observed");
     // Admission must read the queue and write the result without another
-    // worker admitting in between; other phases need no lock.
-    let _admission_guard = match job.status.phase {
-        Phase::Pending => Some(context.admission.lock().await),
-        _ => None,
+    // worker admitting in between; other phases need no lock, nor does a
+    // pending job asked to cancel (it is cancelled whatever its place).
+    let admitting = job.status.phase == Phase::Pending && !job.spec.cancel_requested;
+    let _admission_guard = if admitting {
+        Some(context.admission.lock().await)
+    } else {
+        None
     };
-    let admission = match job.status.phase {
-        Phase::Pending => admit(context, &job).await?,
-        _ => Admission::Admitted,
+    let admission = if admitting {
+        admit(context, &job).await?
+    } else {
+        Admission::Admitted
     };
     let mut plan = make_plan(context, &job, &observed, &admission);
     if plan.gives_up_on_an_attempt() && context.runtime.owner_gone(id).await? {
@@ -158,14 +165,9 @@ async fn apply_all(
     Ok(None)
 }
 
+/// Whether the pending `job` may start now: the queue in memory answers in
+/// `O(log n)`; the hold is one read of its row.
 async fn admit(context: &Context, job: &Job) -> Result<Admission, ControllerError> {
-    let unfinished: Vec<QueueEntry> = context
-        .store
-        .unfinished_jobs()
-        .await?
-        .iter()
-        .map(QueueEntry::of)
-        .collect();
     let held = context.store.queue_hold().await?.is_some();
     let gate = Gate {
         max_active: context.settings.max_active_jobs,
@@ -174,12 +176,7 @@ async fn admit(context: &Context, job: &Job) -> Result<Admission, ControllerErro
         draining: context.settings.drain.is_draining(),
         ageing: context.settings.ageing,
     };
-    Ok(admission::admit(
-        job.id,
-        &unfinished,
-        &gate,
-        timestamp_now(),
-    ))
+    Ok(context.pending.admission(job.id, &gate))
 }
 
 /// One action, in a span of its own inside the reconcile's (which names
@@ -344,7 +341,6 @@ async fn record(
             Requeue::After(LOOK_AGAIN_AFTER_ACTING)
         });
     }
-    let was_active = job.status.phase.is_active();
     let measures = measure(&job, &plan.status, plan.transition.as_ref(), observed);
     let mut next = job;
     next.status = plan.status;
@@ -358,9 +354,9 @@ async fn record(
                 tracing::info!(from = %transition.from, to = %transition.to, reason = %transition.reason, "transition");
             }
             measures.report(&context.metrics);
-            if was_active && !stored.status.phase.is_active() {
-                wake_pending(context).await?;
-            }
+            // Counted before the next admission, whenever the feed brings
+            // it; a slot this frees wakes the head of the queue (`heads`).
+            context.pending.observe(&stored);
             Ok(plan.requeue_after.into())
         }
         Err(StoreError::Conflict { .. }) => Ok(Requeue::After(Duration::ZERO)),
@@ -371,14 +367,13 @@ async fn record(
     }
 }
 
-/// A slot was freed, or the queue opened: give pending jobs a chance.
-pub(super) async fn wake_pending(context: &Context) -> Result<(), ControllerError> {
-    for job in context.store.unfinished_jobs().await? {
-        if job.status.phase == Phase::Pending {
-            context.queue.add(job.id);
-        }
+/// A slot was freed, or the queue may have opened: the pending jobs first
+/// in line for the free slots look again, as many as there are free slots.
+/// The others cannot start before them.
+pub(super) fn wake_head(context: &Context) {
+    for id in context.pending.head() {
+        context.queue.add(id);
     }
-    Ok(())
 }
 
 /// Workloads whose job does not exist (deleted, or from another database) are removed.

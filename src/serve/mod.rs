@@ -37,6 +37,7 @@ use crate::leadership::sql::StoreLease;
 use crate::leadership::{self, Election, Leadership, Lease, LeaseTiming};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
+use crate::pending::PendingJobs;
 use crate::ports::upstream::Upstream;
 use crate::runtime::Runtime;
 use crate::sentinel;
@@ -307,6 +308,7 @@ fn controller_loop(
     runtime: Arc<dyn Runtime>,
     source: Arc<dyn SourceControl>,
     settings: ControllerSettings,
+    pending: Arc<PendingJobs>,
     load: watch::Receiver<LoadLevel>,
     metrics: Arc<Metrics>,
 ) -> LeaderLoop {
@@ -318,6 +320,7 @@ fn controller_loop(
                 runtime.clone(),
                 source.clone(),
                 settings.clone(),
+                pending.clone(),
                 load.clone(),
                 &metrics,
             );
@@ -405,6 +408,14 @@ impl Orchestrator {
             ControllerSettings::from_config(config, callback_base.clone(), agent_keys.clone());
         settings.egress_proxy = egress_proxy;
         let drain = settings.drain.clone();
+        let (pending, follow_pending) = PendingJobs::start(
+            &store,
+            config.queue.ageing(),
+            config.orchestrator.max_concurrent_jobs as usize,
+            shutdown.child_token(),
+        )
+        .await?;
+        tasks.spawn("queue in memory", follow_pending);
         if let Some(relay) = store.relay_changes(shutdown.child_token()) {
             tasks.spawn("relay of other replicas' changes", relay);
         }
@@ -422,6 +433,7 @@ impl Orchestrator {
             runtime,
             source,
             settings,
+            pending.clone(),
             load.clone(),
             metrics.clone(),
         )];
@@ -470,6 +482,7 @@ impl Orchestrator {
             queue: config.queue.clone(),
             max_active_jobs: config.orchestrator.max_concurrent_jobs as usize,
             drain,
+            pending,
         };
         let limits = ApiLimits {
             max_request_bytes: config.orchestrator.max_request_bytes,

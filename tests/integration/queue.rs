@@ -272,3 +272,84 @@ async fn the_client_submits_at_a_priority() {
     let (_, jobs) = server.get("/jobs").await;
     assert_eq!(jobs[0]["priority"], -7, "{jobs}");
 }
+
+/// Reconciles so far, whatever their outcome.
+async fn reconciles(api: &Api) -> f64 {
+    let metrics = api.metrics().await;
+    ["success", "error"]
+        .iter()
+        .map(|outcome| {
+            metrics.value(&format!(
+                "icarus_reconcile_duration_seconds_count{{outcome=\"{outcome}\"}}"
+            ))
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn a_freed_slot_wakes_the_head_of_the_queue_and_the_resync_leaves_the_rest_alone() {
+    let server = one_slot().await;
+    let running = server.spawn("running").await;
+    server.wait_for_builder(running).await;
+    let mut waiting = Vec::new();
+    for n in 0..20 {
+        waiting.push(server.spawn(&format!("waiting {n}")).await);
+    }
+    // Each was looked at once, when submitted.
+    wait_for_reason(&server, waiting[19], "ConcurrencyLimit").await;
+    let before = reconciles(&server).await;
+    // At least two resyncs (one a second here): before the queue was kept
+    // in memory, each reconciled all 20 pending jobs.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let during = reconciles(&server).await - before;
+    assert!(
+        during < 10.0,
+        "{during} reconciles while nothing could start"
+    );
+
+    server.runtime.exit(running, Role::Builder, 1);
+    server.wait_for_builder(waiting[0]).await;
+    for later in &waiting[1..] {
+        assert_eq!(server.phase(*later).await, "pending");
+    }
+    let (_, queue) = server.get("/queue").await;
+    assert_eq!(queue["pending"][0]["job_id"], waiting[1].to_string());
+    assert_eq!(queue["pending"][18]["position"], 19, "{queue}");
+}
+
+#[tokio::test]
+async fn cancelling_a_pending_job_deep_in_the_queue_takes_effect_at_once() {
+    let server = one_slot().await;
+    let running = server.spawn("running").await;
+    server.wait_for_builder(running).await;
+    let first = server.spawn("first").await;
+    let last = server.spawn("last").await;
+    let (code, body) = server
+        .post(&format!("/jobs/{last}/cancel"), json!({}))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    server.wait_for(last, "cancelled").await;
+    assert_eq!(status(&server, first).await["queue"]["position"], 1);
+}
+
+#[tokio::test]
+async fn a_cancel_written_while_no_controller_ran_is_carried_out_at_the_next_start() {
+    let server = one_slot().await;
+    let running = server.spawn("running").await;
+    server.wait_for_builder(running).await;
+    let first = server.spawn("first").await;
+    let last = server.spawn("last").await;
+    wait_for_reason(&server, last, "ConcurrencyLimit").await;
+    let (config, runtime, _dir) = server.stop().await;
+    let store = icarus::store::Store::connect(&config.database.url)
+        .await
+        .unwrap();
+    let mut job = store.get_job(last).await.unwrap().unwrap();
+    job.spec.cancel_requested = true;
+    store.update_job(&job, None).await.unwrap();
+    store.close().await;
+
+    let server = TestServer::start(config, runtime).await;
+    server.wait_for(last, "cancelled").await;
+    assert_eq!(server.phase(first).await, "pending");
+}

@@ -5,15 +5,29 @@
 //!
 //! The queue's order: the highest *effective* priority first, the oldest
 //! within it, the id last (so every caller agrees). A job's effective
-//! priority is its own priority plus one for every `ageing` it has waited
-//! since submission, so a low priority is overtaken only for a while: a job
-//! that waited `ageing × (p_high − p_low)` longer than a newcomer of higher
-//! priority is ahead of it, and no job waits forever behind a stream of
-//! higher ones (`no_pending_job_waits_forever` in the tests).
+//! priority is its own priority plus what it has waited since submission,
+//! measured in `ageing` periods, so a low priority is overtaken only for a
+//! while: a job that waited `ageing × (p_high − p_low)` longer than a
+//! newcomer of higher priority is ahead of it, and no job waits forever
+//! behind a stream of higher ones (`no_pending_job_waits_forever` in the
+//! tests).
+//!
+//! Two waiting jobs age alike, so the order between them never changes
+//! while they wait: it is the order of `created_at − priority × ageing`
+//! (the [`Rank`]), the unrounded form of "own priority plus periods
+//! waited". That is what lets [`PendingQueue`] keep the queue sorted once,
+//! in memory, instead of sorting every pending job at every admission. The
+//! effective priority shown ([`effective_priority`]) counts whole periods;
+//! it never increases down the queue, and between two equal ones the
+//! unrounded value decides, which may put the younger job first.
 
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{JobId, Phase, Reason};
+
+mod pending;
+
+pub use pending::PendingQueue;
 
 /// The lowest priority a job may have.
 pub const MIN_PRIORITY: i32 = -1000;
@@ -92,7 +106,7 @@ impl Gate {
 
     /// What holds back every pending job, whatever its place: a hold, a
     /// drain, a busy host.
-    fn closed_by(&self) -> Option<Reason> {
+    pub fn closed_by(&self) -> Option<Reason> {
         if self.held {
             Some(Reason::QueueHeld)
         } else if self.draining {
@@ -105,6 +119,59 @@ impl Gate {
     }
 }
 
+/// Where a pending job stands in the order jobs start in: lower first. It
+/// does not change while the job waits (see the module's documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Rank {
+    /// `created_at − priority × ageing` in microseconds (the stores' precision);
+    /// without ageing, `−priority`.
+    standing: i128,
+    created_at: DateTime<Utc>,
+    id: JobId,
+}
+
+impl Rank {
+    /// `entry`'s rank when a wait of `ageing` raises a priority by one.
+    pub fn of(entry: &QueueEntry, ageing: Option<TimeDelta>) -> Rank {
+        Rank {
+            standing: standing(entry.priority, entry.created_at, ageing),
+            created_at: entry.created_at,
+            id: entry.id,
+        }
+    }
+
+    pub fn id(&self) -> JobId {
+        self.id
+    }
+
+    pub fn created_at(&self) -> DateTime<Utc> {
+        self.created_at
+    }
+}
+
+/// The first part of a [`Rank`]: exact in `i128` for any priority,
+/// timestamp and ageing chrono can represent.
+fn standing(priority: i32, created_at: DateTime<Utc>, ageing: Option<TimeDelta>) -> i128 {
+    let priority = i128::from(priority);
+    match ageing_micros(ageing) {
+        Some(ageing) => micros(created_at) - priority * ageing,
+        None => -priority,
+    }
+}
+
+/// Microseconds since the epoch, the precision every store keeps.
+fn micros(at: DateTime<Utc>) -> i128 {
+    i128::from(at.timestamp()) * 1_000_000 + i128::from(at.timestamp_subsec_micros())
+}
+
+/// A positive ageing in microseconds; none when priorities never change.
+fn ageing_micros(ageing: Option<TimeDelta>) -> Option<i128> {
+    let ageing = ageing.filter(|a| *a > TimeDelta::zero())?;
+    let micros =
+        i128::from(ageing.num_seconds()) * 1_000_000 + i128::from(ageing.subsec_nanos() / 1_000);
+    Some(micros.max(1))
+}
+
 /// A pending job's effective priority at `now`: its own, plus one for each
 /// whole `ageing` it has waited (saturating; never less than its own).
 pub fn effective_priority(
@@ -113,11 +180,11 @@ pub fn effective_priority(
     now: DateTime<Utc>,
 ) -> i64 {
     let own = i64::from(entry.priority);
-    let Some(ageing) = ageing.filter(|a| *a > TimeDelta::zero()) else {
+    let Some(ageing) = ageing_micros(ageing) else {
         return own;
     };
-    let waited = (now - entry.created_at).max(TimeDelta::zero());
-    let steps = waited.num_milliseconds() / ageing.num_milliseconds().max(1);
+    let waited = micros(now) - micros(entry.created_at);
+    let steps = i64::try_from(waited.max(0) / ageing).unwrap_or(i64::MAX);
     own.saturating_add(steps)
 }
 
@@ -134,7 +201,8 @@ pub struct Place {
 }
 
 /// Every pending job of `unfinished`, in the order they start, each with its
-/// place and whether it may start now.
+/// place and whether it may start now. Sorts them all: the specification
+/// [`PendingQueue`] is tested against, and fine for a few jobs.
 pub fn queue(unfinished: &[QueueEntry], gate: &Gate, now: DateTime<Utc>) -> Vec<Place> {
     let active = unfinished.iter().filter(|e| e.phase.is_active()).count();
     let free_slots = gate.max_active.saturating_sub(active);
@@ -143,11 +211,7 @@ pub fn queue(unfinished: &[QueueEntry], gate: &Gate, now: DateTime<Utc>) -> Vec<
         .filter(|e| e.phase == Phase::Pending)
         .map(|e| (effective_priority(e, gate.ageing, now), e))
         .collect();
-    pending.sort_by(|(pa, a), (pb, b)| {
-        pb.cmp(pa)
-            .then(a.created_at.cmp(&b.created_at))
-            .then(a.id.cmp(&b.id))
-    });
+    pending.sort_by_cached_key(|(_, entry)| Rank::of(entry, gate.ageing));
     let closed = gate.closed_by();
     pending
         .iter()

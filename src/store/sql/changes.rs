@@ -9,9 +9,11 @@
 //! PostgreSQL each job write and agent report also sends a `NOTIFY` on
 //! [`CHANNEL`] in its own transaction (delivered only if it commits), naming
 //! the writing store, and [`Store::relay_changes`] `LISTEN`s and rebroadcasts
-//! the others' writes as this process's own events. A notification lost while
-//! the listening connection was down is made up for by the controller's
-//! periodic resync; SQLite serves one process and needs none of this.
+//! the others' writes as this process's own events. Notifications sent
+//! while the listening connection was down are lost: each time it listens
+//! (again), the store says so ([`Store::gaps`]), and whoever keeps a view
+//! of the changes reads the database again. SQLite serves one process and
+//! needs none of this.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -161,7 +163,8 @@ impl Store {
             Ok(Some(job)) => self.publish(StoreEvent::JobWritten(Arc::new(job))),
             Ok(None) => {}
             Err(error) => {
-                tracing::warn!(%job, error = %crate::errors::error_chain(&error), "a job another replica wrote could not be read")
+                tracing::warn!(%job, error = %crate::errors::error_chain(&error), "a job another replica wrote could not be read");
+                self.gap();
             }
         }
     }
@@ -179,11 +182,14 @@ async fn relay(store: Store, pool: PgPool, shutdown: CancellationToken) {
     }
 }
 
-/// Relays notifications until `shutdown` (`Ok`) or a failure (`Err`).
+/// Relays notifications until `shutdown` or the connection's loss (`Ok`),
+/// or a failure (`Err`).
 async fn listen(store: &Store, pool: &PgPool, shutdown: &CancellationToken) -> sqlx::Result<()> {
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen(CHANNEL).await?;
     store.view.start_listening();
+    // What was written before now, while nobody listened, is not relayed.
+    store.gap();
     let listened = relay_until_lost(store, &mut listener, shutdown).await;
     store.view.stop_listening();
     listened
@@ -203,9 +209,11 @@ async fn relay_until_lost(
         };
         match notification {
             Some(notification) => store.relay_one(notification.payload()).await,
+            // The connection was lost: listen again on a new one, and say
+            // what was missed meanwhile.
             None => {
                 tracing::warn!(
-                    "the connection for other replicas' changes was lost; changes until it is back wait for the resync"
+                    "the connection for other replicas' changes was lost; listening again"
                 );
                 return Ok(());
             }

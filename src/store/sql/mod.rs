@@ -39,7 +39,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Connection, Executor};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use super::view::{ReadView, ViewCounters};
 use super::{Result, StoreError, StoreEvent, StreamEvent};
@@ -81,6 +81,9 @@ pub struct Store {
     view: Arc<ReadView>,
     /// This process's SQLite writes, one at a time (see [`on_pool_write!`]).
     write_lane: Arc<tokio::sync::Mutex<()>>,
+    /// Bumped each time other processes' changes may have been missed (see
+    /// [`Store::gaps`]).
+    gaps: Arc<watch::Sender<u64>>,
 }
 
 /// Held while this process serves a SQLite file: an exclusive lock on a
@@ -197,6 +200,7 @@ impl Store {
             // PostgreSQL the view waits until other replicas' are heard.
             view: Arc::new(ReadView::new(sqlite, ViewCounters::default())),
             write_lane: Arc::default(),
+            gaps: Arc::new(watch::Sender::new(0)),
         })
     }
 
@@ -296,6 +300,20 @@ impl Store {
     /// Every write from now on, as it happens.
     pub fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
         self.events.subscribe()
+    }
+
+    /// Changes from now on that the change broadcast may have missed: the
+    /// count goes up each time the relay of other processes' writes starts
+    /// listening (again), as notifications sent before may be lost.
+    /// Whoever keeps a view from [`Store::subscribe`] reads the database
+    /// again then, as after a lagged receiver. Never changes on SQLite.
+    pub fn gaps(&self) -> watch::Receiver<u64> {
+        self.gaps.subscribe()
+    }
+
+    /// Tells [`Store::gaps`]' receivers that changes may have been missed.
+    fn gap(&self) {
+        self.gaps.send_modify(|count| *count += 1);
     }
 
     /// Every append to any job's stream from now on, as it happens.

@@ -52,7 +52,8 @@ const INSERT_APPROVAL: &str = "INSERT INTO job_approvals \
      (job_id, position, approved, decided_by, comment, snapshot, decided_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (job_id, position) DO NOTHING";
 
-const UNFINISHED: &str = "('pending', 'building', 'checking', 'awaiting_approval', 'approved')";
+pub(super) const UNFINISHED: &str =
+    "('pending', 'building', 'checking', 'awaiting_approval', 'approved')";
 
 /// Binds the thirteen columns that every job write sets, as `$1`..`$13`.
 macro_rules! bind_job_columns {
@@ -289,8 +290,9 @@ impl Store {
         Ok(lines)
     }
 
-    /// Every job not yet in a terminal phase, oldest first: what the controller
-    /// resyncs and what admission counts.
+    /// Every job not yet in a terminal phase, oldest first, whole. The
+    /// controller and the queue in memory read less: `queue_entries`,
+    /// `unfinished_beyond_pending`.
     pub async fn unfinished_jobs(&self) -> Result<Vec<Job>> {
         let sql = format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE status IN {UNFINISHED} ORDER BY created_at, id"

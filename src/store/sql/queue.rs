@@ -1,11 +1,18 @@
 //! What the queue keeps besides jobs: an admin's hold (the `queue_hold`
 //! row, so it survives restarts and every replica sees it) and the run
-//! times of recent jobs, from which a pending job's start is estimated.
+//! times of recent jobs, from which a pending job's start is estimated;
+//! and the lean reads the queue in memory and the resync are made of.
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::{on_pool, on_pool_write};
-use crate::store::{Result, Store, StoreEvent};
+use super::queries::UNFINISHED;
+use super::{Pool, on_pool, on_pool_write};
+use crate::job::admission::QueueEntry;
+use crate::job::{JobId, Phase};
+use crate::store::{Result, Store, StoreError, StoreEvent};
+
+/// The unfinished phases but `pending`: the jobs the resync looks at.
+const BEYOND_PENDING: &str = "('building', 'checking', 'awaiting_approval', 'approved')";
 
 /// How many of the latest runs the estimate averages.
 pub const RECENT_RUNS: i64 = 20;
@@ -53,6 +60,61 @@ impl Store {
         Ok(released)
     }
 
+    /// Every unfinished job as admission sees it, with its version: what
+    /// the queue in memory is built from. Reads the five small columns,
+    /// none of the documents.
+    pub async fn queue_entries(&self) -> Result<Vec<(QueueEntry, i64)>> {
+        let sql = format!(
+            "SELECT job_id, status, created_at, priority, resource_version FROM jobs \
+             WHERE status IN {UNFINISHED}"
+        );
+        let rows: Vec<(String, String, DateTime<Utc>, i32, i64)> = on_pool!(self, pool => {
+            sqlx::query_as(&sql).fetch_all(pool).await?
+        });
+        let mut entries = Vec::with_capacity(rows.len());
+        for (id, phase, created_at, priority, version) in rows {
+            // A phase this version does not know (another version wrote
+            // it) is not one admission counts.
+            let Ok(phase) = phase.parse::<Phase>() else {
+                continue;
+            };
+            let id = parse_id(&id)?;
+            let entry = QueueEntry {
+                id,
+                phase,
+                created_at,
+                priority,
+            };
+            entries.push((entry, version));
+        }
+        Ok(entries)
+    }
+
+    /// The unfinished jobs past `pending` (building up to approved): the
+    /// ones a resync looks at, however long the queue. One read of the
+    /// status index.
+    pub async fn unfinished_beyond_pending(&self) -> Result<Vec<JobId>> {
+        let sql = format!("SELECT job_id FROM jobs WHERE status IN {BEYOND_PENDING}");
+        let ids: Vec<(String,)> =
+            on_pool!(self, pool => sqlx::query_as(&sql).fetch_all(pool).await?);
+        ids.iter().map(|(id,)| parse_id(id)).collect()
+    }
+
+    /// Pending jobs asked to cancel: those a controller starting its term
+    /// must look at although they are not first in line (their cancel may
+    /// have been written while no controller ran). One read of the pending
+    /// jobs' specs, at the start of a term only.
+    pub async fn pending_asked_to_cancel(&self) -> Result<Vec<JobId>> {
+        let asked = match self.pool {
+            Pool::Sqlite(_) => "json_extract(spec, '$.cancel_requested') = 1",
+            Pool::Postgres(_) => "(spec ->> 'cancel_requested') = 'true'",
+        };
+        let sql = format!("SELECT job_id FROM jobs WHERE status = 'pending' AND {asked}");
+        let ids: Vec<(String,)> =
+            on_pool!(self, pool => sqlx::query_as(&sql).fetch_all(pool).await?);
+        ids.iter().map(|(id,)| parse_id(id)).collect()
+    }
+
     /// How long the latest [`RECENT_RUNS`] jobs that held a slot held it,
     /// on average (building and checking, retries included); none before
     /// any job ran. One read of the `run_ended_at` index.
@@ -66,4 +128,12 @@ impl Store {
             .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
             .and_then(|seconds| TimeDelta::try_milliseconds((seconds * 1000.0) as i64)))
     }
+}
+
+fn parse_id(id: &str) -> Result<JobId> {
+    id.parse()
+        .map_err(|e: crate::job::InvalidJobId| StoreError::Corrupt {
+            id: id.to_owned(),
+            detail: e.to_string(),
+        })
 }

@@ -3,7 +3,7 @@
 //! each job's priority; run on a SQLite file and on PostgreSQL.
 
 use chrono::TimeDelta;
-use icarus::job::{Job, Phase, timestamp_now};
+use icarus::job::{Job, JobId, Phase, timestamp_now};
 use icarus::store::{JobFilter, QueueHold, RECENT_RUNS, Store, StoreEvent};
 
 use crate::support::{new_job, spec};
@@ -14,6 +14,8 @@ on_both_databases!(
     the_average_run_time_is_of_the_latest_jobs_that_held_a_slot,
     there_is_no_run_time_before_any_job_ran,
     a_jobs_priority_reads_back_as_submitted,
+    the_queue_reads_each_unfinished_job_with_its_version,
+    the_resync_reads_the_jobs_past_pending_and_the_cancels_asked,
 );
 
 fn hold_by(name: &str) -> QueueHold {
@@ -94,4 +96,58 @@ async fn a_jobs_priority_reads_back_as_submitted(store: Store) {
         .await
         .unwrap();
     assert_eq!(listed[0].spec.priority, 7);
+}
+
+/// Moves a stored job to `phase`.
+async fn now_in(store: &Store, job: &Job, phase: Phase) -> Job {
+    let mut job = store.get_job(job.id).await.unwrap().unwrap();
+    job.status.phase = phase;
+    store.update_job(&job, None).await.unwrap()
+}
+
+async fn the_queue_reads_each_unfinished_job_with_its_version(store: Store) {
+    let mut waiting = new_job("waiting");
+    waiting.spec.priority = -4;
+    let waiting = store.create_job(&waiting).await.unwrap();
+    let building = store.create_job(&new_job("building")).await.unwrap();
+    let building = now_in(&store, &building, Phase::Building).await;
+    let done = store.create_job(&new_job("done")).await.unwrap();
+    now_in(&store, &done, Phase::Completed).await;
+
+    let mut entries = store.queue_entries().await.unwrap();
+    entries.sort_by_key(|(entry, _)| entry.phase.rank());
+    let read: Vec<(JobId, Phase, i32, i64)> = entries
+        .iter()
+        .map(|(e, version)| (e.id, e.phase, e.priority, *version))
+        .collect();
+    assert_eq!(
+        read,
+        vec![
+            (waiting.id, Phase::Pending, -4, waiting.resource_version),
+            (building.id, Phase::Building, 0, building.resource_version),
+        ]
+    );
+    assert_eq!(entries[0].0.created_at, waiting.created_at);
+}
+
+async fn the_resync_reads_the_jobs_past_pending_and_the_cancels_asked(store: Store) {
+    let waiting = store.create_job(&new_job("waiting")).await.unwrap();
+    let mut asked = store.create_job(&new_job("asked")).await.unwrap();
+    asked.spec.cancel_requested = true;
+    store.update_job(&asked, None).await.unwrap();
+    let approving = store.create_job(&new_job("approving")).await.unwrap();
+    let approving = now_in(&store, &approving, Phase::AwaitingApproval).await;
+    let failed = store.create_job(&new_job("failed")).await.unwrap();
+    now_in(&store, &failed, Phase::Failed).await;
+
+    assert_eq!(
+        store.unfinished_beyond_pending().await.unwrap(),
+        vec![approving.id]
+    );
+    assert_eq!(
+        store.pending_asked_to_cancel().await.unwrap(),
+        vec![asked.id],
+        "not {}",
+        waiting.id
+    );
 }

@@ -220,8 +220,8 @@ fn arbitrary_queue() -> impl Strategy<Value = Vec<QueueEntry>> {
 }
 
 proptest! {
-    /// Whoever is admitted, no pending job not admitted has a higher
-    /// effective priority, or the same and is older.
+    /// Whoever is admitted, no pending job not admitted ranks before it:
+    /// a higher unrounded effective priority, or the same and older.
     #[test]
     fn admission_takes_the_highest_priority_then_the_oldest(
         queue in arbitrary_queue(),
@@ -238,7 +238,7 @@ proptest! {
             .collect();
         let active = queue.iter().filter(|e| e.phase.is_active()).count();
         prop_assert!(admitted.len() + active <= max_active.max(active));
-        let key = |e: &QueueEntry| (-effective_priority(e, gate.ageing, now), e.created_at, e.id);
+        let key = |e: &QueueEntry| Rank::of(e, gate.ageing);
         for waiting in queue.iter().filter(|e| e.phase == Phase::Pending) {
             if admitted.iter().any(|a| a.id == waiting.id) {
                 continue;
@@ -281,4 +281,60 @@ proptest! {
         let now = at(submitted + looked_after);
         prop_assert_eq!(admit(starving.id, &queue, &gate, now), Admission::Admitted);
     }
+}
+
+proptest! {
+    /// The effective priority shown (whole periods waited) never increases
+    /// down the queue: only between equal ones may the unrounded value put
+    /// a younger job first.
+    #[test]
+    fn the_effective_priority_shown_never_increases_down_the_queue(
+        queue in arbitrary_queue(),
+        now in 1000..5000i64,
+        ageing in prop::option::of(1..100i64),
+    ) {
+        let gate = Gate { ageing: ageing.map(TimeDelta::seconds), ..gate(1) };
+        let places = super::queue(&queue, &gate, at(now));
+        for pair in places.windows(2) {
+            prop_assert!(pair[0].effective_priority >= pair[1].effective_priority);
+        }
+    }
+
+    /// The documented guarantee: a job that waited `ageing × (p_high −
+    /// p_low)` longer than a newcomer of higher priority is ahead of it,
+    /// whenever one looks.
+    #[test]
+    fn a_job_that_waited_long_enough_is_ahead_of_a_higher_newcomer(
+        low in -5..5i32,
+        more in 1..5i32,
+        ageing in 1..60i64,
+        later in 0..1000i64,
+        looked_after in 0..10_000i64,
+    ) {
+        let gate = Gate { ageing: Some(TimeDelta::seconds(ageing)), ..gate(1) };
+        let waited = with_priority(entry(Phase::Pending, 0), low);
+        let submitted = ageing * i64::from(more) + later;
+        let newcomer = with_priority(entry(Phase::Pending, submitted), low + more);
+        let places = super::queue(&[newcomer, waited], &gate, at(submitted + looked_after));
+        prop_assert_eq!(places[0].id, waited.id);
+    }
+}
+
+#[test]
+fn within_the_same_period_the_unrounded_wait_decides() {
+    // Both show effective priority 1 at 15 s; the order is that of
+    // created_at − priority × ageing: 5 s for `old`, 14 − 10 = 4 s for
+    // `urgent`, which goes first although it is younger.
+    let gate = Gate {
+        ageing: Some(TimeDelta::seconds(10)),
+        ..gate(1)
+    };
+    let old = entry(Phase::Pending, 5);
+    let urgent = with_priority(entry(Phase::Pending, 14), 1);
+    let places = super::queue(&[old, urgent], &gate, at(15));
+    let shown: Vec<(JobId, i64)> = places
+        .iter()
+        .map(|p| (p.id, p.effective_priority))
+        .collect();
+    assert_eq!(shown, vec![(urgent.id, 1), (old.id, 1)]);
 }
