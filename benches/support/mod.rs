@@ -33,12 +33,17 @@ pub fn millis(duration: Duration) -> String {
     format!("{:.1} ms", duration.as_secs_f64() * 1000.0)
 }
 
-/// A ratio as the README writes it: `0.52x`.
+/// A ratio as the README writes it: `0.52x`, with a third decimal below
+/// 0.1 (`0.004x`) so a small one does not read as nothing.
 pub fn ratio(measured: f64, baseline: f64) -> String {
-    if baseline > 0.0 {
-        format!("{:.2}x", measured / baseline)
+    if baseline <= 0.0 {
+        return "n/a".to_owned();
+    }
+    let ratio = measured / baseline;
+    if ratio < 0.1 {
+        format!("{ratio:.3}x")
     } else {
-        "n/a".to_owned()
+        format!("{ratio:.2}x")
     }
 }
 
