@@ -76,8 +76,8 @@ pub async fn measure(settings: &Settings) -> Report {
     let spawning = Instant::now();
     let ids = spawn_hanging_jobs(&server, settings.jobs).await;
     wait_until_builders_run(&server, settings.jobs).await;
+    let before = wait_until_recorded(&server, &ids).await;
     let all_running_in = spawning.elapsed();
-    let before = statuses(&server, &ids).await;
 
     server.kill().await;
     let restarted = Instant::now();
@@ -182,6 +182,25 @@ async fn statuses(server: &Server, ids: &[String]) -> HashMap<String, Live> {
         .await
 }
 
+/// Until every job's status records its running builder (the engine may
+/// run it a moment before the controller writes its container id): the
+/// statuses the restart must keep.
+async fn wait_until_recorded(server: &Server, ids: &[String]) -> HashMap<String, Live> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let live = statuses(server, ids).await;
+        let recorded = |status: &Live| status.phase == "building" && status.builder.is_string();
+        if live.values().all(recorded) {
+            return live;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every job records its builder: {live:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Polls until the controller has reconciled every job and emptied its
 /// queue, and every job reads back as `before`; how many do (all, unless
 /// the deadline passed).
@@ -199,12 +218,16 @@ async fn wait_until_adopted(server: &Server, before: &HashMap<String, Live>) -> 
             .unwrap_or(f64::MAX);
         if reconciled >= before.len() as f64 && depth == 0.0 {
             let after = statuses(server, &ids).await;
-            let kept = ids
+            let changed: Vec<_> = ids
                 .iter()
-                .filter(|id| after.get(*id) == before.get(*id))
-                .count();
-            if kept == ids.len() || Instant::now() > deadline {
-                return kept;
+                .filter(|id| after.get(*id) != before.get(*id))
+                .map(|id| (&before[id], &after[id]))
+                .collect();
+            if changed.is_empty() || Instant::now() > deadline {
+                if !changed.is_empty() {
+                    eprintln!("jobs changed by the restart (before, after): {changed:?}");
+                }
+                return ids.len() - changed.len();
             }
         }
         assert!(
