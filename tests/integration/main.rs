@@ -8,6 +8,7 @@ mod api;
 mod approvals;
 mod architecture;
 mod auth;
+mod bench;
 mod browser;
 mod cli;
 mod client;
