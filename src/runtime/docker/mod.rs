@@ -599,10 +599,15 @@ impl Runtime for DockerRuntime {
             // The name exists: a previous run created it. Adopt it, and start
             // it only if it never ran, so a finished agent is never rerun.
             Err(error) if is_status(&error, 409) => self.existing(&name).await?,
+            // No agent came of it: a holder made for it alone goes again.
             Err(error) if is_status(&error, 404) => {
+                self.release_holders(spec.key.job).await?;
                 return Err(RuntimeError::ImageNotFound(spec.image.clone()));
             }
-            Err(error) => return Err(create_failed(error)),
+            Err(error) => {
+                self.release_holders(spec.key.job).await?;
+                return Err(create_failed(error));
+            }
         };
         tracing::debug!(container = %id, needs_start, "created or adopted");
         if needs_start {
