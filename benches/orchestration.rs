@@ -1,38 +1,47 @@
 //! Orchestration overhead on the real Docker engine, measured in one run.
 //!
-//! (a) N jobs through Icarus (builder then checker each, one job at a time)
-//!     against the same containers run back to back with the raw engine API:
-//!     the ratio of the two wall-clock times is the orchestration overhead.
-//!     Both keep their containers until the timed part is over (Icarus keeps
-//!     them until a job ends) and remove them afterwards, untimed. On the raw
-//!     path the agents post their reports to a sink that only answers 200,
-//!     and are confined as Icarus confines them, so both paths run the same
-//!     containers doing the same work. A third run without the confinement
-//!     shows what the sandbox itself costs.
-//! (b) Builder exit → checker start latency, p50 and p99 over the N jobs, in
-//!     two parts: the reaction (the builder's `State.FinishedAt` in the engine
-//!     to the job's `checking_at`, when Icarus decided to start the checker),
-//!     set beside the engine's own report of a stop on the raw path (its wait
-//!     API answering), which Icarus waits for too; and the whole hand-over
-//!     (to the checker's `State.StartedAt`), which includes the engine's own
-//!     create + start, on both paths.
+//! (a) N jobs through Icarus on the default configuration (builder then
+//!     checker each, one job at a time, agents on the default network
+//!     `icarus-agents-{instance}`) against the same containers run back to
+//!     back with the raw engine API: the ratio of the two wall-clock times is
+//!     the orchestration overhead. Both keep their containers until the
+//!     timed part is over (Icarus keeps them until a job ends) and remove
+//!     them afterwards, untimed. On the raw path the agents post their
+//!     reports to a sink that only answers 200, and are confined as Icarus
+//!     confines them — the same network, each job's agents in the namespace
+//!     of a network holder as Icarus runs them — so both paths run the same
+//!     containers doing the same work. Two more raw runs show what the
+//!     holders save (agents joining the network themselves) and what the
+//!     sandbox costs (Docker's defaults); one more Icarus run shows the
+//!     default network against Docker's `bridge`.
+//! (b) Icarus's reaction to a builder's exit: from the engine's `die` event
+//!     (what Icarus reacts to) to Icarus's start call for the checker, p50
+//!     and p99 over the N jobs; and the whole hand-over, builder exit
+//!     (`State.FinishedAt`) to checker running (`State.StartedAt`), which
+//!     includes the engine's own work, on both paths.
 //!
 //! Run with `scripts/build-images && cargo bench --bench orchestration`
 //! (`BENCH_JOBS=50` for more jobs; `RUST_LOG=icarus=debug` to trace). Prints a
 //! Markdown table.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use bollard::models::ContainerCreateBody;
+use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
-    CreateContainerOptions, RemoveContainerOptions, WaitContainerOptions,
+    CreateContainerOptions, EventsOptions, RemoveContainerOptions, WaitContainerOptions,
 };
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use icarus::config::Config;
+use icarus::config::{Config, EgressMode};
+use icarus::job::JobId;
+use icarus::runtime::docker::Sandbox;
 use serde_json::{Value, json};
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 #[tokio::main]
 async fn main() {
@@ -40,61 +49,188 @@ async fn main() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(20);
-    if let Ok(filter) = std::env::var("RUST_LOG") {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
-    }
+    let start_calls = StartCalls::default();
+    let log = std::env::var("RUST_LOG").ok().map(|filter| {
+        tracing_subscriber::fmt::layer().with_filter(tracing_subscriber::EnvFilter::new(filter))
+    });
+    tracing_subscriber::registry()
+        .with(
+            start_calls.clone().with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target("icarus::runtime::docker", tracing::Level::DEBUG),
+            ),
+        )
+        .with(log)
+        .init();
     let docker = Docker::connect_with_defaults().expect("Docker engine");
     let dir = tempfile::tempdir().unwrap();
+    let deaths = Deaths::follow(&docker);
 
-    // Connecting once creates the agents' network the sandboxed runs use.
+    // Connecting once creates the agents' network and the holders' image.
     let defaults = Config::embedded_default().unwrap();
     icarus::serve::local::docker_runtime(&defaults)
         .await
         .unwrap();
+    let holders = icarus::runtime::docker::ensure_holder_image(&docker)
+        .await
+        .unwrap();
+    let confined = Raw::confined(&docker, &defaults, holders.clone()).await;
+    let direct = Raw::confined(&docker, &defaults, None).await;
     // Warm both paths once so image layers and the binary's pages are cached.
-    raw_engine_run(&docker, dir.path(), 1, Some(&defaults)).await;
-    let raw = raw_engine_run(&docker, dir.path(), jobs, Some(&defaults)).await;
-    let unconfined = raw_engine_run(&docker, dir.path(), jobs, None).await;
-    let icarus = icarus_run(&docker, dir.path(), jobs).await;
+    raw_engine_run(&docker, dir.path(), 1, &confined).await;
+    let raw = raw_engine_run(&docker, dir.path(), jobs, &confined).await;
+    let joined = raw_engine_run(&docker, dir.path(), jobs, &direct).await;
+    let unconfined = raw_engine_run(&docker, dir.path(), jobs, &Raw::Unconfined).await;
+    let icarus = icarus_run(&docker, dir.path(), jobs, &deaths, &start_calls, |_| {}).await;
+    let on_bridge = icarus_run(&docker, dir.path(), jobs, &deaths, &start_calls, |c| {
+        c.agents.builder.network_mode = "bridge".to_owned();
+        c.agents.checker.network_mode = "bridge".to_owned();
+        // `bridge` has a route out, which only the open egress mode allows.
+        c.agents.egress.mode = EgressMode::Open;
+    })
+    .await;
 
     let ratio = icarus.elapsed.as_secs_f64() / raw.elapsed.as_secs_f64();
+    let holder_note = if holders.is_some() {
+        "each job's agents in its network holder"
+    } else {
+        "no network holders on this engine"
+    };
     println!("| measure ({jobs} jobs, builder + checker each) | result |");
     println!("|---|---|");
     println!(
-        "| raw engine API, back to back | {:.2} s ({:.0} ms/job) |",
+        "| raw engine API, back to back, default network ({holder_note}) | {:.2} s ({:.0} ms/job) |",
         raw.elapsed.as_secs_f64(),
         per_job(raw.elapsed, jobs)
     );
     println!(
-        "| through Icarus, one job at a time | {:.2} s ({:.0} ms/job) |",
+        "| through Icarus, one job at a time, default configuration | {:.2} s ({:.0} ms/job) |",
         icarus.elapsed.as_secs_f64(),
         per_job(icarus.elapsed, jobs)
     );
     println!("| overhead ratio (Icarus / raw) | {ratio:.2}x |");
+    println!(
+        "| raw engine API, agents joining the default network themselves | {:.2} s ({:.0} ms/job): {:.2}x the holders' |",
+        joined.elapsed.as_secs_f64(),
+        per_job(joined.elapsed, jobs),
+        joined.elapsed.as_secs_f64() / raw.elapsed.as_secs_f64()
+    );
     println!(
         "| raw engine API, without the sandbox | {:.2} s ({:.0} ms/job): the sandbox costs {:.2}x |",
         unconfined.elapsed.as_secs_f64(),
         per_job(unconfined.elapsed, jobs),
         raw.elapsed.as_secs_f64() / unconfined.elapsed.as_secs_f64()
     );
+    println!(
+        "| through Icarus, agents on `bridge` (egress open) | {:.2} s ({:.0} ms/job): default / bridge {:.2}x |",
+        on_bridge.elapsed.as_secs_f64(),
+        per_job(on_bridge.elapsed, jobs),
+        icarus.elapsed.as_secs_f64() / on_bridge.elapsed.as_secs_f64()
+    );
     for (what, samples) in [
         (
-            "builder exit → Icarus starts the checker",
+            "Icarus: admitted → awaiting approval, default configuration",
+            &icarus.latencies,
+        ),
+        (
+            "Icarus: admitted → awaiting approval, agents on `bridge`",
+            &on_bridge.latencies,
+        ),
+        (
+            "**Icarus's own share: builder `die` event → checker start call**",
             &icarus.reactions,
         ),
         (
-            "raw path: builder exit → engine reports it stopped",
-            &raw.stop_reports,
+            "builder exit → the engine's `die` event",
+            &icarus.die_delays,
         ),
         ("builder exit → checker running", &icarus.handovers),
         ("raw path: builder exit → checker running", &raw.handovers),
-        ("raw path: create + start of one container", &raw.starts),
+        (
+            "raw path: builder exit → engine's wait API answers",
+            &raw.stop_reports,
+        ),
+        ("raw path: create + start of one agent", &raw.starts),
     ] {
         println!(
             "| {what}, p50 / p99 | {:.1} ms / {:.1} ms |",
             percentile(samples, 50.0),
             percentile(samples, 99.0)
         );
+    }
+}
+
+/// When Icarus asked the engine to start each container, by name: the
+/// Docker runtime's `start call` debug event, caught as it is emitted.
+#[derive(Clone, Default)]
+struct StartCalls(Arc<Mutex<HashMap<String, DateTime<Utc>>>>);
+
+impl<S: tracing::Subscriber> Layer<S> for StartCalls {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let at = Utc::now();
+        let mut fields = EventFields::default();
+        event.record(&mut fields);
+        if fields.message == "start call" {
+            self.0.lock().unwrap().insert(fields.container, at);
+        }
+    }
+}
+
+#[derive(Default)]
+struct EventFields {
+    message: String,
+    container: String,
+}
+
+impl tracing::field::Visit for EventFields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        match field.name() {
+            "message" => self.message = format!("{value:?}"),
+            "container" => self.container = format!("{value:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// The engine's `die` events, by container name, with the engine's time.
+#[derive(Clone, Default)]
+struct Deaths(Arc<Mutex<HashMap<String, DateTime<Utc>>>>);
+
+impl Deaths {
+    fn follow(docker: &Docker) -> Deaths {
+        let deaths = Deaths::default();
+        let filters = HashMap::from([
+            ("type".to_owned(), vec!["container".to_owned()]),
+            ("event".to_owned(), vec!["die".to_owned()]),
+        ]);
+        let mut events = docker.events(Some(EventsOptions {
+            filters: Some(filters),
+            ..Default::default()
+        }));
+        let seen = deaths.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(event)) = events.next().await {
+                let (Some(actor), Some(nanos)) = (event.actor, event.time_nano) else {
+                    continue;
+                };
+                let Some(name) = actor.attributes.and_then(|a| a.get("name").cloned()) else {
+                    continue;
+                };
+                let at = DateTime::from_timestamp_nanos(nanos);
+                seen.0.lock().unwrap().insert(name, at);
+            }
+        });
+        deaths
+    }
+
+    async fn of(&self, name: &str) -> DateTime<Utc> {
+        for _ in 0..100 {
+            if let Some(at) = self.0.lock().unwrap().get(name) {
+                return *at;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no die event for {name}");
     }
 }
 
@@ -115,7 +251,7 @@ fn millis(duration: Duration) -> f64 {
 
 struct RawRun {
     elapsed: Duration,
-    /// Create + start of each container, in milliseconds.
+    /// Create + start of each agent, in milliseconds.
     starts: Vec<f64>,
     /// Builder `FinishedAt` → the engine's wait API answering, in milliseconds.
     stop_reports: Vec<f64>,
@@ -134,26 +270,137 @@ async fn callback_sink() -> u16 {
     port
 }
 
-/// Each job's builder then checker, created, started and awaited with the
-/// engine API directly, on a fresh directory mounted like Icarus does.
-/// With `sandbox`, the containers are confined exactly as Icarus confines
-/// agents under that configuration (user, capabilities, read-only root,
-/// `/tmp`, process limit, network, CPU and memory); without, Docker's defaults.
-async fn raw_engine_run(
-    docker: &Docker,
-    root: &std::path::Path,
-    jobs: usize,
-    sandbox: Option<&Config>,
-) -> RawRun {
+/// How the raw path runs its agents.
+enum Raw {
+    /// Confined as Icarus confines agents under the default configuration
+    /// (user, capabilities, read-only root, `/tmp`, process limit, CPU and
+    /// memory), on the agents' network, reaching the host at its gateway;
+    /// with `holder_image`, each job's agents in a network holder of its
+    /// own (as Icarus runs them), else each agent joining the network itself.
+    Confined {
+        config: Box<Config>,
+        network: String,
+        gateway: String,
+        holder_image: Option<String>,
+    },
+    /// Docker's defaults: the `bridge` network, no limits.
+    Unconfined,
+}
+
+impl Raw {
+    async fn confined(docker: &Docker, config: &Config, holder_image: Option<String>) -> Raw {
+        let instance = icarus::runtime::instance_name(&config.database.url);
+        let network = icarus::runtime::docker::engine_network_name(
+            &config.agents.builder.network_mode,
+            &instance,
+        );
+        let inspected = docker
+            .inspect_network(
+                &network,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+            .unwrap();
+        let gateway = inspected
+            .ipam
+            .and_then(|ipam| ipam.config)
+            .and_then(|configs| configs.into_iter().find_map(|c| c.gateway))
+            .expect("the agents' network has a gateway");
+        Raw::Confined {
+            config: Box::new(config.clone()),
+            network,
+            gateway,
+            holder_image,
+        }
+    }
+
+    fn sandbox(config: &Config) -> Sandbox {
+        Sandbox {
+            user: config.agents.user.clone(),
+            pids_limit: i64::from(config.agents.pids_limit),
+        }
+    }
+
+    /// The holder of one job's namespace, if agents run in one.
+    fn holder(&self, job: JobId) -> Option<(String, ContainerCreateBody)> {
+        let Raw::Confined {
+            config,
+            network,
+            gateway,
+            holder_image: Some(image),
+        } = self
+        else {
+            return None;
+        };
+        let instance = icarus::runtime::instance_name(&config.database.url);
+        let name = icarus::runtime::docker::holder_name(job, network);
+        let body = icarus::runtime::docker::holder_body(
+            image,
+            &instance,
+            &Raw::sandbox(config),
+            job,
+            network,
+            gateway,
+        );
+        Some((name, body))
+    }
+
+    /// The agent's host configuration and user, but for its workspace.
+    fn agent(&self, role: &str, holder: Option<&str>) -> (HostConfig, Option<String>) {
+        let Raw::Confined {
+            config,
+            network,
+            gateway,
+            ..
+        } = self
+        else {
+            let host = HostConfig {
+                extra_hosts: Some(vec!["host.docker.internal:host-gateway".to_owned()]),
+                ..Default::default()
+            };
+            return (host, None);
+        };
+        let agent = if role == "builder" {
+            &config.agents.builder
+        } else {
+            &config.agents.checker
+        };
+        let (network, extra_hosts) = match holder {
+            Some(holder) => (format!("container:{holder}"), None),
+            None => (
+                network.clone(),
+                Some(vec![format!("host.docker.internal:{gateway}")]),
+            ),
+        };
+        let host = HostConfig {
+            extra_hosts,
+            ..icarus::runtime::docker::confinement(
+                &Raw::sandbox(config),
+                agent.cpu_limit,
+                agent.memory_limit,
+                &network,
+            )
+        };
+        (host, Some(config.agents.user.clone()))
+    }
+}
+
+/// Each job's builder then checker (after its network holder, where agents
+/// run in one), created, started and awaited with the engine API directly,
+/// on a fresh directory mounted like Icarus does.
+async fn raw_engine_run(docker: &Docker, root: &std::path::Path, jobs: usize, raw: &Raw) -> RawRun {
     let sink = callback_sink().await;
     let mut starts = Vec::new();
     let mut stops_reported = Vec::new();
     let mut containers = Vec::new();
+    let mut holders = Vec::new();
     let started = Instant::now();
     for n in 0..jobs {
         let workspace = root.join(format!("raw-{n}-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&workspace).unwrap();
+        let holder = raw.holder(JobId::new_random());
         for (role, read_only) in [("builder", ""), ("checker", ":ro")] {
+            let (host, user) = raw.agent(role, holder.as_ref().map(|(name, _)| name.as_str()));
             let body = ContainerCreateBody {
                 image: Some(format!("icarus-{role}:latest")),
                 env: Some(vec![
@@ -163,23 +410,38 @@ async fn raw_engine_run(
                         "ORCHESTRATOR_CALLBACK=http://host.docker.internal:{sink}/jobs/{n}/callback"
                     ),
                 ]),
-                host_config: Some(bollard::models::HostConfig {
-                    extra_hosts: Some(vec!["host.docker.internal:host-gateway".to_owned()]),
+                host_config: Some(HostConfig {
                     binds: Some(vec![format!(
                         "{}:/workspace{read_only}",
                         workspace.display()
                     )]),
-                    ..sandbox.map(|c| confined(c, role)).unwrap_or_default()
+                    ..host
                 }),
-                user: sandbox.map(|c| c.agents.user.clone()),
+                user,
                 ..Default::default()
             };
             let asked = Instant::now();
-            let id = docker
-                .create_container(None::<CreateContainerOptions>, body)
-                .await
-                .unwrap()
-                .id;
+            let create = docker.create_container(None::<CreateContainerOptions>, body);
+            // The first agent's holder is made while the agent is, as Icarus does.
+            let id = match (&holder, role) {
+                (Some((name, holder_body)), "builder") => {
+                    let make_holder = async {
+                        let options = CreateContainerOptions {
+                            name: Some(name.clone()),
+                            ..Default::default()
+                        };
+                        docker
+                            .create_container(Some(options), holder_body.clone())
+                            .await
+                            .unwrap();
+                        docker.start_container(name, None).await.unwrap();
+                    };
+                    let (created, ()) = tokio::join!(create, make_holder);
+                    holders.push(name.clone());
+                    created.unwrap().id
+                }
+                _ => create.await.unwrap().id,
+            };
             docker.start_container(&id, None).await.unwrap();
             starts.push(millis(asked.elapsed()));
             let mut wait = docker.wait_container(&id, None::<WaitContainerOptions>);
@@ -199,7 +461,7 @@ async fn raw_engine_run(
             started_at(docker, &pair[1]).await,
         ));
     }
-    for id in containers {
+    for id in containers.into_iter().chain(holders) {
         let remove = RemoveContainerOptions {
             force: true,
             v: true,
@@ -215,39 +477,37 @@ async fn raw_engine_run(
     }
 }
 
-/// The confinement `DockerRuntime` applies, from the same configuration.
-fn confined(config: &Config, role: &str) -> bollard::models::HostConfig {
-    let agent = if role == "builder" {
-        &config.agents.builder
-    } else {
-        &config.agents.checker
-    };
-    let sandbox = icarus::runtime::docker::Sandbox {
-        user: config.agents.user.clone(),
-        pids_limit: i64::from(config.agents.pids_limit),
-    };
-    let instance = icarus::runtime::instance_name(&config.database.url);
-    let network = icarus::runtime::docker::engine_network_name(&agent.network_mode, &instance);
-    icarus::runtime::docker::confinement(&sandbox, agent.cpu_limit, agent.memory_limit, &network)
-}
-
 struct IcarusRun {
     elapsed: Duration,
-    /// Builder exit → the job's `checking_at`, in milliseconds.
+    /// Admitted (`building_at`) → `awaiting_approval_at`, in milliseconds.
+    latencies: Vec<f64>,
+    /// The builder's `die` event → Icarus's start call for the checker, in milliseconds.
     reactions: Vec<f64>,
+    /// Builder exit (`FinishedAt`) → its `die` event, in milliseconds.
+    die_delays: Vec<f64>,
     /// Builder exit → checker `StartedAt`, in milliseconds.
     handovers: Vec<f64>,
 }
 
-/// The same work submitted to Icarus over HTTP, one job admitted at a time;
-/// timed until every job awaits approval.
-async fn icarus_run(docker: &Docker, root: &std::path::Path, jobs: usize) -> IcarusRun {
+/// The same work submitted to Icarus over HTTP, one job admitted at a time,
+/// on the default configuration as `adjust` leaves it; timed until every
+/// job awaits approval.
+async fn icarus_run(
+    docker: &Docker,
+    root: &std::path::Path,
+    jobs: usize,
+    deaths: &Deaths,
+    start_calls: &StartCalls,
+    adjust: impl FnOnce(&mut Config),
+) -> IcarusRun {
     let mut config = Config::embedded_default().unwrap();
     config.orchestrator.port = 0;
     config.orchestrator.max_concurrent_jobs = 1;
     config.sentinel.enabled = false;
-    config.database.url = format!("sqlite://{}/bench.db", root.display());
-    config.workspace.base_path = root.join("workspaces");
+    let run = uuid::Uuid::new_v4();
+    config.database.url = format!("sqlite://{}/bench-{run}.db", root.display());
+    config.workspace.base_path = root.join(format!("workspaces-{run}"));
+    adjust(&mut config);
     let runtime = icarus::serve::local::docker_runtime(&config).await.unwrap();
     let orchestrator = icarus::serve::local::start_on(&config, runtime)
         .await
@@ -284,8 +544,13 @@ async fn icarus_run(docker: &Docker, root: &std::path::Path, jobs: usize) -> Ica
     }
     let elapsed = started.elapsed();
 
-    let mut reactions = Vec::new();
-    let mut handovers = Vec::new();
+    let mut run = IcarusRun {
+        elapsed,
+        latencies: Vec::new(),
+        reactions: Vec::new(),
+        die_delays: Vec::new(),
+        handovers: Vec::new(),
+    };
     for id in &ids {
         let job: Value = client
             .get(format!("{base}/jobs/{id}/status"))
@@ -295,11 +560,22 @@ async fn icarus_run(docker: &Docker, root: &std::path::Path, jobs: usize) -> Ica
             .json()
             .await
             .unwrap();
-        let builder_exit = finished_at(docker, &format!("icarus-{id}-builder-1")).await;
-        let checker_start = started_at(docker, &format!("icarus-{id}-checker-1")).await;
-        let decided = parse_time(job["checking_at"].as_str().unwrap());
-        reactions.push(millis_between(builder_exit, decided));
-        handovers.push(millis_between(builder_exit, checker_start));
+        let time = |field: &str| parse_time(job[field].as_str().unwrap());
+        run.latencies.push(millis_between(
+            time("building_at"),
+            time("awaiting_approval_at"),
+        ));
+        let builder = format!("icarus-{id}-builder-1");
+        let checker = format!("icarus-{id}-checker-1");
+        let builder_exit = finished_at(docker, &builder).await;
+        let died = deaths.of(&builder).await;
+        let start_call = start_calls.0.lock().unwrap()[&checker];
+        run.reactions.push(millis_between(died, start_call));
+        run.die_delays.push(millis_between(builder_exit, died));
+        run.handovers.push(millis_between(
+            builder_exit,
+            started_at(docker, &checker).await,
+        ));
     }
     for id in &ids {
         client
@@ -314,11 +590,7 @@ async fn icarus_run(docker: &Docker, root: &std::path::Path, jobs: usize) -> Ica
     )
     .await;
     orchestrator.stop().await.unwrap();
-    IcarusRun {
-        elapsed,
-        reactions,
-        handovers,
-    }
+    run
 }
 
 async fn finished_at(docker: &Docker, name: &str) -> DateTime<Utc> {

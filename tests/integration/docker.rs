@@ -814,13 +814,27 @@ async fn listening_neighbour(server: &DockerServer) -> (JobId, String) {
     let name = format!("icarus-{id}-builder-1");
     let docker = Docker::connect_with_defaults().unwrap();
     let ip = eventually(Duration::from_secs(20), || async {
-        let inspected = docker.inspect_container(&name, None).await.ok()?;
-        let networks = inspected.network_settings?.networks?;
+        let networks = networks_of(&docker, &name).await?;
         let ip = networks.into_values().find_map(|n| n.ip_address)?;
         (!ip.is_empty()).then_some(ip)
     })
     .await;
     (id, format!("{ip}:7070"))
+}
+
+/// The networks container `name` is on: those of the container whose
+/// namespace it joined (its job's network holder), if it joined one.
+async fn networks_of(
+    docker: &Docker,
+    name: &str,
+) -> Option<HashMap<String, bollard::models::EndpointSettings>> {
+    let inspected = docker.inspect_container(name, None).await.ok()?;
+    let mode = inspected.host_config.as_ref()?.network_mode.clone()?;
+    let inspected = match mode.strip_prefix("container:") {
+        Some(holder) => docker.inspect_container(holder, None).await.ok()?,
+        None => inspected,
+    };
+    inspected.network_settings?.networks
 }
 
 /// A job whose builder tries to read from `address`: it exits 0 if it
@@ -863,6 +877,99 @@ async fn an_agent_cannot_reach_another_jobs_agent_on_the_agents_network() {
     server
         .post(&format!("/jobs/{listener}/cancel"), json!({}))
         .await;
+    server.assert_nothing_left().await;
+}
+
+/// On a network of their own, a job's builder and checker join the
+/// namespace of one network holder of that job, on that network (the
+/// engine then sets up its DNS once per job, not per agent); agents of
+/// another job are in another's, and every holder goes with its job.
+#[tokio::test]
+async fn a_jobs_agents_share_its_network_holder_which_goes_with_the_job() {
+    let server = DockerServer::start(|_| {}).await;
+    let docker = Docker::connect_with_defaults().unwrap();
+    let first = spawn(&server, "held").await;
+    let second = spawn(&server, "held too").await;
+    for id in [first, second] {
+        server
+            .wait_for_within(id, "awaiting_approval", Duration::from_secs(60))
+            .await;
+    }
+    // The container whose namespace an agent joined (the engine may name
+    // it by name or by id).
+    let joined = |name: String| {
+        let docker = docker.clone();
+        async move {
+            let inspected = docker.inspect_container(&name, None).await.unwrap();
+            let mode = inspected.host_config.unwrap().network_mode.unwrap();
+            let holder = mode.strip_prefix("container:").unwrap().to_owned();
+            docker.inspect_container(&holder, None).await.unwrap()
+        }
+    };
+    let mut holders = Vec::new();
+    for id in [first, second] {
+        let inspected = joined(format!("icarus-{id}-builder-1")).await;
+        let checker = joined(format!("icarus-{id}-checker-1")).await;
+        assert_eq!(inspected.id, checker.id, "one namespace per job");
+        let holder = inspected.name.clone().unwrap();
+        assert!(
+            holder.starts_with(&format!("/icarus-{id}-net-")),
+            "{holder}"
+        );
+        let networks = inspected.network_settings.unwrap().networks.unwrap();
+        assert_eq!(
+            networks.into_keys().collect::<Vec<_>>(),
+            [crate::support::TEST_AGENTS_NETWORK]
+        );
+        let host = inspected.host_config.unwrap();
+        assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
+        assert_eq!(host.readonly_rootfs, Some(true));
+        assert!(
+            host.extra_hosts
+                .unwrap()
+                .iter()
+                .any(|h| h.starts_with("host.docker.internal:")),
+            "agents reach the orchestrator through the holder's hosts file"
+        );
+        holders.push(holder);
+    }
+    assert_ne!(holders[0], holders[1], "two jobs, two namespaces");
+    for id in [first, second] {
+        server.post(&format!("/jobs/{id}/cancel"), json!({})).await;
+        server.wait_for(id, "cancelled").await;
+    }
+    server.assert_nothing_left().await;
+}
+
+/// A holder left behind (its job's agents removed while the orchestrator
+/// was down) is swept by the next resync.
+#[tokio::test]
+async fn a_network_holder_whose_agents_are_gone_is_swept() {
+    let mut server = DockerServer::start(|_| {}).await;
+    let id = spawn(&server, "held").await;
+    server
+        .wait_for_within(id, "awaiting_approval", Duration::from_secs(60))
+        .await;
+    server.stop().await;
+    let docker = Docker::connect_with_defaults().unwrap();
+    for role in ["builder", "checker"] {
+        let options = bollard::query_parameters::RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        docker
+            .remove_container(&format!("icarus-{id}-{role}-1"), Some(options))
+            .await
+            .unwrap();
+    }
+    let left = server.leftovers().await;
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(
+        left[0].starts_with(&format!("/icarus-{id}-net-")),
+        "{left:?}"
+    );
+    server.resume().await;
     server.assert_nothing_left().await;
 }
 
@@ -1034,13 +1141,8 @@ async fn by_default_each_orchestrator_puts_its_agents_on_a_network_of_its_own() 
         )
     };
     let (listener, _) = listening_neighbour(&first).await;
-    let container = docker
-        .inspect_container(&format!("icarus-{listener}-builder-1"), None)
+    let joined: Vec<String> = networks_of(&docker, &format!("icarus-{listener}-builder-1"))
         .await
-        .unwrap();
-    let joined: Vec<String> = container
-        .network_settings
-        .and_then(|settings| settings.networks)
         .unwrap_or_default()
         .into_keys()
         .collect();

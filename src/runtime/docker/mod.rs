@@ -36,15 +36,20 @@ mod cgroups;
 mod disk;
 mod events;
 mod follow;
+mod holders;
 mod networks;
+mod pause_image;
 mod stats;
 
 use crate::names::docker::{
     ATTEMPT as LABEL_ATTEMPT, INSTANCE as LABEL_INSTANCE, JOB as LABEL_JOB, ROLE as LABEL_ROLE,
 };
 use events::{EventFollower, Exits};
+use holders::Holders;
+pub use holders::{holder_body, holder_name};
 pub use networks::ISOLATING_OPTION;
 use networks::{ensure_network, network_gateway};
+pub use pause_image::ensure as ensure_holder_image;
 
 use super::{Cause, Result, Runtime, RuntimeError, WorkloadSpec};
 use crate::config::MountType;
@@ -171,6 +176,12 @@ pub struct DockerRuntime {
     /// Exits the event stream reported, by container id: an observation
     /// then needs no inspect of each exited container.
     exits: Exits,
+    /// The network holders agents on a network of their own join; `None`
+    /// where the engine has no holder image (then agents join the network).
+    holders: Option<Holders>,
+    /// Containers an observation just found created and never started, by
+    /// name: a start soon after starts them by id at once.
+    never_started: NeverStarted,
     /// Stops the event follower when the last clone is dropped.
     _follower: Arc<DropGuard>,
 }
@@ -200,6 +211,19 @@ impl DockerRuntime {
                 None
             }
         };
+        let holders = match pause_image::ensure(&docker).await {
+            Ok(image) => image.map(|image| Holders {
+                docker: docker.clone(),
+                image,
+                instance: settings.instance.clone(),
+                sandbox: settings.sandbox.clone(),
+                running: Arc::default(),
+            }),
+            Err(error) => {
+                tracing::warn!(%error, "no network holders: agents join their network themselves");
+                None
+            }
+        };
         let (changes, _) = broadcast::channel(1024);
         let exits = Exits::default();
         let stop = CancellationToken::new();
@@ -217,6 +241,8 @@ impl DockerRuntime {
             settings: Arc::new(settings),
             changes,
             exits,
+            holders,
+            never_started: NeverStarted::default(),
             _follower: Arc::new(stop.drop_guard()),
         })
     }
@@ -270,24 +296,27 @@ impl DockerRuntime {
     /// host path but its workspace.
     fn container_body(&self, spec: &WorkloadSpec) -> ContainerCreateBody {
         let sandbox = &self.settings.sandbox;
-        // Lets agents reach the orchestrator on the host under a fixed name.
-        let host = self
-            .gateway
-            .map_or("host-gateway".to_owned(), |gateway| gateway.to_string());
-        let network = self
-            .network_ids
-            .get(&spec.network_mode)
-            .unwrap_or(&spec.network_mode);
+        // On its job's holder, an agent has the holder's network and hosts.
+        let (network, extra_hosts) = match self.holder_of(spec) {
+            Some(holder) => (format!("container:{holder}"), None),
+            None => (
+                self.engine_network(spec).to_owned(),
+                Some(vec![format!(
+                    "host.docker.internal:{}",
+                    self.host_gateway()
+                )]),
+            ),
+        };
         let host_config = HostConfig {
             binds: Some(vec![
                 self.workspace_bind(spec.key.job, spec.workspace_read_only),
             ]),
-            extra_hosts: Some(vec![format!("host.docker.internal:{host}")]),
+            extra_hosts,
             mounts: Some(vec![private_tmp(HashMap::from([
                 (LABEL_JOB.to_owned(), spec.key.job.to_string()),
                 (LABEL_INSTANCE.to_owned(), self.settings.instance.clone()),
             ]))]),
-            ..confinement(sandbox, spec.cpu_limit, spec.memory_limit, network)
+            ..confinement(sandbox, spec.cpu_limit, spec.memory_limit, &network)
         };
         ContainerCreateBody {
             image: Some(spec.image.clone()),
@@ -299,16 +328,86 @@ impl DockerRuntime {
         }
     }
 
-    /// The id of the container named `name`, and whether it was never started.
+    /// What agents reach the orchestrator on the host as (`host.docker.internal`).
+    fn host_gateway(&self) -> String {
+        self.gateway
+            .map_or("host-gateway".to_owned(), |gateway| gateway.to_string())
+    }
+
+    /// The network `spec` asks for as the engine knows it (a managed one by id).
+    fn engine_network<'a>(&'a self, spec: &'a WorkloadSpec) -> &'a str {
+        self.network_ids
+            .get(&spec.network_mode)
+            .unwrap_or(&spec.network_mode)
+    }
+
+    /// The holder whose namespace `spec`'s agent joins, if it joins one:
+    /// on a network of its own (not Docker's built-in modes), where holders exist.
+    fn holder_of(&self, spec: &WorkloadSpec) -> Option<String> {
+        self.holders.as_ref()?;
+        (!is_builtin_network(&spec.network_mode))
+            .then(|| holder_name(spec.key.job, &spec.network_mode))
+    }
+
+    /// Makes sure the holder `spec`'s agent joins runs, if it joins one.
+    async fn ensure_holder(&self, spec: &WorkloadSpec) -> Result<()> {
+        let (Some(holders), Some(name)) = (&self.holders, self.holder_of(spec)) else {
+            return Ok(());
+        };
+        holders
+            .ensure(
+                spec.key.job,
+                &name,
+                self.engine_network(spec),
+                &self.host_gateway(),
+            )
+            .await
+    }
+
+    /// Removes `job`'s holders once none of its agents is left.
+    async fn release_holders(&self, job: JobId) -> Result<()> {
+        let Some(holders) = &self.holders else {
+            return Ok(());
+        };
+        if !self.list(format!("{LABEL_JOB}={job}")).await?.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = self
+            .settings
+            .managed_networks
+            .iter()
+            .map(|network| holder_name(job, network))
+            .collect();
+        holders.remove(&names).await
+    }
+
+    /// Starts `id`, which the last observation found created (a checker
+    /// created ahead), without first asking the engine who has its name:
+    /// the hand-over from builder to checker is then one engine call. Any
+    /// failure is left to the full path (create, adopt, start, with retries).
+    async fn start_seen(&self, id: &str, spec: &WorkloadSpec) -> bool {
+        if self.ensure_holder(spec).await.is_err() {
+            return false;
+        }
+        tracing::debug!(container = %spec.key.name(), "start call");
+        let started = self
+            .docker
+            .start_container(id, None::<StartContainerOptions>)
+            .await;
+        started.is_ok() || started.is_err_and(|error| is_status(&error, 304))
+    }
+
     /// Starts a created container. A start can fail for a passing reason
     /// (two networks of one name while a duplicate is removed, an engine
     /// slow under load), so the call is made again a few times, a moment
     /// apart, before the failure is reported — and the planner spends an
     /// attempt on it.
-    async fn start_container(&self, id: &str) -> Result<()> {
+    async fn start_container(&self, id: &str, spec: &WorkloadSpec) -> Result<()> {
         let mut tries = 0;
         loop {
             tries += 1;
+            self.ensure_holder(spec).await?;
+            tracing::debug!(container = %spec.key.name(), "start call");
             match self
                 .docker
                 .start_container(id, None::<StartContainerOptions>)
@@ -318,6 +417,10 @@ impl DockerRuntime {
                 Err(error) if is_status(&error, 304) => return Ok(()),
                 Err(error) if tries < START_TRIES => {
                     tracing::debug!(container = %id, tries, %error, "start failed; trying again");
+                    // Its holder may have gone: the next try asks the engine.
+                    if let (Some(holders), Some(holder)) = (&self.holders, self.holder_of(spec)) {
+                        holders.forget(&holder);
+                    }
                     tokio::time::sleep(START_RETRY_DELAY * tries).await;
                 }
                 Err(error) => return Err(failed("start container", error)),
@@ -325,6 +428,7 @@ impl DockerRuntime {
         }
     }
 
+    /// The id of the container named `name`, and whether it was never started.
     async fn existing(&self, name: &str) -> Result<(String, bool)> {
         let inspected = self
             .docker
@@ -403,7 +507,11 @@ impl Runtime for DockerRuntime {
             };
             let (state, finished_at) = match container.state {
                 _ if self.exits.get(&id).is_some() => self.exits.get(&id).unzip(),
-                Some(ContainerSummaryStateEnum::CREATED) => (Some(WorkloadState::Created), None),
+                Some(ContainerSummaryStateEnum::CREATED) => {
+                    let key = WorkloadKey { job, role, attempt };
+                    self.never_started.saw(key.name(), &id);
+                    (Some(WorkloadState::Created), None)
+                }
                 Some(ContainerSummaryStateEnum::EXITED | ContainerSummaryStateEnum::DEAD) => {
                     self.exited_state(&id).await?.unzip()
                 }
@@ -471,27 +579,39 @@ impl Runtime for DockerRuntime {
 
     async fn start(&self, spec: &WorkloadSpec) -> Result<String> {
         let name = spec.key.name();
+        if let Some(id) = self.never_started.take(&name)
+            && self.start_seen(&id, spec).await
+        {
+            return Ok(id);
+        }
         let options = CreateContainerOptions {
             name: Some(name.clone()),
             ..Default::default()
         };
-        let (id, needs_start) = match self
-            .docker
-            .create_container(Some(options), self.container_body(spec))
-            .await
-        {
+        // The holder (on the first agent of a job) is made while the agent is.
+        let (created, _) = tokio::join!(
+            self.docker
+                .create_container(Some(options), self.container_body(spec)),
+            self.ensure_holder(spec)
+        );
+        let (id, needs_start) = match created {
             Ok(created) => (created.id, true),
             // The name exists: a previous run created it. Adopt it, and start
             // it only if it never ran, so a finished agent is never rerun.
             Err(error) if is_status(&error, 409) => self.existing(&name).await?,
+            // No agent came of it: a holder made for it alone goes again.
             Err(error) if is_status(&error, 404) => {
+                self.release_holders(spec.key.job).await?;
                 return Err(RuntimeError::ImageNotFound(spec.image.clone()));
             }
-            Err(error) => return Err(create_failed(error)),
+            Err(error) => {
+                self.release_holders(spec.key.job).await?;
+                return Err(create_failed(error));
+            }
         };
         tracing::debug!(container = %id, needs_start, "created or adopted");
         if needs_start {
-            self.start_container(&id).await?;
+            self.start_container(&id, spec).await?;
         }
         Ok(id)
     }
@@ -538,7 +658,7 @@ impl Runtime for DockerRuntime {
         self.one_shot_usage(id).await
     }
 
-    async fn remove(&self, _key: WorkloadKey, id: &str) -> Result<()> {
+    async fn remove(&self, key: WorkloadKey, id: &str) -> Result<()> {
         // `v`: its anonymous volumes (the private `/tmp`) go with it.
         let options = RemoveContainerOptions {
             force: true,
@@ -546,11 +666,12 @@ impl Runtime for DockerRuntime {
             ..Default::default()
         };
         match self.docker.remove_container(id, Some(options)).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {}
             // Gone already, or its removal is already under way.
-            Err(error) if is_status(&error, 404) || is_status(&error, 409) => Ok(()),
-            Err(error) => Err(failed("remove container", error)),
+            Err(error) if is_status(&error, 404) || is_status(&error, 409) => {}
+            Err(error) => return Err(failed("remove container", error)),
         }
+        self.release_holders(key.job).await
     }
 
     async fn workspace_usage(&self) -> Result<Vec<(JobId, u64)>> {
@@ -607,6 +728,12 @@ impl Runtime for DockerRuntime {
         let containers = self
             .list(format!("{LABEL_INSTANCE}={}", self.settings.instance))
             .await?;
+        if let Some(holders) = &self.holders {
+            let abandoned = holders.abandoned(&containers);
+            if let Err(error) = holders.remove(&abandoned).await {
+                tracing::warn!(%error, "could not remove abandoned network holders");
+            }
+        }
         Ok(super::distinct_jobs(
             containers
                 .into_iter()
@@ -616,6 +743,34 @@ impl Runtime for DockerRuntime {
 
     fn changes(&self) -> BoxStream<'static, JobId> {
         super::wake_ups(&self.changes)
+    }
+}
+
+/// How long an observation that a container was created and never
+/// started is trusted by a start: about one reconcile.
+const NEVER_STARTED_FOR: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Containers observed created and never started, by name, with their id.
+#[derive(Clone, Default)]
+struct NeverStarted(Arc<std::sync::Mutex<HashMap<String, (String, std::time::Instant)>>>);
+
+impl NeverStarted {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, std::time::Instant)>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn saw(&self, name: String, id: &str) {
+        let mut map = self.map();
+        map.retain(|_, (_, seen)| seen.elapsed() < NEVER_STARTED_FOR);
+        map.insert(name, (id.to_owned(), std::time::Instant::now()));
+    }
+
+    /// The id of `name` if it was seen never started just now; forgotten either way.
+    fn take(&self, name: &str) -> Option<String> {
+        let (id, seen) = self.map().remove(name)?;
+        (seen.elapsed() < NEVER_STARTED_FOR).then_some(id)
     }
 }
 
