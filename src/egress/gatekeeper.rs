@@ -40,9 +40,12 @@ pub struct AgentGate {
     ledger: Arc<Ledger>,
     /// What each agent (whose token checked out) was last admitted with,
     /// when, and the store's count of allowances then: the database is
-    /// asked at most once per [`ADMISSION_KEPT`] per agent, however fast it
-    /// opens connections, and again at once after an allowance here.
+    /// asked at most once per `kept_for` per agent, however fast it opens
+    /// connections, and again at once after an allowance written here or
+    /// (on PostgreSQL, while the store listens) relayed from another replica.
     recent: Mutex<HashMap<String, Remembered>>,
+    /// How long an admission is reused ([`ADMISSION_KEPT`]).
+    kept_for: Duration,
 }
 
 /// An agent's admission (or refusal) as last read.
@@ -68,7 +71,15 @@ impl AgentGate {
             checker,
             ledger: Arc::default(),
             recent: Mutex::default(),
+            kept_for: ADMISSION_KEPT,
         }
+    }
+
+    /// Reuses admissions for `kept_for` instead of [`ADMISSION_KEPT`]: a
+    /// test's long memory shows what else than time makes the gate read again.
+    pub fn remembering_admissions_for(mut self, kept_for: Duration) -> Self {
+        self.kept_for = kept_for;
+        self
     }
 
     /// The agent's admission from the record: running, and what it may reach.
@@ -155,7 +166,7 @@ impl Gatekeeper for AgentGate {
         let allowances_written = self.store.allowances_written();
         let kept = lock(&self.recent)
             .get(user)
-            .filter(|kept| now.duration_since(kept.at) < ADMISSION_KEPT)
+            .filter(|kept| now.duration_since(kept.at) < self.kept_for)
             .filter(|kept| kept.allowances_written == allowances_written)
             .map(|kept| kept.admission.clone());
         if let Some(admission) = kept {
@@ -164,7 +175,7 @@ impl Gatekeeper for AgentGate {
         let admission = self.admission(user, job, role, attempt).await;
         let mut recent = lock(&self.recent);
         if recent.len() >= RECENT_PRUNED_AT {
-            recent.retain(|_, kept| now.duration_since(kept.at) < ADMISSION_KEPT);
+            recent.retain(|_, kept| now.duration_since(kept.at) < self.kept_for);
         }
         let remembered = Remembered {
             at: now,

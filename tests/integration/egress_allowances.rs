@@ -204,6 +204,34 @@ async fn an_agent_is_admitted_with_the_bytes_its_job_has_already_moved() {
     assert_eq!(admission.budget, agent.job.to_string());
 }
 
+/// On PostgreSQL, another replica's allowance reaches the gate with its
+/// notification, not a second later: the gate here remembers admissions
+/// for an hour, so only the notification can make it read again.
+#[tokio::test]
+async fn postgres_another_replicas_allowance_counts_from_the_agents_next_connection_once_notified()
+{
+    let (writer, reader) = crate::support::two_stores_on_one_postgres_database().await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let relay = tokio::spawn(reader.relay_changes(shutdown.clone()).unwrap());
+    crate::support::first_heard_write(&writer, &mut reader.subscribe()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = GatedAgent::new(&reader, &dir).await;
+    agent.gate = agent
+        .gate
+        .remembering_admissions_for(std::time::Duration::from_secs(3600));
+    assert!(!agent.allowed("mirror.example").await);
+    writer
+        .allow_egress(&agent.allowance("mirror.example"))
+        .await
+        .unwrap();
+    crate::support::eventually(std::time::Duration::from_secs(10), || async {
+        agent.allowed("mirror.example").await.then_some(())
+    })
+    .await;
+    shutdown.cancel();
+    relay.await.unwrap();
+}
+
 /// A job's builder as the proxy's gate sees it.
 struct GatedAgent {
     gate: icarus::egress::AgentGate,

@@ -55,6 +55,31 @@ pub async fn postgres_database_url() -> String {
     format!("{base}/{name}")
 }
 
+/// Two stores on one PostgreSQL database, as two replicas have.
+pub async fn two_stores_on_one_postgres_database() -> (Store, Store) {
+    let url = postgres_database_url().await;
+    let first = Store::connect(&url).await.unwrap();
+    first.migrate().await.unwrap();
+    (first, Store::connect(&url).await.unwrap())
+}
+
+/// Creates jobs through `writer` until `events` hears of one (the listener
+/// behind them is up from then on); returns that job.
+pub async fn first_heard_write(
+    writer: &Store,
+    events: &mut tokio::sync::broadcast::Receiver<icarus::store::StoreEvent>,
+) -> icarus::job::Job {
+    for _ in 0..20 {
+        let job = writer.create_job(&new_job("t")).await.unwrap();
+        let heard =
+            tokio::time::timeout(std::time::Duration::from_millis(500), events.recv()).await;
+        if matches!(heard, Ok(Ok(icarus::store::StoreEvent::JobWritten(ref j))) if j.id == job.id) {
+            return job;
+        }
+    }
+    panic!("no write was heard in 10 s");
+}
+
 /// The phases an approved job passes through, in order.
 pub const APPROVED_JOB_PHASES: [&str; 6] = [
     "pending",

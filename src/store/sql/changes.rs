@@ -41,8 +41,11 @@ pub(super) enum Change {
     /// Positions `first..=last` of the job's stream were written.
     Stream { first: i64, last: i64 },
     /// What the job's status shows beside the job changed: its agents'
-    /// usage, egress or telemetry, or an allowance of its own.
+    /// usage, egress or telemetry.
     Facts,
+    /// A person allowed the job's agents a destination: what the egress
+    /// proxy remembers of their lists is stale, as is the job's status.
+    Allowance,
     /// What every job's status shows changed: an allowance for all jobs.
     /// Its payload names no job.
     Everyone,
@@ -59,6 +62,7 @@ pub(super) fn payload(origin: &str, change: Change, job: JobId) -> String {
         Change::Report => format!("{origin}:report:{job}"),
         Change::Stream { first, last } => format!("{origin}:stream:{job}:{first}:{last}"),
         Change::Facts => format!("{origin}:facts:{job}"),
+        Change::Allowance => format!("{origin}:allowance:{job}"),
         Change::Everyone => format!("{origin}:everyone:{NO_JOB}"),
     }
 }
@@ -82,6 +86,7 @@ fn parse_payload(payload: &str) -> Option<(&str, Change, Option<JobId>)> {
         "job" => Change::Job,
         "report" => Change::Report,
         "facts" => Change::Facts,
+        "allowance" => Change::Allowance,
         "stream" => Change::Stream {
             first: parts.next()?.parse().ok()?,
             last: parts.next()?.parse().ok()?,
@@ -144,10 +149,18 @@ impl Store {
         let Some(job) = job else {
             // An allowance for every job.
             self.view.forget_all();
+            self.allowance_heard();
             return;
         };
         match change {
-            Change::Everyone => self.view.forget_all(),
+            Change::Everyone => {
+                self.view.forget_all();
+                self.allowance_heard();
+            }
+            Change::Allowance => {
+                self.view.forget(job);
+                self.allowance_heard();
+            }
             Change::Facts => self.view.forget(job),
             Change::Report => self.publish(StoreEvent::AgentReported(job)),
             Change::Stream { first, last } => self.relay_stream(job, first, last).await,
@@ -158,7 +171,7 @@ impl Store {
     /// Another replica wrote the job: what is held of it is stale, and this
     /// process's subscribers hear of its new version.
     async fn relay_job(&self, job: JobId) {
-        self.view.forget(job);
+        self.view.job_changed(job);
         match self.get_job(job).await {
             Ok(Some(job)) => self.publish(StoreEvent::JobWritten(Arc::new(job))),
             Ok(None) => {}
@@ -190,6 +203,7 @@ async fn listen(store: &Store, pool: &PgPool, shutdown: &CancellationToken) -> s
     store.view.start_listening();
     // What was written before now, while nobody listened, is not relayed.
     store.gap();
+    store.allowance_heard();
     let listened = relay_until_lost(store, &mut listener, shutdown).await;
     store.view.stop_listening();
     listened
@@ -240,6 +254,11 @@ mod tests {
         assert_eq!(parse_payload(&format!("o:job:{job}:1")), None);
         let text = payload("o", Change::Facts, job);
         assert_eq!(parse_payload(&text), Some(("o", Change::Facts, Some(job))));
+        let text = payload("o", Change::Allowance, job);
+        assert_eq!(
+            parse_payload(&text),
+            Some(("o", Change::Allowance, Some(job)))
+        );
         let text = payload("o", Change::Everyone, job);
         assert_eq!(parse_payload(&text), Some(("o", Change::Everyone, None)));
         assert_eq!(parse_payload("o:everyone:x"), None);

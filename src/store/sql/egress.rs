@@ -151,10 +151,18 @@ impl Store {
         Ok(u64::try_from(bytes).unwrap_or(0))
     }
 
-    /// How many allowances this process has recorded: when it changes, what
-    /// the proxy here remembered of agents' lists is stale.
+    /// How many allowances this process has recorded or heard of (another
+    /// replica's, relayed on PostgreSQL, or possibly missed while the relay
+    /// did not listen): when it changes, what the proxy here remembered of
+    /// agents' lists is stale.
     pub fn allowances_written(&self) -> u64 {
         self.allowances_written.load(Ordering::Acquire)
+    }
+
+    /// Counts an allowance written here or elsewhere (see
+    /// [`Store::allowances_written`]).
+    pub(super) fn allowance_heard(&self) {
+        self.allowances_written.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Records a person's allowance (see [`EgressAllowance`]).
@@ -173,7 +181,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             match allowance.job {
-                Some(job) => announce!(self, tx, Change::Facts, job),
+                Some(job) => announce!(self, tx, Change::Allowance, job),
                 // The payload of `Everyone` names no job: any id will do.
                 None => announce!(self, tx, Change::Everyone, JobId::new_random()),
             }
@@ -183,7 +191,7 @@ impl Store {
             Some(job) => self.view.forget(job),
             None => self.view.forget_all(),
         }
-        self.allowances_written.fetch_add(1, Ordering::AcqRel);
+        self.allowance_heard();
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use icarus::job::plan::Transition;
 use icarus::job::{Phase, Reason};
 use icarus::store::{Fence, Store, StoreError, StoreEvent};
 
-use crate::support::{eventually, new_job};
+use crate::support::{eventually, first_heard_write, new_job, two_stores_on_one_postgres_database};
 
 on_both_databases!(
     a_free_lease_goes_to_the_first_candidate_at_version_one,
@@ -198,30 +198,6 @@ async fn an_unfenced_write_does_not_look_at_the_lease(store: Store) {
     let job = job_to_write(&store).await;
     assert!(store.fence().is_none());
     store.update_job(&job, None).await.unwrap();
-}
-
-/// Two stores on one PostgreSQL database, as two replicas have.
-pub(super) async fn two_stores_on_one_postgres_database() -> (Store, Store) {
-    let url = crate::support::postgres_database_url().await;
-    let first = Store::connect(&url).await.unwrap();
-    first.migrate().await.unwrap();
-    (first, Store::connect(&url).await.unwrap())
-}
-
-/// Creates jobs through `writer` until `events` hears of one (the listener
-/// behind them is up from then on); returns that job.
-pub(super) async fn first_heard_write(
-    writer: &Store,
-    events: &mut tokio::sync::broadcast::Receiver<StoreEvent>,
-) -> icarus::job::Job {
-    for _ in 0..20 {
-        let job = writer.create_job(&new_job("t")).await.unwrap();
-        let heard = tokio::time::timeout(Duration::from_millis(500), events.recv()).await;
-        if matches!(heard, Ok(Ok(StoreEvent::JobWritten(ref j))) if j.id == job.id) {
-            return job;
-        }
-    }
-    panic!("no write was heard in 10 s");
 }
 
 #[tokio::test]

@@ -11,8 +11,7 @@ use icarus::store::{
 };
 
 use super::egress::tally;
-use super::lease::{first_heard_write, two_stores_on_one_postgres_database};
-use crate::support::{eventually, new_job};
+use crate::support::{eventually, first_heard_write, new_job, two_stores_on_one_postgres_database};
 
 on_both_databases!(
     a_read_after_a_write_sees_the_write,
