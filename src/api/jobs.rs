@@ -32,6 +32,7 @@ use crate::job::{
 };
 use crate::source::patch;
 use crate::store::view::CachedJob;
+use crate::store::view::pages::Page;
 use crate::store::{
     EgressAllowance, EgressTraffic, EgressVerdict, JobFilter, SpecChange, SpecUpdate,
 };
@@ -208,6 +209,10 @@ pub async fn list(
         limit,
         after,
     };
+    if let Some(page) = state.store.cached_page(&filter) {
+        return Ok(page_response(&page));
+    }
+    let fill = state.store.begin_page(&filter);
     let ids = state.store.list_job_ids(filter).await?;
     let next = (ids.len() == limit as usize)
         .then(|| ids.last())
@@ -233,8 +238,26 @@ pub async fn list(
         }
         _ => cached.row(|job| to_json_bytes(&JobSummary::from(job))),
     });
-    let link = next.map(|url| [(header::LINK, format!("<{url}>; rel=\"next\""))]);
-    Ok((link, json_array(rows)))
+    let page = Page {
+        body: json_array(rows),
+        next,
+    };
+    let response = page_response(&page);
+    // A pending job's place moves without a write of the job: such a page
+    // is read anew each time.
+    if queue.is_none() {
+        state.store.keep_page(fill, page);
+    }
+    Ok(response)
+}
+
+/// A list page: its rows, and a `Link` to the next page when there may be one.
+fn page_response(page: &Page) -> (Option<[(HeaderName, String); 1]>, Response) {
+    let link = page
+        .next
+        .as_ref()
+        .map(|url| [(header::LINK, format!("<{url}>; rel=\"next\""))]);
+    (link, json_response(page.body.clone()))
 }
 
 /// The address of the page after `last`, under the same filters (as
@@ -748,7 +771,7 @@ fn json_response(body: Bytes) -> Response {
 }
 
 /// A JSON array of rendered elements, without parsing them again.
-fn json_array(elements: impl Iterator<Item = Bytes>) -> Response {
+fn json_array(elements: impl Iterator<Item = Bytes>) -> Bytes {
     let mut body = Vec::with_capacity(1024);
     body.push(b'[');
     for (index, element) in elements.enumerate() {
@@ -758,7 +781,7 @@ fn json_array(elements: impl Iterator<Item = Bytes>) -> Response {
         body.extend_from_slice(&element);
     }
     body.push(b']');
-    json_response(body.into())
+    body.into()
 }
 
 pub(super) async fn load(state: &AppState, id: JobId) -> ApiResult<Job> {

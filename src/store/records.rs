@@ -6,7 +6,7 @@ use crate::job::{Phase, Reason, Role};
 
 /// Which jobs to list: newest first, at most `limit`, optionally of one
 /// phase, one project, or both.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct JobFilter {
     pub phase: Option<Phase>,
     pub project_id: Option<String>,

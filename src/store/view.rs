@@ -26,6 +26,9 @@
 //!
 //! Memory is bounded: past [`MAX_BYTES`] (an estimate of each entry's size)
 //! the entries kept longest are forgotten first.
+//!
+//! Whole pages of the job list are kept beside the jobs, until any job
+//! changes ([`pages`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,8 +38,12 @@ use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::OnceCell;
 
-use super::{AgentUsage, EgressAllowance, EgressTraffic, TelemetrySample};
+use super::{AgentUsage, EgressAllowance, EgressTraffic, JobFilter, TelemetrySample};
 use crate::job::{Job, JobId};
+
+pub mod pages;
+
+use pages::{Page, PageFill, Pages};
 
 /// The most the view keeps, by its estimate of each entry's size.
 pub const MAX_BYTES: usize = 64 * 1024 * 1024;
@@ -124,6 +131,7 @@ struct Entries {
     /// slot was dropped or refilled since is skipped).
     order: VecDeque<(JobId, u64)>,
     bytes: usize,
+    pages: Pages,
 }
 
 /// The view itself; one per store, shared by its clones.
@@ -244,9 +252,21 @@ impl ReadView {
         }
     }
 
-    /// The job changed: whatever is held of it, or being filled, is dropped.
+    /// What the job's status shows changed: whatever is held of the job, or
+    /// being filled, is dropped; its list row did not change.
     pub fn forget(&self, id: JobId) {
+        Self::forget_entry(&mut self.lock(), id);
+    }
+
+    /// The job itself was created, written or deleted: its entry and every
+    /// list page are dropped.
+    pub fn job_changed(&self, id: JobId) {
         let mut entries = self.lock();
+        Self::forget_entry(&mut entries, id);
+        entries.pages.forget();
+    }
+
+    fn forget_entry(entries: &mut Entries, id: JobId) {
         if let Some(slot) = entries.slots.remove(&id)
             && let Some(cached) = slot.cached
         {
@@ -255,9 +275,40 @@ impl ReadView {
     }
 
     /// Something that counts for every job changed (an allowance for all
-    /// jobs): everything is dropped.
+    /// jobs), or changes may have been missed: everything is dropped.
     pub fn forget_all(&self) {
-        *self.lock() = Entries::default();
+        let mut entries = self.lock();
+        entries.slots.clear();
+        entries.order.clear();
+        entries.bytes = 0;
+        entries.pages.forget();
+    }
+
+    /// The list page for `filter` as last read, if no job changed since.
+    pub fn page(&self, filter: &JobFilter) -> Option<Arc<Page>> {
+        if !self.live.load(Ordering::Acquire) {
+            return None;
+        }
+        let page = self.lock().pages.get(filter);
+        if page.is_some() {
+            self.metrics.hits.inc();
+        }
+        page
+    }
+
+    /// Starts reading a list page: call before reading its ids. `None`
+    /// while the view is off.
+    pub fn begin_page(&self, filter: &JobFilter) -> Option<PageFill> {
+        self.live
+            .load(Ordering::Acquire)
+            .then(|| self.lock().pages.begin(filter))
+    }
+
+    /// Keeps the page a fill read, unless a job changed since it began.
+    pub fn finish_page(&self, fill: Option<PageFill>, page: Page) {
+        if let Some(fill) = fill {
+            self.lock().pages.finish(fill, page);
+        }
     }
 
     /// Every change reaches the view from now on: it starts empty, since

@@ -842,3 +842,37 @@ async fn the_next_page_keeps_the_filters_of_the_page_before() {
         format!("</jobs?limit=1&after={newest}&status=pending&project_id=default>; rel=\"next\"")
     );
 }
+
+/// A page of the list is answered from memory until a job changes, and a
+/// read after a write on this replica shows the write.
+#[tokio::test]
+async fn a_list_page_is_read_once_until_a_job_changes_and_then_shows_the_change() {
+    let server = TestServer::sqlite().await;
+    let store = server.orchestrator.as_ref().unwrap().store();
+    let first = server.spawn("first").await;
+    server
+        .post(&format!("/jobs/{first}/cancel"), json!({}))
+        .await;
+    server.wait_for(first, "cancelled").await;
+    let (_, page) = server.get("/jobs").await;
+    assert_eq!(page[0]["status"], "cancelled");
+    let hits = store.view_counters().hits.get();
+    let (_, again) = server.get("/jobs").await;
+    assert_eq!(again, page);
+    assert_eq!(
+        store.view_counters().hits.get(),
+        hits + 1,
+        "one hit: the whole page"
+    );
+
+    let second = server.spawn("second").await;
+    let (_, page) = server.get("/jobs").await;
+    assert_eq!(page[0]["job_id"], second.to_string(), "{page}");
+    server
+        .post(&format!("/jobs/{second}/cancel"), json!({}))
+        .await;
+    server.wait_for(second, "cancelled").await;
+    let (_, page) = server.get("/jobs").await;
+    assert_eq!(page[0]["status"], "cancelled", "{page}");
+    assert_eq!(page.as_array().unwrap().len(), 2);
+}

@@ -223,7 +223,7 @@ impl Store {
             tx.commit().await?;
             seq
         });
-        self.view.forget(stored.id);
+        self.view.job_changed(stored.id);
         self.publish(StoreEvent::JobWritten(stored.clone().into()));
         self.publish_status(&stored, seq, now);
         Ok(stored)
@@ -387,7 +387,7 @@ impl Store {
             (updated, seq)
         });
         if updated {
-            self.view.forget(job.id);
+            self.view.job_changed(job.id);
         }
         if !updated {
             return match self.get_job(job.id).await? {

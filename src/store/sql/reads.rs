@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::on_pool;
 use super::queries::{JOB_COLUMNS, JobRow, Listing};
 use crate::job::{Job, JobId};
+use crate::store::view::pages::{Page, PageFill};
 use crate::store::view::{CachedJob, JobFacts, ViewCounters};
 use crate::store::{JobFilter, Result, Store, TelemetrySource};
 
@@ -91,6 +92,22 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// The list page for `filter` as last answered, if no job changed since
+    /// ([`crate::store::view::pages`]).
+    pub fn cached_page(&self, filter: &JobFilter) -> Option<Arc<Page>> {
+        self.view.page(filter)
+    }
+
+    /// Starts reading the list page for `filter`: call before its ids.
+    pub fn begin_page(&self, filter: &JobFilter) -> Option<PageFill> {
+        self.view.begin_page(filter)
+    }
+
+    /// Keeps the page read since `fill` began, unless a job changed since.
+    pub fn keep_page(&self, fill: Option<PageFill>, page: Page) {
+        self.view.finish_page(fill, page);
     }
 
     /// How often reads were answered from memory.

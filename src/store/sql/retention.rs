@@ -48,7 +48,7 @@ impl Store {
             }
             tx.commit().await?;
         });
-        self.view.forget(job);
+        self.view.job_changed(job);
         Ok(())
     }
 

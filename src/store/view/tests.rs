@@ -145,3 +145,95 @@ async fn facts_that_failed_to_read_are_read_again() {
         .await;
     assert!(read.is_ok());
 }
+
+fn every_job(limit: u32) -> JobFilter {
+    JobFilter {
+        phase: None,
+        project_id: None,
+        limit,
+        after: None,
+    }
+}
+
+fn a_page(body: &str) -> Page {
+    Page {
+        body: Bytes::copy_from_slice(body.as_bytes()),
+        next: None,
+    }
+}
+
+fn kept_page(view: &ReadView, filter: &JobFilter, body: &str) {
+    let fill = view.begin_page(filter);
+    view.finish_page(fill, a_page(body));
+}
+
+#[test]
+fn a_list_page_is_served_until_any_job_changes() {
+    let view = ReadView::new(true, ViewCounters::default());
+    let (fifty, ten) = (every_job(50), every_job(10));
+    kept_page(&view, &fifty, "[1]");
+    kept_page(&view, &ten, "[2]");
+    assert_eq!(
+        view.page(&fifty).map(|p| p.body.clone()),
+        Some("[1]".into())
+    );
+    assert_eq!(view.page(&ten).map(|p| p.body.clone()), Some("[2]".into()));
+    view.job_changed(a_job("another job").id);
+    assert!(
+        view.page(&fifty).is_none(),
+        "any job's change drops every page"
+    );
+    assert!(view.page(&ten).is_none());
+}
+
+#[test]
+fn what_a_status_shows_beside_a_job_changing_keeps_the_pages() {
+    let view = ReadView::new(true, ViewCounters::default());
+    let job = a_job("t");
+    kept_page(&view, &every_job(50), "[]");
+    view.forget(job.id);
+    assert!(view.page(&every_job(50)).is_some());
+}
+
+#[test]
+fn a_page_read_while_a_job_changed_is_not_kept() {
+    let view = ReadView::new(true, ViewCounters::default());
+    let filter = every_job(50);
+    let fill = view.begin_page(&filter);
+    view.job_changed(a_job("t").id);
+    view.finish_page(fill, a_page("[stale]"));
+    assert!(view.page(&filter).is_none());
+    let fill = view.begin_page(&filter);
+    view.forget_all();
+    view.finish_page(fill, a_page("[stale]"));
+    assert!(view.page(&filter).is_none());
+}
+
+#[test]
+fn no_page_is_kept_or_served_while_the_view_does_not_listen() {
+    let view = ReadView::new(false, ViewCounters::default());
+    let filter = every_job(50);
+    assert!(view.begin_page(&filter).is_none());
+    kept_page(&view, &filter, "[]");
+    assert!(view.page(&filter).is_none());
+    view.start_listening();
+    kept_page(&view, &filter, "[]");
+    assert!(view.page(&filter).is_some());
+    view.stop_listening();
+    assert!(view.page(&filter).is_none());
+    view.start_listening();
+    assert!(view.page(&filter).is_none(), "listening again starts empty");
+}
+
+#[test]
+fn pages_past_their_bound_are_dropped_and_kept_again_as_read() {
+    let view = ReadView::new(true, ViewCounters::default());
+    let big = "x".repeat(pages::MAX_PAGE_BYTES / 2 + 1);
+    kept_page(&view, &every_job(1), &big);
+    kept_page(&view, &every_job(2), &big);
+    assert!(view.page(&every_job(1)).is_none(), "dropped for the second");
+    assert!(view.page(&every_job(2)).is_some());
+    let too_big = "x".repeat(pages::MAX_PAGE_BYTES + 1);
+    kept_page(&view, &every_job(3), &too_big);
+    assert!(view.page(&every_job(3)).is_none(), "never kept");
+}

@@ -1,0 +1,96 @@
+//! Whole list pages, kept until any job changes.
+//!
+//! Dashboards and CI pollers read the same page of `GET /jobs` over and over
+//! (the dashboard every 3 s per open tab) while nothing changes. Each read
+//! used to ask the database for the page's ids, look up every row in the
+//! view and concatenate them. A page here is the answer itself, shared by
+//! every reader until a job is created, written or deleted anywhere (a
+//! change to what a job's status shows beside it — usage, egress,
+//! telemetry — does not change its row, so it keeps the pages).
+//!
+//! The same rule as the jobs' entries makes it safe: a fill takes the
+//! generation before it reads, and a page is kept only if no change came in
+//! between, so a stale page never outlives the request that made it. The
+//! pages go whenever the view stops or starts listening.
+//!
+//! Rows whose content moves without a write of their job (a pending job's
+//! place in the queue, its reason under a hold, its estimate) are the
+//! caller's to leave out: a page holding one is not offered for keeping.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::store::JobFilter;
+
+/// The most bytes of pages kept; past it the pages are dropped and kept
+/// again as they are read.
+pub const MAX_PAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// The most pages kept (different filters, limits and cursors).
+pub const MAX_PAGES: usize = 1024;
+
+/// A page of the job list as the API answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// The JSON array of the page's rows.
+    pub body: Bytes,
+    /// The next page's address, when there may be one.
+    pub next: Option<String>,
+}
+
+impl Page {
+    fn size(&self) -> usize {
+        self.body.len() + self.next.as_ref().map_or(0, String::len)
+    }
+}
+
+/// A page's fill under way: hand it back with what was read.
+#[derive(Debug, Clone)]
+pub struct PageFill {
+    filter: JobFilter,
+    generation: u64,
+}
+
+/// The pages kept, and the generation of the jobs they were read at.
+#[derive(Debug, Default)]
+pub(super) struct Pages {
+    generation: u64,
+    kept: HashMap<JobFilter, Arc<Page>>,
+    bytes: usize,
+}
+
+impl Pages {
+    pub(super) fn get(&self, filter: &JobFilter) -> Option<Arc<Page>> {
+        self.kept.get(filter).cloned()
+    }
+
+    pub(super) fn begin(&self, filter: &JobFilter) -> PageFill {
+        PageFill {
+            filter: filter.clone(),
+            generation: self.generation,
+        }
+    }
+
+    /// Keeps `page` if no job changed since `fill` began.
+    pub(super) fn finish(&mut self, fill: PageFill, page: Page) {
+        if fill.generation != self.generation || page.size() > MAX_PAGE_BYTES {
+            return;
+        }
+        if self.bytes + page.size() > MAX_PAGE_BYTES || self.kept.len() >= MAX_PAGES {
+            self.forget();
+        }
+        self.bytes += page.size();
+        if let Some(replaced) = self.kept.insert(fill.filter, Arc::new(page)) {
+            self.bytes -= replaced.size();
+        }
+    }
+
+    /// A job changed: every page may be stale.
+    pub(super) fn forget(&mut self) {
+        self.generation += 1;
+        self.kept.clear();
+        self.bytes = 0;
+    }
+}
