@@ -19,6 +19,7 @@ use crate::job::plan::{ApprovalDeadline, Deadlines, Retries, TimeoutOutcome};
 use icarus_core::egress::{AllowList, Destination};
 
 mod queue;
+pub mod replica;
 pub use queue::{PriorityCaps, QueueConfig, RetentionConfig};
 
 /// How long after a checker's exit its audit report may still arrive.
@@ -242,6 +243,10 @@ pub struct OrchestratorConfig {
     /// among them; when one dies the others get them all).
     #[serde(default)]
     pub reuse_port: bool,
+    /// This orchestrator's name among replicas, which its drain is kept
+    /// under (see [`Config::replica_name`]); empty: the host name.
+    #[serde(default)]
+    pub replica_name: String,
 }
 
 fn default_lease_duration_seconds() -> u64 {
@@ -987,6 +992,12 @@ impl Config {
                 && i32::try_from(o.lease_duration_seconds).is_ok(),
             "orchestrator.lease_renew_seconds must be at least 1, and orchestrator.lease_duration_seconds at least twice it".into(),
         );
+        if let Some(problem) = (!o.replica_name.is_empty())
+            .then(|| replica::replica_name_problem(&o.replica_name))
+            .flatten()
+        {
+            check(false, format!("orchestrator.replica_name: {problem}"));
+        }
         for host in &o.allowed_hosts {
             check(
                 is_host_name(host),
@@ -1143,6 +1154,32 @@ impl Config {
             Ok(())
         } else {
             Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// This orchestrator's name among replicas, which its drain is kept
+    /// under: `orchestrator.replica_name`, else the host name (in a Pod,
+    /// the Pod's name). A name out of shape, or no host name to read, is
+    /// a configuration error that says to set the key.
+    pub fn replica_name(&self) -> Result<String, ConfigError> {
+        let configured = &self.orchestrator.replica_name;
+        let (name, from) = if configured.is_empty() {
+            let host = replica::host_name().ok_or_else(|| {
+                ConfigError::Invalid(vec![
+                    "orchestrator.replica_name is empty and the host name cannot be read \
+                     (/proc/sys/kernel/hostname, /etc/hostname); set orchestrator.replica_name"
+                        .to_owned(),
+                ])
+            })?;
+            (host, "orchestrator.replica_name is empty and the host name")
+        } else {
+            (configured.clone(), "orchestrator.replica_name")
+        };
+        match replica::replica_name_problem(&name) {
+            None => Ok(name),
+            Some(problem) => Err(ConfigError::Invalid(vec![format!(
+                "{from}: {problem}; set orchestrator.replica_name to a name of letters, digits, '.', '_' and '-'"
+            )])),
         }
     }
 
@@ -1429,6 +1466,33 @@ mod tests {
         assert!(printed.contains("x-api-key: (set)"), "{printed}");
         assert!(!printed.contains("secret-value"), "{printed}");
         assert!(!format!("{config:?}").contains("secret-value"));
+    }
+
+    #[test]
+    fn a_replica_name_out_of_shape_is_refused_naming_the_key() {
+        for name in ["\"two words\"", "\"-dash\"", "\"a/b\""] {
+            let yaml = format!("orchestrator:\n  replica_name: {name}\n");
+            let err = Config::from_yaml_over_default(&yaml)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("orchestrator.replica_name"), "{name}: {err}");
+        }
+        let mut config = Config::embedded_default().unwrap();
+        config.orchestrator.replica_name = "x".repeat(254);
+        let err = config.replica_name().unwrap_err().to_string();
+        assert!(err.contains("the limit is 253"), "{err}");
+        assert!(err.contains("set orchestrator.replica_name"), "{err}");
+    }
+
+    #[test]
+    fn the_replica_name_is_the_configured_one_else_the_host_name() {
+        let yaml = "orchestrator:\n  replica_name: icarus-0\n";
+        let config = Config::from_yaml_over_default(yaml).unwrap();
+        assert_eq!(config.replica_name().unwrap(), "icarus-0");
+        let default = Config::embedded_default().unwrap();
+        assert_eq!(default.orchestrator.replica_name, "");
+        let host = replica::host_name().expect("this host has a name");
+        assert_eq!(default.replica_name().unwrap(), host);
     }
 
     #[test]

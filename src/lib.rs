@@ -28,7 +28,8 @@
 //!   over the workspaces' disk budget, and measures that disk.
 //! - [`api`]: the HTTP and WebSocket API (axum), one error type mapped to JSON once.
 //! - [`credentials`]: the per-agent callback tokens.
-//! - [`drain`]: this process's drain before maintenance (it admits no new job).
+//! - [`drain`]: a replica's drain before maintenance (it admits no new job), kept
+//!   in the database under its name.
 //! - [`egress`]: the egress proxy, agents' one way out where their network
 //!   has none: allow-listed names only, no private destination, a byte budget.
 //! - [`errors`]: an error and its sources on one line.

@@ -55,7 +55,7 @@ use crate::source::patch;
         models::SourceBody, models::DiffResponse, models::PhaseName, models::RoleName, models::ProjectPhaseName, models::ReportStatus,
         jobs::DiffFormat, patch::DiffSummary, patch::FileChange, patch::Hunk,
         meta::ServiceInfo, meta::Health, session::Me, session::Images, error::ErrorBody, stream_messages::LogMessage,
-        queue::QueueView, queue::QueueResponse, queue::QueuedJob, queue::QueueChange,
+        queue::QueueView, queue::QueueResponse, queue::QueuedJob, queue::QueueChange, queue::DrainedReplica,
     )),
     tags(
         (name = "jobs", description = "Submit, follow and decide jobs"),

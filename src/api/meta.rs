@@ -30,10 +30,14 @@ pub struct Health {
     /// admitted; the service is still ready).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_held: Option<bool>,
-    /// On `/readyz`: whether this process is being drained (it admits no
-    /// new job; it still answers, and its running jobs go on).
+    /// On `/readyz`: whether this replica is drained (it admits no new
+    /// job; it still answers, and its running jobs go on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub draining: Option<bool>,
+    /// On `/readyz`: this replica's name (`orchestrator.replica_name`),
+    /// which `draining` is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
 }
 
 /// Name and version of the service; a browser (whose `Accept` prefers
@@ -65,11 +69,13 @@ pub async fn healthz() -> Json<Health> {
         database: None,
         queue_held: None,
         draining: None,
+        replica: None,
     })
 }
 
 /// Readiness: the database answers, and a SQLite file can be written. The
-/// detail says whether the queue is held and whether this process drains.
+/// detail says whether the queue is held and whether this replica (named)
+/// is drained, as kept in the database.
 #[utoipa::path(get, path = "/readyz", tag = "service", operation_id = "readyz",
     responses(
         (status = 200, description = "The database answers", body = Health),
@@ -77,12 +83,14 @@ pub async fn healthz() -> Json<Health> {
     ))]
 pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
     state.store.ping().await.map_err(not_ready)?;
-    let held = state.store.queue_hold().await.map_err(not_ready)?.is_some();
+    let replica = state.drain.replica();
+    let levers = state.store.queue_levers(replica).await.map_err(not_ready)?;
     Ok(Json(Health {
         status: "ready".to_owned(),
         database: Some(state.store.backend_name().to_owned()),
-        queue_held: Some(held),
-        draining: Some(state.drain.is_draining()),
+        queue_held: Some(levers.hold.is_some()),
+        draining: Some(levers.drain.is_some()),
+        replica: Some(replica.to_owned()),
     }))
 }
 

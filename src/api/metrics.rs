@@ -35,7 +35,7 @@ pub struct MetricsState {
     pub store: Store,
     /// `None`: this replica leads from start to end.
     pub leadership: Option<Leadership>,
-    /// This process's drain.
+    /// This replica's drain: its name, which its row is kept under.
     pub drain: Arc<Drain>,
 }
 
@@ -65,14 +65,15 @@ impl MetricsState {
             .as_ref()
             .is_none_or(|leadership| leadership.current().is_some());
         self.metrics.set_leading(leading);
-        let held = match self.store.queue_hold().await {
-            Ok(hold) => Some(hold.is_some()),
+        match self.store.queue_levers(self.drain.replica()).await {
+            Ok(levers) => self
+                .metrics
+                .set_queue(Some(levers.hold.is_some()), Some(levers.drain.is_some())),
             Err(error) => {
-                tracing::warn!(error = %error_chain(&error), "the queue's hold could not be read for the metrics");
-                None
+                tracing::warn!(error = %error_chain(&error), "the queue's hold and drain could not be read for the metrics");
+                self.metrics.set_queue(None, None);
             }
-        };
-        self.metrics.set_queue(held, self.drain.is_draining());
+        }
         let accept = headers
             .get(header::ACCEPT)
             .and_then(|value| value.to_str().ok());

@@ -94,12 +94,18 @@ pub struct ControllerSettings {
     pub egress_proxy: Option<String>,
     /// A pending job's priority grows by one per this long waited (`queue.ageing_seconds`).
     pub ageing: Option<chrono::TimeDelta>,
-    /// This process's drain: while it lasts, nothing new is admitted.
+    /// This replica's drain, as last read: what wakes the head of the
+    /// queue when it starts or stops (admission reads the row itself).
     pub drain: Arc<crate::drain::Drain>,
 }
 
 impl ControllerSettings {
-    pub fn from_config(config: &Config, callback_base_url: String, agent_keys: AgentKeys) -> Self {
+    pub fn from_config(
+        config: &Config,
+        callback_base_url: String,
+        agent_keys: AgentKeys,
+        drain: Arc<crate::drain::Drain>,
+    ) -> Self {
         ControllerSettings {
             deadlines: config.deadlines(),
             retries: config.retries(),
@@ -113,7 +119,7 @@ impl ControllerSettings {
             agent_keys,
             egress_proxy: None,
             ageing: config.queue.ageing(),
-            drain: Arc::default(),
+            drain,
         }
     }
 }

@@ -166,14 +166,17 @@ async fn apply_all(
 }
 
 /// Whether the pending `job` may start now: the queue in memory answers in
-/// `O(log n)`; the hold is one read of its row.
+/// `O(log n)`; the hold and this replica's drain are one read of their
+/// rows, which the drain in memory is brought in line with.
 async fn admit(context: &Context, job: &Job) -> Result<Admission, ControllerError> {
-    let held = context.store.queue_hold().await?.is_some();
+    let drain = &context.settings.drain;
+    let levers = context.store.queue_levers(drain.replica()).await?;
+    drain.observe(levers.drain.as_ref());
     let gate = Gate {
         max_active: context.settings.max_active_jobs,
         load: *context.load.borrow(),
-        held,
-        draining: context.settings.drain.is_draining(),
+        held: levers.hold.is_some(),
+        draining: levers.drain.is_some(),
         ageing: context.settings.ageing,
     };
     Ok(context.pending.admission(job.id, &gate))

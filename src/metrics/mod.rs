@@ -144,7 +144,7 @@ impl Metrics {
         let draining = Gauge::default();
         registry.register(
             "draining",
-            "1 while this process is being drained (it admits nothing new), else 0",
+            "1 while this replica is drained (it admits nothing new), else 0; read from the store when scraped",
             draining.clone(),
         );
         let workspace_bytes = Gauge::default();
@@ -196,13 +196,15 @@ impl Metrics {
         self.leader.set(i64::from(leading));
     }
 
-    /// Whether the queue is held (`None`: unknown, the store did not answer;
-    /// the last value stays) and whether this process drains.
-    pub fn set_queue(&self, held: Option<bool>, draining: bool) {
+    /// Whether the queue is held and whether this replica is drained
+    /// (`None`: unknown, the store did not answer; the last value stays).
+    pub fn set_queue(&self, held: Option<bool>, draining: Option<bool>) {
         if let Some(held) = held {
             self.queue_held.set(i64::from(held));
         }
-        self.draining.set(i64::from(draining));
+        if let Some(draining) = draining {
+            self.draining.set(i64::from(draining));
+        }
     }
 
     /// The disk the workspaces use, as last measured.

@@ -32,6 +32,7 @@ use crate::api::{
 use crate::config::Config;
 use crate::controller::{Controller, ControllerSettings};
 use crate::credentials::{AgentKeys, CredentialsError};
+use crate::drain::Drain;
 use crate::job::admission::LoadLevel;
 use crate::leadership::sql::StoreLease;
 use crate::leadership::{self, Election, Leadership, Lease, LeaseTiming};
@@ -376,6 +377,11 @@ impl Orchestrator {
             .await?
             .with_metrics(metrics.database.clone());
         store.migrate().await?;
+        // This replica's drain, read before any controller can admit.
+        let drain = Arc::new(Drain::new(config.replica_name()?));
+        if let Some(kept) = drain.load(&store).await? {
+            tracing::warn!(replica = %kept.replica, drained_by = %kept.drained_by, since = %kept.drained_at, "this replica is drained: it admits no new job until POST /queue/resume");
+        }
         let mut tasks = Supervisor::new();
         let shutdown = CancellationToken::new();
         let leading = elect(election, &store, &mut tasks, shutdown.child_token())?;
@@ -404,10 +410,13 @@ impl Orchestrator {
         };
         let egress_proxy =
             egress::start_proxy(proxy_parts, &mut tasks, shutdown.child_token()).await?;
-        let mut settings =
-            ControllerSettings::from_config(config, callback_base.clone(), agent_keys.clone());
+        let mut settings = ControllerSettings::from_config(
+            config,
+            callback_base.clone(),
+            agent_keys.clone(),
+            drain.clone(),
+        );
         settings.egress_proxy = egress_proxy;
-        let drain = settings.drain.clone();
         let (pending, follow_pending) = PendingJobs::start(
             &store,
             config.queue.ageing(),
@@ -481,7 +490,7 @@ impl Orchestrator {
             rendered: Arc::default(),
             queue: config.queue.clone(),
             max_active_jobs: config.orchestrator.max_concurrent_jobs as usize,
-            drain,
+            drain: drain.clone(),
             pending,
         };
         let limits = ApiLimits {
@@ -524,7 +533,7 @@ impl Orchestrator {
                 ),
             );
         }
-        tracing::info!(%address, callbacks = %callback_base, database = store.backend_name(), "Icarus is listening");
+        tracing::info!(%address, callbacks = %callback_base, database = store.backend_name(), replica = %drain.replica(), "Icarus is listening");
         Ok(Orchestrator {
             address,
             metrics_address,

@@ -30,7 +30,7 @@ pub use records::{
     EgressVerdict, JobEvent, JobFilter, ReportOutcome, TelemetrySample, TelemetrySource,
 };
 pub use spec::{SPEC_WRITE_ATTEMPTS, SpecChange, SpecUpdate, SpecWrite};
-pub use sql::queue::{QueueHold, RECENT_RUNS};
+pub use sql::queue::{QueueHold, QueueLevers, RECENT_RUNS, ReplicaDrain};
 pub use sql::{
     EgressTally, Fence, LeaseRecord, LogLine, LogResume, MAX_EGRESS_DESTINATIONS, SoleUse, Store,
     StreamBody, StreamEntry, StreamQuery, TELEMETRY_KEPT, UsageReading,
@@ -124,7 +124,8 @@ pub enum StoreEvent {
         job: Arc<Job>,
         transition: Transition,
     },
-    /// The queue was held or released: pending jobs look again.
+    /// The queue was held or released, a replica drained or resumed:
+    /// pending jobs look again.
     QueueChanged,
 }
 

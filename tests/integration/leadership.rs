@@ -16,6 +16,7 @@ use icarus::runtime::Runtime;
 use icarus::runtime::fake::FakeRuntime;
 use icarus::serve::{LeaderLoop, Orchestrator, Parts, ServerError};
 use icarus::store::{Fence, Store, StoreError};
+use serde_json::json;
 use tempfile::TempDir;
 use tokio::sync::watch;
 
@@ -222,15 +223,21 @@ async fn a_second_orchestrator_on_the_same_sqlite_file_refuses_to_start_and_says
 }
 
 /// Two replicas on one new PostgreSQL database, sharing one runtime and
-/// one workspace directory as replicas on one host do.
+/// one workspace directory as replicas on one host do, each with a name of
+/// its own (`replica-a`, `replica-b`) as replicas on one host need.
 async fn replicas_on_postgres(adjust: impl Fn(&mut Config)) -> (TestServer, TestServer, TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(&postgres_database_url().await);
     config.workspace.base_path = dir.path().join("workspaces");
     adjust(&mut config);
     let runtime = FakeRuntime::new();
-    let first = TestServer::start(config.clone(), runtime.clone()).await;
-    let second = TestServer::start(config, runtime).await;
+    let named = |name: &str| {
+        let mut config = config.clone();
+        config.orchestrator.replica_name = name.to_owned();
+        config
+    };
+    let first = TestServer::start(named("replica-a"), runtime.clone()).await;
+    let second = TestServer::start(named("replica-b"), runtime).await;
     (first, second, dir)
 }
 
@@ -338,4 +345,67 @@ async fn postgres_a_leader_stopped_gracefully_hands_its_lease_over_at_once() {
         leads(&standby).then_some(())
     })
     .await;
+}
+
+/// Waits until the pending job's own reason, the leader's last word, is `reason`.
+async fn said(api: &Api, id: JobId, reason: &str) {
+    eventually(Duration::from_secs(10), || async {
+        let (_, body) = api.get(&format!("/jobs/{id}/status")).await;
+        (body["reason"] == reason).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_a_drained_leader_admits_nothing_and_its_successor_admits_what_waited() {
+    let (a, b, _dir) = replicas_on_postgres(|_| {}).await;
+    let (leader, standby) = leader_and_standby(a, b).await;
+    let (code, body) = leader.post("/queue/drain", json!({})).await;
+    assert_eq!(code, 200, "{body}");
+    let id = standby.spawn("waits out the maintenance").await;
+    said(&standby, id, "Draining").await;
+    let (_, queue) = standby.get("/queue").await;
+    assert_eq!(
+        queue["draining"], false,
+        "the standby is not drained: {queue}"
+    );
+    let drained = &queue["drained_replicas"];
+    assert_eq!(drained.as_array().unwrap().len(), 1, "{queue}");
+    assert_eq!(
+        drained[0]["replica"],
+        leader.config.orchestrator.replica_name.as_str()
+    );
+
+    // The maintenance: the drained leader stops, the other replica leads
+    // and admits, the drain being the stopped one's alone.
+    leader.stop().await;
+    eventually(Duration::from_secs(10), || async {
+        leads(&standby).then_some(())
+    })
+    .await;
+    standby.wait_for(id, "building").await;
+}
+
+#[tokio::test]
+async fn postgres_a_leader_drained_and_resumed_by_name_through_another_replica_obeys() {
+    let (a, b, _dir) = replicas_on_postgres(|_| {}).await;
+    let (leader, standby) = leader_and_standby(a, b).await;
+    let name = leader.config.orchestrator.replica_name.clone();
+    let (code, body) = standby
+        .post(&format!("/queue/drain?replica={name}"), json!({}))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["replica"], name.as_str(), "{body}");
+    let id = standby.spawn("held back by the row").await;
+    said(&standby, id, "Draining").await;
+    let (_, ready) = leader.get("/readyz").await;
+    assert_eq!(ready["draining"], true, "{ready}");
+
+    let (code, body) = standby
+        .post(&format!("/queue/resume?replica={name}"), json!({}))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    // The leader obeys at its next look (a resync, every second here).
+    standby.wait_for(id, "building").await;
+    assert!(leads(&leader), "{name} still leads");
 }

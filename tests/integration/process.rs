@@ -1,8 +1,9 @@
 //! The real `icarus` binary on the real Docker engine: killed with SIGKILL in
 //! the middle of a build and of a check, or stopped with SIGTERM, then started
 //! again. Every job continues; no agent is started twice or left behind.
-//! Several of them on one database: [`replicas`].
+//! Several of them on one database: [`replicas`]. One drained: [`drain`].
 
+mod drain;
 mod replicas;
 mod traces;
 

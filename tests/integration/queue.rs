@@ -1,7 +1,8 @@
 //! The queue over real HTTP: priorities and the role caps on them, each
 //! pending job's place, reason and estimate (in its status and list rows),
-//! an admin's hold (kept across restarts) and drain, shown in `/readyz`
-//! and the metrics.
+//! an admin's hold and a replica's drain (both kept across restarts), shown
+//! in `GET /queue`, `/readyz` and the metrics. The real binary drained,
+//! killed and started again: `process::drain`.
 
 use std::time::Duration;
 
@@ -238,6 +239,161 @@ async fn a_drained_orchestrator_admits_nothing_new_and_finishes_what_it_runs() {
     server.post("/queue/resume", json!({})).await;
     server.wait_for_builder(waiting).await;
     assert_eq!(server.metrics().await.value("icarus_draining"), 0.0);
+}
+
+/// A server on a new SQLite file named `replica`, with one slot.
+async fn replica_named(replica: &str) -> TestServer {
+    TestServer::sqlite_with(|c| {
+        c.orchestrator.replica_name = replica.to_owned();
+        c.orchestrator.max_concurrent_jobs = 1;
+    })
+    .await
+}
+
+/// `POST /queue/resume?replica=NAME`.
+async fn resume_named(api: &Api, replica: &str) -> (u16, Value) {
+    api.post(&format!("/queue/resume?replica={replica}"), json!({}))
+        .await
+}
+
+#[tokio::test]
+async fn a_drain_is_kept_across_a_crash_and_a_resume_then_admits_in_order() {
+    let server = replica_named("icarus-0").await;
+    let (code, body) = server.post("/queue/drain", json!({})).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["replica"], "icarus-0", "{body}");
+    let first = server.spawn("first").await;
+    let second = server.spawn("second").await;
+    let body = wait_for_reason(&server, second, "Draining").await;
+    assert!(
+        detail_of(&body).contains("(icarus-0) is drained by anonymous"),
+        "{body}"
+    );
+
+    let (config, runtime, _dir) = server.crash();
+    let server = TestServer::start(config, runtime).await;
+    let (_, queue) = server.get("/queue").await;
+    assert_eq!(queue["draining"], true, "{queue}");
+    assert_eq!(queue["replica"], "icarus-0", "{queue}");
+    let (_, ready) = server.get("/readyz").await;
+    assert_eq!(ready["draining"], true, "{ready}");
+    assert_eq!(ready["replica"], "icarus-0", "{ready}");
+    assert_eq!(server.metrics().await.value("icarus_draining"), 1.0);
+    // Resyncs come every second here: none may admit.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(server.phase(first).await, "pending");
+    assert_eq!(status(&server, first).await["reason"], "Draining");
+
+    let (code, body) = server.post("/queue/resume", json!({})).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["draining"], false, "{body}");
+    server.wait_for_builder(first).await;
+    let waiting = status(&server, second).await;
+    assert_eq!(waiting["status"], "pending", "one slot: {waiting}");
+    assert_eq!(waiting["queue"]["reason"], "ConcurrencyLimit", "{waiting}");
+}
+
+#[tokio::test]
+async fn get_queue_lists_every_drained_replica_and_says_which_one_answers() {
+    let server = replica_named("icarus-0").await;
+    for replica in ["old-pod-7f9c", "icarus-1"] {
+        let (code, body) = server
+            .post(&format!("/queue/drain?replica={replica}"), json!({}))
+            .await;
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(body["replica"], replica, "{body}");
+        assert_eq!(body["draining"], true, "{body}");
+    }
+    let (code, queue) = server.get("/queue").await;
+    assert_eq!(code, 200);
+    assert_eq!(queue["replica"], "icarus-0", "{queue}");
+    assert_eq!(queue["draining"], false, "others' drains are not its own");
+    assert_eq!(queue["draining_since"], Value::Null);
+    let drained = &queue["drained_replicas"];
+    assert_eq!(drained[0]["replica"], "old-pod-7f9c", "{queue}");
+    assert_eq!(drained[0]["drained_by"], "anonymous", "{queue}");
+    assert!(drained[0]["drained_at"].is_string(), "{queue}");
+    assert_eq!(drained[1]["replica"], "icarus-1", "{queue}");
+    let id = server.spawn("admitted here").await;
+    server.wait_for_builder(id).await;
+}
+
+#[tokio::test]
+async fn a_replica_gone_for_good_is_resumed_by_name() {
+    let server = replica_named("icarus-0").await;
+    server
+        .post("/queue/drain?replica=old-pod-7f9c", json!({}))
+        .await;
+    let (code, body) = resume_named(&server, "old-pod-7f9c").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["replica"], "old-pod-7f9c", "{body}");
+    assert_eq!(body["draining"], false, "{body}");
+    let (_, queue) = server.get("/queue").await;
+    assert_eq!(queue["drained_replicas"], json!([]), "{queue}");
+}
+
+#[tokio::test]
+async fn resuming_a_replica_by_name_that_is_not_drained_is_a_404_naming_those_that_are() {
+    let server = replica_named("icarus-0").await;
+    let (code, body) = resume_named(&server, "icarus-9").await;
+    assert_eq!(code, 404, "{body}");
+    assert_eq!(
+        detail(&body),
+        "Replica icarus-9 is not drained (no replica is drained)"
+    );
+    server
+        .post("/queue/drain?replica=icarus-1", json!({}))
+        .await;
+    server.post("/queue/drain", json!({})).await;
+    let (code, body) = resume_named(&server, "icarus-9").await;
+    assert_eq!(code, 404, "{body}");
+    assert_eq!(
+        detail(&body),
+        "Replica icarus-9 is not drained (drained: icarus-1, icarus-0)"
+    );
+    let (_, queue) = server.get("/queue").await;
+    assert_eq!(queue["drained_replicas"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_replica_name_out_of_shape_is_refused_with_422_saying_why() {
+    let server = replica_named("icarus-0").await;
+    let too_long = "a".repeat(254);
+    for (query, says) in [
+        ("replica=", "must not be empty"),
+        ("replica=a%2Fb", "only ASCII letters"),
+        ("replica=two%20words", "only ASCII letters"),
+        ("replica=-dash", "begin and end"),
+        (&format!("replica={too_long}"), "the limit is 253"),
+    ] {
+        for path in ["/queue/drain", "/queue/resume"] {
+            let (code, body) = server.post(&format!("{path}?{query}"), json!({})).await;
+            assert_eq!(code, 422, "{path}?{query}: {body}");
+            assert!(detail(&body).contains(says), "{path}?{query}: {body}");
+        }
+    }
+    let (_, queue) = server.get("/queue").await;
+    assert_eq!(queue["drained_replicas"], json!([]), "nothing was kept");
+}
+
+#[tokio::test]
+async fn only_an_admin_may_drain_or_resume_a_replica_by_name() {
+    let server = secured().await;
+    let root = server.as_holder_of(ROOT);
+    root.post("/queue/drain?replica=icarus-1", json!({})).await;
+    for path in [
+        "/queue/drain?replica=icarus-2",
+        "/queue/resume?replica=icarus-1",
+    ] {
+        for holder in [SAM, ANN] {
+            let (code, body) = server.as_holder_of(holder).post(path, json!({})).await;
+            assert_eq!(code, 403, "{path}: {body}");
+        }
+    }
+    let (_, queue) = root.get("/queue").await;
+    let drained = &queue["drained_replicas"];
+    assert_eq!(drained.as_array().unwrap().len(), 1, "{queue}");
+    assert_eq!(drained[0]["drained_by"], "root", "{queue}");
 }
 
 #[tokio::test]

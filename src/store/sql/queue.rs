@@ -1,7 +1,9 @@
 //! What the queue keeps besides jobs: an admin's hold (the `queue_hold`
-//! row, so it survives restarts and every replica sees it) and the run
-//! times of recent jobs, from which a pending job's start is estimated;
-//! and the lean reads the queue in memory and the resync are made of.
+//! row, so it survives restarts and every replica sees it), the drained
+//! replicas (a `replica_drains` row each, kept across their restarts) and
+//! the run times of recent jobs, from which a pending job's start is
+//! estimated; and the lean reads the queue in memory and the resync are
+//! made of.
 
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -22,6 +24,25 @@ pub const RECENT_RUNS: i64 = 20;
 pub struct QueueHold {
     pub held_by: String,
     pub held_at: DateTime<Utc>,
+}
+
+/// A drained replica: who drained it, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaDrain {
+    /// The replica's name (`orchestrator.replica_name`).
+    pub replica: String,
+    pub drained_by: String,
+    pub drained_at: DateTime<Utc>,
+}
+
+/// What stops one replica admitting, as read at one moment: the hold on
+/// the queue, and its own drain; and whether any replica is drained (the
+/// one that leads may be another).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueLevers {
+    pub hold: Option<QueueHold>,
+    pub drain: Option<ReplicaDrain>,
+    pub any_drained: bool,
 }
 
 impl Store {
@@ -58,6 +79,85 @@ impl Store {
         });
         self.publish(StoreEvent::QueueChanged);
         Ok(released)
+    }
+
+    /// The hold, and the drain of `replica`: what admission obeys, in one
+    /// read (with whether any replica is drained).
+    pub async fn queue_levers(&self, replica: &str) -> Result<QueueLevers> {
+        let sql = "SELECT h.held_by, h.held_at, d.drained_by, d.drained_at, \
+                   EXISTS (SELECT 1 FROM replica_drains) \
+                   FROM (SELECT 1 AS one) AS levers \
+                   LEFT JOIN queue_hold AS h ON h.id = 1 \
+                   LEFT JOIN replica_drains AS d ON d.replica = $1";
+        type Row = (
+            Option<String>,
+            Option<DateTime<Utc>>,
+            Option<String>,
+            Option<DateTime<Utc>>,
+            bool,
+        );
+        let (held_by, held_at, drained_by, drained_at, any_drained): Row = on_pool!(self, pool => {
+            sqlx::query_as(sql).bind(replica).fetch_one(pool).await?
+        });
+        Ok(QueueLevers {
+            hold: held_by
+                .zip(held_at)
+                .map(|(held_by, held_at)| QueueHold { held_by, held_at }),
+            drain: drained_by
+                .zip(drained_at)
+                .map(|(drained_by, drained_at)| ReplicaDrain {
+                    replica: replica.to_owned(),
+                    drained_by,
+                    drained_at,
+                }),
+            any_drained,
+        })
+    }
+
+    /// Every drained replica, the longest drained first.
+    pub async fn replica_drains(&self) -> Result<Vec<ReplicaDrain>> {
+        let sql = "SELECT replica, drained_by, drained_at FROM replica_drains \
+                   ORDER BY drained_at, replica";
+        let rows: Vec<(String, String, DateTime<Utc>)> = on_pool!(self, pool => {
+            sqlx::query_as(sql).fetch_all(pool).await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(replica, drained_by, drained_at)| ReplicaDrain {
+                replica,
+                drained_by,
+                drained_at,
+            })
+            .collect())
+    }
+
+    /// Drains `drain.replica`: it admits nothing new until resumed, across
+    /// its restarts. A replica drained already keeps its first drain, which
+    /// is returned.
+    pub async fn drain_replica(&self, drain: &ReplicaDrain) -> Result<ReplicaDrain> {
+        let sql = "INSERT INTO replica_drains (replica, drained_by, drained_at) \
+                   VALUES ($1, $2, $3) ON CONFLICT (replica) DO NOTHING";
+        on_pool_write!(self, pool => {
+            sqlx::query(sql)
+                .bind(&drain.replica)
+                .bind(&drain.drained_by)
+                .bind(drain.drained_at)
+                .execute(pool)
+                .await?;
+        });
+        self.publish(StoreEvent::QueueChanged);
+        let kept = self.queue_levers(&drain.replica).await?.drain;
+        Ok(kept.unwrap_or_else(|| drain.clone()))
+    }
+
+    /// Ends the drain of `replica`; whether it was drained.
+    pub async fn resume_replica(&self, replica: &str) -> Result<bool> {
+        let sql = "DELETE FROM replica_drains WHERE replica = $1";
+        let resumed = on_pool_write!(self, pool => {
+            sqlx::query(sql).bind(replica).execute(pool).await?.rows_affected() > 0
+        });
+        self.publish(StoreEvent::QueueChanged);
+        Ok(resumed)
     }
 
     /// Every unfinished job as admission sees it, with its version: what

@@ -1,16 +1,20 @@
 //! What the queue keeps in the store: the admins' hold (one at a time,
-//! kept until released) and the run times estimates are made of, with
-//! each job's priority; run on a SQLite file and on PostgreSQL.
+//! kept until released), the drained replicas (one drain each, kept until
+//! resumed) and the run times estimates are made of, with each job's
+//! priority; run on a SQLite file and on PostgreSQL.
 
 use chrono::TimeDelta;
 use icarus::job::{Job, JobId, Phase, timestamp_now};
-use icarus::store::{JobFilter, QueueHold, RECENT_RUNS, Store, StoreEvent};
+use icarus::store::{JobFilter, QueueHold, RECENT_RUNS, ReplicaDrain, Store, StoreEvent};
 
 use crate::support::{new_job, spec};
 
 on_both_databases!(
     a_hold_is_kept_until_released_and_the_first_hold_stays,
     holding_and_releasing_wake_the_queue,
+    a_drain_is_kept_per_replica_until_resumed_and_the_first_drain_stays,
+    the_levers_read_the_hold_and_one_replicas_own_drain_at_once,
+    draining_and_resuming_wake_the_queue,
     the_average_run_time_is_of_the_latest_jobs_that_held_a_slot,
     there_is_no_run_time_before_any_job_ran,
     a_jobs_priority_reads_back_as_submitted,
@@ -42,6 +46,75 @@ async fn holding_and_releasing_wake_the_queue(store: Store) {
     store.hold_queue(&hold_by("ada")).await.unwrap();
     assert!(matches!(events.recv().await, Ok(StoreEvent::QueueChanged)));
     store.release_queue().await.unwrap();
+    assert!(matches!(events.recv().await, Ok(StoreEvent::QueueChanged)));
+}
+
+fn drain_of(replica: &str, by: &str) -> ReplicaDrain {
+    ReplicaDrain {
+        replica: replica.to_owned(),
+        drained_by: by.to_owned(),
+        drained_at: timestamp_now(),
+    }
+}
+
+async fn a_drain_is_kept_per_replica_until_resumed_and_the_first_drain_stays(store: Store) {
+    assert_eq!(store.replica_drains().await.unwrap(), vec![]);
+    let first = store
+        .drain_replica(&drain_of("icarus-0", "ada"))
+        .await
+        .unwrap();
+    assert_eq!(first.drained_by, "ada");
+    let again = store
+        .drain_replica(&drain_of("icarus-0", "bob"))
+        .await
+        .unwrap();
+    assert_eq!(again, first, "the first drain stays");
+    let other = store
+        .drain_replica(&drain_of("icarus-1", "bob"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.replica_drains().await.unwrap(),
+        vec![first.clone(), other.clone()],
+        "the longest drained first"
+    );
+    assert!(store.resume_replica("icarus-0").await.unwrap());
+    assert!(
+        !store.resume_replica("icarus-0").await.unwrap(),
+        "resumed already"
+    );
+    assert!(
+        !store.resume_replica("icarus-9").await.unwrap(),
+        "never drained"
+    );
+    assert_eq!(store.replica_drains().await.unwrap(), vec![other]);
+}
+
+async fn the_levers_read_the_hold_and_one_replicas_own_drain_at_once(store: Store) {
+    let levers = store.queue_levers("icarus-0").await.unwrap();
+    assert_eq!((levers.hold, levers.drain), (None, None));
+    assert!(!levers.any_drained);
+    let drained = store
+        .drain_replica(&drain_of("icarus-0", "ada"))
+        .await
+        .unwrap();
+    let levers = store.queue_levers("icarus-1").await.unwrap();
+    assert_eq!(levers.drain, None, "another replica's drain is not its own");
+    assert!(levers.any_drained, "but it is told of it");
+    let hold = store.hold_queue(&hold_by("bob")).await.unwrap();
+    let levers = store.queue_levers("icarus-0").await.unwrap();
+    assert_eq!(levers.hold, Some(hold));
+    assert_eq!(levers.drain, Some(drained));
+}
+
+async fn draining_and_resuming_wake_the_queue(store: Store) {
+    let mut events = store.subscribe();
+    store
+        .drain_replica(&drain_of("icarus-0", "ada"))
+        .await
+        .unwrap();
+    assert!(matches!(events.recv().await, Ok(StoreEvent::QueueChanged)));
+    store.resume_replica("icarus-0").await.unwrap();
     assert!(matches!(events.recv().await, Ok(StoreEvent::QueueChanged)));
 }
 
