@@ -136,7 +136,11 @@ fn free_port() -> u16 {
 
 async fn start_server(dir: &std::path::Path, port: u16, subscribers: usize) -> Child {
     let streams = (subscribers + 16).to_string();
-    Command::new(env!("CARGO_BIN_EXE_icarus"))
+    // `BENCH_ICARUS`: another build's binary, as in `benches/support`.
+    let binary = std::env::var_os("BENCH_ICARUS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_icarus").into());
+    Command::new(binary)
         .arg("serve")
         .env(
             "ICARUS_CONFIG__DATABASE__URL",

@@ -20,6 +20,14 @@ use std::time::Duration;
 pub const TABLE_HEADER: &str =
     "| figure | result | baseline, same run | ratio |\n|---|---|---|---|";
 
+/// The `icarus` binary a bench runs: this build's, or `BENCH_ICARUS` (another
+/// build's, to compare two builds with the same bench in one session).
+pub fn icarus_binary() -> std::path::PathBuf {
+    std::env::var_os("BENCH_ICARUS")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_icarus").into())
+}
+
 /// `BENCH_*` settings: a number from the environment, else `default`.
 pub fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name)

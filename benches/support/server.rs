@@ -48,7 +48,7 @@ impl Server {
             .open(self.dir.join("icarus.log"))
             .unwrap();
         let started = Instant::now();
-        let child = Command::new(env!("CARGO_BIN_EXE_icarus"))
+        let child = Command::new(super::icarus_binary())
             .arg("serve")
             .arg("--config")
             .arg(self.dir.join("icarus.yaml"))
