@@ -66,29 +66,39 @@ pub async fn measure(settings: &Settings) -> Report {
     hold_queue(&server).await;
 
     let mut reads = Vec::new();
-    for (what, path) in [
+    const GZIP: &[&str] = &["Accept-Encoding: gzip"];
+    for (what, path, headers) in [
         (
             "`GET /jobs/{id}/status`".to_owned(),
             format!("/jobs/{sample}/status"),
+            &[][..],
         ),
         (
             "`GET /jobs?limit=50`".to_owned(),
             "/jobs?limit=50".to_owned(),
+            &[],
         ),
         (
             "`GET /jobs?limit=1000`".to_owned(),
             "/jobs?limit=1000".to_owned(),
+            &[],
+        ),
+        (
+            "`GET /jobs?limit=1000`, gzip accepted (as a browser asks)".to_owned(),
+            "/jobs?limit=1000".to_owned(),
+            GZIP,
         ),
     ] {
-        let load = |path: &str| Load {
+        let load = |path: &str, headers| Load {
             url: server.url(path),
             threads: settings.threads,
             connections: settings.connections,
             seconds: settings.seconds,
             script: None,
+            headers,
         };
-        let baseline = wrk::run(&load("/healthz")).await;
-        let measured = wrk::run(&load(&path)).await;
+        let baseline = wrk::run(&load("/healthz", headers)).await;
+        let measured = wrk::run(&load(&path, headers)).await;
         reads.push(Figure {
             what: format!("{what}, {} connections", settings.connections),
             measured,
@@ -104,6 +114,7 @@ pub async fn measure(settings: &Settings) -> Report {
         connections: settings.spawn_connections,
         seconds: settings.seconds,
         script,
+        headers: &[],
     };
     let baseline = wrk::run(&load("/healthz", None)).await;
     let measured = wrk::run(&load("/jobs/spawn", Some(&script))).await;

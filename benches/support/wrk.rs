@@ -16,6 +16,8 @@ pub struct Load<'a> {
     pub seconds: u64,
     /// A Lua script (`-s`), e.g. to POST a body.
     pub script: Option<&'a Path>,
+    /// Request headers (`-H`), e.g. `Accept-Encoding: gzip` as a browser sends.
+    pub headers: &'a [&'a str],
 }
 
 /// What `wrk --latency` reported.
@@ -69,6 +71,9 @@ pub async fn run(load: &Load<'_>) -> Outcome {
         .arg("10s");
     if let Some(script) = load.script {
         command.arg("-s").arg(script);
+    }
+    for header in load.headers {
+        command.arg("-H").arg(header);
     }
     let output = command
         .arg(&load.url)

@@ -7,13 +7,14 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderName, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::auth::Caller;
+use super::encoding;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{IgnoredBody, JobIdPath, JsonBody, QueryParams};
 use super::models::{
@@ -177,8 +178,9 @@ fn validate_spawn(request: SpawnRequest, policy: &SpawnPolicy) -> ApiResult<JobS
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     QueryParams(query): QueryParams<ListQuery>,
-) -> ApiResult<(Option<[(HeaderName, String); 1]>, Response)> {
+) -> ApiResult<Response> {
     caller.require(AccessRole::Viewer, "reading jobs")?;
     let limit = query.limit.unwrap_or(50);
     let limit = u32::try_from(limit)
@@ -209,8 +211,9 @@ pub async fn list(
         limit,
         after,
     };
+    let gzip = encoding::accepts_gzip(&headers);
     if let Some(page) = state.store.cached_page(&filter) {
-        return Ok(page_response(&page));
+        return Ok(page_response(&page, gzip));
     }
     let fill = state.store.begin_page(&filter);
     let ids = state.store.list_job_ids(filter).await?;
@@ -238,26 +241,37 @@ pub async fn list(
         }
         _ => cached.row(|job| to_json_bytes(&JobSummary::from(job))),
     });
-    let page = Page {
-        body: json_array(rows),
-        next,
-    };
-    let response = page_response(&page);
+    let page = Arc::new(Page::new(json_array(rows), next));
     // A pending job's place moves without a write of the job: such a page
-    // is read anew each time.
-    if queue.is_none() {
-        state.store.keep_page(fill, page);
+    // is read anew each time, and sent as it is (compressing it for one
+    // reader would cost more than it saves here).
+    if queue.is_some() {
+        return Ok(page_response(&page, false));
     }
-    Ok(response)
+    state.store.keep_page(fill, page.clone());
+    Ok(page_response(&page, gzip))
 }
 
-/// A list page: its rows, and a `Link` to the next page when there may be one.
-fn page_response(page: &Page) -> (Option<[(HeaderName, String); 1]>, Response) {
-    let link = page
-        .next
-        .as_ref()
-        .map(|url| [(header::LINK, format!("<{url}>; rel=\"next\""))]);
-    (link, json_response(page.body.clone()))
+/// A list page: its rows, gzip-compressed once per kept page for a client
+/// that accepts it, and a `Link` to the next page when there may be one.
+fn page_response(page: &Page, gzip: bool) -> Response {
+    let mut response = if gzip && page.body.len() >= encoding::MIN_GZIP_BYTES {
+        let mut response = json_response(page.encoded(encoding::gzip));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        response
+    } else {
+        json_response(page.body.clone())
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    if let Some(url) = &page.next
+        && let Ok(link) = HeaderValue::try_from(format!("<{url}>; rel=\"next\""))
+    {
+        headers.insert(header::LINK, link);
+    }
+    response
 }
 
 /// The address of the page after `last`, under the same filters (as

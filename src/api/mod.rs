@@ -10,6 +10,7 @@ mod auth;
 mod browser;
 mod callback;
 mod docs;
+mod encoding;
 pub mod error;
 mod extract;
 mod jobs;

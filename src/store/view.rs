@@ -305,7 +305,7 @@ impl ReadView {
     }
 
     /// Keeps the page a fill read, unless a job changed since it began.
-    pub fn finish_page(&self, fill: Option<PageFill>, page: Page) {
+    pub fn finish_page(&self, fill: Option<PageFill>, page: Arc<Page>) {
         if let Some(fill) = fill {
             self.lock().pages.finish(fill, page);
         }

@@ -876,3 +876,43 @@ async fn a_list_page_is_read_once_until_a_job_changes_and_then_shows_the_change(
     assert_eq!(page[0]["status"], "cancelled", "{page}");
     assert_eq!(page.as_array().unwrap().len(), 2);
 }
+
+/// A kept page goes gzip-compressed to a client that asks (as browsers do),
+/// the same rows as without, and says it varies with the asking.
+#[tokio::test]
+async fn a_list_page_is_gzipped_for_a_client_that_accepts_it() {
+    use std::io::Read;
+    let server = TestServer::sqlite_with(|c| c.orchestrator.max_concurrent_jobs = 6).await;
+    for n in 0..6 {
+        let id = server
+            .spawn(&format!("job {n}: {}", "words ".repeat(40)))
+            .await;
+        server.wait_for_builder(id).await;
+    }
+    let get = |encoding: Option<&str>| {
+        let mut request = server.client.get(format!("{}/jobs", server.base));
+        if let Some(encoding) = encoding {
+            request = request.header("accept-encoding", encoding);
+        }
+        async move { request.send().await.unwrap() }
+    };
+    let plain = get(None).await;
+    assert_eq!(plain.headers()["vary"], "accept-encoding");
+    assert!(plain.headers().get("content-encoding").is_none());
+    let plain: serde_json::Value = plain.json().await.unwrap();
+    for _ in 0..2 {
+        let answer = get(Some("gzip, deflate, br")).await;
+        assert_eq!(answer.headers()["content-encoding"], "gzip");
+        assert_eq!(answer.headers()["vary"], "accept-encoding");
+        let compressed = answer.bytes().await.unwrap();
+        let mut body = Vec::new();
+        flate2::read::GzDecoder::new(&compressed[..])
+            .read_to_end(&mut body)
+            .unwrap();
+        assert!(compressed.len() < body.len() / 2, "compressed");
+        let rows: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(rows, plain);
+    }
+    let refused = get(Some("gzip;q=0, identity")).await;
+    assert!(refused.headers().get("content-encoding").is_none());
+}

@@ -56,5 +56,5 @@ async fn a_short_benchmark_run_answers_every_request_and_adopts_every_live_job_a
         "each answered spawn stored a job: {answered} answered, {} stored",
         report.spawned
     );
-    assert_eq!(report.rows().len(), 4);
+    assert_eq!(report.rows().len(), 5);
 }

@@ -106,7 +106,7 @@ impl Store {
     }
 
     /// Keeps the page read since `fill` began, unless a job changed since.
-    pub fn keep_page(&self, fill: Option<PageFill>, page: Page) {
+    pub fn keep_page(&self, fill: Option<PageFill>, page: Arc<Page>) {
         self.view.finish_page(fill, page);
     }
 

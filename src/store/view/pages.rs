@@ -18,7 +18,7 @@
 //! caller's to leave out: a page holding one is not offered for keeping.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
@@ -32,17 +32,35 @@ pub const MAX_PAGE_BYTES: usize = 16 * 1024 * 1024;
 pub const MAX_PAGES: usize = 1024;
 
 /// A page of the job list as the API answers it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Page {
     /// The JSON array of the page's rows.
     pub body: Bytes,
     /// The next page's address, when there may be one.
     pub next: Option<String>,
+    /// The body as the API encodes it for a client that asks (compressed),
+    /// made by the first such reader of a kept page and shared after.
+    encoded: OnceLock<Bytes>,
 }
 
 impl Page {
+    pub fn new(body: Bytes, next: Option<String>) -> Page {
+        Page {
+            body,
+            next,
+            encoded: OnceLock::new(),
+        }
+    }
+
+    /// The body encoded with `encode`, once per page.
+    pub fn encoded(&self, encode: impl FnOnce(&[u8]) -> Bytes) -> Bytes {
+        self.encoded.get_or_init(|| encode(&self.body)).clone()
+    }
+
+    /// The page's size for the bound: its body, counted twice so that an
+    /// encoding made later (smaller than the body) is inside it.
     fn size(&self) -> usize {
-        self.body.len() + self.next.as_ref().map_or(0, String::len)
+        2 * self.body.len() + self.next.as_ref().map_or(0, String::len)
     }
 }
 
@@ -74,7 +92,7 @@ impl Pages {
     }
 
     /// Keeps `page` if no job changed since `fill` began.
-    pub(super) fn finish(&mut self, fill: PageFill, page: Page) {
+    pub(super) fn finish(&mut self, fill: PageFill, page: Arc<Page>) {
         if fill.generation != self.generation || page.size() > MAX_PAGE_BYTES {
             return;
         }
@@ -82,7 +100,7 @@ impl Pages {
             self.forget();
         }
         self.bytes += page.size();
-        if let Some(replaced) = self.kept.insert(fill.filter, Arc::new(page)) {
+        if let Some(replaced) = self.kept.insert(fill.filter, page) {
             self.bytes -= replaced.size();
         }
     }

@@ -155,11 +155,8 @@ fn every_job(limit: u32) -> JobFilter {
     }
 }
 
-fn a_page(body: &str) -> Page {
-    Page {
-        body: Bytes::copy_from_slice(body.as_bytes()),
-        next: None,
-    }
+fn a_page(body: &str) -> Arc<Page> {
+    Arc::new(Page::new(Bytes::copy_from_slice(body.as_bytes()), None))
 }
 
 fn kept_page(view: &ReadView, filter: &JobFilter, body: &str) {
@@ -226,14 +223,31 @@ fn no_page_is_kept_or_served_while_the_view_does_not_listen() {
 }
 
 #[test]
+fn a_kept_pages_encoding_is_made_once() {
+    let view = ReadView::new(true, ViewCounters::default());
+    kept_page(&view, &every_job(50), "[1,2,3]");
+    let page = view.page(&every_job(50)).unwrap();
+    let encodings = AtomicUsize::new(0);
+    for _ in 0..3 {
+        let encoded = page.encoded(|body| {
+            encodings.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Bytes::copy_from_slice(&body[1..2])
+        });
+        assert_eq!(encoded, Bytes::from("1"));
+    }
+    assert_eq!(encodings.into_inner(), 1);
+}
+
+/// A page counts twice its body (room for its encoding).
+#[test]
 fn pages_past_their_bound_are_dropped_and_kept_again_as_read() {
     let view = ReadView::new(true, ViewCounters::default());
-    let big = "x".repeat(pages::MAX_PAGE_BYTES / 2 + 1);
+    let big = "x".repeat(pages::MAX_PAGE_BYTES / 4 + 1);
     kept_page(&view, &every_job(1), &big);
     kept_page(&view, &every_job(2), &big);
     assert!(view.page(&every_job(1)).is_none(), "dropped for the second");
     assert!(view.page(&every_job(2)).is_some());
-    let too_big = "x".repeat(pages::MAX_PAGE_BYTES + 1);
+    let too_big = "x".repeat(pages::MAX_PAGE_BYTES / 2 + 1);
     kept_page(&view, &every_job(3), &too_big);
     assert!(view.page(&every_job(3)).is_none(), "never kept");
 }
