@@ -144,7 +144,9 @@ impl LogFollowers {
             limits: self.limits,
         };
         let stop = self.stop.clone();
-        let span = tracing::info_span!("log follower", job = %key.job, role = %key.role, attempt = key.attempt);
+        // A root span: it outlives the reconcile that starts it, and would
+        // otherwise keep that reconcile's span (and its trace) open.
+        let span = tracing::info_span!(parent: None, "log follower", job = %key.job, role = %key.role, attempt = key.attempt);
         tokio::spawn(
             async move {
                 tokio::select! {

@@ -39,7 +39,8 @@ impl From<Option<Duration>> for Requeue {
 /// Brings one job one step closer to its desired state.
 pub async fn reconcile(context: &Context, id: JobId) -> Result<Requeue, ControllerError> {
     tracing::trace!("reconcile starts");
-    let Some(job) = context.store.get_job(id).await? else {
+    let loaded = context.store.get_job(id);
+    let Some(job) = loaded.instrument(step(Step::Load)).await? else {
         context.pending.forget(id);
         collect_unowned(context, id).await?;
         return Ok(Requeue::OnChange);
@@ -53,6 +54,7 @@ pub async fn reconcile(context: &Context, id: JobId) -> Result<Requeue, Controll
         reports: context
             .store
             .observed_reports(id, job.status.attempt)
+            .instrument(step(Step::Reports))
             .await?,
         ..Observed::default()
     };
@@ -89,7 +91,8 @@ pub async fn reconcile(context: &Context, id: JobId) -> Result<Requeue, Controll
         fact.teach(&mut observed);
         plan = make_plan(context, &job, &observed, &admission);
     }
-    record(context, job, plan, &observed, acted.running).await
+    let recorded = record(context, job, plan, &observed, acted.running);
+    recorded.instrument(step(Step::Record)).await
 }
 
 /// The job's workloads, with any output of theirs that may end up in an
@@ -100,8 +103,10 @@ async fn observe(
     context: &Context,
     id: JobId,
 ) -> Result<Vec<crate::job::workload::ObservedWorkload>, ControllerError> {
-    let mut workloads = context.runtime.observe(id).await?;
-    context.logs.track(context, id, &workloads).await;
+    let observed = context.runtime.observe(id);
+    let mut workloads = observed.instrument(step(Step::Observe)).await?;
+    let tracked = context.logs.track(context, id, &workloads);
+    tracked.instrument(step(Step::Logs)).await;
     for workload in &mut workloads {
         if let Some(tail) = &workload.log_tail {
             let token = agent_token(context, id, workload.role, workload.attempt);
@@ -113,6 +118,34 @@ async fn observe(
 
 fn agent_token(context: &Context, job: JobId, role: Role, attempt: u32) -> String {
     context.settings.agent_keys.token(job, role, attempt)
+}
+
+/// The parts of a reconcile but its actions (which have spans of their
+/// own), each in a span of its own (debug level: the log shows them on
+/// asking, traces do not carry them), so that a slow reaction says where
+/// its time went.
+#[derive(Clone, Copy)]
+enum Step {
+    /// Reading the job.
+    Load,
+    /// Asking the runtime for the job's workloads.
+    Observe,
+    /// Following running agents' output; waiting for ended agents' last lines.
+    Logs,
+    /// Reading the agents' reports.
+    Reports,
+    /// Writing the planned status.
+    Record,
+}
+
+fn step(step: Step) -> tracing::Span {
+    match step {
+        Step::Load => tracing::debug_span!("reconcile.load"),
+        Step::Observe => tracing::debug_span!("reconcile.observe"),
+        Step::Logs => tracing::debug_span!("reconcile.logs"),
+        Step::Reports => tracing::debug_span!("reconcile.reports"),
+        Step::Record => tracing::debug_span!("reconcile.record"),
+    }
 }
 
 /// What this reconcile's actions have done so far.
