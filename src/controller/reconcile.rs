@@ -11,6 +11,7 @@ use crate::job::{Job, JobId, Phase, timestamp_now};
 use crate::logs::redact;
 use crate::store::{AgentLog, StoreError};
 
+use super::ahead::Ahead;
 use super::fact::{Applied, Fact};
 use super::measure::measure;
 use super::workload_spec::workload_spec;
@@ -226,7 +227,11 @@ async fn apply(context: &Context, job: &Job, action: &Action) -> Result<Applied,
                 .map(Applied::from);
         }
         Action::CreateAhead { role, attempt } => {
-            return Ok(create_ahead(context, job, *role, *attempt).await.into());
+            let spec = spec_for(context, job, *role, *attempt);
+            return Ok(match context.ahead.begin(context.runtime.clone(), spec) {
+                Ahead::UnderWay => Applied::Running,
+                Ahead::Declined => Applied::Learned(Fact::AheadDeclined),
+            });
         }
         Action::Remove { role, attempt, id } => {
             let key = WorkloadKey {
@@ -300,6 +305,8 @@ async fn start(
         role,
         attempt,
     };
+    // Created ahead, perhaps still: the start then finds it made.
+    context.ahead.settled(key).await;
     let started = context
         .runtime
         .start(&spec)
@@ -331,24 +338,6 @@ async fn start(
         // The runtime is out of reach: no attempt is spent on an outage;
         // the reconcile is tried again after a backoff.
         Err(error @ RuntimeError::Unavailable { .. }) => Err(error.into()),
-    }
-}
-
-/// Creating ahead only saves time later, so it never fails the reconcile:
-/// whatever the runtime answers other than "created", the planner hears that
-/// it declined, and `Start` will create the workload in its turn.
-async fn create_ahead(context: &Context, job: &Job, role: Role, attempt: u32) -> Option<Fact> {
-    let spec = spec_for(context, job, role, attempt);
-    match context.runtime.create_ahead(&spec).await {
-        Ok(true) => {
-            tracing::debug!(%role, attempt, "created agent ahead of its turn");
-            None
-        }
-        Ok(false) => Some(Fact::AheadDeclined),
-        Err(error) => {
-            tracing::debug!(%role, attempt, error = %super::error_chain(&error), "could not create agent ahead of its turn");
-            Some(Fact::AheadDeclined)
-        }
     }
 }
 
