@@ -13,6 +13,7 @@ use crate::store::{AgentLog, StoreError};
 
 use super::ahead::Ahead;
 use super::fact::{Applied, Fact};
+use super::logs::LastLines;
 use super::measure::measure;
 use super::workload_spec::workload_spec;
 use super::{Context, ControllerError, source_actions};
@@ -50,8 +51,9 @@ pub async fn reconcile(context: &Context, id: JobId) -> Result<Requeue, Controll
     context.pending.observe(&job);
     tracing::Span::current().record("phase", tracing::field::display(&job.status.phase));
     tracing::trace!("loaded");
+    let (workloads, mut last_lines) = observe(context, id).await?;
     let mut observed = Observed {
-        workloads: observe(context, id).await?,
+        workloads,
         reports: context
             .store
             .observed_reports(id, job.status.attempt)
@@ -86,35 +88,47 @@ pub async fn reconcile(context: &Context, id: JobId) -> Result<Requeue, Controll
     // reconcile: the plans after a fact repeat the ones before it.
     let mut acted = Acted::default();
     for _ in 0..MAX_REPLANS {
-        let Some(fact) = apply_all(context, &job, &plan, &mut acted).await? else {
+        let applied = apply_all(context, &job, &plan, &mut acted, &mut last_lines);
+        let Some(fact) = applied.await? else {
             break;
         };
         fact.teach(&mut observed);
         plan = make_plan(context, &job, &observed, &admission);
     }
-    let recorded = record(context, job, plan, &observed, acted.running);
+    let recorded = record(context, job, plan, &observed, acted.running, last_lines);
     recorded.instrument(step(Step::Record)).await
 }
 
 /// The job's workloads, with any output of theirs that may end up in an
-/// error message redacted, after their output followers had their say:
-/// a workload that ended is waited for until its last lines are stored,
-/// so the transition this reconcile records comes after them.
+/// error message redacted; and the wait for the last lines of those that
+/// ended, which their output followers are storing meanwhile.
 async fn observe(
     context: &Context,
     id: JobId,
-) -> Result<Vec<crate::job::workload::ObservedWorkload>, ControllerError> {
+) -> Result<(Vec<crate::job::workload::ObservedWorkload>, LastLines), ControllerError> {
     let observed = context.runtime.observe(id);
     let mut workloads = observed.instrument(step(Step::Observe)).await?;
-    let tracked = context.logs.track(context, id, &workloads);
-    tracked.instrument(step(Step::Logs)).await;
+    let last_lines = context.logs.track(context, id, &workloads);
     for workload in &mut workloads {
         if let Some(tail) = &workload.log_tail {
             let token = agent_token(context, id, workload.role, workload.attempt);
             workload.log_tail = Some(redact(tail, &[token.as_str()]).into_owned());
         }
     }
-    Ok(workloads)
+    Ok((workloads, last_lines))
+}
+
+/// Waits until ended agents' last lines are stored, so that what follows
+/// comes after them in the job's stream.
+async fn after_last_lines(last_lines: &mut LastLines) {
+    last_lines.stored().instrument(step(Step::Logs)).await;
+}
+
+/// Whether `action` must wait for ended agents' last lines: any that
+/// starts or removes an agent, or leads to a status write. The snapshot
+/// reads the workspace and writes neither, so it is taken meanwhile.
+fn waits_for_last_lines(action: &Action) -> bool {
+    !matches!(action, Action::TakeSnapshot)
 }
 
 fn agent_token(context: &Context, job: JobId, role: Role, attempt: u32) -> String {
@@ -131,7 +145,7 @@ enum Step {
     Load,
     /// Asking the runtime for the job's workloads.
     Observe,
-    /// Following running agents' output; waiting for ended agents' last lines.
+    /// Waiting for ended agents' last lines to be stored.
     Logs,
     /// Reading the agents' reports.
     Reports,
@@ -184,10 +198,14 @@ async fn apply_all(
     job: &Job,
     plan: &Plan,
     acted: &mut Acted,
+    last_lines: &mut LastLines,
 ) -> Result<Option<Fact>, ControllerError> {
     for action in &plan.actions {
         if acted.applied.contains(action) {
             continue;
+        }
+        if waits_for_last_lines(action) {
+            after_last_lines(last_lines).await;
         }
         acted.applied.push(action.clone());
         match apply(context, job, action).await? {
@@ -341,7 +359,8 @@ async fn start(
     }
 }
 
-/// Writes the planned status if it changed. A lost compare-and-swap means
+/// Writes the planned status if it changed, after ended agents' last
+/// lines. A lost compare-and-swap means
 /// someone else wrote first: plan again at once from what they wrote.
 /// `running`: a step is under way elsewhere, and its changes wake the job.
 /// What the write completes (a transition, a hand-over...) is counted once
@@ -352,6 +371,7 @@ async fn record(
     plan: Plan,
     observed: &Observed,
     running: bool,
+    mut last_lines: LastLines,
 ) -> Result<Requeue, ControllerError> {
     if plan.status == job.status {
         // Acted, nothing to record yet: look again soon (events usually come
@@ -363,6 +383,7 @@ async fn record(
             Requeue::After(LOOK_AGAIN_AFTER_ACTING)
         });
     }
+    after_last_lines(&mut last_lines).await;
     let measures = measure(&job, &plan.status, plan.transition.as_ref(), observed);
     let mut next = job;
     next.status = plan.status;
