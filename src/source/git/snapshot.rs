@@ -319,6 +319,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_tree_is_read_from_fast_imports_answer_and_nothing_else_passes_for_one() {
+        let tree = "4b825dc642cb6eb9a060e54bf8d69288fbee4904";
+        assert_eq!(
+            root_tree(format!("040000 tree {tree}\t\n").as_bytes()).as_deref(),
+            Some(tree)
+        );
+        for answer in [
+            "".to_owned(),
+            "missing \n".to_owned(),
+            format!("100644 blob {tree}\t\n"),
+            "040000 tree not-an-object-id\t\n".to_owned(),
+            format!("040000 tree {}\t\n", &tree[..39]),
+        ] {
+            assert_eq!(root_tree(answer.as_bytes()), None, "{answer:?}");
+        }
+    }
+
+    #[test]
     fn every_spelling_of_the_git_directory_is_metadata() {
         for name in [".git", ".GIT", ".Git", ".git.", ".git ", "git~1", "GIT~1"] {
             assert!(is_git_metadata_name(name.as_bytes()), "{name}");
