@@ -666,12 +666,16 @@ async fn icarus_run(
             .await
             .unwrap();
     }
-    wait_until_removed(
-        docker,
-        &icarus::runtime::instance_name(&config.database.url),
-    )
-    .await;
+    let instance = icarus::runtime::instance_name(&config.database.url);
+    wait_until_removed(docker, &instance).await;
     orchestrator.stop().await.unwrap();
+    // Each run's database names an instance with an agents' network of its
+    // own: left behind, they would use up the engine's address pools.
+    let mode = &config.agents.builder.network_mode;
+    if !icarus::runtime::docker::is_builtin_network(mode) {
+        let network = icarus::runtime::docker::engine_network_name(mode, &instance);
+        docker.remove_network(&network).await.unwrap();
+    }
     run
 }
 
