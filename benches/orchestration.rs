@@ -20,9 +20,12 @@
 //!     (`State.FinishedAt`) to checker running (`State.StartedAt`), which
 //!     includes the engine's own work, on both paths.
 //!
+//!     The reaction is cut into its parts (the controller's steps, caught
+//!     from its spans: `timeline`), printed as a second table.
+//!
 //! Run with `scripts/build-images && cargo bench --bench orchestration`
-//! (`BENCH_JOBS=50` for more jobs; `RUST_LOG=icarus=debug` to trace). Prints a
-//! Markdown table.
+//! (`BENCH_JOBS=50` for more jobs; `BENCH_REACTION_ONLY=1` for (b) alone;
+//! `RUST_LOG=icarus=debug` to trace). Prints Markdown tables.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -43,6 +46,10 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+#[path = "orchestration/timeline.rs"]
+mod timeline;
+use timeline::{STEPS, Timeline};
+
 #[tokio::main]
 async fn main() {
     let jobs: usize = std::env::var("BENCH_JOBS")
@@ -50,6 +57,7 @@ async fn main() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(20);
     let start_calls = StartCalls::default();
+    let timeline = Timeline::default();
     let log = std::env::var("RUST_LOG").ok().map(|filter| {
         tracing_subscriber::fmt::layer().with_filter(tracing_subscriber::EnvFilter::new(filter))
     });
@@ -58,6 +66,13 @@ async fn main() {
             start_calls.clone().with_filter(
                 tracing_subscriber::filter::Targets::new()
                     .with_target("icarus::runtime::docker", tracing::Level::DEBUG),
+            ),
+        )
+        .with(
+            timeline.clone().with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target("icarus::controller", tracing::Level::DEBUG)
+                    .with_target("icarus::runtime::docker::events", tracing::Level::TRACE),
             ),
         )
         .with(log)
@@ -74,6 +89,18 @@ async fn main() {
     let holders = icarus::runtime::docker::ensure_holder_image(&docker)
         .await
         .unwrap();
+    let watch = Watch {
+        deaths: &deaths,
+        start_calls: &start_calls,
+        timeline: &timeline,
+    };
+    if std::env::var_os("BENCH_REACTION_ONLY").is_some() {
+        // A warm-up job, then the reaction alone.
+        icarus_run(&docker, dir.path(), 1, &watch, |_| {}).await;
+        let icarus = icarus_run(&docker, dir.path(), jobs, &watch, |_| {}).await;
+        print_reaction(jobs, &icarus);
+        return;
+    }
     let confined = Raw::confined(&docker, &defaults, holders.clone()).await;
     let direct = Raw::confined(&docker, &defaults, None).await;
     // Warm both paths once so image layers and the binary's pages are cached.
@@ -81,8 +108,8 @@ async fn main() {
     let raw = raw_engine_run(&docker, dir.path(), jobs, &confined).await;
     let joined = raw_engine_run(&docker, dir.path(), jobs, &direct).await;
     let unconfined = raw_engine_run(&docker, dir.path(), jobs, &Raw::Unconfined).await;
-    let icarus = icarus_run(&docker, dir.path(), jobs, &deaths, &start_calls, |_| {}).await;
-    let on_bridge = icarus_run(&docker, dir.path(), jobs, &deaths, &start_calls, |c| {
+    let icarus = icarus_run(&docker, dir.path(), jobs, &watch, |_| {}).await;
+    let on_bridge = icarus_run(&docker, dir.path(), jobs, &watch, |c| {
         c.agents.builder.network_mode = "bridge".to_owned();
         c.agents.checker.network_mode = "bridge".to_owned();
         // `bridge` has a route out, which only the open egress mode allows.
@@ -158,6 +185,57 @@ async fn main() {
             percentile(samples, 99.0)
         );
     }
+    print_breakdown(&icarus.breakdowns);
+}
+
+/// `BENCH_REACTION_ONLY`: Icarus's reaction and its parts, nothing else.
+fn print_reaction(jobs: usize, icarus: &IcarusRun) {
+    println!("| measure ({jobs} jobs, builder + checker each) | result |");
+    println!("|---|---|");
+    println!(
+        "| **Icarus's own share: builder `die` event → checker start call**, p50 / p99 | {:.1} ms / {:.1} ms |",
+        percentile(&icarus.reactions, 50.0),
+        percentile(&icarus.reactions, 99.0)
+    );
+    print_breakdown(&icarus.breakdowns);
+}
+
+/// Where the reaction went (default configuration): each part's p50 and
+/// mean, and its share of the mean reaction.
+fn print_breakdown(breakdowns: &[timeline::Breakdown]) {
+    let mut parts: Vec<(&str, Vec<f64>)> = vec![(
+        "the engine's `die` → Icarus hears of it",
+        breakdowns.iter().map(|b| b.heard).collect(),
+    )];
+    for (index, (_, what)) in STEPS.iter().enumerate() {
+        parts.push((what, breakdowns.iter().map(|b| b.steps[index]).collect()));
+    }
+    parts.push((
+        "no step under way (queue, planning, between steps)",
+        breakdowns.iter().map(|b| b.waiting).collect(),
+    ));
+    let mean = |samples: &[f64]| samples.iter().sum::<f64>() / samples.len().max(1) as f64;
+    let whole: f64 = parts.iter().map(|(_, samples)| mean(samples)).sum();
+    println!();
+    println!("| part of the reaction (default configuration) | p50 | mean | share of the mean |");
+    println!("|---|---|---|---|");
+    for (what, samples) in &parts {
+        println!(
+            "| {what} | {:.1} ms | {:.1} ms | {:.0} % |",
+            percentile(samples, 50.0),
+            mean(samples),
+            100.0 * mean(samples) / whole
+        );
+    }
+    println!("| the whole reaction | | {whole:.1} ms | 100 % |");
+}
+
+/// What the Icarus runs watch: the engine's `die` events and Icarus's own
+/// trace.
+struct Watch<'a> {
+    deaths: &'a Deaths,
+    start_calls: &'a StartCalls,
+    timeline: &'a Timeline,
 }
 
 /// When Icarus asked the engine to start each container, by name: the
@@ -487,6 +565,8 @@ struct IcarusRun {
     die_delays: Vec<f64>,
     /// Builder exit → checker `StartedAt`, in milliseconds.
     handovers: Vec<f64>,
+    /// Each reaction cut into its parts.
+    breakdowns: Vec<timeline::Breakdown>,
 }
 
 /// The same work submitted to Icarus over HTTP, one job admitted at a time,
@@ -496,8 +576,7 @@ async fn icarus_run(
     docker: &Docker,
     root: &std::path::Path,
     jobs: usize,
-    deaths: &Deaths,
-    start_calls: &StartCalls,
+    watch: &Watch<'_>,
     adjust: impl FnOnce(&mut Config),
 ) -> IcarusRun {
     let mut config = Config::embedded_default().unwrap();
@@ -550,6 +629,7 @@ async fn icarus_run(
         reactions: Vec::new(),
         die_delays: Vec::new(),
         handovers: Vec::new(),
+        breakdowns: Vec::new(),
     };
     for id in &ids {
         let job: Value = client
@@ -568,9 +648,11 @@ async fn icarus_run(
         let builder = format!("icarus-{id}-builder-1");
         let checker = format!("icarus-{id}-checker-1");
         let builder_exit = finished_at(docker, &builder).await;
-        let died = deaths.of(&builder).await;
-        let start_call = start_calls.0.lock().unwrap()[&checker];
+        let died = watch.deaths.of(&builder).await;
+        let start_call = watch.start_calls.0.lock().unwrap()[&checker];
         run.reactions.push(millis_between(died, start_call));
+        run.breakdowns
+            .push(watch.timeline.breakdown(id, died, start_call));
         run.die_delays.push(millis_between(builder_exit, died));
         run.handovers.push(millis_between(
             builder_exit,
@@ -584,12 +666,16 @@ async fn icarus_run(
             .await
             .unwrap();
     }
-    wait_until_removed(
-        docker,
-        &icarus::runtime::instance_name(&config.database.url),
-    )
-    .await;
+    let instance = icarus::runtime::instance_name(&config.database.url);
+    wait_until_removed(docker, &instance).await;
     orchestrator.stop().await.unwrap();
+    // Each run's database names an instance with an agents' network of its
+    // own: left behind, they would use up the engine's address pools.
+    let mode = &config.agents.builder.network_mode;
+    if !icarus::runtime::docker::is_builtin_network(mode) {
+        let network = icarus::runtime::docker::engine_network_name(mode, &instance);
+        docker.remove_network(&network).await.unwrap();
+    }
     run
 }
 

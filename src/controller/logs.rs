@@ -6,9 +6,10 @@
 //! ([`LogFollowers::track`]): a running workload without a follower gets one
 //! (so a restart or a new leader adopts the running agents), so does one that
 //! ended without ever being followed in this term (it ran between two
-//! reconciles, or while no replica led), and a workload that ended is waited
-//! for briefly until its follower has stored the last lines, so the
-//! transition that follows comes after them in the job's stream. A follower reads the runtime's log stream
+//! reconciles, or while no replica led), and the last lines of a workload
+//! that ended are waited for briefly ([`LastLines`]) before the reconcile
+//! starts or removes an agent or writes the status, so what follows comes
+//! after them in the job's stream. A follower reads the runtime's log stream
 //! ([`Runtime::follow_logs`]), splits it into lines, cuts long ones, redacts
 //! the agent's callback token, applies the agent's rate and budget
 //! ([`crate::logs::Gate`]) and appends the lines in small batches
@@ -80,16 +81,17 @@ impl LogFollowers {
         }
     }
 
-    /// Starts a follower for each running workload that has none, and
-    /// waits (briefly) for those of workloads that are no longer running.
-    pub(crate) async fn track(
+    /// Starts a follower for each running workload that has none; returns
+    /// the wait for those of workloads that are no longer running.
+    pub(crate) fn track(
         &self,
         context: &super::Context,
         job: JobId,
         workloads: &[ObservedWorkload],
-    ) {
+    ) -> LastLines {
+        let mut last = LastLines::default();
         if !self.enabled {
-            return;
+            return last;
         }
         let keys: Vec<WorkloadKey> = workloads
             .iter()
@@ -106,13 +108,14 @@ impl LogFollowers {
                 // reconciles, or while no replica led) is read to its end.
                 WorkloadState::Exited { .. } => {
                     self.ensure(context, *key, &workload.id, false);
-                    self.drain(*key).await;
+                    last.add(*key, &self.running);
                 }
                 _ => {}
             }
         }
         // Workloads removed: their followers ended with them.
         lock(&self.running).retain(|key, _| key.job != job || keys.contains(key));
+        last
     }
 
     /// Stops every follower (the term is over).
@@ -144,7 +147,9 @@ impl LogFollowers {
             limits: self.limits,
         };
         let stop = self.stop.clone();
-        let span = tracing::info_span!("log follower", job = %key.job, role = %key.role, attempt = key.attempt);
+        // A root span: it outlives the reconcile that starts it, and would
+        // otherwise keep that reconcile's span (and its trace) open.
+        let span = tracing::info_span!(parent: None, "log follower", job = %key.job, role = %key.role, attempt = key.attempt);
         tokio::spawn(
             async move {
                 tokio::select! {
@@ -163,23 +168,41 @@ impl LogFollowers {
             },
         );
     }
+}
 
-    /// Waits up to [`DRAIN_WAIT`] for the follower of `key` to store the
-    /// last lines.
-    async fn drain(&self, key: WorkloadKey) {
-        let Some(mut ended) = lock(&self.running).get(&key).map(|f| f.ended.clone()) else {
-            return;
-        };
-        if tokio::time::timeout(DRAIN_WAIT, ended.wait_for(|ended| *ended))
-            .await
-            .is_err()
-        {
-            tracing::warn!(job = %key.job, role = %key.role, "the agent ended but its output is still being read; going on");
+/// The last lines of agents that ended, which their followers are storing.
+/// The followers run on their own; [`LastLines::stored`] waits (briefly)
+/// until they are done, and a reconcile calls it before whatever must come
+/// after those lines in the job's stream: another agent's start (its
+/// lines), a status write (its transition), a removal (which ends the
+/// reading). Work that touches neither (a snapshot) overlaps the wait.
+#[derive(Default)]
+#[must_use = "the lines are waited for with `stored`"]
+pub(crate) struct LastLines(Vec<(WorkloadKey, watch::Receiver<bool>)>);
+
+impl LastLines {
+    fn add(&mut self, key: WorkloadKey, running: &Mutex<HashMap<WorkloadKey, Running>>) {
+        if let Some(follower) = lock(running).get(&key) {
+            self.0.push((key, follower.ended.clone()));
+        }
+    }
+
+    /// Waits up to [`DRAIN_WAIT`] in all for the followers to store the
+    /// last lines; at once if they have, or were waited for already.
+    pub(crate) async fn stored(&mut self) {
+        let deadline = Instant::now() + DRAIN_WAIT;
+        for (key, mut ended) in std::mem::take(&mut self.0) {
+            if tokio::time::timeout_at(deadline, ended.wait_for(|ended| *ended))
+                .await
+                .is_err()
+            {
+                tracing::warn!(job = %key.job, role = %key.role, "the agent ended but its output is still being read; going on");
+            }
         }
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -13,6 +13,7 @@
 //! [`PendingJobs`], says which). Each is reconciled when written (submitted,
 //! cancelled), and all once after a gap in the change feed.
 
+mod ahead;
 mod fact;
 mod logs;
 mod measure;
@@ -140,6 +141,8 @@ pub struct Context {
     pub(crate) metrics: ControllerMetrics,
     /// The followers of running agents' output.
     pub(crate) logs: logs::LogFollowers,
+    /// Agents being created ahead of their turn.
+    pub(crate) ahead: ahead::AheadCreations,
 }
 
 /// The running controller's handle.
@@ -169,6 +172,7 @@ impl Controller {
             admission: Mutex::new(()),
             metrics: metrics.controller.clone(),
             logs: logs::LogFollowers::new(&settings_logs),
+            ahead: ahead::AheadCreations::default(),
         };
         Controller {
             context: Arc::new(context),
@@ -199,6 +203,7 @@ impl Controller {
         stop.cancel();
         context.queue.shut_down();
         while tasks.join_next().await.is_some() {}
+        context.ahead.finish().await;
         context.logs.stop_all();
         tracing::info!("controller stopped");
     }

@@ -11,7 +11,9 @@ use crate::job::{Job, JobId, Phase, timestamp_now};
 use crate::logs::redact;
 use crate::store::{AgentLog, StoreError};
 
+use super::ahead::Ahead;
 use super::fact::{Applied, Fact};
+use super::logs::LastLines;
 use super::measure::measure;
 use super::workload_spec::workload_spec;
 use super::{Context, ControllerError, source_actions};
@@ -39,7 +41,8 @@ impl From<Option<Duration>> for Requeue {
 /// Brings one job one step closer to its desired state.
 pub async fn reconcile(context: &Context, id: JobId) -> Result<Requeue, ControllerError> {
     tracing::trace!("reconcile starts");
-    let Some(job) = context.store.get_job(id).await? else {
+    let loaded = context.store.get_job(id);
+    let Some(job) = loaded.instrument(step(Step::Load)).await? else {
         context.pending.forget(id);
         collect_unowned(context, id).await?;
         return Ok(Requeue::OnChange);
@@ -48,11 +51,13 @@ pub async fn reconcile(context: &Context, id: JobId) -> Result<Requeue, Controll
     context.pending.observe(&job);
     tracing::Span::current().record("phase", tracing::field::display(&job.status.phase));
     tracing::trace!("loaded");
+    let (workloads, mut last_lines) = observe(context, id).await?;
     let mut observed = Observed {
-        workloads: observe(context, id).await?,
+        workloads,
         reports: context
             .store
             .observed_reports(id, job.status.attempt)
+            .instrument(step(Step::Reports))
             .await?,
         ..Observed::default()
     };
@@ -83,36 +88,79 @@ pub async fn reconcile(context: &Context, id: JobId) -> Result<Requeue, Controll
     // reconcile: the plans after a fact repeat the ones before it.
     let mut acted = Acted::default();
     for _ in 0..MAX_REPLANS {
-        let Some(fact) = apply_all(context, &job, &plan, &mut acted).await? else {
+        let applied = apply_all(context, &job, &plan, &mut acted, &mut last_lines);
+        let Some(fact) = applied.await? else {
             break;
         };
         fact.teach(&mut observed);
         plan = make_plan(context, &job, &observed, &admission);
     }
-    record(context, job, plan, &observed, acted.running).await
+    let recorded = record(context, job, plan, &observed, acted.running, last_lines);
+    recorded.instrument(step(Step::Record)).await
 }
 
 /// The job's workloads, with any output of theirs that may end up in an
-/// error message redacted, after their output followers had their say:
-/// a workload that ended is waited for until its last lines are stored,
-/// so the transition this reconcile records comes after them.
+/// error message redacted; and the wait for the last lines of those that
+/// ended, which their output followers are storing meanwhile.
 async fn observe(
     context: &Context,
     id: JobId,
-) -> Result<Vec<crate::job::workload::ObservedWorkload>, ControllerError> {
-    let mut workloads = context.runtime.observe(id).await?;
-    context.logs.track(context, id, &workloads).await;
+) -> Result<(Vec<crate::job::workload::ObservedWorkload>, LastLines), ControllerError> {
+    let observed = context.runtime.observe(id);
+    let mut workloads = observed.instrument(step(Step::Observe)).await?;
+    let last_lines = context.logs.track(context, id, &workloads);
     for workload in &mut workloads {
         if let Some(tail) = &workload.log_tail {
             let token = agent_token(context, id, workload.role, workload.attempt);
             workload.log_tail = Some(redact(tail, &[token.as_str()]).into_owned());
         }
     }
-    Ok(workloads)
+    Ok((workloads, last_lines))
+}
+
+/// Waits until ended agents' last lines are stored, so that what follows
+/// comes after them in the job's stream.
+async fn after_last_lines(last_lines: &mut LastLines) {
+    last_lines.stored().instrument(step(Step::Logs)).await;
+}
+
+/// Whether `action` must wait for ended agents' last lines: any that
+/// starts or removes an agent, or leads to a status write. The snapshot
+/// reads the workspace and writes neither, so it is taken meanwhile.
+fn waits_for_last_lines(action: &Action) -> bool {
+    !matches!(action, Action::TakeSnapshot)
 }
 
 fn agent_token(context: &Context, job: JobId, role: Role, attempt: u32) -> String {
     context.settings.agent_keys.token(job, role, attempt)
+}
+
+/// The parts of a reconcile but its actions (which have spans of their
+/// own), each in a span of its own (debug level: the log shows them on
+/// asking, traces do not carry them), so that a slow reaction says where
+/// its time went.
+#[derive(Clone, Copy)]
+enum Step {
+    /// Reading the job.
+    Load,
+    /// Asking the runtime for the job's workloads.
+    Observe,
+    /// Waiting for ended agents' last lines to be stored.
+    Logs,
+    /// Reading the agents' reports.
+    Reports,
+    /// Writing the planned status.
+    Record,
+}
+
+fn step(step: Step) -> tracing::Span {
+    match step {
+        Step::Load => tracing::debug_span!("reconcile.load"),
+        Step::Observe => tracing::debug_span!("reconcile.observe"),
+        Step::Logs => tracing::debug_span!("reconcile.logs"),
+        Step::Reports => tracing::debug_span!("reconcile.reports"),
+        Step::Record => tracing::debug_span!("reconcile.record"),
+    }
 }
 
 /// What this reconcile's actions have done so far.
@@ -150,10 +198,14 @@ async fn apply_all(
     job: &Job,
     plan: &Plan,
     acted: &mut Acted,
+    last_lines: &mut LastLines,
 ) -> Result<Option<Fact>, ControllerError> {
     for action in &plan.actions {
         if acted.applied.contains(action) {
             continue;
+        }
+        if waits_for_last_lines(action) {
+            after_last_lines(last_lines).await;
         }
         acted.applied.push(action.clone());
         match apply(context, job, action).await? {
@@ -196,7 +248,11 @@ async fn apply(context: &Context, job: &Job, action: &Action) -> Result<Applied,
                 .map(Applied::from);
         }
         Action::CreateAhead { role, attempt } => {
-            return Ok(create_ahead(context, job, *role, *attempt).await.into());
+            let spec = spec_for(context, job, *role, *attempt);
+            return Ok(match context.ahead.begin(context.runtime.clone(), spec) {
+                Ahead::UnderWay => Applied::Running,
+                Ahead::Declined => Applied::Learned(Fact::AheadDeclined),
+            });
         }
         Action::Remove { role, attempt, id } => {
             let key = WorkloadKey {
@@ -270,6 +326,8 @@ async fn start(
         role,
         attempt,
     };
+    // Created ahead, perhaps still: the start then finds it made.
+    context.ahead.settled(key).await;
     let started = context
         .runtime
         .start(&spec)
@@ -304,25 +362,8 @@ async fn start(
     }
 }
 
-/// Creating ahead only saves time later, so it never fails the reconcile:
-/// whatever the runtime answers other than "created", the planner hears that
-/// it declined, and `Start` will create the workload in its turn.
-async fn create_ahead(context: &Context, job: &Job, role: Role, attempt: u32) -> Option<Fact> {
-    let spec = spec_for(context, job, role, attempt);
-    match context.runtime.create_ahead(&spec).await {
-        Ok(true) => {
-            tracing::debug!(%role, attempt, "created agent ahead of its turn");
-            None
-        }
-        Ok(false) => Some(Fact::AheadDeclined),
-        Err(error) => {
-            tracing::debug!(%role, attempt, error = %super::error_chain(&error), "could not create agent ahead of its turn");
-            Some(Fact::AheadDeclined)
-        }
-    }
-}
-
-/// Writes the planned status if it changed. A lost compare-and-swap means
+/// Writes the planned status if it changed, after ended agents' last
+/// lines. A lost compare-and-swap means
 /// someone else wrote first: plan again at once from what they wrote.
 /// `running`: a step is under way elsewhere, and its changes wake the job.
 /// What the write completes (a transition, a hand-over...) is counted once
@@ -333,6 +374,7 @@ async fn record(
     plan: Plan,
     observed: &Observed,
     running: bool,
+    mut last_lines: LastLines,
 ) -> Result<Requeue, ControllerError> {
     if plan.status == job.status {
         // Acted, nothing to record yet: look again soon (events usually come
@@ -344,6 +386,7 @@ async fn record(
             Requeue::After(LOOK_AGAIN_AFTER_ACTING)
         });
     }
+    after_last_lines(&mut last_lines).await;
     let measures = measure(&job, &plan.status, plan.transition.as_ref(), observed);
     let mut next = job;
     next.status = plan.status;

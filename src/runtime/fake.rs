@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use super::{Result, Runtime, RuntimeError, Usage, WorkloadSpec};
 use crate::job::JobId;
@@ -47,6 +47,10 @@ struct World {
     missing_images: BTreeSet<String>,
     /// When set, `usage` fails as an engine error would.
     usage_failure: bool,
+    /// When set, `create_ahead` answers that it cannot.
+    declines_ahead: bool,
+    /// How many times `create_ahead` was asked for.
+    ahead_asked: u32,
 }
 
 impl World {
@@ -74,6 +78,8 @@ impl World {
 pub struct FakeRuntime {
     world: Arc<Mutex<World>>,
     changes: broadcast::Sender<JobId>,
+    /// While true, `create_ahead` waits (an engine slow to create).
+    hold_ahead: Arc<watch::Sender<bool>>,
 }
 
 impl Default for FakeRuntime {
@@ -87,6 +93,7 @@ impl FakeRuntime {
         FakeRuntime {
             world: Arc::default(),
             changes: broadcast::channel(1024).0,
+            hold_ahead: Arc::new(watch::channel(false).0),
         }
     }
 
@@ -198,6 +205,23 @@ impl FakeRuntime {
         self.world().usage_failure = failing;
     }
 
+    /// Makes every `create_ahead` wait until released with `false`, as an
+    /// engine slow to create would.
+    pub fn hold_creations_ahead(&self, hold: bool) {
+        self.hold_ahead.send_replace(hold);
+    }
+
+    /// Makes `create_ahead` answer as a runtime that cannot create a
+    /// workload without starting it.
+    pub fn decline_creations_ahead(&self) {
+        self.world().declines_ahead = true;
+    }
+
+    /// How many times `create_ahead` was asked for.
+    pub fn creations_ahead_asked(&self) -> u32 {
+        self.world().ahead_asked
+    }
+
     /// Makes `start` answer "image not found" for this image.
     pub fn forget_image(&self, image: &str) {
         self.world().missing_images.insert(image.to_owned());
@@ -304,6 +328,14 @@ impl Runtime for FakeRuntime {
     }
 
     async fn create_ahead(&self, spec: &WorkloadSpec) -> Result<bool> {
+        {
+            let mut world = self.world();
+            world.ahead_asked += 1;
+            if world.declines_ahead {
+                return Ok(false);
+            }
+        }
+        let _ = self.hold_ahead.subscribe().wait_for(|held| !held).await;
         let mut world = self.world();
         if world.missing_images.contains(&spec.image) {
             return Err(RuntimeError::ImageNotFound(spec.image.clone()));

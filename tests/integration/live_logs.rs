@@ -119,6 +119,51 @@ async fn an_agents_lines_arrive_live_in_order_between_its_status_updates() {
 }
 
 #[tokio::test]
+async fn every_line_a_builder_prints_as_it_exits_comes_before_the_hand_over_and_the_checkers_lines()
+{
+    // Thousands of lines at once, then the exit: most are still being read
+    // and stored when the exit is seen.
+    let server = DockerServer::start(|config| config.agents.logs.lines_per_second = 0).await;
+    let id = server.spawn("last words [builder:shout=5000]").await;
+    server
+        .wait_for_within(id, "awaiting_approval", Duration::from_secs(60))
+        .await;
+
+    let mut socket = stream_of(&server, id, "?since=0").await;
+    let all = collect(&mut socket, |m| is_status(m, "awaiting_approval")).await;
+    let of = |role: &'static str| {
+        move |(_, m): &(Instant, Value)| m["type"] == "log" && m["role"] == role
+    };
+    let builder: Vec<usize> = (0..all.len()).filter(|n| of("builder")(&all[*n])).collect();
+    let shouted = builder
+        .iter()
+        .filter(|n| {
+            all[**n].1["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("shout ")
+        })
+        .count();
+    assert_eq!(
+        shouted,
+        5000,
+        "every line kept: {:?}",
+        texts(&all[all.len().saturating_sub(5)..])
+    );
+    let checking = position(&all, |m| is_status(m, "checking"));
+    let checker = all
+        .iter()
+        .position(of("checker"))
+        .expect("the checker's report");
+    assert!(
+        builder.last() < Some(&checking) && checking < checker,
+        "last builder line at {:?}, checking at {checking}, first checker line at {checker}",
+        builder.last()
+    );
+    cancel_and_wait(&server, id).await;
+}
+
+#[tokio::test]
 async fn the_agents_token_never_reaches_a_line_or_the_saved_log() {
     let (server, id) = job_that_talked().await;
     let token = builder_token(&server, id);

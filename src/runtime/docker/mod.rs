@@ -617,8 +617,9 @@ impl Runtime for DockerRuntime {
     }
 
     async fn create_ahead(&self, spec: &WorkloadSpec) -> Result<bool> {
+        let name = spec.key.name();
         let options = CreateContainerOptions {
-            name: Some(spec.key.name()),
+            name: Some(name.clone()),
             ..Default::default()
         };
         match self
@@ -626,8 +627,12 @@ impl Runtime for DockerRuntime {
             .create_container(Some(options), self.container_body(spec))
             .await
         {
+            // A start soon after starts it by id at once.
+            Ok(created) => {
+                self.never_started.saw(name, &created.id);
+                Ok(true)
+            }
             // 409: it exists already, which is all this asked for.
-            Ok(_) => Ok(true),
             Err(error) if is_status(&error, 409) => Ok(true),
             Err(error) if is_status(&error, 404) => {
                 Err(RuntimeError::ImageNotFound(spec.image.clone()))

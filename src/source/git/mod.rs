@@ -24,8 +24,8 @@ use async_trait::async_trait;
 pub use command::EMPTY_TREE;
 use command::{git, run, run_with_input, with_header};
 pub use credentials::RemoteCredentials;
+use snapshot::Excluded;
 pub use snapshot::SnapshotLimits;
-use snapshot::{Excluded, SNAPSHOT_REF};
 
 use super::patch::{EXCLUDED_MARKER, TRUNCATION_MARKER};
 use super::{
@@ -147,7 +147,8 @@ impl LocalGit {
         let repository = self.layout.repository(job);
         create_dir(&self.layout.job_dir(job)).await?;
         let mut init = git(None);
-        init.args(["init", "--bare", "--quiet", "--"])
+        // No template: no sample hooks (never run) nor files to copy.
+        init.args(["init", "--bare", "--quiet", "--template=", "--"])
             .arg(&repository);
         run(init, "creating the job's repository").await?;
         Ok(repository)
@@ -305,16 +306,10 @@ impl LocalGit {
         let workspace = self.layout.workspace(job);
         let limits = self.limits;
         let into = repository.clone();
-        let excluded =
+        let snapshot::Recorded { tree, excluded } =
             tokio::task::spawn_blocking(move || snapshot::record(&into, &workspace, limits))
                 .await
                 .map_err(|e| SourceError::transient("the snapshot stopped", e))??;
-        let tree = self
-            .read_ref(&repository, &format!("{SNAPSHOT_REF}^{{tree}}"))
-            .await
-            .ok_or_else(|| {
-                SourceError::transient("record the snapshot", "no snapshot ref after the walk")
-            })?;
         let diff = self
             .diff(&repository, base.unwrap_or(EMPTY_TREE), &tree, &excluded)
             .await?;

@@ -49,14 +49,26 @@ pub struct Excluded {
     pub why: &'static str,
 }
 
+/// A work tree recorded: its tree's id, and what was left out.
+#[derive(Debug)]
+pub struct Recorded {
+    pub tree: String,
+    pub excluded: Vec<Excluded>,
+}
+
 /// Writes the work tree at `workspace` into the repository `git_dir` as the
-/// commit of [`SNAPSHOT_REF`]; returns what was left out. Blocking.
-pub fn record(git_dir: &Path, workspace: &Path, limits: SnapshotLimits) -> Result<Vec<Excluded>> {
+/// commit of [`SNAPSHOT_REF`]; returns its tree and what was left out.
+/// Blocking. The tree's id is fast-import's own answer (an `ls` of the
+/// commit's root at its end), so no second git asks for it.
+pub fn record(git_dir: &Path, workspace: &Path, limits: SnapshotLimits) -> Result<Recorded> {
     let mut command = super::command::git(Some(git_dir));
+    // A small import is kept as the pack it is written as: unpacking it
+    // into loose objects would run a second git (`unpack-objects`).
     command
+        .args(["-c", "fastimport.unpackLimit=0"])
         .args(["fast-import", "--quiet", "--done", "--force"])
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = command
         .spawn()
@@ -84,8 +96,26 @@ pub fn record(git_dir: &Path, workspace: &Path, limits: SnapshotLimits) -> Resul
             super::command::last_lines(String::from_utf8_lossy(&output.stderr).trim(), 5)
         ))),
         Err(error) => Err(error),
-        Ok(()) => Ok(excluded),
+        Ok(()) => match root_tree(&output.stdout) {
+            Some(tree) => Ok(Recorded { tree, excluded }),
+            None => Err(SourceError::transient(
+                "record the snapshot",
+                "git fast-import did not name the snapshot's tree",
+            )),
+        },
     }
+}
+
+/// The tree id in fast-import's answer to `ls ""`: `040000 tree <id>\t`.
+fn root_tree(answer: &[u8]) -> Option<String> {
+    let answer = std::str::from_utf8(answer).ok()?;
+    let mut fields = answer.split(['\t', ' ']);
+    let (Some("040000"), Some("tree"), Some(id)) = (fields.next(), fields.next(), fields.next())
+    else {
+        return None;
+    };
+    let is_id = matches!(id.len(), 40 | 64) && id.bytes().all(|b| b.is_ascii_hexdigit());
+    is_id.then(|| id.to_owned())
 }
 
 struct Writer {
@@ -109,7 +139,10 @@ impl Writer {
         if workspace.exists() {
             self.walk(workspace, b"", 0)?;
         }
-        self.out.write_all(b"done\n").map_err(stream_error)?;
+        // Still in the commit: its root tree, answered on standard output.
+        self.out
+            .write_all(b"ls \"\"\ndone\n")
+            .map_err(stream_error)?;
         self.out.flush().map_err(stream_error)
     }
 
@@ -284,6 +317,24 @@ fn stream_error(error: io::Error) -> SourceError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tree_is_read_from_fast_imports_answer_and_nothing_else_passes_for_one() {
+        let tree = "4b825dc642cb6eb9a060e54bf8d69288fbee4904";
+        assert_eq!(
+            root_tree(format!("040000 tree {tree}\t\n").as_bytes()).as_deref(),
+            Some(tree)
+        );
+        for answer in [
+            "".to_owned(),
+            "missing \n".to_owned(),
+            format!("100644 blob {tree}\t\n"),
+            "040000 tree not-an-object-id\t\n".to_owned(),
+            format!("040000 tree {}\t\n", &tree[..39]),
+        ] {
+            assert_eq!(root_tree(answer.as_bytes()), None, "{answer:?}");
+        }
+    }
 
     #[test]
     fn every_spelling_of_the_git_directory_is_metadata() {
