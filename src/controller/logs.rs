@@ -41,7 +41,8 @@ use crate::store::{LogLine, LogResume, Store};
 
 /// Lines stored in one write at most.
 const BATCH_LINES: usize = 256;
-/// How long a line waits for others to share its write.
+/// The least time between two writes of a follower's lines (unless a batch
+/// is full): lines that come within it share the next write.
 const BATCH_DELAY: Duration = Duration::from_millis(50);
 /// How long a reconcile waits for the last lines of an agent that ended.
 const DRAIN_WAIT: Duration = Duration::from_secs(5);
@@ -227,8 +228,10 @@ impl Follower {
         tracing::debug!(?resume, "following the agent's output");
         let mut lines = Lines::new(&self, resume);
         let mut pending: Vec<LogLine> = Vec::new();
-        // A line waits at most BATCH_DELAY for others to share its write.
+        // A line after a quiet spell is written at once; lines that follow
+        // within BATCH_DELAY of a write share the next one.
         let mut flush_at = None;
+        let mut last_write = None;
         loop {
             let due = tokio::time::sleep_until(flush_at.unwrap_or_else(Instant::now));
             let chunk = tokio::select! {
@@ -238,6 +241,7 @@ impl Follower {
                     if !self.store_lines(&mut pending).await {
                         return;
                     }
+                    last_write = Some(Instant::now());
                     continue;
                 }
             };
@@ -245,7 +249,7 @@ impl Follower {
                 Some(Ok(chunk)) => {
                     lines.take(&chunk, &mut pending);
                     if !pending.is_empty() && flush_at.is_none() {
-                        flush_at = Some(Instant::now() + BATCH_DELAY);
+                        flush_at = Some(next_write(Instant::now(), last_write));
                     }
                 }
                 Some(Err(error)) => {
@@ -259,6 +263,7 @@ impl Follower {
                 if !self.store_lines(&mut pending).await {
                     return;
                 }
+                last_write = Some(Instant::now());
             }
         }
         lines.finish(&mut pending);
@@ -276,6 +281,13 @@ impl Follower {
             }
         }
     }
+}
+
+/// When lines waiting now are written: at once after a quiet spell (a
+/// subscriber sees a lone line without delay), else `BATCH_DELAY` after the
+/// last write (a flood costs at most one write per `BATCH_DELAY`).
+fn next_write(now: Instant, last_write: Option<Instant>) -> Instant {
+    last_write.map_or(now, |at| (at + BATCH_DELAY).max(now))
 }
 
 /// From chunks to the lines that are kept: split per stream, resumed,
@@ -385,5 +397,24 @@ impl Lines {
             at,
             note,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_after_a_quiet_spell_is_written_at_once_and_a_flood_once_per_batch_delay() {
+        let now = Instant::now();
+        assert_eq!(next_write(now, None), now, "nothing written yet");
+        let long_ago = now - 2 * BATCH_DELAY;
+        assert_eq!(next_write(now, Some(long_ago)), now, "after a quiet spell");
+        let just_now = now - BATCH_DELAY / 5;
+        assert_eq!(
+            next_write(now, Some(just_now)),
+            just_now + BATCH_DELAY,
+            "right after a write: the next one waits out the delay"
+        );
     }
 }
