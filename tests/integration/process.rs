@@ -250,7 +250,8 @@ impl Drop for Process {
     }
 }
 
-/// Removes any container of a job whose workspace lives under `dir`.
+/// Removes any container of a job whose workspace lives under `dir`: its
+/// agents, and the network holder they shared (labelled apart).
 fn remove_containers_under(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir.join("workspaces")) else {
         return;
@@ -258,6 +259,7 @@ fn remove_containers_under(dir: &Path) {
     for entry in entries.flatten() {
         let job = entry.file_name().to_string_lossy().into_owned();
         remove_containers_labelled(&format!("icarus.job={job}"));
+        remove_containers_labelled(&format!("icarus.network-holder-of={job}"));
     }
 }
 
