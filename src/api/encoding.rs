@@ -3,7 +3,8 @@
 //!
 //! Only kept list pages are compressed, once each (see
 //! [`crate::store::view::pages`]): a dashboard's page of 1,000 rows is about
-//! 350 KiB of JSON and some 30 KiB gzipped, read every few seconds per tab.
+//! 350 KiB of JSON and about a ninth of that gzipped, read every few seconds
+//! per tab.
 
 use std::io::Write;
 
