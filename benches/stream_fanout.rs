@@ -24,6 +24,12 @@ use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
 
+#[allow(
+    dead_code,
+    reason = "each bench binary uses part of what the benches share"
+)]
+mod support;
+
 #[tokio::main]
 async fn main() {
     let subscribers = env_number("BENCH_SUBSCRIBERS", 1000);
@@ -72,6 +78,10 @@ async fn main() {
     let after = rss_kib(pid);
     cancel(&client, &base, &job).await;
     stop(&mut server).await;
+    // What the stopped server left on the engine goes (its network would
+    // use up the engine's address pools over many runs).
+    let url = format!("sqlite://{}/icarus.db", dir.path().display());
+    support::server::remove_leftovers_of(&icarus::runtime::instance_name(&url));
     let peak = sampler.await.unwrap();
 
     latencies.sort_unstable();
@@ -136,11 +146,7 @@ fn free_port() -> u16 {
 
 async fn start_server(dir: &std::path::Path, port: u16, subscribers: usize) -> Child {
     let streams = (subscribers + 16).to_string();
-    // `BENCH_ICARUS`: another build's binary, as in `benches/support`.
-    let binary = std::env::var_os("BENCH_ICARUS")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_icarus").into());
-    Command::new(binary)
+    Command::new(support::icarus_binary())
         .arg("serve")
         .env(
             "ICARUS_CONFIG__DATABASE__URL",

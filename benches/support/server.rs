@@ -156,23 +156,29 @@ impl Drop for Server {
         if let Some(mut child) = self.child.take() {
             let _ = child.start_kill();
         }
-        let instance = self.instance();
-        let label = format!("label=icarus.instance={instance}");
-        if let Ok(output) = std::process::Command::new("docker")
-            .args(["ps", "-aq", "--filter", &label])
-            .output()
-        {
-            let ids = String::from_utf8_lossy(&output.stdout);
-            for id in ids.split_whitespace() {
-                let _ = std::process::Command::new("docker")
-                    .args(["rm", "-f", "-v", id])
-                    .output();
-            }
-        }
-        let _ = std::process::Command::new("docker")
-            .args(["network", "rm", &format!("icarus-agents-{instance}")])
-            .output();
+        remove_leftovers_of(&self.instance());
     }
+}
+
+/// Removes what an orchestrator of `instance` left on the engine: its
+/// containers (volumes too) and its agents' network, which would otherwise
+/// use up the engine's address pools over many runs.
+pub fn remove_leftovers_of(instance: &str) {
+    let label = format!("label=icarus.instance={instance}");
+    if let Ok(output) = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", &label])
+        .output()
+    {
+        let ids = String::from_utf8_lossy(&output.stdout);
+        for id in ids.split_whitespace() {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", "-v", id])
+                .output();
+        }
+    }
+    let _ = std::process::Command::new("docker")
+        .args(["network", "rm", &format!("icarus-agents-{instance}")])
+        .output();
 }
 
 fn database_url(dir: &Path) -> String {
