@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -37,6 +38,10 @@ const FINISH_WAIT: Duration = Duration::from_secs(10);
 #[derive(Default)]
 pub(crate) struct AheadCreations {
     under_way: Arc<Mutex<HashMap<WorkloadKey, watch::Receiver<bool>>>>,
+    /// The creation tasks: dropped with the controller's context, which
+    /// aborts those under way, as a crash would (a graceful stop waits for
+    /// them first, [`AheadCreations::finish`]).
+    tasks: Mutex<JoinSet<()>>,
     /// The runtime answered that it cannot create a workload without
     /// starting it: it is not asked again.
     declined: Arc<AtomicBool>,
@@ -69,7 +74,10 @@ impl AheadCreations {
         let under_way = Arc::clone(&self.under_way);
         let declined = Arc::clone(&self.declined);
         let span = tracing::debug_span!(parent: None, "create ahead", job = %key.job, role = %key.role, attempt = key.attempt);
-        tokio::spawn(
+        let mut tasks = lock(&self.tasks);
+        // Forget the tasks that have ended.
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(
             async move {
                 match runtime.create_ahead(&spec).await {
                     Ok(true) => tracing::debug!("created agent ahead of its turn"),
