@@ -35,7 +35,7 @@ async fn main() {
     let subscribers = env_number("BENCH_SUBSCRIBERS", 1000);
     let lines = env_number("BENCH_LINES", 100);
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = support::server::free_port();
     let mut server = start_server(dir.path(), port, subscribers).await;
     let pid = server.id().unwrap();
     let base = format!("http://127.0.0.1:{port}");
@@ -80,7 +80,7 @@ async fn main() {
     stop(&mut server).await;
     // What the stopped server left on the engine goes (its network would
     // use up the engine's address pools over many runs).
-    let url = format!("sqlite://{}/icarus.db", dir.path().display());
+    let url = support::server::database_url(dir.path());
     support::server::remove_leftovers_of(&icarus::runtime::instance_name(&url));
     let peak = sampler.await.unwrap();
 
@@ -136,21 +136,13 @@ async fn read_lines(
     latencies
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn start_server(dir: &std::path::Path, port: u16, subscribers: usize) -> Child {
     let streams = (subscribers + 16).to_string();
     Command::new(support::icarus_binary())
         .arg("serve")
         .env(
             "ICARUS_CONFIG__DATABASE__URL",
-            format!("sqlite://{}/icarus.db", dir.display()),
+            support::server::database_url(dir),
         )
         .env(
             "ICARUS_CONFIG__WORKSPACE__BASE_PATH",

@@ -181,11 +181,13 @@ pub fn remove_leftovers_of(instance: &str) {
         .output();
 }
 
-fn database_url(dir: &Path) -> String {
+/// The SQLite database of an orchestrator whose files are in `dir`.
+pub fn database_url(dir: &Path) -> String {
     format!("sqlite://{}", dir.join("icarus.db").display())
 }
 
-fn free_port() -> u16 {
+/// A port nobody listens on now.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
