@@ -136,11 +136,10 @@ async fn spawn_to_builder(via: &Process, reader: &Process) -> (Duration, Duratio
     )
 }
 
-/// The engine's id of container `name`.
-async fn container_id(name: &str) -> String {
+/// The engine's id of container `name`, if it exists.
+async fn existing_container_id(name: &str) -> Option<String> {
     let docker = Docker::connect_with_defaults().unwrap();
-    let inspected = docker.inspect_container(name, None).await.unwrap();
-    inspected.id.unwrap()
+    docker.inspect_container(name, None).await.ok()?.id
 }
 
 fn median(mut samples: Vec<Duration>) -> Duration {
@@ -199,15 +198,17 @@ async fn postgres_two_replicas_serve_the_api_one_reconciles_and_the_other_takes_
             s["status"] == "building" && s["builder_container_id"].is_string()
         })
         .await;
-    // The checker is created ahead while the builder runs: wait for it too.
-    eventually(Duration::from_secs(20), || async {
-        (containers_of(id).await == 2).then_some(())
-    })
-    .await;
+    // The checker is created ahead while the builder runs: wait until the
+    // engine answers for it by name (a count of the job's containers can
+    // see it before its name does).
     let builder = format!("icarus-{id}-builder-1");
     let checker = format!("icarus-{id}-checker-1");
+    let checker_id = eventually(Duration::from_secs(20), || async {
+        let found = existing_container_id(&checker).await?;
+        (containers_of(id).await == 2).then_some(found)
+    })
+    .await;
     let builder_started = started_at(&builder).await;
-    let checker_id = container_id(&checker).await;
     assert!(
         leader.log().contains("started agent") && !standby.log().contains("started agent"),
         "only the leader started agents"
