@@ -29,11 +29,17 @@ pub(super) const JOB_COLUMNS: &str = "job_id, created_at, spec, status_detail, r
 
 /// The project and the priority are written once: they never change (nor
 /// does the task, but that column is rewritten with the rest).
+/// A new job holds its first stream position (its status entry) from its
+/// insert on: the counter starts at [`FIRST_POSITION`], not taken by a
+/// second statement.
 const INSERT_JOB: &str = "INSERT INTO jobs (task, project_path, status, builder_container_id, \
      checker_container_id, completed_at, error_message, spec, status_detail, updated_at, \
      run_ended_at, run_seconds, purged_at, \
-     job_id, created_at, resource_version, project_id, priority) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)";
+     job_id, created_at, resource_version, project_id, priority, stream_seq) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)";
+
+/// A new job's status entry: the first position of its stream.
+const FIRST_POSITION: i64 = 1;
 
 /// The compare-and-swap: only the version the writer read may be replaced.
 const UPDATE_JOB: &str = "UPDATE jobs SET task = $1, project_path = $2, status = $3, \
@@ -204,6 +210,7 @@ impl Store {
                 .bind(stored.resource_version)
                 .bind(&stored.spec.project_id)
                 .bind(stored.spec.priority)
+                .bind(FIRST_POSITION)
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(INSERT_EVENT)
@@ -216,7 +223,7 @@ impl Store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
-            let seq = take_positions!(tx, &id, 1_i64);
+            let seq = FIRST_POSITION;
             insert_status!(tx, &id, seq, &stored.status, now);
             announce!(self, tx, Change::Job, stored.id);
             announce!(self, tx, Change::Stream { first: seq, last: seq }, stored.id);
