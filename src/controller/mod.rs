@@ -36,7 +36,7 @@ use crate::config::{AgentsConfig, Config, PublishConfig};
 use crate::credentials::AgentKeys;
 use crate::job::JobId;
 use crate::job::admission::LoadLevel;
-use crate::job::plan::{Deadlines, Retries};
+use crate::job::plan::{Deadlines, HandOver, Retries};
 use crate::metrics::{ControllerMetrics, Metrics, ReconcileOutcome};
 use crate::pending::PendingJobs;
 use crate::runtime::{Runtime, RuntimeError};
@@ -98,6 +98,9 @@ pub struct ControllerSettings {
     /// This replica's drain, as last read: what wakes the head of the
     /// queue when it starts or stops (admission reads the row itself).
     pub drain: Arc<crate::drain::Drain>,
+    /// Whether the checker starts while the builder's work is recorded
+    /// (local mode) or after (Kubernetes mode); see [`HandOver`].
+    pub hand_over: HandOver,
 }
 
 impl ControllerSettings {
@@ -121,6 +124,11 @@ impl ControllerSettings {
             egress_proxy: None,
             ageing: config.queue.ageing(),
             drain,
+            hand_over: if config.kubernetes.enabled {
+                HandOver::AfterSnapshot
+            } else {
+                HandOver::DuringSnapshot
+            },
         }
     }
 }

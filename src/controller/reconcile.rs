@@ -188,6 +188,7 @@ fn make_plan(context: &Context, job: &Job, observed: &Observed, admission: &Admi
         retries: &context.settings.retries,
         serving_since: context.settings.serving_since,
         now: timestamp_now(),
+        hand_over: context.settings.hand_over,
     })
 }
 

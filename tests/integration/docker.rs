@@ -414,6 +414,29 @@ async fn a_rejected_job_loses_its_workspace_and_its_containers() {
 }
 
 #[tokio::test]
+async fn a_workspace_over_the_snapshot_limits_fails_the_job_and_the_checker_started_beside_it_goes()
+{
+    let server = DockerServer::start(|c| c.workspace.snapshot_max_files = 0).await;
+    let started =
+        crate::soak::count_engine_events(Docker::connect_with_defaults().unwrap(), "start");
+    let (id, status) = spawn_until(&server, "Add hello", "failed").await;
+    assert_eq!(status["reason"], "SnapshotFailed", "{status}");
+    let message = status["error_message"].as_str().unwrap();
+    assert!(
+        message.contains("workspace.snapshot_max_files"),
+        "{message}"
+    );
+    let checker = icarus::names::agent(id, "checker", 1);
+    let started = started.lock().unwrap().clone();
+    assert_eq!(
+        started.get(&checker).copied(),
+        Some(1),
+        "the checker starts while the snapshot is taken: {started:?}"
+    );
+    server.assert_nothing_left().await;
+}
+
+#[tokio::test]
 async fn a_builder_that_exits_non_zero_fails_the_job_with_its_code_and_log() {
     let server = DockerServer::start(|_| {}).await;
     let (_, status) = spawn_until(&server, "break [builder:exit=5]", "failed").await;

@@ -88,11 +88,17 @@ fn setting(name: &str, default: u64) -> u64 {
 
 /// Every container the engine created for a job label, by name, counted.
 pub fn count_creations(docker: Docker) -> Arc<Mutex<BTreeMap<String, u32>>> {
+    count_engine_events(docker, "create")
+}
+
+/// The engine's `action` events (`create`, `start`...) of containers with
+/// a job label, counted by container name from now on.
+pub fn count_engine_events(docker: Docker, action: &str) -> Arc<Mutex<BTreeMap<String, u32>>> {
     let created = Arc::new(Mutex::new(BTreeMap::new()));
     let sink = created.clone();
     let filters = HashMap::from([
         ("type".to_owned(), vec!["container".to_owned()]),
-        ("event".to_owned(), vec!["create".to_owned()]),
+        ("event".to_owned(), vec![action.to_owned()]),
         ("label".to_owned(), vec!["icarus.job".to_owned()]),
     ]);
     let options = EventsOptions {

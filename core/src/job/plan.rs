@@ -132,6 +132,27 @@ pub struct PlanInput<'a> {
     /// an agent that ran before then may have been lost with it.
     pub serving_since: DateTime<Utc>,
     pub now: DateTime<Utc>,
+    pub hand_over: HandOver,
+}
+
+/// When the checker starts after a builder that succeeded: the snapshot of
+/// the builder's work is what the job moves on with either way.
+///
+/// The checker mounts the workspace read-only and the builder is gone, so
+/// the files it audits are the ones the snapshot records whether it starts
+/// before or after. Starting it first takes the snapshot off the hand-over's
+/// path (the engine starts the container meanwhile); a snapshot that fails
+/// still fails the job, and the checker goes with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandOver {
+    /// Start the checker, then record the snapshot (local mode: the
+    /// snapshot is git on the orchestrator's host, beside the container).
+    DuringSnapshot,
+    /// Record the snapshot, then start the checker (Kubernetes mode: the
+    /// snapshot is a Pod of its own that mounts the workspace's
+    /// `ReadWriteOnce` claim, which a checker Pod on another node would
+    /// hold until it ended).
+    AfterSnapshot,
 }
 
 /// Why an agent's attempt ended without a verdict of its own: the
@@ -537,6 +558,15 @@ fn awaits_snapshot(input: &PlanInput<'_>, status: &JobStatus) -> bool {
         })
 }
 
+/// Whether the checker starts now, while the builder's work is recorded:
+/// where the mode allows it, once, for a status whose agents may start.
+fn hands_over_during_snapshot(input: &PlanInput<'_>, status: &JobStatus) -> bool {
+    let checker = find(&input.observed.workloads, Role::Checker, status.attempt);
+    input.hand_over == HandOver::DuringSnapshot
+        && checker.is_none_or(|w| w.state == WorkloadState::Created)
+        && may_start(input, status)
+}
+
 /// Appends the agent's last output lines, when the runtime kept them.
 fn with_log_tail(message: String, workload: &ObservedWorkload) -> String {
     match workload.log_tail.as_deref().map(str::trim_end) {
@@ -767,6 +797,12 @@ fn converge(
             actions.extend(ahead_of(input, status));
         }
         if awaits_snapshot(input, status) {
+            if hands_over_during_snapshot(input, status) {
+                actions.push(Action::Start {
+                    role: Role::Checker,
+                    attempt: status.attempt,
+                });
+            }
             actions.push(Action::TakeSnapshot);
         }
     }

@@ -335,7 +335,7 @@ mod tests {
     #[test]
     fn the_local_planner_decides_from_pods_as_it_does_from_containers() {
         use crate::job::admission::Admission;
-        use crate::job::plan::{Action, Deadlines, PlanInput, Retries, plan};
+        use crate::job::plan::{Action, Deadlines, HandOver, PlanInput, Retries, plan};
         use crate::job::workload::{Observed, SnapshotTaken, SourceFacts};
         use crate::job::{Job, Phase};
 
@@ -368,6 +368,7 @@ mod tests {
             },
             serving_since: now,
             now,
+            hand_over: HandOver::AfterSnapshot,
         });
         assert_eq!(next.status.phase, Phase::Checking);
         assert_eq!(

@@ -27,6 +27,7 @@ fn plan_now(job: &Job, now: i64) -> Plan {
         },
         serving_since: at(-1),
         now: at(now),
+        hand_over: HandOver::DuringSnapshot,
     })
 }
 

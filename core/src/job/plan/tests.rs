@@ -73,14 +73,25 @@ fn plan_serving_since(
     serving_since: i64,
 ) -> Plan {
     plan(&PlanInput {
+        admission,
+        serving_since: at(serving_since),
+        ..input(job, observed, now)
+    })
+}
+
+/// The planner's input in local mode, for an admitted job, by an
+/// orchestrator serving from before any job.
+fn input<'a>(job: &'a Job, observed: &'a Observed, now: i64) -> PlanInput<'a> {
+    PlanInput {
         job,
         observed,
-        admission,
+        admission: &Admission::Admitted,
         deadlines: &DEADLINES,
         retries: &RETRIES,
-        serving_since: at(serving_since),
+        serving_since: at(-1),
         now: at(now),
-    })
+        hand_over: HandOver::DuringSnapshot,
+    }
 }
 
 fn plan_admitted(job: &Job, observed: &Observed, now: i64) -> Plan {
@@ -273,15 +284,60 @@ fn a_builder_created_but_never_started_is_started() {
 }
 
 #[test]
-fn a_builder_that_exits_zero_has_its_work_recorded_before_anything_else() {
+fn a_builder_that_exits_zero_hands_over_to_the_checker_while_its_work_is_recorded() {
     let job = Job::pending().in_phase(Phase::Building, at(0));
     let world = observed(vec![
         exited(Role::Builder, 0),
         workload(Role::Checker, WorkloadState::Created),
     ]);
     let plan = plan_admitted(&job, &world, 10);
+    assert_eq!(plan.status.phase, Phase::Building, "checking once recorded");
+    let start_checker = Action::Start {
+        role: Role::Checker,
+        attempt: 1,
+    };
+    assert_eq!(plan.actions, vec![start_checker, Action::TakeSnapshot]);
+}
+
+#[test]
+fn where_the_hand_over_waits_a_builder_that_exits_zero_has_its_work_recorded_first() {
+    let job = Job::pending().in_phase(Phase::Building, at(0));
+    let world = observed(vec![
+        exited(Role::Builder, 0),
+        workload(Role::Checker, WorkloadState::Created),
+    ]);
+    let plan = plan(&PlanInput {
+        hand_over: HandOver::AfterSnapshot,
+        ..input(&job, &world, 10)
+    });
     assert_eq!(plan.status.phase, Phase::Building);
     assert_eq!(plan.actions, vec![Action::TakeSnapshot]);
+}
+
+#[test]
+fn a_checker_already_started_during_the_snapshot_is_not_started_again() {
+    let job = Job::pending().in_phase(Phase::Building, at(0));
+    let world = observed(vec![
+        exited(Role::Builder, 0),
+        workload(Role::Checker, WorkloadState::Running),
+    ]);
+    let plan = plan_admitted(&job, &world, 10);
+    assert_eq!(plan.actions, vec![Action::TakeSnapshot]);
+}
+
+#[test]
+fn a_snapshot_that_fails_ends_the_job_and_removes_the_checker_started_beside_it() {
+    let job = Job::pending().in_phase(Phase::Building, at(0));
+    let mut world = observed(vec![
+        exited(Role::Builder, 0),
+        workload(Role::Checker, WorkloadState::Running),
+    ]);
+    world.source.failure = Some("the workspace holds more than 100000 files".to_owned());
+    let plan = plan_admitted(&job, &world, 10);
+    assert_eq!(plan.status.phase, Phase::Failed);
+    assert_eq!(plan.status.reason, Reason::SnapshotFailed);
+    let removed = removed_once_recorded(&job, &world, 10);
+    assert!(removed.contains(&"checker-id".to_owned()), "{removed:?}");
 }
 
 #[test]
@@ -607,6 +663,7 @@ fn plan_with_deadlines(job: &Job, observed: &Observed, deadlines: &Deadlines, no
         retries: &RETRIES,
         serving_since: at(-1),
         now: at(now),
+        hand_over: HandOver::DuringSnapshot,
     })
 }
 
