@@ -70,6 +70,10 @@ struct Follower {
     /// The agent's callback token: never stored.
     token: String,
     limits: LogLimits,
+    /// The job's followers that were still storing when this one began: an
+    /// agent's lines come after those of the agents before it in the job's
+    /// stream, whenever it was started (a start does not wait for them).
+    after: Vec<watch::Receiver<bool>>,
 }
 
 impl LogFollowers {
@@ -135,6 +139,13 @@ impl LogFollowers {
         {
             return;
         }
+        let after = running
+            .iter()
+            .filter(|(other, follower)| {
+                other.job == key.job && **other != key && !*follower.ended.borrow()
+            })
+            .map(|(_, follower)| follower.ended.clone())
+            .collect();
         let (ended_tx, ended) = watch::channel(false);
         let follower = Follower {
             store: context.store.clone(),
@@ -146,6 +157,7 @@ impl LogFollowers {
                 .agent_keys
                 .token(key.job, key.role, key.attempt),
             limits: self.limits,
+            after,
         };
         let stop = self.stop.clone();
         // A root span: it outlives the reconcile that starts it, and would
@@ -174,9 +186,10 @@ impl LogFollowers {
 /// The last lines of agents that ended, which their followers are storing.
 /// The followers run on their own; [`LastLines::stored`] waits (briefly)
 /// until they are done, and a reconcile calls it before whatever must come
-/// after those lines in the job's stream: another agent's start (its
-/// lines), a status write (its transition), a removal (which ends the
-/// reading). Work that touches neither (a snapshot) overlaps the wait.
+/// after those lines in the job's stream: a status write (its transition),
+/// a removal (which ends the reading). Work that touches neither overlaps
+/// the wait: a snapshot, and another agent's start, whose own follower
+/// waits for these lines before it stores any (`Follower::after`).
 #[derive(Default)]
 #[must_use = "the lines are waited for with `stored`"]
 pub(crate) struct LastLines(Vec<(WorkloadKey, watch::Receiver<bool>)>);
@@ -193,14 +206,32 @@ impl LastLines {
     pub(crate) async fn stored(&mut self) {
         let deadline = Instant::now() + DRAIN_WAIT;
         for (key, mut ended) in std::mem::take(&mut self.0) {
-            if tokio::time::timeout_at(deadline, ended.wait_for(|ended| *ended))
-                .await
-                .is_err()
-            {
+            if !ended_by(deadline, &mut ended).await {
                 tracing::warn!(job = %key.job, role = %key.role, "the agent ended but its output is still being read; going on");
             }
         }
     }
+}
+
+/// Waits up to [`DRAIN_WAIT`] in all for the followers in `after` to end.
+async fn after_predecessors(after: Vec<watch::Receiver<bool>>) {
+    let deadline = Instant::now() + DRAIN_WAIT;
+    for mut ended in after {
+        if !ended_by(deadline, &mut ended).await {
+            tracing::warn!(
+                "an earlier agent's output is still being read; following this one's meanwhile"
+            );
+            return;
+        }
+    }
+}
+
+/// Whether the follower whose flag is `ended` ended by `deadline` (one
+/// whose task is gone counts as ended).
+async fn ended_by(deadline: Instant, ended: &mut watch::Receiver<bool>) -> bool {
+    tokio::time::timeout_at(deadline, ended.wait_for(|ended| *ended))
+        .await
+        .is_ok()
 }
 
 pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -210,7 +241,8 @@ pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Follower {
-    async fn run(self) {
+    async fn run(mut self) {
+        after_predecessors(std::mem::take(&mut self.after)).await;
         let resume = match self
             .store
             .log_resume(self.key.job, self.key.role, self.key.attempt)

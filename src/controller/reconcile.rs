@@ -125,10 +125,12 @@ async fn after_last_lines(last_lines: &mut LastLines) {
 }
 
 /// Whether `action` must wait for ended agents' last lines: any that
-/// starts or removes an agent, or leads to a status write. The snapshot
-/// reads the workspace and writes neither, so it is taken meanwhile.
+/// removes an agent or leads to a status write. The snapshot reads the
+/// workspace and writes neither, so it is taken meanwhile; so is an agent's
+/// start, whose follower stores its lines after theirs (see `LastLines`),
+/// which keeps the wait off the builder-to-checker hand-over.
 fn waits_for_last_lines(action: &Action) -> bool {
-    !matches!(action, Action::TakeSnapshot)
+    !matches!(action, Action::TakeSnapshot | Action::Start { .. })
 }
 
 fn agent_token(context: &Context, job: JobId, role: Role, attempt: u32) -> String {
