@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use tracing::Instrument;
 
 use crate::job::admission::{Admission, Gate};
@@ -76,10 +78,15 @@ pub async fn reconcile(context: &Context, id: JobId) -> Result<Requeue, Controll
     } else {
         Admission::Admitted
     };
-    let mut plan = make_plan(context, &job, &observed, &admission);
+    // One time for every plan of this reconcile, the time its world was
+    // observed: what an action learns (a snapshot) is dated with it too, so
+    // a phase recorded after an action that started its agent (the checker,
+    // started during the snapshot) never begins after that agent did.
+    let now = timestamp_now();
+    let mut plan = make_plan(context, &job, &observed, &admission, now);
     if plan.gives_up_on_an_attempt() && context.runtime.owner_gone(id).await? {
         observed.owner_gone = true;
-        plan = make_plan(context, &job, &observed, &admission);
+        plan = make_plan(context, &job, &observed, &admission, now);
     }
     // Some actions report what they found (a checkout's base, a pushed
     // commit, a start that can never work); the planner then decides again
@@ -93,7 +100,7 @@ pub async fn reconcile(context: &Context, id: JobId) -> Result<Requeue, Controll
             break;
         };
         fact.teach(&mut observed);
-        plan = make_plan(context, &job, &observed, &admission);
+        plan = make_plan(context, &job, &observed, &admission, now);
     }
     let recorded = record(context, job, plan, &observed, acted.running, last_lines);
     recorded.instrument(step(Step::Record)).await
@@ -181,7 +188,13 @@ const LOOK_AGAIN_AFTER_ACTING: Duration = Duration::from_millis(100);
 /// ahead: the actions that can report a fact.
 const MAX_REPLANS: usize = 6;
 
-fn make_plan(context: &Context, job: &Job, observed: &Observed, admission: &Admission) -> Plan {
+fn make_plan(
+    context: &Context,
+    job: &Job,
+    observed: &Observed,
+    admission: &Admission,
+    now: DateTime<Utc>,
+) -> Plan {
     plan::plan(&PlanInput {
         job,
         observed,
@@ -189,7 +202,7 @@ fn make_plan(context: &Context, job: &Job, observed: &Observed, admission: &Admi
         deadlines: &context.settings.deadlines,
         retries: &context.settings.retries,
         serving_since: context.settings.serving_since,
-        now: timestamp_now(),
+        now,
         hand_over: context.settings.hand_over,
     })
 }
