@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::job::JobId;
-use crate::job::workload::{ObservedWorkload, WorkloadKey, WorkloadState};
+use crate::job::workload::{ObservedWorkload, Role, WorkloadKey, WorkloadState};
 use crate::logs::{Gate, LineSplitter, LogLimits, LogStream, Verdict, redact};
 use crate::runtime::{LogChunk, Runtime};
 use crate::store::{LogLine, LogResume, Store};
@@ -141,9 +141,7 @@ impl LogFollowers {
         }
         let after = running
             .iter()
-            .filter(|(other, follower)| {
-                other.job == key.job && **other != key && !*follower.ended.borrow()
-            })
+            .filter(|(other, follower)| comes_before(other, &key) && !*follower.ended.borrow())
             .map(|(_, follower)| follower.ended.clone())
             .collect();
         let (ended_tx, ended) = watch::channel(false);
@@ -211,6 +209,14 @@ impl LastLines {
             }
         }
     }
+}
+
+/// Whether `earlier`'s agent ran before `later`'s in the same job: an
+/// earlier attempt, or the builder of the same one. (A follower never waits
+/// for one of an agent that came after, which may run for its whole life.)
+fn comes_before(earlier: &WorkloadKey, later: &WorkloadKey) -> bool {
+    let order = |key: &WorkloadKey| (key.attempt, key.role == Role::Checker);
+    earlier.job == later.job && order(earlier) < order(later)
 }
 
 /// Waits up to [`DRAIN_WAIT`] in all for the followers in `after` to end.
@@ -448,5 +454,21 @@ mod tests {
             just_now + BATCH_DELAY,
             "right after a write: the next one waits out the delay"
         );
+    }
+
+    #[test]
+    fn an_agents_lines_wait_only_for_the_agents_of_its_job_that_ran_before_it() {
+        let job = JobId::new_random();
+        let key = |role, attempt| WorkloadKey { job, role, attempt };
+        let checker = key(Role::Checker, 1);
+        assert!(comes_before(&key(Role::Builder, 1), &checker));
+        assert!(comes_before(&checker, &key(Role::Builder, 2)));
+        assert!(!comes_before(&checker, &key(Role::Builder, 1)));
+        assert!(!comes_before(&checker, &checker));
+        let elsewhere = WorkloadKey {
+            job: JobId::new_random(),
+            ..key(Role::Builder, 1)
+        };
+        assert!(!comes_before(&elsewhere, &checker));
     }
 }
