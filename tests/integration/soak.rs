@@ -94,8 +94,8 @@ pub fn count_creations(docker: Docker) -> Arc<Mutex<BTreeMap<String, u32>>> {
 /// The engine's `action` events (`create`, `start`...) of containers with
 /// a job label, counted by container name from now on.
 pub fn count_engine_events(docker: Docker, action: &str) -> Arc<Mutex<BTreeMap<String, u32>>> {
-    let created = Arc::new(Mutex::new(BTreeMap::new()));
-    let sink = created.clone();
+    let counted = Arc::new(Mutex::new(BTreeMap::new()));
+    let sink = counted.clone();
     let filters = HashMap::from([
         ("type".to_owned(), vec!["container".to_owned()]),
         ("event".to_owned(), vec![action.to_owned()]),
@@ -117,7 +117,7 @@ pub fn count_engine_events(docker: Docker, action: &str) -> Arc<Mutex<BTreeMap<S
             }
         }
     });
-    created
+    counted
 }
 
 /// Spawns `task`; the job id if the orchestrator accepted it (201). A
