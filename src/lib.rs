@@ -37,6 +37,9 @@
 //! - [`traces`]: the optional OpenTelemetry exporter of the same spans
 //!   (OTLP/HTTP), off unless `tracing.otlp_endpoint` is set.
 //! - [`sentinel`]: host load → admission level.
+//! - [`memory`]: freed memory handed back to the system once a crowd of
+//!   stream subscribers left (the one `unsafe` call of the crate, glibc's
+//!   `malloc_trim`).
 //! - [`usage`]: the leader's sampler of what running agents use, measured
 //!   through the runtime (CPU time, memory and its peak).
 //! - [`metrics`]: the Prometheus registry every part records into, and the
@@ -53,7 +56,7 @@
 //!   `logs`, `diff`, `approve`, ...), talking to an Icarus over its API.
 //! - [`cli`]: the command line (`serve`, `migrate`, `config`, `crd`,
 //!   `source-step`, the client commands, `completion`): it parses and dispatches.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod api;
 pub mod cli;
@@ -68,6 +71,7 @@ pub mod errors;
 pub use icarus_core::{job, logs, names, ports};
 pub mod leadership;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod pending;

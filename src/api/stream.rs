@@ -80,7 +80,7 @@ pub async fn stream(
     let position = state.store.stream_position(id).await?.unwrap_or(0);
     let job = load(&state, id).await?;
     let start = Start {
-        job,
+        job: Box::new(job),
         position: since.unwrap_or(position),
         replay: since.is_some(),
     };
@@ -101,9 +101,10 @@ pub fn check_since(since: Option<i64>) -> ApiResult<Option<i64>> {
 }
 
 /// What a subscriber's socket reads into at once. Clients of a stream
-/// send nothing but pings and a close, so the WebSocket default (128 KiB,
-/// allocated with every socket) was nearly all of what a subscriber cost.
-const CLIENT_BUFFER_BYTES: usize = 4 * 1024;
+/// send nothing but pings and a close (at most 125 bytes each), so the
+/// WebSocket default (128 KiB, allocated with every socket) was nearly all
+/// of what a subscriber cost; a larger message grows the buffer to fit.
+const CLIENT_BUFFER_BYTES: usize = 1024;
 
 /// The largest message (and frame) a subscriber may send; more closes its
 /// stream (1009, message too big) instead of the default's 64 MiB held in
@@ -246,7 +247,9 @@ enum Ending {
 /// Where a subscriber starts: the job, the position it has seen, whether
 /// it asked to replay from there.
 struct Start {
-    job: Job,
+    /// Boxed: a job is large, and a subscriber's task would hold it
+    /// inline, in several of its states.
+    job: Box<Job>,
     position: i64,
     replay: bool,
 }
@@ -260,7 +263,9 @@ async fn read(
 ) -> Ending {
     let job = &start.job;
     if !start.replay {
-        let text = to_json(&status_update(state, job, start.position).await).into();
+        // Boxed, as every read of the store here (see `render`).
+        let update = Box::pin(status_update(state, job, start.position)).await;
+        let text = to_json(&update).into();
         if queue
             .send(Outgoing::Text(text, start.position))
             .await

@@ -2,21 +2,32 @@
 //! name, `anonymous` with authentication off), so one client cannot hold
 //! every stream the server will keep. A stream holds a [`StreamTicket`]
 //! while it is open; dropping it frees the place.
+//!
+//! It also tells when a crowd of streams has left (see
+//! [`crate::memory`]): each close is signalled, and
+//! [`StreamLimiter::take_departed`] says how many closed since the most
+//! that were open.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
 
 /// The counts of open streams, shared by every request.
 pub struct StreamLimiter {
     max_total: usize,
     max_per_caller: usize,
     open: Arc<Mutex<Open>>,
+    closed: Arc<Notify>,
 }
 
 #[derive(Default)]
 struct Open {
     total: usize,
     by_caller: HashMap<String, usize>,
+    /// The most streams open at once since [`StreamLimiter::take_departed`]
+    /// last counted.
+    high_mark: usize,
 }
 
 /// Why a stream was not opened.
@@ -32,6 +43,7 @@ pub enum StreamRefused {
 pub struct StreamTicket {
     caller: String,
     open: Arc<Mutex<Open>>,
+    closed: Arc<Notify>,
 }
 
 impl StreamLimiter {
@@ -40,6 +52,7 @@ impl StreamLimiter {
             max_total: max_total.max(1),
             max_per_caller: max_per_caller.max(1),
             open: Arc::default(),
+            closed: Arc::default(),
         }
     }
 
@@ -59,10 +72,30 @@ impl StreamLimiter {
         }
         *held += 1;
         open.total += 1;
+        open.high_mark = open.high_mark.max(open.total);
         Ok(StreamTicket {
             caller: caller.to_owned(),
             open: Arc::clone(&self.open),
+            closed: Arc::clone(&self.closed),
         })
+    }
+
+    /// Wakes once a stream closes (or at once, if one closed since the
+    /// last wake).
+    pub async fn closed(&self) {
+        self.closed.notified().await;
+    }
+
+    /// How many streams closed since the most were open, if at least
+    /// `at_least`; the count starts again from the streams open now.
+    pub fn take_departed(&self, at_least: usize) -> Option<usize> {
+        let mut open = lock(&self.open);
+        let departed = open.high_mark.saturating_sub(open.total);
+        if departed < at_least.max(1) {
+            return None;
+        }
+        open.high_mark = open.total;
+        Some(departed)
     }
 }
 
@@ -76,6 +109,8 @@ impl Drop for StreamTicket {
                 open.by_caller.remove(&self.caller);
             }
         }
+        drop(open);
+        self.closed.notify_one();
     }
 }
 
@@ -110,5 +145,27 @@ mod tests {
         );
         drop(first);
         assert!(limiter.admit("vic").is_ok());
+    }
+
+    #[test]
+    fn departures_are_counted_from_the_most_streams_open_and_counted_once() {
+        let limiter = StreamLimiter::new(100, 100);
+        let mut tickets: Vec<_> = (0..10).map(|_| limiter.admit("sam").unwrap()).collect();
+        tickets.truncate(7);
+        assert_eq!(limiter.take_departed(4), None, "3 left, fewer than 4");
+        tickets.truncate(4);
+        assert_eq!(limiter.take_departed(4), Some(6));
+        assert_eq!(limiter.take_departed(1), None, "counted already");
+        tickets.truncate(1);
+        assert_eq!(limiter.take_departed(1), Some(3));
+    }
+
+    #[tokio::test]
+    async fn a_close_before_anyone_waits_still_wakes_the_next_wait() {
+        let limiter = StreamLimiter::new(10, 10);
+        drop(limiter.admit("sam").unwrap());
+        tokio::time::timeout(std::time::Duration::from_secs(5), limiter.closed())
+            .await
+            .expect("the close was kept for the next wait");
     }
 }

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::models::{EgressView, JobStatusResponse};
-use crate::job::Job;
+use crate::job::{Job, JobStatus};
 use crate::store::{LogLine, StreamBody, StreamEntry};
 
 /// `{"type": "status_update", ...the status fields, "seq"}`.
@@ -102,15 +102,22 @@ pub async fn render(state: &AppState, job: &Job, entry: &StreamEntry) -> String 
             traffic: EgressView::from(traffic.clone()),
             seq: entry.seq,
         }),
+        // Boxed: it reads the store, a large future that would otherwise
+        // be part of every subscriber's task all its life.
         StreamBody::Status { status, .. } => {
-            // The spec as it is now (the decision or cancel that caused the
-            // transition included), with the status the entry recorded.
-            let now = state.store.get_job(job.id).await.ok().flatten();
-            let mut then = now.unwrap_or_else(|| job.clone());
-            then.status = (**status).clone();
-            to_json(&status_update(state, &then, entry.seq).await)
+            Box::pin(render_status(state, job, status, entry.seq)).await
         }
     }
+}
+
+/// A status entry's message: the spec as it is now (the decision or
+/// cancel that caused the transition included), with the status the entry
+/// recorded.
+async fn render_status(state: &AppState, job: &Job, status: &JobStatus, seq: i64) -> String {
+    let now = state.store.get_job(job.id).await.ok().flatten();
+    let mut then = now.unwrap_or_else(|| job.clone());
+    then.status = status.clone();
+    to_json(&status_update(state, &then, seq).await)
 }
 
 pub fn to_json(message: &impl Serialize) -> String {

@@ -76,7 +76,10 @@ impl Tail {
                 }
             }
             if self.behind {
-                self.catch_up().await?;
+                // Boxed: a read of the database is a large future, and
+                // inline it would be part of every subscriber's task all
+                // its life (see `stream.rs`).
+                Box::pin(self.catch_up()).await?;
                 continue;
             }
             match self.events.recv().await {

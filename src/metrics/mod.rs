@@ -27,6 +27,7 @@ mod process;
 mod usage;
 
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
@@ -91,6 +92,8 @@ pub struct Metrics {
     pub notifications: NotificationMetrics,
     pub database: DatabaseMetrics,
     pub usage: UsageMetrics,
+    /// Times freed memory was handed back after streams left ([`crate::memory`]).
+    pub memory_returns: Counter,
     jobs: Family<PhaseLabels, Gauge>,
     leader: Gauge,
     queue_held: Gauge,
@@ -153,6 +156,12 @@ impl Metrics {
             "Disk used by the jobs' workspaces on this host, in bytes, as last measured by retention",
             workspace_bytes.clone(),
         );
+        let memory_returns = Counter::default();
+        registry.register(
+            "memory_returns",
+            "Times the allocator's free memory was handed back to the system after a crowd of stream subscribers left",
+            memory_returns.clone(),
+        );
         Metrics {
             controller: ControllerMetrics::register(registry),
             queue: QueueMetrics::register(registry),
@@ -160,6 +169,7 @@ impl Metrics {
             notifications: NotificationMetrics::register(registry),
             database: DatabaseMetrics::register(registry),
             usage: UsageMetrics::register(registry),
+            memory_returns,
             jobs,
             leader,
             queue_held,

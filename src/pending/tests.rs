@@ -4,15 +4,7 @@
 use super::*;
 use crate::job::Phase;
 use crate::job::fixtures::at;
-
-async fn store() -> (Store, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::connect(&format!("sqlite://{}/icarus.db", dir.path().display()))
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
-    (store, dir)
-}
+use crate::store::sql::temporary_sqlite as store;
 
 fn job_created_at(seconds: i64) -> Job {
     let mut job = Job::pending();

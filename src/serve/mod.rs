@@ -493,6 +493,14 @@ impl Orchestrator {
             drain: drain.clone(),
             pending,
         };
+        tasks.spawn(
+            "memory return",
+            crate::memory::return_after_streams_leave(
+                state.streams.clone(),
+                state.metrics.memory_returns.clone(),
+                shutdown.child_token(),
+            ),
+        );
         let limits = ApiLimits {
             max_request_bytes: config.orchestrator.max_request_bytes,
             cors_allowed_origins: config.orchestrator.cors_allowed_origins.clone(),

@@ -282,3 +282,49 @@ async fn streams_beyond_the_limit_are_refused_with_429_until_one_closes() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn memory_is_handed_back_once_a_crowd_of_subscribers_has_left() {
+    let crowd = icarus::memory::RETURN_AFTER_DEPARTED;
+    let server = TestServer::sqlite_with(|c| c.orchestrator.max_streams_per_caller = crowd).await;
+    let id = server.spawn("t").await;
+    let path = format!("/jobs/{id}/stream");
+    let returns = "icarus_memory_returns_total";
+    let mut sockets = Vec::new();
+    for _ in 0..crowd {
+        let mut socket = connect(&server, &path).await;
+        next_update(&mut socket).await.expect("a live stream");
+        sockets.push(socket);
+    }
+    tokio::time::sleep(icarus::memory::QUIET * 2).await;
+    assert_eq!(
+        server.metrics().await.value(returns),
+        0.0,
+        "nothing is handed back while they are connected"
+    );
+
+    for mut socket in sockets {
+        socket.close(None).await.unwrap();
+    }
+    crate::support::eventually(Duration::from_secs(10), || async {
+        (server.metrics().await.value(returns) == 1.0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_few_subscribers_leaving_cost_no_memory_return() {
+    let server = TestServer::sqlite().await;
+    let id = server.spawn("t").await;
+    let path = format!("/jobs/{id}/stream");
+    for _ in 0..3 {
+        let mut socket = connect(&server, &path).await;
+        next_update(&mut socket).await.expect("a live stream");
+        socket.close(None).await.unwrap();
+    }
+    tokio::time::sleep(icarus::memory::QUIET * 3).await;
+    assert_eq!(
+        server.metrics().await.value("icarus_memory_returns_total"),
+        0.0
+    );
+}

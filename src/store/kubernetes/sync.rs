@@ -365,11 +365,7 @@ mod tests {
 
     #[tokio::test]
     async fn mock_api_an_applied_icarusjob_becomes_a_job_and_its_status_follows_the_job() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::connect(&format!("sqlite://{}/icarus.db", dir.path().display()))
-            .await
-            .unwrap();
-        store.migrate().await.unwrap();
+        let (store, _dir) = crate::store::sql::temporary_sqlite().await;
         let (service, mut server) = pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, "icarus");
         let api: Api<IcarusJob> = Api::namespaced(client.clone(), "icarus");
@@ -482,11 +478,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_deleted_icarusjob_cancels_its_unfinished_job_and_deletes_both_once_finished() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::connect(&format!("sqlite://{}/icarus.db", dir.path().display()))
-            .await
-            .unwrap();
-        store.migrate().await.unwrap();
+        let (store, _dir) = crate::store::sql::temporary_sqlite().await;
         let at = crate::job::fixtures::at(0);
         let building = store
             .create_job(&Job::pending().in_phase(Phase::Building, at))

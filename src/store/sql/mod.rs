@@ -14,6 +14,7 @@ pub mod changes;
 mod columns;
 mod egress;
 pub mod lease;
+mod new_jobs;
 pub(crate) mod pooled_sqlite;
 mod queries;
 pub mod queue;
@@ -81,6 +82,8 @@ pub struct Store {
     view: Arc<ReadView>,
     /// This process's SQLite writes, one at a time (see [`on_pool_write!`]).
     write_lane: Arc<tokio::sync::Mutex<()>>,
+    /// New jobs waiting for the write lane, to be written together.
+    new_jobs: Arc<new_jobs::NewJobs>,
     /// Bumped each time other processes' changes may have been missed (see
     /// [`Store::gaps`]).
     gaps: Arc<watch::Sender<u64>>,
@@ -200,6 +203,7 @@ impl Store {
             // PostgreSQL the view waits until other replicas' are heard.
             view: Arc::new(ReadView::new(sqlite, ViewCounters::default())),
             write_lane: Arc::default(),
+            new_jobs: Arc::default(),
             gaps: Arc::new(watch::Sender::new(0)),
         })
     }
@@ -342,6 +346,18 @@ impl Store {
     ) {
         let _ = self.stream_events.send(StreamEvent { job, entries });
     }
+}
+
+/// A migrated store on a SQLite file of its own, for unit tests; the file
+/// goes with the directory.
+#[cfg(test)]
+pub(crate) async fn temporary_sqlite() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&format!("sqlite://{}/icarus.db", dir.path().display()))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    (store, dir)
 }
 
 /// The pool, and the file it opened (none for an in-memory database).

@@ -201,39 +201,49 @@ impl Store {
         let mut stored = job.clone();
         stored.resource_version = 1;
         let now = Utc::now();
-        let id = stored.id.to_string();
-        let seq = on_pool_write!(self, pool => {
-            let mut tx = pool.begin().await?;
-            bind_job_columns!(sqlx::query(INSERT_JOB), stored, now)
-                .bind(&id)
-                .bind(stored.created_at)
-                .bind(stored.resource_version)
-                .bind(&stored.spec.project_id)
-                .bind(stored.spec.priority)
-                .bind(FIRST_POSITION)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(INSERT_EVENT)
-                .bind(&id)
-                .bind(None::<&str>)
-                .bind(stored.status.phase.as_str())
-                .bind(stored.status.reason.to_string())
-                .bind(None::<&str>)
-                .bind(stored.resource_version)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            let seq = FIRST_POSITION;
-            insert_status!(tx, &id, seq, &stored.status, now);
-            announce!(self, tx, Change::Job, stored.id);
-            announce!(self, tx, Change::Stream { first: seq, last: seq }, stored.id);
-            tx.commit().await?;
-            seq
-        });
+        self.insert_new_job(&stored, now).await?;
         self.view.job_changed(stored.id);
         self.publish(StoreEvent::JobWritten(stored.clone().into()));
-        self.publish_status(&stored, seq, now);
+        self.publish_status(&stored, FIRST_POSITION, now);
         Ok(stored)
+    }
+
+    /// Inserts each of `jobs` (at version 1, created at the time beside
+    /// it) in one transaction: its row, its creation event and its status,
+    /// the first entry of its stream. On SQLite the caller holds the write
+    /// lane (see [`super::new_jobs`]).
+    pub(super) async fn insert_jobs(&self, jobs: &[(&Job, DateTime<Utc>)]) -> Result<()> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for (stored, now) in jobs {
+                let id = stored.id.to_string();
+                bind_job_columns!(sqlx::query(INSERT_JOB), stored, now)
+                    .bind(&id)
+                    .bind(stored.created_at)
+                    .bind(stored.resource_version)
+                    .bind(&stored.spec.project_id)
+                    .bind(stored.spec.priority)
+                    .bind(FIRST_POSITION)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(INSERT_EVENT)
+                    .bind(&id)
+                    .bind(None::<&str>)
+                    .bind(stored.status.phase.as_str())
+                    .bind(stored.status.reason.to_string())
+                    .bind(None::<&str>)
+                    .bind(stored.resource_version)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                insert_status!(tx, &id, FIRST_POSITION, &stored.status, now);
+                announce!(self, tx, Change::Job, stored.id);
+                let first = Change::Stream { first: FIRST_POSITION, last: FIRST_POSITION };
+                announce!(self, tx, first, stored.id);
+            }
+            tx.commit().await?;
+        });
+        Ok(())
     }
 
     pub async fn get_job(&self, id: JobId) -> Result<Option<Job>> {
