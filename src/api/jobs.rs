@@ -241,16 +241,23 @@ pub async fn list(
         }
         _ => cached.row(|job| to_json_bytes(&JobSummary::from(job))),
     });
-    let page = Arc::new(Page::new(json_array(rows), next));
-    // A pending job's place moves without a write of the job: such a page
-    // is read anew each time, and sent as it is (compressing it for one
-    // reader would cost more than it saves here).
-    if queue.is_some() {
-        return Ok(page_response(&page, false));
-    }
+    let body = json_array(rows);
+    let page = Arc::new(match queue {
+        // A pending job's place, reason and estimate move without a write
+        // of any job (with time, the host's load, another replica's hold).
+        Some(_) => Page::fresh_for(body, next, QUEUE_PAGE_FRESH),
+        None => Page::new(body, next),
+    });
     state.store.keep_page(fill, page.clone());
     Ok(page_response(&page, gzip))
 }
+
+/// How long a list page showing pending jobs is answered again as it was
+/// (unless a job or this replica's queue levers change first): what else
+/// moves their rows shows up within this time. A backlog's pages cost a
+/// read of the database and a place in the queue per row; a dashboard
+/// polling them at once is answered from memory.
+const QUEUE_PAGE_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A list page: its rows, gzip-compressed once per kept page for a client
 /// that accepts it, and a `Link` to the next page when there may be one.

@@ -274,6 +274,12 @@ impl ReadView {
         }
     }
 
+    /// The queue's levers changed (a hold, a drain): a pending job's row
+    /// on a list page may say something else now.
+    pub fn forget_pages(&self) {
+        self.lock().pages.forget();
+    }
+
     /// Something that counts for every job changed (an allowance for all
     /// jobs), or changes may have been missed: everything is dropped.
     pub fn forget_all(&self) {
@@ -284,7 +290,8 @@ impl ReadView {
         entries.pages.forget();
     }
 
-    /// The list page for `filter` as last read, if no job changed since.
+    /// The list page for `filter` as last read, if no job changed since
+    /// and it is still fresh.
     pub fn page(&self, filter: &JobFilter) -> Option<Arc<Page>> {
         if !self.live.load(Ordering::Acquire) {
             return None;

@@ -509,3 +509,65 @@ async fn a_cancel_written_while_no_controller_ran_is_carried_out_at_the_next_sta
     server.wait_for(last, "cancelled").await;
     assert_eq!(server.phase(first).await, "pending");
 }
+
+/// The list row of `id` in `GET /jobs`.
+async fn list_row(api: &Api, id: JobId) -> Value {
+    let (code, rows) = api.get("/jobs").await;
+    assert_eq!(code, 200, "{rows}");
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["job_id"] == id.to_string())
+        .cloned()
+        .unwrap_or_else(|| panic!("{id} is not listed: {rows}"))
+}
+
+/// A job that waits for the one slot, which a running job holds.
+async fn waiting_behind_a_running_job(server: &TestServer) -> JobId {
+    let running = server.spawn("running").await;
+    server.wait_for_builder(running).await;
+    let waiting = server.spawn("waiting").await;
+    wait_for_reason(server, waiting, "ConcurrencyLimit").await;
+    waiting
+}
+
+#[tokio::test]
+async fn a_hold_shows_in_the_pending_rows_of_the_next_list_read() {
+    let server = one_slot().await;
+    let waiting = waiting_behind_a_running_job(&server).await;
+    assert_eq!(
+        list_row(&server, waiting).await["queue"]["reason"],
+        "ConcurrencyLimit"
+    );
+
+    let (code, body) = server.post("/queue/hold", json!({})).await;
+    assert_eq!(code, 200, "{body}");
+
+    assert_eq!(
+        list_row(&server, waiting).await["queue"]["reason"],
+        "QueueHeld",
+        "the page read before the hold is not answered again"
+    );
+}
+
+#[tokio::test]
+async fn the_pending_rows_of_a_list_page_follow_the_time_within_a_second_or_two() {
+    let server = TestServer::sqlite_with(|c| {
+        c.orchestrator.max_concurrent_jobs = 1;
+        c.queue.ageing_seconds = 1;
+    })
+    .await;
+    let waiting = waiting_behind_a_running_job(&server).await;
+    let first = list_row(&server, waiting).await["queue"]["effective_priority"]
+        .as_i64()
+        .unwrap();
+
+    // It ages one step a second; a page kept for good would show `first` still.
+    crate::support::eventually(Duration::from_secs(5), || async {
+        let now = list_row(&server, waiting).await["queue"]["effective_priority"]
+            .as_i64()
+            .unwrap();
+        (now > first).then_some(())
+    })
+    .await;
+}

@@ -46,6 +46,13 @@ pub struct QueueLevers {
 }
 
 impl Store {
+    /// A lever of the queue changed here: the controller is told, and the
+    /// list pages showing pending jobs' reasons are dropped.
+    fn queue_changed(&self) {
+        self.view.forget_pages();
+        self.publish(StoreEvent::QueueChanged);
+    }
+
     /// The hold on the queue, if there is one.
     pub async fn queue_hold(&self) -> Result<Option<QueueHold>> {
         let sql = "SELECT held_by, held_at FROM queue_hold WHERE id = 1";
@@ -67,7 +74,7 @@ impl Store {
                 .execute(pool)
                 .await?;
         });
-        self.publish(StoreEvent::QueueChanged);
+        self.queue_changed();
         Ok(self.queue_hold().await?.unwrap_or_else(|| hold.clone()))
     }
 
@@ -77,7 +84,7 @@ impl Store {
         let released = on_pool_write!(self, pool => {
             sqlx::query(sql).execute(pool).await?.rows_affected() > 0
         });
-        self.publish(StoreEvent::QueueChanged);
+        self.queue_changed();
         Ok(released)
     }
 
@@ -145,7 +152,7 @@ impl Store {
                 .execute(pool)
                 .await?;
         });
-        self.publish(StoreEvent::QueueChanged);
+        self.queue_changed();
         let kept = self.queue_levers(&drain.replica).await?.drain;
         Ok(kept.unwrap_or_else(|| drain.clone()))
     }
@@ -156,7 +163,7 @@ impl Store {
         let resumed = on_pool_write!(self, pool => {
             sqlx::query(sql).bind(replica).execute(pool).await?.rows_affected() > 0
         });
-        self.publish(StoreEvent::QueueChanged);
+        self.queue_changed();
         Ok(resumed)
     }
 

@@ -14,11 +14,15 @@
 //! pages go whenever the view stops or starts listening.
 //!
 //! Rows whose content moves without a write of their job (a pending job's
-//! place in the queue, its reason under a hold, its estimate) are the
-//! caller's to leave out: a page holding one is not offered for keeping.
+//! place in the queue, its reason under a hold or a busy host, its
+//! estimate) make a page that is kept for a while only
+//! ([`Page::fresh_for`]): whoever made it says how long. A change of the
+//! queue's levers on this replica (a hold, a drain) forgets every page at
+//! once, as a job's change does.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -41,15 +45,32 @@ pub struct Page {
     /// The body as the API encodes it for a client that asks (compressed),
     /// made by the first such reader of a kept page and shared after.
     encoded: OnceLock<Bytes>,
+    /// When the page is stale even if no job changed; never, if `None`.
+    stale_at: Option<Instant>,
 }
 
 impl Page {
+    /// A page that stays right until a job changes.
     pub fn new(body: Bytes, next: Option<String>) -> Page {
         Page {
             body,
             next,
             encoded: OnceLock::new(),
+            stale_at: None,
         }
+    }
+
+    /// A page that is also stale once `fresh` has passed.
+    pub fn fresh_for(body: Bytes, next: Option<String>, fresh: Duration) -> Page {
+        Page {
+            stale_at: Some(Instant::now() + fresh),
+            ..Page::new(body, next)
+        }
+    }
+
+    fn is_fresh(&self) -> bool {
+        self.stale_at
+            .is_none_or(|stale_at| Instant::now() < stale_at)
     }
 
     /// The body encoded with `encode`, once per page.
@@ -81,7 +102,10 @@ pub(super) struct Pages {
 
 impl Pages {
     pub(super) fn get(&self, filter: &JobFilter) -> Option<Arc<Page>> {
-        self.kept.get(filter).cloned()
+        self.kept
+            .get(filter)
+            .filter(|page| page.is_fresh())
+            .cloned()
     }
 
     pub(super) fn begin(&self, filter: &JobFilter) -> PageFill {
@@ -105,7 +129,7 @@ impl Pages {
         }
     }
 
-    /// A job changed: every page may be stale.
+    /// A job or the queue's levers changed: every page may be stale.
     pub(super) fn forget(&mut self) {
         self.generation += 1;
         self.kept.clear();

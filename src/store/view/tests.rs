@@ -1,4 +1,5 @@
 use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
 
 use super::*;
 use crate::job::{JobSpec, timestamp_now};
@@ -190,6 +191,29 @@ fn what_a_status_shows_beside_a_job_changing_keeps_the_pages() {
     kept_page(&view, &every_job(50), "[]");
     view.forget(job.id);
     assert!(view.page(&every_job(50)).is_some());
+}
+
+#[test]
+fn a_page_kept_for_a_while_is_served_until_then_or_until_the_queue_changes() {
+    let view = ReadView::new(true, ViewCounters::default());
+    let (fresh, stale) = (every_job(50), every_job(10));
+    let body = |text: &str| Bytes::copy_from_slice(text.as_bytes());
+    let keep = |filter: &JobFilter, page: Page| {
+        let fill = view.begin_page(filter);
+        view.finish_page(fill, Arc::new(page));
+    };
+    keep(
+        &fresh,
+        Page::fresh_for(body("[1]"), None, Duration::from_secs(3600)),
+    );
+    keep(&stale, Page::fresh_for(body("[2]"), None, Duration::ZERO));
+    assert!(view.page(&fresh).is_some());
+    assert!(view.page(&stale).is_none(), "past its time");
+    view.forget_pages();
+    assert!(
+        view.page(&fresh).is_none(),
+        "a hold or a drain drops every page"
+    );
 }
 
 #[test]
