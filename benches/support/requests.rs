@@ -54,6 +54,9 @@ pub struct Report {
     pub spawn: Figure,
     /// Pending jobs the server counted after the spawn run.
     pub spawned: u64,
+    /// A page of 1,000 of the spawned jobs, all pending, once the
+    /// controller has said why each waits.
+    pub backlog: Figure,
 }
 
 pub async fn measure(settings: &Settings) -> Report {
@@ -64,6 +67,7 @@ pub async fn measure(settings: &Settings) -> Report {
     let seeded_in = seeding.elapsed();
     server.start().await;
     hold_queue(&server).await;
+    settle(&server).await;
 
     let mut reads = Vec::new();
     const GZIP: &[&str] = &["Accept-Encoding: gzip"];
@@ -122,6 +126,24 @@ pub async fn measure(settings: &Settings) -> Report {
         .metric("icarus_jobs{phase=\"pending\"}")
         .await
         .unwrap_or_default() as u64;
+
+    settle(&server).await;
+    let load = |path: &str| Load {
+        url: server.url(path),
+        threads: settings.threads,
+        connections: settings.connections,
+        seconds: settings.seconds,
+        script: None,
+        headers: &[],
+    };
+    let backlog = Figure {
+        what: format!(
+            "`GET /jobs?limit=1000`, every row a pending job of the spawned backlog (its place, reason and estimate), {} connections",
+            settings.connections
+        ),
+        baseline: wrk::run(&load("/healthz")).await,
+        measured: wrk::run(&load("/jobs?limit=1000")).await,
+    };
     server.stop().await;
     Report {
         stored: settings.jobs,
@@ -136,6 +158,27 @@ pub async fn measure(settings: &Settings) -> Report {
             baseline,
         },
         spawned,
+        backlog,
+    }
+}
+
+/// Waits (up to two minutes) until the controller has nothing left to do:
+/// its work queue empty and no reconcile for two seconds. (Half a second
+/// was not enough: after 70,000 spawns it returned while the controller
+/// was still writing why each job waits, and every such write drops the
+/// kept pages.)
+async fn settle(server: &Server) {
+    let reconciles =
+        || server.metric("icarus_reconcile_duration_seconds_count{outcome=\"success\"}");
+    let mut last = reconciles().await;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = reconciles().await;
+        let idle = server.metric("icarus_workqueue_depth").await == Some(0.0);
+        if idle && now == last {
+            return;
+        }
+        last = now;
     }
 }
 
@@ -217,6 +260,7 @@ impl Report {
             wrk::thousands(self.spawned as f64),
             failures(spawn),
         )));
+        rows.push(self.backlog.row(&self.backlog.measured.summary()));
         rows
     }
 

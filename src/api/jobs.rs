@@ -212,10 +212,10 @@ pub async fn list(
         after,
     };
     let gzip = encoding::accepts_gzip(&headers);
-    if let Some(page) = state.store.cached_page(&filter) {
-        return Ok(page_response(&page, gzip));
-    }
-    let fill = state.store.begin_page(&filter);
+    let fill = match state.store.page_or_fill(&filter).await {
+        Ok(page) => return Ok(page_response(&page, gzip)),
+        Err(fill) => fill,
+    };
     let ids = state.store.list_job_ids(filter).await?;
     let next = (ids.len() == limit as usize)
         .then(|| ids.last())

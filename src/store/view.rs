@@ -303,6 +303,36 @@ impl ReadView {
         page
     }
 
+    /// The list page for `filter`: the kept one, or the one another reader
+    /// is making (waited for, [`pages::FILL_WAIT`] at most); else the fill
+    /// this reader is to make and hand back ([`ReadView::finish_page`]),
+    /// `None` while the view is off.
+    pub async fn page_or_fill(&self, filter: &JobFilter) -> Result<Arc<Page>, Option<PageFill>> {
+        if !self.live.load(Ordering::Acquire) {
+            return Err(None);
+        }
+        loop {
+            let under_way;
+            let ended;
+            {
+                let mut entries = self.lock();
+                if let Some(page) = entries.pages.get(filter) {
+                    self.metrics.hits.inc();
+                    return Ok(page);
+                }
+                match entries.pages.under_way(filter) {
+                    Some(fill) => under_way = fill,
+                    None => return Err(Some(entries.pages.begin(filter))),
+                }
+                // Registered before the lock goes, so its end is not missed.
+                ended = under_way.done.notified();
+            }
+            if tokio::time::timeout(pages::FILL_WAIT, ended).await.is_err() {
+                return Err(Some(self.lock().pages.begin(filter)));
+            }
+        }
+    }
+
     /// Starts reading a list page: call before reading its ids. `None`
     /// while the view is off.
     pub fn begin_page(&self, filter: &JobFilter) -> Option<PageFill> {

@@ -94,15 +94,11 @@ impl Store {
             .collect()
     }
 
-    /// The list page for `filter` as last answered, if no job changed since
-    /// ([`crate::store::view::pages`]).
-    pub fn cached_page(&self, filter: &JobFilter) -> Option<Arc<Page>> {
-        self.view.page(filter)
-    }
-
-    /// Starts reading the list page for `filter`: call before its ids.
-    pub fn begin_page(&self, filter: &JobFilter) -> Option<PageFill> {
-        self.view.begin_page(filter)
+    /// The list page for `filter` as kept ([`crate::store::view::pages`]),
+    /// or as another reader is making it; else the fill to make it with
+    /// ([`crate::store::view::ReadView::page_or_fill`]).
+    pub async fn page_or_fill(&self, filter: &JobFilter) -> Result<Arc<Page>, Option<PageFill>> {
+        self.view.page_or_fill(filter).await
     }
 
     /// Keeps the page read since `fill` began, unless a job changed since.

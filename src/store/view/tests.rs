@@ -216,6 +216,55 @@ fn a_page_kept_for_a_while_is_served_until_then_or_until_the_queue_changes() {
     );
 }
 
+#[tokio::test]
+async fn readers_of_a_page_being_made_wait_for_it_instead_of_making_it_too() {
+    let view = Arc::new(ReadView::new(true, ViewCounters::default()));
+    let filter = every_job(50);
+    let fill = view.page_or_fill(&filter).await.expect_err("nothing kept");
+    let fill = fill.expect("the view listens");
+    let waiting = tokio::spawn({
+        let (view, filter) = (view.clone(), filter.clone());
+        async move {
+            view.page_or_fill(&filter)
+                .await
+                .map(|page| page.body.clone())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the second reader waits for the first"
+    );
+
+    view.finish_page(Some(fill), a_page("[made once]"));
+
+    let answer = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("woken by the fill")
+        .unwrap();
+    assert_eq!(answer.ok(), Some("[made once]".into()));
+}
+
+#[tokio::test]
+async fn a_fill_given_up_lets_the_next_reader_make_the_page() {
+    let view = Arc::new(ReadView::new(true, ViewCounters::default()));
+    let filter = every_job(50);
+    let fill = view.page_or_fill(&filter).await.unwrap_err().unwrap();
+    let waiting = tokio::spawn({
+        let (view, filter) = (view.clone(), filter.clone());
+        async move { view.page_or_fill(&filter).await.is_err() }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    drop(fill); // the first reader's read of the database failed
+
+    let told_to_fill = tokio::time::timeout(Duration::from_secs(1), waiting)
+        .await
+        .expect("woken at once, not after the wait's bound")
+        .unwrap();
+    assert!(told_to_fill);
+}
+
 #[test]
 fn a_page_read_while_a_job_changed_is_not_kept() {
     let view = ReadView::new(true, ViewCounters::default());
