@@ -37,7 +37,7 @@ async fn a_short_benchmark_run_answers_every_request_and_adopts_every_live_job_a
         spawn_connections: 2,
     };
     let report = requests::measure(&settings).await;
-    for figure in report.reads.iter().chain([&report.spawn]) {
+    for figure in report.reads.iter().chain([&report.spawn, &report.backlog]) {
         for outcome in [&figure.measured, &figure.baseline] {
             assert!(outcome.requests > 0, "{}: {outcome:?}", figure.what);
             assert_eq!(
@@ -56,5 +56,5 @@ async fn a_short_benchmark_run_answers_every_request_and_adopts_every_live_job_a
         "each answered spawn stored a job: {answered} answered, {} stored",
         report.spawned
     );
-    assert_eq!(report.rows().len(), 5);
+    assert_eq!(report.rows().len(), 6);
 }
