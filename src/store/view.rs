@@ -291,7 +291,8 @@ impl ReadView {
     }
 
     /// The list page for `filter` as last read, if no job changed since
-    /// and it is still fresh.
+    /// and it is still fresh (the API asks [`ReadView::page_or_fill`]).
+    #[cfg(test)]
     pub fn page(&self, filter: &JobFilter) -> Option<Arc<Page>> {
         if !self.live.load(Ordering::Acquire) {
             return None;
@@ -334,7 +335,8 @@ impl ReadView {
     }
 
     /// Starts reading a list page: call before reading its ids. `None`
-    /// while the view is off.
+    /// while the view is off (the API asks [`ReadView::page_or_fill`]).
+    #[cfg(test)]
     pub fn begin_page(&self, filter: &JobFilter) -> Option<PageFill> {
         self.live
             .load(Ordering::Acquire)

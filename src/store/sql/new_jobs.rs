@@ -10,7 +10,9 @@
 //! its own job's.
 //!
 //! The write runs in a task of its own: a spawn whose client went away
-//! mid-write must not take the other jobs of its group with it.
+//! mid-write must not take the other jobs of its group with it. A spawn
+//! that goes away while it still waits takes its job out of the queue:
+//! like a spawn that never reached the lane, it stores nothing.
 //! PostgreSQL writes concurrently on its own connections, and each job is
 //! written alone there.
 
@@ -20,7 +22,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
 use super::Pool;
-use crate::job::Job;
+use crate::job::{Job, JobId};
 use crate::store::{Result, Store, StoreError};
 
 /// Jobs waiting for the write lane, taken by whichever spawn gets it first.
@@ -46,6 +48,11 @@ impl NewJobs {
         std::mem::take(&mut *self.lock())
     }
 
+    /// Takes `id`'s job out, if no spawn has taken it to write yet.
+    fn withdraw(&self, id: JobId) {
+        self.lock().retain(|new| new.job.id != id);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<NewJob>> {
         self.waiting
             .lock()
@@ -66,6 +73,10 @@ impl Store {
             at,
             written,
         });
+        let waiting = Waiting {
+            new_jobs: &self.new_jobs,
+            id: job.id,
+        };
         let turn = tokio::select! {
             biased;
             // Another spawn took the lane first and is writing this job too.
@@ -73,6 +84,7 @@ impl Store {
             turn = self.write_lane.clone().lock_owned() => turn,
         };
         let group = self.new_jobs.take();
+        drop(waiting);
         if group.is_empty() {
             // Taken by a spawn that had the lane just before.
             drop(turn);
@@ -103,6 +115,18 @@ impl Store {
         for new in group {
             let _ = new.written.send(together.take().unwrap_or(Ok(())));
         }
+    }
+}
+
+/// A spawn's job in the queue, withdrawn if the spawn goes away first.
+struct Waiting<'a> {
+    new_jobs: &'a NewJobs,
+    id: JobId,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.new_jobs.withdraw(self.id);
     }
 }
 
@@ -161,6 +185,32 @@ mod tests {
             assert_eq!(store.stream_position(job.id).await.unwrap(), Some(1));
             assert_eq!(store.job_events(job.id).await.unwrap().len(), 1);
         }
+    }
+
+    #[tokio::test]
+    async fn a_spawn_that_goes_away_while_it_waits_for_the_lane_stores_nothing() {
+        let (store, _dir) = store().await;
+        let lane = store.write_lane.clone().lock_owned().await;
+        let abandoned = Job::pending();
+        let spawn = tokio::spawn({
+            let (store, job) = (store.clone(), abandoned.clone());
+            async move { store.create_job(&job).await }
+        });
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while store.new_jobs.lock().is_empty() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("the spawn waits for the lane");
+
+        spawn.abort();
+        let _ = spawn.await;
+        drop(lane);
+        let next = store.create_job(&Job::pending()).await.unwrap();
+
+        assert!(store.get_job(next.id).await.unwrap().is_some());
+        assert_eq!(store.get_job(abandoned.id).await.unwrap(), None);
     }
 
     #[tokio::test]

@@ -162,6 +162,13 @@ impl Pages {
     /// Starts a fill of `filter`'s page; readers who come meanwhile wait
     /// for it ([`Pages::under_way`]).
     pub(super) fn begin(&mut self, filter: &JobFilter) -> PageFill {
+        // A fill given up (its read failed) stays listed, ended, until the
+        // jobs change; readers asking for ever new pages meanwhile must not
+        // grow the list without end.
+        if self.filling.len() >= MAX_PAGES {
+            self.filling
+                .retain(|_, under_way| !under_way.ended.load(Ordering::Acquire));
+        }
         let under_way = Arc::new(UnderWay::default());
         self.filling.insert(filter.clone(), under_way.clone());
         PageFill {
@@ -208,5 +215,29 @@ impl Pages {
         self.remaking.clear();
         self.filling.clear();
         self.bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A page after a job of its own: a filter no reader asked for before.
+    fn another_page() -> JobFilter {
+        JobFilter {
+            phase: None,
+            project_id: None,
+            limit: 50,
+            after: Some(crate::job::JobId::new_random()),
+        }
+    }
+
+    #[test]
+    fn fills_given_up_for_ever_new_pages_are_not_held_without_end() {
+        let mut pages = Pages::default();
+        for _ in 0..3 * MAX_PAGES {
+            drop(pages.begin(&another_page()));
+        }
+        assert!(pages.filling.len() <= MAX_PAGES, "{}", pages.filling.len());
     }
 }
